@@ -1,0 +1,12 @@
+"""Replayable augmentations: ops with ``sample(rng) -> params`` and ``apply(img, params, size)``,
+recipes that chain them, and a lossless fixed-width codec for the parameters."""
+from __future__ import annotations
+
+from . import autoaugment, erasing, geometric, mixing  # noqa: F401  (register the ops)
+from .base import OPS, Op, SampleContext, create_op, register_op
+from .codec import BitCodec, Field
+from .geometric import eval_transform
+from .recipe import RECIPES, Recipe, ViewParams, get_recipe
+
+__all__ = ["OPS", "Op", "SampleContext", "create_op", "register_op", "BitCodec", "Field", "eval_transform",
+           "RECIPES", "Recipe", "ViewParams", "get_recipe"]

@@ -1,0 +1,136 @@
+"""RandAugment and TrivialAugmentWide as replayable ops.
+
+The op list and magnitude tables follow torchvision's ``_AutoAugmentBase`` (14 ops, 31 bins by
+default). Two deliberate differences, both so replay works at any size: translations are stored
+as a *fraction* of the image side (torchvision's RandAugment already uses 150/331 of the side;
+TrivialAugmentWide's 32 px is taken as 32/224 of the side), and the op index, magnitude bin and
+sign are integers drawn once per view, so the pixel work is a pure function of the record.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+
+from .base import Op, SampleContext, register_op, uniform_int
+from .codec import Field
+
+NEAREST = InterpolationMode.NEAREST
+
+
+def _shear_x(img: torch.Tensor, m: float) -> torch.Tensor:
+    return F.affine(img, angle=0.0, translate=[0, 0], scale=1.0, shear=[math.degrees(math.atan(m)), 0.0],
+                    interpolation=NEAREST, center=[0, 0])
+
+
+def _shear_y(img: torch.Tensor, m: float) -> torch.Tensor:
+    return F.affine(img, angle=0.0, translate=[0, 0], scale=1.0, shear=[0.0, math.degrees(math.atan(m))],
+                    interpolation=NEAREST, center=[0, 0])
+
+
+def _translate_x(img: torch.Tensor, m: float) -> torch.Tensor:
+    px = int(m * img.shape[-1])
+    return F.affine(img, angle=0.0, translate=[px, 0], scale=1.0, shear=[0.0, 0.0], interpolation=NEAREST)
+
+
+def _translate_y(img: torch.Tensor, m: float) -> torch.Tensor:
+    px = int(m * img.shape[-2])
+    return F.affine(img, angle=0.0, translate=[0, px], scale=1.0, shear=[0.0, 0.0], interpolation=NEAREST)
+
+
+def _rotate(img: torch.Tensor, m: float) -> torch.Tensor:
+    return F.rotate(img, m, interpolation=NEAREST)
+
+
+# name -> (apply(img, magnitude), magnitude table(num_bins) for RA, for TA-wide, signed)
+_Table = Callable[[int], torch.Tensor]
+AA_OPS: list[tuple[str, Callable[[torch.Tensor, float], torch.Tensor], _Table, _Table, bool]] = [
+    ("Identity", lambda x, m: x, lambda b: torch.zeros(b), lambda b: torch.zeros(b), False),
+    ("ShearX", _shear_x, lambda b: torch.linspace(0.0, 0.3, b), lambda b: torch.linspace(0.0, 0.99, b), True),
+    ("ShearY", _shear_y, lambda b: torch.linspace(0.0, 0.3, b), lambda b: torch.linspace(0.0, 0.99, b), True),
+    ("TranslateX", _translate_x, lambda b: torch.linspace(0.0, 150.0 / 331.0, b),
+     lambda b: torch.linspace(0.0, 32.0 / 224.0, b), True),
+    ("TranslateY", _translate_y, lambda b: torch.linspace(0.0, 150.0 / 331.0, b),
+     lambda b: torch.linspace(0.0, 32.0 / 224.0, b), True),
+    ("Rotate", _rotate, lambda b: torch.linspace(0.0, 30.0, b), lambda b: torch.linspace(0.0, 135.0, b), True),
+    ("Brightness", lambda x, m: F.adjust_brightness(x, 1.0 + m), lambda b: torch.linspace(0.0, 0.9, b),
+     lambda b: torch.linspace(0.0, 0.99, b), True),
+    ("Color", lambda x, m: F.adjust_saturation(x, 1.0 + m), lambda b: torch.linspace(0.0, 0.9, b),
+     lambda b: torch.linspace(0.0, 0.99, b), True),
+    ("Contrast", lambda x, m: F.adjust_contrast(x, 1.0 + m), lambda b: torch.linspace(0.0, 0.9, b),
+     lambda b: torch.linspace(0.0, 0.99, b), True),
+    ("Sharpness", lambda x, m: F.adjust_sharpness(x, 1.0 + m), lambda b: torch.linspace(0.0, 0.9, b),
+     lambda b: torch.linspace(0.0, 0.99, b), True),
+    ("Posterize", lambda x, m: F.posterize(x, int(m)),
+     lambda b: 8 - (torch.arange(b) / ((b - 1) / 4)).round().int(),
+     lambda b: 8 - (torch.arange(b) / ((b - 1) / 6)).round().int(), False),
+    ("Solarize", lambda x, m: F.solarize(x, m), lambda b: torch.linspace(255.0, 0.0, b),
+     lambda b: torch.linspace(255.0, 0.0, b), False),
+    ("AutoContrast", lambda x, m: F.autocontrast(x), lambda b: torch.zeros(b), lambda b: torch.zeros(b), False),
+    ("Equalize", lambda x, m: F.equalize(x), lambda b: torch.zeros(b), lambda b: torch.zeros(b), False),
+]
+AA_OP_NAMES = [o[0] for o in AA_OPS]
+
+
+def apply_aa(img: torch.Tensor, op: int, mag_bin: int, sign: int, num_bins: int, wide: bool) -> torch.Tensor:
+    """Apply table op ``op`` at magnitude bin ``mag_bin`` (negated when ``sign`` and signed)."""
+    _, fn, ra_table, ta_table, signed = AA_OPS[op]
+    m = float((ta_table if wide else ra_table)(num_bins)[mag_bin])
+    if signed and sign:
+        m = -m
+    return fn(img, m)
+
+
+@register_op
+class RandAugment(Op):
+    """RandAugment: ``n`` ops, magnitude ``m`` of ``bins`` (``mstd`` > 0 jitters it per op)."""
+
+    name = "ra"
+    defaults = {"n": 2, "m": 9, "bins": 31, "mstd": 0.0}
+
+    def fields(self) -> list[Field]:
+        out: list[Field] = []
+        for k in range(self.settings["n"]):
+            out += [Field(f"op{k}", 0, len(AA_OPS) - 1), Field(f"mag{k}", 0, self.settings["bins"] - 1),
+                    Field(f"sign{k}", 0, 1)]
+        return out
+
+    def sample(self, rng: np.random.Generator, ctx: SampleContext) -> dict[str, int]:
+        s = self.settings
+        out: dict[str, int] = {}
+        for k in range(s["n"]):
+            out[f"op{k}"] = uniform_int(rng, 0, len(AA_OPS) - 1)
+            m = s["m"]
+            if s["mstd"] > 0:
+                m = int(round(rng.normal(m, s["mstd"])))
+            out[f"mag{k}"] = min(max(m, 0), s["bins"] - 1)
+            out[f"sign{k}"] = int(rng.random() < 0.5)
+        return out
+
+    def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
+        for k in range(self.settings["n"]):
+            img = apply_aa(img, params[f"op{k}"], params[f"mag{k}"], params[f"sign{k}"],
+                           self.settings["bins"], wide=False)
+        return img
+
+
+@register_op
+class TrivialAugmentWide(Op):
+    """TrivialAugmentWide: one op, uniformly random magnitude bin from the wide table."""
+
+    name = "ta"
+    defaults = {"bins": 31}
+
+    def fields(self) -> list[Field]:
+        return [Field("op", 0, len(AA_OPS) - 1), Field("mag", 0, self.settings["bins"] - 1), Field("sign", 0, 1)]
+
+    def sample(self, rng: np.random.Generator, ctx: SampleContext) -> dict[str, int]:
+        return {"op": uniform_int(rng, 0, len(AA_OPS) - 1), "mag": uniform_int(rng, 0, self.settings["bins"] - 1),
+                "sign": int(rng.random() < 0.5)}
+
+    def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
+        return apply_aa(img, params["op"], params["mag"], params["sign"], self.settings["bins"], wide=True)

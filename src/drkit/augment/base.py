@@ -1,0 +1,83 @@
+"""The replayable-op protocol and its registry.
+
+An op turns an explicit RNG into integer parameters (``sample``) and applies those parameters
+to a uint8 CHW tensor (``apply``). Generation and training call the same ``apply``, which is
+what makes replay bit-exact.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+
+from ..errors import RecipeError
+from .codec import Field
+
+
+@dataclass(frozen=True)
+class SampleContext:
+    """What a sampler may look at: the source image size and the dataset/view counts."""
+
+    src_hw: tuple[int, int]
+    num_samples: int
+    num_views: int
+    sample_id: int
+
+
+class Op:
+    """Base class. Subclasses set ``name`` and ``defaults`` and implement the three methods."""
+
+    name: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    geometric_source: ClassVar[bool] = False  # True: maps the source image to out_size
+
+    def __init__(self, **settings: Any):
+        unknown = set(settings) - set(self.defaults)
+        if unknown:
+            raise RecipeError(
+                f"op {self.name!r} has no setting(s) {sorted(unknown)}; known: {sorted(self.defaults)}"
+            )
+        self.settings = {**self.defaults, **settings}
+        for k, v in self.settings.items():
+            self.settings[k] = type(self.defaults[k])(v)
+
+    def fields(self) -> list[Field]:
+        raise NotImplementedError
+
+    def sample(self, rng: np.random.Generator, ctx: SampleContext) -> dict[str, int]:
+        raise NotImplementedError
+
+    def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {"op": self.name, **self.settings}
+
+
+OPS: dict[str, type[Op]] = {}
+
+
+def register_op(cls: type[Op]) -> type[Op]:
+    """Class decorator: make an op available to recipe specs under ``cls.name``."""
+    if not cls.name:
+        raise ValueError("op class needs a name")
+    OPS[cls.name] = cls
+    return cls
+
+
+def create_op(name: str, **settings: Any) -> Op:
+    try:
+        cls = OPS[name]
+    except KeyError:
+        raise RecipeError(f"unknown augmentation op {name!r}; known: {sorted(OPS)}") from None
+    return cls(**settings)
+
+
+def uniform_int(rng: np.random.Generator, lo: int, hi: int) -> int:
+    """Integer in [lo, hi] inclusive."""
+    return int(rng.integers(lo, hi + 1))
+
+
+Sampler = Callable[[np.random.Generator, SampleContext], dict[str, int]]

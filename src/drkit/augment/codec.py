@@ -1,0 +1,67 @@
+"""Lossless fixed-width packing of a view's integer parameters.
+
+Every op declares its parameters as integer fields with an inclusive range. Sampling produces
+those integers directly (continuous draws are quantised at sampling time), so packing is exact:
+``decode(encode(p)) == p`` and a record has the same width for every view of a recipe.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import RecipeError
+
+
+@dataclass(frozen=True)
+class Field:
+    """One integer parameter in ``[lo, hi]``; stored as ``value - lo`` in ``bits`` bits."""
+
+    name: str
+    lo: int
+    hi: int
+
+    @property
+    def bits(self) -> int:
+        return max(1, (self.hi - self.lo).bit_length())
+
+
+class BitCodec:
+    """Packs an ordered list of (group, field) integers into ``num_bytes`` little-endian bytes."""
+
+    def __init__(self, groups: list[tuple[str, list[Field]]]):
+        self.layout: list[tuple[str, Field, int]] = []
+        offset = 0
+        for group, fields in groups:
+            for f in fields:
+                self.layout.append((group, f, offset))
+                offset += f.bits
+        self.num_bits = offset
+        self.num_bytes = max(1, (offset + 7) // 8)
+
+    def encode(self, params: dict[str, dict[str, int]]) -> np.ndarray:
+        word = 0
+        for group, f, offset in self.layout:
+            try:
+                v = int(params[group][f.name])
+            except KeyError as e:
+                raise RecipeError(f"view parameters lack {group}.{f.name}") from e
+            if not f.lo <= v <= f.hi:
+                raise RecipeError(f"{group}.{f.name}={v} outside [{f.lo}, {f.hi}]")
+            word |= (v - f.lo) << offset
+        return np.frombuffer(word.to_bytes(self.num_bytes, "little"), dtype=np.uint8).copy()
+
+    def decode(self, code: np.ndarray | bytes) -> dict[str, dict[str, int]]:
+        raw = bytes(np.asarray(code, dtype=np.uint8)) if not isinstance(code, bytes) else code
+        if len(raw) != self.num_bytes:
+            raise RecipeError(f"parameter code has {len(raw)} bytes, recipe expects {self.num_bytes}")
+        word = int.from_bytes(raw, "little")
+        if word >> self.num_bits:
+            raise RecipeError("parameter code has bits set beyond the recipe's fields")
+        out: dict[str, dict[str, int]] = {}
+        for group, f, offset in self.layout:
+            v = ((word >> offset) & ((1 << f.bits) - 1)) + f.lo
+            if v > f.hi:
+                raise RecipeError(f"decoded {group}.{f.name}={v} outside [{f.lo}, {f.hi}]")
+            out.setdefault(group, {})[f.name] = v
+        return out

@@ -1,0 +1,68 @@
+"""RandomErasing with its box relative to the output size and its noise fill recorded.
+
+The box is quantised to 1/255 of the output side, so the same relative region is erased at
+any replay size. The fill is per-pixel uniform noise drawn from a recorded 16-bit seed with a
+CPU ``torch.Generator`` -- reproducible everywhere, 2 bytes instead of the pixels.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .base import Op, SampleContext, register_op, uniform_int
+from .codec import Field
+
+Q = 255  # box quantisation steps per output side
+
+
+def box_to_pixels(top: int, left: int, h: int, w: int, size: int) -> tuple[int, int, int, int]:
+    """Quantised box (units of size/255) -> pixel box, at least one pixel when non-empty."""
+    y0 = (top * size + Q // 2) // Q
+    x0 = (left * size + Q // 2) // Q
+    y1 = max(y0 + 1, ((top + h) * size + Q // 2) // Q)
+    x1 = max(x0 + 1, ((left + w) * size + Q // 2) // Q)
+    return y0, x0, min(y1, size), min(x1, size)
+
+
+@register_op
+class RandomErasing(Op):
+    """timm/torchvision-style erasing (area scale, log-ratio) with per-pixel noise fill."""
+
+    name = "re"
+    defaults = {"p": 0.25, "scale_min": 0.02, "scale_max": 1 / 3, "ratio_min": 0.3, "ratio_max": 3.3}
+
+    def fields(self) -> list[Field]:
+        return [Field("on", 0, 1), Field("top", 0, Q - 1), Field("left", 0, Q - 1),
+                Field("h", 0, Q), Field("w", 0, Q), Field("seed", 0, 65535)]
+
+    def sample(self, rng: np.random.Generator, ctx: SampleContext) -> dict[str, int]:
+        s = self.settings
+        off = {"on": 0, "top": 0, "left": 0, "h": 0, "w": 0, "seed": 0}
+        if rng.random() >= s["p"]:
+            return off
+        log_ratio = (math.log(s["ratio_min"]), math.log(s["ratio_max"]))
+        for _ in range(10):
+            area = rng.uniform(s["scale_min"], s["scale_max"])
+            aspect = math.exp(rng.uniform(*log_ratio))
+            h = int(round(math.sqrt(area / aspect) * Q))
+            w = int(round(math.sqrt(area * aspect) * Q))
+            if 1 <= h < Q and 1 <= w < Q:
+                top = uniform_int(rng, 0, Q - h)
+                left = uniform_int(rng, 0, Q - w)
+                return {"on": 1, "top": min(top, Q - 1), "left": min(left, Q - 1), "h": h, "w": w,
+                        "seed": uniform_int(rng, 0, 65535)}
+        return off
+
+    def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
+        if not params["on"]:
+            return img
+        size_h, size_w = img.shape[-2:]
+        y0, x0, y1, _ = box_to_pixels(params["top"], params["left"], params["h"], params["w"], size_h)
+        _, x0, _, x1 = box_to_pixels(params["top"], params["left"], params["h"], params["w"], size_w)
+        gen = torch.Generator().manual_seed(params["seed"])
+        noise = torch.randint(0, 256, (img.shape[0], y1 - y0, x1 - x0), generator=gen, dtype=torch.uint8)
+        out = img.clone()
+        out[:, y0:y1, x0:x1] = noise
+        return out

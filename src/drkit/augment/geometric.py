@@ -1,0 +1,132 @@
+"""Crops that map the source image to the output size: RandomResizedCrop and pad-crop.
+
+Boxes are stored in *source* pixel coordinates, so a student replaying at its own input size
+crops exactly the region the teacher saw. A box may extend past the image (pad-crop): the
+outside is zero, as with CIFAR-style padding. Both crops carry the horizontal flip bit.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+
+from .base import Op, SampleContext, register_op, uniform_int
+from .codec import Field
+
+# 16-bit box fields: offsets may be negative (padding), sizes up to 65,536 px.
+_BOX_FIELDS = [Field("top", -4096, 61439), Field("left", -4096, 61439),
+               Field("height", 1, 65536), Field("width", 1, 65536), Field("flip", 0, 1)]
+
+
+def crop_resize(img: torch.Tensor, p: dict[str, int], out_size: int) -> torch.Tensor:
+    """Crop the source box (zero outside the image), resize to ``out_size``, maybe flip."""
+    x = F.crop(img, p["top"], p["left"], p["height"], p["width"])
+    if x.shape[-2:] != (out_size, out_size):
+        x = F.resize(x, [out_size, out_size], interpolation=InterpolationMode.BILINEAR, antialias=True)
+    if p["flip"]:
+        x = F.horizontal_flip(x)
+    return x.contiguous()
+
+
+@register_op
+class RandomResizedCrop(Op):
+    """torchvision's RandomResizedCrop sampling (10 tries, then centre fallback) + flip."""
+
+    name = "rrc"
+    defaults = {"scale_min": 0.08, "scale_max": 1.0, "ratio_min": 3 / 4, "ratio_max": 4 / 3, "flip": 0.5}
+    geometric_source = True
+
+    def fields(self) -> list[Field]:
+        return list(_BOX_FIELDS)
+
+    def sample(self, rng: np.random.Generator, ctx: SampleContext) -> dict[str, int]:
+        s = self.settings
+        height, width = ctx.src_hw
+        area = height * width
+        log_ratio = (math.log(s["ratio_min"]), math.log(s["ratio_max"]))
+        box = None
+        for _ in range(10):
+            target_area = area * rng.uniform(s["scale_min"], s["scale_max"])
+            aspect = math.exp(rng.uniform(*log_ratio))
+            w = int(round(math.sqrt(target_area * aspect)))
+            h = int(round(math.sqrt(target_area / aspect)))
+            if 0 < w <= width and 0 < h <= height:
+                box = (uniform_int(rng, 0, height - h), uniform_int(rng, 0, width - w), h, w)
+                break
+        if box is None:  # centre crop at the clamped ratio, as torchvision does
+            in_ratio = width / height
+            if in_ratio < s["ratio_min"]:
+                w, h = width, int(round(width / s["ratio_min"]))
+            elif in_ratio > s["ratio_max"]:
+                h, w = height, int(round(height * s["ratio_max"]))
+            else:
+                w, h = width, height
+            box = ((height - h) // 2, (width - w) // 2, h, w)
+        flip = int(rng.random() < s["flip"])
+        return {"top": box[0], "left": box[1], "height": box[2], "width": box[3], "flip": flip}
+
+    def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
+        return crop_resize(img, params, out_size)
+
+
+@register_op
+class PadCrop(Op):
+    """CIFAR-style: pad the source by ``pad`` (pixels, or ``pad_frac`` of the short side), crop
+    a source-sized box, resize to the output size, flip."""
+
+    name = "padcrop"
+    defaults = {"pad": -1, "pad_frac": 0.125, "flip": 0.5}
+    geometric_source = True
+
+    def fields(self) -> list[Field]:
+        return list(_BOX_FIELDS)
+
+    def _pad(self, hw: tuple[int, int]) -> int:
+        pad = self.settings["pad"]
+        return pad if pad >= 0 else int(round(self.settings["pad_frac"] * min(hw)))
+
+    def sample(self, rng: np.random.Generator, ctx: SampleContext) -> dict[str, int]:
+        pad = self._pad(ctx.src_hw)
+        height, width = ctx.src_hw
+        top = uniform_int(rng, -pad, pad)
+        left = uniform_int(rng, -pad, pad)
+        flip = int(rng.random() < self.settings["flip"])
+        return {"top": top, "left": left, "height": height, "width": width, "flip": flip}
+
+    def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
+        return crop_resize(img, params, out_size)
+
+
+@register_op
+class Resize(Op):
+    """No augmentation: the whole image resized to the output size (a recipe of plain views)."""
+
+    name = "resize"
+    defaults = {"flip": 0.0}
+    geometric_source = True
+
+    def fields(self) -> list[Field]:
+        return list(_BOX_FIELDS)
+
+    def sample(self, rng: np.random.Generator, ctx: SampleContext) -> dict[str, int]:
+        height, width = ctx.src_hw
+        flip = int(rng.random() < self.settings["flip"])
+        return {"top": 0, "left": 0, "height": height, "width": width, "flip": flip}
+
+    def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
+        return crop_resize(img, params, out_size)
+
+
+def eval_transform(img: torch.Tensor, out_size: int, crop_pct: float = 1.0) -> torch.Tensor:
+    """The plain evaluation view: resize the short side to ``out_size / crop_pct``, centre-crop."""
+    h, w = img.shape[-2:]
+    if crop_pct >= 1.0 and h == w:
+        if (h, w) == (out_size, out_size):
+            return img
+        return F.resize(img, [out_size, out_size], interpolation=InterpolationMode.BILINEAR, antialias=True)
+    short = int(math.floor(out_size / crop_pct))
+    x = F.resize(img, short, interpolation=InterpolationMode.BILINEAR, antialias=True)
+    return F.center_crop(x, [out_size, out_size]).contiguous()

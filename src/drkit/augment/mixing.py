@@ -1,0 +1,100 @@
+"""MixUp / CutMix between two stored views.
+
+A mixed view pairs view ``v`` of sample ``i`` with view ``partner_view`` of sample ``partner``
+(any sample of the dataset, never ``i`` itself). Both halves are rendered with their own base
+parameters; the teacher labels the *mixed* image. λ is kept as the bit pattern of a float16, so
+the stored ``lam`` (float16) is exactly the value used; the CutMix box is quantised to 1/255 of
+the output side like the erasing box.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .base import Op, SampleContext, register_op, uniform_int
+from .codec import Field
+
+Q = 255
+MODE_NONE, MODE_MIXUP, MODE_CUTMIX = 0, 1, 2
+
+
+def lam_to_bits(lam: float) -> int:
+    return int(np.array([lam], dtype=np.float16).view(np.uint16)[0])
+
+
+def bits_to_lam(bits: int) -> float:
+    return float(np.array([bits], dtype=np.uint16).view(np.float16)[0])
+
+
+def cut_box_pixels(p: dict[str, int], h: int, w: int) -> tuple[int, int, int, int]:
+    """Quantised CutMix box -> (y0, x0, y1, x1) pixels at an h x w output (may be empty)."""
+    y0 = (p["top"] * h + Q // 2) // Q
+    y1 = ((p["top"] + p["h"]) * h + Q // 2) // Q
+    x0 = (p["left"] * w + Q // 2) // Q
+    x1 = ((p["left"] + p["w"]) * w + Q // 2) // Q
+    return y0, x0, min(y1, h), min(x1, w)
+
+
+@register_op
+class MixUpCutMix(Op):
+    """timm-style switch between MixUp (Beta(mixup, mixup)) and CutMix (Beta(cutmix, cutmix))."""
+
+    name = "mix"
+    defaults = {"p": 1.0, "mixup": 0.2, "cutmix": 1.0, "switch": 0.5}
+
+    def fields(self) -> list[Field]:
+        return [Field("mode", 0, 2), Field("partner", 0, 2**32 - 1), Field("partner_view", 0, 65535),
+                Field("lam", 0, 65535), Field("top", 0, Q), Field("left", 0, Q),
+                Field("h", 0, Q), Field("w", 0, Q)]
+
+    def sample(self, rng: np.random.Generator, ctx: SampleContext) -> dict[str, int]:
+        s = self.settings
+        out = {"mode": MODE_NONE, "partner": ctx.sample_id, "partner_view": 0, "lam": lam_to_bits(1.0),
+               "top": 0, "left": 0, "h": 0, "w": 0}
+        if ctx.num_samples < 2 or rng.random() >= s["p"]:
+            return out
+        partner = uniform_int(rng, 0, ctx.num_samples - 2)
+        out["partner"] = partner + (partner >= ctx.sample_id)  # any sample but this one
+        out["partner_view"] = uniform_int(rng, 0, ctx.num_views - 1)
+        use_cutmix = s["cutmix"] > 0 and (s["mixup"] <= 0 or rng.random() < s["switch"])
+        if use_cutmix:
+            lam = float(rng.beta(s["cutmix"], s["cutmix"]))
+            cut = math.sqrt(1.0 - lam)
+            ch, cw = int(round(cut * Q)), int(round(cut * Q))
+            cy, cx = uniform_int(rng, 0, Q - 1), uniform_int(rng, 0, Q - 1)
+            y0, y1 = min(max(cy - ch // 2, 0), Q), min(max(cy + ch // 2, 0), Q)
+            x0, x1 = min(max(cx - cw // 2, 0), Q), min(max(cx + cw // 2, 0), Q)
+            out.update(mode=MODE_CUTMIX, top=y0, left=x0, h=y1 - y0, w=x1 - x0)
+        else:
+            lam = float(rng.beta(s["mixup"], s["mixup"]))
+            out["mode"] = MODE_MIXUP
+        out["lam"] = lam_to_bits(lam)
+        return out
+
+    def mix(self, img: torch.Tensor, partner: torch.Tensor, p: dict[str, int]) -> torch.Tensor:
+        """Combine two rendered uint8 views according to the record."""
+        if p["mode"] == MODE_MIXUP:
+            lam = bits_to_lam(p["lam"])
+            out = img.to(torch.float32) * lam + partner.to(torch.float32) * (1.0 - lam)
+            return out.round_().clamp_(0, 255).to(torch.uint8)
+        if p["mode"] == MODE_CUTMIX:
+            y0, x0, y1, x1 = cut_box_pixels(p, img.shape[-2], img.shape[-1])
+            out = img.clone()
+            if y1 > y0 and x1 > x0:
+                out[:, y0:y1, x0:x1] = partner[:, y0:y1, x0:x1]
+            return out
+        return img
+
+    def weight(self, p: dict[str, int], out_size: int) -> float:
+        """Share of the first image in the mix at this size (CutMix: by pasted area)."""
+        if p["mode"] == MODE_MIXUP:
+            return bits_to_lam(p["lam"])
+        if p["mode"] == MODE_CUTMIX:
+            y0, x0, y1, x1 = cut_box_pixels(p, out_size, out_size)
+            return 1.0 - max(0, y1 - y0) * max(0, x1 - x0) / float(out_size * out_size)
+        return 1.0
+
+    def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
+        raise TypeError("mixing needs the partner view: use Recipe.render")

@@ -1,0 +1,160 @@
+"""Recipes: an ordered list of replayable ops, parsed from specs like ``rrc+ra@m=5+re``.
+
+A view's randomness comes from ``numpy.random.default_rng([seed, sample_id, view])`` and
+nothing else, so any worker, rank or resumed run draws the same parameters for the same view.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import RecipeError
+from .base import Op, SampleContext, create_op
+from .codec import BitCodec
+from .mixing import MixUpCutMix
+
+ViewParams = dict[str, dict[str, int]]
+
+# Named recipes (design.md). Any `+`-joined op list is valid; these are the documented ones.
+RECIPES: dict[str, str] = {
+    "rrc": "rrc",
+    "padcrop": "padcrop",
+    "rrc+ra+re": "rrc+ra+re",
+    "rrc+ta": "rrc+ta",
+    "rrc+mix": "rrc+mix",
+    "rrc+ra+re+mix": "rrc+ra+re+mix",
+    "padcrop+ra+re": "padcrop+ra+re",
+    "none": "resize",
+}
+
+
+def _parse_value(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+class Recipe:
+    """Base ops (first one maps source -> output size) plus an optional final mixing op."""
+
+    def __init__(self, ops: list[Op], mix: MixUpCutMix | None = None):
+        if not ops or not ops[0].geometric_source:
+            raise RecipeError("a recipe starts with exactly one of rrc | padcrop | resize")
+        if any(op.geometric_source for op in ops[1:]):
+            raise RecipeError("a recipe has only one crop op (rrc | padcrop | resize), first")
+        names = [op.name for op in ops]
+        if len(set(names)) != len(names):
+            raise RecipeError(f"recipe repeats an op: {'+'.join(names)}")
+        self.ops = ops
+        self.mixer = mix
+        self.codec = BitCodec([(op.name, op.fields()) for op in ops])
+
+    # -- identity -----------------------------------------------------------------------
+    @property
+    def spec(self) -> str:
+        """Canonical spec with every setting spelled out (round-trips through get_recipe)."""
+        parts = []
+        for op in self.ops + ([self.mixer] if self.mixer else []):
+            opts = ",".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in op.settings.items())
+            parts.append(f"{op.name}@{opts}" if opts else op.name)
+        return "+".join(parts)
+
+    def describe(self) -> dict[str, Any]:
+        ops = [op.describe() for op in self.ops]
+        return {"spec": self.spec, "ops": ops, "mix": self.mixer.describe() if self.mixer else None,
+                "code_bytes": self.code_bytes}
+
+    @property
+    def mixes(self) -> bool:
+        return self.mixer is not None
+
+    @property
+    def code_bytes(self) -> int:
+        return self.codec.num_bytes
+
+    def __repr__(self) -> str:
+        return f"Recipe({self.spec!r})"
+
+    # -- parameters -----------------------------------------------------------------------
+    @staticmethod
+    def view_rng(seed: int, sample_id: int, view: int) -> np.random.Generator:
+        return np.random.default_rng([int(seed), int(sample_id), int(view)])
+
+    def sample(self, seed: int, sample_id: int, view: int, src_hw: tuple[int, int],
+               num_samples: int, num_views: int) -> ViewParams:
+        """All parameters of one view, a pure function of its arguments."""
+        rng = self.view_rng(seed, sample_id, view)
+        ctx = SampleContext(tuple(src_hw), num_samples, num_views, sample_id)  # type: ignore[arg-type]
+        params: ViewParams = {op.name: op.sample(rng, ctx) for op in self.ops}
+        if self.mixer is not None:
+            params["mix"] = self.mixer.sample(rng, ctx)
+        return params
+
+    def encode(self, params: ViewParams) -> np.ndarray:
+        """Base-op parameters -> ``code_bytes`` uint8 (mixing fields are stored separately)."""
+        return self.codec.encode(params)
+
+    def decode(self, code: np.ndarray | bytes) -> ViewParams:
+        return self.codec.decode(code)
+
+    # -- pixels ---------------------------------------------------------------------------
+    def render_base(self, img: torch.Tensor, params: ViewParams, out_size: int) -> torch.Tensor:
+        """Apply the base ops to a uint8 CHW source image; returns uint8 CHW at ``out_size``."""
+        if img.dtype != torch.uint8 or img.ndim != 3:
+            raise RecipeError(f"render expects a uint8 CHW tensor, got {img.dtype} {tuple(img.shape)}")
+        for op in self.ops:
+            img = op.apply(img, params[op.name], out_size)
+        return img
+
+    def render(self, img: torch.Tensor, params: ViewParams, out_size: int,
+               partner_img: torch.Tensor | None = None, partner_params: ViewParams | None = None) -> torch.Tensor:
+        """The one replay function: generation and training both call it."""
+        out = self.render_base(img, params, out_size)
+        mix = params.get("mix")
+        if self.mixer is None or mix is None or mix["mode"] == 0:
+            return out
+        if partner_img is None or partner_params is None:
+            raise RecipeError("this view mixes with another sample: pass partner_img and partner_params")
+        partner = self.render_base(partner_img, partner_params, out_size)
+        return self.mixer.mix(out, partner, mix)
+
+    def mix_weight(self, params: ViewParams, out_size: int) -> float:
+        """Weight of the view's own label in a mixed view (1.0 when it does not mix)."""
+        if self.mixer is None or "mix" not in params:
+            return 1.0
+        return self.mixer.weight(params["mix"], out_size)
+
+
+def get_recipe(spec: str | dict[str, Any] | Recipe) -> Recipe:
+    """Build a recipe from a spec string (``padcrop+ra@m=5,n=1+re@p=0.5``) or a manifest dict."""
+    if isinstance(spec, Recipe):
+        return spec
+    if isinstance(spec, dict):
+        spec = spec["spec"]
+    text = RECIPES.get(spec.strip(), spec.strip())
+    if not text:
+        raise RecipeError("empty recipe spec")
+    ops: list[Op] = []
+    mix: MixUpCutMix | None = None
+    tokens = text.split("+")
+    for i, token in enumerate(tokens):
+        name, _, opts = token.partition("@")
+        settings: dict[str, Any] = {}
+        for kv in filter(None, opts.split(",")):
+            k, eq, v = kv.partition("=")
+            if not eq:
+                raise RecipeError(f"bad setting {kv!r} in recipe op {name!r}: expected key=value")
+            settings[k.strip()] = _parse_value(v.strip().strip("'\""))
+        op = create_op(name.strip(), **settings)
+        if isinstance(op, MixUpCutMix):
+            if i != len(tokens) - 1:
+                raise RecipeError("mix must be the last op of a recipe")
+            mix = op
+        else:
+            ops.append(op)
+    return Recipe(ops, mix)
