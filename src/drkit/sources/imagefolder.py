@@ -1,0 +1,80 @@
+"""``imagefolder:PATH`` — the ImageNet layout, PATH/CLASS/.../IMAGE.
+
+Enumeration order is torchvision's ``ImageFolder`` order (classes sorted by folder name; files by
+``sorted(os.walk(...))`` then by name), so indices line up with torchvision's, except that
+hidden entries (``.name``, e.g. ``.ipynb_checkpoints`` or macOS ``._x.jpg``) are skipped and
+``.gif`` counts as an image. Class folders that hold no image stay in ``classes`` so label ids do
+not shift when one split lacks a class. No EXIF rotation is applied (torchvision does not either).
+
+If PATH holds ``train/`` and ``val/`` or ``test/``, the split picks that subfolder; otherwise PATH
+itself is the class root and the split is only recorded.
+
+One mode for the whole folder: RGB, or L with ``?mode=L``; every file is converted to it by
+:func:`drkit.sources.base.to_mode` (alpha dropped, 16-bit scaled by >> 8).
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import numpy as np
+
+from drkit.errors import SourceError
+from drkit.sources.base import IMAGE_EXTENSIONS, FileSource, Source, canonical_spec, register_source
+
+
+def _split_root(root: str, split: str) -> str:
+    """The folder a split reads: ROOT/SPLIT in a train/ + val|test/ layout, else ROOT."""
+    present = [s for s in ("train", "val", "test") if os.path.isdir(os.path.join(root, s))]
+    if "train" in present and ("val" in present or "test" in present):
+        if split not in present:
+            raise SourceError(f"imagefolder {root} has no {split}/ folder; available splits: {', '.join(present)}")
+        return os.path.join(root, split)
+    return root
+
+
+def scan_image_folder(root: str) -> tuple[list[str], list[str], np.ndarray]:
+    """(classes, relative paths, labels) of an ImageNet-layout folder, in torchvision's order."""
+    try:
+        with os.scandir(root) as entries:
+            classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+    except OSError as exc:
+        raise SourceError(f"cannot list imagefolder {root}: {exc}") from exc
+    if not classes:
+        raise SourceError(f"imagefolder {root} has no class folders (expected PATH/CLASS/IMAGE)")
+    relpaths: list[str] = []
+    labels: list[int] = []
+    for label, name in enumerate(classes):
+        class_dir = os.path.join(root, name)
+        for dirpath, dirnames, filenames in sorted(os.walk(class_dir, followlinks=True)):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            rel_dir = os.path.relpath(dirpath, root)
+            if any(part.startswith(".") for part in rel_dir.split(os.sep)):
+                continue
+            for fname in sorted(filenames):
+                if fname.startswith(".") or not fname.lower().endswith(IMAGE_EXTENSIONS):
+                    continue
+                relpaths.append(os.path.join(rel_dir, fname).replace(os.sep, "/"))
+                labels.append(label)
+    if not relpaths:
+        raise SourceError(
+            f"imagefolder {root} holds no images (extensions: {' '.join(IMAGE_EXTENSIONS)})"
+        )
+    return classes, relpaths, np.asarray(labels, dtype=np.int64)
+
+
+@register_source("imagefolder")
+def imagefolder(arg: Optional[str], *, split: str, mode: Optional[str], download: bool = False) -> Source:
+    """``imagefolder:PATH[:train|val|test][?mode=L|RGB]``."""
+    if not arg:
+        raise SourceError("imagefolder needs a path: imagefolder:PATH[:train|val|test] "
+                          "(write imagefolder:./train for a relative folder named like a split)")
+    root = os.path.abspath(os.path.expanduser(arg))
+    if not os.path.isdir(root):
+        raise SourceError(f"imagefolder {root} is not a directory")
+    split_root = _split_root(root, split)
+    classes, relpaths, labels = scan_image_folder(split_root)
+    mode = mode or "RGB"
+    spec = canonical_spec("imagefolder", root, split, mode, "RGB")
+    return FileSource(root=split_root, relpaths=relpaths, labels=labels, classes=classes, spec=spec,
+                      split=split, mode=mode)
