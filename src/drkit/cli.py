@@ -1,0 +1,211 @@
+"""The ``drkit`` command line: parse, call the library, print. Nothing else lives here."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable, Sequence
+
+from . import __version__
+
+EPILOG = {
+    "reinforce": "example:\n  drkit reinforce --data fashion-mnist:train --teacher ckpt:runs/t1 --teacher ckpt:runs/t2 \\\n"
+                 "      --recipe padcrop+ra+re --samples 10 --topk 5 --out data/fmnist+",
+    "train": "examples:\n  drkit train --data fashion-mnist:train --val fashion-mnist:test --model drkit_cnn_tiny --out runs/erm\n"
+             "  drkit train --data fashion-mnist:train --reinforced data/fmnist+ --model drkit_cnn_tiny --out runs/dr\n"
+             "  drkit train --data fashion-mnist:train --kd-teacher ckpt:runs/t1 --model drkit_cnn_tiny --out runs/kd",
+    "eval": "example:\n  drkit eval --checkpoint runs/dr --data fashion-mnist:test --corruptions --json dr.json",
+    "inspect": "example:\n  drkit inspect data/fmnist+ --grid grid.png --json stats.json",
+    "verify": "example:\n  drkit verify data/fmnist+ --data fashion-mnist:train",
+    "merge": "example:\n  drkit merge data/a+ data/b+ --out data/ab+",
+    "demo": "example:\n  drkit demo --out demo-out",
+}
+
+
+def _common_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--split", default=None, help="train|test|val when SRC has no :split suffix")
+    p.add_argument("--download", action="store_true", help="let torchvision sources download their files")
+
+
+def _cmd_reinforce(a: argparse.Namespace) -> Any:
+    from .reinforce import reinforce
+
+    root = reinforce(a.data, a.teacher, a.out, recipe=a.recipe, samples=a.samples, topk=a.topk,
+                     image_size=a.image_size, seed=a.seed, batch_size=a.batch_size, workers=a.workers,
+                     device=a.device, shard=a.shard, resume=a.resume, skip_bad=a.skip_bad,
+                     samples_per_shard=a.samples_per_shard, split=a.split, download=a.download,
+                     progress=not a.quiet, command=["drkit", *sys.argv[1:]])
+    print(f"store: {root}")
+
+
+def _cmd_train(a: argparse.Namespace) -> Any:
+    from .train import train
+
+    result = train(**{k: v for k, v in vars(a).items() if k not in ("func", "command")},
+                   command=["drkit", *sys.argv[1:]])
+    print(json.dumps(result, indent=2))
+
+
+def _cmd_eval(a: argparse.Namespace) -> Any:
+    from .evaluate import evaluate, format_report
+
+    report = evaluate(a.checkpoint, a.data, split=a.split, download=a.download, corruptions=a.corruptions,
+                      severities=a.severities, families=a.families, shift=a.shift, batch_size=a.batch_size,
+                      device=a.device, json_path=a.json, plot=a.plot, limit=a.limit, seed=a.seed,
+                      progress=not a.quiet)
+    print(format_report(report))
+
+
+def _cmd_inspect(a: argparse.Namespace) -> Any:
+    from .inspect import format_stats, inspect_store
+
+    stats = inspect_store(a.store, data=a.data, grid=a.grid, json_path=a.json, samples=a.grid_samples,
+                          max_records=a.max_records)
+    print(format_stats(stats))
+
+
+def _cmd_verify(a: argparse.Namespace) -> Any:
+    from .sources import load_source
+    from .store import open_store
+
+    src = load_source(a.data, split=a.split, download=a.download) if a.data else None
+    report = open_store(a.store).verify(src)
+    print(f"ok: {report['store']} ({report['shards']} shards, {report['samples']} samples x {report['views']} views)"
+          + (f", matches {src.spec}" if src is not None else ""))
+
+
+def _cmd_merge(a: argparse.Namespace) -> Any:
+    from .store import merge_stores
+
+    root = merge_stores(a.stores, a.out, provenance={"command": ["drkit", *sys.argv[1:]]})
+    print(f"store: {root}")
+
+
+def _cmd_demo(a: argparse.Namespace) -> Any:
+    from .demo import run_demo
+
+    run_demo(a.out, data_dir=a.data_dir, smoke=a.smoke, device=a.device)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="drkit", description="Dataset reinforcement: label augmented views once, "
+                                     "train any student on them at ordinary cost.", formatter_class=fmt)
+    parser.add_argument("--version", action="version", version=f"drkit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="VERB")
+
+    def verb(name: str, help_: str, fn: Callable[[argparse.Namespace], Any]) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG[name], formatter_class=fmt)
+        p.set_defaults(func=fn)
+        return p
+
+    p = verb("reinforce", "write a reinforced store: NS teacher-labelled views per image", _cmd_reinforce)
+    p.add_argument("--data", required=True, metavar="SRC", help="imagefolder:PATH | fashion-mnist[:DIR] | "
+                   "torchvision:NAME:ROOT | digits, with :train/:test and ?n=N")
+    p.add_argument("--teacher", required=True, action="append", metavar="T",
+                   help="timm:NAME[?file=W] | torchvision:NAME | ckpt:DIR; repeat for an ensemble")
+    p.add_argument("--recipe", default="rrc+ra+re", help="augmentation recipe (default %(default)s)")
+    p.add_argument("--samples", type=int, default=10, metavar="NS", help="views per image (default %(default)s)")
+    p.add_argument("--topk", type=int, default=10, metavar="K", help="stored probabilities per view (default %(default)s)")
+    p.add_argument("--image-size", type=int, default=None, metavar="S", help="teacher input size (default: the teacher's)")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=256, help="views per teacher batch")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers rendering views")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--shard", default=None, metavar="i/n", help="this job's part of an n-way split")
+    p.add_argument("--samples-per-shard", type=int, default=1024)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--skip-bad", action="store_true", help="skip undecodable images (listed in the manifest)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _common_data(p)
+
+    p = verb("train", "train a student: ERM, on a reinforced store (--reinforced) or with online KD", _cmd_train)
+    p.add_argument("--data", required=True, metavar="SRC")
+    p.add_argument("--val", default=None, metavar="SRC")
+    p.add_argument("--model", required=True, help="drkit_* | timm name | torchvision:NAME")
+    p.add_argument("--reinforced", default=None, metavar="DIR", help="train on this store's soft labels")
+    p.add_argument("--kd-teacher", action="append", default=None, metavar="T", help="online KD from this teacher")
+    p.add_argument("--recipe", default=None, help="augmentation for ERM/KD (default: padcrop for small images, rrc else)")
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 0.1 sgd, 2e-3 adamw, scaled by batch/256)")
+    p.add_argument("--opt", choices=["sgd", "adamw"], default="sgd")
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--warmup-epochs", type=float, default=1.0)
+    p.add_argument("--label-smoothing", type=float, default=0.1, help="ERM only (default %(default)s)")
+    p.add_argument("--temperature", type=float, default=1.0, help="KD/DR softmax temperature")
+    p.add_argument("--views-per-image", type=int, default=1, help="DR: stored views per decoded image")
+    p.add_argument("--plain-fraction", type=float, default=0.0, help="DR: share of plain hard-label samples")
+    p.add_argument("--ema", type=float, default=None, metavar="DECAY", help="keep an EMA of the weights")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default="auto")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--init", default=None, metavar="CKPT", help="start from these weights (fine-tuning)")
+    p.add_argument("--limit-batches", type=int, default=None, help="stop each epoch after this many batches (smoke runs)")
+    p.add_argument("--quiet", action="store_true")
+    _common_data(p)
+
+    p = verb("eval", "top-1/5, NLL, ECE and corruption accuracy of a checkpoint", _cmd_eval)
+    p.add_argument("--checkpoint", required=True, metavar="DIR")
+    p.add_argument("--data", required=True, metavar="SRC")
+    p.add_argument("--corruptions", action="store_true", help="also evaluate -C style corruptions")
+    p.add_argument("--families", nargs="*", default=None, help="corruption families (default: all)")
+    p.add_argument("--severities", type=int, nargs="*", default=[1, 2, 3, 4, 5])
+    p.add_argument("--shift", default=None, metavar="SRC", help="another labelled set, classes mapped by name")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0, help="corruption noise seed")
+    p.add_argument("--json", default=None, metavar="PATH")
+    p.add_argument("--plot", default=None, metavar="PNG", help="reliability diagram")
+    p.add_argument("--quiet", action="store_true")
+    _common_data(p)
+
+    p = verb("inspect", "statistics of a store; --grid renders views with the teacher's top-3", _cmd_inspect)
+    p.add_argument("store", metavar="DIR")
+    p.add_argument("--data", default=None, metavar="SRC", help="the store's source (default: the one it records)")
+    p.add_argument("--grid", default=None, metavar="PNG")
+    p.add_argument("--grid-samples", type=int, default=6)
+    p.add_argument("--max-records", type=int, default=200_000, help="records read for the statistics")
+    p.add_argument("--json", default=None, metavar="PATH")
+
+    p = verb("verify", "check a store's checksums, schema and (with --data) source fingerprint", _cmd_verify)
+    p.add_argument("store", metavar="DIR")
+    p.add_argument("--data", default=None, metavar="SRC")
+    _common_data(p)
+
+    p = verb("merge", "merge stores of the same data/recipe/teachers: NS adds up", _cmd_merge)
+    p.add_argument("stores", nargs="+", metavar="DIR")
+    p.add_argument("--out", required=True, metavar="DIR")
+
+    p = verb("demo", "the end-to-end Fashion-MNIST run (teachers, reinforce, ERM vs DR, eval)", _cmd_demo)
+    p.add_argument("--out", default="demo-out", metavar="DIR")
+    p.add_argument("--data-dir", default=None, metavar="DIR", help="Fashion-MNIST IDX folder")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the path in about a minute")
+    p.add_argument("--device", default="auto")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .errors import DrkitError
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except DrkitError as e:
+        print(f"drkit: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("drkit: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Merging stores: NS adds up. Same source, recipe, teachers, K and shard layout, distinct views.
+
+Views of B follow A's; a mixed view's ``partner_view`` is shifted by the same offset, so it still
+names the partner's view it was rendered with.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import StoreError
+from .format import shard_name
+from .store import Store
+from .writer import finalize_if_complete, prepare_store
+from .shards import shard_metadata, write_shard
+
+_SAME = ("source", "num_classes", "teachers", "image_size", "recipe", "topk", "samples_per_shard", "arrays")
+
+
+def merge_stores(inputs: list[str | Path], out: str | Path, provenance: dict[str, Any] | None = None) -> Path:
+    """Concatenate the views of ``inputs`` into a new store at ``out``."""
+    if len(inputs) < 2:
+        raise StoreError("merge needs at least two stores")
+    stores = [Store(p) for p in inputs]
+    first = stores[0].manifest
+    for s in stores[1:]:
+        for key in _SAME:
+            if s.manifest[key] != first[key]:
+                raise StoreError(f"cannot merge {s.path} into {stores[0].path}: different {key}")
+    parts: list[dict[str, Any]] = []
+    for s in stores:
+        parts += s.manifest.get("parts") or [{"seed": s.seed, "views": s.num_views}]
+    seen = [(p["seed"], p.get("first_view", 0)) for p in parts]
+    if len(set(seen)) != len(seen):
+        raise StoreError("cannot merge stores made with the same seed: their views would repeat")
+    total_views = sum(s.num_views for s in stores)
+    if total_views > 65535:
+        raise StoreError("a merged store holds at most 65,535 views per sample")
+    config = {k: first[k] for k in first if k not in ("format", "format_version", "drkit_version", "shards",
+                                                      "skipped", "provenance")}
+    config.update(num_views=total_views, parts=parts, seed=first["seed"])
+    root = prepare_store(out, config, resume=False)
+    offsets = np.cumsum([0] + [s.num_views for s in stores])[:-1]
+    for k, info in enumerate(first["shards"]):
+        chunks = []
+        for s, off in zip(stores, offsets):
+            arrays = dict(s._shard_of(info["start"])[0].arrays)
+            if "partner_view" in arrays:
+                arrays["partner_view"] = (np.asarray(arrays["partner_view"]).astype(np.int64) + off).astype(np.uint16)
+            chunks.append(arrays)
+        merged = {name: np.concatenate([np.asarray(c[name]) for c in chunks], axis=1) for name in chunks[0]}
+        write_shard(root / shard_name(k), merged, shard_metadata(info["start"], info["stop"]))
+    skipped = sorted(set().union(*[set(s.skipped) for s in stores]))
+    finalize_if_complete(root, config, provenance or {"command": "merge"}, skipped)
+    return root

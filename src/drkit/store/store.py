@@ -1,0 +1,207 @@
+"""Reading a reinforced store: manifest, random access to records, replay, verification."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ..augment import Recipe, ViewParams, get_recipe
+from ..errors import StoreError
+from ..fileio import sha256_file
+from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, REQUIRED_MANIFEST_KEYS, bytes_per_record
+from .shards import ShardReader
+
+if TYPE_CHECKING:
+    from ..sources import Source
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """Load and schema-check ``manifest.json`` (a missing one means the store is incomplete)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise StoreError(f"store {root} does not exist")
+    mpath = root / MANIFEST
+    if not mpath.exists():
+        raise StoreError(f"store {root} is incomplete (no {MANIFEST}): finish it with `drkit reinforce --resume`")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except json.JSONDecodeError as e:
+        raise StoreError(f"{mpath} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise StoreError(f"{mpath} is not a drkit store manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise StoreError(f"store {root} has format version {manifest.get('format_version')}; "
+                         f"this drkit reads version {FORMAT_VERSION}")
+    missing = [k for k in REQUIRED_MANIFEST_KEYS if k not in manifest]
+    if missing:
+        raise StoreError(f"{mpath} lacks required keys {missing}")
+    return manifest
+
+
+class Store:
+    """A reinforced dataset on disk. Records are read lazily through memory maps."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.manifest = read_manifest(self.path)
+        m = self.manifest
+        self.recipe: Recipe = get_recipe(m["recipe"])
+        self.num_samples: int = int(m["num_samples"])
+        self.num_views: int = int(m["num_views"])
+        self.topk: int = int(m["topk"])
+        self.num_classes: int = int(m["num_classes"])
+        self.image_size: int = int(m["image_size"])
+        self.seed: int = int(m["seed"])
+        self.schema: dict[str, dict[str, Any]] = m["arrays"]
+        self.classes: list[str] = list(m["source"].get("classes", []))
+        if self.recipe.code_bytes != self.schema["params"]["shape"][0]:
+            raise StoreError(f"store {self.path}: recipe needs {self.recipe.code_bytes}-byte codes, "
+                             f"shards hold {self.schema['params']['shape'][0]}")
+        self._starts = np.array([s["start"] for s in m["shards"]], dtype=np.int64)
+        self._readers: dict[int, ShardReader] = {}
+        self._checked_sources: set[int] = set()
+
+    # -- description ----------------------------------------------------------------------
+    @property
+    def mixes(self) -> bool:
+        return self.recipe.mixes
+
+    @property
+    def bytes_per_record(self) -> int:
+        return bytes_per_record(self.schema)
+
+    @property
+    def skipped(self) -> list[int]:
+        return list(self.manifest.get("skipped", []))
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __repr__(self) -> str:
+        return (f"Store({str(self.path)!r}, samples={self.num_samples}, views={self.num_views}, "
+                f"topk={self.topk}, recipe={self.manifest['recipe']['spec']!r})")
+
+    # -- records --------------------------------------------------------------------------
+    def _shard_of(self, sample_id: int) -> tuple[ShardReader, int]:
+        if not 0 <= sample_id < self.num_samples:
+            raise IndexError(f"sample {sample_id} outside 0..{self.num_samples - 1}")
+        k = int(np.searchsorted(self._starts, sample_id, side="right") - 1)
+        reader = self._readers.get(k)
+        if reader is None:
+            info = self.manifest["shards"][k]
+            reader = ShardReader(self.path / info["file"], self.schema, info["stop"] - info["start"], self.num_views)
+            self._readers[k] = reader
+        return reader, sample_id - int(self._starts[k])
+
+    def raw(self, sample_id: int) -> dict[str, np.ndarray]:
+        """All NS views of one sample as arrays ``[NS, ...]`` (copies, safe to keep)."""
+        reader, local = self._shard_of(sample_id)
+        return {k: np.array(a[local]) for k, a in reader.arrays.items()}
+
+    def record(self, sample_id: int, view: int) -> dict[str, Any]:
+        """One view: decoded ``params``, ``topk_ids``, ``topk_probs`` (+ mixing fields)."""
+        if not 0 <= view < self.num_views:
+            raise IndexError(f"view {view} outside 0..{self.num_views - 1}")
+        reader, local = self._shard_of(sample_id)
+        a = reader.arrays
+        params: ViewParams = self.recipe.decode(a["params"][local, view])
+        rec: dict[str, Any] = {"params": params, "topk_ids": np.array(a["topk_ids"][local, view], dtype=np.int64),
+                               "topk_probs": np.array(a["topk_probs"][local, view], dtype=np.float32)}
+        if self.mixes:
+            box = [int(b) for b in a["box"][local, view]]
+            mix = {"mode": int(a["mix_mode"][local, view]), "partner": int(a["partner"][local, view]),
+                   "partner_view": int(a["partner_view"][local, view]),
+                   "lam": int(np.array(a["lam"][local, view]).view(np.uint16)),
+                   "top": box[0], "left": box[1], "h": box[2], "w": box[3]}
+            params["mix"] = mix
+            rec.update(partner=mix["partner"], partner_view=mix["partner_view"],
+                       lam=float(a["lam"][local, view]), box=box, mix_mode=mix["mode"])
+        return rec
+
+    def soft_target(self, sample_id: int, view: int, smooth: bool = True) -> torch.Tensor:
+        """Dense target: top-k probabilities, the residual mass spread over the other classes."""
+        rec = self.record(sample_id, view)
+        return densify(rec["topk_ids"], rec["topk_probs"], self.num_classes, smooth)
+
+    # -- pixels ---------------------------------------------------------------------------
+    def check_source(self, src: Source) -> None:
+        """Refuse a source that is not the one the store was made from."""
+        if id(src) in self._checked_sources:
+            return
+        want = self.manifest["source"]
+        if src.fingerprint != want["fingerprint"]:
+            raise StoreError(f"store {self.path} was made from {want.get('spec')} (fingerprint "
+                             f"{want['fingerprint'][:12]}), not {src.spec} ({src.fingerprint[:12]})")
+        if len(src) != self.num_samples or len(src.classes) != self.num_classes:
+            raise StoreError(f"store {self.path} has {self.num_samples} samples/{self.num_classes} classes; "
+                             f"source {src.spec} has {len(src)}/{len(src.classes)}")
+        self._checked_sources.add(id(src))
+
+    def render_uint8(self, src: Source, sample_id: int, view: int, image_size: int | None = None,
+                     record: dict[str, Any] | None = None) -> torch.Tensor:
+        """Replay a view as uint8 CHW at ``image_size`` (default: the teacher's size)."""
+        self.check_source(src)
+        size = image_size or self.image_size
+        rec = record or self.record(sample_id, view)
+        params = rec["params"]
+        img = src.load_uint8(sample_id)
+        mix = params.get("mix")
+        if mix is not None and mix["mode"]:
+            partner = self.record(mix["partner"], mix["partner_view"])["params"]
+            return self.recipe.render(img, params, size, src.load_uint8(mix["partner"]), partner)
+        return self.recipe.render(img, params, size)
+
+    def replay(self, src: Source, sample_id: int, view: int, image_size: int | None = None) -> torch.Tensor:
+        """CHW float in [0, 1]: exactly the tensor the teacher saw (at the teacher's size)."""
+        return self.render_uint8(src, sample_id, view, image_size).to(torch.float32).div_(255)
+
+    # -- integrity ------------------------------------------------------------------------
+    def verify(self, src: Source | None = None, checksums: bool = True) -> dict[str, Any]:
+        """Check every shard's size, sha256 and schema (and the source, if given); raise on the first fault."""
+        total = 0
+        for k, info in enumerate(self.manifest["shards"]):
+            path = self.path / info["file"]
+            if not path.exists():
+                raise StoreError(f"shard {path} is missing")
+            size = path.stat().st_size
+            if size != info["bytes"]:
+                raise StoreError(f"shard {path} has {size} bytes, manifest says {info['bytes']}")
+            if checksums and sha256_file(path) != info["sha256"]:
+                raise StoreError(f"shard {path} fails its sha256 checksum (tampered or corrupt)")
+            ShardReader(path, self.schema, info["stop"] - info["start"], self.num_views)
+            total += info["stop"] - info["start"]
+        if total != self.num_samples:
+            raise StoreError(f"store {self.path}: shards cover {total} samples, manifest says {self.num_samples}")
+        if src is not None:
+            self._checked_sources.discard(id(src))
+            self.check_source(src)
+        return {"store": str(self.path), "shards": len(self.manifest["shards"]), "samples": self.num_samples,
+                "views": self.num_views, "ok": True}
+
+
+def densify(ids: np.ndarray | torch.Tensor, probs: np.ndarray | torch.Tensor, num_classes: int,
+            smooth: bool = True) -> torch.Tensor:
+    """Sparse top-k -> dense distribution over ``num_classes`` (works on ``[..., K]`` batches).
+
+    ``smooth`` spreads the mass the top-k misses uniformly over the other classes ("smooth"
+    target in design.md); otherwise the top-k is renormalised to sum to one.
+    """
+    ids_t = torch.as_tensor(np.asarray(ids, dtype=np.int64) if isinstance(ids, np.ndarray) else ids).long()
+    p = torch.as_tensor(np.asarray(probs, dtype=np.float32) if isinstance(probs, np.ndarray) else probs).float()
+    k = ids_t.shape[-1]
+    out = torch.zeros(*ids_t.shape[:-1], num_classes, dtype=torch.float32)
+    mass = p.sum(-1, keepdim=True).clamp(max=1.0)
+    if smooth and num_classes > k:
+        out += (1.0 - mass) / (num_classes - k)
+        out.scatter_(-1, ids_t, p)
+    else:
+        out.scatter_(-1, ids_t, p / mass.clamp(min=1e-12))
+    return out
+
+
+def open_store(path: str | Path) -> Store:
+    """Open a finished store (refuses an incomplete or foreign directory with a one-line reason)."""
+    return Store(path)

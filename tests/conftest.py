@@ -1,0 +1,39 @@
+"""Shared fixtures: a tiny real dataset (scikit-learn digits) and tiny teacher checkpoints."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def digits_train():
+    from drkit.sources import load_source
+
+    return load_source("digits:train?n=48")
+
+
+def make_teacher(root: Path, classes: list[str], seed: int, image_size: int = 16, model: str = "drkit_cnn_tiny",
+                 in_chans: int = 1) -> str:
+    """A randomly initialised (seeded) drkit checkpoint: enough to test labelling and replay."""
+    from drkit.checkpoint import save_checkpoint
+    from drkit.models import ImageModel, ModelConfig
+
+    cfg = ModelConfig(model=model, num_classes=len(classes), in_chans=in_chans, image_size=image_size,
+                      mean=[0.5], std=[0.25], classes=list(classes))
+    net = ImageModel.from_config(cfg, seed=seed)
+    save_checkpoint(root, net, cfg)
+    return f"ckpt:{root}"
+
+
+@pytest.fixture(scope="session")
+def teacher_pair(tmp_path_factory, digits_train) -> list[str]:
+    base = tmp_path_factory.mktemp("teachers")
+    return [make_teacher(base / f"t{i}", digits_train.classes, seed=i) for i in range(2)]
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    torch.set_num_threads(2)
+    yield

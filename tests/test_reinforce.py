@@ -1,0 +1,236 @@
+"""drkit reinforce + the store: bit-exact replay, determinism, resume, budget, refusals, merge."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from drkit.errors import DrkitError, StoreError
+from drkit.reinforce import reinforce
+from drkit.store import merge_stores, open_store
+from drkit.teachers import load_teacher
+
+RECIPES = ["rrc+ra+re", "padcrop+ra+re", "rrc+ta", "rrc+mix", "rrc+ra+re+mix"]
+
+
+def _run(src, teachers, out, **kw):
+    kw.setdefault("samples", 3)
+    kw.setdefault("topk", 5)
+    kw.setdefault("workers", 0)
+    kw.setdefault("batch_size", 32)
+    kw.setdefault("samples_per_shard", 16)
+    kw.setdefault("progress", False)
+    kw.setdefault("device", "cpu")
+    return reinforce(src, teachers, out, command=["test"], **kw)
+
+
+def _shard_bytes(root: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((root / "shards").glob("*.safetensors"))}
+
+
+def _manifest_sans_provenance(root: Path) -> dict:
+    m = json.loads((root / "manifest.json").read_text())
+    m.pop("provenance")
+    return m
+
+
+def _arrays(root: Path) -> dict[str, np.ndarray]:
+    store = open_store(root)
+    return {k: np.concatenate([np.asarray(store.raw(i)[k])[None] for i in range(store.num_samples)])
+            for k in store.schema}
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_teacher_on_replay_reproduces_stored_topk(tmp_path, digits_train, teacher_pair, recipe):
+    root = _run(digits_train, teacher_pair, tmp_path / "s", recipe=recipe, batch_size=16)
+    store = open_store(root)
+    assert store.verify(digits_train)["ok"]
+    ens = load_teacher(teacher_pair, device="cpu")
+    n, ns = store.num_samples, store.num_views
+    flat = [(i, v) for i in range(n) for v in range(ns)]
+    mixed = 0
+    # same batch composition as generation: identical arithmetic, so identical top-k
+    for a in range(0, len(flat), 16):
+        chunk = flat[a:a + 16]
+        x = torch.stack([store.replay(digits_train, i, v) for i, v in chunk])
+        assert x.shape[-1] == store.image_size and x.dtype == torch.float32
+        with torch.inference_mode():
+            probs = ens(x.contiguous(memory_format=torch.channels_last)).float()
+        p, ids = probs.topk(store.topk, dim=-1)
+        for row, (i, v) in enumerate(chunk):
+            rec = store.record(i, v)
+            assert np.array_equal(rec["topk_ids"], ids[row].numpy())
+            assert np.array_equal(rec["topk_probs"], p[row].numpy().astype(np.float16).astype(np.float32))
+            mixed += int(rec.get("mix_mode", 0) > 0)
+    if "mix" in recipe:
+        assert mixed > len(flat) // 2  # the mixed image, not the plain one, was labelled
+    # one record replayed alone agrees to fp16 rounding
+    i, v = 5, 1
+    with torch.inference_mode():
+        alone = ens(store.replay(digits_train, i, v)[None]).float()[0]
+    rec = store.record(i, v)
+    assert np.allclose(alone[rec["topk_ids"]].numpy(), rec["topk_probs"], atol=2e-3)
+
+
+def test_record_budget_and_layout(tmp_path, digits_train, teacher_pair):
+    root = _run(digits_train, teacher_pair[:1], tmp_path / "s", recipe="rrc+ra+re", topk=10)
+    store = open_store(root)
+    assert store.bytes_per_record <= 60
+    assert store.schema["topk_ids"]["dtype"] == "uint16" and store.schema["topk_probs"]["dtype"] == "float16"
+    rec = store.record(3, 2)
+    assert np.all(np.diff(rec["topk_probs"]) <= 0)  # sorted descending
+    assert len(set(rec["topk_ids"].tolist())) == 10
+    # shards are fixed-size: file size is header + samples * views * bytes_per_record
+    info = store.manifest["shards"][0]
+    assert info["bytes"] >= (info["stop"] - info["start"]) * store.num_views * store.bytes_per_record
+
+
+def test_workers_do_not_change_a_byte(tmp_path, digits_train, teacher_pair):
+    a = _run(digits_train, teacher_pair, tmp_path / "w0", recipe="rrc+ra+re+mix", workers=0)
+    b = _run(digits_train, teacher_pair, tmp_path / "w2", recipe="rrc+ra+re+mix", workers=2)
+    assert _shard_bytes(a) == _shard_bytes(b)
+    assert _manifest_sans_provenance(a) == _manifest_sans_provenance(b)
+
+
+def _assert_same_views(a: Path, b: Path) -> None:
+    x, y = _arrays(a), _arrays(b)
+    for name in x:
+        if name in ("topk_probs", "topk_ids"):
+            continue
+        assert np.array_equal(x[name], y[name]), name
+    # probabilities agree to fp16 rounding; ids agree except at near-ties
+    assert np.allclose(x["topk_probs"].astype(np.float32), y["topk_probs"].astype(np.float32), atol=1e-3)
+    same = x["topk_ids"] == y["topk_ids"]
+    assert same.mean() > 0.99
+
+
+def test_batch_size_and_shard_splits_give_the_same_views(tmp_path, digits_train, teacher_pair):
+    ref = _run(digits_train, teacher_pair, tmp_path / "ref", recipe="rrc+ra+re+mix", batch_size=32)
+    bs = _run(digits_train, teacher_pair, tmp_path / "bs", recipe="rrc+ra+re+mix", batch_size=7)
+    _assert_same_views(ref, bs)
+    out = tmp_path / "split"
+    _run(digits_train, teacher_pair, out, recipe="rrc+ra+re+mix", shard="1/2")
+    assert not (out / "manifest.json").exists()  # half the shards: not complete, not visible as a store
+    with pytest.raises(StoreError, match="incomplete"):
+        open_store(out)
+    _run(digits_train, teacher_pair, out, recipe="rrc+ra+re+mix", shard="0/2")
+    _assert_same_views(ref, out)
+    assert _shard_bytes(ref) == _shard_bytes(out)  # same batches per shard here: bytes agree too
+
+
+def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "drkit.cli", *args], capture_output=True, text=True, **kw)
+
+
+def test_torchrun_two_ranks_match_single_process(tmp_path, digits_train, teacher_pair):
+    ref = _run(digits_train, teacher_pair, tmp_path / "ref", recipe="rrc+mix")
+    out = tmp_path / "ddp"
+    args = ["--data", "digits:train?n=48", "--recipe", "rrc+mix", "--samples", "3", "--topk", "5",
+            "--batch-size", "32", "--samples-per-shard", "16", "--workers", "0", "--device", "cpu",
+            "--out", str(out), "--quiet"]
+    for t in teacher_pair:
+        args += ["--teacher", t]
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", "29517", "-m", "drkit.cli", "reinforce", *args],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _assert_same_views(ref, out)
+    assert open_store(out).verify()["ok"]
+
+
+def test_sigkill_then_resume_is_byte_identical(tmp_path, teacher_pair):
+    from drkit.sources import load_source
+
+    spec = "digits:train?n=600"
+    src = load_source(spec)
+    ref = _run(src, teacher_pair, tmp_path / "ref", recipe="rrc+ra+re", samples=4, samples_per_shard=40)
+    out = tmp_path / "killed"
+    args = ["reinforce", "--data", spec, "--recipe", "rrc+ra+re", "--samples", "4", "--topk", "5",
+            "--batch-size", "32", "--samples-per-shard", "40", "--workers", "0", "--device", "cpu",
+            "--out", str(out), "--quiet"]
+    for t in teacher_pair:
+        args += ["--teacher", t]
+    proc = subprocess.Popen([sys.executable, "-m", "drkit.cli", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "shards").glob("*.safetensors"))) < 3:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(list((out / "shards").glob("*.safetensors")))
+    assert 3 <= done < 15, "the kill should land mid-run"
+    assert not (out / "manifest.json").exists()
+    # without --resume the unfinished directory is refused
+    r = _cli(*args)
+    assert r.returncode == 2 and "--resume" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = _cli(*args, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert _shard_bytes(ref) == _shard_bytes(out)
+    assert _manifest_sans_provenance(ref) == _manifest_sans_provenance(out)
+
+
+def test_refusals_are_one_line_and_leave_no_store(tmp_path, digits_train, teacher_pair):
+    base = ["reinforce", "--data", "digits:train?n=48", "--samples", "2", "--topk", "5", "--workers", "0",
+            "--device", "cpu", "--quiet", "--batch-size", "32", "--samples-per-shard", "16"]
+    # unknown teacher spec
+    r = _cli(*base, "--teacher", "nosuch:thing", "--out", str(tmp_path / "a"))
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "nosuch" in r.stderr
+    assert not (tmp_path / "a" / "manifest.json").exists()
+    # class-count mismatch between teacher and source
+    from conftest import make_teacher
+
+    seven = make_teacher(tmp_path / "t7", [str(c) for c in range(7)], seed=0)
+    r = _cli(*base, "--teacher", seven, "--out", str(tmp_path / "b"))
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "7" in r.stderr
+    assert not (tmp_path / "b" / "manifest.json").exists()
+    # a tampered shard
+    root = _run(digits_train, teacher_pair[:1], tmp_path / "c", recipe="rrc")
+    shard = sorted((root / "shards").glob("*.safetensors"))[1]
+    data = bytearray(shard.read_bytes())
+    data[-3] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    r = _cli("verify", str(root))
+    assert r.returncode == 2 and "sha256" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    # a store checked against a different source
+    root2 = _run(digits_train, teacher_pair[:1], tmp_path / "d", recipe="rrc")
+    r = _cli("verify", str(root2), "--data", "digits:test")
+    assert r.returncode == 2 and "fingerprint" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    from drkit.sources import load_source
+
+    with pytest.raises(StoreError):
+        open_store(root2).replay(load_source("digits:train?n=47"), 0, 0)
+    # topk larger than the class count, and a truncated manifest
+    with pytest.raises(DrkitError):
+        _run(digits_train, teacher_pair[:1], tmp_path / "e", topk=11)
+    (root2 / "manifest.json").write_text("{")
+    with pytest.raises(StoreError, match="JSON"):
+        open_store(root2)
+
+
+def test_merge_adds_views_and_refuses_mismatches(tmp_path, digits_train, teacher_pair):
+    a = _run(digits_train, teacher_pair, tmp_path / "a", recipe="rrc+mix", seed=0, samples=2)
+    b = _run(digits_train, teacher_pair, tmp_path / "b", recipe="rrc+mix", seed=1, samples=3)
+    c = merge_stores([a, b], tmp_path / "c")
+    sa, sb, sc = open_store(a), open_store(b), open_store(c)
+    assert sc.num_views == 5 and sc.verify(digits_train)["ok"]
+    for i in (0, 17, 47):
+        for v in range(2):
+            assert sc.record(i, v)["params"] == sa.record(i, v)["params"]
+        for v in range(3):
+            rb, rc = sb.record(i, v), sc.record(i, v + 2)
+            assert rc["partner_view"] == rb["partner_view"] + 2
+            assert np.array_equal(rc["topk_probs"], rb["topk_probs"])
+            assert torch.equal(sc.replay(digits_train, i, v + 2), sb.replay(digits_train, i, v))
+    with pytest.raises(StoreError, match="seed"):
+        merge_stores([a, a], tmp_path / "d")
+    other = _run(digits_train, teacher_pair, tmp_path / "o", recipe="rrc", seed=2, samples=2)
+    with pytest.raises(StoreError, match="recipe"):
+        merge_stores([a, other], tmp_path / "e")
