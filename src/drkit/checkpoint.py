@@ -1,0 +1,224 @@
+"""Model checkpoints: ``DIR/model.safetensors`` (backbone weights) + ``DIR/config.json``.
+
+This is what ``drkit train`` writes and what ``ckpt:DIR`` teachers read. No pickle: weights are
+safetensors, everything else JSON. The weights file holds the *bare backbone* state dict, so a
+checkpoint of a timm model also loads as ``timm:NAME?file=DIR/model.safetensors``.
+
+Both files are written atomically (temp file, fsync, rename), weights first and ``config.json``
+last: a directory with a ``config.json`` always has the weights it describes, and the config
+records their sha256 so a swapped or truncated weights file is refused at load time.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from drkit.errors import CheckpointError
+from drkit.models import ImageModel, ModelConfig, create_model
+
+__all__ = [
+    "CONFIG_NAME",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "WEIGHTS_NAME",
+    "load_checkpoint",
+    "read_config",
+    "save_checkpoint",
+    "sha256_file",
+]
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+FORMAT = "drkit.checkpoint"
+FORMAT_VERSION = 1
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: str | os.PathLike[str], chunk_size: int = _CHUNK) -> str:
+    """Hex sha256 of a file, read in chunks (weights can be GBs)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk_size), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. platforms that cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(tmp_path)``, fsync the temp file, rename it over ``path``, fsync the dir."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _backbone(model: nn.Module) -> nn.Module:
+    return model.backbone if isinstance(model, ImageModel) else model
+
+
+def _contiguous_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """CPU, contiguous, unshared copies: safetensors refuses views and shared storage, and
+    channels_last conv weights must be stored in the canonical layout."""
+    return {
+        k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format)
+        for k, v in _backbone(model).state_dict().items()
+    }
+
+
+def save_checkpoint(
+    directory: str | os.PathLike[str],
+    model: ImageModel | nn.Module,
+    config: ModelConfig,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model.safetensors`` then ``config.json`` into ``directory`` (created if needed).
+
+    ``model`` is an :class:`ImageModel` (its backbone is saved) or a bare backbone. ``extra`` is
+    merged into ``config.extra`` (JSON values only: e.g. epoch, metrics, command line).
+    Returns the directory.
+    """
+    from safetensors.torch import save_file
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    state = _contiguous_state(model)
+    weights = out / WEIGHTS_NAME
+    _atomic_write(weights, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt", "producer": FORMAT}))
+
+    cfg = config.to_dict()
+    if extra:
+        cfg["extra"] = {**cfg.get("extra", {}), **extra}
+    doc = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "weights": WEIGHTS_NAME,
+        "weights_sha256": sha256_file(weights),
+        **cfg,
+    }
+    text = json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    _atomic_write(out / CONFIG_NAME, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return out
+
+
+def read_config(directory: str | os.PathLike[str]) -> tuple[ModelConfig, dict[str, Any]]:
+    """Parse ``DIR/config.json`` -> (ModelConfig, raw document). Refuses with a one-line reason."""
+    path = Path(directory) / CONFIG_NAME
+    if not Path(directory).is_dir():
+        raise CheckpointError(f"checkpoint directory {directory} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is missing")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {path} is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise CheckpointError(f"checkpoint {path} is not a JSON object")
+    fmt = doc.get("format", FORMAT)
+    version = doc.get("format_version", FORMAT_VERSION)
+    if fmt != FORMAT or not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format {fmt!r} v{version}; this drkit reads {FORMAT!r} up to v{FORMAT_VERSION}"
+        )
+    try:
+        config = ModelConfig.from_dict(doc)
+    except CheckpointError as exc:
+        raise CheckpointError(f"checkpoint {path}: {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} has an invalid model config: {exc}") from exc
+    return config, doc
+
+
+def _mismatch_reason(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str | None:
+    """One line naming what does not fit, or None when keys and shapes agree."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [
+        f"{k} {tuple(found[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in found and tuple(found[k].shape) != tuple(v.shape)
+    ]
+    parts = []
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatch(es), first: {shapes[0]}")
+    if missing:
+        parts.append(f"{len(missing)} missing key(s), first: {missing[0]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s), first: {unexpected[0]}")
+    return "; ".join(parts) or None
+
+
+def load_checkpoint(
+    directory: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    verify: bool = True,
+) -> tuple[ImageModel, ModelConfig]:
+    """Rebuild the model named in ``config.json``, load its weights strictly, eval mode.
+
+    With ``verify`` the weights' sha256 is checked against the one recorded at save time.
+    Every failure is a :class:`~drkit.errors.CheckpointError` naming the file.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    config, doc = read_config(directory)
+    weights = Path(directory) / str(doc.get("weights", WEIGHTS_NAME))
+    if not weights.is_file():
+        raise CheckpointError(f"checkpoint {weights} is missing")
+    recorded = doc.get("weights_sha256")
+    if verify and recorded:
+        actual = sha256_file(weights)
+        if actual != recorded:
+            raise CheckpointError(
+                f"checkpoint {weights} has sha256 {actual[:12]}… but {CONFIG_NAME} records {str(recorded)[:12]}…"
+            )
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {weights} is unreadable: {exc}") from exc
+
+    try:
+        backbone = create_model(config.model, config.num_classes, config.in_chans, **config.model_kwargs)
+    except CheckpointError as exc:
+        raise CheckpointError(f"checkpoint {Path(directory) / CONFIG_NAME}: {exc}") from exc
+    reason = _mismatch_reason(backbone.state_dict(), state)
+    if reason:
+        raise CheckpointError(f"checkpoint {weights} does not fit {config.model}: {reason}")
+    try:
+        backbone.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # dtype or other surprises the key/shape check did not catch
+        raise CheckpointError(f"checkpoint {weights} does not fit {config.model}: {str(exc).splitlines()[0]}") from exc
+    model = ImageModel(backbone, config.mean, config.std, config=config)
+    return model.to(device).eval(), config
