@@ -1,0 +1,161 @@
+"""Classification metrics from predicted probabilities: top-1/top-5, NLL, ECE, reliability bins.
+
+Everything is computed from *sufficient statistics* (counts and per-bin sums) so evaluation can
+stream over a dataset of any size in constant memory, and so the one-shot functions and the
+streaming :class:`MetricAccumulator` are the same code and agree exactly.
+
+ECE follows Guo et al. (2017): ``M`` equal-width bins over the top-1 confidence, bin ``m`` holding
+confidences in ``((m-1)/M, m/M]``; ``ECE = sum_m |B_m|/N * |acc(B_m) - conf(B_m)|``. This is the
+definition ``torchmetrics.functional.classification.multiclass_calibration_error(norm="l1")``
+computes (the tests use it as an independent oracle); torchmetrics is not a runtime dependency,
+because its functional form needs every prediction in memory at once.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List
+
+import torch
+
+NLL_EPS = 1e-12
+"""Floor on p(label) before the log, so a confidently wrong prediction gives a finite NLL."""
+
+
+def _check(probs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if probs.ndim != 2:
+        raise ValueError(f"probs must be [N, C], got shape {tuple(probs.shape)}")
+    if labels.ndim != 1 or labels.shape[0] != probs.shape[0]:
+        raise ValueError(
+            f"labels must be [N] with N = {probs.shape[0]}, got shape {tuple(labels.shape)}"
+        )
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be an integer tensor, got {labels.dtype}")
+    labels = labels.detach().to("cpu", torch.int64)
+    if labels.numel() and (labels.min() < 0 or labels.max() >= probs.shape[1]):
+        raise ValueError(f"labels must lie in [0, {probs.shape[1]}), got {labels.min()}..{labels.max()}")
+    return probs.detach().to("cpu", torch.float64), labels
+
+
+def _bin_edges(n_bins: int) -> torch.Tensor:
+    return torch.linspace(0.0, 1.0, n_bins + 1, dtype=torch.float64)
+
+
+class MetricAccumulator:
+    """Streams ``(probs, labels)`` batches; keeps only counts and per-bin sums.
+
+    ``update`` per batch, then ``compute()`` for the metric dict and ``bins()`` for the
+    reliability diagram. ``merge`` adds another accumulator's state (e.g. from another rank).
+    """
+
+    def __init__(self, n_bins: int = 15, topk: int = 5) -> None:
+        if n_bins < 1:
+            raise ValueError("n_bins must be >= 1")
+        self.n_bins = int(n_bins)
+        self.topk = int(topk)
+        self.reset()
+
+    def reset(self) -> None:
+        self.count = 0
+        self.num_classes: int | None = None
+        self.correct_top1 = 0
+        self.correct_topk = 0
+        self.nll_sum = 0.0
+        self.bin_count = torch.zeros(self.n_bins, dtype=torch.int64)
+        self.bin_conf_sum = torch.zeros(self.n_bins, dtype=torch.float64)
+        self.bin_correct = torch.zeros(self.n_bins, dtype=torch.int64)
+
+    def update(self, probs: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add a batch: ``probs`` [N, C] (rows are probability vectors), ``labels`` [N] ints."""
+        probs, labels = _check(probs, labels)
+        n, c = probs.shape
+        if self.num_classes is None:
+            self.num_classes = c
+        elif c != self.num_classes:
+            raise ValueError(f"batch has {c} classes, earlier batches had {self.num_classes}")
+        if n == 0:
+            return
+        conf, pred = probs.max(dim=1)  # first index on ties, like argmax
+        hit = pred == labels
+        k = min(self.topk, c)
+        in_topk = (probs.topk(k, dim=1).indices == labels[:, None]).any(dim=1)
+        p_label = probs.gather(1, labels[:, None]).squeeze(1)
+        # bucketize(right=False) on the inner edges gives bin m for conf in ((m-1)/M, m/M]
+        idx = torch.bucketize(conf, _bin_edges(self.n_bins)[1:-1], right=False)
+        self.count += n
+        self.correct_top1 += int(hit.sum())
+        self.correct_topk += int(in_topk.sum())
+        self.nll_sum += float(-torch.log(p_label.clamp_min(NLL_EPS)).sum())
+        self.bin_count += torch.bincount(idx, minlength=self.n_bins)
+        self.bin_conf_sum += torch.bincount(idx, weights=conf, minlength=self.n_bins)
+        self.bin_correct += torch.bincount(idx[hit], minlength=self.n_bins)
+
+    def merge(self, other: "MetricAccumulator") -> None:
+        """Add ``other``'s statistics into this one (same ``n_bins`` and ``topk``)."""
+        if (other.n_bins, other.topk) != (self.n_bins, self.topk):
+            raise ValueError("cannot merge accumulators with different n_bins or topk")
+        if other.count == 0:
+            return
+        if self.num_classes is not None and other.num_classes != self.num_classes:
+            raise ValueError("cannot merge accumulators over different class counts")
+        self.num_classes = other.num_classes
+        self.count += other.count
+        self.correct_top1 += other.correct_top1
+        self.correct_topk += other.correct_topk
+        self.nll_sum += other.nll_sum
+        self.bin_count += other.bin_count
+        self.bin_conf_sum += other.bin_conf_sum
+        self.bin_correct += other.bin_correct
+
+    def ece(self) -> float:
+        """Expected calibration error (L1, bins weighted by their share of the samples)."""
+        if self.count == 0:
+            return math.nan
+        gap = (self.bin_correct.to(torch.float64) - self.bin_conf_sum).abs()  # = |B| * |acc - conf|
+        return float(gap.sum() / self.count)
+
+    def compute(self) -> Dict[str, float]:
+        """``{"top1", "top5", "nll", "ece"}`` as floats, fractions in 0..1 (NaN when empty).
+
+        ``top5`` is top-min(5, C): with fewer than 5 classes it is 1.0 by definition.
+        """
+        if self.count == 0:
+            return {"top1": math.nan, "top5": math.nan, "nll": math.nan, "ece": math.nan}
+        return {
+            "top1": self.correct_top1 / self.count,
+            "top5": self.correct_topk / self.count,
+            "nll": self.nll_sum / self.count,
+            "ece": self.ece(),
+        }
+
+    def bins(self) -> Dict[str, object]:
+        """Per-bin statistics for :func:`drkit.evaluate.plots.reliability_diagram`.
+
+        ``edges`` (M+1 floats), ``confidence`` and ``accuracy`` (M floats, mean per bin; 0.0 for
+        an empty bin), ``count`` (M ints), ``ece`` (float). Plain lists, so it dumps to JSON.
+        """
+        counts = self.bin_count.to(torch.float64)
+        safe = counts.clamp_min(1.0)
+        return {
+            "edges": _bin_edges(self.n_bins).tolist(),
+            "confidence": torch.where(counts > 0, self.bin_conf_sum / safe, 0.0).tolist(),
+            "accuracy": torch.where(counts > 0, self.bin_correct / safe, 0.0).tolist(),
+            "count": self.bin_count.tolist(),
+            "ece": self.ece(),
+        }
+
+
+def compute_metrics(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> Dict[str, float]:
+    """Top-1, top-min(5, C), mean NLL and ECE (``n_bins`` equal-width bins) of ``probs`` [N, C]."""
+    acc = MetricAccumulator(n_bins=n_bins)
+    acc.update(probs, labels)
+    return acc.compute()
+
+
+def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> Dict[str, object]:
+    """Per-bin mean confidence, accuracy and count (plus edges and ECE); see ``MetricAccumulator.bins``."""
+    acc = MetricAccumulator(n_bins=n_bins)
+    acc.update(probs, labels)
+    return acc.bins()
+
+
+__all__: List[str] = ["MetricAccumulator", "compute_metrics", "reliability_bins", "NLL_EPS"]
