@@ -124,8 +124,11 @@ def test_ckpt_teacher_with_other_class_names_refused(tmp_path: Path) -> None:
 
 def test_wrong_input_shape_refused(tmp_path: Path) -> None:
     teacher = load_teacher(f"ckpt:{_ckpt(tmp_path, 'a', 1)}")
-    with pytest.raises(TeacherError, match="N x 1 x 16 x 16"):
-        teacher(torch.rand(1, 1, 20, 20))
+    with pytest.raises(TeacherError, match="N x 1 x H x W"):
+        teacher(torch.rand(1, 3, 16, 16))
+    with pytest.raises(TeacherError):
+        teacher(torch.rand(1, 16, 16))
+    assert teacher(torch.rand(1, 1, 20, 20)).shape == (1, 3)  # another size is the caller's choice
 
 
 @pytest.mark.parametrize("spec", ["nope:thing", "resnet18", "hub:resnet18"])

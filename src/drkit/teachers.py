@@ -669,10 +669,14 @@ class TeacherEnsemble(nn.Module):
         return [info.describe() for info in self.infos]
 
     def _check_input(self, x: torch.Tensor) -> None:
-        s = self.image_size
-        if x.ndim != 4 or x.shape[1] != self.in_chans or tuple(x.shape[-2:]) != (s, s):
+        # The spatial size is not enforced: ``image_size`` is the members' native size, and a
+        # caller may deliberately feed another one (``drkit reinforce --image-size``). Fixed-size
+        # members (ViT) then fail in their own forward.
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            s = self.image_size
             raise TeacherError(
-                f"teacher input must be N x {self.in_chans} x {s} x {s}, got {' x '.join(map(str, x.shape))}"
+                f"teacher input must be N x {self.in_chans} x H x W (native {s} x {s}), "
+                f"got {' x '.join(map(str, x.shape))}"
             )
 
     @torch.no_grad()
