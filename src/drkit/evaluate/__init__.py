@@ -32,3 +32,11 @@ __all__ = [
 # The `evaluate(...)` verb (checkpoint + source -> metrics JSON, `drkit eval`) goes below.
 # It must import models, checkpoint and sources inside the function, not at module import.
 # --------------------------------------------------------------------------------------------
+
+
+def __getattr__(name: str):  # the verb pulls in models/sources: resolve it lazily
+    if name in ("evaluate", "format_report"):
+        from drkit.evaluate import run
+
+        return getattr(run, name)
+    raise AttributeError(f"module 'drkit.evaluate' has no attribute {name!r}")

@@ -1,0 +1,141 @@
+"""``drkit inspect``: what a store holds, how good its labels are, and what its views look like."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .fileio import atomic_write_json
+from .store import open_store
+from .store.shards import ShardReader
+
+
+def inspect_store(path: str | Path, data: str | None = None, grid: str | Path | None = None,
+                  json_path: str | Path | None = None, samples: int = 6, max_records: int = 200_000,
+                  views_per_row: int = 4) -> dict[str, Any]:
+    """Statistics of a store (and, with ``grid``, a PNG of replayed views with the teacher's top-3).
+
+    Teacher agreement, entropy and top-1 probability are computed over the stored views of the
+    first ``max_records`` records (all of them for stores up to that size). Entropy is that of
+    the densified target (residual mass spread uniformly), in nats.
+    """
+    from .sources import load_source
+
+    store = open_store(path)
+    m = store.manifest
+    src = load_source(data or m["source"]["spec"])
+    labels = np.asarray(src.labels) if len(src) == store.num_samples else None
+    ns, k, c = store.num_views, store.topk, store.num_classes
+    agree = total = 0
+    ent_sum = top1_sum = 0.0
+    budget = max_records
+    skipped = set(store.skipped)
+    for info in m["shards"]:
+        if budget <= 0:
+            break
+        reader = ShardReader(store.path / info["file"], store.schema, info["stop"] - info["start"], ns)
+        n = min(info["stop"] - info["start"], max(1, budget // ns))
+        ids = np.asarray(reader.arrays["topk_ids"][:n]).astype(np.int64)
+        probs = np.asarray(reader.arrays["topk_probs"][:n]).astype(np.float64)
+        valid = probs.sum(-1) > 0
+        sample_ids = np.arange(info["start"], info["start"] + n)
+        valid &= ~np.isin(sample_ids, list(skipped))[:, None]
+        residual = np.clip(1.0 - probs.sum(-1), 0.0, 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ent = -np.where(probs > 0, probs * np.log(probs), 0.0).sum(-1)
+            if c > k:
+                per = residual / (c - k)
+                ent += -np.where(per > 0, residual * np.log(per), 0.0)
+        if labels is not None:
+            truth = labels[sample_ids][:, None].repeat(ns, 1)
+            if store.mixes:  # a mixed view's dominant source is its label
+                lam = np.asarray(reader.arrays["lam"][:n]).astype(np.float64)
+                partner = np.asarray(reader.arrays["partner"][:n]).astype(np.int64)
+                mixed = np.asarray(reader.arrays["mix_mode"][:n]) > 0
+                take_partner = mixed & (lam < 0.5)
+                truth = np.where(take_partner, labels[np.clip(partner, 0, len(labels) - 1)], truth)
+            agree += int(((ids[..., 0] == truth) & valid).sum())
+        total += int(valid.sum())
+        ent_sum += float(ent[valid].sum())
+        top1_sum += float(probs[..., 0][valid].sum())
+        budget -= n * ns
+    size_bytes = sum(int(s["bytes"]) for s in m["shards"])
+    stats: dict[str, Any] = {
+        "store": str(store.path), "source": m["source"].get("spec"), "samples": store.num_samples,
+        "views": ns, "topk": k, "num_classes": c, "recipe": m["recipe"]["spec"],
+        "teachers": [t.get("spec") for t in m["teachers"]], "image_size": store.image_size,
+        "seed": store.seed, "bytes_per_record": store.bytes_per_record, "total_bytes": size_bytes,
+        "records_read": total, "teacher_top1": agree / total if (total and labels is not None) else None,
+        "mean_entropy": ent_sum / total if total else None, "max_entropy": math.log(c),
+        "mean_top1_prob": top1_sum / total if total else None, "skipped": len(skipped),
+    }
+    if grid is not None:
+        stats["grid"] = str(render_grid(store, src, grid, samples=samples, views=min(views_per_row, ns)))
+    if json_path is not None:
+        atomic_write_json(json_path, stats)
+    return stats
+
+
+def render_grid(store: Any, src: Any, path: str | Path, samples: int = 6, views: int = 4) -> Path:
+    """Replayed views (rows: samples, columns: views) titled with the teacher's top-3."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = store.classes or [str(i) for i in range(store.num_classes)]
+    ids = np.linspace(0, store.num_samples - 1, num=min(samples, store.num_samples)).astype(int)
+    cols = views + 1
+    fig, axes = plt.subplots(len(ids), cols, figsize=(2.3 * cols, 2.6 * len(ids)), squeeze=False)
+    for r, i in enumerate(ids):
+        img = src.load_uint8(int(i))
+        ax = axes[r][0]
+        ax.imshow(_to_hwc(img), cmap="gray" if img.shape[0] == 1 else None, vmin=0, vmax=255)
+        ax.set_title(f"#{i} original\n{classes[int(src.labels[i])]}", fontsize=7)
+        ax.axis("off")
+        for v in range(views):
+            rec = store.record(int(i), v)
+            x = store.render_uint8(src, int(i), v, record=rec)
+            ax = axes[r][v + 1]
+            ax.imshow(_to_hwc(x), cmap="gray" if x.shape[0] == 1 else None, vmin=0, vmax=255)
+            lines = [f"{classes[int(c)][:12]} {p:.2f}" for c, p in zip(rec["topk_ids"][:3], rec["topk_probs"][:3])]
+            if rec.get("mix_mode"):
+                kind = "mixup" if rec["mix_mode"] == 1 else "cutmix"
+                lines.insert(0, f"{kind} #{i}+#{rec['partner']} λ={rec['lam']:.2f}")
+            ax.set_title("\n".join(lines), fontsize=6.5)
+            ax.axis("off")
+    fig.suptitle(f"{Path(store.path).name}: {store.manifest['recipe']['spec'].split('@')[0]}… "
+                 f"views with teacher top-3", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _to_hwc(x: Any) -> np.ndarray:
+    a = x.numpy()
+    return a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)
+
+
+def format_stats(s: dict[str, Any]) -> str:
+    """Human table for the terminal."""
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{100 * v:.2f} %"
+
+    rows = [("store", s["store"]), ("source", s["source"]), ("samples x views", f"{s['samples']} x {s['views']}"),
+            ("top-k", s["topk"]), ("classes", s["num_classes"]), ("recipe", s["recipe"]),
+            ("teachers", ", ".join(s["teachers"])), ("teacher input", f"{s['image_size']} px"),
+            ("bytes / record", s["bytes_per_record"]), ("total size", f"{s['total_bytes'] / 1e6:.2f} MB"),
+            ("teacher top-1 vs labels", pct(s["teacher_top1"])),
+            ("mean top-1 probability", "n/a" if s["mean_top1_prob"] is None else f"{s['mean_top1_prob']:.3f}"),
+            ("mean entropy", "n/a" if s["mean_entropy"] is None else
+             f"{s['mean_entropy']:.3f} nats (max {s['max_entropy']:.3f})"),
+            ("skipped samples", s["skipped"])]
+    if "grid" in s:
+        rows.append(("grid", s["grid"]))
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

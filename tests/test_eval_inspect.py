@@ -1,0 +1,73 @@
+"""drkit eval (JSON layout, corruption table, shift mapping) and drkit inspect (stats, grid PNG)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from drkit.errors import DrkitError
+from drkit.evaluate import evaluate
+from drkit.inspect import format_stats, inspect_store
+from drkit.reinforce import reinforce
+
+
+def test_eval_report_layout_and_corruptions(tmp_path, teacher_pair):
+    ckpt = teacher_pair[0].split(":", 1)[1]
+    out = tmp_path / "r.json"
+    r = evaluate(ckpt, "digits:test", corruptions=True, families=["gaussian_noise", "contrast"],
+                 severities=[1, 5], json_path=out, plot=tmp_path / "rel.png", limit=64, workers=0, progress=False)
+    saved = json.loads(out.read_text())
+    assert set(saved) >= {"top1", "top5", "nll", "ece", "corruptions", "mean_corruption_top1"}
+    assert 0 <= saved["top1"] <= saved["top5"] <= 1 and saved["nll"] > 0 and 0 <= saved["ece"] <= 1
+    assert set(saved["corruptions"]) == {"gaussian_noise", "contrast"}
+    assert set(saved["corruptions"]["contrast"]) == {"1", "5"}
+    vals = [v for row in saved["corruptions"].values() for v in row.values()]
+    assert abs(saved["mean_corruption_top1"] - float(np.mean(vals))) < 1e-9
+    png = np.asarray(Image.open(tmp_path / "rel.png").convert("L"), dtype=np.float32)
+    assert png.std() > 1.0
+    assert r["images"] == 64
+
+
+def test_eval_refuses_wrong_classes_and_maps_a_shift_by_name(tmp_path, teacher_pair):
+    from conftest import make_teacher
+
+    ckpt = teacher_pair[0].split(":", 1)[1]
+    with pytest.raises(DrkitError):
+        evaluate(ckpt, "fashion-mnist:test?n=10", workers=0, progress=False)  # other class names
+    # an imagefolder with a subset of the digit classes, named like the checkpoint's classes
+    from drkit.sources import load_source
+
+    src = load_source("digits:test")
+    root = tmp_path / "shift"
+    for i in range(40):
+        y = int(src.labels[i])
+        if y in (1, 3):
+            d = root / src.classes[y]
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(src.load_uint8(i)[0].numpy(), "L").save(d / f"{i}.png")
+    (root / "unknown-class").mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8), "L").save(root / "unknown-class" / "x.png")
+    r = evaluate(ckpt, "digits:test", shift=f"imagefolder:{root}?mode=L", limit=16, workers=0, progress=False)
+    assert r["shift"]["classes"] == 2 and r["shift"]["images"] == sum(1 for _ in root.rglob("[0-9]*.png"))
+
+
+def test_inspect_stats_grid_and_cli(tmp_path, digits_train, teacher_pair):
+    root = reinforce(digits_train, teacher_pair, tmp_path / "s", recipe="rrc+mix", samples=3, topk=5, workers=0,
+                     samples_per_shard=16, progress=False, device="cpu", command=["t"])
+    stats = inspect_store(root, grid=tmp_path / "grid.png", json_path=tmp_path / "s.json", samples=3)
+    assert stats["samples"] == 48 and stats["views"] == 3 and stats["topk"] == 5
+    assert stats["records_read"] == 48 * 3
+    assert 0.0 <= stats["teacher_top1"] <= 1.0
+    assert 0.0 < stats["mean_entropy"] <= stats["max_entropy"] + 1e-6
+    assert 0.1 <= stats["mean_top1_prob"] <= 1.0
+    assert stats["bytes_per_record"] == 9 + 2 * 5 + 2 * 5 + 13
+    img = np.asarray(Image.open(tmp_path / "grid.png").convert("L"), dtype=np.float32)
+    assert img.shape[0] > 200 and img.std() > 5.0
+    assert json.loads((tmp_path / "s.json").read_text())["views"] == 3
+    assert "teacher top-1" in format_stats(stats)
+    r = subprocess.run([sys.executable, "-m", "drkit.cli", "inspect", str(root)], capture_output=True, text=True)
+    assert r.returncode == 0 and "bytes / record" in r.stdout
