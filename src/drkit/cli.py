@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, metavar="SRC")
     p.add_argument("--val", default=None, metavar="SRC")
     p.add_argument("--model", required=True, help="drkit_* | timm name | torchvision:NAME")
+    p.add_argument("--model-kwargs", default=None, metavar="JSON",
+                   help='extra model arguments as a JSON object, e.g. \'{"img_size": 16, "depth": 1}\'')
     p.add_argument("--reinforced", default=None, metavar="DIR", help="train on this store's soft labels")
     p.add_argument("--kd-teacher", action="append", default=None, metavar="T", help="online KD from this teacher")
     p.add_argument("--recipe", default=None, help="augmentation for ERM/KD (default: padcrop for small images, rrc else)")

@@ -1,0 +1,139 @@
+"""Epoch wall time of DR ÷ ERM and online KD ÷ DR, measured in one run (design.md guarantee 4).
+
+Command (from the repository root; about 4 minutes on a 2-core CPU):
+
+    .venv/bin/python benchmarks/train_cost.py --out-file benchmarks/results/train_cost.txt
+    .venv/bin/python benchmarks/train_cost.py --device cuda --workers 8      # on a GPU machine
+
+Setup: ``fashion-mnist:train?n=5000`` at 28 px, student ``drkit_cnn_tiny``, recipe
+``padcrop+ra+re`` for every mode, the same batch size, loader workers, seed and device. The DR
+store is reinforced here by an ensemble of two randomly initialised ``drkit_cnn_small``
+teachers (labels do not matter for cost; the same ensemble is the online-KD teacher). Each mode
+trains ``--epochs`` epochs, the first is dropped as warm-up, the median of the rest is the epoch
+time; modes run interleaved (ERM, DR, KD, then DR, ERM, KD, ...) so drift in machine load hits
+all of them alike.
+
+Expected result: DR/ERM ≈ 1.0 (goal ≤ 1.05: replaying a stored view costs what sampling a fresh
+one costs); KD/DR > 1, growing with the teacher's size (here ~2x, two teachers ~6x the
+student's FLOPs each).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+MODES = ("erm", "dr", "kd")
+
+
+def make_teachers(root: Path, src, seeds: list[int], size: int) -> list[str]:
+    """Randomly initialised drkit_cnn_small checkpoints (cost is what is measured, not accuracy)."""
+    from drkit.checkpoint import save_checkpoint
+    from drkit.models import ImageModel, ModelConfig
+    from drkit.train.prepare import source_stats
+
+    mean, std = source_stats(src)
+    specs = []
+    for s in seeds:
+        cfg = ModelConfig(model="drkit_cnn_small", num_classes=len(src.classes), in_chans=src.channels,
+                          image_size=size, mean=mean, std=std, classes=list(src.classes))
+        save_checkpoint(root / f"teacher{s}", ImageModel.from_config(cfg, seed=s), cfg)
+        specs.append(f"ckpt:{root / f'teacher{s}'}")
+    return specs
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="fashion-mnist:train?n=5000")
+    p.add_argument("--recipe", default="padcrop+ra+re")
+    p.add_argument("--model", default="drkit_cnn_tiny")
+    p.add_argument("--epochs", type=int, default=4, help="per mode and repeat (first dropped)")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples", type=int, default=4, help="NS of the store")
+    p.add_argument("--work-dir", default=None)
+    p.add_argument("--out-file", default=None, help="also write the report here")
+    a = p.parse_args(argv)
+
+    from drkit.reinforce import reinforce
+    from drkit.sources import load_source
+    from drkit.train import train
+
+    work = Path(a.work_dir or tempfile.mkdtemp(prefix="drkit-train-cost-"))
+    src = load_source(a.data)
+    size = int(src.image_size(0)[0])
+    teachers = make_teachers(work, src, [a.seed + 1, a.seed + 2], size)
+    t0 = time.perf_counter()
+    store = reinforce(src, teachers, work / "store", recipe=a.recipe, samples=a.samples, topk=5, image_size=size,
+                      seed=a.seed, batch_size=256, workers=a.workers, device=a.device, progress=False,
+                      command=["benchmarks/train_cost.py"])
+    reinforce_s = time.perf_counter() - t0
+
+    common = dict(model=a.model, image_size=size, epochs=a.epochs, batch_size=a.batch_size, workers=a.workers,
+                  device=a.device, seed=a.seed, quiet=True, opt="sgd", warmup_epochs=0.0)
+    mode_kw = {"erm": dict(recipe=a.recipe), "dr": dict(reinforced=store), "kd": dict(recipe=a.recipe, kd_teacher=teachers)}
+    epochs: dict[str, list[float]] = {m: [] for m in MODES}
+    rates: dict[str, list[float]] = {m: [] for m in MODES}
+    for r in range(a.repeats):
+        order = MODES if r % 2 == 0 else ("dr", "erm", "kd")
+        for m in order:
+            out = work / f"{m}-{r}"
+            train(src, out, **common, **mode_kw[m])
+            rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+            epochs[m] += [row["epoch_seconds"] for row in rows[1:]]
+            rates[m] += [row["img_per_s"] for row in rows[1:]]
+    med = {m: statistics.median(v) for m, v in epochs.items()}
+    result = {
+        "dr_over_erm": med["dr"] / med["erm"], "kd_over_dr": med["kd"] / med["dr"],
+        "epoch_seconds_median": med, "epoch_seconds_all": epochs,
+        "img_per_s_median": {m: statistics.median(v) for m, v in rates.items()},
+        "reinforce_seconds": reinforce_s,
+    }
+    device = torch.cuda.get_device_name(0) if a.device.startswith("cuda") else f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+    lines = [
+        "# drkit train cost: DR / ERM and online KD / DR epoch wall time",
+        f"command: {' '.join([sys.executable.rsplit('/', 1)[-1], 'benchmarks/train_cost.py', *(argv if argv is not None else sys.argv[1:])])}",
+        f"git commit: {git_commit()}",
+        f"device: {device}; torch {torch.__version__}; threads {torch.get_num_threads()}",
+        f"data: {a.data} ({len(src)} images, {size} px); student {a.model}; recipe {a.recipe}; batch {a.batch_size}; "
+        f"workers {a.workers}; seed {a.seed} (store seed {a.seed}, teacher init seeds {a.seed + 1}, {a.seed + 2})",
+        f"store: NS={a.samples}, top-5, 2 x drkit_cnn_small (random init); reinforce took {reinforce_s:.1f} s",
+        f"epochs per run {a.epochs} (first dropped), repeats {a.repeats}, interleaved",
+        "",
+        f"{'mode':<5} {'median epoch s':>15} {'img/s':>9}   all epoch seconds",
+    ]
+    for m in MODES:
+        lines.append(f"{m:<5} {med[m]:>15.3f} {result['img_per_s_median'][m]:>9.0f}   "
+                     + " ".join(f"{x:.2f}" for x in epochs[m]))
+    lines += ["", f"DR / ERM = {result['dr_over_erm']:.3f}   (goal <= 1.05)",
+              f"KD / DR  = {result['kd_over_dr']:.3f}"]
+    report = "\n".join(lines) + "\n"
+    print(report)
+    if a.out_file:
+        Path(a.out_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out_file).write_text(report)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,341 @@
+"""Training data: stored views (DR), fresh augmented views (ERM/KD), and the epoch's order.
+
+Every random choice is a pure function of ``(seed, epoch, sample)`` — ``numpy.random.default_rng``
+seeded with those words for the epoch order and ERM views, a SplitMix64 hash of them for the
+per-item DR choices (cheaper, same role) — never a global RNG, so a worker, a rank or a resumed
+run makes the same choice for the same sample and epoch.
+
+Items are uint8 (cheap to move through DataLoader workers and pinned memory) and become float
+[0, 1] on the device; the public :class:`ReinforcedDataset` gives float by default for library use.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..augment import Recipe, ViewParams, eval_transform, get_recipe
+from ..errors import DrkitError, StoreError
+from ..store import densify
+
+if TYPE_CHECKING:
+    from ..sources import Source
+    from ..store import Store
+
+# Stream tags keep the order / view / plain streams apart (the order's four-word seed sequence
+# also never equals a recipe's three-word [seed, sample, view]).
+TAG_ORDER, TAG_VIEW, TAG_PLAIN = 0x0D5E, 0x71E3, 0x9A17
+#: ERM/KD draw view ``epoch`` of an unbounded pool; mixing partners pick among this many views.
+ERM_VIEWS = 1 << 16
+
+Item = dict[str, torch.Tensor]
+
+
+# ----------------------------------------------------------------------------------------------
+# deterministic choices
+# ----------------------------------------------------------------------------------------------
+_MASK = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+_SMALL_NS = 24  # below this, plain Python integers beat numpy's per-call overhead
+
+
+def _mix64(x: int) -> int:
+    """SplitMix64's finaliser: a cheap, well-mixed 64-bit hash (pure integer arithmetic)."""
+    x = (x + _GOLDEN) & _MASK
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
+
+
+def _mix64_np(x: np.ndarray) -> np.ndarray:
+    """:func:`_mix64` on a uint64 array (numpy's uint64 arithmetic wraps like ``& _MASK``)."""
+    x = x + np.uint64(_GOLDEN)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def view_permutation(seed: int, sample_id: int, cycle: int, num_views: int) -> np.ndarray:
+    """A uniform random permutation of the NS views for one (seed, sample, cycle): the views
+    sorted by NS hashed keys. ~10 µs at NS = 10, where a ``default_rng`` per DR item would cost
+    ~30 µs — a visible share of a small image's replay (design.md guarantee 4)."""
+    h = _hash_words(seed, TAG_VIEW, sample_id, cycle)
+    if num_views <= _SMALL_NS:
+        keys = [_mix64((h + v * _GOLDEN) & _MASK) for v in range(num_views)]
+        return np.array(sorted(range(num_views), key=keys.__getitem__), dtype=np.int64)
+    arr = np.uint64(h) + np.arange(num_views, dtype=np.uint64) * np.uint64(_GOLDEN)
+    return np.argsort(_mix64_np(arr), kind="stable")
+
+
+def view_at(seed: int, sample_id: int, t: int, num_views: int) -> int:
+    """The ``t``-th stored view a sample visits: a fresh permutation of the NS views per cycle,
+    so no view repeats before all NS have been used."""
+    cycle, pos = divmod(int(t), int(num_views))
+    return int(view_permutation(seed, sample_id, cycle, num_views)[pos])
+
+
+def epoch_views(seed: int, sample_id: int, epoch: int, num_views: int, per_image: int = 1) -> list[int]:
+    """Views of one sample in ``epoch``: positions ``epoch*k .. epoch*k+k-1`` of its view sequence
+    (``k = 1``: ``perm_{seed,i,epoch//NS}[epoch % NS]``)."""
+    first = int(epoch) * per_image
+    return [view_at(seed, sample_id, first + j, num_views) for j in range(per_image)]
+
+
+def _hash_words(*words: int) -> int:
+    h = 0
+    for w in words:
+        h = _mix64(h ^ (int(w) & _MASK))
+    return h
+
+
+def plain_mask(seed: int, sample_id: int, epoch: int, per_image: int, fraction: float) -> np.ndarray:
+    """Which of the sample's views this epoch are plain images (hard labels) instead of stored
+    views: uniform draws hashed from (seed, sample, epoch), compared with ``fraction``."""
+    if fraction <= 0:
+        return np.zeros(per_image, dtype=bool)
+    h = _hash_words(seed, TAG_PLAIN, sample_id, epoch)
+    return np.array([_mix64((h + j * _GOLDEN) & _MASK) / 2.0**64 < fraction for j in range(per_image)])
+
+
+def epoch_order(num_items: int, seed: int, epoch: int) -> np.ndarray:
+    """The epoch's shuffled order of dataset positions (identical on every rank)."""
+    return np.random.default_rng([int(seed), TAG_ORDER, int(epoch), 0]).permutation(num_items)
+
+
+def epoch_batches(num_items: int, seed: int, epoch: int, batch_items: int, rank: int = 0, world: int = 1,
+                  drop_last: bool = True) -> list[np.ndarray]:
+    """This rank's batches: a strided slice of the epoch order (padded by wrapping so every rank
+    has the same number of steps), cut into ``batch_items``; a short last batch is dropped when
+    at least one full batch exists."""
+    order = epoch_order(num_items, seed, epoch)
+    if world > 1 and len(order) % world:
+        order = np.concatenate([order, order[: world - len(order) % world]])
+    mine = order[rank::world]
+    cuts = list(range(0, len(mine), batch_items))
+    batches = [mine[a:a + batch_items] for a in cuts]
+    if drop_last and len(batches) > 1 and len(batches[-1]) < batch_items:
+        batches.pop()
+    return batches
+
+
+def one_hot(labels: Sequence[int] | torch.Tensor, num_classes: int) -> torch.Tensor:
+    return torch.nn.functional.one_hot(torch.as_tensor(labels, dtype=torch.int64), num_classes).float()
+
+
+def hard_target(recipe: Recipe, params: ViewParams, label: int, partner_label: int | None, num_classes: int,
+                size: int) -> torch.Tensor:
+    """ERM target of a view: one-hot, or λ-weighted two-hot when the view mixes (λ at ``size``)."""
+    out = one_hot([label], num_classes)[0]
+    mix = params.get("mix")
+    if mix is None or not mix["mode"] or partner_label is None:
+        return out
+    lam = recipe.mix_weight(params, size)
+    return out * lam + one_hot([partner_label], num_classes)[0] * (1.0 - lam)
+
+
+def _to_float(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.float32).div_(255)
+
+
+# ----------------------------------------------------------------------------------------------
+# DR: stored views
+# ----------------------------------------------------------------------------------------------
+class ReinforcedDataset(Dataset):
+    """A reinforced store as a dataset: ``ds[j] -> (image, dense soft target)``.
+
+    Position ``j`` indexes the store's samples minus those the manifest lists as skipped. Each
+    epoch (``set_epoch``) replays one stored view per image, chosen by :func:`epoch_views`.
+    ``views_per_image = k > 1`` decodes an image once and returns ``k`` distinct stored views of it
+    (``[k, C, H, W]`` images, ``[k, C]`` targets): a DataLoader batch of ``B`` items then holds
+    ``B * k`` views — flatten the first two dims. ``plain_fraction = p`` returns a deterministic
+    share ``p`` of views as the plain image (eval view) with a hard one-hot target.
+    """
+
+    def __init__(self, src: Source, store: Store, image_size: int | None = None, epoch: int = 0,
+                 seed: int | None = None, views_per_image: int = 1, plain_fraction: float = 0.0,
+                 as_uint8: bool = False):
+        store.check_source(src)
+        if not 1 <= views_per_image <= store.num_views:
+            raise StoreError(f"views_per_image must be in 1..{store.num_views} (the store's views), "
+                             f"got {views_per_image}")
+        if not 0.0 <= plain_fraction <= 1.0:
+            raise DrkitError(f"plain_fraction must be in [0, 1], got {plain_fraction}")
+        self.src, self.store = src, store
+        self.image_size = int(image_size or store.image_size)
+        self.epoch = int(epoch)
+        self.seed = int(store.seed if seed is None else seed)
+        self.views_per_image = int(views_per_image)
+        self.plain_fraction = float(plain_fraction)
+        self.as_uint8 = as_uint8
+        skipped = np.asarray(store.skipped, dtype=np.int64)
+        self.sample_ids = np.setdiff1d(np.arange(store.num_samples, dtype=np.int64), skipped)
+        self.labels = np.asarray(src.labels, dtype=np.int64)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return int(self.sample_ids.shape[0])
+
+    def views(self, pos: int) -> list[int]:
+        """Stored view indices of position ``pos`` this epoch (-1 = plain image)."""
+        i = int(self.sample_ids[pos])
+        views = epoch_views(self.seed, i, self.epoch, self.store.num_views, self.views_per_image)
+        plain = plain_mask(self.seed, i, self.epoch, self.views_per_image, self.plain_fraction)
+        return [-1 if p else v for v, p in zip(views, plain)]
+
+    def render_record(self, img: torch.Tensor, sample_id: int, rec: dict[str, Any]) -> torch.Tensor:
+        """``Store.render_uint8`` on an already decoded image (so k views cost one decode)."""
+        params = rec["params"]
+        mix = params.get("mix")
+        if mix is not None and mix["mode"]:
+            partner = self.store.record(mix["partner"], mix["partner_view"])["params"]
+            return self.store.recipe.render(img, params, self.image_size, self.src.load_uint8(mix["partner"]), partner)
+        return self.store.recipe.render(img, params, self.image_size)
+
+    def _hard(self, label: int) -> tuple[np.ndarray, np.ndarray]:
+        """A plain view's target in top-k form: the label with probability 1 (densifies to one-hot)."""
+        k, c = self.store.topk, self.store.num_classes
+        ids = (label + np.arange(k, dtype=np.int64)) % c
+        probs = np.zeros(k, dtype=np.float32)
+        probs[0] = 1.0
+        return ids, probs
+
+    def item(self, pos: int) -> Item:
+        """uint8 images ``[k, C, S, S]``, int64 labels ``[k]`` and sparse targets ``topk_ids`` /
+        ``topk_probs`` ``[k, K]`` (densified per batch by :meth:`finish`: one call, not B)."""
+        i = int(self.sample_ids[pos])
+        label = int(self.labels[i])
+        img = self.src.load_uint8(i)
+        images, ids, probs = [], [], []
+        for v in self.views(pos):
+            if v < 0:
+                images.append(eval_transform(img, self.image_size))
+                hard = self._hard(label)
+                ids.append(hard[0])
+                probs.append(hard[1])
+                continue
+            rec = self.store.record(i, v)
+            images.append(self.render_record(img, i, rec))
+            ids.append(rec["topk_ids"])
+            probs.append(rec["topk_probs"])
+        k = len(images)
+        return {"image": torch.stack(images), "label": torch.full((k,), label, dtype=torch.int64),
+                "topk_ids": torch.from_numpy(np.stack(ids)), "topk_probs": torch.from_numpy(np.stack(probs))}
+
+    def finish(self, batch: Item) -> Item:
+        """Sparse top-k -> dense "smooth" targets (``store.densify``) for a whole batch."""
+        out = dict(batch)
+        out["target"] = densify(out.pop("topk_ids"), out.pop("topk_probs"), self.store.num_classes, smooth=True)
+        return out
+
+    def __getitem__(self, pos: int) -> tuple[torch.Tensor, torch.Tensor]:
+        it = self.finish(self.item(pos))
+        images = it["image"] if self.as_uint8 else _to_float(it["image"])
+        if self.views_per_image == 1:
+            return images[0], it["target"][0]
+        return images, it["target"]
+
+
+# ----------------------------------------------------------------------------------------------
+# ERM / KD: fresh views of the recipe
+# ----------------------------------------------------------------------------------------------
+class AugmentedDataset(Dataset):
+    """ERM/online-KD data: epoch ``e`` draws view ``e`` of each sample from the recipe (same
+    ``(seed, sample, view)`` randomness as a store), hard (λ-mixed) targets. ``teacher_size``
+    also renders each view at the KD teacher's input size when it differs from the student's."""
+
+    def __init__(self, src: Source, recipe: str | Recipe, image_size: int, epoch: int = 0, seed: int = 0,
+                 teacher_size: int | None = None, as_uint8: bool = False):
+        self.src = src
+        self.recipe = get_recipe(recipe)
+        self.image_size = int(image_size)
+        self.teacher_size = int(teacher_size) if teacher_size and teacher_size != image_size else None
+        self.epoch, self.seed, self.as_uint8 = int(epoch), int(seed), as_uint8
+        self.labels = np.asarray(src.labels, dtype=np.int64)
+        self.num_classes = len(src.classes)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def params(self, i: int, view: int | None = None) -> tuple[ViewParams, ViewParams | None]:
+        """The view's parameters and, when it mixes, its partner's."""
+        v = self.epoch % ERM_VIEWS if view is None else view
+        n = len(self.src)
+        p = self.recipe.sample(self.seed, i, v, self.src.image_size(i), n, ERM_VIEWS)
+        mix = p.get("mix")
+        if mix is None or not mix["mode"]:
+            return p, None
+        j = mix["partner"]
+        return p, self.recipe.sample(self.seed, j, mix["partner_view"], self.src.image_size(j), n, ERM_VIEWS)
+
+    def render(self, i: int, params: ViewParams, partner_params: ViewParams | None,
+               img: torch.Tensor | None = None) -> Item:
+        """Render a view (student size, and teacher size if needed) with its hard target."""
+        img = self.src.load_uint8(i) if img is None else img
+        label = int(self.labels[i])
+        partner_img, partner_label = None, None
+        if partner_params is not None:
+            j = params["mix"]["partner"]
+            partner_img, partner_label = self.src.load_uint8(j), int(self.labels[j])
+        out: Item = {"image": self.recipe.render(img, params, self.image_size, partner_img, partner_params)[None],
+                     "target": hard_target(self.recipe, params, label, partner_label, self.num_classes,
+                                           self.image_size)[None],
+                     "label": torch.tensor([label], dtype=torch.int64)}
+        if self.teacher_size is not None:
+            out["teacher_image"] = self.recipe.render(img, params, self.teacher_size, partner_img, partner_params)[None]
+        return out
+
+    def item(self, pos: int) -> Item:
+        params, partner = self.params(pos)
+        return self.render(pos, params, partner)
+
+    def finish(self, batch: Item) -> Item:
+        return batch
+
+    def __getitem__(self, pos: int) -> tuple[torch.Tensor, torch.Tensor]:
+        it = self.item(pos)
+        return (it["image"][0] if self.as_uint8 else _to_float(it["image"][0])), it["target"][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# batches through a DataLoader
+# ----------------------------------------------------------------------------------------------
+class BatchDataset(Dataset):
+    """DataLoader item ``b`` = the whole batch ``b`` built in one worker: no per-sample collate,
+    and the batch composition never depends on the number of workers."""
+
+    def __init__(self, ds: ReinforcedDataset | AugmentedDataset, batches: list[np.ndarray]):
+        self.ds, self.batches = ds, batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, b: int) -> Item:
+        items = [self.ds.item(int(p)) for p in self.batches[b]]
+        return self.ds.finish({k: torch.cat([it[k] for it in items]) for k in items[0]})
+
+
+def plain_item(src: Source, i: int, size: int) -> tuple[torch.Tensor, int]:
+    """Validation view: the plain eval transform, uint8."""
+    return eval_transform(src.load_uint8(i), size), int(src.labels[i])
+
+
+class PlainBatches(Dataset):
+    """Validation batches (eval view), built whole in a worker like :class:`BatchDataset`."""
+
+    def __init__(self, src: Source, size: int, batches: list[np.ndarray]):
+        self.src, self.size, self.batches = src, int(size), batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, b: int) -> Item:
+        pairs = [plain_item(self.src, int(i), self.size) for i in self.batches[b]]
+        return {"image": torch.stack([p[0] for p in pairs]),
+                "label": torch.tensor([p[1] for p in pairs], dtype=torch.int64)}

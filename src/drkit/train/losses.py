@@ -1,0 +1,64 @@
+"""Losses on dense soft targets: one formula for ERM (smoothed one-hot), DR (stored top-k) and KD.
+
+Why one loss: ERM, DR and online KD then differ only in where the target comes from, so a
+comparison between them measures the targets, not three slightly different loss functions.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Mean over the batch of ``-sum_c p_c log softmax(z / T)_c``, times ``T**2`` when ``T != 1``.
+
+    The ``T**2`` factor (Hinton et al.) keeps gradient magnitudes comparable across temperatures.
+    ``targets`` are used as given (the stored/teacher probabilities); the temperature only softens
+    the student, so DR and KD read the same targets whatever ``T``.
+    """
+    if logits.shape != targets.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} differ in shape")
+    t = float(temperature)
+    if t <= 0:
+        raise ValueError(f"temperature must be positive, got {t}")
+    logp = torch.log_softmax(logits.float() / t, dim=-1)
+    loss = -(targets.float() * logp).sum(dim=-1).mean()
+    return loss * (t * t) if t != 1.0 else loss
+
+
+def smooth_targets(targets: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Label smoothing on (possibly mixed) hard targets: ``(1 - e) * t + e / C``."""
+    if smoothing <= 0:
+        return targets
+    return targets * (1.0 - smoothing) + smoothing / targets.shape[-1]
+
+
+class SoftTargetLoss(nn.Module):
+    """Drop-in loss for ``ReinforcedDataset`` targets: ``SoftTargetLoss()(logits, dense_probs)``."""
+
+    def __init__(self, temperature: float = 1.0):
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.temperature = float(temperature)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return soft_target_cross_entropy(logits, targets, self.temperature)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}"
+
+
+class LabelSmoothingCrossEntropy(nn.Module):
+    """ERM loss: hard (or λ-mixed two-hot) targets, smoothed, then the soft-target CE."""
+
+    def __init__(self, smoothing: float = 0.1):
+        super().__init__()
+        if not 0.0 <= smoothing < 1.0:
+            raise ValueError(f"label smoothing must be in [0, 1), got {smoothing}")
+        self.smoothing = float(smoothing)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if targets.ndim == 1:  # class indices
+            targets = torch.nn.functional.one_hot(targets.long(), logits.shape[-1]).float()
+        return soft_target_cross_entropy(logits, smooth_targets(targets, self.smoothing))

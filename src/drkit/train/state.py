@@ -1,0 +1,75 @@
+"""Resume state: ``DIR/state/`` = one safetensors file of tensors + ``state.json`` of scalars.
+
+Why two files and this order: the tensors file gets a fresh name each epoch and is written
+(atomically) first; ``state.json``, which names it and records its sha256, is written (atomically)
+last and is the commit point. A kill at any moment leaves either the previous epoch's state or
+the new one, never a mix. No pickle: tensors are safetensors, everything else JSON.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import DrkitError
+from ..fileio import atomic_write_bytes, atomic_write_json, sha256_file
+
+STATE_DIR = "state"
+STATE_JSON = "state.json"
+
+
+def state_dir(out: str | Path) -> Path:
+    return Path(out) / STATE_DIR
+
+
+def has_state(out: str | Path) -> bool:
+    return (state_dir(out) / STATE_JSON).is_file()
+
+
+def save_state(out: str | Path, tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> Path:
+    """Write this epoch's tensors, then the JSON that commits them; drop older tensor files."""
+    from safetensors.torch import save
+
+    root = state_dir(out)
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"tensors-{int(scalars['epoch']):05d}.safetensors"
+    flat = {k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format) for k, v in tensors.items()}
+    atomic_write_bytes(root / name, save(flat))
+    doc = {**scalars, "tensors": name, "tensors_sha256": sha256_file(root / name)}
+    atomic_write_json(root / STATE_JSON, doc)
+    for old in root.glob("tensors-*.safetensors"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
+    return root
+
+
+def load_state(out: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, scalars) of the last committed epoch; refuses a missing or damaged state."""
+    from safetensors.torch import load_file
+
+    root = state_dir(out)
+    path = root / STATE_JSON
+    if not path.is_file():
+        raise DrkitError(f"--resume: {out} has no training state ({path} is missing); start without --resume")
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DrkitError(f"--resume: {path} is not valid JSON ({e.msg})") from None
+    tpath = root / str(doc.get("tensors", ""))
+    if not tpath.is_file():
+        raise DrkitError(f"--resume: {tpath} named by {path} is missing")
+    if sha256_file(tpath) != doc.get("tensors_sha256"):
+        raise DrkitError(f"--resume: {tpath} fails its sha256 checksum")
+    return load_file(str(tpath)), doc
+
+
+def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """``{"model.x": t}`` -> ``{"x": t}`` for one prefix."""
+    n = len(prefix) + 1
+    return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+
+
+def with_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v for k, v in state.items()}

@@ -1,0 +1,392 @@
+"""drkit train: ERM / DR / KD learn, student families, resume, one-hot store == ERM, loss math,
+view permutation, DDP under torchrun, refusals. Digits (8x8) rendered at 16 px, tiny models."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from drkit.errors import DrkitError
+from drkit.reinforce import reinforce
+from drkit.store import densify, open_store
+from drkit.train import AugmentedDataset, ReinforcedDataset, SoftTargetLoss, train
+from drkit.train import loop as train_loop
+from drkit.train.data import epoch_batches, epoch_views
+from drkit.train.losses import LabelSmoothingCrossEntropy
+
+S = 16  # render size of the 8x8 digits
+FAST = dict(image_size=S, workers=0, device="cpu", quiet=True)
+TIMING = ("epoch_seconds", "img_per_s", "val_seconds")
+
+
+def _rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(out / "model.safetensors"))
+
+
+def _assert_learned(summary: dict, out: Path, min_top1: float = 0.5) -> None:
+    rows = _rows(out)
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert all(math.isfinite(r["train_loss"]) for r in rows)
+    assert summary["final_val"]["top1"] > min_top1, rows
+
+
+# ----------------------------------------------------------------------------------------------
+# session fixtures: a teacher trained with ERM, a store reinforced by it
+# ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def erm_run(tmp_path_factory):
+    """ERM on all 1,500 training digits: the 'ERM learns' run and the DR/KD teacher."""
+    out = tmp_path_factory.mktemp("erm") / "run"
+    torch.set_num_threads(2)
+    summary = train("digits:train", out, val="digits:test", model="drkit_cnn_tiny", recipe="padcrop", epochs=6,
+                    batch_size=64, opt="adamw", lr=4e-3, seed=0, **FAST)
+    return summary, out
+
+
+@pytest.fixture(scope="session")
+def dr_store(tmp_path_factory, erm_run):
+    out = tmp_path_factory.mktemp("store") / "digits+"
+    torch.set_num_threads(2)
+    return reinforce("digits:train", [f"ckpt:{erm_run[1]}"], out, recipe="padcrop+ra+re", samples=4, topk=3,
+                     image_size=S, workers=0, batch_size=256, samples_per_shard=512, device="cpu", progress=False,
+                     command=["test"])
+
+
+# ----------------------------------------------------------------------------------------------
+# the three modes learn
+# ----------------------------------------------------------------------------------------------
+def test_erm_learns_and_writes_layout(erm_run):
+    summary, out = erm_run
+    _assert_learned(summary, out, 0.7)
+    for name in ("model.safetensors", "config.json", "metrics.jsonl", "curves.png", "state/state.json"):
+        assert (out / name).exists(), name
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["extra"]["mode"] == "erm" and cfg["image_size"] == S and cfg["in_chans"] == 1
+    assert set(_rows(out)[0]) >= {"epoch", "train_loss", "lr", "train_top1", "val_top1", "val_nll", "img_per_s",
+                                  "epoch_seconds"}
+    json.dumps(summary)
+
+
+def test_dr_learns(tmp_path, dr_store):
+    out = tmp_path / "dr"
+    summary = train("digits:train", out, val="digits:test", reinforced=dr_store, model="drkit_cnn_tiny", epochs=5,
+                    batch_size=64, opt="adamw", lr=4e-3, **FAST)
+    assert summary["mode"] == "dr"
+    _assert_learned(summary, out)
+    from drkit.teachers import load_teacher
+
+    ens = load_teacher(f"ckpt:{out}")  # a DR student is itself a usable teacher
+    assert ens.image_size == S and ens.num_classes == 10
+
+
+def test_kd_learns_with_student_smaller_than_teacher(tmp_path, erm_run):
+    out = tmp_path / "kd"
+    summary = train("digits:train", out, val="digits:test", kd_teacher=[f"ckpt:{erm_run[1]}"],
+                    model="drkit_cnn_tiny", recipe="padcrop", epochs=5, batch_size=64, opt="adamw", lr=4e-3,
+                    **{**FAST, "image_size": 12})
+    assert summary["mode"] == "kd" and summary["image_size"] == 12
+    _assert_learned(summary, out)
+
+
+# ----------------------------------------------------------------------------------------------
+# student families of the reference work
+# ----------------------------------------------------------------------------------------------
+FAMILIES = {
+    "resnet18": ({}, S),
+    "mobilenetv3_small_050": ({}, S),
+    "vit_tiny_patch16_224": ({"img_size": S, "patch_size": 4, "depth": 1}, S),
+    "swin_tiny_patch4_window7_224": ({"img_size": 32, "patch_size": 4, "window_size": 4, "embed_dim": 24,
+                                      "depths": [1, 1], "num_heads": [1, 1]}, 32),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_student_families_train_on_store(tmp_path, dr_store, name):
+    from drkit.models import create_model
+
+    kwargs, size = FAMILIES[name]
+    out = tmp_path / name
+    if name.startswith("vit"):  # through the CLI: --model-kwargs JSON
+        from drkit.cli import main
+
+        rc = main(["train", "--data", "digits:train", "--reinforced", str(dr_store), "--model", name,
+                   "--model-kwargs", json.dumps(kwargs), "--image-size", str(size), "--epochs", "1",
+                   "--batch-size", "16", "--opt", "adamw", "--limit-batches", "2", "--workers", "0",
+                   "--device", "cpu", "--quiet", "--out", str(out)])
+        assert rc == 0
+    else:
+        train("digits:train", out, reinforced=dr_store, model=name, model_kwargs=kwargs, epochs=1, batch_size=16,
+              limit_batches=2, opt="sgd", **{**FAST, "image_size": size})
+    row = _rows(out)[-1]
+    assert math.isfinite(row["train_loss"]) and row["train_samples"] == 32
+    fresh = create_model(name, num_classes=10, in_chans=1, seed=0, **kwargs).state_dict()
+    trained = _weights(out)
+    assert trained.keys() == fresh.keys()
+    changed = [k for k, v in fresh.items() if v.is_floating_point() and not torch.equal(v, trained[k])]
+    assert len(changed) > len(fresh) // 3
+    from drkit.checkpoint import load_checkpoint
+
+    model, cfg = load_checkpoint(out)  # ckpt:DIR round trip at the student's own size
+    assert cfg.image_size == size and model(torch.rand(2, 1, size, size)).shape == (2, 10)
+
+
+# ----------------------------------------------------------------------------------------------
+# resume = uninterrupted
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", ["dr-sgd-ema", "erm-mix-adamw"])
+def test_resume_after_interruption_equals_uninterrupted(tmp_path, dr_store, monkeypatch, case):
+    if case == "dr-sgd-ema":
+        kw = dict(reinforced=dr_store, opt="sgd", ema=0.9)
+    else:
+        kw = dict(recipe="rrc+ra+re+mix", opt="adamw")
+    kw.update(model="drkit_cnn_tiny", val="digits:test?n=64", epochs=3, batch_size=32, limit_batches=3, seed=3,
+              **FAST)
+    train("digits:train", tmp_path / "a", **kw)
+
+    real = train_loop.save_state
+    calls = {"n": 0}
+
+    def interrupted(*a, **k):
+        real(*a, **k)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt  # killed right after epoch 1 was committed
+
+    monkeypatch.setattr(train_loop, "save_state", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train("digits:train", tmp_path / "b", **kw)
+    assert not (tmp_path / "b" / "model.safetensors").exists()
+    with pytest.raises(DrkitError, match="already holds"):
+        train("digits:train", tmp_path / "b", **kw)
+    with pytest.raises(DrkitError, match="other settings"):
+        train("digits:train", tmp_path / "b", resume=True, **{**kw, "seed": 4})
+    train("digits:train", tmp_path / "b", resume=True, **kw)
+    wa, wb = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
+    assert strip(_rows(tmp_path / "a")) == strip(_rows(tmp_path / "b"))
+    assert len(_rows(tmp_path / "b")) == 3
+
+
+# ----------------------------------------------------------------------------------------------
+# DR targets, loss math, view choice
+# ----------------------------------------------------------------------------------------------
+def _one_hot_store(src, teachers, out: Path) -> Path:
+    """A real store whose 'teacher' put probability 1.0 on the true label of every view."""
+    from safetensors.numpy import load_file
+
+    from drkit.fileio import atomic_write_json, sha256_file
+    from drkit.store.shards import shard_metadata, write_shard
+
+    root = reinforce(src, teachers, out, recipe="padcrop+ra+re", samples=3, topk=3, image_size=S, workers=0,
+                     samples_per_shard=16, device="cpu", progress=False, command=["test"])
+    manifest = json.loads((root / "manifest.json").read_text())
+    labels = src.labels
+    for info in manifest["shards"]:
+        path = root / info["file"]
+        arrays = dict(load_file(str(path)))
+        y = labels[info["start"]:info["stop"]]
+        ids = np.stack([y, (y + 1) % 10, (y + 2) % 10], -1)[:, None, :].repeat(3, 1)
+        arrays["topk_ids"] = ids.astype(arrays["topk_ids"].dtype)
+        probs = np.zeros_like(arrays["topk_probs"])
+        probs[..., 0] = 1.0
+        arrays["topk_probs"] = probs
+        write_shard(path, arrays, shard_metadata(info["start"], info["stop"]))
+        info.update(bytes=path.stat().st_size, sha256=sha256_file(path))
+    atomic_write_json(root / "manifest.json", manifest)
+    return root
+
+
+def test_one_hot_store_gives_erm_targets(tmp_path, digits_train, teacher_pair):
+    store = open_store(_one_hot_store(digits_train, teacher_pair, tmp_path / "onehot"))
+    assert store.verify(digits_train)["ok"]
+    dr = ReinforcedDataset(digits_train, store, S, seed=0, as_uint8=True)
+    erm = AugmentedDataset(digits_train, store.recipe, S, seed=0, as_uint8=True)
+    logits = torch.randn(len(dr), 10, generator=torch.Generator().manual_seed(0))
+    for epoch in range(store.num_views):
+        dr.set_epoch(epoch)
+        dr_t, erm_t = [], []
+        for pos in range(len(dr)):
+            (v,) = dr.views(pos)
+            params = store.record(pos, v)["params"]
+            a, b = dr.finish(dr.item(pos)), erm.render(pos, params, None)
+            assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+            assert torch.equal(a["image"][0], store.render_uint8(digits_train, pos, v, S))
+            dr_t.append(a["target"][0])
+            erm_t.append(b["target"][0])
+        dr_t, erm_t = torch.stack(dr_t), torch.stack(erm_t)
+        assert torch.equal(dr_t, erm_t)
+        assert torch.equal(SoftTargetLoss()(logits, dr_t), LabelSmoothingCrossEntropy(0.0)(logits, erm_t))
+
+
+def test_reinforced_dataset_library_use(tmp_path, digits_train, teacher_pair):
+    import drkit
+    from drkit.errors import StoreError
+    from drkit.fileio import atomic_write_json
+    from drkit.sources import load_source
+
+    assert drkit.ReinforcedDataset is ReinforcedDataset and drkit.SoftTargetLoss is SoftTargetLoss
+    root = reinforce(digits_train, teacher_pair, tmp_path / "mix", recipe="rrc+mix", samples=2, topk=4, image_size=S,
+                     workers=0, samples_per_shard=16, device="cpu", progress=False, command=["test"])
+    store = open_store(root)
+    ds = ReinforcedDataset(digits_train, store)  # library defaults: float images, store's size and seed
+    mixed = 0
+    for pos in range(len(ds)):
+        (v,) = ds.views(pos)
+        x, y = ds[pos]
+        assert x.dtype == torch.float32 and x.shape == (1, S, S) and 0 <= x.min() and x.max() <= 1
+        assert torch.equal(x, store.replay(digits_train, pos, v))  # mixing partners included
+        assert torch.allclose(y, store.soft_target(pos, v)) and abs(float(y.sum()) - 1) < 1e-3
+        mixed += store.record(pos, v).get("mix_mode", 0) > 0
+    assert mixed > 0
+    loss = SoftTargetLoss()(torch.zeros(4, 10), torch.stack([ds[i][1] for i in range(4)]))
+    assert torch.allclose(loss, torch.tensor(math.log(10)), atol=1e-5)
+    # skipped samples (listed in the manifest) are left out
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["skipped"] = [2, 5]
+    atomic_write_json(root / "manifest.json", manifest)
+    ds = ReinforcedDataset(digits_train, open_store(root))
+    assert len(ds) == len(digits_train) - 2 and not {2, 5} & set(ds.sample_ids.tolist())
+    with pytest.raises(StoreError, match="fingerprint"):
+        ReinforcedDataset(load_source("digits:train?n=40"), open_store(root))
+
+
+def test_soft_target_loss_matches_dense_reference():
+    g = torch.Generator().manual_seed(0)
+    n, c, k = 6, 12, 4
+    logits = torch.randn(n, c, generator=g, dtype=torch.float64)
+    p_full = torch.softmax(torch.randn(n, c, generator=g, dtype=torch.float64) * 2, -1)
+    top_p, top_i = p_full.topk(k, -1)
+    dense = densify(top_i, top_p.float(), c, smooth=True).double()
+    # reference: top-k kept, the missing mass spread evenly over the other C-K classes
+    ref = torch.full((n, c), 0.0, dtype=torch.float64)
+    for r in range(n):
+        rest = (1 - top_p[r].sum()) / (c - k)
+        ref[r] = rest
+        ref[r, top_i[r]] = top_p[r]
+    assert torch.allclose(dense, ref, atol=1e-6) and torch.allclose(dense.sum(-1), torch.ones(n, dtype=torch.float64))
+    want = -(ref * torch.log_softmax(logits, -1)).sum(-1).mean()
+    assert torch.allclose(SoftTargetLoss()(logits, dense).double(), want, atol=1e-5)
+    # K = C: CE = KL(p || q) + H(p)
+    dense_all = densify(*reversed(p_full.topk(c, -1)), c).double()
+    kl = torch.nn.functional.kl_div(torch.log_softmax(logits, -1), p_full, reduction="batchmean")
+    entropy = -(p_full * p_full.log()).sum(-1).mean()
+    assert torch.allclose(SoftTargetLoss()(logits, dense_all).double(), kl + entropy, atol=1e-5)
+    # temperature: T^2 * CE(p, softmax(z / T)), and T = 1 is the plain CE
+    t = 3.0
+    want_t = t * t * -(ref * torch.log_softmax(logits / t, -1)).sum(-1).mean()
+    assert torch.allclose(SoftTargetLoss(t)(logits, dense).double(), want_t, atol=1e-5)
+    # gradient of the loss w.r.t. logits at T=1 is softmax(z) - p (per sample, / n)
+    z = logits.clone().float().requires_grad_(True)
+    SoftTargetLoss()(z, dense.float()).backward()
+    assert torch.allclose(z.grad.double(), (torch.softmax(logits, -1) - dense) / n, atol=1e-6)
+
+
+def test_views_are_a_permutation_per_cycle(dr_store):
+    from drkit.sources import load_source
+
+    src = load_source("digits:train")
+    store = open_store(dr_store)
+    ns = store.num_views
+    ds = ReinforcedDataset(src, store, seed=5)
+    ids = range(0, len(ds), 37)
+    for cycle in range(2):  # every NS consecutive epochs use each view exactly once
+        seen = {i: [] for i in ids}
+        for epoch in range(cycle * ns, (cycle + 1) * ns):
+            ds.set_epoch(epoch)
+            for i in ids:
+                seen[i] += ds.views(i)
+        assert all(sorted(v) == list(range(ns)) for v in seen.values())
+    first = [epoch_views(5, 0, e, ns) for e in range(ns)]
+    assert first != [epoch_views(6, 0, e, ns) for e in range(ns)] or ns < 3  # the seed matters
+    # k views per decoded image: k distinct views per epoch, all NS within NS/k epochs
+    ds2 = ReinforcedDataset(src, store, seed=5, views_per_image=2)
+    got = []
+    for e in range(ns // 2):
+        ds2.set_epoch(e)
+        got += ds2.views(3)
+    assert sorted(got) == list(range(ns))
+    x, y = ds2[3]
+    assert x.shape == (2, 1, store.image_size, store.image_size) and x.dtype == torch.float32 and y.shape == (2, 10)
+    # plain fraction: a deterministic share of hard-labelled plain images
+    ds3 = ReinforcedDataset(src, store, seed=5, plain_fraction=0.25, as_uint8=True)
+    plain = [ds3.views(i)[0] < 0 for i in range(len(ds3))]
+    assert 0.18 < np.mean(plain) < 0.32
+    i = plain.index(True)
+    it = ds3.finish(ds3.item(i))
+    assert it["target"][0].max() == 1.0 and int(it["target"][0].argmax()) == int(src.labels[i])
+    # batches: one order for every rank, strided, equal step counts
+    b0, b1 = (epoch_batches(101, 1, 2, 8, r, 2, drop_last=False) for r in (0, 1))
+    assert len(b0) == len(b1) and set(np.concatenate(b0 + b1).tolist()) == set(range(101))
+    assert [len(b) for b in epoch_batches(101, 1, 2, 8)] == [8] * 12  # short last batch dropped
+
+
+# ----------------------------------------------------------------------------------------------
+# DDP, fine-tuning, refusals
+# ----------------------------------------------------------------------------------------------
+def test_ddp_torchrun_two_cpu_ranks(tmp_path, dr_store):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "drkit.cli", "train", "--data", "digits:train", "--val", "digits:test?n=100", "--reinforced",
+           str(dr_store), "--model", "drkit_cnn_tiny", "--epochs", "2", "--batch-size", "32", "--limit-batches",
+           "4", "--workers", "0", "--device", "cpu", "--quiet", "--out", str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("model.safetensors", "config.json", "metrics.jsonl", "curves.png"):
+        assert (out / name).exists(), name
+    rows = _rows(out)
+    assert len(rows) == 2 and rows[0]["train_samples"] == 4 * 32  # both ranks' views counted
+    assert rows[-1]["val_top1"] > 0.0 and json.loads((out / "config.json").read_text())["extra"]["mode"] == "dr"
+
+
+def test_init_reinitialises_a_head_of_another_class_count(tmp_path, capsys):
+    from drkit.checkpoint import load_checkpoint
+
+    from conftest import make_teacher
+
+    spec = make_teacher(tmp_path / "five", [str(i) for i in range(5)], seed=1)
+    out = tmp_path / "ft"
+    train("digits:train", out, model="drkit_cnn_tiny", init=spec, epochs=1, limit_batches=1, batch_size=16,
+          lr=1e-12, **{**FAST, "quiet": False})
+    assert "re-initialised the head" in capsys.readouterr().err
+    src_model, _ = load_checkpoint(tmp_path / "five")
+    got = _weights(out)
+    assert torch.allclose(got["stem.0.weight"], src_model.backbone.state_dict()["stem.0.weight"])
+    assert got["head.weight"].shape == (10, 64)
+
+
+def test_refusals(tmp_path, dr_store, erm_run):
+    base = dict(model="drkit_cnn_tiny", epochs=1, limit_batches=1, batch_size=16, **FAST)
+    with pytest.raises(DrkitError, match="exclude each other"):
+        train("digits:train", tmp_path / "x", reinforced=dr_store, kd_teacher=[f"ckpt:{erm_run[1]}"], **base)
+    with pytest.raises(DrkitError, match="fingerprint|samples"):
+        train("digits:train?n=48", tmp_path / "x", reinforced=dr_store, **base)
+    with pytest.raises(DrkitError, match="unknown model"):
+        train("digits:train", tmp_path / "x", **{**base, "model": "no_such_net"})
+    with pytest.raises(DrkitError, match="no training state"):
+        train("digits:train", tmp_path / "x", resume=True, **base)
+    with pytest.raises(DrkitError, match="views_per_image"):
+        train("digits:train", tmp_path / "x", reinforced=dr_store, views_per_image=8, **{**base, "batch_size": 16})
+    with pytest.raises(DrkitError, match="DR .*only"):
+        train("digits:train", tmp_path / "x", plain_fraction=0.2, **base)
+    with pytest.raises(DrkitError, match="model-kwargs"):
+        train("digits:train", tmp_path / "x", model_kwargs="{depth: 1}", **base)
+    with pytest.raises(DrkitError, match="other classes"):
+        train("digits:train", tmp_path / "x", val="fashion-mnist:test?n=10", **base)
+    with pytest.raises(DrkitError, match="already holds"):
+        train("digits:train", erm_run[1], **base)
+    assert not (tmp_path / "x").exists()
