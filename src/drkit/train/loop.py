@@ -255,8 +255,15 @@ def train(data: Any, out: str | Path | None = None, *, val: Any = None, model: s
           model_kwargs: str | dict[str, Any] | None = None) -> dict[str, Any]:
     """Train a student (see ``drkit train --help``); returns a JSON-serialisable summary.
 
-    ``batch_size`` is the global batch in views (split across torchrun ranks); the default lr
-    is 0.1 (SGD) or 2e-3 (AdamW) times ``batch_size / 256``.
+    Mode: DR with ``reinforced`` (the store's views and soft labels), online KD with
+    ``kd_teacher`` (the teacher labels each augmented batch), else ERM (``recipe`` views, hard or
+    λ-mixed labels, ``label_smoothing``). ``batch_size`` is the global batch in *views*: split
+    evenly across torchrun ranks, and with ``views_per_image = k`` each rank's batch is
+    ``batch_size / ranks / k`` decoded images x k stored views each (an epoch then visits every
+    image k times). Defaults: lr 0.1 (SGD) or 2e-3 (AdamW) times ``batch_size / 256``, weight decay
+    5e-4 / 0.05, image size the store's (DR) or the source's native side. ``model_kwargs`` (dict or
+    JSON text) go to the model factory. Writes ``out/{model.safetensors, config.json,
+    metrics.jsonl, curves.png, state/}``; ``resume`` continues from ``out/state``.
     """
     if out is None:
         raise DrkitError("train needs an output directory (--out DIR)")
