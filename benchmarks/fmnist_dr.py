@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -54,6 +55,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX folder (default: Debian's)")
     args = ap.parse_args()
     from drkit.demo import teacher_dirs
     from drkit.reinforce import reinforce
@@ -61,12 +63,13 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     teachers = args.teacher or [f"ckpt:{d}" for d in teacher_dirs()]
-    data, test = f"fashion-mnist:train?n={args.train_n}", "fashion-mnist:test"
+    base = f"fashion-mnist:{args.data_dir}" if args.data_dir else "fashion-mnist"
+    data, test = f"{base}:train?n={args.train_n}", f"{base}:test"
     store = out / "store"
     t = time.perf_counter()
     if not (store / "manifest.json").exists():
         reinforce(data, teachers, store, recipe="padcrop+ra+re", samples=args.samples, topk=5, seed=0,
-                  batch_size=512, workers=2, device=args.device, resume=store.exists(), progress=False,
+                  batch_size=512, workers=max(2, args.workers), device=args.device, resume=store.exists(), progress=False,
                   command=sys.argv)
     reinforce_s = time.perf_counter() - t
     variants = {
@@ -81,7 +84,8 @@ def main() -> None:
              "out": str(out / f"{name.replace(' ', '_').replace('=', '')}_s{s}"), "threads": args.threads,
              "workers": args.workers, "device": args.device}
             for s in args.seeds for name, kw in variants.items()]
-    with ProcessPoolExecutor(args.parallel) as pool:
+    # spawn, not fork: forking after torch started its OpenMP threads can deadlock the children
+    with ProcessPoolExecutor(args.parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(pool.map(one_run, jobs))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     lines = [f"command: {' '.join(sys.argv)}", f"commit: {commit}; seeds {args.seeds}; store seed 0; "

@@ -66,7 +66,7 @@ def make_weights(tmp: Path, model: str, chans: int, classes: int, seed: int) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--views", type=int, default=384, help="views per reinforce run (realistic teacher)")
+    ap.add_argument("--views", type=int, default=768, help="views per reinforce run (realistic teacher)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--data", default="fashion-mnist:train")
@@ -97,9 +97,14 @@ def main() -> None:
                 save_checkpoint(tmp / "small", ImageModel.from_config(cfg, seed=0), cfg)
                 specs = [f"ckpt:{tmp / 'small'}"]
             ens = load_teacher(specs, device=args.device, num_classes=10)
-            fwd = teacher_forward_rate(ens, args.batch_size, size, 1, max(2, views // args.batch_size), args.device)
+            # forward measured before and after reinforce (same number of images), averaged: the
+            # machine's speed drifts, and both sides of the ratio should see the same drift
+            nb = max(2, views // args.batch_size // 2)
+            fwd_a = teacher_forward_rate(ens, args.batch_size, size, 1, nb, args.device)
             rein = reinforce_rate(args.data, specs, size, views, args.batch_size, args.workers, args.device,
                                   tmp / f"store-{len(results)}")
+            fwd_b = teacher_forward_rate(ens, args.batch_size, size, 1, nb, args.device)
+            fwd = 2 / (1 / fwd_a + 1 / fwd_b)
             results.append({"teacher": name, "views": views, "teacher_forward_img_s": round(fwd, 1),
                             "reinforce_views_s": round(rein, 1), "ratio": round(rein / fwd, 3)})
             print(f"{name:28s} forward {fwd:9.1f} img/s   reinforce {rein:9.1f} views/s   ratio {rein / fwd:.3f}",
