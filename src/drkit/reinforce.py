@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ._verbs import make_callable
 from .augment import Recipe, get_recipe
 from .distributed import dist_env, resolve_device
 from .errors import DrkitError, SourceError, StoreError
@@ -229,3 +230,6 @@ def _run(src: Any, ens: torch.nn.Module, rec: Recipe, config: dict[str, Any], ro
     bar.close()
     if any(remaining.values()):
         raise StoreError("internal error: some shards were not completed")
+
+
+make_callable(__name__, "drkit.reinforce:reinforce")

@@ -5,6 +5,7 @@ inside the functions that need them), and nothing here loads a model or a datase
 """
 from __future__ import annotations
 
+from drkit._verbs import make_callable
 from drkit.evaluate.corruptions import (
     CORRUPTIONS,
     SEVERITIES,
@@ -40,3 +41,6 @@ def __getattr__(name: str):  # the verb pulls in models/sources: resolve it lazi
 
         return getattr(run, name)
     raise AttributeError(f"module 'drkit.evaluate' has no attribute {name!r}")
+
+
+make_callable(__name__, "drkit.evaluate.run:evaluate")

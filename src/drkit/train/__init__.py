@@ -5,10 +5,7 @@ PyTorch loop. Importing defines functions only (no data or model is touched).
 """
 from __future__ import annotations
 
-import sys
-import types
-from typing import Any
-
+from .._verbs import make_callable
 from .data import AugmentedDataset, ReinforcedDataset, epoch_views
 from .losses import LabelSmoothingCrossEntropy, SoftTargetLoss, soft_target_cross_entropy
 from .loop import train
@@ -17,12 +14,4 @@ __all__ = ["train", "ReinforcedDataset", "AugmentedDataset", "SoftTargetLoss", "
            "soft_target_cross_entropy", "epoch_views"]
 
 
-class _CallableModule(types.ModuleType):
-    """``drkit.train(...)`` stays the verb even after ``import drkit.train`` has bound the package
-    attribute to this module (``drkit.__getattr__`` only resolves names that are still unbound)."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        return train(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_callable(__name__, "drkit.train.loop:train")

@@ -1,0 +1,30 @@
+"""The public API: names from design.md import from ``drkit``; importing does no work; verbs are callable."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_public_names_resolve():
+    import drkit
+
+    for name in ["load_source", "load_teacher", "open_store", "ReinforcedDataset", "SoftTargetLoss",
+                 "create_model", "load_checkpoint", "get_recipe", "DrkitError"]:
+        assert getattr(drkit, name) is not None, name
+
+
+def test_import_is_cheap_and_verbs_stay_callable():
+    code = ("import sys, drkit; assert 'torch' not in sys.modules, 'import drkit pulled in torch';"
+            "import drkit.train, drkit.reinforce, drkit.evaluate;"
+            "assert callable(drkit.train) and callable(drkit.reinforce) and callable(drkit.evaluate); print('ok')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_cli_help_has_examples_for_every_verb():
+    for verb in ["reinforce", "train", "eval", "inspect", "verify", "merge", "demo"]:
+        r = subprocess.run([sys.executable, "-m", "drkit.cli", verb, "--help"], capture_output=True, text=True)
+        assert r.returncode == 0 and "example" in r.stdout, verb
+    r = subprocess.run([sys.executable, "-m", "drkit.cli", "inspect", "/nonexistent/store"], capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and r.stderr.startswith("drkit: error:") and len(r.stderr.strip().splitlines()) == 1
