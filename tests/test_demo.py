@@ -25,3 +25,17 @@ def test_shipped_teacher_has_its_stated_accuracy(index):
     assert abs(r["top1"] - stated) < 0.003, (r["top1"], stated)
     assert r["top1"] > 0.93
     assert cfg["model"] == "drkit_cnn_small" and cfg["extra"]["command"][:2] == ["drkit", "train"]
+
+
+@needs_fmnist
+def test_demo_smoke_runs_the_real_path(tmp_path):
+    from drkit.demo import run_demo
+
+    result = run_demo(tmp_path / "demo", smoke=True, device="cpu")
+    names = [r["run"] for r in result["rows"]]
+    assert names == ["ERM (padcrop, label smoothing 0.1)", "ERM (padcrop, no label smoothing)", "DR (reinforced store)"]
+    for row in result["rows"]:
+        assert 0 <= row["top1"] <= 1 and row["nll"] > 0 and 0 <= row["corruption_top1"] <= 1
+        assert Path(row["curves"]).exists() and Path(row["reliability"]).exists()
+    assert (tmp_path / "demo" / "inspect_grid.png").exists()
+    assert "| DR (reinforced store) |" in (tmp_path / "demo" / "table.md").read_text()

@@ -107,10 +107,9 @@ def run_demo(out: str | Path = "demo-out", data_dir: str | None = None, smoke: b
                         batch_size=cfg.batch_size, opt="sgd", out=str(run_dir), seed=0, device=device,
                         workers=2, quiet=False, command=["drkit", "demo"], **extra)
         train_s = time.perf_counter() - t
-        r = evaluate(run_dir, test_src, corruptions=True, families=cfg.families, plot=run_dir / "reliability.png",
-                     json_path=run_dir / "eval.json", **eval_kw)
+        r = evaluate(run_dir, test_src, plot=run_dir / "reliability.png", json_path=run_dir / "eval.json", **eval_kw)
         rc = evaluate(run_dir, test_src, corruptions=True, families=cfg.families, limit=cfg.corruption_n,
-                      **eval_kw) if cfg.corruption_n < r["images"] else r
+                      json_path=run_dir / "eval_corruptions.json", **eval_kw)
         rows.append({"run": name, "top1": r["top1"], "nll": r["nll"], "ece": r["ece"],
                      "corruption_top1": rc["mean_corruption_top1"], "train_seconds": train_s,
                      "curves": str(run_dir / "curves.png"), "reliability": str(run_dir / "reliability.png"),

@@ -104,12 +104,20 @@ def evaluate(checkpoint: str | Path, data: str, *, split: str | None = None, dow
                  desc="eval", **run)
     report: dict[str, Any] = {"checkpoint": str(checkpoint), "data": src.spec, "images": len(keep), **clean.compute()}
     if corruptions:
+        from tqdm.auto import tqdm
+
         table: dict[str, dict[str, float]] = {}
+        quiet = {**run, "progress": False}
+        bar = tqdm(total=len(fam) * len(severities), desc="corruptions", unit="set", disable=not progress,
+                   dynamic_ncols=True)
         for f in fam:
             table[f] = {}
             for s in severities:
+                bar.set_postfix_str(f"{f}@{s}")
                 ds = EvalViews(src, cfg.image_size, crop_pct, keep, label_map, family=f, severity=int(s), seed=seed)
-                table[f][str(s)] = _run(model, ds, class_subset=subset, desc=f"{f}@{s}", **run).compute()["top1"]
+                table[f][str(s)] = _run(model, ds, class_subset=subset, desc=f"{f}@{s}", **quiet).compute()["top1"]
+                bar.update(1)
+        bar.close()
         report["corruptions"] = table
         report["mean_corruption_top1"] = float(np.mean([v for row in table.values() for v in row.values()]))
     if shift is not None:
