@@ -203,4 +203,4 @@ def test_sha256_file_chunked(tmp_path: Path) -> None:
     data = bytes(range(256)) * 1000
     path = tmp_path / "blob"
     path.write_bytes(data)
-    assert sha256_file(path, chunk_size=4096) == hashlib.sha256(data).hexdigest()
+    assert sha256_file(path, chunk=4096) == hashlib.sha256(data).hexdigest()

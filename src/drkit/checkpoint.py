@@ -10,10 +10,8 @@ records their sha256 so a swapped or truncated weights file is refused at load t
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import torch
 from torch import nn
 
 from drkit.errors import CheckpointError
+from drkit.fileio import atomic_write_bytes, sha256_file
 from drkit.models import ImageModel, ModelConfig, create_model
 
 __all__ = [
@@ -38,51 +37,6 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 FORMAT = "drkit.checkpoint"
 FORMAT_VERSION = 1
-_CHUNK = 1 << 20
-
-
-def sha256_file(path: str | os.PathLike[str], chunk_size: int = _CHUNK) -> str:
-    """Hex sha256 of a file, read in chunks (weights can be GBs)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk_size), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. platforms that cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)``, fsync the temp file, rename it over ``path``, fsync the dir."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _backbone(model: nn.Module) -> nn.Module:
@@ -110,13 +64,13 @@ def save_checkpoint(
     merged into ``config.extra`` (JSON values only: e.g. epoch, metrics, command line).
     Returns the directory.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save as st_save
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     state = _contiguous_state(model)
     weights = out / WEIGHTS_NAME
-    _atomic_write(weights, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt", "producer": FORMAT}))
+    atomic_write_bytes(weights, st_save(state, metadata={"format": "pt", "producer": FORMAT}))
 
     cfg = config.to_dict()
     if extra:
@@ -129,7 +83,7 @@ def save_checkpoint(
         **cfg,
     }
     text = json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    _atomic_write(out / CONFIG_NAME, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write_bytes(out / CONFIG_NAME, text.encode("utf-8"))
     return out
 
 
