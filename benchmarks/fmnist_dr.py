@@ -5,7 +5,7 @@
 
 Same student (drkit_cnn_tiny, ~76k params), same data (first 10,000 training images), same epochs
 and optimiser for every run; each run is evaluated on the 10,000 test images. The store is
-reinforced once (padcrop+ra+re, NS=15, top-5) by the shipped teacher ensemble; KD runs the same
+reinforced once (``--recipe``, default padcrop, NS=15, top-5) by the shipped teacher ensemble; KD runs the same
 ensemble online on the same recipe. Each training process gets ``--threads`` CPU threads, so wall
 times compare like for like. Prints mean ± std over the seeds and writes results.json / table.md.
 Expected: DR ≥ ERM + 1.0 top-1 with lower NLL than every ERM variant; DR within 0.3 of KD at
@@ -50,6 +50,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--train-n", type=int, default=10_000)
     ap.add_argument("--samples", type=int, default=15)
+    ap.add_argument("--recipe", default="padcrop", help="store recipe, also used by online KD")
     ap.add_argument("--teacher", action="append", default=None)
     ap.add_argument("--parallel", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
@@ -68,17 +69,17 @@ def main() -> None:
     store = out / "store"
     t = time.perf_counter()
     if not (store / "manifest.json").exists():
-        reinforce(data, teachers, store, recipe="padcrop+ra+re", samples=args.samples, topk=5, seed=0,
+        reinforce(data, teachers, store, recipe=args.recipe, samples=args.samples, topk=5, seed=0,
                   batch_size=512, workers=max(2, args.workers), device=args.device, resume=store.exists(), progress=False,
                   command=sys.argv)
     reinforce_s = time.perf_counter() - t
     variants = {
+        "DR (store)": {"reinforced": str(store)},
         "ERM rrc ls=0.1": {"recipe": "rrc", "label_smoothing": 0.1},
         "ERM rrc ls=0": {"recipe": "rrc", "label_smoothing": 0.0},
         "ERM padcrop ls=0.1": {"recipe": "padcrop", "label_smoothing": 0.1},
         "ERM padcrop ls=0": {"recipe": "padcrop", "label_smoothing": 0.0},
-        "DR (store)": {"reinforced": str(store)},
-        "online KD": {"kd_teacher": teachers, "recipe": "padcrop+ra+re"},
+        "online KD": {"kd_teacher": teachers, "recipe": args.recipe},
     }
     jobs = [{"name": name, "seed": s, "kw": kw, "data": data, "test": test, "epochs": args.epochs,
              "out": str(out / f"{name.replace(' ', '_').replace('=', '')}_s{s}"), "threads": args.threads,

@@ -70,6 +70,7 @@ def run_demo(out: str | Path = "demo-out", data_dir: str | None = None, smoke: b
     base = f"fashion-mnist:{data_dir}" if data_dir else "fashion-mnist"
     train_src = f"{base}:train?n={cfg.train_n}"
     test_src = f"{base}:test" + (f"?n={cfg.test_n}" if cfg.test_n else "")
+    val_src = f"{base}:test?n={min(cfg.test_n or 2000, 2000)}"  # per-epoch curve only; final eval uses test_src
     teachers = [f"ckpt:{d}" for d in teacher_dirs()]
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
@@ -103,7 +104,7 @@ def run_demo(out: str | Path = "demo-out", data_dir: str | None = None, smoke: b
     for k, (name, extra) in enumerate(runs.items()):
         t = _step(f"3-4/5 train + evaluate {name}: drkit_cnn_tiny, {cfg.epochs} epochs")
         run_dir = out / ("erm_ls" if k == 0 else "erm" if k == 1 else "dr")
-        summary = train(data=train_src, val=test_src, model="drkit_cnn_tiny", epochs=cfg.epochs,
+        summary = train(data=train_src, val=val_src, model="drkit_cnn_tiny", epochs=cfg.epochs,
                         batch_size=cfg.batch_size, opt="sgd", out=str(run_dir), seed=0, device=device,
                         workers=2, quiet=False, command=["drkit", "demo"], **extra)
         train_s = time.perf_counter() - t
