@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from drkit.errors import DrkitError
 from drkit.reinforce import reinforce
@@ -385,8 +386,12 @@ def test_refusals(tmp_path, dr_store, erm_run):
         train("digits:train", tmp_path / "x", plain_fraction=0.2, **base)
     with pytest.raises(DrkitError, match="model-kwargs"):
         train("digits:train", tmp_path / "x", model_kwargs="{depth: 1}", **base)
+    other = tmp_path / "other-classes"  # a validation folder whose class names are not the digits'
+    for name in ("cat", "dog"):
+        (other / name).mkdir(parents=True)
+        Image.new("L", (8, 8), 128).save(other / name / "a.png")
     with pytest.raises(DrkitError, match="other classes"):
-        train("digits:train", tmp_path / "x", val="fashion-mnist:test?n=10", **base)
+        train("digits:train", tmp_path / "x", val=f"imagefolder:{other}?mode=L", **base)
     with pytest.raises(DrkitError, match="already holds"):
         train("digits:train", erm_run[1], **base)
     assert not (tmp_path / "x").exists()
