@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: install test demo data bench clean
+.PHONY: install test demo data readme-assets clean
 
 install: $(STAMP) data
 
@@ -31,6 +31,13 @@ test: install
 
 demo: install
 	$(VENV)/bin/drkit demo --out demo-out
+
+# Regenerates the demo table and inspect grid shown in README.md (runs the demo first).
+readme-assets: demo
+	mkdir -p docs
+	cp demo-out/inspect_grid.png docs/inspect_grid.png
+	cp demo-out/table.md docs/demo_table.md
+	@echo "docs/ updated: paste docs/demo_table.md into README.md's demo section"
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache
