@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -197,7 +198,7 @@ def _run(src: Any, ens: torch.nn.Module, rec: Recipe, config: dict[str, Any], ro
                         prefetch_factor=4 if workers > 0 else None)
     buffers: dict[int, dict[str, np.ndarray]] = {}
     bad_samples: dict[int, set[int]] = {}
-    remaining = {k: sum(1 for t in tasks if t[0] == k) for k, _, _ in mine}
+    remaining = Counter(t[0] for t in tasks)  # batches left per shard (one pass: ImageNet has ~1e5 tasks)
     bounds = {k: (a, b) for k, a, b in mine}
     total_views = sum(b - a for _, a, b, _ in tasks)
     bar = tqdm(total=total_views, unit="view", desc=f"reinforce[{rank}]" if rank else "reinforce",
