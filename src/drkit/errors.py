@@ -24,3 +24,9 @@ class StoreError(DrkitError):
 
 class CheckpointError(DrkitError):
     """A model checkpoint directory is missing or inconsistent."""
+
+
+def one_line(exc: BaseException) -> str:
+    """A foreign exception as ``Type: first line`` -- the reason inside a one-line refusal."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from drkit.errors import CheckpointError
+from drkit.errors import one_line as _one_line
 
 __all__ = [
     "MODELS",
@@ -156,11 +157,6 @@ def drkit_cnn_small(num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> 
 # ----------------------------------------------------------------------------------------------
 # Factory
 # ----------------------------------------------------------------------------------------------
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def _create_drkit(name: str, num_classes: int, in_chans: int, pretrained: bool, **kwargs: Any) -> nn.Module:

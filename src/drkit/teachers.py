@@ -44,6 +44,7 @@ from torch import nn
 
 from drkit.checkpoint import WEIGHTS_NAME, load_checkpoint, read_config, sha256_file
 from drkit.errors import CheckpointError, DrkitError, TeacherError
+from drkit.errors import one_line as _one_line
 from drkit.models import ImageModel, ModelConfig, _first_conv, create_model
 
 __all__ = [
@@ -171,11 +172,6 @@ def register_teacher_scheme(
 # ----------------------------------------------------------------------------------------------
 # Helpers shared by loaders
 # ----------------------------------------------------------------------------------------------
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def _parse_value(value: str) -> Any:
