@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import RecipeError
+from ..textspec import parse_scalar
 from .base import Op, SampleContext, create_op
 from .codec import BitCodec
 from .mixing import MixUpCutMix
@@ -28,15 +29,6 @@ RECIPES: dict[str, str] = {
     "padcrop+ra+re": "padcrop+ra+re",
     "none": "resize",
 }
-
-
-def _parse_value(text: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
 
 
 class Recipe:
@@ -149,7 +141,7 @@ def get_recipe(spec: str | dict[str, Any] | Recipe) -> Recipe:
             k, eq, v = kv.partition("=")
             if not eq:
                 raise RecipeError(f"bad setting {kv!r} in recipe op {name!r}: expected key=value")
-            settings[k.strip()] = _parse_value(v.strip().strip("'\""))
+            settings[k.strip()] = parse_scalar(v.strip().strip("'\""))
         op = create_op(name.strip(), **settings)
         if isinstance(op, MixUpCutMix):
             if i != len(tokens) - 1:

@@ -11,12 +11,10 @@ the caller's RNG is left alone.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -25,57 +23,21 @@ from torch.utils.data import DataLoader
 
 from ..distributed import DistEnv, dist_env, init_process_group, resolve_device
 from ..errors import DrkitError
-from ..fileio import atomic_write_bytes
-from .data import AugmentedDataset, BatchDataset, PlainBatches, ReinforcedDataset, epoch_batches
-from .losses import LabelSmoothingCrossEntropy, SoftTargetLoss
-from .optim import (DEFAULTS, EMA, cosine_lr, create_optimizer, default_lr, flatten_optimizer, set_lr,
-                    unflatten_optimizer)
-from .prepare import (default_recipe, load_init, native_size, note, open_source, parse_model_kwargs,
-                      source_stats)
-from .state import has_state, load_state, save_state, split_prefix, with_prefix
+from .build import Run, build_run, check_options
+from .data import BatchDataset, PlainBatches, epoch_batches
+from .optim import DEFAULTS, EMA, cosine_lr, create_optimizer, default_lr, flatten_optimizer, set_lr, unflatten_optimizer
+from .outputs import finish, log_row, write_curves, write_metrics
+from .prepare import note, parse_model_kwargs
+from .state import load_state, save_state, split_prefix, with_prefix
 
 TAG_TORCH = 0x7C4D
-METRICS = "metrics.jsonl"
-CURVES = "curves.png"
 #: options that may change between an interrupted run and its --resume
 RESUME_FREE = ("workers", "quiet", "device")
-
-
-@dataclass
-class Run:
-    """What the loop needs, resolved once (so the loop itself has no option handling)."""
-
-    mode: str
-    src: Any
-    val_src: Any
-    dataset: Any
-    model: nn.Module
-    criterion: nn.Module
-    teacher: Any
-    image_size: int
-    env: DistEnv
-    device: torch.device
-    amp_dtype: torch.dtype | None
-    channels_last: bool
-    config: dict[str, Any]
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------
 # small helpers
 # ----------------------------------------------------------------------------------------------
-def _resolve_amp(amp: str, device: torch.device, rank: int, quiet: bool) -> torch.dtype | None:
-    if amp not in ("auto", "off", "bf16", "fp16"):
-        raise DrkitError(f"--amp must be auto, off, bf16 or fp16, got {amp!r}")
-    if device.type != "cuda" or amp == "off":
-        if device.type != "cuda" and amp in ("bf16", "fp16"):
-            note(f"--amp {amp} ignored: mixed precision is used on CUDA only", rank, quiet)
-        return None
-    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return torch.float16
-
-
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
     if dtype is None:
         return contextlib.nullcontext()
@@ -105,27 +67,6 @@ def _all_reduce(values: list[float], env: DistEnv, device: torch.device) -> list
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
-def _write_metrics(out: Path, rows: list[dict[str, Any]]) -> None:
-    text = "".join(json.dumps({k: _jsonable(v) for k, v in r.items()}, sort_keys=True) + "\n" for r in rows)
-    atomic_write_bytes(out / METRICS, text.encode())
-
-
-def _write_curves(out: Path, rows: list[dict[str, Any]], title: str) -> None:
-    """``curves.png``; a missing matplotlib costs the figure, never the run."""
-    try:
-        from ..evaluate.plots import plot_curves
-
-        plot_curves(rows, out / CURVES, title=title)
-    except ImportError as e:
-        note(f"no {CURVES} ({e}); metrics are in {METRICS}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -292,31 +233,6 @@ def train(data: Any, out: str | Path | None = None, *, val: Any = None, model: s
             dist.destroy_process_group()
 
 
-def _check_options(epochs: int, batch_size: int, world: int, views_per_image: int, plain_fraction: float,
-                   label_smoothing: float, temperature: float, opt: str, limit_batches: int | None,
-                   warmup_epochs: float, reinforced: Any, kd_teacher: Any, resume: bool, out: Path) -> None:
-    if reinforced is not None and kd_teacher:
-        raise DrkitError("--reinforced and --kd-teacher exclude each other: DR replays stored labels, "
-                         "KD runs the teacher online")
-    if epochs < 1 or batch_size < 1:
-        raise DrkitError("--epochs and --batch-size must be positive")
-    if opt not in DEFAULTS:
-        raise DrkitError(f"--opt must be one of {', '.join(DEFAULTS)}, got {opt!r}")
-    if batch_size % (world * views_per_image):
-        raise DrkitError(f"--batch-size {batch_size} must be a multiple of ranks x views per image "
-                         f"({world} x {views_per_image})")
-    if reinforced is None and (views_per_image != 1 or plain_fraction != 0.0):
-        raise DrkitError("--views-per-image and --plain-fraction apply to DR (--reinforced) only")
-    if not 0.0 <= label_smoothing < 1.0 or temperature <= 0 or warmup_epochs < 0:
-        raise DrkitError("need 0 <= --label-smoothing < 1, --temperature > 0 and --warmup-epochs >= 0")
-    if limit_batches is not None and limit_batches < 1:
-        raise DrkitError("--limit-batches must be positive")
-    if resume and not has_state(out):
-        raise DrkitError(f"--resume: {out} has no training state to resume (no {out}/state/state.json)")
-    if not resume and ((out / "config.json").exists() or has_state(out) or (out / METRICS).exists()):
-        raise DrkitError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
-
-
 def _train(data: Any, out: Path, val: Any, model: str, reinforced: Any, kd_teacher: Any, recipe: str | None,
            image_size: int | None, epochs: int, batch_size: int, lr: float | None, opt: str,
            weight_decay: float | None, warmup_epochs: float, label_smoothing: float, temperature: float,
@@ -326,9 +242,9 @@ def _train(data: Any, out: Path, val: Any, model: str, reinforced: Any, kd_teach
            model_kwargs: Any, env: DistEnv) -> dict[str, Any]:
     t_start = time.perf_counter()
     kd_specs = [kd_teacher] if isinstance(kd_teacher, str) else list(kd_teacher or [])
-    _check_options(epochs, batch_size, env.world_size, views_per_image, plain_fraction, label_smoothing,
+    check_options(epochs, batch_size, env.world_size, views_per_image, plain_fraction, label_smoothing,
                    temperature, opt, limit_batches, warmup_epochs, reinforced, kd_specs, resume, out)
-    run = _build(data, val, model, reinforced, kd_specs, recipe, image_size, views_per_image, plain_fraction,
+    run = build_run(data, val, model, reinforced, kd_specs, recipe, image_size, views_per_image, plain_fraction,
                  label_smoothing, temperature, device, amp, channels_last, seed, init, split, download,
                  parse_model_kwargs(model_kwargs), env, quiet)
     lr = float(lr if lr is not None else default_lr(opt, batch_size))
@@ -378,134 +294,14 @@ def _train(data: Any, out: Path, val: Any, model: str, reinforced: Any, kd_teach
             row["val_seconds"] = time.perf_counter() - v0
         rows.append(row)
         if env.is_main:
-            _log_row(row, epochs, quiet)
-            _write_metrics(out, rows)
+            log_row(row, epochs, quiet)
+            write_metrics(out, rows)
             tensors, opt_meta = _state_tensors(run, optimizer, ema_model)
             save_state(out, tensors, {"epoch": epoch + 1, "step": step, "rows": rows, "run": run.config,
                                       "optimizer": opt_meta, "scaler": scaler.state_dict() if scaler else None})
             if epoch + 1 == epochs or time.perf_counter() - last_plot > 60:
-                _write_curves(out, rows, title)
+                write_curves(out, rows, title)
                 last_plot = time.perf_counter()
-    return _finish(run, rows, ema_model, out, epochs, seed, command, time.perf_counter() - t_start)
+    return finish(run, rows, ema_model, out, epochs, seed, command, time.perf_counter() - t_start)
 
 
-def _log_row(row: dict[str, Any], epochs: int, quiet: bool) -> None:
-    if quiet:
-        return
-    from tqdm.auto import tqdm
-
-    val = (f" val {100 * row['val_top1']:.2f}% nll {row['val_nll']:.3f}" if "val_top1" in row else "")
-    tqdm.write(f"epoch {row['epoch']}/{epochs} loss {row['train_loss']:.4f} train {100 * row['train_top1']:.2f}%"
-               f"{val} lr {row['lr']:.3g} {row['img_per_s']:.0f} img/s {row['epoch_seconds']:.1f}s")
-
-
-def _finish(run: Run, rows: list[dict[str, Any]], ema_model: EMA | None, out: Path, epochs: int, seed: int,
-            command: Sequence[str] | None, wall: float) -> dict[str, Any]:
-    from ..checkpoint import save_checkpoint
-    from ..models import ModelConfig
-
-    last = rows[-1] if rows else {}
-    prefix = "val_ema_" if ema_model is not None else "val_"
-    final = {k[len(prefix):]: last[k] for k in (f"{prefix}top1", f"{prefix}nll") if k in last}
-    summary = {"out": str(out), "mode": run.mode, "model": run.config["model"], "epochs": epochs,
-               "image_size": run.image_size, "final_val": final, "final_train_loss": last.get("train_loss"),
-               "wall_seconds": wall, "img_per_s": float(np.mean([r["img_per_s"] for r in rows])) if rows else None,
-               "weights": "ema" if ema_model is not None else "model"}
-    if run.env.is_main:
-        cfg = ModelConfig(model=run.config["model"], num_classes=len(run.src.classes), in_chans=run.src.channels,
-                          image_size=run.image_size, mean=run.extra["mean"], std=run.extra["std"],
-                          interpolation="bilinear", classes=list(run.src.classes),
-                          model_kwargs=run.config["model_kwargs"], source_fingerprint=run.src.fingerprint)
-        extra = {"crop_pct": 1.0, "mode": run.mode, "recipe": run.config["recipe"], "store": run.config.get("store"),
-                 "kd_teacher": run.config.get("kd_teacher"), "data": run.config["data"], "epochs": epochs,
-                 "seed": seed, "final_metrics": {k: _jsonable(v) for k, v in last.items()},
-                 "weights": summary["weights"], "command": list(command) if command is not None else None}
-        weights = ema_model.module if ema_model is not None else run.model
-        save_checkpoint(out, weights, cfg, extra=extra)
-    return summary
-
-
-def _build(data: Any, val: Any, model_name: str, reinforced: Any, kd_specs: list[str], recipe: str | None,
-           image_size: int | None, views_per_image: int, plain_fraction: float, label_smoothing: float,
-           temperature: float, device: torch.device, amp: str, channels_last: bool, seed: int, init: str | None,
-           split: str | None, download: bool, model_kwargs: dict[str, Any], env: DistEnv, quiet: bool) -> Run:
-    """Sources, mode, dataset, model and loss: every refusal happens here, before any training."""
-    from ..augment import get_recipe
-    from ..models import ImageModel, ModelConfig, create_model
-
-    src = open_source(data, split=split, download=download)
-    val_src = open_source(val, download=download) if val is not None else None
-    if val_src is not None and list(val_src.classes) != list(src.classes):
-        raise DrkitError(f"--val {val_src.spec} has other classes than --data {src.spec}")
-    if val_src is not None and val_src.channels != src.channels:
-        raise DrkitError(f"--val {val_src.spec} has {val_src.channels} channel(s), --data {src.channels}")
-    amp_dtype = _resolve_amp(amp, device, env.rank, quiet)
-    config: dict[str, Any] = {"data": src.spec, "data_fingerprint": src.fingerprint,
-                              "val": val_src.spec if val_src is not None else None,
-                              "model": model_name, "model_kwargs": model_kwargs}
-    teacher = None
-    if reinforced is not None:
-        from ..store import open_store
-
-        mode = "dr"
-        store = open_store(reinforced)
-        store.check_source(src)
-        if recipe is not None and get_recipe(recipe).spec != store.recipe.spec:
-            raise DrkitError(f"--recipe {recipe} differs from the store's recipe {store.recipe.spec}: "
-                             "DR replays the stored views (omit --recipe)")
-        size = int(image_size or store.image_size)
-        dataset: Any = ReinforcedDataset(src, store, size, seed=seed, views_per_image=views_per_image,
-                                         plain_fraction=plain_fraction, as_uint8=True)
-        config.update(store=str(Path(reinforced).resolve()), store_views=store.num_views,
-                      recipe=store.recipe.spec, views_per_image=views_per_image, plain_fraction=plain_fraction)
-        criterion: nn.Module = SoftTargetLoss(temperature)
-    else:
-        size = int(image_size or native_size(src))
-        rec = get_recipe(recipe or default_recipe(size))
-        teacher_size = None
-        if kd_specs:
-            from ..teachers import load_teacher
-
-            mode = "kd"
-            teacher = load_teacher(kd_specs, device=device, classes=list(src.classes), amp=amp_dtype is not None)
-            if teacher.in_chans != src.channels:
-                raise DrkitError(f"--kd-teacher takes {teacher.in_chans}-channel input, {src.spec} has {src.channels}")
-            teacher_size = teacher.image_size
-            config.update(kd_teacher=kd_specs, teacher_size=teacher_size)
-            criterion = SoftTargetLoss(temperature)
-        else:
-            mode = "erm"
-            criterion = LabelSmoothingCrossEntropy(label_smoothing)
-        dataset = AugmentedDataset(src, rec, size, seed=seed, teacher_size=teacher_size, as_uint8=True)
-        config.update(recipe=rec.spec)
-    if size < 1:
-        raise DrkitError(f"--image-size must be positive, got {size}")
-    config.update(mode=mode, image_size=size)
-
-    if init is not None:
-        from ..checkpoint import read_config
-
-        init_cfg, _ = read_config(init[5:] if init.startswith("ckpt:") else init)
-        mean, std = list(init_cfg.mean), list(init_cfg.std)
-    else:
-        mean, std = source_stats(src)
-    backbone = create_model(model_name, num_classes=len(src.classes), in_chans=src.channels, seed=seed, **model_kwargs)
-    cfg = ModelConfig(model=model_name, num_classes=len(src.classes), in_chans=src.channels, image_size=size,
-                      mean=mean, std=std, classes=list(src.classes), model_kwargs=model_kwargs)
-    net = ImageModel(backbone, mean, std, config=cfg)
-    if init is not None:
-        load_init(net, init, env.rank)
-    net = net.to(device)
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    return Run(mode=mode, src=src, val_src=val_src, dataset=dataset, model=net, criterion=criterion.to(device),
-               teacher=teacher, image_size=size, env=env, device=device, amp_dtype=amp_dtype,
-               channels_last=channels_last, config=config, extra={"mean": mean, "std": std})
-
-
-def iter_rows(out: str | Path) -> Iterator[dict[str, Any]]:
-    """Rows of ``DIR/metrics.jsonl`` (for scripts and tests)."""
-    with open(Path(out) / METRICS) as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)

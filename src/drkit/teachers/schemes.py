@@ -1,0 +1,273 @@
+"""The built-in scheme loaders: ``timm:``, ``torchvision:`` and ``ckpt:``. Importing this module
+registers them."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from drkit.checkpoint import WEIGHTS_NAME, load_checkpoint, read_config
+from drkit.errors import CheckpointError, DrkitError, TeacherError
+from drkit.errors import one_line as _one_line
+from drkit.models import ImageModel, ModelConfig, _first_conv, create_model
+
+from .spec import Member, TeacherInfo, TeacherSpec, register_teacher_scheme
+from .weights import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    _WeightFile,
+    _as_tuple,
+    _build_probe,
+    _check_head,
+    _classifier_classes,
+    _first_conv_chans,
+    _fit_stats,
+    _size_option,
+    _split_options,
+    _square,
+    _weights_path,
+)
+
+
+
+def _timm_cached_file(cfg: dict[str, Any]) -> Path | None:
+    """Best effort: the local file timm's hub load used (HF cache first, then torch.hub's)."""
+    hub_id = cfg.get("hf_hub_id")
+    if hub_id:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            pass
+        else:
+            for filename in (cfg.get("hf_hub_filename"), "model.safetensors", "pytorch_model.bin"):
+                if filename:
+                    found = try_to_load_from_cache(hub_id, filename)
+                    if isinstance(found, str) and os.path.isfile(found):
+                        return Path(found)
+    return _torch_hub_cached_file(cfg.get("url"))
+
+
+def _torch_hub_cached_file(url: str | None) -> Path | None:
+    if not url:
+        return None
+    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+    return path if path.is_file() else None
+
+
+@register_teacher_scheme("timm", options=("file", "size"), usage="NAME[?file=PATH][&size=S]", model_kwargs=True)
+def _load_timm(spec: TeacherSpec) -> Member:
+    import timm
+    from timm.data import resolve_data_config
+
+    name = spec.target
+    if not timm.is_model(name):
+        raise TeacherError(f"teacher {spec.raw}: unknown timm model {name!r}")
+    options, kwargs = _split_options(spec)
+    size = _size_option(spec, options)
+    if size is None and isinstance(kwargs.get("img_size"), int):
+        size = kwargs["img_size"]
+    try:
+        pcfg = timm.models.get_pretrained_cfg(name)
+    except RuntimeError as exc:  # invalid pretrained tag
+        raise TeacherError(f"teacher {spec.raw}: {_one_line(exc)}") from exc
+    cfg: dict[str, Any] = pcfg.to_dict() if pcfg is not None else {}
+    cfg_hw = tuple(cfg.get("input_size") or (3, 224, 224))[1:]
+    label_offset = int(cfg.get("label_offset") or 0)
+
+    weights: _WeightFile | None = None
+    head_key: str | None = None
+    overlay: dict[str, Any] = {}
+    if "file" in options:
+        weights = _WeightFile(spec, _weights_path(spec, options["file"]))
+
+        def build(n: int) -> nn.Module:
+            return timm.create_model(name, pretrained=False, num_classes=n, **kwargs)
+
+        head_key, file_classes = _classifier_classes(spec, weights, _as_tuple(cfg.get("classifier")), build)
+        num_classes = file_classes - label_offset
+        in_chans = _first_conv_chans(weights, _as_tuple(cfg.get("first_conv")), int(kwargs.pop("in_chans", tuple(cfg.get("input_size") or (3,))[0])))
+        # num_classes/input_size in the overlay describe the *file*: timm then keeps its head and
+        # stem instead of dropping/adapting them.
+        overlay = dict(file=str(weights.path), num_classes=num_classes, input_size=(in_chans, *cfg_hw))
+    else:
+        if not (cfg.get("hf_hub_id") or cfg.get("url")):
+            raise TeacherError(f"teacher {spec.raw}: timm has no pretrained weights for {name}; use ?file=PATH")
+        num_classes = int(cfg.get("num_classes") or 1000)
+        in_chans = int(tuple(cfg.get("input_size") or (3,))[0])
+    if size is not None:
+        overlay["input_size"] = (in_chans, size, size)
+        if cfg.get("fixed_input_size") and "img_size" not in kwargs:
+            kwargs["img_size"] = size  # e.g. ViT: timm resamples the position embedding on load
+    kwargs.pop("in_chans", None)
+    kwargs.pop("num_classes", None)
+
+    try:
+        model = timm.create_model(
+            name,
+            pretrained=True,
+            pretrained_cfg_overlay=overlay or None,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            **kwargs,
+        )
+    except DrkitError:
+        raise
+    except Exception as exc:
+        where = f"from {weights.path}" if weights else "from the hub (no network? use ?file=PATH)"
+        raise TeacherError(f"teacher {spec.raw}: cannot load weights {where}: {_one_line(exc)}") from exc
+    if weights is not None and head_key is not None:
+        _check_head(spec, model, weights, head_key, label_offset)
+
+    data = resolve_data_config(model=model)
+    image_size = _square(spec, data["input_size"][1:])
+    info = TeacherInfo(
+        spec=spec.raw,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        image_size=image_size,
+        mean=_fit_stats(data["mean"], in_chans, spec, "mean"),
+        std=_fit_stats(data["std"], in_chans, spec, "std"),
+        interpolation=str(data.get("interpolation") or "bicubic"),
+        crop_pct=float(data.get("crop_pct") or 1.0),
+    )
+    if weights is not None:
+        info.weights_file = str(weights.path)
+    else:
+        cached = _timm_cached_file(model.pretrained_cfg)
+        info.weights_file = str(cached) if cached else None
+        info.weights_marker = f"hub:timm:{name}"
+    return _wrap(model, info, f"timm:{name}", kwargs), info
+
+
+@register_teacher_scheme(
+    "torchvision", options=("file", "size", "weights"), usage="NAME[?file=PATH][&size=S][&weights=TAG]"
+)
+def _load_torchvision(spec: TeacherSpec) -> Member:
+    import torchvision
+
+    name = spec.target
+    if name not in torchvision.models.list_models(module=torchvision.models):
+        raise TeacherError(f"teacher {spec.raw}: unknown torchvision classification model {name!r}")
+    options, _ = _split_options(spec)
+    size = _size_option(spec, options)
+    try:
+        enum = torchvision.models.get_model_weights(name)
+    except (ValueError, KeyError):
+        enum = None
+    tv_weights = None
+    if enum is not None:
+        tag = options.get("weights", "DEFAULT")
+        try:
+            tv_weights = enum[tag] if tag != "DEFAULT" else enum.DEFAULT
+        except KeyError as exc:
+            tags = ", ".join(w.name for w in enum)
+            raise TeacherError(f"teacher {spec.raw}: unknown weights {tag!r} (known: {tags})") from exc
+
+    if "file" in options:
+        weights = _WeightFile(spec, _weights_path(spec, options["file"]))
+
+        def build(n: int) -> nn.Module:
+            return torchvision.models.get_model(name, weights=None, num_classes=n)
+
+        head_key, num_classes = _classifier_classes(spec, weights, (), build)
+        first = _first_conv(_build_probe(build, 1000))
+        in_chans = _first_conv_chans(weights, (first[0],) if first else (), 3)
+        try:
+            model = create_model(f"torchvision:{name}", num_classes=num_classes, in_chans=in_chans)
+        except CheckpointError as exc:
+            raise TeacherError(f"teacher {spec.raw}: {exc}") from exc
+        _load_strict(spec, model, weights)
+        weights_file: str | None = str(weights.path)
+    else:
+        if tv_weights is None:
+            raise TeacherError(f"teacher {spec.raw}: torchvision has no pretrained weights for {name}; use ?file=PATH")
+        num_classes = len(tv_weights.meta["categories"])
+        in_chans = 3
+        try:
+            model = torchvision.models.get_model(name, weights=tv_weights)
+        except Exception as exc:
+            raise TeacherError(
+                f"teacher {spec.raw}: cannot load {tv_weights} (no network? use ?file=PATH): {_one_line(exc)}"
+            ) from exc
+        cached = _torch_hub_cached_file(tv_weights.url)
+        weights_file = str(cached) if cached else None
+
+    # Input config from the weights' own eval transform (architecture defaults for a local file).
+    image_size, mean, std, interp, crop_pct = 224, IMAGENET_MEAN, IMAGENET_STD, "bilinear", 0.875
+    if tv_weights is not None:
+        tf = tv_weights.transforms()
+        crop = int(getattr(tf, "crop_size", [image_size])[0])
+        resize = int(getattr(tf, "resize_size", [crop])[0])
+        image_size, crop_pct = crop, crop / resize
+        mean, std = tuple(getattr(tf, "mean", mean)), tuple(getattr(tf, "std", std))
+        mode = getattr(tf, "interpolation", None)
+        interp = str(getattr(mode, "value", mode or interp))
+    info = TeacherInfo(
+        spec=spec.raw,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        image_size=size or image_size,
+        mean=_fit_stats(mean, in_chans, spec, "mean"),
+        std=_fit_stats(std, in_chans, spec, "std"),
+        interpolation=interp,
+        crop_pct=crop_pct,
+        weights_file=weights_file,
+        weights_marker=f"hub:torchvision:{name}",
+    )
+    return _wrap(model, info, f"torchvision:{name}", {}), info
+
+
+def _load_strict(spec: TeacherSpec, model: nn.Module, weights: _WeightFile) -> None:
+    from drkit.checkpoint import _mismatch_reason
+
+    state = weights.state_dict()
+    reason = _mismatch_reason(model.state_dict(), state)
+    if reason:
+        raise TeacherError(f"teacher {spec.raw}: weights {weights.path} do not fit the model: {reason}")
+    model.load_state_dict(state, strict=True)
+
+
+@register_teacher_scheme("ckpt", usage="DIR")
+def _load_ckpt(spec: TeacherSpec) -> Member:
+    _split_options(spec)
+    try:
+        model, config = load_checkpoint(spec.target)
+        _, doc = read_config(spec.target)
+    except CheckpointError as exc:
+        raise TeacherError(f"teacher {spec.raw}: {exc}") from exc
+    weights = Path(spec.target) / str(doc.get("weights", WEIGHTS_NAME))
+    recorded = doc.get("weights_sha256")  # load_checkpoint verified it against the file
+    info = TeacherInfo(
+        spec=spec.raw,
+        num_classes=config.num_classes,
+        in_chans=config.in_chans,
+        image_size=config.image_size,
+        mean=list(config.mean),
+        std=list(config.std),
+        interpolation=config.interpolation,
+        crop_pct=float(config.extra.get("crop_pct", 1.0)),
+        classes=list(config.classes) or None,
+        weights_file=str(weights),
+        weights_sha256_known=str(recorded) if recorded else None,
+    )
+    return model, info
+
+
+def _wrap(backbone: nn.Module, info: TeacherInfo, model_name: str, kwargs: dict[str, Any]) -> ImageModel:
+    config = ModelConfig(
+        model=model_name,
+        num_classes=info.num_classes,
+        in_chans=info.in_chans,
+        image_size=info.image_size,
+        mean=info.mean,
+        std=info.std,
+        interpolation=info.interpolation,
+        model_kwargs={k: v for k, v in kwargs.items() if isinstance(v, (int, float, bool, str))},
+        extra={"crop_pct": info.crop_pct, "teacher_spec": info.spec},
+    )
+    return ImageModel(backbone, info.mean, info.std, config=config)
+

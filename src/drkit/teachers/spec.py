@@ -1,0 +1,113 @@
+"""Teacher spec strings and the scheme registry (``timm:``, ``torchvision:``, ``ckpt:`` and any
+registered by users)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+from urllib.parse import unquote
+
+from drkit.checkpoint import sha256_file
+from drkit.errors import TeacherError
+from drkit.models import ImageModel
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """A parsed spec: ``scheme:target?key=value&key=value`` (values may use %-escapes)."""
+
+    raw: str
+    scheme: str
+    target: str
+    options: dict[str, str] = field(default_factory=dict)
+
+
+def parse_teacher_spec(spec: str) -> TeacherSpec:
+    """Split a spec string. Unknown schemes raise :class:`TeacherError` listing the known ones."""
+    scheme, sep, rest = spec.partition(":")
+    if not sep or scheme not in TEACHER_SCHEMES:
+        raise TeacherError(
+            f"unknown teacher spec {spec!r}; use one of: "
+            + ", ".join(f"{s}:{TEACHER_SCHEMES[s].usage}" for s in sorted(TEACHER_SCHEMES))
+        )
+    target, _, query = rest.partition("?")
+    options: dict[str, str] = {}
+    for item in filter(None, query.split("&")):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise TeacherError(f"teacher {spec}: option {item!r} is not KEY=VALUE")
+        options[unquote(key)] = unquote(value)
+    if not target:
+        raise TeacherError(f"teacher {spec}: missing name after '{scheme}:'")
+    return TeacherSpec(raw=spec, scheme=scheme, target=unquote(target), options=options)
+
+
+@dataclass
+class TeacherInfo:
+    """What a member was loaded from and how it wants its input (for the store manifest)."""
+
+    spec: str
+    num_classes: int
+    in_chans: int
+    image_size: int
+    mean: list[float]
+    std: list[float]
+    interpolation: str
+    crop_pct: float = 1.0
+    classes: list[str] | None = None
+    weights_file: str | None = None
+    weights_marker: str | None = None
+    weights_sha256_known: str | None = None
+
+    @property
+    def weights_sha256(self) -> str:
+        """sha256 of the weight file (computed once, lazily), else the hub marker string."""
+        if self.weights_sha256_known is None:
+            if self.weights_file is not None:
+                self.weights_sha256_known = sha256_file(self.weights_file)
+            else:
+                self.weights_sha256_known = self.weights_marker or f"hub:{self.spec}"
+        return self.weights_sha256_known
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec,
+            "weights_sha256": self.weights_sha256,
+            "weights_file": self.weights_file,
+            "num_classes": self.num_classes,
+            "in_chans": self.in_chans,
+            "image_size": self.image_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "interpolation": self.interpolation,
+            "crop_pct": self.crop_pct,
+        }
+
+
+Member = tuple[ImageModel, TeacherInfo]
+Loader = Callable[[TeacherSpec], Member]
+
+
+@dataclass(frozen=True)
+class TeacherScheme:
+    loader: Loader
+    options: frozenset[str]
+    usage: str
+    model_kwargs: bool = False  # pass unknown options on as model kwargs
+
+
+#: scheme name -> how to load it
+TEACHER_SCHEMES: dict[str, TeacherScheme] = {}
+
+
+def register_teacher_scheme(
+    name: str, options: Sequence[str] = (), usage: str = "NAME", model_kwargs: bool = False
+) -> Callable[[Loader], Loader]:
+    """Decorator adding a spec scheme. ``options`` are the query keys it accepts."""
+
+    def deco(fn: Loader) -> Loader:
+        if name in TEACHER_SCHEMES:
+            raise ValueError(f"teacher scheme {name!r} is already registered")
+        TEACHER_SCHEMES[name] = TeacherScheme(fn, frozenset(options), usage, model_kwargs)
+        return fn
+
+    return deco

@@ -1,0 +1,77 @@
+"""What a run leaves behind: ``metrics.jsonl`` (rewritten atomically each epoch), ``curves.png``,
+the per-epoch log line and the final ``model.safetensors`` + ``config.json``."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from ..fileio import atomic_write_bytes
+from .optim import EMA
+from .prepare import note
+
+if TYPE_CHECKING:
+    from .build import Run
+
+METRICS = "metrics.jsonl"
+CURVES = "curves.png"
+
+
+def jsonable(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def write_metrics(out: Path, rows: list[dict[str, Any]]) -> None:
+    text = "".join(json.dumps({k: jsonable(v) for k, v in r.items()}, sort_keys=True) + "\n" for r in rows)
+    atomic_write_bytes(out / METRICS, text.encode())
+
+
+def write_curves(out: Path, rows: list[dict[str, Any]], title: str) -> None:
+    """``curves.png``; a missing matplotlib costs the figure, never the run."""
+    try:
+        from ..evaluate.plots import plot_curves
+
+        plot_curves(rows, out / CURVES, title=title)
+    except ImportError as e:
+        note(f"no {CURVES} ({e}); metrics are in {METRICS}")
+
+
+def log_row(row: dict[str, Any], epochs: int, quiet: bool) -> None:
+    if quiet:
+        return
+    from tqdm.auto import tqdm
+
+    val = (f" val {100 * row['val_top1']:.2f}% nll {row['val_nll']:.3f}" if "val_top1" in row else "")
+    tqdm.write(f"epoch {row['epoch']}/{epochs} loss {row['train_loss']:.4f} train {100 * row['train_top1']:.2f}%"
+               f"{val} lr {row['lr']:.3g} {row['img_per_s']:.0f} img/s {row['epoch_seconds']:.1f}s")
+
+
+def finish(run: Run, rows: list[dict[str, Any]], ema_model: EMA | None, out: Path, epochs: int, seed: int,
+            command: Sequence[str] | None, wall: float) -> dict[str, Any]:
+    from ..checkpoint import save_checkpoint
+    from ..models import ModelConfig
+
+    last = rows[-1] if rows else {}
+    prefix = "val_ema_" if ema_model is not None else "val_"
+    final = {k[len(prefix):]: last[k] for k in (f"{prefix}top1", f"{prefix}nll") if k in last}
+    summary = {"out": str(out), "mode": run.mode, "model": run.config["model"], "epochs": epochs,
+               "image_size": run.image_size, "final_val": final, "final_train_loss": last.get("train_loss"),
+               "wall_seconds": wall, "img_per_s": float(np.mean([r["img_per_s"] for r in rows])) if rows else None,
+               "weights": "ema" if ema_model is not None else "model"}
+    if run.env.is_main:
+        cfg = ModelConfig(model=run.config["model"], num_classes=len(run.src.classes), in_chans=run.src.channels,
+                          image_size=run.image_size, mean=run.extra["mean"], std=run.extra["std"],
+                          interpolation="bilinear", classes=list(run.src.classes),
+                          model_kwargs=run.config["model_kwargs"], source_fingerprint=run.src.fingerprint)
+        extra = {"crop_pct": 1.0, "mode": run.mode, "recipe": run.config["recipe"], "store": run.config.get("store"),
+                 "kd_teacher": run.config.get("kd_teacher"), "data": run.config["data"], "epochs": epochs,
+                 "seed": seed, "final_metrics": {k: jsonable(v) for k, v in last.items()},
+                 "weights": summary["weights"], "command": list(command) if command is not None else None}
+        weights = ema_model.module if ema_model is not None else run.model
+        save_checkpoint(out, weights, cfg, extra=extra)
+    return summary
