@@ -28,6 +28,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -47,8 +48,23 @@ def run_dir(out: Path, name: str, seed: int) -> Path:
     return out / f"{name.replace(' ', '_').replace('=', '')}_s{seed}"
 
 
+def exit_with_parent(parent: int) -> None:
+    """A pool worker ends when the benchmark process does (killing the parent would otherwise leave
+    the spawned workers training on for minutes)."""
+    if any(t.name == "exit-with-parent" for t in threading.enumerate()):
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
 def one_run(job: dict) -> dict:
     """Train (or resume, or reuse) one variant/seed, evaluate it once, return its result row."""
+    exit_with_parent(job["parent"])
     os.environ["OMP_NUM_THREADS"] = str(job["threads"])
     import torch
 
@@ -142,7 +158,7 @@ def main() -> None:
     jobs = [{"name": name, "seed": s, "kw": {k: fill.get(v, v) if isinstance(v, str) else v for k, v in kw.items()},
              "data": data, "test": test, "epochs": args.epochs, "model": args.model,
              "out": str(run_dir(out, name, s)), "threads": args.threads, "workers": args.workers,
-             "device": args.device}
+             "device": args.device, "parent": os.getpid()}
             for s in args.seeds for key, (name, kw) in VARIANTS.items() if key in args.only]
     # spawn, not fork: forking after torch started its OpenMP threads can deadlock the children
     with ProcessPoolExecutor(args.parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
