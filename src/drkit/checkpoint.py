@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from drkit.errors import CheckpointError
-from drkit.fileio import atomic_write_bytes, sha256_file
+from drkit.fileio import atomic_write_bytes, sha256_bytes, sha256_file
 from drkit.models import ImageModel, ModelConfig, create_model
 
 __all__ = [
@@ -70,7 +70,8 @@ def save_checkpoint(
     out.mkdir(parents=True, exist_ok=True)
     state = _contiguous_state(model)
     weights = out / WEIGHTS_NAME
-    atomic_write_bytes(weights, st_save(state, metadata={"format": "pt", "producer": FORMAT}))
+    data = st_save(state, metadata={"format": "pt", "producer": FORMAT})
+    atomic_write_bytes(weights, data)
 
     cfg = config.to_dict()
     if extra:
@@ -79,7 +80,7 @@ def save_checkpoint(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "weights": WEIGHTS_NAME,
-        "weights_sha256": sha256_file(weights),
+        "weights_sha256": sha256_bytes(data),
         **cfg,
     }
     text = json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n"

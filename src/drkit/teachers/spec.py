@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 from urllib.parse import unquote
 
-from drkit.checkpoint import sha256_file
+from drkit.fileio import sha256_file
 from drkit.errors import TeacherError
 from drkit.models import ImageModel
 

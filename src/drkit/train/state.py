@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ..errors import DrkitError
-from ..fileio import atomic_write_bytes, atomic_write_json, sha256_file
+from ..fileio import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
 
 STATE_DIR = "state"
 STATE_JSON = "state.json"
@@ -36,8 +36,9 @@ def save_state(out: str | Path, tensors: dict[str, torch.Tensor], scalars: dict[
     root.mkdir(parents=True, exist_ok=True)
     name = f"tensors-{int(scalars['epoch']):05d}.safetensors"
     flat = {k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format) for k, v in tensors.items()}
-    atomic_write_bytes(root / name, save(flat))
-    doc = {**scalars, "tensors": name, "tensors_sha256": sha256_file(root / name)}
+    data = save(flat)
+    atomic_write_bytes(root / name, data)
+    doc = {**scalars, "tensors": name, "tensors_sha256": sha256_bytes(data)}
     atomic_write_json(root / STATE_JSON, doc)
     for old in root.glob("tensors-*.safetensors"):
         if old.name != name:
