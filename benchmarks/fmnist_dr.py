@@ -70,7 +70,7 @@ def one_run(job: dict) -> dict:
 
     torch.set_num_threads(job["threads"])
     from drkit.evaluate import evaluate
-    from drkit.train import train
+    from drkit.train import read_metrics, train
 
     out = Path(job["out"])
     done = out / "result.json"
@@ -80,7 +80,7 @@ def one_run(job: dict) -> dict:
         train(data=job["data"], val=None, model=job["model"], epochs=job["epochs"], batch_size=128, opt="sgd",
               out=out, seed=job["seed"], device=job["device"], workers=job["workers"], quiet=True,
               resume=(out / "state").exists(), command=["benchmarks/fmnist_dr.py"], **job["kw"])
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_metrics(out)
     if len(rows) != job["epochs"]:
         raise SystemExit(f"{out}: {len(rows)} epochs trained, the benchmark asks for {job['epochs']}; "
                          "use another --out")
@@ -94,8 +94,9 @@ def one_run(job: dict) -> dict:
 def check_store(store: Path, data: str, recipe: str, samples: int) -> None:
     """An existing store must be the one this call would write (else the table would mix settings)."""
     from drkit.augment import get_recipe
+    from drkit.store import read_manifest
 
-    m = json.loads((store / "manifest.json").read_text())
+    m = read_manifest(store)
     want = {"source": data, "recipe": get_recipe(recipe).spec, "views": samples}
     have = {"source": m["source"]["spec"], "recipe": m["recipe"]["spec"], "views": m["num_views"]}
     if want != have:

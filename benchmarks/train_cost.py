@@ -21,7 +21,6 @@ on an H100, where this tiny student is loader-bound and the teacher hides behind
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -79,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from drkit.reinforce import reinforce
     from drkit.sources import load_source
-    from drkit.train import train
+    from drkit.train import read_metrics, train
 
     work = Path(a.work_dir or tempfile.mkdtemp(prefix="drkit-train-cost-"))
     src = load_source(a.data)
@@ -101,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
         for m in order:
             out = work / f"{m}-{r}"
             train(src, out, **common, **mode_kw[m])
-            rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+            rows = read_metrics(out)
             epochs[m] += [row["epoch_seconds"] for row in rows[1:]]
             rates[m] += [row["img_per_s"] for row in rows[1:]]
     med = {m: statistics.median(v) for m, v in epochs.items()}

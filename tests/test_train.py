@@ -17,7 +17,7 @@ from PIL import Image
 from drkit.errors import DrkitError
 from drkit.reinforce import reinforce
 from drkit.store import densify, open_store
-from drkit.train import AugmentedDataset, ReinforcedDataset, SoftTargetLoss, train
+from drkit.train import AugmentedDataset, ReinforcedDataset, SoftTargetLoss, read_metrics, train
 from drkit.train import loop as train_loop
 from drkit.train.data import epoch_batches, epoch_views
 from drkit.train.losses import LabelSmoothingCrossEntropy
@@ -27,10 +27,6 @@ FAST = dict(image_size=S, workers=0, device="cpu", quiet=True)
 TIMING = ("epoch_seconds", "img_per_s", "val_seconds")
 
 
-def _rows(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-
-
 def _weights(out: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -38,7 +34,7 @@ def _weights(out: Path) -> dict[str, torch.Tensor]:
 
 
 def _assert_learned(summary: dict, out: Path, min_top1: float = 0.5) -> None:
-    rows = _rows(out)
+    rows = read_metrics(out)
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     assert all(math.isfinite(r["train_loss"]) for r in rows)
     assert summary["final_val"]["top1"] > min_top1, rows
@@ -76,7 +72,7 @@ def test_erm_learns_and_writes_layout(erm_run):
         assert (out / name).exists(), name
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["extra"]["mode"] == "erm" and cfg["image_size"] == S and cfg["in_chans"] == 1
-    assert set(_rows(out)[0]) >= {"epoch", "train_loss", "lr", "train_top1", "val_top1", "val_nll", "img_per_s",
+    assert set(read_metrics(out)[0]) >= {"epoch", "train_loss", "lr", "train_top1", "val_top1", "val_nll", "img_per_s",
                                   "epoch_seconds"}
     json.dumps(summary)
 
@@ -131,7 +127,7 @@ def test_student_families_train_on_store(tmp_path, dr_store, name):
     else:
         train("digits:train", out, reinforced=dr_store, model=name, model_kwargs=kwargs, epochs=1, batch_size=16,
               limit_batches=2, opt="sgd", **{**FAST, "image_size": size})
-    row = _rows(out)[-1]
+    row = read_metrics(out)[-1]
     assert math.isfinite(row["train_loss"]) and row["train_samples"] == 32
     fresh = create_model(name, num_classes=10, in_chans=1, seed=0, **kwargs).state_dict()
     trained = _weights(out)
@@ -178,8 +174,8 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, dr_store, monk
     wa, wb = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
-    assert strip(_rows(tmp_path / "a")) == strip(_rows(tmp_path / "b"))
-    assert len(_rows(tmp_path / "b")) == 3
+    assert strip(read_metrics(tmp_path / "a")) == strip(read_metrics(tmp_path / "b"))
+    assert len(read_metrics(tmp_path / "b")) == 3
 
 
 # ----------------------------------------------------------------------------------------------
@@ -349,7 +345,7 @@ def test_ddp_torchrun_two_cpu_ranks(tmp_path, dr_store):
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("model.safetensors", "config.json", "metrics.jsonl", "curves.png"):
         assert (out / name).exists(), name
-    rows = _rows(out)
+    rows = read_metrics(out)
     assert len(rows) == 2 and rows[0]["train_samples"] == 4 * 32  # both ranks' views counted
     assert rows[-1]["val_top1"] > 0.0 and json.loads((out / "config.json").read_text())["extra"]["mode"] == "dr"
 

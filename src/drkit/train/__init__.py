@@ -9,9 +9,10 @@ from .._verbs import make_callable
 from .data import AugmentedDataset, ReinforcedDataset, epoch_views
 from .losses import LabelSmoothingCrossEntropy, SoftTargetLoss, soft_target_cross_entropy
 from .loop import train
+from .outputs import read_metrics
 
 __all__ = ["train", "ReinforcedDataset", "AugmentedDataset", "SoftTargetLoss", "LabelSmoothingCrossEntropy",
-           "soft_target_cross_entropy", "epoch_views"]
+           "soft_target_cross_entropy", "epoch_views", "read_metrics"]
 
 
 make_callable(__name__, "drkit.train.loop:train")

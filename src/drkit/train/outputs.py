@@ -31,6 +31,12 @@ def write_metrics(out: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_bytes(out / METRICS, text.encode())
 
 
+def read_metrics(out: str | Path) -> list[dict[str, Any]]:
+    """The rows of ``OUT/metrics.jsonl``, one per epoch (non-finite values read back as ``None``)."""
+    text = (Path(out) / METRICS).read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 def write_curves(out: Path, rows: list[dict[str, Any]], title: str) -> None:
     """``curves.png``; a missing matplotlib costs the figure, never the run."""
     try:
