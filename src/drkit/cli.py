@@ -13,7 +13,8 @@ EPILOG = {
                  "      --recipe padcrop+ra+re --samples 10 --topk 5 --out data/fmnist+",
     "train": "examples:\n  drkit train --data fashion-mnist:train --val fashion-mnist:test --model drkit_cnn_tiny --out runs/erm\n"
              "  drkit train --data fashion-mnist:train --reinforced data/fmnist+ --model drkit_cnn_tiny --out runs/dr\n"
-             "  drkit train --data fashion-mnist:train --kd-teacher ckpt:runs/t1 --model drkit_cnn_tiny --out runs/kd",
+             "  drkit train --data fashion-mnist:train --kd-teacher ckpt:runs/t1 --model drkit_cnn_tiny --out runs/kd\n"
+             "  drkit train --data fashion-mnist:train --model drkit_cnn_small --folds 2 --out runs/teachers  # out-of-fold",
     "eval": "example:\n  drkit eval --checkpoint runs/dr --data fashion-mnist:test --corruptions --json dr.json",
     "inspect": "example:\n  drkit inspect data/fmnist+ --grid grid.png --json stats.json",
     "verify": "example:\n  drkit verify data/fmnist+ --data fashion-mnist:train",
@@ -104,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "torchvision:NAME:ROOT | digits, with :train/:test and ?n=N")
     p.add_argument("--teacher", required=True, action="append", metavar="T",
                    help="timm:NAME[?file=W] | torchvision:NAME | ckpt:DIR; repeat for an ensemble")
-    p.add_argument("--recipe", default="rrc+ra+re", help="augmentation recipe (default %(default)s)")
+    p.add_argument("--recipe", default="auto", help="augmentation recipe; auto (default): padcrop for images up to "
+                   "64 px, rrc+ra+re above; unset crop scale and RandAugment/TrivialAugment magnitudes follow the "
+                   "image size (the resolved recipe is recorded)")
     p.add_argument("--samples", type=int, default=10, metavar="NS", help="views per image (default %(default)s)")
     p.add_argument("--topk", type=int, default=10, metavar="K", help="stored probabilities per view (default %(default)s)")
     p.add_argument("--image-size", type=int, default=None, metavar="S", help="teacher input size (default: the teacher's)")
@@ -151,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--init", default=None, metavar="CKPT", help="start from these weights (fine-tuning)")
     p.add_argument("--limit-batches", type=int, default=None, help="stop each epoch after this many batches (smoke runs)")
+    p.add_argument("--folds", type=int, default=None, metavar="K",
+                   help="train K out-of-fold teachers into OUT/fold{k} (member k never sees fold k); "
+                        "--teacher ckpt:OUT then labels each image only with members that never saw it")
     p.add_argument("--quiet", action="store_true")
     _common_data(p)
 

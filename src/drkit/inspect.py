@@ -1,15 +1,13 @@
 """``drkit inspect``: what a store holds, how good its labels are, and what its views look like."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .fileio import atomic_write_json
-from .store import open_store
-from .store.shards import ShardReader
+from .store import label_warnings, open_store, view_label_stats
 
 
 def inspect_store(path: str | Path, data: str | None = None, grid: str | Path | None = None,
@@ -28,48 +26,22 @@ def inspect_store(path: str | Path, data: str | None = None, grid: str | Path | 
     src = load_source(data or m["source"]["spec"])
     labels = np.asarray(src.labels) if len(src) == store.num_samples else None
     ns, k, c = store.num_views, store.topk, store.num_classes
-    agree = total = 0
-    ent_sum = top1_sum = 0.0
-    budget = max_records
-    skipped = set(store.skipped)
-    for info in m["shards"]:
-        if budget <= 0:
-            break
-        reader = ShardReader(store.path / info["file"], store.schema, info["stop"] - info["start"], ns)
-        n = min(info["stop"] - info["start"], max(1, budget // ns))
-        ids = np.asarray(reader.arrays["topk_ids"][:n]).astype(np.int64)
-        probs = np.asarray(reader.arrays["topk_probs"][:n]).astype(np.float64)
-        valid = probs.sum(-1) > 0
-        sample_ids = np.arange(info["start"], info["start"] + n)
-        valid &= ~np.isin(sample_ids, list(skipped))[:, None]
-        residual = np.clip(1.0 - probs.sum(-1), 0.0, 1.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ent = -np.where(probs > 0, probs * np.log(probs), 0.0).sum(-1)
-            if c > k:
-                per = residual / (c - k)
-                ent += -np.where(per > 0, residual * np.log(per), 0.0)
-        if labels is not None:
-            truth = labels[sample_ids][:, None].repeat(ns, 1)
-            if store.mixes:  # a mixed view's dominant source is its label
-                lam = np.asarray(reader.arrays["lam"][:n]).astype(np.float64)
-                partner = np.asarray(reader.arrays["partner"][:n]).astype(np.int64)
-                mixed = np.asarray(reader.arrays["mix_mode"][:n]) > 0
-                take_partner = mixed & (lam < 0.5)
-                truth = np.where(take_partner, labels[np.clip(partner, 0, len(labels) - 1)], truth)
-            agree += int(((ids[..., 0] == truth) & valid).sum())
-        total += int(valid.sum())
-        ent_sum += float(ent[valid].sum())
-        top1_sum += float(probs[..., 0][valid].sum())
-        budget -= n * ns
+    views = view_label_stats(store.shard_arrays(), labels, c, k, ns, store.skipped, max_records)
     size_bytes = sum(int(s["bytes"]) for s in m["shards"])
+    diagnostics = m.get("diagnostics") or {}
+    plain = diagnostics.get("plain")
     stats: dict[str, Any] = {
         "store": str(store.path), "source": m["source"].get("spec"), "samples": store.num_samples,
         "views": ns, "topk": k, "num_classes": c, "recipe": m["recipe"]["spec"],
         "teachers": [t.get("spec") for t in m["teachers"]], "image_size": store.image_size,
         "seed": store.seed, "bytes_per_record": store.bytes_per_record, "total_bytes": size_bytes,
-        "records_read": total, "teacher_top1": agree / total if (total and labels is not None) else None,
-        "mean_entropy": ent_sum / total if total else None, "max_entropy": math.log(c),
-        "mean_top1_prob": top1_sum / total if total else None, "skipped": len(skipped),
+        "records_read": views["views_read"], "teacher_top1": views["top1"],
+        "mean_entropy": views["mean_entropy"], "max_entropy": views["max_entropy"],
+        "mean_top1_prob": views["mean_top1_prob"], "skipped": len(store.skipped),
+        "out_of_fold": bool(diagnostics.get("out_of_fold")),
+        "plain_teacher_top1": plain.get("top1") if plain else None,
+        "plain_mean_top1_prob": plain.get("mean_top1_prob") if plain else None,
+        "warnings": label_warnings(plain, views, out_of_fold=bool(diagnostics.get("out_of_fold"))),
     }
     if grid is not None:
         stats["grid"] = str(render_grid(store, src, grid, samples=samples, views=min(views_per_row, ns)))
@@ -130,6 +102,9 @@ def format_stats(s: dict[str, Any]) -> str:
             ("top-k", s["topk"]), ("classes", s["num_classes"]), ("recipe", s["recipe"]),
             ("teachers", ", ".join(s["teachers"])), ("teacher input", f"{s['image_size']} px"),
             ("bytes / record", s["bytes_per_record"]), ("total size", f"{s['total_bytes'] / 1e6:.2f} MB"),
+            ("teachers on plain images", "n/a (store predates diagnostics)" if s["plain_teacher_top1"] is None else
+             f"top-1 {pct(s['plain_teacher_top1'])}, mean top-1 probability {s['plain_mean_top1_prob']:.3f}"),
+            ("out-of-fold teachers", "yes" if s["out_of_fold"] else "no"),
             ("teacher top-1 vs labels", pct(s["teacher_top1"])),
             ("mean top-1 probability", "n/a" if s["mean_top1_prob"] is None else f"{s['mean_top1_prob']:.3f}"),
             ("mean entropy", "n/a" if s["mean_entropy"] is None else
@@ -137,5 +112,6 @@ def format_stats(s: dict[str, Any]) -> str:
             ("skipped samples", s["skipped"])]
     if "grid" in s:
         rows.append(("grid", s["grid"]))
+    rows += [("warning", w) for w in s.get("warnings", [])]
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

@@ -18,12 +18,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ._verbs import make_callable
-from .augment import Recipe, get_recipe
+from .augment import Recipe, resolve_recipe
 from .distributed import dist_env, resolve_device
 from .errors import DrkitError, SourceError, StoreError
 from .store.format import array_schema, shard_name, shard_ranges
 from .store.shards import shard_metadata, write_shard
-from .store.writer import finalize_if_complete, prepare_store, record_skips, shard_done
+from .store.stats import format_diagnostics, label_warnings, shard_arrays, view_label_stats
+from .store.writer import collect_skips, finalize_if_complete, prepare_store, record_skips, shard_done, store_complete
 
 
 def parse_shard(spec: str | tuple[int, int] | None) -> tuple[int, int]:
@@ -122,21 +123,31 @@ def _batch_tasks(shards: list[tuple[int, int, int]], num_views: int, batch_size:
 
 
 @torch.inference_mode()
-def _label(teacher: torch.nn.Module, images: torch.Tensor, device: str, topk: int) -> tuple[np.ndarray, np.ndarray]:
+def _label(teacher: torch.nn.Module, images: torch.Tensor, device: str, topk: int, sample_ids: np.ndarray,
+           partner_ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    from .teachers import call_teacher
+
     x = images.to(device, non_blocking=True).float().div_(255)
     x = x.contiguous(memory_format=torch.channels_last)
-    probs = teacher(x).float()
+    probs = call_teacher(teacher, x, sample_ids, partner_ids).float()
     p, ids = probs.topk(topk, dim=-1, largest=True, sorted=True)
     return ids.cpu().numpy(), p.cpu().numpy()
 
 
 def reinforce(data: str | Any, teacher: str | Sequence[str] | torch.nn.Module, out: str | Path, *,
-              recipe: str = "rrc+ra+re", samples: int = 10, topk: int = 10, image_size: int | None = None,
+              recipe: str | None = "auto", samples: int = 10, topk: int = 10, image_size: int | None = None,
               seed: int = 0, batch_size: int = 256, workers: int = 2, device: str = "auto",
               shard: str | tuple[int, int] | None = None, resume: bool = False, skip_bad: bool = False,
               samples_per_shard: int = 1024, split: str | None = None, download: bool = False,
               progress: bool = True, command: Sequence[str] | None = None) -> Path:
-    """Write a reinforced store of ``data`` at ``out``; returns its path (see ``drkit reinforce --help``)."""
+    """Write a reinforced store of ``data`` at ``out``; returns its path (see ``drkit reinforce --help``).
+
+    ``recipe`` is resolved for the data's image side (``auto``: pad-crop for small images, else
+    ``rrc+ra+re``; size-dependent settings follow the side); the manifest records the request,
+    the side and the resolved spec. When the store is complete the teachers' accuracy on plain
+    images and on the stored views is printed and recorded, with a warning when the views destroy
+    labels or the labels are near one-hot (memorised training images).
+    """
     from .sources import load_source
     from .teachers import load_teacher
 
@@ -159,13 +170,19 @@ def reinforce(data: str | Any, teacher: str | Sequence[str] | torch.nn.Module, o
         raise DrkitError(f"teacher predicts {ens.num_classes} classes but {src.spec} has {num_classes}")
     if getattr(ens, "in_chans", src.channels) != src.channels:
         raise DrkitError(f"teacher takes {ens.in_chans}-channel input but {src.spec} has {src.channels} channel(s)")
-    rec = get_recipe(recipe)
+    if getattr(ens, "routed", False):
+        ens.bind(src)  # out-of-fold members label only the images they never trained on
+    if image_size is not None and image_size < 1:
+        raise DrkitError(f"--image-size must be positive, got {image_size}")
     size = int(image_size or ens.image_size)
+    side = min(src.typical_side(), size)
+    rec = resolve_recipe(recipe, side, strong=True)
     n = len(src)
     config: dict[str, Any] = {
         "source": src.describe(), "num_classes": num_classes,
         "teachers": ens.describe() if hasattr(ens, "describe") else [{"spec": type(ens).__name__}],
-        "image_size": size, "in_chans": src.channels, "recipe": rec.describe(), "num_samples": n,
+        "image_size": size, "in_chans": src.channels, "recipe": rec.describe(),
+        "recipe_request": recipe or "auto", "recipe_side": side, "num_samples": n,
         "num_views": samples, "topk": topk, "seed": int(seed), "samples_per_shard": int(samples_per_shard),
         "arrays": array_schema(rec.code_bytes, topk, num_classes, rec.mixes),
     }
@@ -180,8 +197,42 @@ def reinforce(data: str | Any, teacher: str | Sequence[str] | torch.nn.Module, o
     _run(src, ens, rec, config, root, mine, tasks, size, device, workers, skip_bad, progress, env.rank)
     provenance = {"command": list(command) if command is not None else list(sys.argv),
                   "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    finalize_if_complete(root, config, provenance)
+    diagnostics = None
+    if store_complete(root, config):
+        diagnostics = diagnose(root, config, src, ens, size, batch_size)
+        if env.is_main:
+            for line in format_diagnostics(diagnostics):
+                print(f"drkit reinforce: {line}", file=sys.stderr)
+            for line in diagnostics["warnings"]:
+                print(f"drkit: warning: {line}", file=sys.stderr)
+    finalize_if_complete(root, config, provenance, extra={"diagnostics": diagnostics} if diagnostics else None)
     return root
+
+
+def diagnose(root: Path, config: dict[str, Any], src: Any, ens: torch.nn.Module, size: int,
+             batch_size: int) -> dict[str, Any]:
+    """Teacher accuracy and confidence on plain images and on the stored views, and warnings."""
+    from .teachers import plain_stats
+
+    skipped = set(collect_skips(root))
+    ranges = shard_ranges(config["num_samples"], config["samples_per_shard"])
+    shards = [{"file": shard_name(k), "start": a, "stop": b} for k, (a, b) in enumerate(ranges)]
+    views = view_label_stats(shard_arrays(root, config, shards), np.asarray(src.labels), config["num_classes"],
+                             config["topk"], config["num_views"], skipped)
+    plain = plain_stats(ens, src, size, batch_size=batch_size, skipped=skipped)
+    routed = bool(getattr(ens, "routed", False))
+    out = {"plain": plain, "views": views, "out_of_fold": routed,
+           "warnings": label_warnings(plain, views, out_of_fold=routed)}
+    return {k: _rounded(v) for k, v in out.items()}
+
+
+def _rounded(v: Any) -> Any:
+    """6 significant digits: the manifest should not flip on the last bit of a float sum."""
+    if isinstance(v, float):
+        return float(f"{v:.6g}")
+    if isinstance(v, dict):
+        return {k: _rounded(x) for k, x in v.items()}
+    return v
 
 
 def _run(src: Any, ens: torch.nn.Module, rec: Recipe, config: dict[str, Any], root: Path,
@@ -211,11 +262,13 @@ def _run(src: Any, ens: torch.nn.Module, rec: Recipe, config: dict[str, Any], ro
             buffers[k] = {name: np.zeros([count, ns, *spec["shape"]], dtype=spec["dtype"]) for name, spec in schema.items()}
             bad_samples[k] = set()
         buf = buffers[k]
-        ids, probs = _label(ens, item["images"], device, topk)
-        bad = item["bad"]
-        ids[bad], probs[bad] = 0, 0.0
         flat = np.arange(a, b)
         li, vi = flat // ns, flat % ns
+        mix = item.get("mix")
+        partners = np.where(mix["mix_mode"] > 0, mix["partner"].astype(np.int64), -1) if mix else None
+        ids, probs = _label(ens, item["images"], device, topk, start + li, partners)
+        bad = item["bad"]
+        ids[bad], probs[bad] = 0, 0.0
         buf["params"][li, vi] = item["codes"]
         buf["topk_ids"][li, vi] = ids.astype(buf["topk_ids"].dtype)
         buf["topk_probs"][li, vi] = probs.astype(np.float16)

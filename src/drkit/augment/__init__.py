@@ -6,7 +6,7 @@ from . import autoaugment, erasing, geometric, mixing  # noqa: F401  (register t
 from .base import OPS, Op, SampleContext, create_op, register_op
 from .codec import BitCodec, Field
 from .geometric import eval_transform
-from .recipe import RECIPES, Recipe, ViewParams, get_recipe
+from .recipe import RECIPES, SMALL_SIDE, Recipe, ViewParams, default_recipe, get_recipe, resolve_recipe
 
 __all__ = ["OPS", "Op", "SampleContext", "create_op", "register_op", "BitCodec", "Field", "eval_transform",
-           "RECIPES", "Recipe", "ViewParams", "get_recipe"]
+           "RECIPES", "SMALL_SIDE", "Recipe", "ViewParams", "default_recipe", "get_recipe", "resolve_recipe"]

@@ -16,7 +16,7 @@ import torch
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from .base import Op, SampleContext, register_op, uniform_int
+from .base import REFERENCE_SIDE, Op, SampleContext, register_op, uniform_int
 from .codec import Field
 
 NEAREST = InterpolationMode.NEAREST
@@ -92,6 +92,11 @@ class RandAugment(Op):
     name = "ra"
     defaults = {"n": 2, "m": 9, "bins": 31, "mstd": 0.0}
 
+    @classmethod
+    def size_defaults(cls, side: int) -> dict[str, int]:
+        """m = 9 is tuned for 224 px; smaller images get m scaled by sqrt(side / 224) (28 px: 3)."""
+        return {} if side >= REFERENCE_SIDE else {"m": max(1, round(9 * math.sqrt(side / REFERENCE_SIDE)))}
+
     def fields(self) -> list[Field]:
         out: list[Field] = []
         for k in range(self.settings["n"]):
@@ -123,13 +128,23 @@ class TrivialAugmentWide(Op):
     """TrivialAugmentWide: one op, uniformly random magnitude bin from the wide table."""
 
     name = "ta"
-    defaults = {"bins": 31}
+    defaults = {"bins": 31, "max_bin": -1}  # max_bin -1: the whole table (bins - 1)
+
+    @classmethod
+    def size_defaults(cls, side: int) -> dict[str, int]:
+        """The top magnitude bin shrinks by sqrt(side / 224) below 224 px (28 px: bin 11 of 30)."""
+        if side >= REFERENCE_SIDE:
+            return {}
+        return {"max_bin": max(1, round((cls.defaults["bins"] - 1) * math.sqrt(side / REFERENCE_SIDE)))}
 
     def fields(self) -> list[Field]:
         return [Field("op", 0, len(AA_OPS) - 1), Field("mag", 0, self.settings["bins"] - 1), Field("sign", 0, 1)]
 
     def sample(self, rng: np.random.Generator, ctx: SampleContext) -> dict[str, int]:
-        return {"op": uniform_int(rng, 0, len(AA_OPS) - 1), "mag": uniform_int(rng, 0, self.settings["bins"] - 1),
+        top = self.settings["bins"] - 1
+        if self.settings["max_bin"] >= 0:
+            top = min(top, self.settings["max_bin"])
+        return {"op": uniform_int(rng, 0, len(AA_OPS) - 1), "mag": uniform_int(rng, 0, top),
                 "sign": int(rng.random() < 0.5)}
 
     def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:

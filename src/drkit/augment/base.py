@@ -43,6 +43,12 @@ class Op:
         for k, v in self.settings.items():
             self.settings[k] = type(self.defaults[k])(v)
 
+    @classmethod
+    def size_defaults(cls, side: int) -> dict[str, Any]:
+        """Settings that follow the image side when a recipe is resolved for data of that size
+        (:func:`~drkit.augment.recipe.resolve_recipe`); explicit settings always win."""
+        return {}
+
     def fields(self) -> list[Field]:
         raise NotImplementedError
 
@@ -67,12 +73,19 @@ def register_op(cls: type[Op]) -> type[Op]:
     return cls
 
 
-def create_op(name: str, **settings: Any) -> Op:
+def create_op(name: str, side: int | None = None, **settings: Any) -> Op:
+    """An op by name; with ``side`` its size-dependent defaults are resolved for that image side."""
     try:
         cls = OPS[name]
     except KeyError:
         raise RecipeError(f"unknown augmentation op {name!r}; known: {sorted(OPS)}") from None
+    if side is not None:
+        settings = {**cls.size_defaults(int(side)), **settings}
     return cls(**settings)
+
+
+#: the side the reference recipes' magnitudes were tuned for (ImageNet training crops)
+REFERENCE_SIDE = 224
 
 
 def uniform_int(rng: np.random.Generator, lo: int, hi: int) -> int:

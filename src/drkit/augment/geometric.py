@@ -13,7 +13,7 @@ import torch
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from .base import Op, SampleContext, register_op, uniform_int
+from .base import REFERENCE_SIDE, Op, SampleContext, register_op, uniform_int
 from .codec import Field
 
 # 16-bit box fields: offsets may be negative (padding), sizes up to 65,536 px.
@@ -38,6 +38,14 @@ class RandomResizedCrop(Op):
     name = "rrc"
     defaults = {"scale_min": 0.08, "scale_max": 1.0, "ratio_min": 3 / 4, "ratio_max": 4 / 3, "flip": 0.5}
     geometric_source = True
+
+    @classmethod
+    def size_defaults(cls, side: int) -> dict[str, float]:
+        """Below 224 px the smallest crop grows in inverse proportion to the side (capped at half
+        the image): 8 % of a 28-px image is an 8 x 8 blob no teacher can label."""
+        if side >= REFERENCE_SIDE:
+            return {}
+        return {"scale_min": round(min(0.5, 0.08 * REFERENCE_SIDE / side), 3)}
 
     def fields(self) -> list[Field]:
         return list(_BOX_FIELDS)

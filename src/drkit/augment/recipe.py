@@ -122,8 +122,34 @@ class Recipe:
         return self.mixer.weight(params["mix"], out_size)
 
 
-def get_recipe(spec: str | dict[str, Any] | Recipe) -> Recipe:
-    """Build a recipe from a spec string (``padcrop+ra@m=5,n=1+re@p=0.5``) or a manifest dict."""
+#: images with a side up to this get the mild default recipe (pad-crop + flip)
+SMALL_SIDE = 64
+
+
+def default_recipe(side: int, strong: bool = False) -> str:
+    """The size-aware default: pad-crop + flip for small images (RandAugment, erasing and small
+    crops destroy 28-32 px images); random-resized crop (``strong``: + RandAugment + erasing,
+    the ImageNet+ recipe) for larger ones."""
+    if side <= SMALL_SIDE:
+        return "padcrop"
+    return "rrc+ra+re" if strong else "rrc"
+
+
+def resolve_recipe(spec: str | None, side: int, strong: bool = False) -> Recipe:
+    """What a user's ``--recipe`` means for data whose images have this side: ``None``/``auto``
+    picks :func:`default_recipe`; settings left unspecified that depend on the image size (RRC's
+    minimum scale, RandAugment's magnitude, TrivialAugment's top bin) follow ``side``. The
+    result's canonical spec spells every setting out, so a store replays it without ``side``."""
+    if side < 1:
+        raise RecipeError(f"image side must be positive, got {side}")
+    name = default_recipe(side, strong) if spec is None or spec.strip() in ("", "auto") else spec
+    return get_recipe(name, side=side)
+
+
+def get_recipe(spec: str | dict[str, Any] | Recipe, side: int | None = None) -> Recipe:
+    """Build a recipe from a spec string (``padcrop+ra@m=5,n=1+re@p=0.5``) or a manifest dict.
+    ``side`` resolves size-dependent defaults (see :func:`resolve_recipe`); stored specs are
+    complete and are read without it."""
     if isinstance(spec, Recipe):
         return spec
     if isinstance(spec, dict):
@@ -142,7 +168,7 @@ def get_recipe(spec: str | dict[str, Any] | Recipe) -> Recipe:
             if not eq:
                 raise RecipeError(f"bad setting {kv!r} in recipe op {name!r}: expected key=value")
             settings[k.strip()] = parse_scalar(v.strip().strip("'\""))
-        op = create_op(name.strip(), **settings)
+        op = create_op(name.strip(), side=side, **settings)
         if isinstance(op, MixUpCutMix):
             if i != len(tokens) - 1:
                 raise RecipeError("mix must be the last op of a recipe")

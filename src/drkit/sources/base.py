@@ -373,6 +373,13 @@ class Source:
         """(H, W) of sample ``i`` without decoding pixels where the format allows it."""
         return self._size(self._index(i))
 
+    def typical_side(self, probes: int = 33) -> int:
+        """Median short side over up to ``probes`` evenly spaced samples (headers only where the
+        format allows): what size-aware recipe defaults look at."""
+        n = len(self)
+        idx = sorted({int(round(x)) for x in np.linspace(0, n - 1, min(n, probes))})
+        return int(np.median([min(self.image_size(i)) for i in idx]))
+
     def subset(self, indices: Union[Iterable[int], np.ndarray]) -> "Source":
         """A view on some samples, in the given order (duplicates allowed)."""
         return SubsetSource(self, indices)

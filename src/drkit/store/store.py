@@ -96,6 +96,12 @@ class Store:
             self._readers[k] = reader
         return reader, sample_id - int(self._starts[k])
 
+    def shard_arrays(self) -> Any:
+        """(first sample id, memory-mapped arrays) of each shard, in order."""
+        from .stats import shard_arrays
+
+        return shard_arrays(self.path, self.manifest, self.manifest["shards"])
+
     def raw(self, sample_id: int) -> dict[str, np.ndarray]:
         """All NS views of one sample as arrays ``[NS, ...]`` (copies, safe to keep)."""
         reader, local = self._shard_of(sample_id)

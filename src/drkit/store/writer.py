@@ -46,20 +46,27 @@ def shard_done(root: Path, index: int) -> bool:
     return (root / shard_name(index)).exists()
 
 
-def finalize_if_complete(root: Path, config: dict[str, Any], provenance: dict[str, Any],
-                         skipped: list[int] | None = None) -> bool:
-    """Write the manifest when every shard exists; returns whether the store is complete."""
+def store_complete(root: Path, config: dict[str, Any]) -> bool:
+    """Whether every shard of the run exists."""
     ranges = shard_ranges(config["num_samples"], config["samples_per_shard"])
-    if not all(shard_done(root, k) for k in range(len(ranges))):
+    return all(shard_done(root, k) for k in range(len(ranges)))
+
+
+def finalize_if_complete(root: Path, config: dict[str, Any], provenance: dict[str, Any],
+                         skipped: list[int] | None = None, extra: dict[str, Any] | None = None) -> bool:
+    """Write the manifest when every shard exists; returns whether the store is complete.
+    ``extra`` adds keys that describe, not determine, the content (diagnostics)."""
+    ranges = shard_ranges(config["num_samples"], config["samples_per_shard"])
+    if not store_complete(root, config):
         return False
     shards = []
     for k, (start, stop) in enumerate(ranges):
         path = root / shard_name(k)
         shards.append({"index": k, "file": shard_name(k), "start": start, "stop": stop,
                        "bytes": path.stat().st_size, "sha256": sha256_file(path)})
-    skipped_all = sorted(set(skipped or []) | set(_collect_skips(root)))
+    skipped_all = sorted(set(skipped or []) | set(collect_skips(root)))
     manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "drkit_version": __version__,
-                **config,
+                **config, **(extra or {}),
                 "shards": shards, "skipped": skipped_all, "provenance": provenance}
     atomic_write_json(root / MANIFEST, manifest)
     return True
@@ -71,7 +78,8 @@ def record_skips(root: Path, shard_index: int, skipped: list[int]) -> None:
         atomic_write_json(root / "shards" / f"{shard_index:05d}.skipped.json", sorted(skipped))
 
 
-def _collect_skips(root: Path) -> list[int]:
+def collect_skips(root: Path) -> list[int]:
+    """Samples skipped with --skip-bad so far, over every finished shard."""
     out: list[int] = []
     for p in sorted((root / "shards").glob("*.skipped.json")):
         out += json.loads(p.read_text())

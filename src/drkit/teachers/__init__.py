@@ -11,8 +11,11 @@ Spec schemes live in a registry (:data:`TEACHER_SCHEMES`, extended with
     ``&img_size=32&patch_size=4&depth=2`` for a small ViT.
 ``torchvision:NAME[?file=PATH][&size=S][&weights=TAG]``
     torchvision weights enum (``DEFAULT`` unless ``weights=TAG``), or a local state dict file.
-``ckpt:DIR``
-    a drkit checkpoint (``drkit train`` output) via :func:`drkit.checkpoint.load_checkpoint`.
+``ckpt:DIR[?folds=all]``
+    a drkit checkpoint (``drkit train`` output) via :func:`drkit.checkpoint.load_checkpoint`; a
+    ``drkit train --folds K`` directory loads its K members as one out-of-fold group, routed so
+    that each image is labelled only by members that never trained on it (``folds=all``: every
+    member labels every image, for data none of them saw).
 
 **The class count comes from the weights.** For ``?file=`` the classifier tensor's shape is read
 from the file (key from timm's ``pretrained_cfg['classifier']``, or found by probing the
@@ -33,7 +36,8 @@ never mistaken for a digest).
 from __future__ import annotations
 
 from . import schemes as _schemes  # noqa: F401  (registers timm:, torchvision:, ckpt:)
-from .ensemble import TeacherEnsemble, load_teacher, predict
+from .diagnose import plain_stats
+from .ensemble import TeacherEnsemble, call_teacher, load_teacher, predict
 from .spec import TEACHER_SCHEMES, TeacherInfo, TeacherSpec, parse_teacher_spec, register_teacher_scheme
 
 __all__ = [
@@ -41,8 +45,10 @@ __all__ = [
     "TeacherEnsemble",
     "TeacherInfo",
     "TeacherSpec",
+    "call_teacher",
     "load_teacher",
     "parse_teacher_spec",
+    "plain_stats",
     "predict",
     "register_teacher_scheme",
 ]

@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from drkit.errors import TeacherError
+from drkit.folds import root_indices
 from drkit.models import ImageModel
 
 from .spec import TEACHER_SCHEMES, TeacherInfo, parse_teacher_spec
 
+if TYPE_CHECKING:
+    from drkit.sources import Source
 
 
 def _amp_context(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
@@ -29,6 +33,12 @@ class TeacherEnsemble(nn.Module):
     Always in eval mode (``train()`` is a no-op: a teacher's BatchNorm statistics must never
     move), parameters frozen, channels_last. Runs under ``torch.no_grad`` rather than
     ``inference_mode`` so online-KD losses may use the probabilities as targets.
+
+    **Out-of-fold routing.** Members of a ``drkit train --folds`` directory form one *group*;
+    every other member is a group of its own. After :meth:`bind` to the data being labelled,
+    ``forward(x, sample_ids)`` averages, per image, only the group members that never trained on
+    that image (nor, where possible, on its mixing partner), then averages the groups, so an
+    external teacher and a folds directory weigh the same as two ordinary teachers.
     """
 
     def __init__(self, members: Sequence[ImageModel], infos: Sequence[TeacherInfo], amp: bool = True) -> None:
@@ -57,6 +67,11 @@ class TeacherEnsemble(nn.Module):
         self.classes: list[str] | None = list(known[0].classes) if known else None  # type: ignore[arg-type]
         self.interpolation = first.interpolation  # the first member's; members may differ
         self.amp = amp
+        self.routes = [info.route for info in infos]
+        self.routed = any(r is not None and not r.use_all for r in self.routes)
+        keys = [r.group if r is not None else f"member{m}" for m, r in enumerate(self.routes)]
+        self.groups = [[m for m, key in enumerate(keys) if key == g] for g in dict.fromkeys(keys)]
+        self._root_ids: np.ndarray | None = None
         for p in self.parameters():
             p.requires_grad_(False)
         self.to(memory_format=torch.channels_last)
@@ -77,6 +92,52 @@ class TeacherEnsemble(nn.Module):
         """Per-member provenance and input config, JSON-ready (the store manifest's teachers)."""
         return [info.describe() for info in self.infos]
 
+    # -- out-of-fold routing --------------------------------------------------------------
+    def bind(self, src: Source) -> None:
+        """Tie sample ids to ``src`` (the data being labelled). A folds group is refused unless
+        ``src`` is cut from the very dataset its members trained on: sample ids of other data
+        cannot say which member saw which image (``ckpt:DIR?folds=all`` says none did)."""
+        if not self.routed:
+            return
+        root, ids = root_indices(src)
+        for route in {r.group: r for r in self.routes if r is not None and not r.use_all}.values():
+            if root.fingerprint != route.split.root_fingerprint:
+                raise TeacherError(
+                    f"teacher {route.group} holds out-of-fold members trained on {route.split.root_spec} "
+                    f"(fingerprint {route.split.root_fingerprint[:12]}…), but the data is {src.spec} "
+                    f"(root fingerprint {root.fingerprint[:12]}…): its members cannot be routed. If none of them "
+                    f"ever saw these images, use {route.group}?folds=all")
+        self._root_ids = ids
+
+    def _trained(self, member: int, sample_ids: np.ndarray) -> np.ndarray:
+        route = self.routes[member]
+        if route is None or route.use_all or self._root_ids is None:
+            return np.zeros(sample_ids.shape, dtype=bool)
+        return route.split.trained_on(self._root_ids[sample_ids], route.fold)
+
+    def eligible(self, sample_ids: np.ndarray | Sequence[int],
+                 partner_ids: np.ndarray | Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(mask, fallback): ``mask[b, m]`` = member m may label image b; ``fallback[b]`` = some
+        group had no member that saw neither the image nor its mixing partner (``partner < 0``
+        means none), so it labels with the members that never saw the image itself."""
+        if self.routed and self._root_ids is None:
+            raise TeacherError("this teacher routes out-of-fold members by sample: call bind(source) first")
+        ids = np.asarray(sample_ids, dtype=np.int64)
+        partners = np.full_like(ids, -1) if partner_ids is None else np.asarray(partner_ids, dtype=np.int64)
+        has_partner = partners >= 0
+        mask = np.zeros((ids.size, len(self.members)), dtype=bool)
+        fallback = np.zeros(ids.size, dtype=bool)
+        for group in self.groups:
+            own = np.stack([~self._trained(m, ids) for m in group], 1)
+            both = own & np.stack([~has_partner | ~self._trained(m, np.where(has_partner, partners, 0))
+                                   for m in group], 1)
+            strict = both.any(1)
+            if not own.any(1).all():
+                raise TeacherError("internal error: an image has no out-of-fold member")
+            mask[:, group] = np.where(strict[:, None], both, own)
+            fallback |= ~strict
+        return mask, fallback
+
     def _check_input(self, x: torch.Tensor) -> None:
         # The spatial size is not enforced: ``image_size`` is the members' native size, and a
         # caller may deliberately feed another one (``drkit reinforce --image-size``). Fixed-size
@@ -89,13 +150,19 @@ class TeacherEnsemble(nn.Module):
             )
 
     @torch.no_grad()
-    def forward(self, x01: torch.Tensor) -> torch.Tensor:
-        """``x01``: float NCHW in [0, 1] (uint8 is accepted and divided by 255)."""
+    def forward(self, x01: torch.Tensor, sample_ids: Any = None, partner_ids: Any = None) -> torch.Tensor:
+        """``x01``: float NCHW in [0, 1] (uint8 is accepted and divided by 255). ``sample_ids``
+        (indices into the bound source) are required when the ensemble routes out-of-fold members;
+        ``partner_ids`` name each mixed view's partner (-1: none)."""
         self._check_input(x01)
         device = self.device
         x = x01.to(device, non_blocking=True)
         x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
         x = x.contiguous(memory_format=torch.channels_last)
+        if self.routed:
+            if sample_ids is None:
+                raise TeacherError("this teacher routes out-of-fold members by sample: pass sample_ids")
+            return self._routed_forward(x, _as_numpy(sample_ids), None if partner_ids is None else _as_numpy(partner_ids))
         total: torch.Tensor | None = None
         for member in self.members:
             with _amp_context(device, self.amp):
@@ -104,6 +171,37 @@ class TeacherEnsemble(nn.Module):
             total = probs if total is None else total + probs
         assert total is not None
         return total / len(self.members)
+
+    def _routed_forward(self, x: torch.Tensor, ids: np.ndarray, partners: np.ndarray | None) -> torch.Tensor:
+        mask, _ = self.eligible(ids, partners)
+        out = torch.zeros(x.shape[0], self.num_classes, dtype=torch.float32, device=x.device)
+        for group in self.groups:
+            total = torch.zeros_like(out)
+            count = torch.zeros(x.shape[0], 1, dtype=torch.float32, device=x.device)
+            for m in group:
+                rows = torch.from_numpy(np.flatnonzero(mask[:, m])).to(x.device)
+                if rows.numel() == 0:
+                    continue
+                with _amp_context(x.device, self.amp):
+                    logits = self.members[m](x.index_select(0, rows))
+                total.index_add_(0, rows, logits.float().softmax(dim=-1))
+                count.index_add_(0, rows, torch.ones(rows.numel(), 1, device=x.device))
+            out += total / count
+        return out / len(self.groups)
+
+
+def _as_numpy(ids: Any) -> np.ndarray:
+    if isinstance(ids, torch.Tensor):
+        ids = ids.detach().cpu().numpy()
+    return np.asarray(ids, dtype=np.int64).reshape(-1)
+
+
+def call_teacher(teacher: nn.Module, x: torch.Tensor, sample_ids: Any = None, partner_ids: Any = None) -> torch.Tensor:
+    """Probabilities from a teacher ensemble (routed by sample where it has out-of-fold
+    members) or from any module that maps a batch to probabilities."""
+    if getattr(teacher, "routed", False):
+        return teacher(x, sample_ids=sample_ids, partner_ids=partner_ids)
+    return teacher(x)
 
 
 def predict(ensemble: TeacherEnsemble, x01_batch: torch.Tensor, out_device: str | torch.device = "cpu") -> torch.Tensor:
@@ -156,9 +254,13 @@ def load_teacher(
     dev = _resolve_device(device)
     members: list[ImageModel] = []
     infos: list[TeacherInfo] = []
+    loaded = []
     for raw in spec_list:
         spec = parse_teacher_spec(raw)
-        model, info = TEACHER_SCHEMES[spec.scheme].loader(spec)
+        got = TEACHER_SCHEMES[spec.scheme].loader(spec)
+        loaded += got if isinstance(got, list) else [got]
+    for model, info in loaded:
+        raw = info.spec
         if num_classes is not None and info.num_classes != num_classes:
             raise TeacherError(f"teacher {raw} predicts {info.num_classes} classes but the source has {num_classes}")
         if class_list is not None:

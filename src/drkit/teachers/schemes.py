@@ -13,9 +13,10 @@ from torch import nn
 from drkit.checkpoint import WEIGHTS_NAME, load_checkpoint, read_config
 from drkit.errors import CheckpointError, DrkitError, TeacherError
 from drkit.errors import one_line as _one_line
+from drkit.folds import load_split, read_folds
 from drkit.models import ImageModel, ModelConfig, _first_conv, create_model
 
-from .spec import Member, TeacherInfo, TeacherSpec, register_teacher_scheme
+from .spec import FoldRoute, Member, TeacherInfo, TeacherSpec, register_teacher_scheme
 from .weights import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -231,18 +232,39 @@ def _load_strict(spec: TeacherSpec, model: nn.Module, weights: _WeightFile) -> N
     model.load_state_dict(state, strict=True)
 
 
-@register_teacher_scheme("ckpt", usage="DIR")
-def _load_ckpt(spec: TeacherSpec) -> Member:
-    _split_options(spec)
+@register_teacher_scheme("ckpt", options=("folds",), usage="DIR[?folds=all]")
+def _load_ckpt(spec: TeacherSpec) -> Member | list[Member]:
+    options, _ = _split_options(spec)
+    use_all = options.get("folds")
+    if use_all not in (None, "all"):
+        raise TeacherError(f"teacher {spec.raw}: folds must be 'all' (use every member), got {use_all!r}")
     try:
-        model, config = load_checkpoint(spec.target)
-        _, doc = read_config(spec.target)
+        doc = read_folds(spec.target)
+    except DrkitError as exc:
+        raise TeacherError(f"teacher {spec.raw}: {exc}") from exc
+    if doc is None:
+        if use_all:
+            raise TeacherError(f"teacher {spec.raw}: folds=all applies to a drkit train --folds directory only")
+        return _load_ckpt_dir(spec, Path(spec.target), spec.raw)
+    split = load_split(doc)
+    members = []
+    for m in doc["members"]:
+        model, info = _load_ckpt_dir(spec, Path(spec.target) / m["dir"], f"{spec.raw}#{m['dir']}")
+        info.route = FoldRoute(group=spec.raw, fold=int(m["fold"]), split=split, use_all=bool(use_all))
+        members.append((model, info))
+    return members
+
+
+def _load_ckpt_dir(spec: TeacherSpec, directory: Path, name: str) -> Member:
+    try:
+        model, config = load_checkpoint(directory)
+        _, doc = read_config(directory)
     except CheckpointError as exc:
         raise TeacherError(f"teacher {spec.raw}: {exc}") from exc
-    weights = Path(spec.target) / str(doc.get("weights", WEIGHTS_NAME))
+    weights = directory / str(doc.get("weights", WEIGHTS_NAME))
     recorded = doc.get("weights_sha256")  # load_checkpoint verified it against the file
     info = TeacherInfo(
-        spec=spec.raw,
+        spec=name,
         num_classes=config.num_classes,
         in_chans=config.in_chans,
         image_size=config.image_size,

@@ -7,6 +7,7 @@ from typing import Any, Callable, Sequence
 from urllib.parse import unquote
 
 from drkit.fileio import sha256_file
+from drkit.folds import FoldSplit
 from drkit.errors import TeacherError
 from drkit.models import ImageModel
 
@@ -57,6 +58,8 @@ class TeacherInfo:
     weights_file: str | None = None
     weights_marker: str | None = None
     weights_sha256_known: str | None = None
+    #: out-of-fold routing (a member of a ``drkit train --folds`` directory), else None
+    route: FoldRoute | None = None
 
     @property
     def weights_sha256(self) -> str:
@@ -80,11 +83,30 @@ class TeacherInfo:
             "std": list(self.std),
             "interpolation": self.interpolation,
             "crop_pct": self.crop_pct,
+            **({"out_of_fold": self.route.describe()} if self.route is not None else {}),
         }
 
 
+@dataclass(frozen=True)
+class FoldRoute:
+    """Member ``fold`` of the folds directory ``group``: it trained on every sample of the
+    split's data outside its fold, so it may label only the others. ``use_all`` (the spec option
+    ``?folds=all``) is the user's word that none of the members saw the data being labelled."""
+
+    group: str
+    fold: int
+    split: FoldSplit
+    use_all: bool = False
+
+    def describe(self) -> dict[str, Any]:
+        return {"group": self.group, "fold": self.fold, "use_all": self.use_all, **self.split.to_json(),
+                "labels": "every member (folds=all)" if self.use_all else
+                          f"only samples it never trained on (fold {self.fold}, or outside the trained prefix)"}
+
+
 Member = tuple[ImageModel, TeacherInfo]
-Loader = Callable[[TeacherSpec], Member]
+#: a loader returns one member, or several (a ``--folds`` directory)
+Loader = Callable[[TeacherSpec], "Member | list[Member]"]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from .data import AugmentedDataset, ReinforcedDataset
 from .losses import LabelSmoothingCrossEntropy, SoftTargetLoss
 from .optim import DEFAULTS
 from .outputs import METRICS
-from .prepare import default_recipe, load_init, native_size, note, open_source, source_stats
+from .prepare import load_init, native_size, note, open_source, source_stats
 from .state import has_state
 
 
@@ -81,7 +81,7 @@ def build_run(data: Any, val: Any, model_name: str, reinforced: Any, kd_specs: l
            temperature: float, device: torch.device, amp: str, channels_last: bool, seed: int, init: str | None,
            split: str | None, download: bool, model_kwargs: dict[str, Any], env: DistEnv, quiet: bool) -> Run:
     """Sources, mode, dataset, model and loss: every refusal happens here, before any training."""
-    from ..augment import get_recipe
+    from ..augment import get_recipe, resolve_recipe
     from ..models import ImageModel, ModelConfig, create_model
 
     src = open_source(data, split=split, download=download)
@@ -101,7 +101,9 @@ def build_run(data: Any, val: Any, model_name: str, reinforced: Any, kd_specs: l
         mode = "dr"
         store = open_store(reinforced)
         store.check_source(src)
-        if recipe is not None and get_recipe(recipe).spec != store.recipe.spec:
+        side = store.manifest.get("recipe_side")  # absent in stores written before size-aware recipes
+        if recipe is not None and (resolve_recipe(recipe, int(side), strong=True) if side is not None
+                                   else get_recipe(recipe)).spec != store.recipe.spec:
             raise DrkitError(f"--recipe {recipe} differs from the store's recipe {store.recipe.spec}: "
                              "DR replays the stored views (omit --recipe)")
         size = int(image_size or store.image_size)
@@ -112,13 +114,16 @@ def build_run(data: Any, val: Any, model_name: str, reinforced: Any, kd_specs: l
         criterion: nn.Module = SoftTargetLoss(temperature)
     else:
         size = int(image_size or native_size(src))
-        rec = get_recipe(recipe or default_recipe(size))
+        if size < 1:
+            raise DrkitError(f"--image-size must be positive, got {size}")
+        rec = resolve_recipe(recipe, side=min(src.typical_side(), size))
         teacher_size = None
         if kd_specs:
             from ..teachers import load_teacher
 
             mode = "kd"
             teacher = load_teacher(kd_specs, device=device, classes=list(src.classes), amp=amp_dtype is not None)
+            teacher.bind(src)  # out-of-fold members label only the images they never trained on
             if teacher.in_chans != src.channels:
                 raise DrkitError(f"--kd-teacher takes {teacher.in_chans}-channel input, {src.spec} has {src.channels}")
             teacher_size = teacher.image_size

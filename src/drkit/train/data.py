@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from ..augment import Recipe, ViewParams, eval_transform, get_recipe
 from ..errors import DrkitError, StoreError
+from ..hashing import GOLDEN as _GOLDEN, MASK64 as _MASK, mix64 as _mix64, mix64_np as _mix64_np
 from ..store import densify
 
 if TYPE_CHECKING:
@@ -36,27 +37,6 @@ Item = dict[str, torch.Tensor]
 # ----------------------------------------------------------------------------------------------
 # deterministic choices
 # ----------------------------------------------------------------------------------------------
-_MASK = (1 << 64) - 1
-_GOLDEN = 0x9E3779B97F4A7C15
-_SMALL_NS = 24  # below this, plain Python integers beat numpy's per-call overhead
-
-
-def _mix64(x: int) -> int:
-    """SplitMix64's finaliser: a cheap, well-mixed 64-bit hash (pure integer arithmetic)."""
-    x = (x + _GOLDEN) & _MASK
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
-    return x ^ (x >> 31)
-
-
-def _mix64_np(x: np.ndarray) -> np.ndarray:
-    """:func:`_mix64` on a uint64 array (numpy's uint64 arithmetic wraps like ``& _MASK``)."""
-    x = x + np.uint64(_GOLDEN)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
 def view_permutation(seed: int, sample_id: int, cycle: int, num_views: int) -> np.ndarray:
     """A uniform random permutation of the NS views for one (seed, sample, cycle): the views
     sorted by NS hashed keys. ~10 µs at NS = 10, where a ``default_rng`` per DR item would cost
@@ -289,6 +269,9 @@ class AugmentedDataset(Dataset):
                      "label": torch.tensor([label], dtype=torch.int64)}
         if self.teacher_size is not None:
             out["teacher_image"] = self.recipe.render(img, params, self.teacher_size, partner_img, partner_params)[None]
+        # which images a KD teacher sees: out-of-fold members are routed by them
+        out["index"] = torch.tensor([i], dtype=torch.int64)
+        out["partner"] = torch.tensor([params["mix"]["partner"] if partner_params is not None else -1])
         return out
 
     def item(self, pos: int) -> Item:

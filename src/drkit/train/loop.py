@@ -94,7 +94,7 @@ def _train_epoch(run: Run, ddp_model: nn.Module, optimizer: torch.optim.Optimize
         labels = batch["label"].to(device, non_blocking=True)
         if run.teacher is not None:
             xt = _to_input(batch["teacher_image"], device, True) if "teacher_image" in batch else x
-            target = run.teacher(xt).float()
+            target = run.teacher(xt, sample_ids=batch.get("index"), partner_ids=batch.get("partner")).float()
         else:
             target = batch["target"].to(device, non_blocking=True)
         with _autocast(device, run.amp_dtype):
@@ -193,7 +193,7 @@ def train(data: Any, out: str | Path | None = None, *, val: Any = None, model: s
           device: str = "auto", amp: str = "auto", channels_last: bool = True, seed: int = 0,
           resume: bool = False, init: str | None = None, limit_batches: int | None = None, quiet: bool = False,
           split: str | None = None, download: bool = False, command: Sequence[str] | None = None,
-          model_kwargs: str | dict[str, Any] | None = None) -> dict[str, Any]:
+          model_kwargs: str | dict[str, Any] | None = None, folds: int | None = None) -> dict[str, Any]:
     """Train a student (see ``drkit train --help``); returns a JSON-serialisable summary.
 
     Mode: DR with ``reinforced`` (the store's views and soft labels), online KD with
@@ -205,10 +205,23 @@ def train(data: Any, out: str | Path | None = None, *, val: Any = None, model: s
     5e-4 / 0.05, image size the store's (DR) or the source's native side. ``model_kwargs`` (dict or
     JSON text) go to the model factory. Writes ``out/{model.safetensors, config.json,
     metrics.jsonl, curves.png, state/}``; ``resume`` continues from ``out/state``.
+    ``folds = K`` trains K out-of-fold members into ``out/fold{k}`` plus ``out/folds.json``
+    (:mod:`drkit.train.folds`): teachers that never saw the images they later label.
     """
     if out is None:
         raise DrkitError("train needs an output directory (--out DIR)")
     out = Path(out)
+    if folds is not None:
+        from .folds import train_folds
+
+        return train_folds(train, data, out, folds, val=val, model=model, reinforced=reinforced,
+                           kd_teacher=kd_teacher, recipe=recipe, image_size=image_size, epochs=epochs,
+                           batch_size=batch_size, lr=lr, opt=opt, weight_decay=weight_decay,
+                           warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, temperature=temperature,
+                           views_per_image=views_per_image, plain_fraction=plain_fraction, ema=ema, workers=workers,
+                           device=device, amp=amp, channels_last=channels_last, seed=seed, resume=resume, init=init,
+                           limit_batches=limit_batches, quiet=quiet, split=split, download=download,
+                           command=command, model_kwargs=model_kwargs)
     env = dist_env()
     dev_name = resolve_device(device, env)
     if dev_name.startswith("cuda") and not torch.cuda.is_available():

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
 #: images averaged for the model's input mean/std (evenly strided over the training source)
 STATS_IMAGES = 2000
-SMALL_IMAGE = 64
 
 
 def note(msg: str, rank: int = 0, quiet: bool = False) -> None:
@@ -58,10 +57,6 @@ def native_size(src: Source) -> int:
         if h == w:
             return int(h)
     return 224
-
-
-def default_recipe(size: int) -> str:
-    return "padcrop" if size <= SMALL_IMAGE else "rrc"
 
 
 def source_stats(src: Source, max_images: int = STATS_IMAGES) -> tuple[list[float], list[float]]:

@@ -1,0 +1,110 @@
+"""How good a store's labels are: teacher agreement, confidence and entropy over stored views,
+and the warnings that tell a user when a store will not make a better student.
+
+Used by ``reinforce`` (printed, and recorded in the manifest under ``diagnostics``) and by
+``inspect``. Pure numpy over the shard arrays, so it is the same whoever computes it.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from .shards import ShardReader
+
+#: view agreement this far (absolute) below plain-image accuracy means the recipe destroys labels
+DESTROY_GAP = 0.10
+#: mean top-1 probability on plain training images at or above this means near one-hot labels
+ONE_HOT_PROB = 0.95
+
+
+def shard_arrays(root: str | Path, manifest_like: dict[str, Any],
+                 shards: list[dict[str, Any]]) -> Iterable[tuple[int, dict[str, np.ndarray]]]:
+    """(first sample id, memory-mapped arrays) of each listed shard."""
+    for info in shards:
+        reader = ShardReader(Path(root) / info["file"], manifest_like["arrays"], info["stop"] - info["start"],
+                             int(manifest_like["num_views"]))
+        yield int(info["start"]), reader.arrays
+
+
+def view_label_stats(shards: Iterable[tuple[int, dict[str, np.ndarray]]], labels: np.ndarray | None,
+                     num_classes: int, topk: int, num_views: int, skipped: Iterable[int] = (),
+                     max_records: int = 200_000) -> dict[str, Any]:
+    """Agreement of the stored top-1 with the label (a mixed view's label is its dominant
+    image's), mean top-1 probability and mean entropy of the densified target (nats), over the
+    views of the first ``max_records`` records."""
+    agree = total = 0
+    ent_sum = top1_sum = 0.0
+    budget = max_records
+    skip = np.asarray(sorted(set(skipped)), dtype=np.int64)
+    for start, arrays in shards:
+        if budget <= 0:
+            break
+        count = arrays["topk_ids"].shape[0]
+        n = min(count, max(1, budget // num_views))
+        ids = np.asarray(arrays["topk_ids"][:n]).astype(np.int64)
+        probs = np.asarray(arrays["topk_probs"][:n]).astype(np.float64)
+        sample_ids = np.arange(start, start + n)
+        valid = (probs.sum(-1) > 0) & ~np.isin(sample_ids, skip)[:, None]
+        ent = _dense_entropy(probs, num_classes, topk)
+        if labels is not None:
+            truth = labels[sample_ids][:, None].repeat(num_views, 1)
+            if "mix_mode" in arrays:
+                lam = np.asarray(arrays["lam"][:n]).astype(np.float64)
+                partner = np.asarray(arrays["partner"][:n]).astype(np.int64)
+                take_partner = (np.asarray(arrays["mix_mode"][:n]) > 0) & (lam < 0.5)
+                truth = np.where(take_partner, labels[np.clip(partner, 0, len(labels) - 1)], truth)
+            agree += int(((ids[..., 0] == truth) & valid).sum())
+        total += int(valid.sum())
+        ent_sum += float(ent[valid].sum())
+        top1_sum += float(probs[..., 0][valid].sum())
+        budget -= n * num_views
+    return {"views_read": total,
+            "top1": agree / total if (total and labels is not None) else None,
+            "mean_top1_prob": top1_sum / total if total else None,
+            "mean_entropy": ent_sum / total if total else None, "max_entropy": math.log(num_classes)}
+
+
+def _dense_entropy(probs: np.ndarray, num_classes: int, topk: int) -> np.ndarray:
+    residual = np.clip(1.0 - probs.sum(-1), 0.0, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ent = -np.where(probs > 0, probs * np.log(probs), 0.0).sum(-1)
+        if num_classes > topk:
+            per = residual / (num_classes - topk)
+            ent += -np.where(per > 0, residual * np.log(per), 0.0)
+    return ent
+
+
+def label_warnings(plain: dict[str, Any] | None, views: dict[str, Any], out_of_fold: bool = False) -> list[str]:
+    """One line each, with what to do, for the two ways a store fails to teach: views that
+    destroy the label, and labels that are near one-hot on the training images."""
+    out: list[str] = []
+    if plain is None or plain.get("top1") is None or views.get("top1") is None:
+        return out
+    if plain["top1"] - views["top1"] > DESTROY_GAP:
+        out.append(f"the recipe destroys labels: the teachers agree with the label on {100 * views['top1']:.1f} % "
+                   f"of the views but on {100 * plain['top1']:.1f} % of the plain images; use a milder recipe "
+                   "(--recipe auto picks one for the image size, or padcrop / ra@m=3 for small images)")
+    if plain["mean_top1_prob"] >= ONE_HOT_PROB and plain["top1"] >= ONE_HOT_PROB:
+        hint = ("these images are easy for the out-of-fold teachers, so expect a small gain" if out_of_fold else
+                "if the teachers trained on these images they have memorised them: train out-of-fold teachers "
+                "(drkit train --folds K) and reinforce with --teacher ckpt:DIR")
+        out.append(f"labels are near one-hot: mean top-1 probability {plain['mean_top1_prob']:.3f} on plain "
+                   f"training images ({100 * plain['top1']:.1f} % correct), little to distil beyond the hard "
+                   f"label; {hint}")
+    return out
+
+
+def format_diagnostics(d: dict[str, Any]) -> list[str]:
+    """Human lines for the terminal."""
+    lines = []
+    p, v = d.get("plain"), d.get("views", {})
+    if p is not None and p.get("top1") is not None:
+        lines.append(f"teachers on {p['images']} plain training images: top-1 {100 * p['top1']:.2f} %, "
+                     f"mean top-1 probability {p['mean_top1_prob']:.3f}")
+    if v.get("top1") is not None:
+        lines.append(f"teachers on {v['views_read']} stored views: agree with the label on {100 * v['top1']:.2f} %, "
+                     f"mean top-1 probability {v['mean_top1_prob']:.3f}, mean entropy {v['mean_entropy']:.3f} nats")
+    return lines

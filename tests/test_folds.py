@@ -1,0 +1,111 @@
+"""Out-of-fold teachers: ``train --folds``, routing in reinforce/KD, refusal on other data."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from drkit.cli import main
+from drkit.folds import fold_of, split_for
+from drkit.reinforce import reinforce
+from drkit.sources import load_source
+from drkit.store import open_store
+from drkit.teachers import load_teacher
+
+DATA = "digits:train?n=120"
+
+
+def test_fold_of_is_fixed_balanced_and_prefix_stable():
+    ids = np.arange(6000)
+    f = fold_of(ids, 3)
+    assert np.array_equal(f, fold_of(ids, 3))  # no RNG, no seed
+    assert np.array_equal(f[:100], fold_of(np.arange(100), 3))  # a prefix keeps its folds
+    counts = np.bincount(f, minlength=3)
+    assert counts.min() > 1800 and counts.max() < 2200
+    assert not np.array_equal(f, np.arange(6000) % 3)  # a hash, not a stripe
+
+
+def test_folds_refuse_a_non_prefix_subset():
+    src = load_source("digits:train").subset([5, 3, 1])
+    with pytest.raises(Exception, match="prefix"):
+        split_for(src, 2)
+
+
+@pytest.fixture(scope="module")
+def fold_teacher(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("folds") / "t"
+    rc = main(["train", "--data", DATA, "--model", "drkit_cnn_tiny", "--epochs", "1", "--batch-size", "32",
+               "--workers", "0", "--device", "cpu", "--folds", "2", "--out", str(out), "--quiet"])
+    assert rc == 0
+    return out
+
+
+def test_train_folds_writes_members_and_split(fold_teacher):
+    doc = json.loads((fold_teacher / "folds.json").read_text())
+    assert doc["split"]["folds"] == 2 and doc["split"]["trained_prefix"] == 120
+    assert doc["split"]["root_spec"] == "digits:train"
+    f = fold_of(np.arange(120), 2)
+    assert [m["trained_samples"] for m in doc["members"]] == [int((f != 0).sum()), int((f != 1).sum())]
+    for k in range(2):
+        cfg = json.loads((fold_teacher / f"fold{k}" / "config.json").read_text())
+        assert cfg["extra"]["final_metrics"]["train_samples"] <= int((f != k).sum())
+
+
+def test_reinforce_labels_each_image_only_with_members_that_never_saw_it(tmp_path, fold_teacher):
+    src = load_source(DATA)
+    root = reinforce(src, [f"ckpt:{fold_teacher}"], tmp_path / "s", recipe="resize", samples=1, topk=10,
+                     workers=0, batch_size=64, progress=False, device="cpu", command=["test"])
+    store = open_store(root)
+    m = json.loads((root / "manifest.json").read_text())
+    assert m["diagnostics"]["out_of_fold"] is True
+    assert [t["out_of_fold"]["fold"] for t in m["teachers"]] == [0, 1]
+    members = [load_teacher(f"ckpt:{fold_teacher / f'fold{k}'}") for k in range(2)]
+    folds = fold_of(np.arange(len(src)), 2)
+    x = torch.stack([store.replay(src, i, 0) for i in range(len(src))])
+    per_member = [mem(x).numpy() for mem in members]
+    for i in range(len(src)):
+        rec = store.record(i, 0)
+        dense = np.zeros(10)
+        dense[rec["topk_ids"]] = rec["topk_probs"]
+        own, other = per_member[folds[i]][i], per_member[1 - folds[i]][i]
+        assert np.abs(dense - own).max() < 5e-4, i  # the member that held image i out (fp16 rounding)
+        assert np.abs(dense - other).max() > 2e-3, i  # never the one that trained on it
+
+
+def test_samples_outside_the_trained_prefix_use_every_member(tmp_path, fold_teacher):
+    src = load_source("digits:train?n=130")
+    ens = load_teacher([f"ckpt:{fold_teacher}"])
+    ens.bind(src)
+    mask, fallback = ens.eligible(np.arange(130))
+    assert mask[120:].all() and mask[:120].sum(1).tolist() == [1] * 120
+    f = fold_of(np.arange(120), 2)
+    assert np.array_equal(mask[np.arange(120), f], np.ones(120, bool))
+    # a mixing partner one member trained on: the member that saw neither is used where it exists
+    mask, fallback = ens.eligible([0], partner_ids=[125])
+    assert mask[0].tolist() == [f[0] == 0, f[0] == 1] and not fallback[0]
+    j = int(np.flatnonzero(f != f[0])[0])
+    mask, fallback = ens.eligible([0], partner_ids=[j])
+    assert fallback[0] and mask[0, f[0]] and not mask[0, 1 - f[0]]
+
+
+def test_other_data_is_refused_unless_folds_all(tmp_path, fold_teacher, capsys):
+    rc = main(["reinforce", "--data", "digits:test?n=40", "--teacher", f"ckpt:{fold_teacher}", "--samples", "1",
+               "--topk", "3", "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "x"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "cannot be routed" in err and "folds=all" in err and len(err.strip().splitlines()) == 1
+    rc = main(["reinforce", "--data", "digits:test?n=40", "--teacher", f"ckpt:{fold_teacher}?folds=all",
+               "--samples", "1", "--topk", "3", "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "y"),
+               "--quiet"])
+    assert rc == 0
+    m = json.loads((tmp_path / "y" / "manifest.json").read_text())
+    assert m["diagnostics"]["out_of_fold"] is False and m["teachers"][0]["out_of_fold"]["use_all"] is True
+
+
+def test_online_kd_routes_fold_members(tmp_path, fold_teacher):
+    rc = main(["train", "--data", DATA, "--kd-teacher", f"ckpt:{fold_teacher}", "--model", "drkit_cnn_tiny",
+               "--epochs", "1", "--batch-size", "32", "--workers", "0", "--device", "cpu",
+               "--out", str(tmp_path / "kd"), "--quiet"])
+    assert rc == 0 and (tmp_path / "kd" / "model.safetensors").exists()
