@@ -391,3 +391,19 @@ def test_refusals(tmp_path, dr_store, erm_run):
     with pytest.raises(DrkitError, match="already holds"):
         train("digits:train", erm_run[1], **base)
     assert not (tmp_path / "x").exists()
+
+
+def test_soften_targets_is_both_sided_hinton_softening():
+    from drkit.train import soft_target_cross_entropy
+
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]])
+    p = torch.tensor([[0.8, 0.15, 0.05], [0.6, 0.3, 0.1]])
+    t = 2.0
+    q = p ** (1 / t)
+    q = q / q.sum(-1, keepdim=True)
+    want = -(q * torch.log_softmax(logits / t, -1)).sum(-1).mean() * t * t
+    got = soft_target_cross_entropy(logits, p, t, soften_targets=True)
+    assert torch.allclose(got, want, atol=1e-6)
+    assert not torch.allclose(soft_target_cross_entropy(logits, p, t), want, atol=1e-3)  # student side only
+    assert torch.allclose(soft_target_cross_entropy(logits, p, 1.0, soften_targets=True),
+                          soft_target_cross_entropy(logits, p))

@@ -141,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--warmup-epochs", type=float, default=1.0)
     p.add_argument("--label-smoothing", type=float, default=0.1, help="ERM only (default %(default)s)")
-    p.add_argument("--temperature", type=float, default=1.0, help="KD/DR softmax temperature")
+    p.add_argument("--temperature", type=float, default=1.0, help="KD/DR softmax temperature (student side)")
+    p.add_argument("--soften-targets", action="store_true",
+                   help="KD/DR: also soften the targets, p**(1/T) renormalised (both sides)")
     p.add_argument("--views-per-image", type=int, default=1, help="DR: stored views per decoded image")
     p.add_argument("--plain-fraction", type=float, default=0.0, help="DR: share of plain hard-label samples")
     p.add_argument("--ema", type=float, default=None, metavar="DECAY", help="keep an EMA of the weights")

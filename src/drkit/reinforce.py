@@ -265,7 +265,8 @@ def _run(src: Any, ens: torch.nn.Module, rec: Recipe, config: dict[str, Any], ro
         flat = np.arange(a, b)
         li, vi = flat // ns, flat % ns
         mix = item.get("mix")
-        partners = np.where(mix["mix_mode"] > 0, mix["partner"].astype(np.int64), -1) if mix else None
+        partners = (np.where(np.asarray(mix["mix_mode"]) > 0, np.asarray(mix["partner"]).astype(np.int64), -1)
+                    if mix else None)
         ids, probs = _label(ens, item["images"], device, topk, start + li, partners)
         bad = item["bad"]
         ids[bad], probs[bad] = 0, 0.0

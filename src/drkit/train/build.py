@@ -78,7 +78,7 @@ def check_options(epochs: int, batch_size: int, world: int, views_per_image: int
 
 def build_run(data: Any, val: Any, model_name: str, reinforced: Any, kd_specs: list[str], recipe: str | None,
            image_size: int | None, views_per_image: int, plain_fraction: float, label_smoothing: float,
-           temperature: float, device: torch.device, amp: str, channels_last: bool, seed: int, init: str | None,
+           temperature: float, soften_targets: bool, device: torch.device, amp: str, channels_last: bool, seed: int, init: str | None,
            split: str | None, download: bool, model_kwargs: dict[str, Any], env: DistEnv, quiet: bool) -> Run:
     """Sources, mode, dataset, model and loss: every refusal happens here, before any training."""
     from ..augment import get_recipe, resolve_recipe
@@ -111,7 +111,7 @@ def build_run(data: Any, val: Any, model_name: str, reinforced: Any, kd_specs: l
                                          plain_fraction=plain_fraction, as_uint8=True)
         config.update(store=str(Path(reinforced).resolve()), store_views=store.num_views,
                       recipe=store.recipe.spec, views_per_image=views_per_image, plain_fraction=plain_fraction)
-        criterion: nn.Module = SoftTargetLoss(temperature)
+        criterion: nn.Module = SoftTargetLoss(temperature, soften_targets)
     else:
         size = int(image_size or native_size(src))
         if size < 1:
@@ -128,7 +128,7 @@ def build_run(data: Any, val: Any, model_name: str, reinforced: Any, kd_specs: l
                 raise DrkitError(f"--kd-teacher takes {teacher.in_chans}-channel input, {src.spec} has {src.channels}")
             teacher_size = teacher.image_size
             config.update(kd_teacher=kd_specs, teacher_size=teacher_size)
-            criterion = SoftTargetLoss(temperature)
+            criterion = SoftTargetLoss(temperature, soften_targets)
         else:
             mode = "erm"
             criterion = LabelSmoothingCrossEntropy(label_smoothing)

@@ -37,6 +37,9 @@ Item = dict[str, torch.Tensor]
 # ----------------------------------------------------------------------------------------------
 # deterministic choices
 # ----------------------------------------------------------------------------------------------
+_SMALL_NS = 24  # below this, plain Python integers beat numpy's per-call overhead
+
+
 def view_permutation(seed: int, sample_id: int, cycle: int, num_views: int) -> np.ndarray:
     """A uniform random permutation of the NS views for one (seed, sample, cycle): the views
     sorted by NS hashed keys. ~10 µs at NS = 10, where a ``default_rng`` per DR item would cost

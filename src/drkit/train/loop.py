@@ -193,7 +193,8 @@ def train(data: Any, out: str | Path | None = None, *, val: Any = None, model: s
           device: str = "auto", amp: str = "auto", channels_last: bool = True, seed: int = 0,
           resume: bool = False, init: str | None = None, limit_batches: int | None = None, quiet: bool = False,
           split: str | None = None, download: bool = False, command: Sequence[str] | None = None,
-          model_kwargs: str | dict[str, Any] | None = None, folds: int | None = None) -> dict[str, Any]:
+          model_kwargs: str | dict[str, Any] | None = None, folds: int | None = None,
+          soften_targets: bool = False) -> dict[str, Any]:
     """Train a student (see ``drkit train --help``); returns a JSON-serialisable summary.
 
     Mode: DR with ``reinforced`` (the store's views and soft labels), online KD with
@@ -221,7 +222,7 @@ def train(data: Any, out: str | Path | None = None, *, val: Any = None, model: s
                            views_per_image=views_per_image, plain_fraction=plain_fraction, ema=ema, workers=workers,
                            device=device, amp=amp, channels_last=channels_last, seed=seed, resume=resume, init=init,
                            limit_batches=limit_batches, quiet=quiet, split=split, download=download,
-                           command=command, model_kwargs=model_kwargs)
+                           command=command, model_kwargs=model_kwargs, soften_targets=soften_targets)
     env = dist_env()
     dev_name = resolve_device(device, env)
     if dev_name.startswith("cuda") and not torch.cuda.is_available():
@@ -238,7 +239,8 @@ def train(data: Any, out: str | Path | None = None, *, val: Any = None, model: s
                           views_per_image=views_per_image, plain_fraction=plain_fraction, ema=ema,
                           workers=workers, device=torch_device, amp=amp, channels_last=channels_last, seed=seed,
                           resume=resume, init=init, limit_batches=limit_batches, quiet=quiet, split=split,
-                          download=download, command=command, model_kwargs=model_kwargs, env=env)
+                          download=download, command=command, model_kwargs=model_kwargs,
+                          soften_targets=soften_targets, env=env)
     finally:
         if started_pg:
             import torch.distributed as dist
@@ -252,19 +254,19 @@ def _train(data: Any, out: Path, val: Any, model: str, reinforced: Any, kd_teach
            views_per_image: int, plain_fraction: float, ema: float | None, workers: int, device: torch.device,
            amp: str, channels_last: bool, seed: int, resume: bool, init: str | None, limit_batches: int | None,
            quiet: bool, split: str | None, download: bool, command: Sequence[str] | None,
-           model_kwargs: Any, env: DistEnv) -> dict[str, Any]:
+           model_kwargs: Any, soften_targets: bool, env: DistEnv) -> dict[str, Any]:
     t_start = time.perf_counter()
     kd_specs = [kd_teacher] if isinstance(kd_teacher, str) else list(kd_teacher or [])
     check_options(epochs, batch_size, env.world_size, views_per_image, plain_fraction, label_smoothing,
                    temperature, opt, limit_batches, warmup_epochs, reinforced, kd_specs, resume, out)
     run = build_run(data, val, model, reinforced, kd_specs, recipe, image_size, views_per_image, plain_fraction,
-                 label_smoothing, temperature, device, amp, channels_last, seed, init, split, download,
+                 label_smoothing, temperature, soften_targets, device, amp, channels_last, seed, init, split, download,
                  parse_model_kwargs(model_kwargs), env, quiet)
     lr = float(lr if lr is not None else default_lr(opt, batch_size))
     weight_decay = float(weight_decay if weight_decay is not None else DEFAULTS[opt]["weight_decay"])
     run.config.update(epochs=epochs, batch_size=batch_size, lr=lr, opt=opt, weight_decay=weight_decay,
                       warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, temperature=temperature,
-                      ema=ema, seed=seed, limit_batches=limit_batches, world_size=env.world_size,
+                      soften_targets=soften_targets, ema=ema, seed=seed, limit_batches=limit_batches, world_size=env.world_size,
                       amp=str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "off",
                       channels_last=channels_last, init=init)
     optimizer = create_optimizer(run.model, opt, lr, weight_decay)

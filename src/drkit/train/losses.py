@@ -9,18 +9,23 @@ import torch
 from torch import nn
 
 
-def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
+                              soften_targets: bool = False) -> torch.Tensor:
     """Mean over the batch of ``-sum_c p_c log softmax(z / T)_c``, times ``T**2`` when ``T != 1``.
 
     The ``T**2`` factor (Hinton et al.) keeps gradient magnitudes comparable across temperatures.
-    ``targets`` are used as given (the stored/teacher probabilities); the temperature only softens
-    the student, so DR and KD read the same targets whatever ``T``.
+    By default ``targets`` are used as given (the stored/teacher probabilities) and the temperature
+    only softens the student; ``soften_targets`` also softens the targets, ``p**(1/T)``
+    renormalised (Hinton's both-sides softening, computed from stored probabilities).
     """
     if logits.shape != targets.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} differ in shape")
     t = float(temperature)
     if t <= 0:
         raise ValueError(f"temperature must be positive, got {t}")
+    if soften_targets and t != 1.0:
+        soft = targets.float().clamp_min(0).pow(1.0 / t)
+        targets = soft / soft.sum(dim=-1, keepdim=True).clamp_min(1e-12)
     logp = torch.log_softmax(logits.float() / t, dim=-1)
     loss = -(targets.float() * logp).sum(dim=-1).mean()
     return loss * (t * t) if t != 1.0 else loss
@@ -36,17 +41,18 @@ def smooth_targets(targets: torch.Tensor, smoothing: float) -> torch.Tensor:
 class SoftTargetLoss(nn.Module):
     """Drop-in loss for ``ReinforcedDataset`` targets: ``SoftTargetLoss()(logits, dense_probs)``."""
 
-    def __init__(self, temperature: float = 1.0):
+    def __init__(self, temperature: float = 1.0, soften_targets: bool = False):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         self.temperature = float(temperature)
+        self.soften_targets = bool(soften_targets)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return soft_target_cross_entropy(logits, targets, self.temperature)
+        return soft_target_cross_entropy(logits, targets, self.temperature, self.soften_targets)
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}"
+        return f"temperature={self.temperature}, soften_targets={self.soften_targets}"
 
 
 class LabelSmoothingCrossEntropy(nn.Module):
