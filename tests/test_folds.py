@@ -109,3 +109,18 @@ def test_online_kd_routes_fold_members(tmp_path, fold_teacher):
                "--epochs", "1", "--batch-size", "32", "--workers", "0", "--device", "cpu",
                "--out", str(tmp_path / "kd"), "--quiet"])
     assert rc == 0 and (tmp_path / "kd" / "model.safetensors").exists()
+
+
+def test_mixed_views_count_partners_seen_by_the_labelling_member(tmp_path, fold_teacher):
+    src = load_source(DATA)
+    root = reinforce(src, [f"ckpt:{fold_teacher}"], tmp_path / "m", recipe="resize+mix", samples=2, topk=3,
+                     workers=0, batch_size=64, progress=False, device="cpu", command=["test"])
+    m = json.loads((root / "manifest.json").read_text())
+    store = open_store(root)
+    f = fold_of(np.arange(len(src)), 2)
+    want = 0
+    for i in range(len(src)):
+        for v in range(2):
+            rec = store.record(i, v)
+            want += int(bool(rec["mix_mode"]) and f[rec["partner"]] != f[i])
+    assert m["diagnostics"]["partner_seen_views"] == want > 0

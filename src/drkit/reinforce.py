@@ -221,9 +221,23 @@ def diagnose(root: Path, config: dict[str, Any], src: Any, ens: torch.nn.Module,
                              config["topk"], config["num_views"], skipped)
     plain = plain_stats(ens, src, size, batch_size=batch_size, skipped=skipped)
     routed = bool(getattr(ens, "routed", False))
-    out = {"plain": plain, "views": views, "out_of_fold": routed,
-           "warnings": label_warnings(plain, views, out_of_fold=routed)}
+    out: dict[str, Any] = {"plain": plain, "views": views, "out_of_fold": routed,
+                           "warnings": label_warnings(plain, views, out_of_fold=routed)}
+    if routed and "partner" in config["arrays"]:
+        out["partner_seen_views"] = _partner_fallbacks(ens, shard_arrays(root, config, shards))
     return {k: _rounded(v) for k, v in out.items()}
+
+
+def _partner_fallbacks(ens: Any, shards: Any) -> int:
+    """Mixed views whose partner was seen by every member that never saw the view's own image
+    (with K folds: a partner from another fold); those members labelled it all the same."""
+    count = 0
+    for start, arrays in shards:
+        mode = np.asarray(arrays["mix_mode"])
+        ids = np.broadcast_to(np.arange(start, start + mode.shape[0])[:, None], mode.shape)
+        partners = np.where(mode > 0, np.asarray(arrays["partner"]).astype(np.int64), -1)
+        count += int(ens.eligible(ids.reshape(-1), partners.reshape(-1))[1].sum())
+    return count
 
 
 def _rounded(v: Any) -> Any:
