@@ -32,12 +32,12 @@ test: install
 demo: install
 	$(VENV)/bin/drkit demo --out demo-out
 
-# Regenerates the demo table and inspect grid shown in README.md (runs the demo first).
+# Regenerates the demo table and inspect grid shown in README.md (runs the demo first, writes the README block).
 readme-assets: demo
 	mkdir -p docs
 	cp demo-out/inspect_grid.png docs/inspect_grid.png
 	cp demo-out/table.md docs/demo_table.md
-	@echo "docs/ updated: paste docs/demo_table.md into README.md's demo section"
+	$(PY) benchmarks/readme_block.py README.md demo docs/demo_table.md
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

@@ -56,7 +56,7 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     "drkit CNN": ("drkit_cnn_tiny", {}),
     "ResNet": ("resnet10t", {}),
     "MobileNetV3": ("mobilenetv3_small_050", {}),
-    "ViT": ("vit_tiny_patch16_224", {"img_size": 28, "patch_size": 4, "depth": 4}),
+    "ViT": ("vit_tiny_patch16_224", {"img_size": 28, "patch_size": 4, "embed_dim": 96, "depth": 4, "num_heads": 3}),
     "Swin": ("swin_tiny_patch4_window7_224", {"img_size": 28, "patch_size": 2, "window_size": 7, "embed_dim": 24,
                                               "depths": [2, 2], "num_heads": [2, 4]}),
 }
@@ -283,6 +283,8 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX folder (default: Debian's)")
     ap.add_argument("--results", default=str(HERE / "results" / "when_dr_helps"), help="PATH.md and PATH.png")
     ap.add_argument("--readme", default=str(HERE.parent / "README.md"), help="README whose block is rewritten ('' off)")
+    ap.add_argument("--roles", nargs="+", choices=["erm", "dr", "kd"], default=["erm", "dr", "kd"],
+                    help="run only these kinds of run (e.g. the ERM baselines while teachers train)")
     ap.add_argument("--plan", action="store_true", help="print the runs a call would make, then stop")
     args = ap.parse_args()
 
@@ -294,13 +296,15 @@ def main() -> None:
     for cell in todo:
         for s in args.seeds:
             for role, key in run_keys(cell, s).items():
-                jobs.setdefault(key, job_for(role, key, cell, s, args, data, test, out))
+                if role.split(" ")[0] in args.roles:
+                    jobs.setdefault(key, job_for(role, key, cell, s, args, data, test, out))
     pending = [k for k in jobs if not (out / "runs" / k / "result.json").exists()]
     print(f"{len(todo)} cells, {len(jobs)} runs, {len(pending)} to do", flush=True)
     if args.plan:
         print("\n".join(pending))
         return
-    make_stores(todo, out, data, args)
+    if "dr" in args.roles:
+        make_stores(todo, out, data, args)
     # spawn, not fork: forking after torch started its OpenMP threads can deadlock the children
     with ProcessPoolExecutor(args.parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
         for r in pool.map(one_run, [jobs[k] for k in pending]):
