@@ -73,6 +73,10 @@ def _label_map(model_classes: list[str], src: Any, allow_subset: bool) -> tuple[
     return label_map, subset, keep
 
 
+#: corruption sets smaller than this are rendered in the main process (no loader workers)
+SMALL_SET = 2048
+
+
 def evaluate(checkpoint: str | Path, data: str, *, split: str | None = None, download: bool = False,
              corruptions: bool = False, severities: Sequence[int] = (1, 2, 3, 4, 5),
              families: Sequence[str] | None = None, shift: str | None = None, batch_size: int = 256,
@@ -107,7 +111,9 @@ def evaluate(checkpoint: str | Path, data: str, *, split: str | None = None, dow
         from tqdm.auto import tqdm
 
         table: dict[str, dict[str, float]] = {}
-        quiet = {**run, "progress": False}
+        # 65 small sets: starting loader workers for each (seconds apiece) costs more than rendering
+        # a small set in this process, so small sets render here.
+        quiet = {**run, "progress": False, "workers": workers if len(keep) >= SMALL_SET else 0}
         bar = tqdm(total=len(fam) * len(severities), desc="corruptions", unit="set", disable=not progress,
                    dynamic_ncols=True)
         for f in fam:
