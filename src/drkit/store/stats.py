@@ -88,9 +88,10 @@ def label_warnings(plain: dict[str, Any] | None, views: dict[str, Any], out_of_f
                    f"of the views but on {100 * plain['top1']:.1f} % of the plain images; use a milder recipe "
                    "(--recipe auto picks one for the image size, or padcrop / ra@m=3 for small images)")
     if plain["mean_top1_prob"] >= ONE_HOT_PROB and plain["top1"] >= ONE_HOT_PROB:
-        hint = ("these images are easy for the out-of-fold teachers, so expect a small gain" if out_of_fold else
+        hint = ("soften them when training (drkit train --temperature 2 --soften-targets)" if out_of_fold else
                 "if the teachers trained on these images they have memorised them: train out-of-fold teachers "
-                "(drkit train --folds K) and reinforce with --teacher ckpt:DIR")
+                "(drkit train --folds K) and reinforce with --teacher ckpt:DIR, or at least soften the targets "
+                "(drkit train --temperature 2 --soften-targets)")
         out.append(f"labels are near one-hot: mean top-1 probability {plain['mean_top1_prob']:.3f} on plain "
                    f"training images ({100 * plain['top1']:.1f} % correct), little to distil beyond the hard "
                    f"label; {hint}")
