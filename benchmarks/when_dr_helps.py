@@ -18,7 +18,8 @@ that won the ``soften`` sweep; KD uses the same T):
 * ``headline``: 15 epochs, with online KD from the same teachers;
 * ``schedule``: 5, 15, 30 and 60 epochs;
 * ``teacher``: memorised (two teachers trained 40 epochs on all 60k images, the student's 10k among
-  them; ``benchmarks/teachers/memorised_t*``) vs out-of-fold (``drkit train --folds 2``), 15 epochs;
+  them; ``benchmarks/teachers/memorised_t*``) vs out-of-fold (``drkit train --folds 2``), at T = 1
+  and T = 2, 15 epochs;
 * ``recipe``: store recipe padcrop vs padcrop+ta vs padcrop+ra+re (size-aware magnitudes), 15 epochs;
 * ``soften``: T = 1 (targets as stored), 2, 4, 15 epochs;
 * ``family``: the reference work's families at 30 epochs: drkit CNN, ResNet, MobileNetV3, ViT, Swin.
@@ -87,7 +88,8 @@ def cells(sweeps: list[str]) -> list[Cell]:
         elif s == "schedule":
             out += [Cell(s, f"{e} epochs", epochs=e) for e in (5, 15, 30, 60)]
         elif s == "teacher":
-            out += [Cell(s, "memorised teachers", teacher="memorised"), Cell(s, "out-of-fold teachers")]
+            out += [Cell(s, f"{name} teachers, T = {t:g}", teacher=key, soften=t)
+                    for t in (1.0, 2.0) for key, name in (("memorised", "memorised"), ("oof", "out-of-fold"))]
         elif s == "recipe":
             out += [Cell(s, f"store {r}", recipe=r) for r in ("padcrop", "padcrop+ta", "padcrop+ra+re")]
         elif s == "soften":
