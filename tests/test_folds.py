@@ -124,3 +124,18 @@ def test_mixed_views_count_partners_seen_by_the_labelling_member(tmp_path, fold_
             rec = store.record(i, v)
             want += int(bool(rec["mix_mode"]) and f[rec["partner"]] != f[i])
     assert m["diagnostics"]["partner_seen_views"] == want > 0
+
+
+def test_tampered_folds_file_is_refused_in_one_line(tmp_path, fold_teacher, capsys):
+    import shutil
+
+    bad = tmp_path / "t"
+    shutil.copytree(fold_teacher, bad)
+    doc = json.loads((bad / "folds.json").read_text())
+    del doc["split"]["trained_prefix"]
+    (bad / "folds.json").write_text(json.dumps(doc))
+    rc = main(["reinforce", "--data", DATA, "--teacher", f"ckpt:{bad}", "--samples", "1", "--workers", "0",
+               "--device", "cpu", "--out", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("drkit: error:") and "trained_prefix" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()

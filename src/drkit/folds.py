@@ -97,6 +97,10 @@ def read_folds(directory: str | Path) -> dict[str, Any] | None:
     folds = s.get("folds")
     if not isinstance(folds, int) or folds < 2 or len(members) != folds:
         raise DrkitError(f"{path} lists {len(members)} members for {folds} folds")
+    try:
+        load_split(doc)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DrkitError(f"{path}: split is missing or has a malformed field ({type(exc).__name__}: {exc})") from None
     for k, m in enumerate(members):
         rel = m.get("dir") if isinstance(m, dict) else None
         if not isinstance(rel, str) or m.get("fold") != k or Path(rel).is_absolute() or ".." in Path(rel).parts:
