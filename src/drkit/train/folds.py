@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..checkpoint import read_config
 from ..errors import DrkitError
 from ..fileio import atomic_write_json
 from ..folds import FOLDS_FILE, FOLDS_FORMAT, FOLDS_VERSION, split_for
@@ -42,8 +43,6 @@ def train_folds(train_one: Callable[..., dict[str, Any]], data: Any, out: Path, 
                  quiet=quiet)
             summaries.append(train_one(data=src.subset(keep), out=member, resume=resume and has_state(member),
                                        quiet=quiet, command=command, seed=seed + k, **kwargs))
-        from ..checkpoint import read_config
-
         _, doc = read_config(member)
         members.append({"dir": member.name, "fold": k, "trained_samples": int(keep.size),
                         "weights_sha256": doc.get("weights_sha256")})
