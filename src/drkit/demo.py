@@ -128,7 +128,7 @@ def run_demo(out: str | Path = "demo-out", data_dir: str | None = None, smoke: b
                      "corruption_top1": rc["mean_corruption_top1"], "train_seconds": train_s,
                      "curves": str(run_dir / "curves.png"), "reliability": str(run_dir / "reliability.png"),
                      "summary": summary})
-    table = format_table(rows, teacher_rows, cfg)
+    table = format_table(rows, teacher_rows, cfg, device=_device_line(device))
     print("\n" + table)
     print(f"\ninspect grid:  {out / 'inspect_grid.png'}")
     for row in rows:
@@ -141,10 +141,11 @@ def run_demo(out: str | Path = "demo-out", data_dir: str | None = None, smoke: b
     return result
 
 
-def format_table(rows: list[dict[str, Any]], teachers: list[dict[str, Any]], cfg: DemoConfig) -> str:
+def format_table(rows: list[dict[str, Any]], teachers: list[dict[str, Any]], cfg: DemoConfig,
+                 device: str = "") -> str:
     """Markdown table of what the run measured."""
     lines = [f"command: `drkit demo{' --smoke' if cfg.train_n < 10_000 else ''}`; commit {_commit()}; seed {cfg.seed}; "
-             f"SGD lr {cfg.lr} batch {cfg.batch_size}; DR at T = {cfg.temperature:g}; store padcrop, {cfg.samples} views, top-{cfg.topk}", "",
+             f"device {device}; SGD lr {cfg.lr} batch {cfg.batch_size}; DR at T = {cfg.temperature:g}; store padcrop, {cfg.samples} views, top-{cfg.topk}", "",
              f"Fashion-MNIST, student drkit_cnn_tiny, {cfg.train_n} training images, {cfg.epochs} epochs, "
              f"test set {'first ' + str(cfg.test_n) if cfg.test_n else '10,000'} images; corruptions: "
              f"mean top-1 over {'all' if cfg.families is None else len(cfg.families)} families x 5 severities "
@@ -169,3 +170,13 @@ def _commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return res.stdout.strip() or "unknown"
+
+
+def _device_line(device: str) -> str:
+    """What ran the demo: the resolved torch device and the host's processor and core count."""
+    import os
+    import platform
+
+    from .distributed import resolve_device
+
+    return f"{resolve_device(device)} ({platform.machine()}, {os.cpu_count()} cores)"
