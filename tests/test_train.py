@@ -219,7 +219,7 @@ def test_one_hot_store_gives_erm_targets(tmp_path, digits_train, teacher_pair):
         for pos in range(len(dr)):
             (v,) = dr.views(pos)
             params = store.record(pos, v)["params"]
-            a, b = dr.finish(dr.item(pos)), erm.render(pos, params, None)
+            a, b = dr.finish(dr.item(pos)), erm.render(pos, v, params)
             assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
             assert torch.equal(a["image"][0], store.render_uint8(digits_train, pos, v, S))
             dr_t.append(a["target"][0])

@@ -116,7 +116,7 @@ def read_config(directory: str | os.PathLike[str]) -> tuple[ModelConfig, dict[st
     return config, doc
 
 
-def _mismatch_reason(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str | None:
+def mismatch_reason(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str | None:
     """One line naming what does not fit, or None when keys and shapes agree."""
     missing = [k for k in expected if k not in found]
     unexpected = [k for k in found if k not in expected]
@@ -133,6 +133,10 @@ def _mismatch_reason(expected: dict[str, torch.Tensor], found: dict[str, torch.T
     if unexpected:
         parts.append(f"{len(unexpected)} unexpected key(s), first: {unexpected[0]}")
     return "; ".join(parts) or None
+
+
+#: the old private name; ``drkit.train.prepare`` still imports it
+_mismatch_reason = mismatch_reason
 
 
 def load_checkpoint(
@@ -168,7 +172,7 @@ def load_checkpoint(
         backbone = create_model(config.model, config.num_classes, config.in_chans, **config.model_kwargs)
     except CheckpointError as exc:
         raise CheckpointError(f"checkpoint {Path(directory) / CONFIG_NAME}: {exc}") from exc
-    reason = _mismatch_reason(backbone.state_dict(), state)
+    reason = mismatch_reason(backbone.state_dict(), state)
     if reason:
         raise CheckpointError(f"checkpoint {weights} does not fit {config.model}: {reason}")
     try:

@@ -29,32 +29,23 @@ def _common_data(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_reinforce(a: argparse.Namespace) -> Any:
-    from .reinforce import reinforce
+    from .reinforce import ReinforceConfig, reinforce
 
-    root = reinforce(a.data, a.teacher, a.out, recipe=a.recipe, samples=a.samples, topk=a.topk,
-                     image_size=a.image_size, seed=a.seed, batch_size=a.batch_size, workers=a.workers,
-                     device=a.device, shard=a.shard, resume=a.resume, skip_bad=a.skip_bad,
-                     samples_per_shard=a.samples_per_shard, split=a.split, download=a.download,
-                     progress=not a.quiet, command=["drkit", *sys.argv[1:]])
+    root = reinforce(ReinforceConfig.from_args(a, progress=not a.quiet, command=["drkit", *sys.argv[1:]]))
     print(f"store: {root}")
 
 
 def _cmd_train(a: argparse.Namespace) -> Any:
-    from .train import train
+    from .train import TrainConfig, train
 
-    result = train(**{k: v for k, v in vars(a).items() if k not in ("func", "command")},
-                   command=["drkit", *sys.argv[1:]])
+    result = train(TrainConfig.from_args(a, command=["drkit", *sys.argv[1:]]))
     print(json.dumps(result, indent=2))
 
 
 def _cmd_eval(a: argparse.Namespace) -> Any:
-    from .evaluate import evaluate, format_report
+    from .evaluate import EvalConfig, evaluate, format_report
 
-    report = evaluate(a.checkpoint, a.data, split=a.split, download=a.download, corruptions=a.corruptions,
-                      severities=a.severities, families=a.families, shift=a.shift, batch_size=a.batch_size,
-                      device=a.device, json_path=a.json, plot=a.plot, limit=a.limit, seed=a.seed,
-                      progress=not a.quiet)
-    print(format_report(report))
+    print(format_report(evaluate(EvalConfig.from_args(a, progress=not a.quiet))))
 
 
 def _cmd_inspect(a: argparse.Namespace) -> Any:
@@ -88,19 +79,7 @@ def _cmd_demo(a: argparse.Namespace) -> Any:
     run_demo(a.out, data_dir=a.data_dir, smoke=a.smoke, device=a.device)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog="drkit", description="Dataset reinforcement: label augmented views once, "
-                                     "train any student on them at ordinary cost.", formatter_class=fmt)
-    parser.add_argument("--version", action="version", version=f"drkit {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="VERB")
-
-    def verb(name: str, help_: str, fn: Callable[[argparse.Namespace], Any]) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG[name], formatter_class=fmt)
-        p.set_defaults(func=fn)
-        return p
-
-    p = verb("reinforce", "write a reinforced store: NS teacher-labelled views per image", _cmd_reinforce)
+def _reinforce_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, metavar="SRC", help="imagefolder:PATH | fashion-mnist[:DIR] | "
                    "torchvision:NAME:ROOT | digits, with :train/:test and ?n=N")
     p.add_argument("--teacher", required=True, action="append", metavar="T",
@@ -124,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _common_data(p)
 
-    p = verb("train", "train a student: ERM, on a reinforced store (--reinforced) or with online KD", _cmd_train)
+
+def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, metavar="SRC")
     p.add_argument("--val", default=None, metavar="SRC")
     p.add_argument("--model", required=True, help="drkit_* | timm name | torchvision:NAME")
@@ -162,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     _common_data(p)
 
-    p = verb("eval", "top-1/5, NLL, ECE and corruption accuracy of a checkpoint", _cmd_eval)
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, metavar="DIR")
     p.add_argument("--data", required=True, metavar="SRC")
     p.add_argument("--corruptions", action="store_true", help="also evaluate -C style corruptions")
@@ -173,12 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0, help="corruption noise seed")
-    p.add_argument("--json", default=None, metavar="PATH")
+    p.add_argument("--json", dest="json_path", default=None, metavar="PATH")
     p.add_argument("--plot", default=None, metavar="PNG", help="reliability diagram")
     p.add_argument("--quiet", action="store_true")
     _common_data(p)
 
-    p = verb("inspect", "statistics of a store; --grid renders views with the teacher's top-3", _cmd_inspect)
+
+def _inspect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("store", metavar="DIR")
     p.add_argument("--data", default=None, metavar="SRC", help="the store's source (default: the one it records)")
     p.add_argument("--grid", default=None, metavar="PNG")
@@ -186,20 +168,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-records", type=int, default=200_000, help="records read for the statistics")
     p.add_argument("--json", default=None, metavar="PATH")
 
-    p = verb("verify", "check a store's checksums, schema and (with --data) source fingerprint", _cmd_verify)
+
+def _verify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("store", metavar="DIR")
     p.add_argument("--data", default=None, metavar="SRC")
     _common_data(p)
 
-    p = verb("merge", "merge stores of the same data/recipe/teachers: NS adds up", _cmd_merge)
+
+def _merge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("stores", nargs="+", metavar="DIR")
     p.add_argument("--out", required=True, metavar="DIR")
 
-    p = verb("demo", "the end-to-end Fashion-MNIST run (teachers, reinforce, ERM vs DR, eval)", _cmd_demo)
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo-out", metavar="DIR")
     p.add_argument("--data-dir", default=None, metavar="DIR", help="Fashion-MNIST IDX folder")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the path in about a minute")
     p.add_argument("--device", default="auto")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="drkit", description="Dataset reinforcement: label augmented views once, "
+                                     "train any student on them at ordinary cost.", formatter_class=fmt)
+    parser.add_argument("--version", action="version", version=f"drkit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="VERB")
+
+    def verb(name: str, help_: str, fn: Callable[[argparse.Namespace], Any]) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG[name], formatter_class=fmt)
+        p.set_defaults(func=fn)
+        return p
+
+    p = verb("reinforce", "write a reinforced store: NS teacher-labelled views per image", _cmd_reinforce)
+    _reinforce_args(p)
+    p = verb("train", "train a student: ERM, on a reinforced store (--reinforced) or with online KD", _cmd_train)
+    _train_args(p)
+    p = verb("eval", "top-1/5, NLL, ECE and corruption accuracy of a checkpoint", _cmd_eval)
+    _eval_args(p)
+    p = verb("inspect", "statistics of a store; --grid renders views with the teacher's top-3", _cmd_inspect)
+    _inspect_args(p)
+    p = verb("verify", "check a store's checksums, schema and (with --data) source fingerprint", _cmd_verify)
+    _verify_args(p)
+    p = verb("merge", "merge stores of the same data/recipe/teachers: NS adds up", _cmd_merge)
+    _merge_args(p)
+    p = verb("demo", "the end-to-end Fashion-MNIST run (teachers, reinforce, ERM vs DR, eval)", _cmd_demo)
+    _demo_args(p)
     return parser
 
 

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -26,22 +30,11 @@ def dist_env() -> DistEnv:
                    int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def resolve_device(device: str | None, env: DistEnv | None = None) -> str:
-    """``auto`` -> cuda when available; under torchrun each rank takes ``cuda:LOCAL_RANK``."""
-    import torch
-
-    env = env or dist_env()
-    if device in (None, "", "auto"):
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and env.is_distributed:
-        device = f"cuda:{env.local_rank}"
-    return device
-
-
-def init_process_group(device: str) -> bool:
+def init_process_group(device: "torch.device | str") -> bool:
     """Start the default process group (NCCL on CUDA, gloo on CPU) if under torchrun."""
     import torch.distributed as dist
 
+    device = str(device)
     env = dist_env()
     if not env.is_distributed or dist.is_initialized():
         return dist.is_initialized()

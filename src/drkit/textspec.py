@@ -1,5 +1,35 @@
-"""Values inside spec strings (``op@k=v``, ``timm:NAME?k=v``) arrive as text; one parser types them."""
+"""The one grammar of drkit's spec strings: a head, then ``key=value`` settings.
+
+Why one module: source specs (``digits:test?n=7&mode=RGB``), teacher specs
+(``timm:NAME?file=PATH&size=S``) and recipe specs (``rrc+ra@m=5,n=1``) all hang ``key=value``
+settings off a head. Splitting the head off, reading the pairs and refusing a malformed, empty or
+repeated key happen here once, so the three refuse the same mistakes the same way. What a key
+*means* (``n`` is a sample count, ``size`` a side, ``m`` a magnitude) stays with each parser,
+which passes its own error class so its callers keep catching what they caught before.
+
+Grammar::
+
+    query spec:   HEAD[?KEY=VALUE[&KEY=VALUE...]]     (sources, teachers)
+    op options:   HEAD[@KEY=VALUE[,KEY=VALUE...]]     (recipe ops, joined by ``+``)
+"""
 from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Optional, TypeVar
+
+V = TypeVar("V")
+
+QUERY_SEP = "?"
+QUERY_PAIR_SEP = "&"
+OPTIONS_SEP = "@"
+OPTIONS_PAIR_SEP = ","
+
+
+class SpecSyntaxError(ValueError):
+    """A spec string that does not follow the grammar (the default error of this module)."""
+
+
+#: what the parsers raise: any exception class taking one message (SourceError, TeacherError, ...)
+ErrorClass = Callable[[str], Exception]
 
 
 def parse_scalar(text: str) -> bool | int | float | str:
@@ -13,3 +43,91 @@ def parse_scalar(text: str) -> bool | int | float | str:
         except ValueError:
             pass
     return text
+
+
+def parse_value(text: str) -> bool | int | float | str:
+    """A typed setting: surrounding blanks and quotes dropped (``'bilinear'`` reads back as written
+    by ``repr``), then :func:`parse_scalar`."""
+    return parse_scalar(text.strip().strip("'\""))
+
+
+def split_head(text: str, sep: str) -> tuple[str, Optional[str]]:
+    """``HEAD<sep>REST`` -> ``(HEAD, REST)`` at the first ``sep``; ``(text, None)`` without one."""
+    head, found, rest = text.partition(sep)
+    return head, (rest if found else None)
+
+
+def parse_pairs(
+    text: str,
+    sep: str,
+    *,
+    context: str = "spec",
+    error: ErrorClass = SpecSyntaxError,
+    key: Callable[[str], str] = str.strip,
+    value: Callable[[str], V] = parse_value,  # type: ignore[assignment]
+    keep_empty: bool = False,
+) -> dict[str, V]:
+    """``k=v<sep>k2=v2`` -> ``{key(k): value(v), ...}`` in order.
+
+    An item without ``=``, an empty key (after ``key``) or a key given twice raises ``error``
+    with a message starting ``context:``. Empty items (``a=1<sep><sep>b=2``, a trailing ``sep``)
+    are skipped unless ``keep_empty``, which refuses them as malformed.
+    """
+    out: dict[str, V] = {}
+    for item in text.split(sep):
+        if not item and not keep_empty:
+            continue
+        raw_key, eq, raw_value = item.partition("=")
+        if not eq:
+            raise error(f"{context}: {item!r} is not KEY=VALUE")
+        name = key(raw_key)
+        if not name:
+            raise error(f"{context}: empty key in {item!r}")
+        if name in out:
+            raise error(f"{context}: key {name!r} given twice")
+        out[name] = value(raw_value)
+    return out
+
+
+def split_query(
+    text: str,
+    *,
+    context: str = "spec",
+    error: ErrorClass = SpecSyntaxError,
+    key: Callable[[str], str] = str.strip,
+    value: Callable[[str], V] = parse_value,  # type: ignore[assignment]
+    keep_empty: bool = False,
+) -> tuple[str, dict[str, V]]:
+    """``HEAD?k=v&k2=v2`` -> ``(HEAD, {k: v, k2: v2})``; no ``?`` gives ``(text, {})``."""
+    head, query = split_head(text, QUERY_SEP)
+    if query is None:
+        return head, {}
+    pairs = parse_pairs(query, QUERY_PAIR_SEP, context=context, error=error, key=key, value=value,
+                        keep_empty=keep_empty)
+    return head, pairs
+
+
+def split_options(
+    text: str,
+    *,
+    context: str = "spec",
+    error: ErrorClass = SpecSyntaxError,
+    key: Callable[[str], str] = str.strip,
+    value: Callable[[str], V] = parse_value,  # type: ignore[assignment]
+) -> tuple[str, dict[str, V]]:
+    """``HEAD@k=v,k2=v2`` -> ``(HEAD, {k: v, k2: v2})``; no ``@`` gives ``(text, {})``."""
+    head, options = split_head(text, OPTIONS_SEP)
+    if options is None:
+        return head, {}
+    return head, parse_pairs(options, OPTIONS_PAIR_SEP, context=context, error=error, key=key, value=value)
+
+
+def format_pairs(pairs: Mapping[str, Any], sep: str) -> str:
+    """``{k: v, k2: v2}`` -> ``k=v<sep>k2=v2`` (values through ``str``): what :func:`parse_pairs`
+    reads back."""
+    return sep.join(f"{k}={v}" for k, v in pairs.items())
+
+
+def format_query(head: str, pairs: Mapping[str, Any]) -> str:
+    """``HEAD`` plus ``?k=v&k2=v2`` when there are pairs: what :func:`split_query` reads back."""
+    return head + (QUERY_SEP + format_pairs(pairs, QUERY_PAIR_SEP) if pairs else "")

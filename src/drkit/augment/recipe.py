@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import RecipeError
-from ..textspec import parse_scalar
+from ..textspec import split_options
 from .base import Op, SampleContext, create_op
 from .codec import BitCodec
 from .mixing import MixUpCutMix
@@ -161,13 +161,7 @@ def get_recipe(spec: str | dict[str, Any] | Recipe, side: int | None = None) -> 
     mix: MixUpCutMix | None = None
     tokens = text.split("+")
     for i, token in enumerate(tokens):
-        name, _, opts = token.partition("@")
-        settings: dict[str, Any] = {}
-        for kv in filter(None, opts.split(",")):
-            k, eq, v = kv.partition("=")
-            if not eq:
-                raise RecipeError(f"bad setting {kv!r} in recipe op {name!r}: expected key=value")
-            settings[k.strip()] = parse_scalar(v.strip().strip("'\""))
+        name, settings = split_options(token, context=f"recipe op {token.strip()!r}", error=RecipeError)
         op = create_op(name.strip(), side=side, **settings)
         if isinstance(op, MixUpCutMix):
             if i != len(tokens) - 1:

@@ -1,46 +1,18 @@
-"""Evaluation: metrics and calibration, ImageNet-C style corruptions, figures.
+"""Evaluation: metrics and calibration, ImageNet-C style corruptions, the ``drkit eval`` verb.
 
-The building blocks below import only torch/numpy (scipy, Pillow and matplotlib are imported
-inside the functions that need them), and nothing here loads a model or a dataset at import.
+Nothing here loads a model or a dataset at import (scipy, Pillow and matplotlib are imported
+inside the functions that need them).
 """
 from __future__ import annotations
 
-from drkit._verbs import make_callable
-from drkit.evaluate.corruptions import (
-    CORRUPTIONS,
-    SEVERITIES,
-    corrupt,
-    corruption_seed,
-    spatial_scale,
-)
-from drkit.evaluate.metrics import MetricAccumulator, compute_metrics, reliability_bins
-from drkit.evaluate.plots import plot_curves, reliability_diagram
+from .._verbs import make_callable
+from ..plots import plot_curves, reliability_diagram
+from .corruptions import CORRUPTIONS, SEVERITIES, corrupt, corruption_seed, spatial_scale
+from .metrics import MetricAccumulator, compute_metrics, reliability_bins
+from .run import EvalConfig, evaluate, format_report
 
-__all__ = [
-    "CORRUPTIONS",
-    "SEVERITIES",
-    "MetricAccumulator",
-    "compute_metrics",
-    "corrupt",
-    "corruption_seed",
-    "plot_curves",
-    "reliability_bins",
-    "reliability_diagram",
-    "spatial_scale",
-]
-
-# --------------------------------------------------------------------------------------------
-# The `evaluate(...)` verb (checkpoint + source -> metrics JSON, `drkit eval`) goes below.
-# It must import models, checkpoint and sources inside the function, not at module import.
-# --------------------------------------------------------------------------------------------
-
-
-def __getattr__(name: str):  # the verb pulls in models/sources: resolve it lazily
-    if name in ("evaluate", "format_report"):
-        from drkit.evaluate import run
-
-        return getattr(run, name)
-    raise AttributeError(f"module 'drkit.evaluate' has no attribute {name!r}")
-
+__all__ = ["CORRUPTIONS", "SEVERITIES", "EvalConfig", "MetricAccumulator", "compute_metrics", "corrupt",
+           "corruption_seed", "evaluate", "format_report", "plot_curves", "reliability_bins", "reliability_diagram",
+           "spatial_scale"]
 
 make_callable(__name__, "drkit.evaluate.run:evaluate")

@@ -1,16 +1,21 @@
 """The ``drkit eval`` verb: a checkpoint on a labelled split, clean, corrupted and shifted."""
 from __future__ import annotations
 
+import dataclasses
+import functools
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..configs import FREE, VerbConfig, check
+from ..device import resolve_device
 from ..errors import DrkitError
 from ..fileio import atomic_write_json
-from .corruptions import CORRUPTIONS, corrupt, corruption_seed
+from ..plots import reliability_diagram
+from .corruptions import CORRUPTIONS, SEVERITIES, corrupt, corruption_seed
 from .metrics import MetricAccumulator
 
 
@@ -37,7 +42,7 @@ class EvalViews(Dataset):
 
 
 @torch.inference_mode()
-def _run(model: torch.nn.Module, ds: Dataset, batch_size: int, device: str, workers: int,
+def _run(model: torch.nn.Module, ds: Dataset, batch_size: int, device: torch.device, workers: int,
          class_subset: np.ndarray | None, desc: str, progress: bool) -> MetricAccumulator:
     from tqdm.auto import tqdm
 
@@ -77,70 +82,117 @@ def _label_map(model_classes: list[str], src: Any, allow_subset: bool) -> tuple[
 SMALL_SET = 2048
 
 
-def evaluate(checkpoint: str | Path, data: str, *, split: str | None = None, download: bool = False,
-             corruptions: bool = False, severities: Sequence[int] = (1, 2, 3, 4, 5),
-             families: Sequence[str] | None = None, shift: str | None = None, batch_size: int = 256,
-             device: str = "auto", json_path: str | Path | None = None, plot: str | Path | None = None,
-             limit: int | None = None, seed: int = 0, workers: int = 2, progress: bool = True) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class EvalConfig(VerbConfig):
+    """A checkpoint on a labelled split (see ``drkit eval --help``): clean metrics, optionally per
+    corruption family and severity and on a shifted set (classes mapped by name)."""
+
+    checkpoint: Any
+    data: Any
+    split: str | None = None
+    download: bool = dataclasses.field(default=False, metadata=FREE)
+    corruptions: bool = False
+    severities: Sequence[int] = (1, 2, 3, 4, 5)
+    families: Sequence[str] | None = None
+    shift: str | None = None
+    batch_size: int = 256
+    device: str = dataclasses.field(default="auto", metadata=FREE)
+    json_path: Any = None
+    plot: Any = None
+    limit: int | None = None
+    seed: int = 0
+    workers: int = dataclasses.field(default=2, metadata=FREE)
+    progress: bool = dataclasses.field(default=True, metadata=FREE)
+
+    def validate(self) -> EvalConfig:
+        """Refuse what the options alone rule out, before the model is loaded; returns ``self``."""
+        check(self.batch_size >= 1, f"--batch-size must be positive, got {self.batch_size}")
+        check(self.limit is None or self.limit >= 1, f"--limit must be positive, got {self.limit}")
+        check(self.workers >= 0, f"--workers must be 0 or more, got {self.workers}")
+        bad = [s for s in self.severities if s not in SEVERITIES]
+        check(not bad, f"--severities must be among {list(SEVERITIES)}, got {bad}")
+        unknown = sorted(set(self.families or ()) - set(CORRUPTIONS))
+        check(not unknown, f"unknown corruption families {unknown}; known: {sorted(CORRUPTIONS)}")
+        for flag, path in (("--json", self.json_path), ("--plot", self.plot)):
+            if path is not None:
+                parent = Path(path).resolve().parent
+                check(parent.is_dir(), f"{flag} {path}: {parent} is not a directory")
+        return self
+
+
+def evaluate(cfg: EvalConfig | Any = None, data: Any = None, /, **options: Any) -> dict[str, Any]:
     """Top-1/5, NLL, ECE (15 bins) of a checkpoint; optionally per corruption family/severity and on a
-    shifted set. Returns the JSON report (fractions in 0..1)."""
+    shifted set. ``evaluate(EvalConfig(...))`` or ``evaluate(checkpoint, data, **options)``.
+    Returns the JSON report (fractions in 0..1)."""
     from ..checkpoint import load_checkpoint
-    from ..distributed import resolve_device
     from ..sources import load_source
-    from .plots import reliability_diagram
 
-    device = resolve_device(device)
-    model, cfg = load_checkpoint(checkpoint, device=device)
+    if not isinstance(cfg, EvalConfig):
+        cfg = EvalConfig.build(checkpoint=cfg, data=data, **options)
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    model, mcfg = load_checkpoint(cfg.checkpoint, device=device)
     model = model.to(device).eval().to(memory_format=torch.channels_last)
-    crop_pct = float(cfg.extra.get("crop_pct", 1.0)) if isinstance(cfg.extra, dict) else 1.0
-    src = load_source(data, split=split, download=download)
-    if src.channels != cfg.in_chans:
-        raise DrkitError(f"{src.spec} has {src.channels} channel(s), the checkpoint takes {cfg.in_chans}")
-    label_map, subset, keep = _label_map(list(cfg.classes), src, allow_subset=False)
-    if limit is not None:
-        keep = keep[:limit]
-    fam = list(families) if families else list(CORRUPTIONS)
-    unknown = sorted(set(fam) - set(CORRUPTIONS))
-    if unknown:
-        raise DrkitError(f"unknown corruption families {unknown}; known: {sorted(CORRUPTIONS)}")
-    run = dict(batch_size=batch_size, device=device, workers=workers, progress=progress)
-    clean = _run(model, EvalViews(src, cfg.image_size, crop_pct, keep, label_map), class_subset=subset,
-                 desc="eval", **run)
-    report: dict[str, Any] = {"checkpoint": str(checkpoint), "data": src.spec, "images": len(keep), **clean.compute()}
-    if corruptions:
-        from tqdm.auto import tqdm
-
-        table: dict[str, dict[str, float]] = {}
+    crop_pct = float(mcfg.extra.get("crop_pct", 1.0)) if isinstance(mcfg.extra, dict) else 1.0
+    src = load_source(cfg.data, split=cfg.split, download=cfg.download) if isinstance(cfg.data, str) else cfg.data
+    if src.channels != mcfg.in_chans:
+        raise DrkitError(f"{src.spec} has {src.channels} channel(s), the checkpoint takes {mcfg.in_chans}")
+    label_map, subset, keep = _label_map(list(mcfg.classes), src, allow_subset=False)
+    keep = keep[:cfg.limit] if cfg.limit is not None else keep
+    views = functools.partial(EvalViews, src, mcfg.image_size, crop_pct, keep, label_map)
+    run = functools.partial(_run, model, batch_size=cfg.batch_size, device=device, class_subset=subset)
+    clean = run(views(), workers=cfg.workers, desc="eval", progress=cfg.progress)
+    report: dict[str, Any] = {"checkpoint": str(cfg.checkpoint), "data": src.spec, "images": len(keep),
+                              **clean.compute()}
+    if cfg.corruptions:
         # 65 small sets: starting loader workers for each (seconds apiece) costs more than rendering
         # a small set in this process, so small sets render here.
-        quiet = {**run, "progress": False, "workers": workers if len(keep) >= SMALL_SET else 0}
-        bar = tqdm(total=len(fam) * len(severities), desc="corruptions", unit="set", disable=not progress,
-                   dynamic_ncols=True)
-        for f in fam:
-            table[f] = {}
-            for s in severities:
-                bar.set_postfix_str(f"{f}@{s}")
-                ds = EvalViews(src, cfg.image_size, crop_pct, keep, label_map, family=f, severity=int(s), seed=seed)
-                table[f][str(s)] = _run(model, ds, class_subset=subset, desc=f"{f}@{s}", **quiet).compute()["top1"]
-                bar.update(1)
-        bar.close()
-        report["corruptions"] = table
-        report["mean_corruption_top1"] = float(np.mean([v for row in table.values() for v in row.values()]))
-    if shift is not None:
-        ssrc = load_source(shift, download=download)
-        smap, ssub, skeep = _label_map(list(cfg.classes), ssrc, allow_subset=True)
-        if limit is not None:
-            skeep = skeep[:limit]
-        sres = _run(model, EvalViews(ssrc, cfg.image_size, crop_pct, skeep, smap), class_subset=ssub,
-                    desc="shift", **run)
-        report["shift"] = {"data": ssrc.spec, "images": len(skeep),
-                           "classes": int(len(ssub) if ssub is not None else len(ssrc.classes)), **sres.compute()}
-    if plot is not None:
-        report["reliability_png"] = str(reliability_diagram(clean.bins(), plot,
-                                                            title=f"{Path(checkpoint).name} on {src.spec}"))
-    if json_path is not None:
-        atomic_write_json(json_path, report)
+        workers = cfg.workers if len(keep) >= SMALL_SET else 0
+        report["corruptions"] = _corruption_table(cfg, views, functools.partial(run, workers=workers, progress=False))
+        report["mean_corruption_top1"] = float(np.mean([v for row in report["corruptions"].values()
+                                                        for v in row.values()]))
+    if cfg.shift is not None:
+        report["shift"] = _shifted(cfg, model, mcfg, crop_pct, device)
+    if cfg.plot is not None:
+        report["reliability_png"] = str(reliability_diagram(clean.bins(), cfg.plot,
+                                                            title=f"{Path(cfg.checkpoint).name} on {src.spec}"))
+    if cfg.json_path is not None:
+        atomic_write_json(cfg.json_path, report)
     return report
+
+
+def _corruption_table(cfg: EvalConfig, views: Callable[..., Dataset],
+                      run: Callable[..., MetricAccumulator]) -> dict[str, dict[str, float]]:
+    """Top-1 per corruption family and severity."""
+    from tqdm.auto import tqdm
+
+    families = list(cfg.families) if cfg.families else list(CORRUPTIONS)
+    table: dict[str, dict[str, float]] = {}
+    bar = tqdm(total=len(families) * len(cfg.severities), desc="corruptions", unit="set", disable=not cfg.progress,
+               dynamic_ncols=True)
+    for f in families:
+        table[f] = {}
+        for s in cfg.severities:
+            bar.set_postfix_str(f"{f}@{s}")
+            ds = views(family=f, severity=int(s), seed=cfg.seed)
+            table[f][str(s)] = run(ds, desc=f"{f}@{s}").compute()["top1"]
+            bar.update(1)
+    bar.close()
+    return table
+
+
+def _shifted(cfg: EvalConfig, model: torch.nn.Module, mcfg: Any, crop_pct: float,
+             device: torch.device) -> dict[str, Any]:
+    """Metrics on another labelled set, classes mapped by name (softmax over the shared ones)."""
+    from ..sources import load_source
+
+    ssrc = load_source(cfg.shift, download=cfg.download)
+    smap, ssub, skeep = _label_map(list(mcfg.classes), ssrc, allow_subset=True)
+    skeep = skeep[:cfg.limit] if cfg.limit is not None else skeep
+    sres = _run(model, EvalViews(ssrc, mcfg.image_size, crop_pct, skeep, smap), batch_size=cfg.batch_size,
+                device=device, workers=cfg.workers, class_subset=ssub, desc="shift", progress=cfg.progress)
+    return {"data": ssrc.spec, "images": len(skeep),
+            "classes": int(len(ssub) if ssub is not None else len(ssrc.classes)), **sres.compute()}
 
 
 def format_report(r: dict[str, Any]) -> str:

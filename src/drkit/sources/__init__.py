@@ -3,22 +3,17 @@
 ``load_source("fashion-mnist:test?n=1000")`` -> :class:`Source`. Schemes register themselves in
 :data:`SOURCES` via :func:`register_source`; importing the modules below only defines functions
 (datasets are read when a source is loaded, never at import).
+
+Layout: :mod:`.base` the source classes, :mod:`.spec` the spec grammar and :func:`load_source`,
+:mod:`.registry` the scheme table, :mod:`.images` image-mode normalisation, :mod:`.fingerprint`
+the fingerprint recipes; one module per scheme below them.
 """
 from __future__ import annotations
 
-from drkit.sources.base import (
-    IMAGE_EXTENSIONS,
-    MODES,
-    SOURCES,
-    SPLITS,
-    ArraySource,
-    FileSource,
-    Source,
-    SourceSpec,
-    SubsetSource,
-    load_source,
-    register_source,
-)
+from drkit.sources.base import ArraySource, FileSource, Source, SubsetSource
+from drkit.sources.images import IMAGE_EXTENSIONS, MODES
+from drkit.sources.registry import SOURCES, register_source
+from drkit.sources.spec import SPLITS, SourceSpec, load_source
 from drkit.sources import digits, fashion_mnist, imagefolder, torchvision_source  # noqa: F401  (registration)
 
 __all__ = [

@@ -11,7 +11,9 @@ from typing import Optional
 import numpy as np
 
 from drkit.errors import SourceError
-from drkit.sources.base import ArraySource, Source, canonical_spec, check_split, register_source
+from drkit.sources.base import ArraySource, Source
+from drkit.sources.registry import register_source
+from drkit.sources.spec import canonical_spec, check_split
 
 TRAIN_SIZE = 1500
 CLASSES = [str(d) for d in range(10)]

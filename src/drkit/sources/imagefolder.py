@@ -10,7 +10,7 @@ If PATH holds ``train/`` and ``val/`` or ``test/``, the split picks that subfold
 itself is the class root and the split is only recorded.
 
 One mode for the whole folder: RGB, or L with ``?mode=L``; every file is converted to it by
-:func:`drkit.sources.base.to_mode` (alpha dropped, 16-bit scaled by >> 8).
+:func:`drkit.sources.images.to_mode` (alpha dropped, 16-bit scaled by >> 8).
 """
 from __future__ import annotations
 
@@ -20,7 +20,10 @@ from typing import Optional
 import numpy as np
 
 from drkit.errors import SourceError
-from drkit.sources.base import IMAGE_EXTENSIONS, FileSource, Source, canonical_spec, register_source
+from drkit.sources.base import FileSource, Source
+from drkit.sources.images import IMAGE_EXTENSIONS
+from drkit.sources.registry import register_source
+from drkit.sources.spec import canonical_spec
 
 
 def _split_root(root: str, split: str) -> str:

@@ -1,10 +1,16 @@
-"""The reinforced store: manifest + fixed-size-record shards, random access, verify, merge."""
+"""The reinforced store: manifest + fixed-size-record shards, random access, verify, merge.
+
+The public door for everything outside ``store/``: :class:`StoreWriter` writes, :class:`Store`
+(``open_store``) reads, :func:`pack` turns view parameters into stored arrays.
+"""
 from __future__ import annotations
 
-from .format import FORMAT_VERSION, array_schema, bytes_per_record, shard_ranges
+from .format import FORMAT_VERSION, array_schema, bytes_per_record, pack, shard_ranges, unpack
 from .merge import merge_stores
-from .stats import label_warnings, view_label_stats
+from .stats import format_diagnostics, label_warnings, view_label_stats
 from .store import Store, densify, open_store, read_manifest
+from .writer import StoreWriter
 
-__all__ = ["FORMAT_VERSION", "array_schema", "bytes_per_record", "shard_ranges", "merge_stores", "Store",
-           "densify", "label_warnings", "open_store", "read_manifest", "view_label_stats"]
+__all__ = ["FORMAT_VERSION", "array_schema", "bytes_per_record", "pack", "shard_ranges", "unpack", "merge_stores",
+           "Store", "StoreWriter", "densify", "format_diagnostics", "label_warnings", "open_store", "read_manifest",
+           "view_label_stats"]

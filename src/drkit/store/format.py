@@ -5,9 +5,12 @@ is a fixed-size slice that can be read without touching the other NS-1 views.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..augment import Recipe, ViewParams
 
 FORMAT_NAME = "drkit-store"
 FORMAT_VERSION = 1
@@ -55,3 +58,34 @@ def shard_ranges(num_samples: int, samples_per_shard: int) -> list[tuple[int, in
 
 def shard_name(index: int) -> str:
     return f"{SHARD_DIR}/{index:05d}.safetensors"
+
+
+# ----------------------------------------------------------------------------------------------
+# the record: one pack/unpack pair, the only place that knows how a view's parameters are stored
+# ----------------------------------------------------------------------------------------------
+def pack(recipe: Recipe, views: Sequence[ViewParams]) -> dict[str, np.ndarray]:
+    """Stored arrays of a run of views (``[len(views), ...]``): the base-op code and, when the
+    recipe mixes, the partner, its view, λ (float16 bits, so the stored value is the one used),
+    the CutMix box (1/255 units) and the mode."""
+    out = {"params": np.stack([recipe.encode(p) for p in views]) if views else
+           np.zeros((0, recipe.code_bytes), np.uint8)}
+    if recipe.mixes:
+        mix = [p["mix"] for p in views]
+        out.update({"partner": np.array([m["partner"] for m in mix], np.uint32),
+                    "partner_view": np.array([m["partner_view"] for m in mix], np.uint16),
+                    "lam": np.array([m["lam"] for m in mix], np.uint16).view(np.float16),
+                    "box": np.array([(m["top"], m["left"], m["h"], m["w"]) for m in mix], np.uint8).reshape(-1, 4),
+                    "mix_mode": np.array([m["mode"] for m in mix], np.uint8)})
+    return out
+
+
+def unpack(recipe: Recipe, row: Mapping[str, Any]) -> ViewParams:
+    """One stored record (arrays indexed down to a single view) -> the view's parameters."""
+    params = recipe.decode(row["params"])
+    if recipe.mixes:
+        top, left, h, w = (int(b) for b in row["box"])
+        params["mix"] = {"mode": int(row["mix_mode"]), "partner": int(row["partner"]),
+                         "partner_view": int(row["partner_view"]),
+                         "lam": int(np.asarray(row["lam"], dtype=np.float16).view(np.uint16)),
+                         "top": top, "left": left, "h": h, "w": w}
+    return params

@@ -11,10 +11,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreError
-from .format import shard_name
 from .store import Store
-from .writer import finalize_if_complete, prepare_store
-from .shards import shard_metadata, write_shard
+from .writer import StoreWriter
 
 _SAME = ("source", "num_classes", "teachers", "image_size", "recipe", "topk", "samples_per_shard", "arrays")
 
@@ -41,17 +39,16 @@ def merge_stores(inputs: list[str | Path], out: str | Path, provenance: dict[str
     config = {k: first[k] for k in first if k not in ("format", "format_version", "drkit_version", "shards",
                                                       "skipped", "provenance")}
     config.update(num_views=total_views, parts=parts, seed=first["seed"])
-    root = prepare_store(out, config, resume=False)
+    writer = StoreWriter(out, config)
     offsets = np.cumsum([0] + [s.num_views for s in stores])[:-1]
-    for k, info in enumerate(first["shards"]):
+    for k, parts_k in enumerate(zip(*(s.shard_arrays() for s in stores))):
         chunks = []
-        for s, off in zip(stores, offsets):
-            arrays = dict(s._shard_of(info["start"])[0].arrays)
+        for (_, arrays), off in zip(parts_k, offsets):
+            arrays = dict(arrays)
             if "partner_view" in arrays:
                 arrays["partner_view"] = (np.asarray(arrays["partner_view"]).astype(np.int64) + off).astype(np.uint16)
             chunks.append(arrays)
-        merged = {name: np.concatenate([np.asarray(c[name]) for c in chunks], axis=1) for name in chunks[0]}
-        write_shard(root / shard_name(k), merged, shard_metadata(info["start"], info["stop"]))
+        writer.write(k, {name: np.concatenate([np.asarray(c[name]) for c in chunks], axis=1) for name in chunks[0]})
     skipped = sorted(set().union(*[set(s.skipped) for s in stores]))
-    finalize_if_complete(root, config, provenance or {"command": "merge"}, skipped)
-    return root
+    writer.close(provenance or {"command": "merge"}, skipped=skipped)
+    return writer.root

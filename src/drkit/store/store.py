@@ -8,14 +8,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..augment import Recipe, ViewParams, get_recipe
+from ..augment import Recipe, ViewParams, get_recipe, render_view
 from ..errors import StoreError
 from ..fileio import sha256_file
-from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, REQUIRED_MANIFEST_KEYS, bytes_per_record
+from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, REQUIRED_MANIFEST_KEYS, bytes_per_record, unpack
 from .shards import ShardReader
+from .stats import shard_arrays
 
 if TYPE_CHECKING:
     from ..sources import Source
+
+
+_LABELS = ("topk_ids", "topk_probs")
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
@@ -98,8 +102,6 @@ class Store:
 
     def shard_arrays(self) -> Any:
         """(first sample id, memory-mapped arrays) of each shard, in order."""
-        from .stats import shard_arrays
-
         return shard_arrays(self.path, self.manifest, self.manifest["shards"])
 
     def raw(self, sample_id: int) -> dict[str, np.ndarray]:
@@ -107,24 +109,25 @@ class Store:
         reader, local = self._shard_of(sample_id)
         return {k: np.array(a[local]) for k, a in reader.arrays.items()}
 
-    def record(self, sample_id: int, view: int) -> dict[str, Any]:
-        """One view: decoded ``params``, ``topk_ids``, ``topk_probs`` (+ mixing fields)."""
+    def view_params(self, sample_id: int, view: int) -> ViewParams:
+        """The stored parameters of one view (a ``"mix"`` entry when the recipe mixes)."""
         if not 0 <= view < self.num_views:
             raise IndexError(f"view {view} outside 0..{self.num_views - 1}")
         reader, local = self._shard_of(sample_id)
+        return unpack(self.recipe, {k: a[local, view] for k, a in reader.arrays.items() if k not in _LABELS})
+
+    def record(self, sample_id: int, view: int) -> dict[str, Any]:
+        """One view: decoded ``params``, ``topk_ids``, ``topk_probs`` (+ mixing fields)."""
+        params = self.view_params(sample_id, view)
+        reader, local = self._shard_of(sample_id)
         a = reader.arrays
-        params: ViewParams = self.recipe.decode(a["params"][local, view])
         rec: dict[str, Any] = {"params": params, "topk_ids": np.array(a["topk_ids"][local, view], dtype=np.int64),
                                "topk_probs": np.array(a["topk_probs"][local, view], dtype=np.float32)}
-        if self.mixes:
-            box = [int(b) for b in a["box"][local, view]]
-            mix = {"mode": int(a["mix_mode"][local, view]), "partner": int(a["partner"][local, view]),
-                   "partner_view": int(a["partner_view"][local, view]),
-                   "lam": int(np.array(a["lam"][local, view]).view(np.uint16)),
-                   "top": box[0], "left": box[1], "h": box[2], "w": box[3]}
-            params["mix"] = mix
+        mix = params.get("mix")
+        if mix is not None:
             rec.update(partner=mix["partner"], partner_view=mix["partner_view"],
-                       lam=float(a["lam"][local, view]), box=box, mix_mode=mix["mode"])
+                       lam=float(np.array([mix["lam"]], np.uint16).view(np.float16)[0]),
+                       box=[mix["top"], mix["left"], mix["h"], mix["w"]], mix_mode=mix["mode"])
         return rec
 
     def soft_target(self, sample_id: int, view: int, smooth: bool = True) -> torch.Tensor:
@@ -147,18 +150,15 @@ class Store:
         self._checked_sources.add(id(src))
 
     def render_uint8(self, src: Source, sample_id: int, view: int, image_size: int | None = None,
-                     record: dict[str, Any] | None = None) -> torch.Tensor:
-        """Replay a view as uint8 CHW at ``image_size`` (default: the teacher's size)."""
+                     record: dict[str, Any] | None = None, image: torch.Tensor | None = None) -> torch.Tensor:
+        """Replay a view as uint8 CHW at ``image_size`` (default: the teacher's size); ``image`` is
+        the sample's decoded image when the caller already has it."""
         self.check_source(src)
-        size = image_size or self.image_size
-        rec = record or self.record(sample_id, view)
-        params = rec["params"]
-        img = src.load_uint8(sample_id)
-        mix = params.get("mix")
-        if mix is not None and mix["mode"]:
-            partner = self.record(mix["partner"], mix["partner_view"])["params"]
-            return self.recipe.render(img, params, size, src.load_uint8(mix["partner"]), partner)
-        return self.recipe.render(img, params, size)
+        params = record["params"] if record is not None else None
+        out = render_view(self.recipe, self.view_params, src.load_uint8, sample_id, view,
+                          image_size or self.image_size, params=params, image=image)
+        assert out is not None  # load_uint8 raises rather than returning None
+        return out
 
     def replay(self, src: Source, sample_id: int, view: int, image_size: int | None = None) -> torch.Tensor:
         """CHW float in [0, 1]: exactly the tensor the teacher saw (at the teacher's size)."""

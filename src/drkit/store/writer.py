@@ -1,4 +1,5 @@
-"""Writing a store: run configuration, refusal to mix runs, atomic shards, manifest last.
+"""Writing a store: the front door. ``StoreWriter`` owns the run configuration, the refusal to
+mix runs, per-shard buffers, atomic shards, skip lists, temp-file cleanup and the manifest.
 
 ``run.json`` holds everything that determines the store's content. A resumed or parallel job
 must present the same configuration or is refused; ``manifest.json`` is written only once every
@@ -8,21 +9,121 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
+
+import numpy as np
 
 from .. import __version__
 from ..errors import StoreError
 from ..fileio import atomic_write_json, sha256_file
-from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, RUN_CONFIG, shard_name, shard_ranges
+from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, RUN_CONFIG, SHARD_DIR, shard_name, shard_ranges
+from .shards import ShardReader, shard_metadata, write_shard
 
 
-def prepare_store(out: str | Path, config: dict[str, Any], resume: bool, shared: bool = False) -> Path:
-    """Create ``out`` for this run, or check that it belongs to the same run.
+class StoreWriter:
+    """Writes the shards of one store run (this job's share of them) and, last, its manifest.
 
-    ``resume`` continues an unfinished run; ``shared`` lets parallel jobs of one run (``--shard
-    i/n``, torchrun ranks) join a directory another job created.
+    ``config`` is the run's content-determining configuration (``run.json``). ``resume``
+    continues an unfinished run; ``shared`` lets parallel jobs of one run (``--shard i/n``,
+    torchrun ranks) join a directory another job created. Records arrive with :meth:`add`
+    (any order, any batching), a shard is written atomically by :meth:`seal`, and :meth:`close`
+    writes the manifest once every shard of the run exists.
     """
-    root = Path(out)
+
+    def __init__(self, out: str | Path, config: dict[str, Any], *, resume: bool = False, shared: bool = False):
+        self.root = _prepare(Path(out), config, resume, shared)
+        self.config = config
+        self.ranges = shard_ranges(int(config["num_samples"]), int(config["samples_per_shard"]))
+        self._buffers: dict[int, dict[str, np.ndarray]] = {}
+        self._skips: dict[int, set[int]] = {}
+        self._remove_debris()
+
+    # -- what is left to do ---------------------------------------------------------------
+    def done(self, shard: int) -> bool:
+        return (self.root / shard_name(shard)).exists()
+
+    def todo(self, job: int = 0, jobs: int = 1) -> list[tuple[int, int, int]]:
+        """(shard, first sample, stop) of the unfinished shards that job ``job`` of ``jobs`` owns."""
+        return [(k, a, b) for k, (a, b) in enumerate(self.ranges) if k % jobs == job and not self.done(k)]
+
+    def complete(self) -> bool:
+        """Whether every shard of the run exists (written by this job or another)."""
+        return all(self.done(k) for k in range(len(self.ranges)))
+
+    # -- records --------------------------------------------------------------------------
+    def add(self, shard: int, samples: np.ndarray, views: np.ndarray, arrays: dict[str, np.ndarray],
+            bad: Iterable[int] = ()) -> None:
+        """Store records ``(samples[r], views[r]) <- arrays[name][r]``; ``bad`` are sample ids
+        skipped with ``--skip-bad`` (their records stay zero, the manifest lists them)."""
+        start, stop = self.ranges[shard]
+        buf = self._buffers.get(shard)
+        if buf is None:
+            ns = int(self.config["num_views"])
+            buf = {name: np.zeros([stop - start, ns, *spec["shape"]], dtype=spec["dtype"])
+                   for name, spec in self.config["arrays"].items()}
+            self._buffers[shard] = buf
+            self._skips[shard] = set()
+        rows = np.asarray(samples, dtype=np.int64) - start
+        for name, arr in arrays.items():
+            buf[name][rows, views] = np.asarray(arr).astype(buf[name].dtype, copy=False)
+        self._skips[shard].update(int(i) for i in bad)
+
+    def seal(self, shard: int) -> None:
+        """Write shard ``shard`` atomically (its skip list first: a shard implies its skips)."""
+        start, stop = self.ranges[shard]
+        skips = sorted(self._skips.pop(shard, set()))
+        if skips:
+            atomic_write_json(self.root / SHARD_DIR / f"{shard:05d}.skipped.json", skips)
+        write_shard(self.root / shard_name(shard), self._buffers.pop(shard), shard_metadata(start, stop))
+
+    def write(self, shard: int, arrays: dict[str, np.ndarray], skips: Iterable[int] = ()) -> None:
+        """A whole shard at once (``[samples, views, ...]`` arrays), e.g. from a merge."""
+        start, _ = self.ranges[shard]
+        ids = np.arange(start, start + len(next(iter(arrays.values()))))
+        views = np.arange(int(self.config["num_views"]))
+        self.add(shard, ids[:, None], views[None, :], arrays, skips)
+        self.seal(shard)
+
+    # -- reading back what exists (diagnostics before the manifest) -------------------------
+    def skipped(self) -> list[int]:
+        """Samples skipped with --skip-bad so far, over every finished shard."""
+        out: list[int] = []
+        for p in sorted((self.root / SHARD_DIR).glob("*.skipped.json")):
+            out += json.loads(p.read_text())
+        return out
+
+    def shard_arrays(self) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """(first sample id, memory-mapped arrays) of every shard of a complete run."""
+        for k, (a, b) in enumerate(self.ranges):
+            reader = ShardReader(self.root / shard_name(k), self.config["arrays"], b - a, int(self.config["num_views"]))
+            yield a, reader.arrays
+
+    # -- the end --------------------------------------------------------------------------
+    def close(self, provenance: dict[str, Any], extra: dict[str, Any] | None = None,
+              skipped: Iterable[int] = ()) -> bool:
+        """Write the manifest when every shard exists; returns whether the store is complete.
+        ``extra`` adds keys that describe, not determine, the content (diagnostics)."""
+        if not self.complete():
+            return False
+        shards = []
+        for k, (start, stop) in enumerate(self.ranges):
+            path = self.root / shard_name(k)
+            shards.append({"index": k, "file": shard_name(k), "start": start, "stop": stop,
+                           "bytes": path.stat().st_size, "sha256": sha256_file(path)})
+        manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "drkit_version": __version__,
+                    **self.config, **(extra or {}), "shards": shards,
+                    "skipped": sorted(set(skipped) | set(self.skipped())), "provenance": provenance}
+        atomic_write_json(self.root / MANIFEST, manifest)
+        return True
+
+    def _remove_debris(self) -> None:
+        """Temp files of a killed write (they are never part of a store)."""
+        for tmp in (self.root / SHARD_DIR).glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+def _prepare(root: Path, config: dict[str, Any], resume: bool, shared: bool) -> Path:
+    """Create ``root`` for this run, or check that it belongs to the same run."""
     run_path = root / RUN_CONFIG
     if root.exists() and any(not p.name.startswith(".") for p in root.iterdir()):
         if not run_path.exists():
@@ -38,49 +139,5 @@ def prepare_store(out: str | Path, config: dict[str, Any], resume: bool, shared:
             raise StoreError(f"{root} holds an unfinished run: pass --resume to continue it")
         return root
     atomic_write_json(run_path, config)  # first, so a parallel job never sees a bare directory
-    (root / "shards").mkdir(exist_ok=True)
+    (root / SHARD_DIR).mkdir(exist_ok=True)
     return root
-
-
-def shard_done(root: Path, index: int) -> bool:
-    return (root / shard_name(index)).exists()
-
-
-def store_complete(root: Path, config: dict[str, Any]) -> bool:
-    """Whether every shard of the run exists."""
-    ranges = shard_ranges(config["num_samples"], config["samples_per_shard"])
-    return all(shard_done(root, k) for k in range(len(ranges)))
-
-
-def finalize_if_complete(root: Path, config: dict[str, Any], provenance: dict[str, Any],
-                         skipped: list[int] | None = None, extra: dict[str, Any] | None = None) -> bool:
-    """Write the manifest when every shard exists; returns whether the store is complete.
-    ``extra`` adds keys that describe, not determine, the content (diagnostics)."""
-    ranges = shard_ranges(config["num_samples"], config["samples_per_shard"])
-    if not store_complete(root, config):
-        return False
-    shards = []
-    for k, (start, stop) in enumerate(ranges):
-        path = root / shard_name(k)
-        shards.append({"index": k, "file": shard_name(k), "start": start, "stop": stop,
-                       "bytes": path.stat().st_size, "sha256": sha256_file(path)})
-    skipped_all = sorted(set(skipped or []) | set(collect_skips(root)))
-    manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "drkit_version": __version__,
-                **config, **(extra or {}),
-                "shards": shards, "skipped": skipped_all, "provenance": provenance}
-    atomic_write_json(root / MANIFEST, manifest)
-    return True
-
-
-def record_skips(root: Path, shard_index: int, skipped: list[int]) -> None:
-    """Per-shard list of samples skipped with --skip-bad, merged into the manifest at the end."""
-    if skipped:
-        atomic_write_json(root / "shards" / f"{shard_index:05d}.skipped.json", sorted(skipped))
-
-
-def collect_skips(root: Path) -> list[int]:
-    """Samples skipped with --skip-bad so far, over every finished shard."""
-    out: list[int] = []
-    for p in sorted((root / "shards").glob("*.skipped.json")):
-        out += json.loads(p.read_text())
-    return out

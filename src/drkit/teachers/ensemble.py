@@ -1,7 +1,6 @@
 """Loaded members -> one frozen module that averages their probabilities."""
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -12,19 +11,11 @@ from drkit.errors import TeacherError
 from drkit.folds import root_indices
 from drkit.models import ImageModel
 
+from ..device import amp_dtype, autocast, resolve_device
 from .spec import TEACHER_SCHEMES, TeacherInfo, parse_teacher_spec
 
 if TYPE_CHECKING:
     from drkit.sources import Source
-
-
-def _amp_context(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
-    """CUDA: autocast in bf16 where supported, else fp16. Elsewhere full fp32 (CPU bf16 would
-    change the labels for no speed-up worth having)."""
-    if not enabled or device.type != "cuda":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device_type="cuda", dtype=dtype)
 
 
 class TeacherEnsemble(nn.Module):
@@ -165,7 +156,7 @@ class TeacherEnsemble(nn.Module):
             return self._routed_forward(x, _as_numpy(sample_ids), None if partner_ids is None else _as_numpy(partner_ids))
         total: torch.Tensor | None = None
         for member in self.members:
-            with _amp_context(device, self.amp):
+            with autocast(device, amp_dtype(self.amp, device)):
                 logits = member(x)
             probs = logits.float().softmax(dim=-1)
             total = probs if total is None else total + probs
@@ -182,7 +173,7 @@ class TeacherEnsemble(nn.Module):
                 rows = torch.from_numpy(np.flatnonzero(mask[:, m])).to(x.device)
                 if rows.numel() == 0:
                     continue
-                with _amp_context(x.device, self.amp):
+                with autocast(x.device, amp_dtype(self.amp, x.device)):
                     logits = self.members[m](x.index_select(0, rows))
                 total.index_add_(0, rows, logits.float().softmax(dim=-1))
                 count.index_add_(0, rows, torch.ones(rows.numel(), 1, device=x.device))
@@ -220,16 +211,6 @@ def _check_classes(info: TeacherInfo, classes: list[str]) -> None:
     )
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise TeacherError(f"invalid device {device!r}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TeacherError(f"device {device} requested but CUDA is not available")
-    return dev
-
-
 def load_teacher(
     specs: str | Sequence[str],
     device: str | torch.device = "cpu",
@@ -251,7 +232,7 @@ def load_teacher(
         if num_classes is not None and num_classes != len(class_list):
             raise TeacherError(f"num_classes={num_classes} but {len(class_list)} class names were given")
         num_classes = len(class_list)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     members: list[ImageModel] = []
     infos: list[TeacherInfo] = []
     loaded = []

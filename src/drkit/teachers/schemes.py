@@ -3,36 +3,36 @@ registers them."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
-from drkit.checkpoint import WEIGHTS_NAME, load_checkpoint, read_config
+from drkit.checkpoint import WEIGHTS_NAME, load_checkpoint, mismatch_reason, read_config
 from drkit.errors import CheckpointError, DrkitError, TeacherError
 from drkit.errors import one_line as _one_line
 from drkit.folds import load_split, read_folds
-from drkit.models import ImageModel, ModelConfig, _first_conv, create_model
+from drkit.models import ImageModel, ModelConfig, _first_conv, create_model  # _first_conv: models.py is not renamed yet
 
 from .spec import FoldRoute, Member, TeacherInfo, TeacherSpec, register_teacher_scheme
 from .weights import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    _WeightFile,
-    _as_tuple,
-    _build_probe,
-    _check_head,
-    _classifier_classes,
-    _first_conv_chans,
-    _fit_stats,
-    _size_option,
-    _split_options,
-    _square,
-    _weights_path,
+    WeightFile,
+    as_tuple,
+    build_probe,
+    check_head,
+    classifier_classes,
+    first_conv_chans,
+    fit_stats,
+    scheme_options,
+    size_option,
+    square_side,
+    weights_path,
 )
-
 
 
 def _timm_cached_file(cfg: dict[str, Any]) -> Path | None:
@@ -59,89 +59,136 @@ def _torch_hub_cached_file(url: str | None) -> Path | None:
     return path if path.is_file() else None
 
 
+@dataclass
+class _TimmPlan:
+    """What the weights fix before timm builds the model: class count, input channels, and the
+    ``pretrained_cfg_overlay`` that points timm at a local file (empty for hub weights)."""
+
+    num_classes: int
+    in_chans: int
+    label_offset: int
+    overlay: dict[str, Any]
+    weights: WeightFile | None = None
+    head_key: str | None = None
+
+
 @register_teacher_scheme("timm", options=("file", "size"), usage="NAME[?file=PATH][&size=S]", model_kwargs=True)
 def _load_timm(spec: TeacherSpec) -> Member:
     import timm
-    from timm.data import resolve_data_config
 
     name = spec.target
     if not timm.is_model(name):
         raise TeacherError(f"teacher {spec.raw}: unknown timm model {name!r}")
-    options, kwargs = _split_options(spec)
-    size = _size_option(spec, options)
+    options, kwargs = scheme_options(spec)
+    size = size_option(spec, options)
     if size is None and isinstance(kwargs.get("img_size"), int):
         size = kwargs["img_size"]
-    try:
-        pcfg = timm.models.get_pretrained_cfg(name)
-    except RuntimeError as exc:  # invalid pretrained tag
-        raise TeacherError(f"teacher {spec.raw}: {_one_line(exc)}") from exc
-    cfg: dict[str, Any] = pcfg.to_dict() if pcfg is not None else {}
-    cfg_hw = tuple(cfg.get("input_size") or (3, 224, 224))[1:]
-    label_offset = int(cfg.get("label_offset") or 0)
-
-    weights: _WeightFile | None = None
-    head_key: str | None = None
-    overlay: dict[str, Any] = {}
-    if "file" in options:
-        weights = _WeightFile(spec, _weights_path(spec, options["file"]))
-
-        def build(n: int) -> nn.Module:
-            return timm.create_model(name, pretrained=False, num_classes=n, **kwargs)
-
-        head_key, file_classes = _classifier_classes(spec, weights, _as_tuple(cfg.get("classifier")), build)
-        num_classes = file_classes - label_offset
-        in_chans = _first_conv_chans(weights, _as_tuple(cfg.get("first_conv")), int(kwargs.pop("in_chans", tuple(cfg.get("input_size") or (3,))[0])))
-        # num_classes/input_size in the overlay describe the *file*: timm then keeps its head and
-        # stem instead of dropping/adapting them.
-        overlay = dict(file=str(weights.path), num_classes=num_classes, input_size=(in_chans, *cfg_hw))
-    else:
-        if not (cfg.get("hf_hub_id") or cfg.get("url")):
-            raise TeacherError(f"teacher {spec.raw}: timm has no pretrained weights for {name}; use ?file=PATH")
-        num_classes = int(cfg.get("num_classes") or 1000)
-        in_chans = int(tuple(cfg.get("input_size") or (3,))[0])
+    cfg = _timm_pretrained_cfg(spec, name)
+    plan = _timm_plan(spec, name, cfg, options, kwargs)
     if size is not None:
-        overlay["input_size"] = (in_chans, size, size)
+        plan.overlay["input_size"] = (plan.in_chans, size, size)
         if cfg.get("fixed_input_size") and "img_size" not in kwargs:
             kwargs["img_size"] = size  # e.g. ViT: timm resamples the position embedding on load
     kwargs.pop("in_chans", None)
     kwargs.pop("num_classes", None)
+    model = _timm_create(spec, name, plan, kwargs)
+    info = _timm_info(spec, name, model, plan)
+    return _wrap(model, info, f"timm:{name}", kwargs), info
+
+
+def _timm_pretrained_cfg(spec: TeacherSpec, name: str) -> dict[str, Any]:
+    """timm's pretrained cfg of ``name`` (``NAME.tag`` picks a tag) as a dict; {} when it has none."""
+    import timm
+
+    try:
+        pcfg = timm.models.get_pretrained_cfg(name)
+    except RuntimeError as exc:  # invalid pretrained tag
+        raise TeacherError(f"teacher {spec.raw}: {_one_line(exc)}") from exc
+    return pcfg.to_dict() if pcfg is not None else {}
+
+
+def _timm_plan(
+    spec: TeacherSpec, name: str, cfg: dict[str, Any], options: dict[str, str], kwargs: dict[str, Any]
+) -> _TimmPlan:
+    """Class count and input channels from the ``?file=`` weights (``kwargs`` loses ``in_chans``
+    there), else from the pretrained cfg of hub weights."""
+    import timm
+
+    label_offset = int(cfg.get("label_offset") or 0)
+    cfg_chans = int(tuple(cfg.get("input_size") or (3,))[0])
+    if "file" not in options:
+        if not (cfg.get("hf_hub_id") or cfg.get("url")):
+            raise TeacherError(f"teacher {spec.raw}: timm has no pretrained weights for {name}; use ?file=PATH")
+        return _TimmPlan(int(cfg.get("num_classes") or 1000), cfg_chans, label_offset, {})
+    weights = WeightFile(spec, weights_path(spec, options["file"]))
+
+    def build(n: int) -> nn.Module:
+        return timm.create_model(name, pretrained=False, num_classes=n, **kwargs)
+
+    head_key, file_classes = classifier_classes(spec, weights, as_tuple(cfg.get("classifier")), build)
+    num_classes = file_classes - label_offset
+    in_chans = first_conv_chans(weights, as_tuple(cfg.get("first_conv")), int(kwargs.pop("in_chans", cfg_chans)))
+    # num_classes/input_size in the overlay describe the *file*: timm then keeps its head and
+    # stem instead of dropping/adapting them.
+    cfg_hw = tuple(cfg.get("input_size") or (3, 224, 224))[1:]
+    overlay = dict(file=str(weights.path), num_classes=num_classes, input_size=(in_chans, *cfg_hw))
+    return _TimmPlan(num_classes, in_chans, label_offset, overlay, weights, head_key)
+
+
+def _timm_create(spec: TeacherSpec, name: str, plan: _TimmPlan, kwargs: dict[str, Any]) -> nn.Module:
+    """timm builds and loads the model; a ``?file=`` model's head is then checked against the file."""
+    import timm
 
     try:
         model = timm.create_model(
             name,
             pretrained=True,
-            pretrained_cfg_overlay=overlay or None,
-            num_classes=num_classes,
-            in_chans=in_chans,
+            pretrained_cfg_overlay=plan.overlay or None,
+            num_classes=plan.num_classes,
+            in_chans=plan.in_chans,
             **kwargs,
         )
     except DrkitError:
         raise
     except Exception as exc:
-        where = f"from {weights.path}" if weights else "from the hub (no network? use ?file=PATH)"
+        where = f"from {plan.weights.path}" if plan.weights else "from the hub (no network? use ?file=PATH)"
         raise TeacherError(f"teacher {spec.raw}: cannot load weights {where}: {_one_line(exc)}") from exc
-    if weights is not None and head_key is not None:
-        _check_head(spec, model, weights, head_key, label_offset)
+    if plan.weights is not None and plan.head_key is not None:
+        check_head(spec, model, plan.weights, plan.head_key, plan.label_offset)
+    return model
+
+
+def _timm_info(spec: TeacherSpec, name: str, model: nn.Module, plan: _TimmPlan) -> TeacherInfo:
+    """Input config as timm resolves it for the built model, and where its weights came from."""
+    from timm.data import resolve_data_config
 
     data = resolve_data_config(model=model)
-    image_size = _square(spec, data["input_size"][1:])
     info = TeacherInfo(
         spec=spec.raw,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        image_size=image_size,
-        mean=_fit_stats(data["mean"], in_chans, spec, "mean"),
-        std=_fit_stats(data["std"], in_chans, spec, "std"),
+        num_classes=plan.num_classes,
+        in_chans=plan.in_chans,
+        image_size=square_side(spec, data["input_size"][1:]),
+        mean=fit_stats(data["mean"], plan.in_chans, spec, "mean"),
+        std=fit_stats(data["std"], plan.in_chans, spec, "std"),
         interpolation=str(data.get("interpolation") or "bicubic"),
         crop_pct=float(data.get("crop_pct") or 1.0),
     )
-    if weights is not None:
-        info.weights_file = str(weights.path)
+    if plan.weights is not None:
+        info.weights_file = str(plan.weights.path)
     else:
         cached = _timm_cached_file(model.pretrained_cfg)
         info.weights_file = str(cached) if cached else None
         info.weights_marker = f"hub:timm:{name}"
-    return _wrap(model, info, f"timm:{name}", kwargs), info
+    return info
+
+
+class _TorchvisionModel(NamedTuple):
+    """A built torchvision model and what its weights fixed."""
+
+    model: nn.Module
+    num_classes: int
+    in_chans: int
+    weights_file: str | None
 
 
 @register_teacher_scheme(
@@ -153,51 +200,84 @@ def _load_torchvision(spec: TeacherSpec) -> Member:
     name = spec.target
     if name not in torchvision.models.list_models(module=torchvision.models):
         raise TeacherError(f"teacher {spec.raw}: unknown torchvision classification model {name!r}")
-    options, _ = _split_options(spec)
-    size = _size_option(spec, options)
+    options, _ = scheme_options(spec)
+    size = size_option(spec, options)
+    tv_weights = _torchvision_weights(spec, name, options.get("weights", "DEFAULT"))
+    if "file" in options:
+        built = _torchvision_from_file(spec, name, options["file"])
+    else:
+        built = _torchvision_from_hub(spec, name, tv_weights)
+    image_size, mean, std, interp, crop_pct = _torchvision_input_config(tv_weights)
+    info = TeacherInfo(
+        spec=spec.raw,
+        num_classes=built.num_classes,
+        in_chans=built.in_chans,
+        image_size=size or image_size,
+        mean=fit_stats(mean, built.in_chans, spec, "mean"),
+        std=fit_stats(std, built.in_chans, spec, "std"),
+        interpolation=interp,
+        crop_pct=crop_pct,
+        weights_file=built.weights_file,
+        weights_marker=f"hub:torchvision:{name}",
+    )
+    return _wrap(built.model, info, f"torchvision:{name}", {}), info
+
+
+def _torchvision_weights(spec: TeacherSpec, name: str, tag: str) -> Any:
+    """The weights enum member ``tag`` of ``name`` (``DEFAULT`` when not given); None when the
+    architecture has no pretrained weights."""
+    import torchvision
+
     try:
         enum = torchvision.models.get_model_weights(name)
     except (ValueError, KeyError):
-        enum = None
-    tv_weights = None
-    if enum is not None:
-        tag = options.get("weights", "DEFAULT")
-        try:
-            tv_weights = enum[tag] if tag != "DEFAULT" else enum.DEFAULT
-        except KeyError as exc:
-            tags = ", ".join(w.name for w in enum)
-            raise TeacherError(f"teacher {spec.raw}: unknown weights {tag!r} (known: {tags})") from exc
+        return None
+    try:
+        return enum[tag] if tag != "DEFAULT" else enum.DEFAULT
+    except KeyError as exc:
+        tags = ", ".join(w.name for w in enum)
+        raise TeacherError(f"teacher {spec.raw}: unknown weights {tag!r} (known: {tags})") from exc
 
-    if "file" in options:
-        weights = _WeightFile(spec, _weights_path(spec, options["file"]))
 
-        def build(n: int) -> nn.Module:
-            return torchvision.models.get_model(name, weights=None, num_classes=n)
+def _torchvision_from_file(spec: TeacherSpec, name: str, value: str) -> _TorchvisionModel:
+    """A torchvision architecture built with the class count and channels of a local state dict."""
+    import torchvision
 
-        head_key, num_classes = _classifier_classes(spec, weights, (), build)
-        first = _first_conv(_build_probe(build, 1000))
-        in_chans = _first_conv_chans(weights, (first[0],) if first else (), 3)
-        try:
-            model = create_model(f"torchvision:{name}", num_classes=num_classes, in_chans=in_chans)
-        except CheckpointError as exc:
-            raise TeacherError(f"teacher {spec.raw}: {exc}") from exc
-        _load_strict(spec, model, weights)
-        weights_file: str | None = str(weights.path)
-    else:
-        if tv_weights is None:
-            raise TeacherError(f"teacher {spec.raw}: torchvision has no pretrained weights for {name}; use ?file=PATH")
-        num_classes = len(tv_weights.meta["categories"])
-        in_chans = 3
-        try:
-            model = torchvision.models.get_model(name, weights=tv_weights)
-        except Exception as exc:
-            raise TeacherError(
-                f"teacher {spec.raw}: cannot load {tv_weights} (no network? use ?file=PATH): {_one_line(exc)}"
-            ) from exc
-        cached = _torch_hub_cached_file(tv_weights.url)
-        weights_file = str(cached) if cached else None
+    weights = WeightFile(spec, weights_path(spec, value))
 
-    # Input config from the weights' own eval transform (architecture defaults for a local file).
+    def build(n: int) -> nn.Module:
+        return torchvision.models.get_model(name, weights=None, num_classes=n)
+
+    head_key, num_classes = classifier_classes(spec, weights, (), build)
+    first = _first_conv(build_probe(build, 1000))
+    in_chans = first_conv_chans(weights, (first[0],) if first else (), 3)
+    try:
+        model = create_model(f"torchvision:{name}", num_classes=num_classes, in_chans=in_chans)
+    except CheckpointError as exc:
+        raise TeacherError(f"teacher {spec.raw}: {exc}") from exc
+    _load_strict(spec, model, weights)
+    return _TorchvisionModel(model, num_classes, in_chans, str(weights.path))
+
+
+def _torchvision_from_hub(spec: TeacherSpec, name: str, tv_weights: Any) -> _TorchvisionModel:
+    """torchvision's own pretrained weights (downloaded or from the torch.hub cache)."""
+    import torchvision
+
+    if tv_weights is None:
+        raise TeacherError(f"teacher {spec.raw}: torchvision has no pretrained weights for {name}; use ?file=PATH")
+    try:
+        model = torchvision.models.get_model(name, weights=tv_weights)
+    except Exception as exc:
+        raise TeacherError(
+            f"teacher {spec.raw}: cannot load {tv_weights} (no network? use ?file=PATH): {_one_line(exc)}"
+        ) from exc
+    cached = _torch_hub_cached_file(tv_weights.url)
+    return _TorchvisionModel(model, len(tv_weights.meta["categories"]), 3, str(cached) if cached else None)
+
+
+def _torchvision_input_config(tv_weights: Any) -> tuple[int, tuple[float, ...], tuple[float, ...], str, float]:
+    """(image size, mean, std, interpolation, crop_pct) from the weights' own eval transform;
+    architecture defaults (224, ImageNet stats, bilinear, 0.875) without weights (a local file)."""
     image_size, mean, std, interp, crop_pct = 224, IMAGENET_MEAN, IMAGENET_STD, "bilinear", 0.875
     if tv_weights is not None:
         tf = tv_weights.transforms()
@@ -207,26 +287,12 @@ def _load_torchvision(spec: TeacherSpec) -> Member:
         mean, std = tuple(getattr(tf, "mean", mean)), tuple(getattr(tf, "std", std))
         mode = getattr(tf, "interpolation", None)
         interp = str(getattr(mode, "value", mode or interp))
-    info = TeacherInfo(
-        spec=spec.raw,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        image_size=size or image_size,
-        mean=_fit_stats(mean, in_chans, spec, "mean"),
-        std=_fit_stats(std, in_chans, spec, "std"),
-        interpolation=interp,
-        crop_pct=crop_pct,
-        weights_file=weights_file,
-        weights_marker=f"hub:torchvision:{name}",
-    )
-    return _wrap(model, info, f"torchvision:{name}", {}), info
+    return image_size, mean, std, interp, crop_pct
 
 
-def _load_strict(spec: TeacherSpec, model: nn.Module, weights: _WeightFile) -> None:
-    from drkit.checkpoint import _mismatch_reason
-
+def _load_strict(spec: TeacherSpec, model: nn.Module, weights: WeightFile) -> None:
     state = weights.state_dict()
-    reason = _mismatch_reason(model.state_dict(), state)
+    reason = mismatch_reason(model.state_dict(), state)
     if reason:
         raise TeacherError(f"teacher {spec.raw}: weights {weights.path} do not fit the model: {reason}")
     model.load_state_dict(state, strict=True)
@@ -234,7 +300,7 @@ def _load_strict(spec: TeacherSpec, model: nn.Module, weights: _WeightFile) -> N
 
 @register_teacher_scheme("ckpt", options=("folds",), usage="DIR[?folds=all]")
 def _load_ckpt(spec: TeacherSpec) -> Member | list[Member]:
-    options, _ = _split_options(spec)
+    options, _ = scheme_options(spec)
     use_all = options.get("folds")
     if use_all not in (None, "all"):
         raise TeacherError(f"teacher {spec.raw}: folds must be 'all' (use every member), got {use_all!r}")

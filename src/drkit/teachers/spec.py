@@ -10,11 +10,13 @@ from drkit.fileio import sha256_file
 from drkit.folds import FoldSplit
 from drkit.errors import TeacherError
 from drkit.models import ImageModel
+from drkit.textspec import split_head, split_query
 
 
 @dataclass(frozen=True)
 class TeacherSpec:
-    """A parsed spec: ``scheme:target?key=value&key=value`` (values may use %-escapes)."""
+    """A parsed spec: ``scheme:target?key=value&key=value`` (values may use %-escapes; the
+    ``?``/``&`` syntax is :mod:`drkit.textspec`'s, values stay strings until a loader types them)."""
 
     raw: str
     scheme: str
@@ -24,19 +26,13 @@ class TeacherSpec:
 
 def parse_teacher_spec(spec: str) -> TeacherSpec:
     """Split a spec string. Unknown schemes raise :class:`TeacherError` listing the known ones."""
-    scheme, sep, rest = spec.partition(":")
-    if not sep or scheme not in TEACHER_SCHEMES:
+    scheme, rest = split_head(spec, ":")
+    if rest is None or scheme not in TEACHER_SCHEMES:
         raise TeacherError(
             f"unknown teacher spec {spec!r}; use one of: "
             + ", ".join(f"{s}:{TEACHER_SCHEMES[s].usage}" for s in sorted(TEACHER_SCHEMES))
         )
-    target, _, query = rest.partition("?")
-    options: dict[str, str] = {}
-    for item in filter(None, query.split("&")):
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise TeacherError(f"teacher {spec}: option {item!r} is not KEY=VALUE")
-        options[unquote(key)] = unquote(value)
+    target, options = split_query(rest, context=f"teacher {spec}", error=TeacherError, key=unquote, value=unquote)
     if not target:
         raise TeacherError(f"teacher {spec}: missing name after '{scheme}:'")
     return TeacherSpec(raw=spec, scheme=scheme, target=unquote(target), options=options)

@@ -1,4 +1,6 @@
-"""Helpers shared by the scheme loaders: option parsing, weight files, head and class-count checks."""
+"""Helpers shared by the scheme loaders: option parsing, weight files, head and class-count checks.
+
+Public names: :mod:`drkit.teachers.schemes` (and any user-registered scheme) builds on them."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,7 +19,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _split_options(spec: TeacherSpec) -> tuple[dict[str, str], dict[str, Any]]:
+def scheme_options(spec: TeacherSpec) -> tuple[dict[str, str], dict[str, Any]]:
     """(known options, extra model kwargs); refuses keys the scheme does not take."""
     scheme = TEACHER_SCHEMES[spec.scheme]
     known = {k: v for k, v in spec.options.items() if k in scheme.options}
@@ -28,7 +30,8 @@ def _split_options(spec: TeacherSpec) -> tuple[dict[str, str], dict[str, Any]]:
     return known, extra
 
 
-def _size_option(spec: TeacherSpec, options: dict[str, str]) -> int | None:
+def size_option(spec: TeacherSpec, options: dict[str, str]) -> int | None:
+    """The ``size=S`` option as a positive int, or None when not given."""
     if "size" not in options:
         return None
     try:
@@ -40,14 +43,15 @@ def _size_option(spec: TeacherSpec, options: dict[str, str]) -> int | None:
     return size
 
 
-def _weights_path(spec: TeacherSpec, value: str) -> Path:
+def weights_path(spec: TeacherSpec, value: str) -> Path:
+    """The ``file=PATH`` option as an existing file's path (``~`` expanded)."""
     path = Path(value).expanduser()
     if not path.is_file():
         raise TeacherError(f"teacher {spec.raw}: weights file {path} does not exist")
     return path
 
 
-def _fit_stats(values: Sequence[float], in_chans: int, spec: TeacherSpec, what: str) -> list[float]:
+def fit_stats(values: Sequence[float], in_chans: int, spec: TeacherSpec, what: str) -> list[float]:
     """Per-channel stats for ``in_chans``: one value is broadcast; RGB stats for a one-channel
     model are averaged (a grayscale model fine-tuned with ImageNet defaults)."""
     vals = [float(v) for v in values]
@@ -60,14 +64,15 @@ def _fit_stats(values: Sequence[float], in_chans: int, spec: TeacherSpec, what: 
     raise TeacherError(f"teacher {spec.raw}: {what} has {len(vals)} values for {in_chans} input channels")
 
 
-def _square(spec: TeacherSpec, hw: Sequence[int]) -> int:
+def square_side(spec: TeacherSpec, hw: Sequence[int]) -> int:
+    """The side of a square (H, W) input; a non-square one is refused."""
     h, w = int(hw[0]), int(hw[1])
     if h != w:
         raise TeacherError(f"teacher {spec.raw}: expects a non-square {h}x{w} input; pass &size=S for a square one")
     return h
 
 
-class _WeightFile:
+class WeightFile:
     """Shapes (and single tensors) of a local weight file, keyed like timm's loader sees them.
 
     safetensors: header only (no tensor is read until asked for). Other files: the state dict as
@@ -121,7 +126,7 @@ class _WeightFile:
         return {key: raw[name] for key, name in self._names.items()}
 
 
-def _build_probe(build: Callable[[int], nn.Module], num_classes: int) -> nn.Module:
+def build_probe(build: Callable[[int], nn.Module], num_classes: int) -> nn.Module:
     """Build cheaply on the meta device (no memory, no init cost); some architectures compute
     Python numbers from tensors at init, which meta cannot do — those are built on CPU."""
     try:
@@ -134,16 +139,16 @@ def _build_probe(build: Callable[[int], nn.Module], num_classes: int) -> nn.Modu
 def _probe_classifier_key(build: Callable[[int], nn.Module]) -> str | None:
     """The classifier weight key of an architecture: the ``*.weight`` whose leading dimension
     follows ``num_classes`` (found by building with 1000 and 1001 classes and diffing)."""
-    a = _build_probe(build, 1000).state_dict()
-    b = _build_probe(build, 1001).state_dict()
+    a = build_probe(build, 1000).state_dict()
+    b = build_probe(build, 1001).state_dict()
     for key, tensor in a.items():
         if key.endswith(".weight") and key in b and tensor.shape[:1] == (1000,) and b[key].shape[:1] == (1001,):
             return key
     return None
 
 
-def _classifier_classes(
-    spec: TeacherSpec, weights: _WeightFile, candidates: Sequence[str], build: Callable[[int], nn.Module]
+def classifier_classes(
+    spec: TeacherSpec, weights: WeightFile, candidates: Sequence[str], build: Callable[[int], nn.Module]
 ) -> tuple[str, int]:
     """(classifier weight key, class count) read from the weight file."""
     for name in candidates:
@@ -159,7 +164,8 @@ def _classifier_classes(
     return key, int(weights.shapes[key][0])
 
 
-def _first_conv_chans(weights: _WeightFile, candidates: Sequence[str], default: int) -> int:
+def first_conv_chans(weights: WeightFile, candidates: Sequence[str], default: int) -> int:
+    """Input channels of the first conv found among ``candidates`` in the file, else ``default``."""
     for name in candidates:
         shape = weights.shapes.get(f"{name}.weight")
         if shape is not None and len(shape) == 4:
@@ -167,7 +173,7 @@ def _first_conv_chans(weights: _WeightFile, candidates: Sequence[str], default: 
     return default
 
 
-def _check_head(spec: TeacherSpec, model: nn.Module, weights: _WeightFile, key: str, label_offset: int = 0) -> None:
+def check_head(spec: TeacherSpec, model: nn.Module, weights: WeightFile, key: str, label_offset: int = 0) -> None:
     """Final guard against a random head: the model's classifier must equal the file's."""
     state = model.state_dict()
     if key not in state:
@@ -178,7 +184,8 @@ def _check_head(spec: TeacherSpec, model: nn.Module, weights: _WeightFile, key: 
         raise TeacherError(f"teacher {spec.raw}: classifier {key} was not loaded from {weights.path}")
 
 
-def _as_tuple(value: Any) -> tuple[str, ...]:
+def as_tuple(value: Any) -> tuple[str, ...]:
+    """A pretrained cfg's str-or-sequence field (``classifier``, ``first_conv``) as a tuple."""
     if not value:
         return ()
     return (value,) if isinstance(value, str) else tuple(value)

@@ -1,18 +1,20 @@
 """``drkit train``: one loop for ERM, reinforced data (DR) and online knowledge distillation.
 
-``train`` mirrors the CLI verb; ``ReinforcedDataset`` and ``SoftTargetLoss`` drop into any
-PyTorch loop. Importing defines functions only (no data or model is touched).
+``train`` mirrors the CLI verb (``train(TrainConfig(...))`` or ``train(data, out, **options)``);
+``ReinforcedDataset`` and ``SoftTargetLoss`` drop into any PyTorch loop. Importing defines
+functions only (no data or model is touched).
 """
 from __future__ import annotations
 
 from .._verbs import make_callable
+from .config import TrainConfig
 from .data import AugmentedDataset, ReinforcedDataset, epoch_views
 from .losses import LabelSmoothingCrossEntropy, SoftTargetLoss, soft_target_cross_entropy
 from .loop import train
 from .outputs import read_metrics
 
-__all__ = ["train", "ReinforcedDataset", "AugmentedDataset", "SoftTargetLoss", "LabelSmoothingCrossEntropy",
-           "soft_target_cross_entropy", "epoch_views", "read_metrics"]
+__all__ = ["train", "TrainConfig", "ReinforcedDataset", "AugmentedDataset", "SoftTargetLoss",
+           "LabelSmoothingCrossEntropy", "soft_target_cross_entropy", "epoch_views", "read_metrics"]
 
 
 make_callable(__name__, "drkit.train.loop:train")

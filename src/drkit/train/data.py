@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..augment import Recipe, ViewParams, eval_transform, get_recipe
+from ..augment import Recipe, ViewParams, ViewSampler, eval_transform, get_recipe, partner_of, render_view
 from ..errors import DrkitError, StoreError
-from ..hashing import GOLDEN as _GOLDEN, MASK64 as _MASK, mix64 as _mix64, mix64_np as _mix64_np
+from ..hashing import GOLDEN, MASK64, mix64, mix64_np
 from ..store import densify
 
 if TYPE_CHECKING:
@@ -46,10 +46,10 @@ def view_permutation(seed: int, sample_id: int, cycle: int, num_views: int) -> n
     ~30 µs — a visible share of a small image's replay (design.md guarantee 4)."""
     h = _hash_words(seed, TAG_VIEW, sample_id, cycle)
     if num_views <= _SMALL_NS:
-        keys = [_mix64((h + v * _GOLDEN) & _MASK) for v in range(num_views)]
+        keys = [mix64((h + v * GOLDEN) & MASK64) for v in range(num_views)]
         return np.array(sorted(range(num_views), key=keys.__getitem__), dtype=np.int64)
-    arr = np.uint64(h) + np.arange(num_views, dtype=np.uint64) * np.uint64(_GOLDEN)
-    return np.argsort(_mix64_np(arr), kind="stable")
+    arr = np.uint64(h) + np.arange(num_views, dtype=np.uint64) * np.uint64(GOLDEN)
+    return np.argsort(mix64_np(arr), kind="stable")
 
 
 def view_at(seed: int, sample_id: int, t: int, num_views: int) -> int:
@@ -69,7 +69,7 @@ def epoch_views(seed: int, sample_id: int, epoch: int, num_views: int, per_image
 def _hash_words(*words: int) -> int:
     h = 0
     for w in words:
-        h = _mix64(h ^ (int(w) & _MASK))
+        h = mix64(h ^ (int(w) & MASK64))
     return h
 
 
@@ -79,7 +79,7 @@ def plain_mask(seed: int, sample_id: int, epoch: int, per_image: int, fraction: 
     if fraction <= 0:
         return np.zeros(per_image, dtype=bool)
     h = _hash_words(seed, TAG_PLAIN, sample_id, epoch)
-    return np.array([_mix64((h + j * _GOLDEN) & _MASK) / 2.0**64 < fraction for j in range(per_image)])
+    return np.array([mix64((h + j * GOLDEN) & MASK64) / 2.0**64 < fraction for j in range(per_image)])
 
 
 def epoch_order(num_items: int, seed: int, epoch: int) -> np.ndarray:
@@ -169,15 +169,6 @@ class ReinforcedDataset(Dataset):
         plain = plain_mask(self.seed, i, self.epoch, self.views_per_image, self.plain_fraction)
         return [-1 if p else v for v, p in zip(views, plain)]
 
-    def render_record(self, img: torch.Tensor, sample_id: int, rec: dict[str, Any]) -> torch.Tensor:
-        """``Store.render_uint8`` on an already decoded image (so k views cost one decode)."""
-        params = rec["params"]
-        mix = params.get("mix")
-        if mix is not None and mix["mode"]:
-            partner = self.store.record(mix["partner"], mix["partner_view"])["params"]
-            return self.store.recipe.render(img, params, self.image_size, self.src.load_uint8(mix["partner"]), partner)
-        return self.store.recipe.render(img, params, self.image_size)
-
     def _hard(self, label: int) -> tuple[np.ndarray, np.ndarray]:
         """A plain view's target in top-k form: the label with probability 1 (densifies to one-hot)."""
         k, c = self.store.topk, self.store.num_classes
@@ -201,7 +192,7 @@ class ReinforcedDataset(Dataset):
                 probs.append(hard[1])
                 continue
             rec = self.store.record(i, v)
-            images.append(self.render_record(img, i, rec))
+            images.append(self.store.render_uint8(self.src, i, v, self.image_size, record=rec, image=img))
             ids.append(rec["topk_ids"])
             probs.append(rec["topk_probs"])
         k = len(images)
@@ -239,6 +230,7 @@ class AugmentedDataset(Dataset):
         self.epoch, self.seed, self.as_uint8 = int(epoch), int(seed), as_uint8
         self.labels = np.asarray(src.labels, dtype=np.int64)
         self.num_classes = len(src.classes)
+        self.views = ViewSampler(self.recipe, self.seed, len(src), ERM_VIEWS, src.image_size)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -246,40 +238,35 @@ class AugmentedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.src)
 
-    def params(self, i: int, view: int | None = None) -> tuple[ViewParams, ViewParams | None]:
-        """The view's parameters and, when it mixes, its partner's."""
-        v = self.epoch % ERM_VIEWS if view is None else view
-        n = len(self.src)
-        p = self.recipe.sample(self.seed, i, v, self.src.image_size(i), n, ERM_VIEWS)
-        mix = p.get("mix")
-        if mix is None or not mix["mode"]:
-            return p, None
-        j = mix["partner"]
-        return p, self.recipe.sample(self.seed, j, mix["partner_view"], self.src.image_size(j), n, ERM_VIEWS)
+    def view(self) -> int:
+        """The view every sample draws this epoch (view ``epoch`` of an unbounded pool)."""
+        return self.epoch % ERM_VIEWS
 
-    def render(self, i: int, params: ViewParams, partner_params: ViewParams | None,
+    def render(self, i: int, view: int, params: ViewParams | None = None,
                img: torch.Tensor | None = None) -> Item:
         """Render a view (student size, and teacher size if needed) with its hard target."""
+        params = self.views(i, view) if params is None else params
         img = self.src.load_uint8(i) if img is None else img
         label = int(self.labels[i])
-        partner_img, partner_label = None, None
-        if partner_params is not None:
-            j = params["mix"]["partner"]
-            partner_img, partner_label = self.src.load_uint8(j), int(self.labels[j])
-        out: Item = {"image": self.recipe.render(img, params, self.image_size, partner_img, partner_params)[None],
+        partner = partner_of(params)
+        partner_label = int(self.labels[partner[0]]) if partner is not None else None
+
+        def at(size: int) -> torch.Tensor:
+            return render_view(self.recipe, self.views, self.src.load_uint8, i, view, size, params=params, image=img)
+
+        out: Item = {"image": at(self.image_size)[None],
                      "target": hard_target(self.recipe, params, label, partner_label, self.num_classes,
                                            self.image_size)[None],
                      "label": torch.tensor([label], dtype=torch.int64)}
         if self.teacher_size is not None:
-            out["teacher_image"] = self.recipe.render(img, params, self.teacher_size, partner_img, partner_params)[None]
+            out["teacher_image"] = at(self.teacher_size)[None]
         # which images a KD teacher sees: out-of-fold members are routed by them
         out["index"] = torch.tensor([i], dtype=torch.int64)
-        out["partner"] = torch.tensor([params["mix"]["partner"] if partner_params is not None else -1])
+        out["partner"] = torch.tensor([partner[0] if partner is not None else -1])
         return out
 
     def item(self, pos: int) -> Item:
-        params, partner = self.params(pos)
-        return self.render(pos, params, partner)
+        return self.render(pos, self.view())
 
     def finish(self, batch: Item) -> Item:
         return batch

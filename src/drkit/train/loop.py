@@ -10,38 +10,47 @@ the caller's RNG is left alone.
 """
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..distributed import DistEnv, dist_env, init_process_group, resolve_device
+from ..device import autocast, resolve_device
+from ..distributed import DistEnv, dist_env, init_process_group
 from ..errors import DrkitError
-from .build import Run, build_run, check_options
+from .config import TrainConfig
 from .data import BatchDataset, PlainBatches, epoch_batches
-from .optim import DEFAULTS, EMA, cosine_lr, create_optimizer, default_lr, flatten_optimizer, set_lr, unflatten_optimizer
-from .outputs import finish, log_row, write_curves, write_metrics
-from .prepare import note, parse_model_kwargs
+from .optim import EMA, cosine_lr, create_optimizer, flatten_optimizer, set_lr, unflatten_optimizer
+from .outputs import finish, log_row, note, write_curves, write_metrics
+from .setup import Run, build_run
 from .state import load_state, save_state, split_prefix, with_prefix
 
 TAG_TORCH = 0x7C4D
-#: options that may change between an interrupted run and its --resume
-RESUME_FREE = ("workers", "quiet", "device")
 
 
 # ----------------------------------------------------------------------------------------------
 # small helpers
 # ----------------------------------------------------------------------------------------------
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+@dataclasses.dataclass
+class Fit:
+    """The optimisation state the epochs share: optimiser, loss scaler, EMA, LR schedule, step."""
+
+    optimizer: torch.optim.Optimizer
+    scaler: Any
+    ema: EMA | None
+    peak_lr: float
+    total_steps: int
+    warmup_steps: int
+    step: int = 0
+
+    def lr(self) -> float:
+        return cosine_lr(self.step, self.total_steps, self.warmup_steps, self.peak_lr)
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -72,45 +81,50 @@ def _all_reduce(values: list[float], env: DistEnv, device: torch.device) -> list
 # ----------------------------------------------------------------------------------------------
 # one epoch
 # ----------------------------------------------------------------------------------------------
-def _train_epoch(run: Run, ddp_model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any, ema: EMA | None,
-                 batches: list[np.ndarray], workers: int, step: int, schedule: dict[str, Any], epoch: int,
-                 epochs: int, quiet: bool) -> tuple[dict[str, float], int]:
+def _step(run: Run, model: nn.Module, fit: Fit, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimiser step on a batch; returns (loss, logits, labels)."""
+    device = run.device
+    set_lr(fit.optimizer, fit.lr())
+    x = _to_input(batch["image"], device, run.channels_last)
+    labels = batch["label"].to(device, non_blocking=True)
+    if run.teacher is not None:
+        xt = _to_input(batch["teacher_image"], device, True) if "teacher_image" in batch else x
+        target = run.teacher(xt, sample_ids=batch.get("index"), partner_ids=batch.get("partner")).float()
+    else:
+        target = batch["target"].to(device, non_blocking=True)
+    with autocast(device, run.amp_dtype):
+        logits = model(x)
+    loss = run.criterion(logits.float(), target)
+    fit.optimizer.zero_grad(set_to_none=True)
+    if fit.scaler is not None:
+        fit.scaler.scale(loss).backward()
+        fit.scaler.step(fit.optimizer)
+        fit.scaler.update()
+    else:
+        loss.backward()
+        fit.optimizer.step()
+    if fit.ema is not None:
+        fit.ema.update(run.model)
+    fit.step += 1
+    return loss, logits, labels
+
+
+def _train_epoch(run: Run, model: nn.Module, fit: Fit, batches: list[np.ndarray], epoch: int) -> dict[str, float]:
     from tqdm.auto import tqdm
 
-    device, env = run.device, run.env
-    loader = _loader(BatchDataset(run.dataset, batches), device, workers)
-    ddp_model.train()
+    device, env, cfg = run.device, run.env, run.cfg
+    loader = _loader(BatchDataset(run.dataset, batches), device, cfg.workers)
+    model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.float64, device=device)
     seen = 0
-    lr = schedule["peak"]
-    bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{epochs}", unit="batch", dynamic_ncols=True,
-               disable=quiet or not env.is_main, leave=False)
+    lr = fit.peak_lr
+    bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", dynamic_ncols=True,
+               disable=cfg.quiet or not env.is_main, leave=False)
     start = time.perf_counter()
     for b, batch in enumerate(loader):
-        lr = cosine_lr(step, schedule["total"], schedule["warmup"], schedule["peak"])
-        set_lr(optimizer, lr)
-        x = _to_input(batch["image"], device, run.channels_last)
-        labels = batch["label"].to(device, non_blocking=True)
-        if run.teacher is not None:
-            xt = _to_input(batch["teacher_image"], device, True) if "teacher_image" in batch else x
-            target = run.teacher(xt, sample_ids=batch.get("index"), partner_ids=batch.get("partner")).float()
-        else:
-            target = batch["target"].to(device, non_blocking=True)
-        with _autocast(device, run.amp_dtype):
-            logits = ddp_model(x)
-        loss = run.criterion(logits.float(), target)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        if ema is not None:
-            ema.update(run.model)
-        step += 1
+        lr = fit.lr()
+        loss, logits, labels = _step(run, model, fit, batch)
         n = int(labels.shape[0])
         seen += n
         loss_sum += loss.detach().double() * n
@@ -126,22 +140,23 @@ def _train_epoch(run: Run, ddp_model: nn.Module, optimizer: torch.optim.Optimize
     if not math.isfinite(tot_loss):
         raise DrkitError(f"training loss became non-finite in epoch {epoch + 1}; lower --lr or check the data")
     return {"train_loss": tot_loss / max(tot_seen, 1), "train_top1": tot_correct / max(tot_seen, 1), "lr": lr,
-            "epoch_seconds": seconds, "img_per_s": tot_seen / max(seconds, 1e-9), "train_samples": int(tot_seen)}, step
+            "epoch_seconds": seconds, "img_per_s": tot_seen / max(seconds, 1e-9), "train_samples": int(tot_seen)}
 
 
 @torch.no_grad()
-def _validate(run: Run, model: nn.Module, batch_size: int, workers: int) -> dict[str, float]:
+def _validate(run: Run, model: nn.Module) -> dict[str, float]:
     """Top-1 and NLL on the eval view; ranks take strided slices, sums are all-reduced."""
     env, device = run.env, run.device
     idx = np.arange(len(run.val_src))[env.rank::env.world_size]
-    batches = [idx[a:a + batch_size] for a in range(0, len(idx), batch_size)]
+    bs = run.cfg.batch_size
+    batches = [idx[a:a + bs] for a in range(0, len(idx), bs)]
     was_training = model.training
     model.eval()
     nll = correct = count = 0.0
-    for batch in _loader(PlainBatches(run.val_src, run.image_size, batches), device, workers):
+    for batch in _loader(PlainBatches(run.val_src, run.image_size, batches), device, run.cfg.workers):
         x = _to_input(batch["image"], device, run.channels_last)
         labels = batch["label"].to(device)
-        with _autocast(device, run.amp_dtype):
+        with autocast(device, run.amp_dtype):
             logits = model(x)
         logp = torch.log_softmax(logits.float(), dim=-1)
         nll += float(-logp.gather(1, labels[:, None]).sum())
@@ -155,92 +170,64 @@ def _validate(run: Run, model: nn.Module, batch_size: int, workers: int) -> dict
 # ----------------------------------------------------------------------------------------------
 # resume state
 # ----------------------------------------------------------------------------------------------
-def _state_tensors(run: Run, optimizer: torch.optim.Optimizer, ema: EMA | None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _save(run: Run, fit: Fit, rows: list[dict[str, Any]], epoch: int) -> None:
     tensors = with_prefix(run.model.state_dict(), "model")
-    opt_tensors, opt_meta = flatten_optimizer(optimizer)
+    opt_tensors, opt_meta = flatten_optimizer(fit.optimizer)
     tensors.update(opt_tensors)
-    if ema is not None:
-        tensors.update(with_prefix(ema.state_dict(), "ema"))
-    return tensors, opt_meta
+    if fit.ema is not None:
+        tensors.update(with_prefix(fit.ema.state_dict(), "ema"))
+    save_state(Path(run.cfg.out), tensors, {
+        "epoch": epoch, "step": fit.step, "rows": rows, "run": run.config, "config": run.cfg.to_dict(),
+        "optimizer": opt_meta, "scaler": fit.scaler.state_dict() if fit.scaler else None})
 
 
-def _restore(run: Run, optimizer: torch.optim.Optimizer, scaler: Any, ema: EMA | None, out: Path) -> dict[str, Any]:
+def _restore(run: Run, fit: Fit) -> dict[str, Any]:
+    """Load ``out/state`` into the model and ``fit``, refusing a run made with other settings."""
+    out = Path(run.cfg.out)
     tensors, doc = load_state(out)
-    diff = sorted(k for k in set(doc["run"]) | set(run.config)
-                  if k not in RESUME_FREE and doc["run"].get(k) != run.config.get(k))
+    diff = run.cfg.diff(doc.get("config") or {})
+    diff += [k for k in ("data_fingerprint", "store_views") if doc["run"].get(k) != run.config.get(k)]
     if diff:
-        raise DrkitError(f"--resume: {out} holds a run with other settings ({', '.join(diff)}); "
+        raise DrkitError(f"--resume: {out} holds a run with other settings ({', '.join(sorted(diff))}); "
                          "resume with the same options or choose another --out")
     run.model.load_state_dict(split_prefix(tensors, "model"), strict=True)
-    unflatten_optimizer(optimizer, {k: v.to(run.device) for k, v in tensors.items() if k.startswith("optim.")},
+    unflatten_optimizer(fit.optimizer, {k: v.to(run.device) for k, v in tensors.items() if k.startswith("optim.")},
                         doc["optimizer"])
-    if ema is not None:
-        ema.load_state_dict(split_prefix(tensors, "ema"))
-    if scaler is not None and doc.get("scaler"):
-        scaler.load_state_dict(doc["scaler"])
+    if fit.ema is not None:
+        fit.ema.load_state_dict(split_prefix(tensors, "ema"))
+    if fit.scaler is not None and doc.get("scaler"):
+        fit.scaler.load_state_dict(doc["scaler"])
+    fit.step = int(doc["step"])
     return doc
 
 
 # ----------------------------------------------------------------------------------------------
 # the verb
 # ----------------------------------------------------------------------------------------------
-def train(data: Any, out: str | Path | None = None, *, val: Any = None, model: str = "drkit_cnn_tiny",
-          reinforced: str | Path | None = None, kd_teacher: str | Sequence[str] | None = None,
-          recipe: str | None = None, image_size: int | None = None, epochs: int = 10, batch_size: int = 128,
-          lr: float | None = None, opt: str = "sgd", weight_decay: float | None = None,
-          warmup_epochs: float = 1.0, label_smoothing: float = 0.1, temperature: float = 1.0,
-          views_per_image: int = 1, plain_fraction: float = 0.0, ema: float | None = None, workers: int = 2,
-          device: str = "auto", amp: str = "auto", channels_last: bool = True, seed: int = 0,
-          resume: bool = False, init: str | None = None, limit_batches: int | None = None, quiet: bool = False,
-          split: str | None = None, download: bool = False, command: Sequence[str] | None = None,
-          model_kwargs: str | dict[str, Any] | None = None, folds: int | None = None,
-          soften_targets: bool = False) -> dict[str, Any]:
-    """Train a student (see ``drkit train --help``); returns a JSON-serialisable summary.
+def train(cfg: TrainConfig | Any = None, out: Any = None, /, **options: Any) -> dict[str, Any]:
+    """Train a student; returns a JSON-serialisable summary (see :class:`TrainConfig`).
 
-    Mode: DR with ``reinforced`` (the store's views and soft labels), online KD with
-    ``kd_teacher`` (the teacher labels each augmented batch), else ERM (``recipe`` views, hard or
-    λ-mixed labels, ``label_smoothing``). ``batch_size`` is the global batch in *views*: split
-    evenly across torchrun ranks, and with ``views_per_image = k`` each rank's batch is
-    ``batch_size / ranks / k`` decoded images x k stored views each (an epoch then visits every
-    image k times). Defaults: lr 0.1 (SGD) or 2e-3 (AdamW) times ``batch_size / 256``, weight decay
-    5e-4 / 0.05, image size the store's (DR) or the source's native side. ``model_kwargs`` (dict or
-    JSON text) go to the model factory. Writes ``out/{model.safetensors, config.json,
-    metrics.jsonl, curves.png, state/}``; ``resume`` continues from ``out/state``.
-    ``folds = K`` trains K out-of-fold members into ``out/fold{k}`` plus ``out/folds.json``
+    ``train(TrainConfig(...))``, or the convenience form ``train(data, out, **options)`` that
+    builds the config. Writes ``out/{model.safetensors, config.json, metrics.jsonl, curves.png,
+    state/}``; ``resume`` continues from ``out/state``. ``folds = K`` trains K out-of-fold members
     (:mod:`drkit.train.folds`): teachers that never saw the images they later label.
     """
-    if out is None:
-        raise DrkitError("train needs an output directory (--out DIR)")
-    out = Path(out)
-    if folds is not None:
+    if not isinstance(cfg, TrainConfig):
+        cfg = TrainConfig.build(data=cfg, out=out, **options)
+    elif out is not None or options:
+        raise DrkitError("train(config) takes no further arguments: use config.replace(...)")
+    env = dist_env()
+    if cfg.folds is not None:
         from .folds import train_folds
 
-        return train_folds(train, data, out, folds, val=val, model=model, reinforced=reinforced,
-                           kd_teacher=kd_teacher, recipe=recipe, image_size=image_size, epochs=epochs,
-                           batch_size=batch_size, lr=lr, opt=opt, weight_decay=weight_decay,
-                           warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, temperature=temperature,
-                           views_per_image=views_per_image, plain_fraction=plain_fraction, ema=ema, workers=workers,
-                           device=device, amp=amp, channels_last=channels_last, seed=seed, resume=resume, init=init,
-                           limit_batches=limit_batches, quiet=quiet, split=split, download=download,
-                           command=command, model_kwargs=model_kwargs, soften_targets=soften_targets)
-    env = dist_env()
-    dev_name = resolve_device(device, env)
-    if dev_name.startswith("cuda") and not torch.cuda.is_available():
-        raise DrkitError(f"--device {device} requested but CUDA is not available")
-    started_pg = init_process_group(dev_name) if env.is_distributed else False
-    torch_device = torch.device(dev_name)
-    forked = [torch_device.index or 0] if torch_device.type == "cuda" else []
+        return train_folds(cfg.validate(env.world_size), train)
+    cfg.validate(env.world_size)
+    device = resolve_device(cfg.device, env)
+    started_pg = init_process_group(device) if env.is_distributed else False
+    forked = [device.index or 0] if device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=forked):
-            return _train(data=data, out=out, val=val, model=model, reinforced=reinforced, kd_teacher=kd_teacher,
-                          recipe=recipe, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
-                          opt=opt, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
-                          label_smoothing=label_smoothing, temperature=temperature,
-                          views_per_image=views_per_image, plain_fraction=plain_fraction, ema=ema,
-                          workers=workers, device=torch_device, amp=amp, channels_last=channels_last, seed=seed,
-                          resume=resume, init=init, limit_batches=limit_batches, quiet=quiet, split=split,
-                          download=download, command=command, model_kwargs=model_kwargs,
-                          soften_targets=soften_targets, env=env)
+            return _train(cfg, env, device)
     finally:
         if started_pg:
             import torch.distributed as dist
@@ -248,75 +235,66 @@ def train(data: Any, out: str | Path | None = None, *, val: Any = None, model: s
             dist.destroy_process_group()
 
 
-def _train(data: Any, out: Path, val: Any, model: str, reinforced: Any, kd_teacher: Any, recipe: str | None,
-           image_size: int | None, epochs: int, batch_size: int, lr: float | None, opt: str,
-           weight_decay: float | None, warmup_epochs: float, label_smoothing: float, temperature: float,
-           views_per_image: int, plain_fraction: float, ema: float | None, workers: int, device: torch.device,
-           amp: str, channels_last: bool, seed: int, resume: bool, init: str | None, limit_batches: int | None,
-           quiet: bool, split: str | None, download: bool, command: Sequence[str] | None,
-           model_kwargs: Any, soften_targets: bool, env: DistEnv) -> dict[str, Any]:
+def _fit(run: Run, steps: int) -> Fit:
+    cfg = run.cfg
+    return Fit(optimizer=create_optimizer(run.model, cfg.opt, cfg.peak_lr, cfg.decay),
+               scaler=torch.amp.GradScaler("cuda") if run.amp_dtype == torch.float16 else None,
+               ema=EMA(run.model, cfg.ema) if cfg.ema else None, peak_lr=cfg.peak_lr, total_steps=steps * cfg.epochs,
+               warmup_steps=int(round(cfg.warmup_epochs * steps)))
+
+
+def _train(cfg: TrainConfig, env: DistEnv, device: torch.device) -> dict[str, Any]:
     t_start = time.perf_counter()
-    kd_specs = [kd_teacher] if isinstance(kd_teacher, str) else list(kd_teacher or [])
-    check_options(epochs, batch_size, env.world_size, views_per_image, plain_fraction, label_smoothing,
-                   temperature, opt, limit_batches, warmup_epochs, reinforced, kd_specs, resume, out)
-    run = build_run(data, val, model, reinforced, kd_specs, recipe, image_size, views_per_image, plain_fraction,
-                 label_smoothing, temperature, soften_targets, device, amp, channels_last, seed, init, split, download,
-                 parse_model_kwargs(model_kwargs), env, quiet)
-    lr = float(lr if lr is not None else default_lr(opt, batch_size))
-    weight_decay = float(weight_decay if weight_decay is not None else DEFAULTS[opt]["weight_decay"])
-    run.config.update(epochs=epochs, batch_size=batch_size, lr=lr, opt=opt, weight_decay=weight_decay,
-                      warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, temperature=temperature,
-                      soften_targets=soften_targets, ema=ema, seed=seed, limit_batches=limit_batches, world_size=env.world_size,
+    out = Path(cfg.out)
+    run = build_run(cfg, env, device)
+    run.config.update(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.peak_lr, opt=cfg.opt,
+                      weight_decay=cfg.decay, warmup_epochs=cfg.warmup_epochs, label_smoothing=cfg.label_smoothing,
+                      temperature=cfg.temperature, soften_targets=cfg.soften_targets, ema=cfg.ema, seed=cfg.seed,
+                      limit_batches=cfg.limit_batches, world_size=env.world_size,
                       amp=str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "off",
-                      channels_last=channels_last, init=init)
-    optimizer = create_optimizer(run.model, opt, lr, weight_decay)
-    scaler = torch.amp.GradScaler("cuda") if run.amp_dtype == torch.float16 else None
-    ema_model = EMA(run.model, ema) if ema else None
-
-    per_rank_items = batch_size // env.world_size // views_per_image
+                      channels_last=cfg.channels_last, init=cfg.init)
+    per_rank_items = cfg.batch_size // env.world_size // cfg.views_per_image
     n_items = len(run.dataset)
-    steps = len(epoch_batches(n_items, seed, 0, per_rank_items, env.rank, env.world_size))
-    steps = min(steps, limit_batches) if limit_batches else steps
-    schedule = {"peak": lr, "total": steps * epochs, "warmup": int(round(warmup_epochs * steps))}
-
+    steps = len(epoch_batches(n_items, cfg.seed, 0, per_rank_items, env.rank, env.world_size))
+    steps = min(steps, cfg.limit_batches) if cfg.limit_batches else steps
+    fit = _fit(run, steps)
     rows: list[dict[str, Any]] = []
-    start_epoch, step = 0, 0
-    if resume:
-        doc = _restore(run, optimizer, scaler, ema_model, out)
-        rows, start_epoch, step = list(doc["rows"]), int(doc["epoch"]), int(doc["step"])
-        note(f"resuming {out} after epoch {start_epoch}/{epochs}", env.rank, quiet)
-    ddp_model: nn.Module = run.model
+    start_epoch = 0
+    if cfg.resume:
+        doc = _restore(run, fit)
+        rows, start_epoch = list(doc["rows"]), int(doc["epoch"])
+        note(f"resuming {out} after epoch {start_epoch}/{cfg.epochs}", env.rank, cfg.quiet)
+    model: nn.Module = run.model
     if env.is_distributed:
         from torch.nn.parallel import DistributedDataParallel
 
-        ddp_model = DistributedDataParallel(run.model, device_ids=[device.index] if device.type == "cuda" else None)
+        model = DistributedDataParallel(run.model, device_ids=[device.index] if device.type == "cuda" else None)
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
-    title = f"{run.mode} {run.config['model']}"
     last_plot = time.perf_counter()
-    for epoch in range(start_epoch, epochs):
-        torch.manual_seed(_epoch_seed(seed, epoch, env.rank))
+    for epoch in range(start_epoch, cfg.epochs):
+        torch.manual_seed(_epoch_seed(cfg.seed, epoch, env.rank))
         run.dataset.set_epoch(epoch)
-        batches = epoch_batches(n_items, seed, epoch, per_rank_items, env.rank, env.world_size)[:steps]
-        metrics, step = _train_epoch(run, ddp_model, optimizer, scaler, ema_model, batches, workers, step,
-                                     schedule, epoch, epochs, quiet)
-        row: dict[str, Any] = {"epoch": epoch + 1, "step": step, **metrics}
+        batches = epoch_batches(n_items, cfg.seed, epoch, per_rank_items, env.rank, env.world_size)[:steps]
+        metrics = _train_epoch(run, model, fit, batches, epoch)
+        row: dict[str, Any] = {"epoch": epoch + 1, "step": fit.step, **metrics}
         if run.val_src is not None:
-            v0 = time.perf_counter()
-            row.update({f"val_{k}": v for k, v in _validate(run, run.model, batch_size, workers).items()})
-            if ema_model is not None:
-                row.update({f"val_ema_{k}": v for k, v in _validate(run, ema_model.module, batch_size, workers).items()})
-            row["val_seconds"] = time.perf_counter() - v0
+            row.update(_validation_row(run, fit))
         rows.append(row)
         if env.is_main:
-            log_row(row, epochs, quiet)
+            log_row(row, cfg.epochs, cfg.quiet)
             write_metrics(out, rows)
-            tensors, opt_meta = _state_tensors(run, optimizer, ema_model)
-            save_state(out, tensors, {"epoch": epoch + 1, "step": step, "rows": rows, "run": run.config,
-                                      "optimizer": opt_meta, "scaler": scaler.state_dict() if scaler else None})
-            if epoch + 1 == epochs or time.perf_counter() - last_plot > 60:
-                write_curves(out, rows, title)
+            _save(run, fit, rows, epoch + 1)
+            if epoch + 1 == cfg.epochs or time.perf_counter() - last_plot > 60:
+                write_curves(out, rows, f"{run.mode} {cfg.model}")
                 last_plot = time.perf_counter()
-    return finish(run, rows, ema_model, out, epochs, seed, command, time.perf_counter() - t_start)
+    return finish(run, rows, fit.ema, time.perf_counter() - t_start)
 
 
+def _validation_row(run: Run, fit: Fit) -> dict[str, float]:
+    v0 = time.perf_counter()
+    row = {f"val_{k}": v for k, v in _validate(run, run.model).items()}
+    if fit.ema is not None:
+        row.update({f"val_ema_{k}": v for k, v in _validate(run, fit.ema.module).items()})
+    row["val_seconds"] = time.perf_counter() - v0
+    return row

@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..fileio import atomic_write_bytes
 from .optim import EMA
-from .prepare import note
 
 if TYPE_CHECKING:
-    from .build import Run
+    from .setup import Run
 
 METRICS = "metrics.jsonl"
 CURVES = "curves.png"
+
+
+def note(msg: str, rank: int = 0, quiet: bool = False) -> None:
+    """One line to stderr from rank 0 (stdout stays for the JSON result)."""
+    if rank == 0 and not quiet:
+        print(f"drkit train: {msg}", file=sys.stderr, flush=True)
 
 
 def jsonable(v: Any) -> Any:
@@ -40,7 +46,7 @@ def read_metrics(out: str | Path) -> list[dict[str, Any]]:
 def write_curves(out: Path, rows: list[dict[str, Any]], title: str) -> None:
     """``curves.png``; a missing matplotlib costs the figure, never the run."""
     try:
-        from ..evaluate.plots import plot_curves
+        from ..plots import plot_curves
 
         plot_curves(rows, out / CURVES, title=title)
     except ImportError as e:
@@ -57,10 +63,12 @@ def log_row(row: dict[str, Any], epochs: int, quiet: bool) -> None:
                f"{val} lr {row['lr']:.3g} {row['img_per_s']:.0f} img/s {row['epoch_seconds']:.1f}s")
 
 
-def finish(run: Run, rows: list[dict[str, Any]], ema_model: EMA | None, out: Path, epochs: int, seed: int,
-            command: Sequence[str] | None, wall: float) -> dict[str, Any]:
+def finish(run: Run, rows: list[dict[str, Any]], ema_model: EMA | None, wall: float) -> dict[str, Any]:
+    """Write the final checkpoint (EMA weights when kept) and return the run's summary."""
     from ..checkpoint import save_checkpoint
     from ..models import ModelConfig
+
+    out, epochs, seed, command = Path(run.cfg.out), run.cfg.epochs, run.cfg.seed, run.cfg.command
 
     last = rows[-1] if rows else {}
     prefix = "val_ema_" if ema_model is not None else "val_"

@@ -1,0 +1,8 @@
+"""``python -m drkit``: the same command line as ``drkit``."""
+from __future__ import annotations
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

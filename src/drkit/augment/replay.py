@@ -1,0 +1,65 @@
+"""The one replay path: the pixels of view ``v`` of sample ``i``, mixing partner included.
+
+Every consumer — ``reinforce`` labelling fresh views, ``Store.replay``, ``ReinforcedDataset``,
+ERM/KD augmentation, ``inspect`` — calls :func:`render_view`. They differ only in where a view's
+parameters come from (a :class:`ViewLookup`): sampled from the recipe (:class:`ViewSampler`), or
+read back from a store's records. Nothing else resolves partners or mixing fields.
+"""
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import torch
+
+from .recipe import Recipe, ViewParams
+
+#: decoded uint8 CHW image of a sample, or ``None`` for an image skipped as undecodable
+ImageLoader = Callable[[int], "torch.Tensor | None"]
+
+
+class ViewLookup(Protocol):
+    """Parameters of view ``view`` of sample ``sample`` (with a ``"mix"`` entry when it mixes)."""
+
+    def __call__(self, sample: int, view: int) -> ViewParams: ...
+
+
+class ViewSampler:
+    """Fresh views: ``recipe.sample(seed, sample, view, hw, N, NS)`` where ``hw`` is the sample's
+    source size from ``image_hw`` — the same pure function a store was generated with."""
+
+    def __init__(self, recipe: Recipe, seed: int, num_samples: int, num_views: int,
+                 image_hw: Callable[[int], tuple[int, int]]):
+        self.recipe, self.seed = recipe, int(seed)
+        self.num_samples, self.num_views, self.image_hw = int(num_samples), int(num_views), image_hw
+
+    def __call__(self, sample: int, view: int) -> ViewParams:
+        hw = self.image_hw(sample)
+        return self.recipe.sample(self.seed, sample, view, (int(hw[0]), int(hw[1])), self.num_samples,
+                                  self.num_views)
+
+
+def partner_of(params: ViewParams) -> tuple[int, int] | None:
+    """(partner sample, partner view) of a mixed view, else ``None``."""
+    mix = params.get("mix")
+    if mix is None or not mix["mode"]:
+        return None
+    return int(mix["partner"]), int(mix["partner_view"])
+
+
+def render_view(recipe: Recipe, lookup: ViewLookup, load: ImageLoader, sample: int, view: int, size: int, *,
+                params: ViewParams | None = None, image: torch.Tensor | None = None) -> torch.Tensor | None:
+    """uint8 CHW at ``size``: view ``view`` of ``sample``, mixed with its partner's view when the
+    record says so. ``params`` (``lookup(sample, view)`` when omitted) and the decoded ``image``
+    save work a caller has already done. ``None`` when the image or its partner's is missing
+    (``load`` returned ``None``: an image skipped with ``--skip-bad``)."""
+    params = lookup(sample, view) if params is None else params
+    img = load(sample) if image is None else image
+    if img is None:
+        return None
+    partner = partner_of(params)
+    if partner is None:
+        return recipe.render(img, params, size)
+    partner_img = load(partner[0])
+    if partner_img is None:
+        return None
+    return recipe.render(img, params, size, partner_img, lookup(*partner))

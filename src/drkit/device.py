@@ -1,0 +1,60 @@
+"""Where tensors run and in which precision: one ``resolve_device`` and one ``amp_dtype`` for
+every verb, so ``auto`` means the same thing in reinforce, train, eval and the teachers."""
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+from .distributed import DistEnv, dist_env
+from .errors import DrkitError
+
+if TYPE_CHECKING:
+    import torch
+
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+
+
+def resolve_device(device: Any = "auto", env: DistEnv | None = None) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; under torchrun ``cuda`` means ``cuda:LOCAL_RANK``.
+    An unknown device string or CUDA without a GPU is refused in one line."""
+    import torch
+
+    env = env or dist_env()
+    name = str(device) if device not in (None, "") else "auto"
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and env.is_distributed:
+        name = f"cuda:{env.local_rank}"
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise DrkitError(f"--device {device!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DrkitError(f"--device {device} requested but CUDA is not available")
+    return dev
+
+
+def amp_dtype(mode: str | bool, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for ``mode`` (auto | off | bf16 | fp16; ``True`` = auto) on ``device``.
+
+    Mixed precision is used on CUDA only: CPU bf16 would change labels and metrics for no speed
+    worth having. ``auto`` takes bf16 where the GPU supports it, else fp16."""
+    import torch
+
+    mode = "auto" if mode is True else "off" if mode is False else mode
+    if mode not in AMP_MODES:
+        raise DrkitError(f"--amp must be one of {', '.join(AMP_MODES)}, got {mode!r}")
+    if device.type != "cuda" or mode == "off":
+        return None
+    if mode == "bf16" or (mode == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
+    """``torch.autocast`` in ``dtype``, or nothing when ``dtype`` is ``None``."""
+    import torch
+
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)

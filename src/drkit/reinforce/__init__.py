@@ -1,0 +1,11 @@
+"""``drkit reinforce``: a config, the views it labels, the run that writes the store, and the
+diagnostics said when it is done."""
+from __future__ import annotations
+
+from .._verbs import make_callable
+from .config import ReinforceConfig, parse_shard
+from .run import reinforce
+
+__all__ = ["ReinforceConfig", "parse_shard", "reinforce"]
+
+make_callable(__name__, "drkit.reinforce.run:reinforce")

@@ -1,0 +1,151 @@
+"""``drkit reinforce``: label NS augmented views per image with a teacher ensemble, once.
+
+Views are rendered by DataLoader workers while the main process runs the teacher and hands the
+records to the :class:`~drkit.store.StoreWriter`. Shards are written atomically, so a killed run
+resumes by redoing only unfinished shards and ends byte-identical to an uninterrupted one.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..augment import Recipe, resolve_recipe
+from ..device import resolve_device
+from ..distributed import dist_env
+from ..errors import DrkitError
+from ..store import StoreWriter, array_schema, format_diagnostics
+from .config import ReinforceConfig, parse_shard
+from .diagnose import diagnose
+from .views import Task, ViewBatches, batch_tasks
+
+
+def reinforce(cfg: ReinforceConfig | Any = None, teacher: Any = None, out: Any = None, /, **options: Any) -> Path:
+    """Write a reinforced store; returns its path (see ``drkit reinforce --help``).
+
+    ``reinforce(ReinforceConfig(...))``, or the convenience form ``reinforce(data, teacher, out,
+    **options)`` that builds the config. When the store is complete the teachers' accuracy on
+    plain images and on the stored views is printed and recorded, with a warning when the views
+    destroy labels or the labels are near one-hot (memorised training images).
+    """
+    if not isinstance(cfg, ReinforceConfig):
+        cfg = ReinforceConfig.build(data=cfg, teacher=teacher, out=out, **options)
+    elif teacher is not None or out is not None or options:
+        raise DrkitError("reinforce(config) takes no further arguments: use config.replace(...)")
+    cfg.validate()
+    env = dist_env()
+    device = resolve_device(cfg.device, env)
+    src, ens = _open(cfg, device)
+    size = int(cfg.image_size or ens.image_size)
+    side = min(src.typical_side(), size)
+    rec = resolve_recipe(cfg.recipe, side, strong=True)
+    config = store_config(cfg, src, ens, rec, size, side)
+    shard_i, shard_n = parse_shard(cfg.shard)
+    job, jobs = shard_i * env.world_size + env.rank, shard_n * env.world_size
+    writer = StoreWriter(cfg.out, config, resume=cfg.resume, shared=jobs > 1)
+    mine = writer.todo(job, jobs)
+    label_views(writer, ViewBatches(src, rec, cfg.seed, cfg.samples, size, batch_tasks(mine, cfg.samples,
+                                                                                      cfg.batch_size), cfg.skip_bad),
+                ens, device, cfg.workers, cfg.progress, env.rank)
+    provenance = {"command": list(cfg.command) if cfg.command is not None else list(sys.argv),
+                  "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    diagnostics = None
+    if writer.complete():
+        diagnostics = diagnose(writer, src, ens, size, cfg.batch_size)
+        if env.is_main:
+            for line in format_diagnostics(diagnostics):
+                print(f"drkit reinforce: {line}", file=sys.stderr)
+            for line in diagnostics["warnings"]:
+                print(f"drkit: warning: {line}", file=sys.stderr)
+    writer.close(provenance, extra={"diagnostics": diagnostics} if diagnostics else None)
+    return writer.root
+
+
+def _open(cfg: ReinforceConfig, device: torch.device) -> tuple[Any, torch.nn.Module]:
+    """The source and the teacher ensemble, checked against each other."""
+    from ..sources import load_source
+    from ..teachers import load_teacher
+
+    src = load_source(cfg.data, split=cfg.split, download=cfg.download) if isinstance(cfg.data, str) else cfg.data
+    num_classes = len(src.classes)
+    if not 1 <= cfg.topk <= num_classes:
+        raise DrkitError(f"--topk {cfg.topk} must be in 1..{num_classes} (the source's class count)")
+    specs = cfg.teacher_specs
+    ens = cfg.teacher if specs is None else load_teacher(specs, device=device, num_classes=num_classes,
+                                                         classes=list(src.classes))
+    if getattr(ens, "num_classes", num_classes) != num_classes:
+        raise DrkitError(f"teacher predicts {ens.num_classes} classes but {src.spec} has {num_classes}")
+    if getattr(ens, "in_chans", src.channels) != src.channels:
+        raise DrkitError(f"teacher takes {ens.in_chans}-channel input but {src.spec} has {src.channels} channel(s)")
+    if getattr(ens, "routed", False):
+        ens.bind(src)  # out-of-fold members label only the images they never trained on
+    return src, ens
+
+
+def store_config(cfg: ReinforceConfig, src: Any, ens: torch.nn.Module, rec: Recipe, size: int,
+                 side: int) -> dict[str, Any]:
+    """The store's content-determining configuration (``run.json``; the manifest starts with it)."""
+    num_classes = len(src.classes)
+    return {
+        "source": src.describe(), "num_classes": num_classes,
+        "teachers": ens.describe() if hasattr(ens, "describe") else [{"spec": type(ens).__name__}],
+        "image_size": size, "in_chans": src.channels, "recipe": rec.describe(),
+        "recipe_request": cfg.recipe or "auto", "recipe_side": side, "num_samples": len(src),
+        "num_views": cfg.samples, "topk": cfg.topk, "seed": int(cfg.seed),
+        "samples_per_shard": int(cfg.samples_per_shard),
+        "arrays": array_schema(rec.code_bytes, cfg.topk, num_classes, rec.mixes),
+    }
+
+
+@torch.inference_mode()
+def label(teacher: torch.nn.Module, images: torch.Tensor, device: torch.device, topk: int, sample_ids: np.ndarray,
+          partner_ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Teacher top-k (ids, probabilities) of a uint8 batch, sorted by probability."""
+    from ..teachers import call_teacher
+
+    x = images.to(device, non_blocking=True).float().div_(255)
+    x = x.contiguous(memory_format=torch.channels_last)
+    probs = call_teacher(teacher, x, sample_ids, partner_ids).float()
+    p, ids = probs.topk(topk, dim=-1, largest=True, sorted=True)
+    return ids.cpu().numpy(), p.cpu().numpy()
+
+
+def label_views(writer: StoreWriter, views: ViewBatches, ens: torch.nn.Module, device: torch.device, workers: int,
+                progress: bool, rank: int) -> None:
+    """Render (workers), label (here), and hand every record to the writer; seal each shard
+    when its last batch is in."""
+    tasks: list[Task] = views.tasks
+    if not tasks:
+        return
+    from tqdm.auto import tqdm
+
+    loader = DataLoader(views, batch_size=None, shuffle=False, num_workers=workers,
+                        pin_memory=device.type == "cuda", persistent_workers=False,
+                        prefetch_factor=4 if workers > 0 else None)
+    remaining = Counter(t.shard for t in tasks)  # batches left per shard (one pass: ImageNet has ~1e5 tasks)
+    bar = tqdm(total=sum(t.stop - t.first for t in tasks), unit="view", desc=f"reinforce[{rank}]" if rank else
+               "reinforce", disable=not progress, dynamic_ncols=True, smoothing=0.05)
+    ens.eval()
+    topk = int(writer.config["topk"])
+    for item in loader:
+        task = tasks[int(item["task"])]
+        # the DataLoader hands numpy arrays back as tensors: the writer takes numpy
+        records = {k: np.asarray(v) for k, v in item["records"].items()}
+        samples, bad = np.asarray(item["samples"]), np.asarray(item["bad"])
+        partners = (np.where(records["mix_mode"] > 0, records["partner"].astype(np.int64), -1)
+                    if "mix_mode" in records else None)
+        ids, probs = label(ens, item["images"], device, topk, samples, partners)
+        ids[bad], probs[bad] = 0, 0.0
+        writer.add(task.shard, samples, np.asarray(item["views"]),
+                   {**records, "topk_ids": ids, "topk_probs": probs.astype(np.float16)}, bad=samples[bad].tolist())
+        bar.update(task.stop - task.first)
+        remaining[task.shard] -= 1
+        if remaining[task.shard] == 0:
+            writer.seal(task.shard)
+    bar.close()

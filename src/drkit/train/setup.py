@@ -1,0 +1,220 @@
+"""Everything a run needs before its first step, resolved once from a :class:`TrainConfig`:
+sources, mode, dataset, loss, model (input statistics, ``--init``), device and precision.
+
+Every data-dependent refusal happens here, before any file is written; the loop itself has no
+option handling.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..checkpoint import load_checkpoint, mismatch_reason, read_config
+from ..device import amp_dtype
+from ..distributed import DistEnv
+from ..errors import CheckpointError, DrkitError
+from .config import TrainConfig
+from .data import AugmentedDataset, ReinforcedDataset
+from .losses import LabelSmoothingCrossEntropy, SoftTargetLoss
+from .outputs import note
+
+if TYPE_CHECKING:
+    from ..models import ImageModel
+    from ..sources import Source
+
+#: images averaged for the model's input mean/std (evenly strided over the training source)
+STATS_IMAGES = 2000
+
+
+@dataclass
+class Run:
+    """What the loop needs, resolved once (so the loop itself has no option handling)."""
+
+    cfg: TrainConfig
+    mode: str
+    src: Any
+    val_src: Any
+    dataset: Any
+    model: nn.Module
+    criterion: nn.Module
+    teacher: Any
+    image_size: int
+    env: DistEnv
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    config: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def channels_last(self) -> bool:
+        return self.cfg.channels_last
+
+
+def build_run(cfg: TrainConfig, env: DistEnv, device: torch.device) -> Run:
+    """Sources, mode, dataset, model and loss: every refusal happens here, before any training."""
+    src = open_source(cfg.data, split=cfg.split, download=cfg.download)
+    val_src = open_source(cfg.val, download=cfg.download) if cfg.val is not None else None
+    if val_src is not None and list(val_src.classes) != list(src.classes):
+        raise DrkitError(f"--val {val_src.spec} has other classes than --data {src.spec}")
+    if val_src is not None and val_src.channels != src.channels:
+        raise DrkitError(f"--val {val_src.spec} has {val_src.channels} channel(s), --data {src.channels}")
+    amp = amp_dtype(cfg.amp, device)
+    if device.type != "cuda" and cfg.amp in ("bf16", "fp16"):
+        note(f"--amp {cfg.amp} ignored: mixed precision is used on CUDA only", env.rank, cfg.quiet)
+    config: dict[str, Any] = {"data": src.spec, "data_fingerprint": src.fingerprint,
+                              "val": val_src.spec if val_src is not None else None,
+                              "model": cfg.model, "model_kwargs": cfg.model_options}
+    if cfg.reinforced is not None:
+        dataset, criterion, teacher, size = _dr_data(cfg, src, config)
+    else:
+        dataset, criterion, teacher, size = _augmented_data(cfg, src, device, amp is not None, config)
+    config.update(mode=cfg.mode, image_size=size)
+    net, mean, std = _model(cfg, src, size, env, device)
+    return Run(cfg=cfg, mode=cfg.mode, src=src, val_src=val_src, dataset=dataset, model=net,
+               criterion=criterion.to(device), teacher=teacher, image_size=size, env=env, device=device,
+               amp_dtype=amp, config=config, extra={"mean": mean, "std": std})
+
+
+def _dr_data(cfg: TrainConfig, src: Source, config: dict[str, Any]) -> tuple[Any, nn.Module, Any, int]:
+    """DR: the store's views and soft labels."""
+    from ..augment import get_recipe, resolve_recipe
+    from ..store import open_store
+
+    store = open_store(cfg.reinforced)
+    store.check_source(src)
+    side = store.manifest.get("recipe_side")  # absent in stores written before size-aware recipes
+    if cfg.recipe is not None and (resolve_recipe(cfg.recipe, int(side), strong=True) if side is not None
+                                   else get_recipe(cfg.recipe)).spec != store.recipe.spec:
+        raise DrkitError(f"--recipe {cfg.recipe} differs from the store's recipe {store.recipe.spec}: "
+                         "DR replays the stored views (omit --recipe)")
+    size = int(cfg.image_size or store.image_size)
+    dataset = ReinforcedDataset(src, store, size, seed=cfg.seed, views_per_image=cfg.views_per_image,
+                                plain_fraction=cfg.plain_fraction, as_uint8=True)
+    config.update(store=str(Path(cfg.reinforced).resolve()), store_views=store.num_views,
+                  recipe=store.recipe.spec, views_per_image=cfg.views_per_image, plain_fraction=cfg.plain_fraction)
+    return dataset, SoftTargetLoss(cfg.temperature, cfg.soften_targets), None, size
+
+
+def _augmented_data(cfg: TrainConfig, src: Source, device: torch.device, amp: bool,
+                    config: dict[str, Any]) -> tuple[Any, nn.Module, Any, int]:
+    """ERM / online KD: fresh recipe views, hard targets or the teacher's."""
+    from ..augment import resolve_recipe
+
+    size = int(cfg.image_size or native_size(src))
+    rec = resolve_recipe(cfg.recipe, side=min(src.typical_side(), size))
+    teacher, teacher_size = None, None
+    criterion: nn.Module = LabelSmoothingCrossEntropy(cfg.label_smoothing)
+    if cfg.kd_specs:
+        from ..teachers import load_teacher
+
+        teacher = load_teacher(cfg.kd_specs, device=device, classes=list(src.classes), amp=amp)
+        teacher.bind(src)  # out-of-fold members label only the images they never trained on
+        if teacher.in_chans != src.channels:
+            raise DrkitError(f"--kd-teacher takes {teacher.in_chans}-channel input, {src.spec} has {src.channels}")
+        teacher_size = teacher.image_size
+        config.update(kd_teacher=cfg.kd_specs, teacher_size=teacher_size)
+        criterion = SoftTargetLoss(cfg.temperature, cfg.soften_targets)
+    dataset = AugmentedDataset(src, rec, size, seed=cfg.seed, teacher_size=teacher_size, as_uint8=True)
+    config.update(recipe=rec.spec)
+    return dataset, criterion, teacher, size
+
+
+def _model(cfg: TrainConfig, src: Source, size: int, env: DistEnv,
+           device: torch.device) -> tuple[ImageModel, list[float], list[float]]:
+    """The student (seeded init; ``--init`` weights), normalising with the data's statistics."""
+    from ..models import ImageModel, ModelConfig, create_model
+
+    if cfg.init is not None:
+        init_cfg, _ = read_config(cfg.init[5:] if cfg.init.startswith("ckpt:") else cfg.init)
+        mean, std = list(init_cfg.mean), list(init_cfg.std)
+    else:
+        mean, std = source_stats(src)
+    kwargs = cfg.model_options
+    backbone = create_model(cfg.model, num_classes=len(src.classes), in_chans=src.channels, seed=cfg.seed, **kwargs)
+    mcfg = ModelConfig(model=cfg.model, num_classes=len(src.classes), in_chans=src.channels, image_size=size,
+                       mean=mean, std=std, classes=list(src.classes), model_kwargs=kwargs)
+    net = ImageModel(backbone, mean, std, config=mcfg)
+    if cfg.init is not None:
+        load_init(net, cfg.init, env.rank)
+    net = net.to(device)
+    if cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    return net, mean, std
+
+
+def open_source(spec: Any, split: str | None = None, download: bool = False) -> Source:
+    from ..sources import load_source
+
+    return load_source(spec, split=split, download=download) if isinstance(spec, str) else spec
+
+
+def native_size(src: Source) -> int:
+    """The source's square side when its images share one (first, middle, last agree), else 224."""
+    n = len(src)
+    sizes = {tuple(src.image_size(i)) for i in sorted({0, n // 2, n - 1})}
+    if len(sizes) == 1:
+        h, w = next(iter(sizes))
+        if h == w:
+            return int(h)
+    return 224
+
+
+def source_stats(src: Source, max_images: int = STATS_IMAGES) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std in [0, 1] over up to ``max_images`` evenly strided images (the first
+    N of an ImageFolder would all be class 0)."""
+    n = len(src)
+    idx = np.unique(np.linspace(0, n - 1, min(n, max_images)).round().astype(np.int64))
+    c = src.channels
+    total = np.zeros(c, dtype=np.float64)
+    total_sq = np.zeros(c, dtype=np.float64)
+    count = 0
+    for i in idx:
+        x = src.load_uint8(int(i)).to(torch.float64).div_(255).reshape(c, -1)
+        total += x.sum(1).numpy()
+        total_sq += (x * x).sum(1).numpy()
+        count += x.shape[1]
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
+    std = np.where(std < 1e-3, 1.0, std)  # a constant channel: do not blow it up
+    return [float(v) for v in mean], [float(v) for v in std]
+
+
+def classifier_keys(backbone: torch.nn.Module) -> set[str]:
+    """State-dict keys of the classifier head (timm/drkit ``get_classifier``, else the last Linear)."""
+    head = None
+    getter = getattr(backbone, "get_classifier", None)
+    if callable(getter):
+        head = getter()
+    if not isinstance(head, torch.nn.Module):
+        linears = [m for m in backbone.modules() if isinstance(m, torch.nn.Linear)]
+        head = linears[-1] if linears else None
+    if head is None:
+        return set()
+    name = next((n for n, m in backbone.named_modules() if m is head), None)
+    if name is None:
+        return set()
+    return {f"{name}.{k}" if name else k for k in head.state_dict()}
+
+
+def load_init(model: ImageModel, spec: str, rank: int = 0) -> None:
+    """``--init CKPT``: strict load, except a classifier whose class count differs (re-initialised)."""
+    path = spec[5:] if spec.startswith("ckpt:") else spec
+    src_model, _ = load_checkpoint(path)
+    state = src_model.backbone.state_dict()
+    own = model.backbone.state_dict()
+    head = classifier_keys(model.backbone)
+    differs = [k for k in head if k in state and k in own and state[k].shape != own[k].shape]
+    if differs:
+        for k in head:
+            state.pop(k, None)
+        note(f"--init {spec}: classifier has {src_model.num_classes} classes, this run {model.num_classes}: "
+             "re-initialised the head", rank)
+    reason = mismatch_reason({k: v for k, v in own.items() if not (differs and k in head)}, state)
+    if reason:
+        raise CheckpointError(f"--init {spec} does not fit {model.config.model if model.config else 'the model'}: {reason}")
+    model.backbone.load_state_dict(state, strict=not differs)
