@@ -1,10 +1,18 @@
 """drkit — dataset reinforcement toolkit.
 
-Public names are resolved lazily so ``import drkit`` stays cheap (no torch import, no work).
+One table, ``_EXPORTS``, says where every public name lives; names resolve on first use so
+``import drkit`` stays cheap (no torch import, no work).
+
+The verbs are also packages (``drkit.train`` holds the loop, ``drkit.reinforce`` the writer
+run, ``drkit.evaluate`` the metrics): importing a package binds its module to the name, so each
+verb package marks itself callable with :func:`callable_verb` and ``drkit.train(...)`` stays
+the verb however it was first imported (design.md: the verbs mirror the CLI).
 """
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -13,15 +21,20 @@ _EXPORTS = {
     "load_source": "drkit.sources",
     "load_teacher": "drkit.teachers",
     "open_store": "drkit.store",
-    "ReinforcedDataset": "drkit.train.data",
-    "SoftTargetLoss": "drkit.train.losses",
+    "StoreWriter": "drkit.store",
+    "ReinforcedDataset": "drkit.train",
+    "SoftTargetLoss": "drkit.train",
     "create_model": "drkit.models",
     "load_checkpoint": "drkit.checkpoint",
-    "reinforce": "drkit.reinforce",
-    "train": "drkit.train",
-    "evaluate": "drkit.evaluate",
     "get_recipe": "drkit.augment",
+    "render_view": "drkit.augment",
     "DrkitError": "drkit.errors",
+    "reinforce": "drkit.reinforce",
+    "ReinforceConfig": "drkit.reinforce",
+    "train": "drkit.train",
+    "TrainConfig": "drkit.train",
+    "evaluate": "drkit.evaluate",
+    "EvalConfig": "drkit.evaluate",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -29,8 +42,20 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        module = importlib.import_module(_EXPORTS[name])
-        value = getattr(module, name)
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'drkit' has no attribute {name!r}")
+
+
+class _VerbModule(types.ModuleType):
+    """A verb package that is also its verb: ``drkit.train(...)`` calls ``drkit.train.train``."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self, self.__name__.rpartition(".")[2])(*args, **kwargs)
+
+
+def callable_verb(module_name: str) -> None:
+    """Make the verb package ``module_name`` callable (the module-``__class__`` hook the Python
+    data model documents for customising a module)."""
+    sys.modules[module_name].__class__ = _VerbModule

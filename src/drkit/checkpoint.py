@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from drkit.errors import CheckpointError
-from drkit.fileio import atomic_write_bytes, sha256_bytes, sha256_file
-from drkit.models import ImageModel, ModelConfig, create_model
+from .errors import CheckpointError
+from .fileio import atomic_write_bytes, sha256_bytes, sha256_file
+from .models import ImageModel, ModelConfig, create_model
 
 __all__ = [
     "CONFIG_NAME",
@@ -136,7 +136,6 @@ def mismatch_reason(expected: dict[str, torch.Tensor], found: dict[str, torch.Te
 
 
 #: the old private name; ``drkit.train.prepare`` still imports it
-_mismatch_reason = mismatch_reason
 
 
 def load_checkpoint(

@@ -33,6 +33,10 @@ class VerbConfig:
         if unknown:
             raise DrkitError(f"{cls.__name__} has no option {', '.join(unknown)} "
                              f"(options: {', '.join(cls.names())})")
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in options
+                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise DrkitError(f"{cls.__name__} needs {', '.join(missing)}")
         return cls(**options)
 
     @classmethod
@@ -77,3 +81,9 @@ def check(condition: bool, message: str) -> None:
     """One refusal: ``DrkitError(message)`` unless ``condition``."""
     if not condition:
         raise DrkitError(message)
+
+
+def positional(**given: Any) -> dict[str, Any]:
+    """The convenience forms' positional arguments that were given (``None`` = not given), so
+    ``train(src, out, ...)`` and ``train(data=src, out=out, ...)`` build the same config."""
+    return {k: v for k, v in given.items() if v is not None}

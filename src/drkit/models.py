@@ -24,8 +24,8 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from drkit.errors import CheckpointError
-from drkit.errors import one_line as _one_line
+from .errors import CheckpointError
+from .errors import one_line as _one_line
 
 __all__ = [
     "MODELS",
@@ -167,7 +167,7 @@ def _create_drkit(name: str, num_classes: int, in_chans: int, pretrained: bool, 
     return MODELS[name](num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
+def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
     for module_name, module in model.named_modules():
         if isinstance(module, nn.Conv2d):
             return module_name, module
@@ -179,7 +179,7 @@ def _adapt_first_conv(model: nn.Module, in_chans: int) -> None:
     classifier) by one taking ``in_chans`` channels. Pretrained RGB weights are folded with timm's
     ``adapt_input_conv`` (1 channel: sum over RGB; more: tiled and rescaled), so a grayscale input
     replicated to RGB and the adapted conv give the same response."""
-    found = _first_conv(model)
+    found = first_conv(model)
     if found is None:
         raise CheckpointError(f"cannot adapt {type(model).__name__} to in_chans={in_chans}: no Conv2d found")
     conv_name, conv = found

@@ -5,7 +5,7 @@ inside the functions that need them).
 """
 from __future__ import annotations
 
-from .._verbs import make_callable
+from .. import callable_verb
 from ..plots import plot_curves, reliability_diagram
 from .corruptions import CORRUPTIONS, SEVERITIES, corrupt, corruption_seed, spatial_scale
 from .metrics import MetricAccumulator, compute_metrics, reliability_bins
@@ -15,4 +15,4 @@ __all__ = ["CORRUPTIONS", "SEVERITIES", "EvalConfig", "MetricAccumulator", "comp
            "corruption_seed", "evaluate", "format_report", "plot_curves", "reliability_bins", "reliability_diagram",
            "spatial_scale"]
 
-make_callable(__name__, "drkit.evaluate.run:evaluate")
+callable_verb(__name__)

@@ -45,7 +45,7 @@ from typing import Callable, Dict
 import numpy as np
 import torch
 
-from drkit.errors import DrkitError
+from ..errors import DrkitError
 
 REFERENCE_SIZE = 224
 """Side length ImageNet-C's constants were tuned for."""

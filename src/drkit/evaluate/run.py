@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..configs import FREE, VerbConfig, check
+from ..configs import FREE, VerbConfig, check, positional
 from ..device import resolve_device
 from ..errors import DrkitError
 from ..fileio import atomic_write_json
@@ -128,7 +128,7 @@ def evaluate(cfg: EvalConfig | Any = None, data: Any = None, /, **options: Any) 
     from ..sources import load_source
 
     if not isinstance(cfg, EvalConfig):
-        cfg = EvalConfig.build(checkpoint=cfg, data=data, **options)
+        cfg = EvalConfig.build(**positional(checkpoint=cfg, data=data), **options)
     cfg.validate()
     device = resolve_device(cfg.device)
     model, mcfg = load_checkpoint(cfg.checkpoint, device=device)

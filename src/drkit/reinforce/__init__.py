@@ -2,10 +2,10 @@
 diagnostics said when it is done."""
 from __future__ import annotations
 
-from .._verbs import make_callable
+from .. import callable_verb
 from .config import ReinforceConfig, parse_shard
 from .run import reinforce
 
 __all__ = ["ReinforceConfig", "parse_shard", "reinforce"]
 
-make_callable(__name__, "drkit.reinforce.run:reinforce")
+callable_verb(__name__)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..store import StoreWriter, label_warnings, view_label_stats
+from ..store import StoreWriter, label_warnings, partner_ids, view_label_stats
 
 
 def diagnose(writer: StoreWriter, src: Any, ens: torch.nn.Module, size: int, batch_size: int) -> dict[str, Any]:
@@ -32,9 +32,8 @@ def partner_fallbacks(ens: Any, shards: Any) -> int:
     (with K folds: a partner from another fold); those members labelled it all the same."""
     count = 0
     for start, arrays in shards:
-        mode = np.asarray(arrays["mix_mode"])
-        ids = np.broadcast_to(np.arange(start, start + mode.shape[0])[:, None], mode.shape)
-        partners = np.where(mode > 0, np.asarray(arrays["partner"]).astype(np.int64), -1)
+        partners = partner_ids(arrays)
+        ids = np.broadcast_to(np.arange(start, start + partners.shape[0])[:, None], partners.shape)
         count += int(ens.eligible(ids.reshape(-1), partners.reshape(-1))[1].sum())
     return count
 

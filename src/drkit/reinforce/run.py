@@ -17,10 +17,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..augment import Recipe, resolve_recipe
+from ..configs import positional
 from ..device import resolve_device
 from ..distributed import dist_env
 from ..errors import DrkitError
-from ..store import StoreWriter, array_schema, format_diagnostics
+from ..store import StoreWriter, array_schema, format_diagnostics, partner_ids
 from .config import ReinforceConfig, parse_shard
 from .diagnose import diagnose
 from .views import Task, ViewBatches, batch_tasks
@@ -35,7 +36,7 @@ def reinforce(cfg: ReinforceConfig | Any = None, teacher: Any = None, out: Any =
     destroy labels or the labels are near one-hot (memorised training images).
     """
     if not isinstance(cfg, ReinforceConfig):
-        cfg = ReinforceConfig.build(data=cfg, teacher=teacher, out=out, **options)
+        cfg = ReinforceConfig.build(**positional(data=cfg, teacher=teacher, out=out), **options)
     elif teacher is not None or out is not None or options:
         raise DrkitError("reinforce(config) takes no further arguments: use config.replace(...)")
     cfg.validate()
@@ -105,13 +106,13 @@ def store_config(cfg: ReinforceConfig, src: Any, ens: torch.nn.Module, rec: Reci
 
 @torch.inference_mode()
 def label(teacher: torch.nn.Module, images: torch.Tensor, device: torch.device, topk: int, sample_ids: np.ndarray,
-          partner_ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+          partners: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Teacher top-k (ids, probabilities) of a uint8 batch, sorted by probability."""
     from ..teachers import call_teacher
 
     x = images.to(device, non_blocking=True).float().div_(255)
     x = x.contiguous(memory_format=torch.channels_last)
-    probs = call_teacher(teacher, x, sample_ids, partner_ids).float()
+    probs = call_teacher(teacher, x, sample_ids, partners).float()
     p, ids = probs.topk(topk, dim=-1, largest=True, sorted=True)
     return ids.cpu().numpy(), p.cpu().numpy()
 
@@ -138,9 +139,7 @@ def label_views(writer: StoreWriter, views: ViewBatches, ens: torch.nn.Module, d
         # the DataLoader hands numpy arrays back as tensors: the writer takes numpy
         records = {k: np.asarray(v) for k, v in item["records"].items()}
         samples, bad = np.asarray(item["samples"]), np.asarray(item["bad"])
-        partners = (np.where(records["mix_mode"] > 0, records["partner"].astype(np.int64), -1)
-                    if "mix_mode" in records else None)
-        ids, probs = label(ens, item["images"], device, topk, samples, partners)
+        ids, probs = label(ens, item["images"], device, topk, samples, partner_ids(records))
         ids[bad], probs[bad] = 0, 0.0
         writer.add(task.shard, samples, np.asarray(item["views"]),
                    {**records, "topk_ids": ids, "topk_probs": probs.astype(np.float16)}, bad=samples[bad].tolist())

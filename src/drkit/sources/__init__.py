@@ -10,11 +10,11 @@ the fingerprint recipes; one module per scheme below them.
 """
 from __future__ import annotations
 
-from drkit.sources.base import ArraySource, FileSource, Source, SubsetSource
-from drkit.sources.images import IMAGE_EXTENSIONS, MODES
-from drkit.sources.registry import SOURCES, register_source
-from drkit.sources.spec import SPLITS, SourceSpec, load_source
-from drkit.sources import digits, fashion_mnist, imagefolder, torchvision_source  # noqa: F401  (registration)
+from . import digits, fashion_mnist, imagefolder, torchvision_source  # noqa: F401  (registration)
+from .base import ArraySource, FileSource, Source, SubsetSource
+from .images import IMAGE_EXTENSIONS, MODES
+from .registry import SOURCES, register_source
+from .spec import SPLITS, SourceSpec, load_source
 
 __all__ = [
     "IMAGE_EXTENSIONS",

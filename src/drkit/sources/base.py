@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from drkit.errors import SourceError
-from drkit.sources.fingerprint import fingerprint_arrays, fingerprint_files, fingerprint_subset
-from drkit.sources.images import MODES, open_image, pil_to_uint8, read_image_size, uint8_to_pil
-from drkit.sources.spec import SourceSpec
+from ..errors import SourceError
+from .fingerprint import fingerprint_arrays, fingerprint_files, fingerprint_subset
+from .images import MODES, open_image, pil_to_uint8, read_image_size, uint8_to_pil
+from .spec import SourceSpec
 
 
 class Source:

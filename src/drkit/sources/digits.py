@@ -10,10 +10,10 @@ from typing import Optional
 
 import numpy as np
 
-from drkit.errors import SourceError
-from drkit.sources.base import ArraySource, Source
-from drkit.sources.registry import register_source
-from drkit.sources.spec import canonical_spec, check_split
+from ..errors import SourceError
+from .base import ArraySource, Source
+from .registry import register_source
+from .spec import canonical_spec, check_split
 
 TRAIN_SIZE = 1500
 CLASSES = [str(d) for d in range(10)]

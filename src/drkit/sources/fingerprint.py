@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from drkit.errors import SourceError
+from ..errors import SourceError
 
 
 def _header(kind: str, **fields: Any) -> bytes:

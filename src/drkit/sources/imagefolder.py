@@ -19,11 +19,11 @@ from typing import Optional
 
 import numpy as np
 
-from drkit.errors import SourceError
-from drkit.sources.base import FileSource, Source
-from drkit.sources.images import IMAGE_EXTENSIONS
-from drkit.sources.registry import register_source
-from drkit.sources.spec import canonical_spec
+from ..errors import SourceError
+from .base import FileSource, Source
+from .images import IMAGE_EXTENSIONS
+from .registry import register_source
+from .spec import canonical_spec
 
 
 def _split_root(root: str, split: str) -> str:

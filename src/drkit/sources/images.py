@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from drkit.errors import SourceError
+from ..errors import SourceError
 
 MODES: tuple[str, ...] = ("L", "RGB")
 IMAGE_EXTENSIONS: tuple[str, ...] = (

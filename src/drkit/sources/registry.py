@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
-    from drkit.sources.base import Source
+    from .base import Source
 
 #: A factory builds the full (un-truncated) source: ``factory(arg, split=, mode=, download=)``.
 SourceFactory = Callable[..., "Source"]

@@ -14,13 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from drkit.errors import SourceError
-from drkit.sources.images import MODES
-from drkit.sources.registry import SOURCES, known_sources
-from drkit.textspec import format_query, split_head, split_query
+from ..errors import SourceError
+from ..textspec import format_query, split_head, split_query
+from .images import MODES
+from .registry import SOURCES, known_sources
 
 if TYPE_CHECKING:
-    from drkit.sources.base import Source
+    from .base import Source
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 _QUERY_KEYS = ("n", "mode")

@@ -14,10 +14,10 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from drkit.errors import SourceError
-from drkit.sources.base import ArraySource, FileSource, Source
-from drkit.sources.registry import register_source
-from drkit.sources.spec import canonical_spec, check_split
+from ..errors import SourceError
+from .base import ArraySource, FileSource, Source
+from .registry import register_source
+from .spec import canonical_spec, check_split
 
 
 def _train_flag(split: str) -> dict[str, Any]:

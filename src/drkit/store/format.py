@@ -89,3 +89,12 @@ def unpack(recipe: Recipe, row: Mapping[str, Any]) -> ViewParams:
                          "lam": int(np.asarray(row["lam"], dtype=np.float16).view(np.uint16)),
                          "top": top, "left": left, "h": h, "w": w}
     return params
+
+
+def partner_ids(arrays: Mapping[str, Any]) -> np.ndarray | None:
+    """Mixing partner of every record in ``arrays`` (``-1`` where the view does not mix), or
+    ``None`` when the recipe never mixes."""
+    if "mix_mode" not in arrays:
+        return None
+    mode = np.asarray(arrays["mix_mode"])
+    return np.where(mode > 0, np.asarray(arrays["partner"]).astype(np.int64), -1)

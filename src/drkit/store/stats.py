@@ -12,6 +12,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from .format import partner_ids
 from .shards import ShardReader
 
 #: view agreement this far (absolute) below plain-image accuracy means the recipe destroys labels
@@ -51,10 +52,9 @@ def view_label_stats(shards: Iterable[tuple[int, dict[str, np.ndarray]]], labels
         ent = _dense_entropy(probs, num_classes, topk)
         if labels is not None:
             truth = labels[sample_ids][:, None].repeat(num_views, 1)
-            if "mix_mode" in arrays:
-                lam = np.asarray(arrays["lam"][:n]).astype(np.float64)
-                partner = np.asarray(arrays["partner"][:n]).astype(np.int64)
-                take_partner = (np.asarray(arrays["mix_mode"][:n]) > 0) & (lam < 0.5)
+            partner = partner_ids({k: arrays[k][:n] for k in ("mix_mode", "partner") if k in arrays})
+            if partner is not None:
+                take_partner = (partner >= 0) & (np.asarray(arrays["lam"][:n]).astype(np.float64) < 0.5)
                 truth = np.where(take_partner, labels[np.clip(partner, 0, len(labels) - 1)], truth)
             agree += int(((ids[..., 0] == truth) & valid).sum())
         total += int(valid.sum())

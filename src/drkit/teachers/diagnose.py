@@ -7,14 +7,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from drkit.augment import eval_transform
-
+from ..augment import eval_transform
 from .ensemble import call_teacher
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from drkit.sources import Source
+    from ..sources import Source
 
 #: plain images the diagnostics look at (evenly strided: the first N of a folder are one class)
 PLAIN_IMAGES = 1024

@@ -7,15 +7,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from drkit.errors import TeacherError
-from drkit.folds import root_indices
-from drkit.models import ImageModel
-
 from ..device import amp_dtype, autocast, resolve_device
+from ..errors import TeacherError
+from ..folds import root_indices
+from ..models import ImageModel
 from .spec import TEACHER_SCHEMES, TeacherInfo, parse_teacher_spec
 
 if TYPE_CHECKING:
-    from drkit.sources import Source
+    from ..sources import Source
 
 
 class TeacherEnsemble(nn.Module):

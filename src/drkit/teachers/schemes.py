@@ -11,12 +11,11 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from drkit.checkpoint import WEIGHTS_NAME, load_checkpoint, mismatch_reason, read_config
-from drkit.errors import CheckpointError, DrkitError, TeacherError
-from drkit.errors import one_line as _one_line
-from drkit.folds import load_split, read_folds
-from drkit.models import ImageModel, ModelConfig, _first_conv, create_model  # _first_conv: models.py is not renamed yet
-
+from ..checkpoint import WEIGHTS_NAME, load_checkpoint, mismatch_reason, read_config
+from ..errors import CheckpointError, DrkitError, TeacherError
+from ..errors import one_line as _one_line
+from ..folds import load_split, read_folds
+from ..models import ImageModel, ModelConfig, create_model, first_conv
 from .spec import FoldRoute, Member, TeacherInfo, TeacherSpec, register_teacher_scheme
 from .weights import (
     IMAGENET_MEAN,
@@ -249,7 +248,7 @@ def _torchvision_from_file(spec: TeacherSpec, name: str, value: str) -> _Torchvi
         return torchvision.models.get_model(name, weights=None, num_classes=n)
 
     head_key, num_classes = classifier_classes(spec, weights, (), build)
-    first = _first_conv(build_probe(build, 1000))
+    first = first_conv(build_probe(build, 1000))
     in_chans = first_conv_chans(weights, (first[0],) if first else (), 3)
     try:
         model = create_model(f"torchvision:{name}", num_classes=num_classes, in_chans=in_chans)

@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 from urllib.parse import unquote
 
-from drkit.fileio import sha256_file
-from drkit.folds import FoldSplit
-from drkit.errors import TeacherError
-from drkit.models import ImageModel
-from drkit.textspec import split_head, split_query
+from ..errors import TeacherError
+from ..fileio import sha256_file
+from ..folds import FoldSplit
+from ..models import ImageModel
+from ..textspec import split_head, split_query
 
 
 @dataclass(frozen=True)

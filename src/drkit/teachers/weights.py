@@ -9,10 +9,9 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from drkit.errors import TeacherError
-from drkit.errors import one_line as _one_line
-from drkit.textspec import parse_scalar
-
+from ..errors import TeacherError
+from ..errors import one_line as _one_line
+from ..textspec import parse_scalar
 from .spec import TEACHER_SCHEMES, TeacherSpec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

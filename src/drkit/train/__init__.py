@@ -6,15 +6,15 @@ functions only (no data or model is touched).
 """
 from __future__ import annotations
 
-from .._verbs import make_callable
+from .. import callable_verb
 from .config import TrainConfig
 from .data import AugmentedDataset, ReinforcedDataset, epoch_views
-from .losses import LabelSmoothingCrossEntropy, SoftTargetLoss, soft_target_cross_entropy
 from .loop import train
+from .losses import LabelSmoothingCrossEntropy, SoftTargetLoss, soft_target_cross_entropy
 from .outputs import read_metrics
 
 __all__ = ["train", "TrainConfig", "ReinforcedDataset", "AugmentedDataset", "SoftTargetLoss",
            "LabelSmoothingCrossEntropy", "soft_target_cross_entropy", "epoch_views", "read_metrics"]
 
 
-make_callable(__name__, "drkit.train.loop:train")
+callable_verb(__name__)

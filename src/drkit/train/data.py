@@ -10,7 +10,7 @@ Items are uint8 (cheap to move through DataLoader workers and pinned memory) and
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -111,8 +111,7 @@ def hard_target(recipe: Recipe, params: ViewParams, label: int, partner_label: i
                 size: int) -> torch.Tensor:
     """ERM target of a view: one-hot, or λ-weighted two-hot when the view mixes (λ at ``size``)."""
     out = one_hot([label], num_classes)[0]
-    mix = params.get("mix")
-    if mix is None or not mix["mode"] or partner_label is None:
+    if partner_of(params) is None or partner_label is None:
         return out
     lam = recipe.mix_weight(params, size)
     return out * lam + one_hot([partner_label], num_classes)[0] * (1.0 - lam)

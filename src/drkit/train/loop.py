@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..configs import positional
 from ..device import autocast, resolve_device
 from ..distributed import DistEnv, dist_env, init_process_group
 from ..errors import DrkitError
@@ -213,7 +214,7 @@ def train(cfg: TrainConfig | Any = None, out: Any = None, /, **options: Any) -> 
     (:mod:`drkit.train.folds`): teachers that never saw the images they later label.
     """
     if not isinstance(cfg, TrainConfig):
-        cfg = TrainConfig.build(data=cfg, out=out, **options)
+        cfg = TrainConfig.build(**positional(data=cfg, out=out), **options)
     elif out is not None or options:
         raise DrkitError("train(config) takes no further arguments: use config.replace(...)")
     env = dist_env()
