@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="drkit", description="Dataset reinforcement: label augmented views once, "
                                      "train any student on them at ordinary cost.", formatter_class=fmt)
     parser.add_argument("--version", action="version", version=f"drkit {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="VERB")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def verb(name: str, help_: str, fn: Callable[[argparse.Namespace], Any]) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG[name], formatter_class=fmt)

@@ -1,0 +1,111 @@
+"""Config-first verbs: one frozen config per verb, one validate() that refuses before any file is
+written, the CLI and the library building the same object, resume compared config to config."""
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+
+from drkit.errors import DrkitError
+from drkit.evaluate import EvalConfig
+from drkit.reinforce import ReinforceConfig
+from drkit.train import TrainConfig
+
+
+def test_configs_are_frozen_and_replace_refuses_unknown_fields():
+    cfg = TrainConfig(data="digits:train", out="runs/x")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.epochs = 3  # type: ignore[misc]
+    assert cfg.replace(epochs=3).epochs == 3 and cfg.epochs == 10
+    with pytest.raises(DrkitError, match="no option epoch"):
+        cfg.replace(epoch=3)
+    with pytest.raises(DrkitError, match="no option lr_max"):
+        TrainConfig.build(data="digits:train", out="x", lr_max=1.0)
+    with pytest.raises(DrkitError, match="needs data"):
+        TrainConfig.build(out="x")
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(epochs=0), "--epochs and --batch-size must be positive"),
+    (dict(opt="lamb"), "--opt must be one of"),
+    (dict(amp="fp8"), "--amp must be one of"),
+    (dict(batch_size=30, views_per_image=4, reinforced="s"), "multiple of ranks x views per image"),
+    (dict(plain_fraction=0.5), "apply to DR"),
+    (dict(temperature=0.0), "--temperature > 0"),
+    (dict(limit_batches=0), "--limit-batches must be positive"),
+    (dict(image_size=0), "--image-size must be positive"),
+    (dict(folds=1), "--folds must be at least 2"),
+    (dict(model_kwargs="{depth: 1}"), "--model-kwargs is not valid JSON"),
+    (dict(model_kwargs="[1]"), "must be a JSON object"),
+    (dict(reinforced="s", kd_teacher="ckpt:t"), "exclude each other"),
+])
+def test_train_config_validate_refuses(tmp_path, options, message):
+    with pytest.raises(DrkitError, match=message):
+        TrainConfig(data="digits:train", out=tmp_path / "run", **options).validate()
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(samples=0), "--samples must be in 1..65535"),
+    (dict(topk=0), "--topk must be positive"),
+    (dict(batch_size=0), "must be positive"),
+    (dict(image_size=0), "--image-size must be positive"),
+    (dict(workers=-1), "--workers must be 0 or more"),
+    (dict(shard="3/2"), "need 0 <= i < n"),
+    (dict(shard="a/b"), "--shard expects i/n"),
+    (dict(teacher=[]), "no teacher given"),
+])
+def test_reinforce_config_validate_refuses(tmp_path, options, message):
+    base = dict(data="digits:train", teacher="ckpt:t", out=tmp_path / "store")
+    with pytest.raises(DrkitError, match=message):
+        ReinforceConfig(**{**base, **options}).validate()
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(severities=(9,)), "--severities must be among"),
+    (dict(families=("rain",)), "unknown corruption families"),
+    (dict(limit=0), "--limit must be positive"),
+    (dict(batch_size=0), "--batch-size must be positive"),
+])
+def test_eval_config_validate_refuses(options, message):
+    with pytest.raises(DrkitError, match=message):
+        EvalConfig(checkpoint="runs/x", data="digits:test", **options).validate()
+
+
+def test_eval_json_under_a_file_is_refused_before_evaluating(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(DrkitError, match="is not a directory"):
+        EvalConfig(checkpoint="runs/x", data="digits:test", json_path=blocker / "r.json").validate()
+
+
+def test_cli_builds_the_library_config():
+    from drkit.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--data", "digits:train", "--model", "drkit_cnn_tiny", "--out", "runs/x", "--epochs", "3",
+                                      "--kd-teacher", "ckpt:t", "--no-channels-last", "--quiet"])
+    cfg = TrainConfig.from_args(args)
+    assert cfg == TrainConfig(data="digits:train", out="runs/x", epochs=3, kd_teacher=["ckpt:t"],
+                              channels_last=False, quiet=True)
+    args = build_parser().parse_args(["eval", "--checkpoint", "c", "--data", "d", "--json", "r.json", "--quiet"])
+    ecfg = EvalConfig.from_args(args, progress=not args.quiet)
+    assert ecfg.json_path == "r.json" and ecfg.progress is False
+    args = build_parser().parse_args(["reinforce", "--data", "d", "--teacher", "t1", "--teacher", "t2", "--out", "o"])
+    assert ReinforceConfig.from_args(args).teacher_specs == ["t1", "t2"]
+
+
+def test_diff_ignores_options_that_do_not_change_results():
+    cfg = TrainConfig(data="digits:train", out="runs/x", workers=2, device="cpu", quiet=False)
+    saved = cfg.to_dict()
+    assert cfg.replace(workers=0, device="cuda", quiet=True, resume=True, command=["x"]).diff(saved) == []
+    assert cfg.replace(seed=1, lr=0.5).diff(saved) == ["lr", "seed"]
+
+
+def test_bad_option_on_the_command_line_is_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "drkit", "train", "--data", "digits:train", "--out", str(tmp_path / "r"),
+                        "--model", "drkit_cnn_tiny", "--temperature", "0"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("drkit: error:") and len(r.stderr.strip().splitlines()) == 1
+    assert "--temperature" in r.stderr and not (tmp_path / "r").exists()
