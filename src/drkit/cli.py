@@ -187,6 +187,19 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
 
 
+#: name, one-line help, handler, arguments: the table ``build_parser`` turns into subcommands
+VERBS: list[tuple[str, str, Callable[[argparse.Namespace], Any], Callable[[argparse.ArgumentParser], None]]] = [
+    ("reinforce", "write a reinforced store: NS teacher-labelled views per image", _cmd_reinforce, _reinforce_args),
+    ("train", "train a student: ERM, on a reinforced store (--reinforced) or with online KD", _cmd_train,
+     _train_args),
+    ("eval", "top-1/5, NLL, ECE and corruption accuracy of a checkpoint", _cmd_eval, _eval_args),
+    ("inspect", "statistics of a store; --grid renders views with the teacher's top-3", _cmd_inspect, _inspect_args),
+    ("verify", "check a store's checksums, schema and (with --data) source fingerprint", _cmd_verify, _verify_args),
+    ("merge", "merge stores of the same data/recipe/teachers: NS adds up", _cmd_merge, _merge_args),
+    ("demo", "the end-to-end Fashion-MNIST run (teachers, reinforce, ERM vs DR, eval)", _cmd_demo, _demo_args),
+]
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(prog="drkit", description="Dataset reinforcement: label augmented views once, "
@@ -199,20 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=fn)
         return p
 
-    p = verb("reinforce", "write a reinforced store: NS teacher-labelled views per image", _cmd_reinforce)
-    _reinforce_args(p)
-    p = verb("train", "train a student: ERM, on a reinforced store (--reinforced) or with online KD", _cmd_train)
-    _train_args(p)
-    p = verb("eval", "top-1/5, NLL, ECE and corruption accuracy of a checkpoint", _cmd_eval)
-    _eval_args(p)
-    p = verb("inspect", "statistics of a store; --grid renders views with the teacher's top-3", _cmd_inspect)
-    _inspect_args(p)
-    p = verb("verify", "check a store's checksums, schema and (with --data) source fingerprint", _cmd_verify)
-    _verify_args(p)
-    p = verb("merge", "merge stores of the same data/recipe/teachers: NS adds up", _cmd_merge)
-    _merge_args(p)
-    p = verb("demo", "the end-to-end Fashion-MNIST run (teachers, reinforce, ERM vs DR, eval)", _cmd_demo)
-    _demo_args(p)
+    for name, help_, fn, add_args in VERBS:
+        add_args(verb(name, help_, fn))
     return parser
 
 

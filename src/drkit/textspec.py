@@ -89,37 +89,20 @@ def parse_pairs(
     return out
 
 
-def split_query(
-    text: str,
-    *,
-    context: str = "spec",
-    error: ErrorClass = SpecSyntaxError,
-    key: Callable[[str], str] = str.strip,
-    value: Callable[[str], V] = parse_value,  # type: ignore[assignment]
-    keep_empty: bool = False,
-) -> tuple[str, dict[str, V]]:
-    """``HEAD?k=v&k2=v2`` -> ``(HEAD, {k: v, k2: v2})``; no ``?`` gives ``(text, {})``."""
-    head, query = split_head(text, QUERY_SEP)
-    if query is None:
-        return head, {}
-    pairs = parse_pairs(query, QUERY_PAIR_SEP, context=context, error=error, key=key, value=value,
-                        keep_empty=keep_empty)
-    return head, pairs
+def split_query(text: str, **how: Any) -> tuple[str, dict[str, Any]]:
+    """``HEAD?k=v&k2=v2`` -> ``(HEAD, {k: v, k2: v2})``; no ``?`` gives ``(text, {})``.
+    ``how`` is :func:`parse_pairs`'s keywords (context, error, key, value, keep_empty)."""
+    return _split(text, QUERY_SEP, QUERY_PAIR_SEP, how)
 
 
-def split_options(
-    text: str,
-    *,
-    context: str = "spec",
-    error: ErrorClass = SpecSyntaxError,
-    key: Callable[[str], str] = str.strip,
-    value: Callable[[str], V] = parse_value,  # type: ignore[assignment]
-) -> tuple[str, dict[str, V]]:
+def split_options(text: str, **how: Any) -> tuple[str, dict[str, Any]]:
     """``HEAD@k=v,k2=v2`` -> ``(HEAD, {k: v, k2: v2})``; no ``@`` gives ``(text, {})``."""
-    head, options = split_head(text, OPTIONS_SEP)
-    if options is None:
-        return head, {}
-    return head, parse_pairs(options, OPTIONS_PAIR_SEP, context=context, error=error, key=key, value=value)
+    return _split(text, OPTIONS_SEP, OPTIONS_PAIR_SEP, how)
+
+
+def _split(text: str, head_sep: str, pair_sep: str, how: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    head, rest = split_head(text, head_sep)
+    return head, ({} if rest is None else parse_pairs(rest, pair_sep, **how))
 
 
 def format_pairs(pairs: Mapping[str, Any], sep: str) -> str:
