@@ -204,3 +204,17 @@ def test_sha256_file_chunked(tmp_path: Path) -> None:
     path = tmp_path / "blob"
     path.write_bytes(data)
     assert sha256_file(path, chunk=4096) == hashlib.sha256(data).hexdigest()
+
+
+def test_checkpoint_files_are_byte_identical_for_identical_weights(tmp_path):
+    """The same weights written twice give the same file (and so the same ``weights_sha256``):
+    safetensors orders metadata keys from a hash map, so drkit writes a single key."""
+    import hashlib
+
+    from conftest import make_teacher
+
+    digests = set()
+    for k in range(4):
+        make_teacher(tmp_path / f"c{k}", [str(i) for i in range(10)], seed=7)
+        digests.add(hashlib.sha256((tmp_path / f"c{k}" / "model.safetensors").read_bytes()).hexdigest())
+    assert len(digests) == 1

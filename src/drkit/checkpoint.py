@@ -70,7 +70,9 @@ def save_checkpoint(
     out.mkdir(parents=True, exist_ok=True)
     state = _contiguous_state(model)
     weights = out / WEIGHTS_NAME
-    data = st_save(state, metadata={"format": "pt", "producer": FORMAT})
+    # one metadata key: safetensors writes metadata from a hash map, so two keys would come out in a
+    # different order from call to call and the same weights would hash differently
+    data = st_save(state, metadata={"format": "pt"})
     atomic_write_bytes(weights, data)
 
     cfg = config.to_dict()
