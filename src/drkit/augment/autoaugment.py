@@ -8,6 +8,7 @@ sign are integers drawn once per view, so the pixel work is a pure function of t
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -76,10 +77,18 @@ AA_OPS: list[tuple[str, Callable[[torch.Tensor, float], torch.Tensor], _Table, _
 AA_OP_NAMES = [o[0] for o in AA_OPS]
 
 
+@functools.lru_cache(maxsize=None)
+def magnitudes(op: int, num_bins: int, wide: bool) -> tuple[float, ...]:
+    """The magnitude table of op ``op`` (computed once per table, not per view)."""
+    _, _, ra_table, ta_table, _ = AA_OPS[op]
+    return tuple(float(v) for v in (ta_table if wide else ra_table)(num_bins))
+
+
 def apply_aa(img: torch.Tensor, op: int, mag_bin: int, sign: int, num_bins: int, wide: bool) -> torch.Tensor:
-    """Apply table op ``op`` at magnitude bin ``mag_bin`` (negated when ``sign`` and signed)."""
-    _, fn, ra_table, ta_table, signed = AA_OPS[op]
-    m = float((ta_table if wide else ra_table)(num_bins)[mag_bin])
+    """Apply table op ``op`` at magnitude bin ``mag_bin`` (negated when ``sign`` and signed);
+    ``img`` is one CHW image or a batch of them."""
+    _, fn, _, _, signed = AA_OPS[op]
+    m = magnitudes(op, num_bins, wide)[mag_bin]
     if signed and sign:
         m = -m
     return fn(img, m)

@@ -1,8 +1,10 @@
 """RandomErasing with its box relative to the output size and its noise fill recorded.
 
 The box is quantised to 1/255 of the output side, so the same relative region is erased at
-any replay size. The fill is per-pixel uniform noise drawn from a recorded 16-bit seed with a
-CPU ``torch.Generator`` -- reproducible everywhere, 2 bytes instead of the pixels.
+any replay size. The fill is per-pixel uniform noise from a recorded 16-bit seed: since renderer
+version 2 a counter-based integer hash of (seed, pixel) (:func:`drkit.hashing.noise_bytes`),
+identical on every device and computable for a whole batch at once; stores written by renderer
+version 1 drew it from a CPU ``torch.Generator`` and replay that way (``noise = "generator"``).
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import math
 import numpy as np
 import torch
 
+from ..hashing import noise_bytes
 from .base import Op, SampleContext, register_op, uniform_int
 from .codec import Field
 
@@ -31,6 +34,8 @@ class RandomErasing(Op):
     """timm/torchvision-style erasing (area scale, log-ratio) with per-pixel noise fill."""
 
     name = "re"
+    #: "hash" (renderer 2) or "generator" (renderer 1): set by the renderer, not part of the recipe
+    noise = "hash"
     defaults = {"p": 0.25, "scale_min": 0.02, "scale_max": 1 / 3, "ratio_min": 0.3, "ratio_max": 3.3}
 
     def fields(self) -> list[Field]:
@@ -61,8 +66,12 @@ class RandomErasing(Op):
         size_h, size_w = img.shape[-2:]
         y0, x0, y1, _ = box_to_pixels(params["top"], params["left"], params["h"], params["w"], size_h)
         _, x0, _, x1 = box_to_pixels(params["top"], params["left"], params["h"], params["w"], size_w)
-        gen = torch.Generator().manual_seed(params["seed"])
-        noise = torch.randint(0, 256, (img.shape[0], y1 - y0, x1 - x0), generator=gen, dtype=torch.uint8)
         out = img.clone()
-        out[:, y0:y1, x0:x1] = noise
+        if self.noise == "generator":
+            gen = torch.Generator().manual_seed(params["seed"])
+            out[:, y0:y1, x0:x1] = torch.randint(0, 256, (img.shape[0], y1 - y0, x1 - x0), generator=gen,
+                                                 dtype=torch.uint8)
+        else:
+            seed = torch.tensor([params["seed"]], device=img.device)
+            out[:, y0:y1, x0:x1] = noise_bytes(seed, img.shape[0], size_h, size_w)[0, :, y0:y1, x0:x1]
         return out

@@ -72,6 +72,14 @@ class Recipe:
     def __repr__(self) -> str:
         return f"Recipe({self.spec!r})"
 
+    def with_renderer(self, version: int) -> Recipe:
+        """Make pixels as renderer ``version`` did (1: erasing noise from a CPU generator;
+        2: counter-based hash noise); returns ``self``."""
+        for op in self.ops:
+            if hasattr(op, "noise"):
+                op.noise = "generator" if version < 2 else "hash"  # type: ignore[attr-defined]
+        return self
+
     # -- parameters -----------------------------------------------------------------------
     @staticmethod
     def view_rng(seed: int, sample_id: int, view: int) -> np.random.Generator:

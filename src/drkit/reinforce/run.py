@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..augment import Recipe, resolve_recipe
+from ..augment.batch import renderer_info
 from ..configs import positional
 from ..device import resolve_device
 from ..distributed import dist_env
@@ -24,7 +25,7 @@ from ..errors import DrkitError
 from ..store import StoreWriter, array_schema, format_diagnostics, partner_ids
 from .config import ReinforceConfig, parse_shard
 from .diagnose import diagnose
-from .views import Task, ViewBatches, batch_tasks
+from .views import Task, ViewBatches, batch_tasks, render_item
 
 
 def reinforce(cfg: ReinforceConfig | Any = None, teacher: Any = None, out: Any = None, /, **options: Any) -> Path:
@@ -46,14 +47,13 @@ def reinforce(cfg: ReinforceConfig | Any = None, teacher: Any = None, out: Any =
     size = int(cfg.image_size or ens.image_size)
     side = min(src.typical_side(), size)
     rec = resolve_recipe(cfg.recipe, side, strong=True)
-    config = store_config(cfg, src, ens, rec, size, side)
+    config = store_config(cfg, src, ens, rec, size, side, device)
     shard_i, shard_n = parse_shard(cfg.shard)
     job, jobs = shard_i * env.world_size + env.rank, shard_n * env.world_size
     writer = StoreWriter(cfg.out, config, resume=cfg.resume, shared=jobs > 1)
     mine = writer.todo(job, jobs)
-    label_views(writer, ViewBatches(src, rec, cfg.seed, cfg.samples, size, batch_tasks(mine, cfg.samples,
-                                                                                      cfg.batch_size), cfg.skip_bad),
-                ens, device, cfg.workers, cfg.progress, env.rank)
+    views = ViewBatches(src, rec, cfg.seed, cfg.samples, batch_tasks(mine, cfg.samples, cfg.batch_size), cfg.skip_bad)
+    label_views(writer, views, size, ens, device, cfg.workers, cfg.progress, env.rank)
     provenance = {"command": list(cfg.command) if cfg.command is not None else list(sys.argv),
                   "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     diagnostics = None
@@ -89,8 +89,8 @@ def _open(cfg: ReinforceConfig, device: torch.device) -> tuple[Any, torch.nn.Mod
     return src, ens
 
 
-def store_config(cfg: ReinforceConfig, src: Any, ens: torch.nn.Module, rec: Recipe, size: int,
-                 side: int) -> dict[str, Any]:
+def store_config(cfg: ReinforceConfig, src: Any, ens: torch.nn.Module, rec: Recipe, size: int, side: int,
+                 device: torch.device) -> dict[str, Any]:
     """The store's content-determining configuration (``run.json``; the manifest starts with it)."""
     num_classes = len(src.classes)
     return {
@@ -101,6 +101,7 @@ def store_config(cfg: ReinforceConfig, src: Any, ens: torch.nn.Module, rec: Reci
         "num_views": cfg.samples, "topk": cfg.topk, "seed": int(cfg.seed),
         "samples_per_shard": int(cfg.samples_per_shard),
         "arrays": array_schema(rec.code_bytes, cfg.topk, num_classes, rec.mixes),
+        "renderer": renderer_info(device),
     }
 
 
@@ -117,17 +118,16 @@ def label(teacher: torch.nn.Module, images: torch.Tensor, device: torch.device, 
     return ids.cpu().numpy(), p.cpu().numpy()
 
 
-def label_views(writer: StoreWriter, views: ViewBatches, ens: torch.nn.Module, device: torch.device, workers: int,
-                progress: bool, rank: int) -> None:
-    """Render (workers), label (here), and hand every record to the writer; seal each shard
-    when its last batch is in."""
+def label_views(writer: StoreWriter, views: ViewBatches, size: int, ens: torch.nn.Module, device: torch.device,
+                workers: int, progress: bool, rank: int) -> None:
+    """Decode and sample (workers), render and label (here, on the teacher's device), and hand
+    every record to the writer; seal each shard when its last batch is in."""
     tasks: list[Task] = views.tasks
     if not tasks:
         return
     from tqdm.auto import tqdm
 
-    loader = DataLoader(views, batch_size=None, shuffle=False, num_workers=workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False,
+    loader = DataLoader(views, batch_size=None, shuffle=False, num_workers=workers, persistent_workers=False,
                         prefetch_factor=4 if workers > 0 else None)
     remaining = Counter(t.shard for t in tasks)  # batches left per shard (one pass: ImageNet has ~1e5 tasks)
     bar = tqdm(total=sum(t.stop - t.first for t in tasks), unit="view", desc=f"reinforce[{rank}]" if rank else
@@ -139,7 +139,8 @@ def label_views(writer: StoreWriter, views: ViewBatches, ens: torch.nn.Module, d
         # the DataLoader hands numpy arrays back as tensors: the writer takes numpy
         records = {k: np.asarray(v) for k, v in item["records"].items()}
         samples, bad = np.asarray(item["samples"]), np.asarray(item["bad"])
-        ids, probs = label(ens, item["images"], device, topk, samples, partner_ids(records))
+        pixels = render_item(views.recipe, item, size, device)
+        ids, probs = label(ens, pixels, device, topk, samples, partner_ids(records))
         ids[bad], probs[bad] = 0, 0.0
         writer.add(task.shard, samples, np.asarray(item["views"]),
                    {**records, "topk_ids": ids, "topk_probs": probs.astype(np.float16)}, bad=samples[bad].tolist())

@@ -1,8 +1,11 @@
-"""The views ``reinforce`` labels: batches of rendered uint8 views with their stored records.
+"""The views ``reinforce`` labels: for each batch, the decoded source images and every view's
+parameters (a loader worker's cheap part), rendered into pixels by the batched renderer on the
+teacher's device in the main process.
 
 One DataLoader item is one whole batch (so the batches, and therefore the teacher's arithmetic,
 do not depend on the worker count). Batches never cross a shard boundary, so a shard is complete
-exactly when its last batch is labelled.
+exactly when its last batch is labelled. Each image is decoded once per batch, however many of
+the batch's views (its own NS views, or views that mix with it) use it.
 """
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..augment import Recipe, ViewSampler, render_view
+from ..augment import Recipe, ViewSampler, partner_of
+from ..augment.batch import render_batch
 from ..errors import SourceError
 from ..store import pack
 
@@ -37,12 +41,11 @@ def batch_tasks(shards: list[tuple[int, int, int]], num_views: int, batch_size: 
 
 
 class ViewBatches(Dataset):
-    """Item t = task t's views rendered (uint8), their packed records, sample/view ids, bad flags."""
+    """Item t = task t's decoded images, view parameters and packed records (no pixels yet)."""
 
-    def __init__(self, src: Any, recipe: Recipe, seed: int, num_views: int, image_size: int, tasks: list[Task],
-                 skip_bad: bool):
+    def __init__(self, src: Any, recipe: Recipe, seed: int, num_views: int, tasks: list[Task], skip_bad: bool):
         self.src, self.recipe, self.seed = src, recipe, seed
-        self.num_views, self.image_size, self.tasks, self.skip_bad = num_views, image_size, tasks, skip_bad
+        self.num_views, self.tasks, self.skip_bad = num_views, tasks, skip_bad
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -68,13 +71,42 @@ class ViewBatches(Dataset):
         sampler = ViewSampler(self.recipe, self.seed, len(self.src), self.num_views, image_hw)
         flat = np.arange(task.first, task.stop)
         samples, views = task.start + flat // self.num_views, flat % self.num_views
-        params, images, bad = [], [], []
-        blank = torch.zeros(self.src.channels, self.image_size, self.image_size, dtype=torch.uint8)
-        for i, v in zip(samples.tolist(), views.tolist()):
-            p = sampler(i, v)
-            out = render_view(self.recipe, sampler, load, i, v, self.image_size, params=p)
-            params.append(p)
-            bad.append(out is None)
-            images.append(blank if out is None else out)
-        return {"task": t, "images": torch.stack(images), "records": pack(self.recipe, params),
-                "samples": samples, "views": views, "bad": np.array(bad, dtype=bool)}
+        params = [sampler(i, v) for i, v in zip(samples.tolist(), views.tolist())]
+        partners = [partner_of(p) for p in params]
+        partner_params = [sampler(*q) if q is not None else None for q in partners]
+        bad = np.array([cache[i] is None or (q is not None and cache[q[0]] is None)
+                        for i, q in zip(samples.tolist(), partners)], dtype=bool)
+        order = {i: k for k, i in enumerate(cache)}  # every image the batch touched, decoded once
+        blank = torch.zeros(self.src.channels, 1, 1, dtype=torch.uint8)
+        return {"task": t, "images": [img if img is not None else blank for img in cache.values()],
+                "index": [order[i] for i in samples.tolist()],
+                "partner_index": [order[q[0]] if q is not None else -1 for q in partners],
+                "params": params, "partner_params": partner_params, "records": pack(self.recipe, params),
+                "samples": samples, "views": views, "bad": bad}
+
+
+def render_item(recipe: Recipe, item: dict[str, Any], size: int, device: torch.device) -> torch.Tensor:
+    """A batch's pixels on ``device`` (uint8 NCHW); views of undecodable images are zero."""
+    images = item["images"]
+    pin = device.type == "cuda"
+    if len({tuple(x.shape) for x in images}) == 1:  # one copy for the whole batch
+        stacked = torch.stack(images)
+        stacked = (stacked.pin_memory() if pin else stacked).to(device, non_blocking=True)
+        images = list(stacked)
+    else:
+        images = [x.to(device, non_blocking=True) for x in images]
+    bad = np.asarray(item["bad"])
+    params, partner_params = list(item["params"]), list(item["partner_params"])
+    index, partner_index = list(item["index"]), list(item["partner_index"])
+    if bad.any():  # render something cheap for the zero records: the blank image, unmixed
+        blank = len(images)
+        images.append(torch.zeros_like(images[0][:, :1, :1]))
+        first = recipe.ops[0].name
+        for r in np.flatnonzero(bad):
+            box = {**params[r][first], "top": 0, "left": 0, "height": 1, "width": 1}
+            params[r] = {**params[r], first: box, **({"mix": {**params[r]["mix"], "mode": 0}} if recipe.mixes else {})}
+            index[r] = blank
+    out = render_batch(recipe, images, index, params, size, partner_index, partner_params)
+    if bad.any():
+        out[torch.as_tensor(np.flatnonzero(bad), device=out.device)] = 0
+    return out

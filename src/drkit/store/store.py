@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +53,10 @@ class Store:
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
         m = self.manifest
-        self.recipe: Recipe = get_recipe(m["recipe"])
+        #: the renderer that made the pixels the teacher labelled (stores before it was recorded: version 1)
+        self.renderer: dict[str, Any] = dict(m.get("renderer") or {"name": "drkit", "version": 1, "device": "cpu"})
+        self.recipe: Recipe = get_recipe(m["recipe"]).with_renderer(int(self.renderer.get("version", 1)))
+        self._warned_device = False
         self.num_samples: int = int(m["num_samples"])
         self.num_views: int = int(m["num_views"])
         self.topk: int = int(m["topk"])
@@ -154,11 +158,21 @@ class Store:
         """Replay a view as uint8 CHW at ``image_size`` (default: the teacher's size); ``image`` is
         the sample's decoded image when the caller already has it."""
         self.check_source(src)
+        self._warn_other_device("cpu")
         params = record["params"] if record is not None else None
         out = render_view(self.recipe, self.view_params, src.load_uint8, sample_id, view,
                           image_size or self.image_size, params=params, image=image)
         assert out is not None  # load_uint8 raises rather than returning None
         return out
+
+    def _warn_other_device(self, kind: str) -> None:
+        """Replay on another device kind than the store's renderer is allowed, not bit-exact: say so once."""
+        made_on = self.renderer.get("device", "cpu")
+        if made_on != kind and not self._warned_device:
+            self._warned_device = True
+            print(f"drkit: warning: store {self.path} was rendered on {made_on}; replaying on {kind} matches "
+                  "its pixels only approximately (interpolating ops differ by device; see README 'Renderer')",
+                  file=sys.stderr)
 
     def replay(self, src: Source, sample_id: int, view: int, image_size: int | None = None) -> torch.Tensor:
         """CHW float in [0, 1]: exactly the tensor the teacher saw (at the teacher's size)."""
