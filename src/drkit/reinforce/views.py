@@ -15,10 +15,18 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..augment import Recipe, ViewSampler, partner_of
+from ..augment import Recipe, ViewParams, ViewSampler, partner_of
 from ..augment.batch import render_batch
 from ..errors import SourceError
 from ..store import pack
+
+
+class Parameters:
+    """A batch's view parameters, handed from a worker as one object: the DataLoader's
+    ``default_convert`` walks plain lists of dicts element by element (~70 µs per view)."""
+
+    def __init__(self, own: list[ViewParams], partners: list[ViewParams | None]):
+        self.own, self.partners = own, partners
 
 
 class Task(NamedTuple):
@@ -79,9 +87,9 @@ class ViewBatches(Dataset):
         order = {i: k for k, i in enumerate(cache)}  # every image the batch touched, decoded once
         blank = torch.zeros(self.src.channels, 1, 1, dtype=torch.uint8)
         return {"task": t, "images": [img if img is not None else blank for img in cache.values()],
-                "index": [order[i] for i in samples.tolist()],
-                "partner_index": [order[q[0]] if q is not None else -1 for q in partners],
-                "params": params, "partner_params": partner_params, "records": pack(self.recipe, params),
+                "index": np.array([order[i] for i in samples.tolist()], dtype=np.int64),
+                "partner_index": np.array([order[q[0]] if q is not None else -1 for q in partners], dtype=np.int64),
+                "params": Parameters(params, partner_params), "records": pack(self.recipe, params),
                 "samples": samples, "views": views, "bad": bad}
 
 
@@ -96,8 +104,8 @@ def render_item(recipe: Recipe, item: dict[str, Any], size: int, device: torch.d
     else:
         images = [x.to(device, non_blocking=True) for x in images]
     bad = np.asarray(item["bad"])
-    params, partner_params = list(item["params"]), list(item["partner_params"])
-    index, partner_index = list(item["index"]), list(item["partner_index"])
+    params, partner_params = list(item["params"].own), list(item["params"].partners)
+    index, partner_index = np.asarray(item["index"]).tolist(), np.asarray(item["partner_index"]).tolist()
     if bad.any():  # render something cheap for the zero records: the blank image, unmixed
         blank = len(images)
         images.append(torch.zeros_like(images[0][:, :1, :1]))
