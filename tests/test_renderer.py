@@ -126,17 +126,23 @@ def test_replay_on_another_device_kind_warns_once(tmp_path, digits_train, teache
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_batched_render_matches_cpu():
-    """Indexing ops agree exactly across devices; interpolating ones within the documented bound."""
-    images = _images()
-    for spec, exact in (("padcrop@pad=4+re@p=0.9+mix", True), ("rrc+ra+re+mix", False)):
+def test_cuda_batched_render_agrees_with_cpu():
+    """Indexing ops (pad-crop at the native side, flip, erase, CutMix) agree exactly across devices;
+    resized crops (roi_align on the accelerator) and MixUp's float blend within the documented bound."""
+    g = torch.Generator().manual_seed(1)
+    square = [torch.randint(0, 256, (3, 24, 24), generator=g, dtype=torch.uint8) for _ in range(12)]
+    cases = (("padcrop@pad=4+re@p=0.9+mix@mixup=0,cutmix=1.0", square, True),
+             ("padcrop+ra+re+mix", square, False), ("rrc+ra+re+mix", _images(), False))
+    for spec, images, exact in cases:
         recipe = get_recipe(spec)
         views, params, pidx, pparams = _views(recipe, images)
         index = [i for i, _ in views]
         cpu = render_batch(recipe, images, index, params, 24, pidx, pparams)
         gpu = render_batch(recipe, [x.cuda() for x in images], index, params, 24, pidx, pparams).cpu()
-        diff = (cpu.int() - gpu.int()).abs()
+        diff = (cpu.int() - gpu.int()).abs().float()
+        print(f"{spec}: max |d| {diff.max():.0f}, mean |d| {diff.mean():.3f}, share of pixels differing "
+              f"{(diff > 0).float().mean():.4f}")
         if exact:
             assert torch.equal(cpu, gpu), spec
         else:
-            assert diff.float().mean() < 2.0, spec
+            assert diff.mean() < 1.0, spec

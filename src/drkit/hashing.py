@@ -50,12 +50,26 @@ def hash32(x: "torch.Tensor") -> "torch.Tensor":
     return x ^ (x >> 16)
 
 
-def noise_bytes(seeds: "torch.Tensor", channels: int, height: int, width: int) -> "torch.Tensor":
-    """uint8 noise ``[len(seeds), C, H, W]``: byte = top 8 bits of ``hash32(pixel ^ hash32(seed))``
-    with ``pixel = (c * H + y) * W + x``. A view's noise depends on its 16-bit seed and the
-    absolute pixel only, so a region cut from it is the same whichever box asks."""
+def noise_at(seeds: "torch.Tensor", c: "torch.Tensor", y: "torch.Tensor", x: "torch.Tensor", height: int,
+             width: int) -> "torch.Tensor":
+    """Erasing noise, one uint8 per listed pixel: the top 8 bits of ``hash32(pixel ^ hash32(seed ^
+    0xA511E9B3))`` with ``pixel = (c * height + y) * width + x``. A view's noise depends only on its
+    16-bit seed and the absolute pixel, so any box cut from it is the same whoever asks."""
     import torch
 
-    key = hash32(seeds.to(torch.int64).reshape(-1, 1) ^ 0xA511E9B3)
-    pixel = torch.arange(channels * height * width, dtype=torch.int64, device=seeds.device)
-    return (hash32(pixel[None, :] ^ key) >> 24).to(torch.uint8).reshape(-1, channels, height, width)
+    key = hash32(seeds.to(torch.int64) ^ 0xA511E9B3)
+    pixel = (c.to(torch.int64) * height + y) * width + x
+    return (hash32(pixel ^ key) >> 24).to(torch.uint8)
+
+
+def noise_bytes(seeds: "torch.Tensor", channels: int, height: int, width: int) -> "torch.Tensor":
+    """The whole noise image ``[len(seeds), C, H, W]`` of :func:`noise_at` (tests, small images)."""
+    import torch
+
+    dev = seeds.device
+    n = seeds.shape[0]
+    c, y, x = torch.meshgrid(torch.arange(channels, device=dev), torch.arange(height, device=dev),
+                             torch.arange(width, device=dev), indexing="ij")
+    flat = [t.reshape(1, -1).expand(n, -1) for t in (c, y, x)]
+    out = noise_at(seeds.reshape(-1, 1).expand_as(flat[0]), *flat, height, width)
+    return out.reshape(n, channels, height, width)

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..hashing import noise_bytes
+from ..hashing import noise_at
 from .autoaugment import apply_aa
 from .erasing import box_to_pixels
 from .geometric import crop_resize
@@ -84,25 +84,81 @@ def render_base(recipe: Recipe, images: Sequence[torch.Tensor], index: Sequence[
 
 def crop_batch(images: Sequence[torch.Tensor], index: Sequence[int], boxes: Sequence[dict[str, int]],
                size: int) -> torch.Tensor:
-    """Crop, resize and flip: the reference ``crop_resize`` per group of equal crop size."""
+    """Crop, resize and flip. Views whose crop needs no resize are gathered by pure indexing
+    (exact everywhere). Resized crops: on the CPU the reference ``resize`` per group of equal crop
+    size (bit-exact); on an accelerator one ``roi_align`` for all of them (bilinear, with
+    ``ceil(crop / size)`` samples per output pixel and axis when shrinking: close to the
+    antialiased reference, not equal; the bound is measured in tests/test_renderer.py)."""
     channels = images[index[0]].shape[0] if len(index) else 1
     device = images[index[0]].device if len(index) else torch.device("cpu")
-    out = torch.empty((0, channels, size, size), dtype=torch.uint8, device=device)
-    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for r, box in enumerate(boxes):
-        groups[(box["height"], box["width"])].append(r)
-    pieces: list[torch.Tensor] = [out] * len(index)  # placeholders, all replaced below
-    for (h, w), rows in groups.items():
-        crops = torch.stack([_crop(images[index[r]], boxes[r]) for r in rows])
-        resized = _resize(crops, size) if (h, w) != (size, size) else crops
-        for k, r in enumerate(rows):
-            pieces[r] = resized[k]
-    out = torch.stack(pieces) if pieces else out
+    if not len(index):
+        return torch.empty((0, channels, size, size), dtype=torch.uint8, device=device)
+    same = [r for r, b in enumerate(boxes) if (b["height"], b["width"]) == (size, size)]
+    other = [r for r, b in enumerate(boxes) if (b["height"], b["width"]) != (size, size)]
+    out = torch.empty((len(index), channels, size, size), dtype=torch.uint8, device=device)
+    if same:
+        out[torch.as_tensor(same, device=device)] = _gather(images, [index[r] for r in same],
+                                                            [boxes[r] for r in same], size)
+    if other and device.type != "cpu":
+        out[torch.as_tensor(other, device=device)] = _roi_resize(images, [index[r] for r in other],
+                                                                 [boxes[r] for r in other], size)
+    elif other:
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for r in other:
+            groups[(boxes[r]["height"], boxes[r]["width"])].append(r)
+        for rows in groups.values():
+            crops = torch.stack([_crop(images[index[r]], boxes[r]) for r in rows])
+            out[torch.as_tensor(rows, device=device)] = _resize(crops, size)
     flip = [r for r, box in enumerate(boxes) if box["flip"]]
     if flip:
         idx = torch.as_tensor(flip, device=device)
         out[idx] = out[idx].flip(-1)
     return out
+
+
+def _stack(images: Sequence[torch.Tensor], used: Sequence[int], pad: int = 0) -> tuple[torch.Tensor, dict[int, int]]:
+    """The used images as one ``[U, C, H, W]`` tensor (zero-padded by ``pad`` all round and on the
+    bottom/right to the largest size), and each image's position in it."""
+    order = {u: k for k, u in enumerate(dict.fromkeys(used))}
+    hs = max(images[u].shape[-2] for u in order)
+    ws = max(images[u].shape[-1] for u in order)
+    first = images[next(iter(order))]
+    stack = torch.zeros((len(order), first.shape[0], hs + 2 * pad, ws + 2 * pad), dtype=first.dtype,
+                        device=first.device)
+    for u, k in order.items():
+        h, w = images[u].shape[-2:]
+        stack[k, :, pad:pad + h, pad:pad + w] = images[u]
+    return stack, order
+
+
+def _gather(images: Sequence[torch.Tensor], index: Sequence[int], boxes: Sequence[dict[str, int]],
+            size: int) -> torch.Tensor:
+    """Crops of exactly ``size`` x ``size`` (pad-crop at the native side): one indexed gather
+    from the zero-padded stack. Pure indexing, so every device gives the reference's bytes."""
+    pad = max([0] + [max(-b["top"], -b["left"], b["top"] + size - images[i].shape[-2],
+                         b["left"] + size - images[i].shape[-1]) for i, b in zip(index, boxes)])
+    stack, order = _stack(images, index, pad)
+    dev = stack.device
+    u = torch.as_tensor([order[i] for i in index], device=dev)
+    top = torch.as_tensor([b["top"] + pad for b in boxes], device=dev)
+    left = torch.as_tensor([b["left"] + pad for b in boxes], device=dev)
+    ar = torch.arange(size, device=dev)
+    rows = (top[:, None] + ar)[:, :, None]  # [N, S, 1]
+    cols = (left[:, None] + ar)[:, None, :]  # [N, 1, S]
+    return stack.permute(0, 2, 3, 1)[u[:, None, None], rows, cols].permute(0, 3, 1, 2).contiguous()
+
+
+def _roi_resize(images: Sequence[torch.Tensor], index: Sequence[int], boxes: Sequence[dict[str, int]],
+                size: int) -> torch.Tensor:
+    """All resized crops in one ``roi_align`` (accelerator path)."""
+    from torchvision.ops import roi_align
+
+    stack, order = _stack(images, index)
+    rois = torch.tensor([[order[i], b["left"], b["top"], b["left"] + b["width"], b["top"] + b["height"]]
+                         for i, b in zip(index, boxes)], dtype=torch.float32, device=stack.device)
+    out = roi_align(stack.to(torch.float32), rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1,
+                    aligned=True)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def _crop(img: torch.Tensor, box: dict[str, int]) -> torch.Tensor:
@@ -144,22 +200,32 @@ def augment_batch(x: torch.Tensor, op: Any, params: Sequence[dict[str, int]]) ->
 
 
 def erase_batch(x: torch.Tensor, params: Sequence[dict[str, int]]) -> torch.Tensor:
-    """RandomErasing with hash noise: one noise call for every erased view, then box masks."""
+    """RandomErasing with hash noise: every erased pixel of the batch listed flat, hashed in one
+    call and written with one indexed store (only box pixels are computed)."""
     rows = [r for r, p in enumerate(params) if p["on"]]
     if not rows:
         return x
-    n, c, h, w = len(rows), x.shape[1], x.shape[2], x.shape[3]
-    boxes = np.array([_erase_box(params[r], h, w) for r in rows], dtype=np.int64)  # y0, x0, y1, x1
-    seeds = torch.as_tensor([params[r]["seed"] for r in rows], device=x.device)
-    noise = noise_bytes(seeds, c, h, w)
-    b = torch.as_tensor(boxes, device=x.device)
-    ys = torch.arange(h, device=x.device)[None, :, None]
-    xs = torch.arange(w, device=x.device)[None, None, :]
-    inside = (ys >= b[:, 0, None, None]) & (ys < b[:, 2, None, None]) & (xs >= b[:, 1, None, None]) & \
-        (xs < b[:, 3, None, None])
-    idx = torch.as_tensor(rows, device=x.device)
+    c, h, w = x.shape[1], x.shape[2], x.shape[3]
+    dev = x.device
+    if dev.type == "cpu" and h * w >= 4096:  # big images: slices are cheaper than flat index arithmetic
+        out = x.clone()
+        for r in rows:
+            y0, x0, y1, x1 = _erase_box(params[r], h, w)
+            cc, yy, xx = torch.meshgrid(torch.arange(c), torch.arange(y0, y1), torch.arange(x0, x1), indexing="ij")
+            out[r, :, y0:y1, x0:x1] = noise_at(torch.full_like(cc, params[r]["seed"]), cc, yy, xx, h, w)
+        return out
+    boxes = torch.as_tensor([_erase_box(params[r], h, w) for r in rows], device=dev)  # y0, x0, y1, x1
+    bh, bw = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    counts = c * bh * bw
+    owner = torch.repeat_interleave(torch.arange(len(rows), device=dev), counts)
+    local = torch.arange(int(counts.sum()), device=dev) - (torch.cumsum(counts, 0) - counts)[owner]
+    area = (bh * bw)[owner]
+    ch, rest = local // area, local % area
+    ys = boxes[owner, 0] + rest // bw[owner]
+    xs = boxes[owner, 1] + rest % bw[owner]
+    seeds = torch.as_tensor([params[r]["seed"] for r in rows], device=dev)[owner]
     out = x.clone()
-    out[idx] = torch.where(inside[:, None], noise, x[idx])
+    out[torch.as_tensor(rows, device=dev)[owner], ch, ys, xs] = noise_at(seeds, ch, ys, xs, h, w)
     return out
 
 
@@ -173,21 +239,29 @@ def mix_batch(out: torch.Tensor, rows: torch.Tensor, partners: torch.Tensor, mix
     """MixUp (per-view λ, the reference's float32 arithmetic) and CutMix (per-view box) of views
     ``rows`` of ``out`` with their rendered partners."""
     out = out.clone()
-    own = out[rows]
-    h, w = own.shape[-2:]
-    mode = torch.as_tensor([m["mode"] for m in mixes], device=out.device)
-    lam = np.array([bits_to_lam(m["lam"]) for m in mixes], dtype=np.float64)
-    # the reference multiplies by Python floats: λ and 1 - λ are rounded to float32 separately
-    lam_t = torch.as_tensor(lam.astype(np.float32), device=out.device)[:, None, None, None]
-    rest_t = torch.as_tensor((1.0 - lam).astype(np.float32), device=out.device)[:, None, None, None]
-    blended = (own.to(torch.float32) * lam_t + partners.to(torch.float32) * rest_t).round_().clamp_(0, 255)
-    boxes = torch.as_tensor([cut_box_pixels(m, h, w) for m in mixes], device=out.device)  # y0, x0, y1, x1
-    ys = torch.arange(h, device=out.device)[None, :, None]
-    xs = torch.arange(w, device=out.device)[None, None, :]
-    inside = (ys >= boxes[:, 0, None, None]) & (ys < boxes[:, 2, None, None]) & \
-        (xs >= boxes[:, 1, None, None]) & (xs < boxes[:, 3, None, None])
-    cut = torch.where(inside[:, None], partners, own)
-    result = torch.where((mode == MODE_MIXUP)[:, None, None, None], blended.to(torch.uint8),
-                         torch.where((mode == MODE_CUTMIX)[:, None, None, None], cut, own))
-    out[rows] = result
+    dev = out.device
+    h, w = out.shape[-2:]
+    mixup = [k for k, m in enumerate(mixes) if m["mode"] == MODE_MIXUP]
+    cutmix = [k for k, m in enumerate(mixes) if m["mode"] == MODE_CUTMIX]
+    if mixup:
+        k = torch.as_tensor(mixup, device=dev)
+        lam = np.array([bits_to_lam(mixes[j]["lam"]) for j in mixup], dtype=np.float64)
+        # the reference multiplies by Python floats: λ and 1 - λ are rounded to float32 separately
+        lam_t = torch.as_tensor(lam.astype(np.float32), device=dev)[:, None, None, None]
+        rest_t = torch.as_tensor((1.0 - lam).astype(np.float32), device=dev)[:, None, None, None]
+        blend = out[rows[k]].to(torch.float32) * lam_t + partners[k].to(torch.float32) * rest_t
+        out[rows[k]] = blend.round_().clamp_(0, 255).to(torch.uint8)
+    if cutmix and dev.type == "cpu":
+        for j in cutmix:
+            y0, x0, y1, x1 = cut_box_pixels(mixes[j], h, w)
+            if y1 > y0 and x1 > x0:
+                out[int(rows[j]), :, y0:y1, x0:x1] = partners[j, :, y0:y1, x0:x1]
+    elif cutmix:
+        k = torch.as_tensor(cutmix, device=dev)
+        boxes = torch.as_tensor([cut_box_pixels(mixes[j], h, w) for j in cutmix], device=dev)  # y0, x0, y1, x1
+        ys = torch.arange(h, device=dev)[None, :, None]
+        xs = torch.arange(w, device=dev)[None, None, :]
+        inside = (ys >= boxes[:, 0, None, None]) & (ys < boxes[:, 2, None, None]) & \
+            (xs >= boxes[:, 1, None, None]) & (xs < boxes[:, 3, None, None])
+        out[rows[k]] = torch.where(inside[:, None], partners[k], out[rows[k]])
     return out

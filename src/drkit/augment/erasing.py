@@ -13,7 +13,7 @@ import math
 import numpy as np
 import torch
 
-from ..hashing import noise_bytes
+from ..hashing import noise_at
 from .base import Op, SampleContext, register_op, uniform_int
 from .codec import Field
 
@@ -72,6 +72,9 @@ class RandomErasing(Op):
             out[:, y0:y1, x0:x1] = torch.randint(0, 256, (img.shape[0], y1 - y0, x1 - x0), generator=gen,
                                                  dtype=torch.uint8)
         else:
-            seed = torch.tensor([params["seed"]], device=img.device)
-            out[:, y0:y1, x0:x1] = noise_bytes(seed, img.shape[0], size_h, size_w)[0, :, y0:y1, x0:x1]
+            dev = img.device
+            c, y, x = torch.meshgrid(torch.arange(img.shape[0], device=dev), torch.arange(y0, y1, device=dev),
+                                     torch.arange(x0, x1, device=dev), indexing="ij")
+            seed = torch.full_like(c, params["seed"])
+            out[:, y0:y1, x0:x1] = noise_at(seed, c, y, x, size_h, size_w)
         return out

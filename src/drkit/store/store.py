@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..augment import Recipe, ViewParams, get_recipe, render_view
+from ..augment import Recipe, ViewParams, get_recipe, partner_of, render_view
 from ..errors import StoreError
 from ..fileio import sha256_file
 from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, REQUIRED_MANIFEST_KEYS, bytes_per_record, unpack
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 
 _LABELS = ("topk_ids", "topk_probs")
+#: stores whose other-device replay was already announced in this process
+_WARNED: set[str] = set()
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
@@ -56,7 +58,6 @@ class Store:
         #: the renderer that made the pixels the teacher labelled (stores before it was recorded: version 1)
         self.renderer: dict[str, Any] = dict(m.get("renderer") or {"name": "drkit", "version": 1, "device": "cpu"})
         self.recipe: Recipe = get_recipe(m["recipe"]).with_renderer(int(self.renderer.get("version", 1)))
-        self._warned_device = False
         self.num_samples: int = int(m["num_samples"])
         self.num_views: int = int(m["num_views"])
         self.topk: int = int(m["topk"])
@@ -156,23 +157,43 @@ class Store:
     def render_uint8(self, src: Source, sample_id: int, view: int, image_size: int | None = None,
                      record: dict[str, Any] | None = None, image: torch.Tensor | None = None) -> torch.Tensor:
         """Replay a view as uint8 CHW at ``image_size`` (default: the teacher's size); ``image`` is
-        the sample's decoded image when the caller already has it."""
+        the sample's decoded image when the caller already has it.
+
+        A store rendered on an accelerator replays there (bit-exact) when this process has one
+        and is not a loader worker; elsewhere it replays on the CPU, which matches only
+        approximately and says so once."""
         self.check_source(src)
+        params = record["params"] if record is not None else self.view_params(sample_id, view)
+        size = image_size or self.image_size
+        kind = self.renderer.get("device", "cpu")
+        if kind == "cuda" and torch.cuda.is_available() and torch.utils.data.get_worker_info() is None:
+            return self._render_batched(src, sample_id, params, size, image, torch.device("cuda")).cpu()
         self._warn_other_device("cpu")
-        params = record["params"] if record is not None else None
-        out = render_view(self.recipe, self.view_params, src.load_uint8, sample_id, view,
-                          image_size or self.image_size, params=params, image=image)
+        out = render_view(self.recipe, self.view_params, src.load_uint8, sample_id, view, size, params=params,
+                          image=image)
         assert out is not None  # load_uint8 raises rather than returning None
         return out
 
+    def _render_batched(self, src: Source, sample_id: int, params: Any, size: int, image: torch.Tensor | None,
+                        device: torch.device) -> torch.Tensor:
+        """One view through the batched renderer on ``device`` (what reinforce ran there)."""
+        from ..augment.batch import render_batch
+
+        img = src.load_uint8(sample_id) if image is None else image
+        partner = partner_of(params)
+        images = [img.to(device)] + ([src.load_uint8(partner[0]).to(device)] if partner else [])
+        partner_params = [self.view_params(*partner)] if partner else [None]
+        return render_batch(self.recipe, images, [0], [params], size, [1 if partner else -1], partner_params)[0]
+
     def _warn_other_device(self, kind: str) -> None:
-        """Replay on another device kind than the store's renderer is allowed, not bit-exact: say so once."""
+        """Replay on another device kind than the store's renderer is allowed, not bit-exact: say so
+        once per store and process (forked loader workers inherit that it was said)."""
         made_on = self.renderer.get("device", "cpu")
-        if made_on != kind and not self._warned_device:
-            self._warned_device = True
+        key = str(self.path.resolve())
+        if made_on != kind and key not in _WARNED:
+            _WARNED.add(key)
             print(f"drkit: warning: store {self.path} was rendered on {made_on}; replaying on {kind} matches "
-                  "its pixels only approximately (interpolating ops differ by device; see README 'Renderer')",
-                  file=sys.stderr)
+                  "its pixels only approximately (resizes differ by device: README 'Renderers')", file=sys.stderr)
 
     def replay(self, src: Source, sample_id: int, view: int, image_size: int | None = None) -> torch.Tensor:
         """CHW float in [0, 1]: exactly the tensor the teacher saw (at the teacher's size)."""
