@@ -3,6 +3,7 @@ main loop spends its time (loader alone vs render vs teacher). Not a benchmark; 
 from __future__ import annotations
 
 import cProfile
+import tempfile
 import pstats
 import sys
 import time
