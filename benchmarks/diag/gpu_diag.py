@@ -3,9 +3,9 @@ main loop spends its time (loader alone vs render vs teacher). Not a benchmark; 
 from __future__ import annotations
 
 import cProfile
-import tempfile
 import pstats
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def deviation() -> None:
     from test_renderer import _images, _views
+
     from drkit.augment import get_recipe
     from drkit.augment.batch import render_batch
 
