@@ -128,7 +128,7 @@ def label_views(writer: StoreWriter, views: ViewBatches, size: int, ens: torch.n
     from tqdm.auto import tqdm
 
     loader = DataLoader(views, batch_size=None, shuffle=False, num_workers=workers, persistent_workers=False,
-                        prefetch_factor=4 if workers > 0 else None)
+                        pin_memory=device.type == "cuda", prefetch_factor=4 if workers > 0 else None)
     remaining = Counter(t.shard for t in tasks)  # batches left per shard (one pass: ImageNet has ~1e5 tasks)
     bar = tqdm(total=sum(t.stop - t.first for t in tasks), unit="view", desc=f"reinforce[{rank}]" if rank else
                "reinforce", disable=not progress, dynamic_ncols=True, smoothing=0.05)

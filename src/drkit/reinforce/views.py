@@ -86,23 +86,31 @@ class ViewBatches(Dataset):
                         for i, q in zip(samples.tolist(), partners)], dtype=bool)
         order = {i: k for k, i in enumerate(cache)}  # every image the batch touched, decoded once
         blank = torch.zeros(self.src.channels, 1, 1, dtype=torch.uint8)
-        return {"task": t, "images": [img if img is not None else blank for img in cache.values()],
+        stack, sizes = stack_images([img if img is not None else blank for img in cache.values()])
+        return {"task": t, "images": stack, "sizes": sizes,
                 "index": np.array([order[i] for i in samples.tolist()], dtype=np.int64),
                 "partner_index": np.array([order[q[0]] if q is not None else -1 for q in partners], dtype=np.int64),
                 "params": Parameters(params, partner_params), "records": pack(self.recipe, params),
                 "samples": samples, "views": views, "bad": bad}
 
 
+def stack_images(images: list[torch.Tensor]) -> tuple[torch.Tensor, np.ndarray]:
+    """One zero-padded ``[U, C, Hmax, Wmax]`` tensor and the true ``[U, 2]`` sizes: built in the
+    worker, it crosses to the main process (and to the device) as a single block."""
+    sizes = np.array([img.shape[-2:] for img in images], dtype=np.int64)
+    hmax, wmax = sizes.max(0)
+    if (sizes == (hmax, wmax)).all():
+        return torch.stack(images), sizes
+    out = torch.zeros((len(images), images[0].shape[0], int(hmax), int(wmax)), dtype=torch.uint8)
+    for k, img in enumerate(images):
+        out[k, :, : img.shape[-2], : img.shape[-1]] = img
+    return out, sizes
+
+
 def render_item(recipe: Recipe, item: dict[str, Any], size: int, device: torch.device) -> torch.Tensor:
     """A batch's pixels on ``device`` (uint8 NCHW); views of undecodable images are zero."""
-    images = item["images"]
-    pin = device.type == "cuda"
-    if len({tuple(x.shape) for x in images}) == 1:  # one copy for the whole batch
-        stacked = torch.stack(images)
-        stacked = (stacked.pin_memory() if pin else stacked).to(device, non_blocking=True)
-        images = list(stacked)
-    else:
-        images = [x.to(device, non_blocking=True) for x in images]
+    stack = item["images"].to(device, non_blocking=True)
+    images = [stack[k, :, :h, :w] for k, (h, w) in enumerate(np.asarray(item["sizes"]).tolist())]
     bad = np.asarray(item["bad"])
     params, partner_params = list(item["params"].own), list(item["params"].partners)
     index, partner_index = np.asarray(item["index"]).tolist(), np.asarray(item["partner_index"]).tolist()
