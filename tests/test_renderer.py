@@ -178,3 +178,28 @@ def test_cuda_batched_render_agrees_with_cpu():
             assert torch.equal(cpu, gpu), spec
         else:
             assert diff.mean() < RESIZE_MEAN, spec
+
+
+def test_device_replay_path_matches_the_dataset(tmp_path, digits_train, teacher_pair):
+    """ReinforcedDataset.raw() + collate_raw + render(batch, device) gives the dataset's own bytes
+    and targets, mixed views included."""
+    from torch.utils.data import DataLoader
+
+    from drkit.train import ReinforcedDataset, collate_raw, render
+
+    root = reinforce(digits_train, teacher_pair, tmp_path / "s", recipe="rrc+ra+re+mix", samples=3, topk=4,
+                     workers=0, batch_size=16, samples_per_shard=16, device="cpu", progress=False, command=["t"])
+    store = open_store(root)
+    for k in (1, 2):
+        ds = ReinforcedDataset(digits_train, store, views_per_image=k, as_uint8=True)
+        ds.set_epoch(1)
+        loader = DataLoader(ds.raw(), batch_size=7, shuffle=False, num_workers=0, collate_fn=collate_raw)
+        pos = 0
+        for batch in loader:
+            images, targets = render(batch, store, "cpu")
+            want = [ds[p] for p in range(pos, pos + len(batch["label"]) // k)]
+            want_images = torch.cat([w[0].reshape(-1, *w[0].shape[-3:]) for w in want])
+            want_targets = torch.cat([w[1].reshape(-1, w[1].shape[-1]) for w in want])
+            assert torch.equal(images, want_images) and torch.equal(targets, want_targets)
+            pos += len(batch["label"]) // k
+        assert pos == len(ds)

@@ -45,6 +45,24 @@ def renderer_info(device: torch.device | str) -> dict[str, Any]:
             "torch": torch.__version__.split("+")[0], "torchvision": torchvision.__version__.split("+")[0]}
 
 
+def stack_images(images: list[torch.Tensor]) -> tuple[torch.Tensor, np.ndarray]:
+    """One zero-padded ``[U, C, Hmax, Wmax]`` tensor and the true ``[U, 2]`` sizes: built in the
+    worker, it crosses to the main process (and to the device) as a single block."""
+    sizes = np.array([img.shape[-2:] for img in images], dtype=np.int64)
+    hmax, wmax = sizes.max(0)
+    if (sizes == (hmax, wmax)).all():
+        return torch.stack(images), sizes
+    out = torch.zeros((len(images), images[0].shape[0], int(hmax), int(wmax)), dtype=torch.uint8)
+    for k, img in enumerate(images):
+        out[k, :, : img.shape[-2], : img.shape[-1]] = img
+    return out, sizes
+
+
+def unstack_images(stack: torch.Tensor, sizes: Any) -> list[torch.Tensor]:
+    """The images of :func:`stack_images` again (views into ``stack``, on its device)."""
+    return [stack[k, :, :h, :w] for k, (h, w) in enumerate(np.asarray(sizes).tolist())]
+
+
 def render_batch(recipe: Recipe, images: Sequence[torch.Tensor], index: Sequence[int], params: Sequence[ViewParams],
                  size: int, partner_index: Sequence[int] | None = None,
                  partner_params: Sequence[ViewParams | None] | None = None) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..augment import Recipe, ViewParams, ViewSampler, partner_of
-from ..augment.batch import render_batch
+from ..augment.batch import render_batch, stack_images, unstack_images
 from ..errors import SourceError
 from ..store import pack
 
@@ -94,23 +94,9 @@ class ViewBatches(Dataset):
                 "samples": samples, "views": views, "bad": bad}
 
 
-def stack_images(images: list[torch.Tensor]) -> tuple[torch.Tensor, np.ndarray]:
-    """One zero-padded ``[U, C, Hmax, Wmax]`` tensor and the true ``[U, 2]`` sizes: built in the
-    worker, it crosses to the main process (and to the device) as a single block."""
-    sizes = np.array([img.shape[-2:] for img in images], dtype=np.int64)
-    hmax, wmax = sizes.max(0)
-    if (sizes == (hmax, wmax)).all():
-        return torch.stack(images), sizes
-    out = torch.zeros((len(images), images[0].shape[0], int(hmax), int(wmax)), dtype=torch.uint8)
-    for k, img in enumerate(images):
-        out[k, :, : img.shape[-2], : img.shape[-1]] = img
-    return out, sizes
-
-
 def render_item(recipe: Recipe, item: dict[str, Any], size: int, device: torch.device) -> torch.Tensor:
     """A batch's pixels on ``device`` (uint8 NCHW); views of undecodable images are zero."""
-    stack = item["images"].to(device, non_blocking=True)
-    images = [stack[k, :, :h, :w] for k, (h, w) in enumerate(np.asarray(item["sizes"]).tolist())]
+    images = unstack_images(item["images"].to(device, non_blocking=True), item["sizes"])
     bad = np.asarray(item["bad"])
     params, partner_params = list(item["params"].own), list(item["params"].partners)
     index, partner_index = np.asarray(item["index"]).tolist(), np.asarray(item["partner_index"]).tolist()

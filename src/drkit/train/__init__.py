@@ -12,9 +12,10 @@ from .data import AugmentedDataset, ReinforcedDataset, epoch_views
 from .loop import train
 from .losses import LabelSmoothingCrossEntropy, SoftTargetLoss, soft_target_cross_entropy
 from .outputs import read_metrics
+from .replay import collate_raw, render
 
 __all__ = ["train", "TrainConfig", "ReinforcedDataset", "AugmentedDataset", "SoftTargetLoss",
-           "LabelSmoothingCrossEntropy", "soft_target_cross_entropy", "epoch_views", "read_metrics"]
+           "LabelSmoothingCrossEntropy", "soft_target_cross_entropy", "epoch_views", "read_metrics", "collate_raw", "render"]
 
 
 callable_verb(__name__)

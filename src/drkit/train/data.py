@@ -204,6 +204,13 @@ class ReinforcedDataset(Dataset):
         out["target"] = densify(out.pop("topk_ids"), out.pop("topk_probs"), self.store.num_classes, smooth=True)
         return out
 
+    def raw(self) -> Any:
+        """This dataset as decoded images + stored parameters, to render whole batches on the
+        training device (:mod:`drkit.train.replay`: ``collate_raw`` and ``render``)."""
+        from .replay import RawViews
+
+        return RawViews(self)
+
     def __getitem__(self, pos: int) -> tuple[torch.Tensor, torch.Tensor]:
         it = self.finish(self.item(pos))
         images = it["image"] if self.as_uint8 else _to_float(it["image"])

@@ -1,0 +1,101 @@
+"""DR replay on the training device: loader workers hand over decoded images and stored view
+parameters, and :func:`render` turns a whole batch into pixels with the batched renderer on the
+device the student trains on (the CPU path stays the per-view reference in the workers).
+
+For a user's own loop::
+
+    ds = ReinforcedDataset(src, store)
+    loader = DataLoader(ds.raw(), batch_size=256, shuffle=True, num_workers=8, collate_fn=collate_raw)
+    for batch in loader:
+        images, targets = render(batch, store, device="cuda")   # uint8 NCHW and dense targets, on the GPU
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..augment import partner_of
+from ..augment.batch import render_batch, stack_images, unstack_images
+from ..errors import DrkitError
+from ..store import densify
+
+if TYPE_CHECKING:
+    from ..store import Store
+    from .data import ReinforcedDataset
+
+
+class RawViews(Dataset):
+    """``ReinforcedDataset`` as decoded images + stored parameters (no pixels rendered)."""
+
+    def __init__(self, ds: ReinforcedDataset):
+        if ds.plain_fraction > 0:
+            raise DrkitError("device replay renders stored views only: use plain_fraction=0")
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, pos: int) -> dict[str, Any]:
+        ds = self.ds
+        i = int(ds.sample_ids[pos])
+        images = {i: ds.src.load_uint8(i)}
+        params, partners, ids, probs = [], [], [], []
+        for v in ds.views(pos):
+            rec = ds.store.record(i, v)
+            p = rec["params"]
+            q = partner_of(p)
+            if q is not None and q[0] not in images:
+                images[q[0]] = ds.src.load_uint8(q[0])
+            params.append(p)
+            partners.append((q[0], ds.store.view_params(*q)) if q is not None else None)
+            ids.append(rec["topk_ids"])
+            probs.append(rec["topk_probs"])
+        return {"sample": i, "label": int(ds.labels[i]), "images": images, "params": params, "partners": partners,
+                "topk_ids": np.stack(ids), "topk_probs": np.stack(probs)}
+
+
+class _Opaque:
+    """Keeps per-view parameter dicts away from the DataLoader's element-wise conversion."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+
+def collate_raw(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """A batch of :class:`RawViews` items: every image once in one padded stack, per-view indices."""
+    order: dict[int, int] = {}
+    images: list[torch.Tensor] = []
+    for it in items:
+        for j, img in it["images"].items():
+            if j not in order:
+                order[j] = len(images)
+                images.append(img)
+    stack, sizes = stack_images(images)
+    index, partner_index, params, partner_params, labels = [], [], [], [], []
+    for it in items:
+        for p, q in zip(it["params"], it["partners"]):
+            index.append(order[it["sample"]])
+            partner_index.append(order[q[0]] if q is not None else -1)
+            params.append(p)
+            partner_params.append(q[1] if q is not None else None)
+            labels.append(it["label"])
+    return {"images": stack, "sizes": torch.as_tensor(sizes), "index": torch.as_tensor(index),
+            "partner_index": torch.as_tensor(partner_index), "params": _Opaque((params, partner_params)),
+            "label": torch.as_tensor(labels, dtype=torch.int64),
+            "topk_ids": torch.from_numpy(np.concatenate([it["topk_ids"] for it in items])),
+            "topk_probs": torch.from_numpy(np.concatenate([it["topk_probs"] for it in items]))}
+
+
+def render(batch: dict[str, Any], store: Store, device: torch.device | str = "cpu",
+           image_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 ``[B, C, S, S]`` views and dense "smooth" targets ``[B, classes]``, both on ``device``."""
+    device = torch.device(device)
+    images = unstack_images(batch["images"].to(device, non_blocking=True), batch["sizes"])
+    params, partner_params = batch["params"].value
+    pixels = render_batch(store.recipe, images, batch["index"].tolist(), params, image_size or store.image_size,
+                          batch["partner_index"].tolist(), partner_params)
+    targets = densify(batch["topk_ids"], batch["topk_probs"], store.num_classes, smooth=True)
+    return pixels, targets.to(device, non_blocking=True)
