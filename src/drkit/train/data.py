@@ -10,7 +10,7 @@ Items are uint8 (cheap to move through DataLoader workers and pinned memory) and
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
