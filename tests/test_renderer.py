@@ -203,3 +203,21 @@ def test_device_replay_path_matches_the_dataset(tmp_path, digits_train, teacher_
             assert torch.equal(images, want_images) and torch.equal(targets, want_targets)
             pos += len(batch["label"]) // k
         assert pos == len(ds)
+
+
+def test_train_rendering_on_the_device_equals_rendering_in_workers(tmp_path, digits_train, teacher_pair):
+    """`drkit train --reinforced --render device` (batched renderer in the training process) trains
+    the very same weights as the per-view replay in loader workers, on the CPU."""
+    from safetensors.numpy import load_file
+
+    from drkit.train import train
+
+    root = reinforce(digits_train, teacher_pair, tmp_path / "s", recipe="rrc+ra+re+mix", samples=3, topk=4,
+                     workers=0, batch_size=16, samples_per_shard=16, device="cpu", progress=False, command=["t"])
+    kw = dict(reinforced=root, model="drkit_cnn_tiny", epochs=2, batch_size=16, views_per_image=2, workers=0,
+              device="cpu", seed=1, quiet=True)
+    a = train(digits_train, tmp_path / "workers", render="workers", **kw)
+    b = train(digits_train, tmp_path / "device", render="device", **kw)
+    wa, wb = load_file(str(tmp_path / "workers" / "model.safetensors")), load_file(str(tmp_path / "device" / "model.safetensors"))
+    assert wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)
+    assert a["final_train_loss"] == b["final_train_loss"]

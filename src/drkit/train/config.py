@@ -14,6 +14,11 @@ from .outputs import METRICS
 from .state import has_state
 
 
+#: where DR views are rendered: loader workers (per-view reference), or whole batches on the
+#: training device (batched renderer); auto = the device on CUDA, workers elsewhere
+RENDER_MODES = ("auto", "workers", "device")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(VerbConfig):
     """One student run (see ``drkit train --help``).
@@ -53,6 +58,7 @@ class TrainConfig(VerbConfig):
     device: str = dataclasses.field(default="auto", metadata=FREE)
     amp: str = "auto"
     channels_last: bool = True
+    render: str = "auto"
     seed: int = 0
     resume: bool = dataclasses.field(default=False, metadata=FREE)
     init: str | None = None
@@ -79,6 +85,12 @@ class TrainConfig(VerbConfig):
     @property
     def decay(self) -> float:
         return float(self.weight_decay if self.weight_decay is not None else DEFAULTS[self.opt]["weight_decay"])
+
+    def renders_on_device(self, device_type: str) -> bool:
+        """Whether DR batches are rendered on the training device (``render``, resolved)."""
+        if self.reinforced is None or self.plain_fraction > 0:
+            return False
+        return self.render == "device" or (self.render == "auto" and device_type == "cuda")
 
     @property
     def model_options(self) -> dict[str, Any]:
@@ -115,6 +127,10 @@ class TrainConfig(VerbConfig):
         check(self.limit_batches is None or self.limit_batches >= 1, "--limit-batches must be positive")
         check(self.image_size is None or self.image_size >= 1, f"--image-size must be positive, got {self.image_size}")
         check(self.folds is None or self.folds >= 2, f"--folds must be at least 2, got {self.folds}")
+        check(self.render in RENDER_MODES, f"--render must be one of {', '.join(RENDER_MODES)}, got {self.render!r}")
+        check(self.render != "device" or (self.reinforced is not None and self.plain_fraction == 0.0),
+              "--render device replays stored views on the training device: it needs --reinforced and "
+              "--plain-fraction 0")
         self.model_options  # noqa: B018  (refuses malformed --model-kwargs)
         if self.folds is None:
             out = Path(self.out)

@@ -29,6 +29,7 @@ from .config import TrainConfig
 from .data import BatchDataset, PlainBatches, epoch_batches
 from .optim import EMA, cosine_lr, create_optimizer, flatten_optimizer, set_lr, unflatten_optimizer
 from .outputs import finish, log_row, note, write_curves, write_metrics
+from .replay import RawBatches, render
 from .setup import Run, build_run
 from .state import load_state, save_state, split_prefix, with_prefix
 
@@ -85,6 +86,9 @@ def _all_reduce(values: list[float], env: DistEnv, device: torch.device) -> list
 def _step(run: Run, model: nn.Module, fit: Fit, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One optimiser step on a batch; returns (loss, logits, labels)."""
     device = run.device
+    if "sizes" in batch:  # decoded images + stored parameters: render the batch here
+        pixels, target = render(batch, run.dataset.store, device, run.image_size)
+        batch = {"image": pixels, "label": batch["label"], "target": target}
     set_lr(fit.optimizer, fit.lr())
     x = _to_input(batch["image"], device, run.channels_last)
     labels = batch["label"].to(device, non_blocking=True)
@@ -114,7 +118,8 @@ def _train_epoch(run: Run, model: nn.Module, fit: Fit, batches: list[np.ndarray]
     from tqdm.auto import tqdm
 
     device, env, cfg = run.device, run.env, run.cfg
-    loader = _loader(BatchDataset(run.dataset, batches), device, cfg.workers)
+    data = RawBatches(run.dataset.raw(), batches) if run.device_render else BatchDataset(run.dataset, batches)
+    loader = _loader(data, device, cfg.workers)
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.float64, device=device)
@@ -253,7 +258,8 @@ def _train(cfg: TrainConfig, env: DistEnv, device: torch.device) -> dict[str, An
                       temperature=cfg.temperature, soften_targets=cfg.soften_targets, ema=cfg.ema, seed=cfg.seed,
                       limit_batches=cfg.limit_batches, world_size=env.world_size,
                       amp=str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "off",
-                      channels_last=cfg.channels_last, init=cfg.init)
+                      channels_last=cfg.channels_last, init=cfg.init,
+                      render="device" if run.device_render else "workers")
     per_rank_items = cfg.batch_size // env.world_size // cfg.views_per_image
     n_items = len(run.dataset)
     steps = len(epoch_batches(n_items, cfg.seed, 0, per_rank_items, env.rank, env.world_size))

@@ -57,6 +57,20 @@ class RawViews(Dataset):
                 "topk_ids": np.stack(ids), "topk_probs": np.stack(probs)}
 
 
+class RawBatches(Dataset):
+    """DataLoader item ``b`` = batch ``b`` of :class:`RawViews`, collated in the worker (the
+    device-render twin of :class:`~drkit.train.data.BatchDataset`)."""
+
+    def __init__(self, raw: RawViews, batches: list[np.ndarray]):
+        self.raw, self.batches = raw, batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, b: int) -> dict[str, Any]:
+        return collate_raw([self.raw[int(p)] for p in self.batches[b]])
+
+
 class _Opaque:
     """Keeps per-view parameter dicts away from the DataLoader's element-wise conversion."""
 
