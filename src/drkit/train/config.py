@@ -13,7 +13,6 @@ from .optim import DEFAULTS, default_lr
 from .outputs import METRICS
 from .state import has_state
 
-
 #: where DR views are rendered: loader workers (per-view reference), or whole batches on the
 #: training device (batched renderer); auto = the device on CUDA, workers elsewhere
 RENDER_MODES = ("auto", "workers", "device")
