@@ -14,8 +14,11 @@ from .outputs import METRICS
 from .state import has_state
 
 #: where DR views are rendered: loader workers (per-view reference), or whole batches on the
-#: training device (batched renderer); auto = the device on CUDA, workers elsewhere
+#: training device (batched renderer); auto = the device on CUDA and for small images on the CPU
+#: (28 px, 2 cores: 1.46x the worker path, benchmarks/results/replay_loader.txt), workers else
 RENDER_MODES = ("auto", "workers", "device")
+#: largest image side that ``--render auto`` renders in the training process on the CPU
+DEVICE_RENDER_SIDE = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,11 +88,14 @@ class TrainConfig(VerbConfig):
     def decay(self) -> float:
         return float(self.weight_decay if self.weight_decay is not None else DEFAULTS[self.opt]["weight_decay"])
 
-    def renders_on_device(self, device_type: str) -> bool:
-        """Whether DR batches are rendered on the training device (``render``, resolved)."""
+    def renders_on_device(self, device_type: str, image_size: int) -> bool:
+        """Whether DR batches are rendered on the training device (``render``, resolved). On the
+        CPU both paths give the same bytes, so ``auto`` only picks the faster one."""
         if self.reinforced is None or self.plain_fraction > 0:
             return False
-        return self.render == "device" or (self.render == "auto" and device_type == "cuda")
+        if self.render != "auto":
+            return self.render == "device"
+        return device_type == "cuda" or image_size <= DEVICE_RENDER_SIDE
 
     @property
     def model_options(self) -> dict[str, Any]:

@@ -57,7 +57,7 @@ class Run:
     @property
     def device_render(self) -> bool:
         """DR batches rendered on the training device (:mod:`drkit.train.replay`)."""
-        return self.cfg.renders_on_device(self.device.type)
+        return self.cfg.renders_on_device(self.device.type, self.image_size)
 
 
 def build_run(cfg: TrainConfig, env: DistEnv, device: torch.device) -> Run:
