@@ -4,7 +4,7 @@
     python3 benchmarks/reinforce_throughput.py --device cuda --views 16384 --batch-size 256 --workers 12 \\
         --data imagefolder:/tmp/jpegs --make-jpegs 4096             # a GPU machine (synthetic 320x256 JPEGs)
 
-Prints, for each teacher, reinforce views/s (the whole `drkit.reinforce` call: workers decoding
+Prints, for each teacher, reinforce views/s (the `drkit.reinforce` call on the loaded teacher: workers decoding
 and sampling, the batched renderer and the teacher on the device, top-k, shard writes; the
 end-of-run diagnostics, a plain-image pass capped at 2,000 images, are timed apart and left out)
 divided by
@@ -64,8 +64,10 @@ def flops_per_image(ens: torch.nn.Module, size: int, chans: int, device: torch.d
     return counter.get_total_flops() / 2
 
 
-def reinforce_rate(data: str, specs: list[str], size: int, views: int, batch: int, workers: int,
+def reinforce_rate(data: str, teacher: torch.nn.Module, size: int, views: int, batch: int, workers: int,
                    device: torch.device, out: Path) -> float:
+    """Views/s of ``drkit.reinforce`` with the already loaded ensemble (loading weights is a
+    one-off cost, not throughput), end-of-run diagnostics timed apart."""
     from drkit.reinforce import reinforce
     from drkit.sources import load_source
 
@@ -88,7 +90,7 @@ def reinforce_rate(data: str, specs: list[str], size: int, views: int, batch: in
     _sync(device)
     t = time.perf_counter()
     try:
-        reinforce(src, specs, out, recipe="rrc+ra+re", samples=samples, topk=10, image_size=size, batch_size=batch,
+        reinforce(src, teacher, out, recipe="rrc+ra+re", samples=samples, topk=10, image_size=size, batch_size=batch,
                   workers=workers, device=str(device), progress=False, samples_per_shard=1024, command=["benchmark"])
     finally:
         run.diagnose = real
@@ -170,7 +172,7 @@ def main() -> None:
             # machine's speed drifts, and both sides of the ratio should see the same drift
             nb = max(2, views // args.batch_size // 2)
             fwd_a = teacher_forward_rate(ens, args.batch_size, size, chans, nb, device)
-            rein = reinforce_rate(args.data, specs, size, views, args.batch_size, args.workers, device,
+            rein = reinforce_rate(args.data, ens, size, views, args.batch_size, args.workers, device,
                                   tmp / f"store-{len(results)}")
             fwd_b = teacher_forward_rate(ens, args.batch_size, size, chans, nb, device)
             fwd = 2 / (1 / fwd_a + 1 / fwd_b)

@@ -221,3 +221,22 @@ def test_train_rendering_on_the_device_equals_rendering_in_workers(tmp_path, dig
     wa, wb = load_file(str(tmp_path / "workers" / "model.safetensors")), load_file(str(tmp_path / "device" / "model.safetensors"))
     assert wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)
     assert a["final_train_loss"] == b["final_train_loss"]
+
+
+@pytest.mark.parametrize("mode", ["erm", "kd"])
+def test_erm_and_kd_rendering_on_the_device_equal_rendering_in_workers(tmp_path, digits_train, teacher_pair, mode):
+    """ERM (mixing recipe) and online KD (teacher at another input size) train the same weights
+    whether views are rendered per view in workers or as whole batches in the training process."""
+    from safetensors.numpy import load_file
+
+    from drkit.train import train
+
+    kw = dict(model="drkit_cnn_tiny", epochs=2, batch_size=16, workers=0, device="cpu", seed=2, quiet=True,
+              limit_batches=3, recipe="rrc+ra+re+mix")
+    if mode == "kd":
+        kw.update(kd_teacher=teacher_pair, image_size=12)  # the teachers take 16 px: two renders per view
+    train(digits_train, tmp_path / "workers", render="workers", **kw)
+    train(digits_train, tmp_path / "device", render="device", **kw)
+    wa = load_file(str(tmp_path / "workers" / "model.safetensors"))
+    wb = load_file(str(tmp_path / "device" / "model.safetensors"))
+    assert wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)

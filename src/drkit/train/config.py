@@ -13,7 +13,7 @@ from .optim import DEFAULTS, default_lr
 from .outputs import METRICS
 from .state import has_state
 
-#: where DR views are rendered: loader workers (per-view reference), or whole batches on the
+#: where training views are rendered: loader workers (per-view reference), or whole batches on the
 #: training device (batched renderer); auto = the device on CUDA and for small images on the CPU
 #: (28 px, 2 cores: 1.46x the worker path, benchmarks/results/replay_loader.txt), workers else
 RENDER_MODES = ("auto", "workers", "device")
@@ -91,7 +91,7 @@ class TrainConfig(VerbConfig):
     def renders_on_device(self, device_type: str, image_size: int) -> bool:
         """Whether DR batches are rendered on the training device (``render``, resolved). On the
         CPU both paths give the same bytes, so ``auto`` only picks the faster one."""
-        if self.reinforced is None or self.plain_fraction > 0:
+        if self.plain_fraction > 0:
             return False
         if self.render != "auto":
             return self.render == "device"
@@ -133,9 +133,8 @@ class TrainConfig(VerbConfig):
         check(self.image_size is None or self.image_size >= 1, f"--image-size must be positive, got {self.image_size}")
         check(self.folds is None or self.folds >= 2, f"--folds must be at least 2, got {self.folds}")
         check(self.render in RENDER_MODES, f"--render must be one of {', '.join(RENDER_MODES)}, got {self.render!r}")
-        check(self.render != "device" or (self.reinforced is not None and self.plain_fraction == 0.0),
-              "--render device replays stored views on the training device: it needs --reinforced and "
-              "--plain-fraction 0")
+        check(self.render != "device" or self.plain_fraction == 0.0,
+              "--render device renders stored or sampled views, not plain ones: use --plain-fraction 0")
         self.model_options  # noqa: B018  (refuses malformed --model-kwargs)
         if self.folds is None:
             out = Path(self.out)

@@ -274,6 +274,13 @@ class AugmentedDataset(Dataset):
     def item(self, pos: int) -> Item:
         return self.render(pos, self.view())
 
+    def raw(self) -> Any:
+        """Decoded images + sampled parameters, to render whole batches on the training device
+        (:mod:`drkit.train.replay`)."""
+        from .replay import RawAugmented
+
+        return RawAugmented(self)
+
     def finish(self, batch: Item) -> Item:
         return batch
 

@@ -29,7 +29,7 @@ from .config import TrainConfig
 from .data import BatchDataset, PlainBatches, epoch_batches
 from .optim import EMA, cosine_lr, create_optimizer, flatten_optimizer, set_lr, unflatten_optimizer
 from .outputs import finish, log_row, note, write_curves, write_metrics
-from .replay import RawBatches, render
+from .replay import RawBatches, render, render_teacher_view
 from .setup import Run, build_run
 from .state import load_state, save_state, split_prefix, with_prefix
 
@@ -86,9 +86,8 @@ def _all_reduce(values: list[float], env: DistEnv, device: torch.device) -> list
 def _step(run: Run, model: nn.Module, fit: Fit, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One optimiser step on a batch; returns (loss, logits, labels)."""
     device = run.device
-    if "sizes" in batch:  # decoded images + stored parameters: render the batch here
-        pixels, target = render(batch, run.dataset.store, device, run.image_size)
-        batch = {"image": pixels, "label": batch["label"], "target": target}
+    if "sizes" in batch:  # decoded images + view parameters: render the batch here
+        batch = _render_here(run, batch)
     set_lr(fit.optimizer, fit.lr())
     x = _to_input(batch["image"], device, run.channels_last)
     labels = batch["label"].to(device, non_blocking=True)
@@ -112,6 +111,17 @@ def _step(run: Run, model: nn.Module, fit: Fit, batch: dict[str, torch.Tensor]) 
         fit.ema.update(run.model)
     fit.step += 1
     return loss, logits, labels
+
+
+def _render_here(run: Run, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A raw batch (:mod:`drkit.train.replay`) as the loop's usual batch, pixels on the device."""
+    source = run.dataset.store if hasattr(run.dataset, "store") else run.dataset.recipe
+    pixels, target = render(raw, source, run.device, run.image_size)
+    out = {"image": pixels, "label": raw["label"], "target": target, "index": raw["sample"], "partner": raw["partner"]}
+    size = getattr(run.dataset, "teacher_size", None)
+    if run.teacher is not None and size:
+        out["teacher_image"] = render_teacher_view(raw, run.dataset.recipe, size, run.device)
+    return out
 
 
 def _train_epoch(run: Run, model: nn.Module, fit: Fit, batches: list[np.ndarray], epoch: int) -> dict[str, float]:

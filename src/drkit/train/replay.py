@@ -1,6 +1,7 @@
-"""DR replay on the training device: loader workers hand over decoded images and stored view
-parameters, and :func:`render` turns a whole batch into pixels with the batched renderer on the
-device the student trains on (the CPU path stays the per-view reference in the workers).
+"""Rendering on the training device: loader workers hand over decoded images and view parameters
+(stored ones for DR, freshly sampled ones for ERM/KD), and :func:`render` turns a whole batch into
+pixels with the batched renderer on the device the student trains on. On the CPU the result is
+byte-identical to the per-view path in the workers.
 
 For a user's own loop::
 
@@ -57,6 +58,32 @@ class RawViews(Dataset):
                 "topk_ids": np.stack(ids), "topk_probs": np.stack(probs)}
 
 
+class RawAugmented(Dataset):
+    """``AugmentedDataset`` (ERM/KD) as decoded images + this epoch's sampled parameters and
+    hard (λ-mixed) targets (no pixels rendered)."""
+
+    def __init__(self, ds: Any):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        from .data import hard_target
+
+        ds, view = self.ds, self.ds.view()
+        p = ds.views(i, view)
+        q = partner_of(p)
+        images = {i: ds.src.load_uint8(i)}
+        if q is not None:
+            images.setdefault(q[0], ds.src.load_uint8(q[0]))
+        label = int(ds.labels[i])
+        target = hard_target(ds.recipe, p, label, int(ds.labels[q[0]]) if q is not None else None, ds.num_classes,
+                             ds.image_size)
+        return {"sample": i, "label": label, "images": images, "params": [p],
+                "partners": [(q[0], ds.views(*q)) if q is not None else None], "target": target[None].numpy()}
+
+
 class RawBatches(Dataset):
     """DataLoader item ``b`` = batch ``b`` of :class:`RawViews`, collated in the worker (the
     device-render twin of :class:`~drkit.train.data.BatchDataset`)."""
@@ -79,7 +106,8 @@ class _Opaque:
 
 
 def collate_raw(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """A batch of :class:`RawViews` items: every image once in one padded stack, per-view indices."""
+    """A batch of :class:`RawViews` / :class:`RawAugmented` items: every image once in one padded
+    stack, per-view indices, parameters and targets (sparse top-k for DR, dense for ERM/KD)."""
     order: dict[int, int] = {}
     images: list[torch.Tensor] = []
     for it in items:
@@ -88,28 +116,52 @@ def collate_raw(items: list[dict[str, Any]]) -> dict[str, Any]:
                 order[j] = len(images)
                 images.append(img)
     stack, sizes = stack_images(images)
-    index, partner_index, params, partner_params, labels = [], [], [], [], []
+    index, partner_index, partner_ids, samples, params, partner_params, labels = [], [], [], [], [], [], []
     for it in items:
         for p, q in zip(it["params"], it["partners"]):
             index.append(order[it["sample"]])
             partner_index.append(order[q[0]] if q is not None else -1)
+            partner_ids.append(q[0] if q is not None else -1)
+            samples.append(it["sample"])
             params.append(p)
             partner_params.append(q[1] if q is not None else None)
             labels.append(it["label"])
-    return {"images": stack, "sizes": torch.as_tensor(sizes), "index": torch.as_tensor(index),
-            "partner_index": torch.as_tensor(partner_index), "params": _Opaque((params, partner_params)),
-            "label": torch.as_tensor(labels, dtype=torch.int64),
-            "topk_ids": torch.from_numpy(np.concatenate([it["topk_ids"] for it in items])),
-            "topk_probs": torch.from_numpy(np.concatenate([it["topk_probs"] for it in items]))}
+    out = {"images": stack, "sizes": torch.as_tensor(sizes), "index": torch.as_tensor(index),
+           "partner_index": torch.as_tensor(partner_index), "params": _Opaque((params, partner_params)),
+           "label": torch.as_tensor(labels, dtype=torch.int64),
+           "sample": torch.as_tensor(samples, dtype=torch.int64), "partner": torch.as_tensor(partner_ids)}
+    for key in ("topk_ids", "topk_probs", "target"):
+        if key in items[0]:
+            out[key] = torch.from_numpy(np.concatenate([it[key] for it in items]))
+    return out
 
 
-def render(batch: dict[str, Any], store: Store, device: torch.device | str = "cpu",
-           image_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 ``[B, C, S, S]`` views and dense "smooth" targets ``[B, classes]``, both on ``device``."""
+def render(batch: dict[str, Any], store: Any, device: torch.device | str = "cpu",
+           image_size: int | None = None, teacher_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 ``[B, C, S, S]`` views and dense targets ``[B, classes]``, both on ``device``.
+
+    ``store`` is the :class:`~drkit.store.Store` a DR batch replays (targets: its densified
+    top-k), or for ERM/KD batches the recipe (targets: the batch's hard λ-mixed ones)."""
+    from ..augment import Recipe
+
     device = torch.device(device)
+    recipe = store if isinstance(store, Recipe) else store.recipe
+    size = image_size or store.image_size
+    pixels = _pixels(batch, recipe, size, device)
+    if "topk_ids" in batch:
+        targets = densify(batch["topk_ids"], batch["topk_probs"], store.num_classes, smooth=True)
+    else:
+        targets = batch["target"]
+    return pixels, targets.to(device, non_blocking=True)
+
+
+def render_teacher_view(batch: dict[str, Any], recipe: Any, size: int, device: torch.device | str) -> torch.Tensor:
+    """The same views at a KD teacher's input size."""
+    return _pixels(batch, recipe, size, torch.device(device))
+
+
+def _pixels(batch: dict[str, Any], recipe: Any, size: int, device: torch.device) -> torch.Tensor:
     images = unstack_images(batch["images"].to(device, non_blocking=True), batch["sizes"])
     params, partner_params = batch["params"].value
-    pixels = render_batch(store.recipe, images, batch["index"].tolist(), params, image_size or store.image_size,
-                          batch["partner_index"].tolist(), partner_params)
-    targets = densify(batch["topk_ids"], batch["topk_probs"], store.num_classes, smooth=True)
-    return pixels, targets.to(device, non_blocking=True)
+    return render_batch(recipe, images, batch["index"].tolist(), params, size, batch["partner_index"].tolist(),
+                        partner_params)
