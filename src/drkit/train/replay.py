@@ -24,7 +24,6 @@ from ..errors import DrkitError
 from ..store import densify
 
 if TYPE_CHECKING:
-    from ..store import Store
     from .data import ReinforcedDataset
 
 
