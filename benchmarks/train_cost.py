@@ -39,7 +39,7 @@ def make_teachers(root: Path, src, seeds: list[int], size: int) -> list[str]:
     """Randomly initialised drkit_cnn_small checkpoints (cost is what is measured, not accuracy)."""
     from drkit.checkpoint import save_checkpoint
     from drkit.models import ImageModel, ModelConfig
-    from drkit.train.prepare import source_stats
+    from drkit.train.setup import source_stats
 
     mean, std = source_stats(src)
     specs = []
