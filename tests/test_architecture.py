@@ -161,3 +161,24 @@ def test_verb_configs_are_frozen_and_validate(verb):
     cls = getattr(drkit, verb)
     assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen
     assert callable(getattr(cls, "validate"))
+
+
+def test_benchmarks_import_only_names_that_exist():
+    """Benchmarks are not run by the suite, so a moved or renamed name would break them silently:
+    every ``from drkit... import ...`` in benchmarks/ (also inside functions) must resolve."""
+    import importlib
+
+    root = SRC.parents[1] / "benchmarks"
+    missing = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "drkit":
+                try:
+                    module = importlib.import_module(node.module)
+                except ImportError as e:
+                    missing.append(f"{path.name}:{node.lineno} {node.module} ({e})")
+                    continue
+                missing += [f"{path.name}:{node.lineno} {node.module}.{a.name}" for a in node.names
+                            if not hasattr(module, a.name)
+                            and importlib.util.find_spec(f"{node.module}.{a.name}") is None]
+    assert not missing, "\n".join(missing)
