@@ -51,7 +51,9 @@ def _write(out, order, config):
 
 
 def _one(ids, views):
-    return {"params": ((ids * 7 + views) % 251).astype(np.uint8)[:, None],
+    code = np.zeros((len(ids), get_recipe("padcrop").code_bytes), np.uint8)
+    code[:, 0] = (ids * 7 + views) % 251  # the low byte of a valid code
+    return {"params": code,
             "topk_ids": ((ids[:, None] + np.arange(2)) % 10).astype(np.uint16),
             "topk_probs": np.full((len(ids), 2), 0.5, np.float16)}
 

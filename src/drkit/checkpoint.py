@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
-from .fileio import atomic_write_bytes, sha256_bytes, sha256_file
+from .fileio import atomic_write_bytes, inside, sha256_bytes, sha256_file
 from .models import ImageModel, ModelConfig, create_model
 
 __all__ = [
@@ -137,7 +137,6 @@ def mismatch_reason(expected: dict[str, torch.Tensor], found: dict[str, torch.Te
     return "; ".join(parts) or None
 
 
-#: the old private name; ``drkit.train.prepare`` still imports it
 
 
 def load_checkpoint(
@@ -154,11 +153,15 @@ def load_checkpoint(
     from safetensors.torch import load_file
 
     config, doc = read_config(directory)
-    weights = Path(directory) / str(doc.get("weights", WEIGHTS_NAME))
+    weights = inside(directory, doc.get("weights", WEIGHTS_NAME), f"checkpoint {Path(directory) / CONFIG_NAME}",
+                     CheckpointError)
     if not weights.is_file():
         raise CheckpointError(f"checkpoint {weights} is missing")
     recorded = doc.get("weights_sha256")
-    if verify and recorded:
+    if verify and not recorded:
+        raise CheckpointError(f"checkpoint {Path(directory) / CONFIG_NAME} records no weights_sha256, so its weights "
+                              "cannot be checked; save it again with drkit")
+    if verify:
         actual = sha256_file(weights)
         if actual != recorded:
             raise CheckpointError(

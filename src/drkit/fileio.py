@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, rename over ``path``, fsync the folder."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, tag: str = "") -> None:
+    """Write to a temp file in the same folder, fsync, rename over ``path``, fsync the folder.
+    ``tag`` goes into the temp file's name (``.NAME.TAG*.tmp``) so a job can tell its own debris."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{tag + '.' if tag else ''}", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -34,8 +35,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         pass
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+def inside(root: str | os.PathLike, name: Any, what: str, error: type[Exception]) -> Path:
+    """``root / name`` for a relative ``name`` that resolves inside ``root`` (symlinks followed);
+    anything else -- absolute, ``..``, not a string -- is refused with ``error``: paths read from a
+    manifest or a config must never reach outside the directory that holds them."""
+    base = Path(root).resolve()
+    if not isinstance(name, str) or not name or Path(name).is_absolute():
+        raise error(f"{what} names {name!r}, not a relative path inside {root}")
+    target = (base / name).resolve()
+    if target != base and base not in target.parents:
+        raise error(f"{what} names {name!r}, which resolves outside {root}; refusing to read it")
+    return Path(root) / name
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, tag: str = "") -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), tag=tag)
 
 
 def sha256_bytes(data: bytes) -> str:

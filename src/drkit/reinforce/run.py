@@ -50,7 +50,7 @@ def reinforce(cfg: ReinforceConfig | Any = None, teacher: Any = None, out: Any =
     config = store_config(cfg, src, ens, rec, size, side, device)
     shard_i, shard_n = parse_shard(cfg.shard)
     job, jobs = shard_i * env.world_size + env.rank, shard_n * env.world_size
-    writer = StoreWriter(cfg.out, config, resume=cfg.resume, shared=jobs > 1)
+    writer = StoreWriter(cfg.out, config, resume=cfg.resume, shared=jobs > 1, job=job, jobs=jobs)
     mine = writer.todo(job, jobs)
     views = ViewBatches(src, rec, cfg.seed, cfg.samples, batch_tasks(mine, cfg.samples, cfg.batch_size), cfg.skip_bad)
     label_views(writer, views, size, ens, device, cfg.workers, cfg.progress, env.rank)

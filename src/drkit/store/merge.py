@@ -22,6 +22,8 @@ def merge_stores(inputs: list[str | Path], out: str | Path, provenance: dict[str
     if len(inputs) < 2:
         raise StoreError("merge needs at least two stores")
     stores = [Store(p) for p in inputs]
+    for s in stores:  # every input checked in full before anything is written
+        s.verify()
     first = stores[0].manifest
     for s in stores[1:]:
         for key in _SAME:

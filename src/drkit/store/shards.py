@@ -27,10 +27,11 @@ def shard_metadata(start: int, stop: int) -> dict[str, str]:
     return {"drkit": f"drkit-store v1 samples {start}:{stop}"}
 
 
-def write_shard(path: str | Path, arrays: dict[str, np.ndarray], metadata: dict[str, str]) -> tuple[int, str]:
-    """Atomically write one shard; returns (bytes, sha256) of what was written."""
+def write_shard(path: str | Path, arrays: dict[str, np.ndarray], metadata: dict[str, str],
+                tag: str = "") -> tuple[int, str]:
+    """Atomically write one shard (temp file named with ``tag``); returns (bytes, sha256)."""
     data = st_save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata=metadata)
-    atomic_write_bytes(path, data)
+    atomic_write_bytes(path, data, tag=tag)
     return len(data), sha256_bytes(data)
 
 

@@ -11,10 +11,9 @@ import torch
 
 from ..augment import Recipe, ViewParams, get_recipe, partner_of, render_view
 from ..errors import StoreError
-from ..fileio import sha256_file
+from .check import open_shard
 from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, REQUIRED_MANIFEST_KEYS, bytes_per_record, unpack
 from .shards import ShardReader
-from .stats import shard_arrays
 
 if TYPE_CHECKING:
     from ..sources import Source
@@ -98,16 +97,20 @@ class Store:
         if not 0 <= sample_id < self.num_samples:
             raise IndexError(f"sample {sample_id} outside 0..{self.num_samples - 1}")
         k = int(np.searchsorted(self._starts, sample_id, side="right") - 1)
+        return self._reader(k), sample_id - int(self._starts[k])
+
+    def _reader(self, k: int) -> ShardReader:
+        """Shard ``k``, checked (path, size, sha256, schema, values) the first time it is used."""
         reader = self._readers.get(k)
         if reader is None:
-            info = self.manifest["shards"][k]
-            reader = ShardReader(self.path / info["file"], self.schema, info["stop"] - info["start"], self.num_views)
+            reader = open_shard(self.path, self.manifest["shards"][k], self.manifest, self.recipe.codec.num_bits)
             self._readers[k] = reader
-        return reader, sample_id - int(self._starts[k])
+        return reader
 
     def shard_arrays(self) -> Any:
-        """(first sample id, memory-mapped arrays) of each shard, in order."""
-        return shard_arrays(self.path, self.manifest, self.manifest["shards"])
+        """(first sample id, memory-mapped arrays) of each shard, in order, each checked on first use."""
+        for k, info in enumerate(self.manifest["shards"]):
+            yield int(info["start"]), self._reader(k).arrays
 
     def raw(self, sample_id: int) -> dict[str, np.ndarray]:
         """All NS views of one sample as arrays ``[NS, ...]`` (copies, safe to keep)."""
@@ -203,16 +206,8 @@ class Store:
     def verify(self, src: Source | None = None, checksums: bool = True) -> dict[str, Any]:
         """Check every shard's size, sha256 and schema (and the source, if given); raise on the first fault."""
         total = 0
-        for k, info in enumerate(self.manifest["shards"]):
-            path = self.path / info["file"]
-            if not path.exists():
-                raise StoreError(f"shard {path} is missing")
-            size = path.stat().st_size
-            if size != info["bytes"]:
-                raise StoreError(f"shard {path} has {size} bytes, manifest says {info['bytes']}")
-            if checksums and sha256_file(path) != info["sha256"]:
-                raise StoreError(f"shard {path} fails its sha256 checksum (tampered or corrupt)")
-            ShardReader(path, self.schema, info["stop"] - info["start"], self.num_views)
+        for info in self.manifest["shards"]:
+            open_shard(self.path, info, self.manifest, self.recipe.codec.num_bits, checksums=checksums)
             total += info["stop"] - info["start"]
         if total != self.num_samples:
             raise StoreError(f"store {self.path}: shards cover {total} samples, manifest says {self.num_samples}")

@@ -30,8 +30,10 @@ class StoreWriter:
     writes the manifest once every shard of the run exists.
     """
 
-    def __init__(self, out: str | Path, config: dict[str, Any], *, resume: bool = False, shared: bool = False):
+    def __init__(self, out: str | Path, config: dict[str, Any], *, resume: bool = False, shared: bool = False,
+                 job: int = 0, jobs: int = 1):
         self.root = _prepare(Path(out), config, resume, shared)
+        self.tag = f"job{job}of{jobs}"  # in every temp file's name: a job removes only its own debris
         self.config = config
         self.ranges = shard_ranges(int(config["num_samples"]), int(config["samples_per_shard"]))
         self._buffers: dict[int, dict[str, np.ndarray]] = {}
@@ -73,8 +75,8 @@ class StoreWriter:
         start, stop = self.ranges[shard]
         skips = sorted(self._skips.pop(shard, set()))
         if skips:
-            atomic_write_json(self.root / SHARD_DIR / f"{shard:05d}.skipped.json", skips)
-        write_shard(self.root / shard_name(shard), self._buffers.pop(shard), shard_metadata(start, stop))
+            atomic_write_json(self.root / SHARD_DIR / f"{shard:05d}.skipped.json", skips, tag=self.tag)
+        write_shard(self.root / shard_name(shard), self._buffers.pop(shard), shard_metadata(start, stop), tag=self.tag)
 
     def write(self, shard: int, arrays: dict[str, np.ndarray], skips: Iterable[int] = ()) -> None:
         """A whole shard at once (``[samples, views, ...]`` arrays), e.g. from a merge."""
@@ -117,8 +119,9 @@ class StoreWriter:
         return True
 
     def _remove_debris(self) -> None:
-        """Temp files of a killed write (they are never part of a store)."""
-        for tmp in (self.root / SHARD_DIR).glob(".*.tmp"):
+        """This job's temp files from a killed write (never part of a store). Another job's are
+        left alone: it may be writing them right now."""
+        for tmp in (self.root / SHARD_DIR).glob(f".*.{self.tag}.*.tmp"):
             tmp.unlink(missing_ok=True)
 
 

@@ -1,0 +1,57 @@
+"""A shard is checked the first time it is used, not only by ``drkit verify``: its path stays
+inside the store, its size and sha256 match the manifest, its arrays match the schema, and its
+values are ones drkit could have written (class ids below the class count, probabilities in
+[0, 1], parameter codes without stray bits, partners and views that exist). Training, inspect,
+merge and replay therefore never run on a damaged or edited store."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import StoreError
+from ..fileio import inside, sha256_file
+from .shards import ShardReader
+
+
+def open_shard(root: Path, info: dict[str, Any], manifest: dict[str, Any], code_bits: int,
+               checksums: bool = True) -> ShardReader:
+    """The shard ``info`` (a manifest entry) as memory maps, after every check above."""
+    path = inside(root, info.get("file"), f"store {root} manifest", StoreError)
+    if not path.is_file():
+        raise StoreError(f"shard {path} is missing: the store is incomplete; rebuild or re-copy it")
+    size = path.stat().st_size
+    if size != info.get("bytes"):
+        raise StoreError(f"shard {path} has {size} bytes, the manifest says {info.get('bytes')}: "
+                         "the store is damaged; rebuild or re-copy it")
+    if checksums and sha256_file(path) != info.get("sha256"):
+        raise StoreError(f"shard {path} fails its sha256 checksum (tampered or corrupt): rebuild or re-copy the store")
+    count = int(info["stop"]) - int(info["start"])
+    reader = ShardReader(path, manifest["arrays"], count, int(manifest["num_views"]))
+    problem = value_problem(reader.arrays, manifest, code_bits)
+    if problem:
+        raise StoreError(f"shard {path} holds values drkit never writes ({problem}): the store was edited; "
+                         "rebuild it")
+    return reader
+
+
+def value_problem(arrays: dict[str, np.ndarray], manifest: dict[str, Any], code_bits: int) -> str | None:
+    """What is wrong with the values of a shard's arrays, or ``None``."""
+    classes, views = int(manifest["num_classes"]), int(manifest["num_views"])
+    ids = np.asarray(arrays["topk_ids"])
+    if ids.size and (int(ids.max()) >= classes or int(ids.min()) < 0):
+        return f"a class id outside 0..{classes - 1}"
+    probs = np.asarray(arrays["topk_probs"]).astype(np.float32)
+    if probs.size and (not np.isfinite(probs).all() or probs.min() < 0 or probs.sum(-1).max() > 1.01):
+        return "probabilities outside [0, 1] or summing past 1"
+    params = np.asarray(arrays["params"])
+    spare = code_bits % 8
+    if params.size and spare and (params[..., (code_bits - 1) // 8] >> spare).any():
+        return "parameter codes with bits beyond the recipe's fields"
+    if "mix_mode" in arrays:
+        if (np.asarray(arrays["mix_mode"]) > 2).any() or (np.asarray(arrays["partner"]) >= int(manifest["num_samples"])).any():
+            return "a mixing mode or partner that does not exist"
+        if (np.asarray(arrays["partner_view"]) >= views).any():
+            return f"a partner view outside 0..{views - 1}"
+    return None

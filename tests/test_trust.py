@@ -1,0 +1,139 @@
+"""Trust (issue 12): a store is checked on every use, never read outside itself, and every fault
+is one line. Each case here ran through (exit 0, a traceback, or a read outside) before the fix."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_teacher
+
+from drkit.fileio import sha256_file
+from drkit.reinforce import reinforce
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "drkit", *args], capture_output=True, text=True)
+
+
+def _one_line_error(r: subprocess.CompletedProcess, *words: str) -> None:
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("drkit: error:"), r.stderr[-2000:]
+    assert all(w in lines[0] for w in words), lines[0]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, digits_train) -> Path:
+    base = tmp_path_factory.mktemp("trust")
+    teacher = make_teacher(base / "t", digits_train.classes, seed=3)
+    return reinforce(digits_train, [teacher], base / "store", recipe="padcrop+ra+mix", samples=2, topk=3,
+                     workers=0, samples_per_shard=16, device="cpu", progress=False, command=["t"])
+
+
+def _copy(store: Path, tmp: Path) -> Path:
+    out = tmp / "copy"
+    shutil.copytree(store, out)
+    return out
+
+
+def _edit_shard(root: Path, fn, fix_manifest: bool) -> None:
+    from safetensors.numpy import load_file, save
+
+    manifest = json.loads((root / "manifest.json").read_text())
+    info = manifest["shards"][1]
+    path = root / info["file"]
+    header_meta = {"drkit": f"drkit-store v1 samples {info['start']}:{info['stop']}"}
+    arrays = dict(load_file(str(path)))
+    fn(arrays)
+    path.write_bytes(save(arrays, metadata=header_meta))
+    if fix_manifest:  # an editor who also rewrote the checksum
+        info.update(bytes=path.stat().st_size, sha256=sha256_file(path))
+        (root / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _train(root: Path, tmp: Path) -> subprocess.CompletedProcess:
+    return _cli("train", "--data", "digits:train?n=48", "--reinforced", str(root), "--model", "drkit_cnn_tiny",
+                "--epochs", "1", "--batch-size", "16", "--workers", "0", "--device", "cpu", "--quiet",
+                "--out", str(tmp / "run"))
+
+
+def test_training_refuses_a_shard_whose_labels_were_shifted(tmp_path, store):
+    root = _copy(store, tmp_path)
+
+    def shift(a):
+        a["topk_ids"] = ((a["topk_ids"].astype(np.int64) + 1) % 10).astype(a["topk_ids"].dtype)
+
+    _edit_shard(root, shift, fix_manifest=False)
+    _one_line_error(_train(root, tmp_path), "00001.safetensors", "sha256")
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_training_refuses_class_ids_past_the_class_count_even_with_a_fixed_checksum(tmp_path, store):
+    root = _copy(store, tmp_path)
+
+    def past(a):
+        a["topk_ids"] = a["topk_ids"] + np.uint16(40)
+
+    _edit_shard(root, past, fix_manifest=True)
+    _one_line_error(_train(root, tmp_path), "class id outside")
+    _one_line_error(_cli("inspect", str(root)), "class id outside")
+
+
+def test_merge_checks_its_inputs_before_writing(tmp_path, store, digits_train):
+    teacher = make_teacher(tmp_path / "t", digits_train.classes, seed=3)
+    other = reinforce(digits_train, [teacher], tmp_path / "other", recipe="padcrop+ra+mix", samples=2, topk=3,
+                      workers=0, samples_per_shard=16, device="cpu", progress=False, seed=5, command=["t"])
+    root = _copy(store, tmp_path)
+
+    def flip(a):
+        a["topk_probs"] = a["topk_probs"][..., ::-1].copy()
+
+    _edit_shard(root, flip, fix_manifest=False)
+    _one_line_error(_cli("merge", str(root), str(other), "--out", str(tmp_path / "merged")), "sha256")
+    assert not (tmp_path / "merged").exists()
+
+
+@pytest.mark.parametrize("name, words", [("../outside.safetensors", ("resolves outside",)),
+                                          ("/etc/passwd", ("not a relative path",))])
+def test_manifest_paths_never_leave_the_store(tmp_path, store, name, words):
+    root = _copy(store, tmp_path)
+    shutil.copy(root / "shards" / "00000.safetensors", tmp_path / "outside.safetensors")
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["shards"][0]["file"] = name
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    _one_line_error(_cli("verify", str(root)), *words)
+    _one_line_error(_train(root, tmp_path), *words)
+
+
+def test_checkpoint_weights_path_is_confined_and_checked(tmp_path, digits_train):
+    ckpt = Path(make_teacher(tmp_path / "c", digits_train.classes, seed=1)[5:])
+    other = Path(make_teacher(tmp_path / "other", digits_train.classes, seed=2)[5:])
+    doc = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps({**doc, "weights": f"../{other.name}/model.safetensors"}))
+    _one_line_error(_cli("eval", "--checkpoint", str(ckpt), "--data", "digits:test?n=32", "--quiet"),
+                    "resolves outside")
+    doc.pop("weights_sha256")
+    (ckpt / "config.json").write_text(json.dumps(doc))
+    _one_line_error(_cli("eval", "--checkpoint", str(ckpt), "--data", "digits:test?n=32", "--quiet"),
+                    "records no weights_sha256")
+
+
+def test_a_job_removes_only_its_own_temp_files(tmp_path):
+    from drkit.augment import get_recipe
+    from drkit.store import StoreWriter, array_schema
+
+    rec = get_recipe("padcrop")
+    config = {"num_samples": 8, "num_views": 1, "samples_per_shard": 4, "num_classes": 10, "topk": 2,
+              "recipe": rec.describe(), "arrays": array_schema(rec.code_bytes, 2, 10, False)}
+    first = StoreWriter(tmp_path / "s", config, shared=True, job=0, jobs=2)
+    theirs = first.root / "shards" / f".00000.safetensors.{first.tag}.abc123.tmp"
+    theirs.write_bytes(b"half a shard being written")
+    mine = first.root / "shards" / ".00001.safetensors.job1of2.zzz.tmp"
+    mine.write_bytes(b"debris of my own killed write")
+    StoreWriter(tmp_path / "s", config, shared=True, job=1, jobs=2)
+    assert theirs.exists() and not mine.exists()
