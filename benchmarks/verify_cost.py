@@ -1,0 +1,77 @@
+"""What checking every shard on use costs a DR epoch, measured in one run (issue 12 goal <= 1.02).
+
+    .venv/bin/python benchmarks/verify_cost.py --out-file benchmarks/results/verify_cost.txt   # ~4 min, 2 CPU cores
+
+Store: the first 10,000 Fashion-MNIST training images, ``padcrop``, NS 10, top-5, labelled by a
+seeded random ``drkit_cnn_small`` (labels do not matter for speed). Training: ``drkit_cnn_tiny``,
+batch 128, 2 loader workers (each checks the shards it opens: path, size, sha256, schema, values),
+3 epochs per run with the first dropped, runs interleaved checked / unchecked / checked /
+unchecked. "Unchecked" replaces the check with a bare memory map. Prints the median epoch seconds
+of each and their ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="fashion-mnist:train?n=10000")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--out-file", default=None)
+    args = ap.parse_args()
+    import drkit.store.store as store_module
+    from drkit.checkpoint import save_checkpoint
+    from drkit.models import ImageModel, ModelConfig
+    from drkit.reinforce import reinforce
+    from drkit.sources import load_source
+    from drkit.store.shards import ShardReader
+    from drkit.train import read_metrics, train
+
+    commit = os.environ.get("DRKIT_COMMIT") or subprocess.run(["git", "rev-parse", "--short", "HEAD"],
+                                                              capture_output=True, text=True).stdout.strip()
+    lines = [f"# command: {' '.join(sys.argv)}",
+             f"# commit: {commit}  torch {torch.__version__}  threads {torch.get_num_threads()}  "
+             f"device cpu x{os.cpu_count()}", "# seeds: teacher 0, store 0, student 0"]
+    print("\n".join(lines), flush=True)
+    src = load_source(args.data)
+    tmp = Path(tempfile.mkdtemp())
+    cfg = ModelConfig(model="drkit_cnn_small", num_classes=10, in_chans=1, image_size=28, mean=[0.5], std=[0.25],
+                      classes=list(src.classes))
+    save_checkpoint(tmp / "t", ImageModel.from_config(cfg, seed=0), cfg)
+    root = reinforce(src, f"ckpt:{tmp / 't'}", tmp / "store", recipe="padcrop", samples=10, topk=5, progress=False,
+                     command=["verify_cost"])
+    checked = store_module.open_shard
+
+    def unchecked(root_, info, manifest, code_bits, checksums=True):  # a bare memory map
+        return ShardReader(Path(root_) / info["file"], manifest["arrays"], info["stop"] - info["start"],
+                           int(manifest["num_views"]))
+
+    seconds: dict[str, list[float]] = {"checked": [], "unchecked": []}
+    for r in range(args.rounds):
+        for mode in ("checked", "unchecked"):
+            store_module.open_shard = checked if mode == "checked" else unchecked
+            out = tmp / f"{mode}{r}"
+            train(src, out, reinforced=root, model="drkit_cnn_tiny", epochs=3, batch_size=128, workers=2, seed=0,
+                  quiet=True, device="cpu")
+            seconds[mode] += [row["epoch_seconds"] for row in read_metrics(out)[1:]]
+    store_module.open_shard = checked
+    med = {k: statistics.median(v) for k, v in seconds.items()}
+    for k, v in seconds.items():
+        lines.append(f"{k:10s} median epoch {med[k]:.3f} s   (epochs: " + ", ".join(f"{x:.2f}" for x in v) + ")")
+    lines.append(f"checked / unchecked = {med['checked'] / med['unchecked']:.3f}   (goal <= 1.02)")
+    print("\n".join(lines[3:]), flush=True)
+    if args.out_file:
+        Path(args.out_file).write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
