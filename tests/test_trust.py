@@ -137,3 +137,46 @@ def test_a_job_removes_only_its_own_temp_files(tmp_path):
     mine.write_bytes(b"debris of my own killed write")
     StoreWriter(tmp_path / "s", config, shared=True, job=1, jobs=2)
     assert theirs.exists() and not mine.exists()
+
+
+def _folder(root: Path, corrupt: bool = False) -> Path:
+    from PIL import Image
+
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for k in range(4):
+            Image.new("L", (12, 12), 40 * k + (100 if c == "b" else 0)).save(root / c / f"{k}.png")
+    if corrupt:
+        (root / "b" / "9.png").write_bytes(b"\\x89PNG\\r\\n\\x1a\\n not really an image")
+    return root
+
+
+@pytest.mark.parametrize("recipe, words", [("padcrop@pad=abc", ("pad='abc'", "not an int")),
+                                            ("rrc@scale_min=2", ("scale_min=2.0", "[0.0001, 1.0]"))])
+def test_bad_recipe_settings_are_one_line_and_leave_nothing_behind(tmp_path, recipe, words):
+    data = f"imagefolder:{_folder(tmp_path / 'img')}?mode=L"
+    teacher = make_teacher(tmp_path / "t", ["a", "b"], seed=1, image_size=12)
+    out = tmp_path / "store"
+    args = ["reinforce", "--data", data, "--teacher", teacher, "--samples", "2", "--topk", "2", "--workers", "0",
+            "--device", "cpu", "--quiet", "--out", str(out)]
+    _one_line_error(_cli(*args, "--recipe", recipe), *words)
+    assert not out.exists()
+    assert _cli(*args, "--recipe", "padcrop").returncode == 0  # the corrected rerun is not blocked
+
+
+def test_a_corrupt_image_in_a_loader_worker_is_one_line_naming_the_file(tmp_path):
+    data = f"imagefolder:{_folder(tmp_path / 'img', corrupt=True)}?mode=L"
+    teacher = make_teacher(tmp_path / "t", ["a", "b"], seed=1, image_size=12)
+    r = _cli("reinforce", "--data", data, "--teacher", teacher, "--samples", "2", "--topk", "2", "--workers", "2",
+             "--device", "cpu", "--quiet", "--out", str(tmp_path / "store"))
+    _one_line_error(r, "9.png")
+
+
+def test_out_that_is_a_file_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    teacher = make_teacher(tmp_path / "t", ["a", "b"], seed=1, image_size=12)
+    for out in (blocker, blocker / "sub"):
+        r = _cli("reinforce", "--data", f"imagefolder:{_folder(tmp_path / 'img')}?mode=L", "--teacher", teacher,
+                 "--samples", "2", "--topk", "2", "--workers", "0", "--device", "cpu", "--quiet", "--out", str(out))
+        _one_line_error(r, str(blocker))

@@ -208,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="drkit", description="Dataset reinforcement: label augmented views once, "
                                      "train any student on them at ordinary cost.", formatter_class=fmt)
     parser.add_argument("--version", action="version", version=f"drkit {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def verb(name: str, help_: str, fn: Callable[[argparse.Namespace], Any]) -> argparse.ArgumentParser:
@@ -220,6 +221,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(e: BaseException) -> str:
+    """The error's own message on one line. A DataLoader worker's error arrives wrapped in the
+    worker's traceback; its last line is the original message."""
+    text = str(e).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return " ".join(text.split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from .errors import DrkitError
 
@@ -227,7 +238,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.func(args)
     except DrkitError as e:
-        print(f"drkit: error: {e}", file=sys.stderr)
+        if args.debug:
+            raise
+        print(f"drkit: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # disk full, read-only folder, a file where a folder should be, ...
+        if args.debug:
+            raise
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"drkit: error: {e.strerror or _one_line(e)}{where}: free space, fix permissions or choose another "
+              "path (--debug shows the traceback)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("drkit: interrupted", file=sys.stderr)

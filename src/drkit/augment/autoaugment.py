@@ -100,6 +100,7 @@ class RandAugment(Op):
 
     name = "ra"
     defaults = {"n": 2, "m": 9, "bins": 31, "mstd": 0.0}
+    limits = {"n": (0, 16), "m": (0, 1000), "bins": (2, 1000), "mstd": (0.0, 1000.0)}
 
     @classmethod
     def size_defaults(cls, side: int) -> dict[str, int]:
@@ -138,6 +139,7 @@ class TrivialAugmentWide(Op):
 
     name = "ta"
     defaults = {"bins": 31, "max_bin": -1}  # max_bin -1: the whole table (bins - 1)
+    limits = {"bins": (2, 1000), "max_bin": (-1, 1000)}
 
     @classmethod
     def size_defaults(cls, side: int) -> dict[str, int]:

@@ -31,6 +31,8 @@ class Op:
 
     name: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
+    #: setting -> (lowest, highest) accepted value, checked when the op is built
+    limits: ClassVar[dict[str, tuple[float, float]]] = {}
     geometric_source: ClassVar[bool] = False  # True: maps the source image to out_size
 
     def __init__(self, **settings: Any):
@@ -41,7 +43,17 @@ class Op:
             )
         self.settings = {**self.defaults, **settings}
         for k, v in self.settings.items():
-            self.settings[k] = type(self.defaults[k])(v)
+            want = type(self.defaults[k])
+            try:
+                self.settings[k] = want(v)
+            except (TypeError, ValueError):
+                raise RecipeError(f"op {self.name!r}: {k}={v!r} is not a{'n' if want is int else ''} "
+                                  f"{want.__name__}") from None
+            if isinstance(v, float) and want is int and v != int(v):
+                raise RecipeError(f"op {self.name!r}: {k}={v!r} must be a whole number")
+        for k, (lo, hi) in self.limits.items():
+            if not lo <= self.settings[k] <= hi:
+                raise RecipeError(f"op {self.name!r}: {k}={self.settings[k]} must be in [{lo}, {hi}]")
 
     @classmethod
     def size_defaults(cls, side: int) -> dict[str, Any]:

@@ -37,6 +37,8 @@ class RandomErasing(Op):
     #: "hash" (renderer 2) or "generator" (renderer 1): set by the renderer, not part of the recipe
     noise = "hash"
     defaults = {"p": 0.25, "scale_min": 0.02, "scale_max": 1 / 3, "ratio_min": 0.3, "ratio_max": 3.3}
+    limits = {"p": (0.0, 1.0), "scale_min": (0.0, 1.0), "scale_max": (0.0, 1.0), "ratio_min": (1e-2, 1e2),
+              "ratio_max": (1e-2, 1e2)}
 
     def fields(self) -> list[Field]:
         return [Field("on", 0, 1), Field("top", 0, Q - 1), Field("left", 0, Q - 1),

@@ -37,6 +37,8 @@ class RandomResizedCrop(Op):
 
     name = "rrc"
     defaults = {"scale_min": 0.08, "scale_max": 1.0, "ratio_min": 3 / 4, "ratio_max": 4 / 3, "flip": 0.5}
+    limits = {"scale_min": (1e-4, 1.0), "scale_max": (1e-4, 1.0), "ratio_min": (1e-2, 1e2), "ratio_max": (1e-2, 1e2),
+              "flip": (0.0, 1.0)}
     geometric_source = True
 
     @classmethod
@@ -87,6 +89,7 @@ class PadCrop(Op):
 
     name = "padcrop"
     defaults = {"pad": -1, "pad_frac": 0.125, "flip": 0.5}
+    limits = {"pad": (-1, 4096), "pad_frac": (0.0, 1.0), "flip": (0.0, 1.0)}
     geometric_source = True
 
     def fields(self) -> list[Field]:
@@ -114,6 +117,7 @@ class Resize(Op):
 
     name = "resize"
     defaults = {"flip": 0.0}
+    limits = {"flip": (0.0, 1.0)}
     geometric_source = True
 
     def fields(self) -> list[Field]:

@@ -43,6 +43,7 @@ class MixUpCutMix(Op):
 
     name = "mix"
     defaults = {"p": 1.0, "mixup": 0.2, "cutmix": 1.0, "switch": 0.5}
+    limits = {"p": (0.0, 1.0), "mixup": (0.0, 100.0), "cutmix": (0.0, 100.0), "switch": (0.0, 1.0)}
 
     def fields(self) -> list[Field]:
         return [Field("mode", 0, 2), Field("partner", 0, 2**32 - 1), Field("partner_view", 0, 65535),
