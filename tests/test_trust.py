@@ -180,3 +180,68 @@ def test_out_that_is_a_file_is_one_line(tmp_path):
         r = _cli("reinforce", "--data", f"imagefolder:{_folder(tmp_path / 'img')}?mode=L", "--teacher", teacher,
                  "--samples", "2", "--topk", "2", "--workers", "0", "--device", "cpu", "--quiet", "--out", str(out))
         _one_line_error(r, str(blocker))
+
+
+@pytest.mark.parametrize("key, value, words", [("num_samples", 1e30, "num_samples"), ("topk", 10**12, "topk"),
+                                                ("num_views", "ten", "num_views"), ("shards", {}, "shard")])
+def test_a_manifest_with_wrong_types_or_sizes_is_one_line(tmp_path, store, key, value, words):
+    root = _copy(store, tmp_path)
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest[key] = value
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    _one_line_error(_cli("inspect", str(root)), words)
+    _one_line_error(_cli("verify", str(root)), words)
+
+
+def test_a_symlink_loop_in_an_imagefolder_is_refused(tmp_path):
+    root = _folder(tmp_path / "img")
+    (root / "a" / "loop").symlink_to(root / "a", target_is_directory=True)
+    r = _cli("verify", str(tmp_path / "nostore"), "--data", f"imagefolder:{root}")
+    _one_line_error(r, "symlink loop")
+
+
+def test_fuzzed_stores_fail_only_with_drkit_errors(tmp_path_factory, store, digits_train):
+    """Mutated manifests, shard headers and shard bytes: drkit answers with its own error (or, for a
+    harmless change, works) -- never another exception type, never a read outside the store."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from drkit.errors import DrkitError
+    from drkit.store import open_store
+
+    json_values = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True),
+                            st.text(max_size=8), st.lists(st.integers(), max_size=3))
+    keys = ["num_samples", "num_views", "topk", "num_classes", "seed", "samples_per_shard", "image_size", "arrays",
+            "recipe", "shards", "format_version"]
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(kind=st.sampled_from(["manifest", "bytes", "header", "truncate", "shardentry"]),
+           key=st.sampled_from(keys), value=json_values, pos=st.integers(0, 10**6), byte=st.integers(0, 255))
+    def run(kind, key, value, pos, byte):
+        root = tmp_path_factory.mktemp("fuzz") / "s"
+        shutil.copytree(store, root)
+        manifest = json.loads((root / "manifest.json").read_text())
+        shard = root / "shards" / "00001.safetensors"
+        data = bytearray(shard.read_bytes())
+        if kind == "manifest":
+            manifest[key] = value
+        elif kind == "shardentry":
+            manifest["shards"][1]["file"] = value if isinstance(value, str) else "../../" + str(value)
+        elif kind == "truncate":
+            shard.write_bytes(bytes(data[: pos % len(data)]))
+        else:  # header (first bytes) or body bytes; the checksum is recomputed so the deeper checks run
+            at = pos % 64 if kind == "header" else pos % len(data)
+            data[at] = byte
+            shard.write_bytes(bytes(data))
+            manifest["shards"][1].update(bytes=len(data), sha256=sha256_file(shard))
+        (root / "manifest.json").write_text(json.dumps(manifest))
+        try:
+            s = open_store(root)
+            s.verify(digits_train)
+            for i in (0, 20, 47):
+                s.record(i, 0)
+            s.replay(digits_train, 20, 1)
+        except DrkitError:
+            pass
+
+    run()

@@ -49,8 +49,7 @@ def scan_image_folder(root: str) -> tuple[list[str], list[str], np.ndarray]:
     labels: list[int] = []
     for label, name in enumerate(classes):
         class_dir = os.path.join(root, name)
-        for dirpath, dirnames, filenames in sorted(os.walk(class_dir, followlinks=True)):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for dirpath, filenames in _walk(class_dir):
             rel_dir = os.path.relpath(dirpath, root)
             if any(part.startswith(".") for part in rel_dir.split(os.sep)):
                 continue
@@ -64,6 +63,30 @@ def scan_image_folder(root: str) -> tuple[list[str], list[str], np.ndarray]:
             f"imagefolder {root} holds no images (extensions: {' '.join(IMAGE_EXTENSIONS)})"
         )
     return classes, relpaths, np.asarray(labels, dtype=np.int64)
+
+
+def _walk(top: str) -> list[tuple[str, list[str]]]:
+    """(folder, file names) under ``top`` following symlinks, sorted by folder path as
+    ``sorted(os.walk(top, followlinks=True))`` is (torchvision's order), hidden folders skipped;
+    a symlink that leads back into its own ancestry is refused instead of walked again and again."""
+    found: list[tuple[str, list[str]]] = []
+
+    def visit(path: str, ancestors: frozenset[str]) -> None:
+        real = os.path.realpath(path)
+        if real in ancestors:
+            raise SourceError(f"imagefolder: symlink loop at {path} (it leads back to {real}); remove the link")
+        try:
+            with os.scandir(path) as it:
+                entries = list(it)
+        except OSError as exc:
+            raise SourceError(f"cannot list {path}: {exc}") from exc
+        found.append((path, [e.name for e in entries if not e.is_dir()]))
+        for e in entries:
+            if e.is_dir() and not e.name.startswith("."):
+                visit(os.path.join(path, e.name), ancestors | {real})
+
+    visit(top, frozenset())
+    return sorted(found)
 
 
 @register_source("imagefolder")

@@ -55,3 +55,34 @@ def value_problem(arrays: dict[str, np.ndarray], manifest: dict[str, Any], code_
         if (np.asarray(arrays["partner_view"]) >= views).any():
             return f"a partner view outside 0..{views - 1}"
     return None
+
+
+#: integer manifest fields and their accepted range (uint32 partners, uint16 views)
+_INT_FIELDS = {"num_classes": (1, 2**31 - 1), "image_size": (1, 65536), "num_samples": (1, 2**32 - 1),
+               "num_views": (1, 65535), "topk": (1, 2**31 - 1), "seed": (0, 2**63 - 1),
+               "samples_per_shard": (1, 2**32 - 1)}
+
+
+def manifest_problem(m: dict[str, Any]) -> str | None:
+    """What makes a manifest one drkit never writes (types, ranges, shard layout), or ``None``."""
+    from .format import shard_ranges
+
+    for key, (lo, hi) in _INT_FIELDS.items():
+        v = m[key]
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            return f"{key} is {v!r}, not a whole number in {lo}..{hi}"
+    if m["topk"] > m["num_classes"]:
+        return f"topk {m['topk']} exceeds num_classes {m['num_classes']}"
+    if not isinstance(m["recipe"], dict) or not isinstance(m["recipe"].get("spec"), str):
+        return "recipe has no spec"
+    shards = m["shards"]
+    if not isinstance(shards, list) or not all(isinstance(s, dict) for s in shards):
+        return "shards is not a list of entries"
+    want = shard_ranges(m["num_samples"], m["samples_per_shard"])
+    got = [(s.get("start"), s.get("stop")) for s in shards]
+    if got != want:
+        return "the shard list does not cover the samples in order"
+    for s in shards:
+        if not isinstance(s.get("bytes"), int) or not isinstance(s.get("sha256"), str):
+            return "a shard entry lacks its byte size or sha256"
+    return None

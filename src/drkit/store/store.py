@@ -11,8 +11,16 @@ import torch
 
 from ..augment import Recipe, ViewParams, get_recipe, partner_of, render_view
 from ..errors import StoreError
-from .check import open_shard
-from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, REQUIRED_MANIFEST_KEYS, bytes_per_record, unpack
+from .check import manifest_problem, open_shard
+from .format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST,
+    REQUIRED_MANIFEST_KEYS,
+    array_schema,
+    bytes_per_record,
+    unpack,
+)
 from .shards import ShardReader
 
 if TYPE_CHECKING:
@@ -44,6 +52,9 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED_MANIFEST_KEYS if k not in manifest]
     if missing:
         raise StoreError(f"{mpath} lacks required keys {missing}")
+    problem = manifest_problem(manifest)
+    if problem:
+        raise StoreError(f"{mpath} is not a manifest drkit writes ({problem}): the store was edited; rebuild it")
     return manifest
 
 
@@ -65,9 +76,9 @@ class Store:
         self.seed: int = int(m["seed"])
         self.schema: dict[str, dict[str, Any]] = m["arrays"]
         self.classes: list[str] = list(m["source"].get("classes", []))
-        if self.recipe.code_bytes != self.schema["params"]["shape"][0]:
-            raise StoreError(f"store {self.path}: recipe needs {self.recipe.code_bytes}-byte codes, "
-                             f"shards hold {self.schema['params']['shape'][0]}")
+        if self.schema != array_schema(self.recipe.code_bytes, self.topk, self.num_classes, self.recipe.mixes):
+            raise StoreError(f"store {self.path}: the manifest's array schema does not follow from its recipe, "
+                             "top-k and class count: the store was edited; rebuild it")
         self._starts = np.array([s["start"] for s in m["shards"]], dtype=np.int64)
         self._readers: dict[int, ShardReader] = {}
         self._checked_sources: set[int] = set()

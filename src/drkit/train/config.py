@@ -120,6 +120,7 @@ class TrainConfig(VerbConfig):
         check(self.reinforced is None or not self.kd_specs, "--reinforced and --kd-teacher exclude each other: "
               "DR replays stored labels, KD runs the teacher online")
         check(self.epochs >= 1 and self.batch_size >= 1, "--epochs and --batch-size must be positive")
+        check(self.workers >= 0, f"--workers must be 0 or more, got {self.workers}")
         check(self.opt in DEFAULTS, f"--opt must be one of {', '.join(DEFAULTS)}, got {self.opt!r}")
         check(self.amp in AMP_MODES, f"--amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
         check(self.batch_size % (world_size * self.views_per_image) == 0,
