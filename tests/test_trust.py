@@ -3,6 +3,7 @@ is one line. Each case here ran through (exit 0, a traceback, or a read outside)
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -214,10 +215,14 @@ def test_fuzzed_stores_fail_only_with_drkit_errors(tmp_path_factory, store, digi
     keys = ["num_samples", "num_views", "topk", "num_classes", "seed", "samples_per_shard", "image_size", "arrays",
             "recipe", "shards", "format_version"]
 
-    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    # derandomized: the same examples on every run, so CI is not flaky; explore with a larger
+    # max_examples and derandomize=False when changing the readers: DRKIT_FUZZ_EXAMPLES=5000 (done)
+    @settings(max_examples=int(os.environ.get("DRKIT_FUZZ_EXAMPLES", 60)), deadline=None,
+              derandomize=os.environ.get("DRKIT_FUZZ_EXAMPLES") is None, suppress_health_check=list(HealthCheck))
     @given(kind=st.sampled_from(["manifest", "bytes", "header", "truncate", "shardentry"]),
            key=st.sampled_from(keys), value=json_values, pos=st.integers(0, 10**6), byte=st.integers(0, 255))
     def run(kind, key, value, pos, byte):
+        calls.append(kind)
         root = tmp_path_factory.mktemp("fuzz") / "s"
         shutil.copytree(store, root)
         manifest = json.loads((root / "manifest.json").read_text())
@@ -244,4 +249,7 @@ def test_fuzzed_stores_fail_only_with_drkit_errors(tmp_path_factory, store, digi
         except DrkitError:
             pass
 
+    calls: list[str] = []
     run()
+    print(f"fuzz: {len(calls)} stores tried")
+    assert len(calls) >= 20 and len(set(calls)) == 5  # it really ran, every kind of damage

@@ -40,9 +40,12 @@ def inside(root: str | os.PathLike, name: Any, what: str, error: type[Exception]
     anything else -- absolute, ``..``, not a string -- is refused with ``error``: paths read from a
     manifest or a config must never reach outside the directory that holds them."""
     base = Path(root).resolve()
-    if not isinstance(name, str) or not name or Path(name).is_absolute():
+    if not isinstance(name, str) or not name or "\x00" in name or Path(name).is_absolute():
         raise error(f"{what} names {name!r}, not a relative path inside {root}")
-    target = (base / name).resolve()
+    try:
+        target = (base / name).resolve()
+    except (OSError, ValueError, RuntimeError):  # too long, a symlink loop, ...
+        raise error(f"{what} names {name!r}, which does not resolve to a file inside {root}") from None
     if target != base and base not in target.parents:
         raise error(f"{what} names {name!r}, which resolves outside {root}; refusing to read it")
     return Path(root) / name

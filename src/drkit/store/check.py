@@ -58,7 +58,7 @@ def value_problem(arrays: dict[str, np.ndarray], manifest: dict[str, Any], code_
 
 
 #: integer manifest fields and their accepted range (uint32 partners, uint16 views)
-_INT_FIELDS = {"num_classes": (1, 2**31 - 1), "image_size": (1, 65536), "num_samples": (1, 2**32 - 1),
+_INT_FIELDS = {"num_classes": (1, 2**31 - 1), "image_size": (1, 4096), "num_samples": (1, 2**32 - 1),
                "num_views": (1, 65535), "topk": (1, 2**31 - 1), "seed": (0, 2**63 - 1),
                "samples_per_shard": (1, 2**32 - 1)}
 

@@ -49,7 +49,7 @@ def read_header(path: str | Path) -> tuple[int, dict[str, Any]]:
             header = json.loads(f.read(n))
     except FileNotFoundError:
         raise StoreError(f"shard {path} is missing") from None
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise StoreError(f"shard {path} is not a safetensors file") from None
     return 8 + n, header
 
@@ -60,23 +60,32 @@ class ShardReader:
     def __init__(self, path: str | Path, schema: dict[str, dict[str, Any]], num_samples: int, num_views: int):
         self.path = Path(path)
         offset, header = read_header(self.path)
+        if not isinstance(header, dict):
+            raise StoreError(f"shard {self.path} has a malformed header")
         size = self.path.stat().st_size
         self.arrays: dict[str, np.ndarray] = {}
         for name, spec in schema.items():
             if name not in header:
                 raise StoreError(f"shard {self.path} lacks array {name!r}")
-            info = header[name]
+            self.arrays[name] = self._array(header[name], name, spec, [num_samples, num_views, *spec["shape"]],
+                                            offset, size)
+        meta = header.get("__metadata__", {})
+        self.metadata = meta if isinstance(meta, dict) else {}
+
+    def _array(self, info: Any, name: str, spec: dict[str, Any], want: list[int], offset: int, size: int) -> np.ndarray:
+        """One array's memory map, after its header entry is checked against the schema."""
+        try:
             dtype = np.dtype(_ST_DTYPES.get(info["dtype"], np.void))
-            want = [num_samples, num_views, *spec["shape"]]
-            if dtype != np.dtype(spec["dtype"]) or list(info["shape"]) != want:
-                raise StoreError(f"shard {self.path}: array {name!r} is {dtype.name}{info['shape']}, "
-                                 f"manifest says {spec['dtype']}{want}")
-            begin, end = info["data_offsets"]
-            if offset + end > size:
-                raise StoreError(f"shard {self.path} is truncated")
-            count = int(np.prod(want, dtype=np.int64))
-            if count == 0:
-                self.arrays[name] = np.zeros(want, dtype)
-            else:
-                self.arrays[name] = np.memmap(self.path, dtype=dtype, mode="r", offset=offset + begin, shape=tuple(want))
-        self.metadata = header.get("__metadata__", {})
+            shape = [int(x) for x in info["shape"]]
+            begin, end = (int(x) for x in info["data_offsets"])
+        except (TypeError, KeyError, ValueError):
+            raise StoreError(f"shard {self.path}: array {name!r} has a malformed header entry") from None
+        if dtype != np.dtype(spec["dtype"]) or shape != want:
+            raise StoreError(f"shard {self.path}: array {name!r} is {dtype.name}{shape}, "
+                             f"manifest says {spec['dtype']}{want}")
+        count = int(np.prod(want, dtype=np.int64))
+        if not 0 <= begin <= end or end - begin != count * dtype.itemsize or offset + end > size:
+            raise StoreError(f"shard {self.path} is truncated or its array {name!r} is misplaced")
+        if count == 0:
+            return np.zeros(want, dtype)
+        return np.memmap(self.path, dtype=dtype, mode="r", offset=offset + begin, shape=tuple(want))
