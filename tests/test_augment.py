@@ -114,18 +114,25 @@ def test_replay_at_another_size_crops_the_same_source_region() -> None:
 
 
 def test_padcrop_box_and_erase_box_scale_with_output() -> None:
-    recipe = get_recipe("padcrop@flip=0.0+re@p=1.0")
-    img = torch.full((1, 28, 28), 255, dtype=torch.uint8)
-    p = recipe.sample(0, 0, 0, (28, 28), 1, 1)
+    """The pad-crop box stays within the pad; the erased area, counted in rendered pixels, is the
+    recorded box's share of the image at every output size."""
+    from drkit.augment.erasing import box_to_pixels
+
+    p = get_recipe("padcrop@flip=0.0+re@p=1.0").sample(0, 0, 0, (28, 28), 1, 1)
     assert -4 <= p["padcrop"]["top"] <= 4 and p["padcrop"]["height"] == 28
-    p["re"]["seed"] = 1
-    for size in (28, 56):
-        x = recipe.render(img, p, size)
+    recipe = get_recipe("resize+re@p=1.0")
+    img = torch.full((1, 28, 28), 255, dtype=torch.uint8)
+    q = recipe.sample(0, 0, 0, (28, 28), 1, 1)
+    e = q["re"]
+    assert 0.02 * 0.5 < e["h"] * e["w"] / 255**2 < 0.34
+    for size in (28, 56, 112):
+        x = recipe.render(img, q, size)
         assert x.shape == (1, size, size)
-    # the erased fraction is about the same at both sizes
-    e = p["re"]
-    frac = e["h"] * e["w"] / 255**2
-    assert 0.02 * 0.5 < frac < 0.34
+        y0, x0, y1, x1 = box_to_pixels(e["top"], e["left"], e["h"], e["w"], size)
+        box = (y1 - y0) * (x1 - x0)
+        erased = int((x != 255).sum())  # noise hits 255 itself about once in 256
+        assert box * 0.95 <= erased <= box
+        assert (x[:, :y0] == 255).all() and (x[:, y1:] == 255).all()  # nothing outside the box
 
 
 def _params_in_subprocess(recipe: str, triples: list[tuple[int, int, int]]) -> list:

@@ -102,3 +102,14 @@ def test_every_consumer_replays_through_the_same_path(tmp_path, digits_train, te
         erm = AugmentedDataset.render(aug, i, v, params=params)["image"][0]
         assert torch.equal(erm, via_store) or params["mix"]["mode"]  # ERM's partner pool is ERM_VIEWS wide
     assert checked_mixed > 0
+
+
+def test_record_size_is_pinned_exactly():
+    """README: at K = 10 a ``rrc+ra+re`` record is 57 bytes (17-byte code + 10 uint16 ids + 10 float16)."""
+    from drkit.store import bytes_per_record
+
+    rec = get_recipe("rrc+ra+re")
+    assert rec.code_bytes == 17
+    assert bytes_per_record(array_schema(rec.code_bytes, 10, 1000, rec.mixes)) == 57
+    mix = get_recipe("rrc+ra+re+mix")
+    assert bytes_per_record(array_schema(mix.code_bytes, 10, 1000, mix.mixes)) == 57 + 4 + 2 + 2 + 4 + 1
