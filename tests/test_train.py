@@ -335,19 +335,31 @@ def test_views_are_a_permutation_per_cycle(dr_store):
 # DDP, fine-tuning, refusals
 # ----------------------------------------------------------------------------------------------
 def test_ddp_torchrun_two_cpu_ranks(tmp_path, dr_store):
-    out = tmp_path / "ddp"
+    """Two gloo ranks train what one process trains: each rank takes a strided half of every
+    global batch and DDP averages the gradients. The student has no BatchNorm (a tiny ViT), since
+    per-rank BatchNorm statistics differ by design (SyncBatchNorm needs a GPU)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-           "drkit.cli", "train", "--data", "digits:train", "--val", "digits:test?n=100", "--reinforced",
-           str(dr_store), "--model", "drkit_cnn_tiny", "--epochs", "2", "--batch-size", "32", "--limit-batches",
-           "4", "--workers", "0", "--device", "cpu", "--quiet", "--out", str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    args = ["train", "--data", "digits:train", "--val", "digits:test?n=100", "--reinforced", str(dr_store),
+            "--model", "vit_tiny_patch16_224", "--model-kwargs", json.dumps({"img_size": S, "patch_size": 4, "depth": 1}),
+            "--epochs", "2", "--batch-size", "32", "--limit-batches", "4", "--workers", "0", "--device", "cpu", "--quiet"]
+    ddp = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "drkit.cli"]
+    proc = subprocess.run(ddp + args + ["--out", str(tmp_path / "ddp")], env=env, capture_output=True, text=True,
+                          timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    single = subprocess.run([sys.executable, "-m", "drkit.cli", *args, "--out", str(tmp_path / "one")], env=env,
+                            capture_output=True, text=True, timeout=240)
+    assert single.returncode == 0, single.stderr[-3000:]
+    out = tmp_path / "ddp"
     for name in ("model.safetensors", "config.json", "metrics.jsonl", "curves.png"):
         assert (out / name).exists(), name
     rows = read_metrics(out)
     assert len(rows) == 2 and rows[0]["train_samples"] == 4 * 32  # both ranks' views counted
-    assert rows[-1]["val_top1"] > 0.0 and json.loads((out / "config.json").read_text())["extra"]["mode"] == "dr"
+    assert json.loads((out / "config.json").read_text())["extra"]["mode"] == "dr"
+    wa, wb = _weights(out), _weights(tmp_path / "one")
+    assert wa.keys() == wb.keys()
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-5, rtol=1e-4) for k in wa), \
+        max(float((wa[k] - wb[k]).abs().max()) for k in wa)
+    assert abs(rows[-1]["train_loss"] - read_metrics(tmp_path / "one")[-1]["train_loss"]) < 1e-4
 
 
 def test_init_reinitialises_a_head_of_another_class_count(tmp_path, capsys):
