@@ -253,3 +253,22 @@ def test_fuzzed_stores_fail_only_with_drkit_errors(tmp_path_factory, store, digi
     run()
     print(f"fuzz: {len(calls)} stores tried")
     assert len(calls) >= 20 and len(set(calls)) == 5  # it really ran, every kind of damage
+
+
+def test_skip_bad_end_to_end(tmp_path):
+    """--skip-bad: the store lists the undecodable image; inspect (statistics and grid) and DR
+    training (input statistics included) work around it; the CLI says how many were skipped."""
+    data = f"imagefolder:{_folder(tmp_path / 'img', corrupt=True)}?mode=L"
+    teacher = make_teacher(tmp_path / "t", ["a", "b"], seed=1, image_size=12)
+    out = tmp_path / "store"
+    r = _cli("reinforce", "--data", data, "--teacher", teacher, "--recipe", "padcrop+mix", "--samples", "3",
+             "--topk", "2", "--workers", "2", "--device", "cpu", "--quiet", "--skip-bad", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "skipped 1 undecodable image" in r.stdout + r.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["skipped"] == [8]  # b/9.png sorts after b/0..3.png: index 4 + 4
+    r = _cli("inspect", str(out), "--grid", str(tmp_path / "grid.png"), "--grid-samples", "9")
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = _cli("train", "--data", data, "--reinforced", str(out), "--model", "drkit_cnn_tiny", "--epochs", "1",
+             "--batch-size", "4", "--workers", "0", "--device", "cpu", "--quiet", "--out", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr[-2000:]

@@ -65,6 +65,10 @@ def reinforce(cfg: ReinforceConfig | Any = None, teacher: Any = None, out: Any =
             for line in diagnostics["warnings"]:
                 print(f"drkit: warning: {line}", file=sys.stderr)
     writer.close(provenance, extra={"diagnostics": diagnostics} if diagnostics else None)
+    skipped = writer.skipped()
+    if skipped and env.is_main:
+        print(f"drkit reinforce: skipped {len(skipped)} undecodable image{'s' if len(skipped) > 1 else ''} "
+              f"(--skip-bad; listed under 'skipped' in {writer.root / 'manifest.json'})", file=sys.stderr)
     return writer.root
 
 

@@ -58,6 +58,17 @@ class ViewBatches(Dataset):
     def __len__(self) -> int:
         return len(self.tasks)
 
+    def _redraw(self, i: int, q: tuple[int, int], params: ViewParams, load: Any) -> tuple[int, int] | None:
+        """A good image whose mixing partner is undecodable keeps its view: the partner moves to
+        the next decodable sample (deterministic: it depends only on which images are bad) and the
+        record stores it; with none left the view is not mixed."""
+        j = _next_partner(i, q[0], len(self.src), load)
+        if j is None:
+            params["mix"]["mode"] = 0
+            return None
+        params["mix"]["partner"] = j
+        return j, q[1]
+
     def __getitem__(self, t: int) -> dict[str, Any]:
         task = self.tasks[t]
         cache: dict[int, torch.Tensor | None] = {}
@@ -81,6 +92,9 @@ class ViewBatches(Dataset):
         samples, views = task.start + flat // self.num_views, flat % self.num_views
         params = [sampler(i, v) for i, v in zip(samples.tolist(), views.tolist())]
         partners = [partner_of(p) for p in params]
+        for r, (i, q) in enumerate(zip(samples.tolist(), partners)):
+            if q is not None and load(i) is not None and load(q[0]) is None:  # --skip-bad: a bad partner
+                partners[r] = self._redraw(i, q, params[r], load)
         partner_params = [sampler(*q) if q is not None else None for q in partners]
         bad = np.array([cache[i] is None or (q is not None and cache[q[0]] is None)
                         for i, q in zip(samples.tolist(), partners)], dtype=bool)
@@ -92,6 +106,15 @@ class ViewBatches(Dataset):
                 "partner_index": np.array([order[q[0]] if q is not None else -1 for q in partners], dtype=np.int64),
                 "params": Parameters(params, partner_params), "records": pack(self.recipe, params),
                 "samples": samples, "views": views, "bad": bad}
+
+
+def _next_partner(i: int, start: int, n: int, load: Any) -> int | None:
+    """The first sample after ``start`` (cyclically, never ``i``) whose image decodes."""
+    for k in range(1, n):
+        j = (start + k) % n
+        if j != i and load(j) is not None:
+            return j
+    return None
 
 
 def render_item(recipe: Recipe, item: dict[str, Any], size: int, device: torch.device) -> torch.Tensor:

@@ -92,7 +92,15 @@ class Source:
         format allows): what size-aware recipe defaults look at."""
         n = len(self)
         idx = sorted({int(round(x)) for x in np.linspace(0, n - 1, min(n, probes))})
-        return int(np.median([min(self.image_size(i)) for i in idx]))
+        sides = []
+        for i in idx:
+            try:
+                sides.append(min(self.image_size(i)))
+            except SourceError:  # an undecodable image says nothing about the others (--skip-bad)
+                continue
+        if not sides:
+            raise SourceError(f"{self.spec}: none of {len(idx)} probed images can be read")
+        return int(np.median(sides))
 
     def subset(self, indices: Union[Iterable[int], np.ndarray]) -> "Source":
         """A view on some samples, in the given order (duplicates allowed)."""

@@ -79,7 +79,8 @@ def build_run(cfg: TrainConfig, env: DistEnv, device: torch.device) -> Run:
     else:
         dataset, criterion, teacher, size = _augmented_data(cfg, src, device, amp is not None, config)
     config.update(mode=cfg.mode, image_size=size)
-    net, mean, std = _model(cfg, src, size, env, device)
+    skip = set(dataset.store.skipped) if cfg.reinforced is not None else set()  # --skip-bad stores
+    net, mean, std = _model(cfg, src, size, env, device, skip)
     return Run(cfg=cfg, mode=cfg.mode, src=src, val_src=val_src, dataset=dataset, model=net,
                criterion=criterion.to(device), teacher=teacher, image_size=size, env=env, device=device,
                amp_dtype=amp, config=config, extra={"mean": mean, "std": std})
@@ -129,8 +130,8 @@ def _augmented_data(cfg: TrainConfig, src: Source, device: torch.device, amp: bo
     return dataset, criterion, teacher, size
 
 
-def _model(cfg: TrainConfig, src: Source, size: int, env: DistEnv,
-           device: torch.device) -> tuple[ImageModel, list[float], list[float]]:
+def _model(cfg: TrainConfig, src: Source, size: int, env: DistEnv, device: torch.device,
+           skip: set[int]) -> tuple[ImageModel, list[float], list[float]]:
     """The student (seeded init; ``--init`` weights), normalising with the data's statistics."""
     from ..models import ImageModel, ModelConfig, create_model
 
@@ -138,7 +139,7 @@ def _model(cfg: TrainConfig, src: Source, size: int, env: DistEnv,
         init_cfg, _ = read_config(cfg.init[5:] if cfg.init.startswith("ckpt:") else cfg.init)
         mean, std = list(init_cfg.mean), list(init_cfg.std)
     else:
-        mean, std = source_stats(src)
+        mean, std = source_stats(src, skip=skip)
     kwargs = cfg.model_options
     backbone = create_model(cfg.model, num_classes=len(src.classes), in_chans=src.channels, seed=cfg.seed, **kwargs)
     mcfg = ModelConfig(model=cfg.model, num_classes=len(src.classes), in_chans=src.channels, image_size=size,
@@ -169,11 +170,13 @@ def native_size(src: Source) -> int:
     return 224
 
 
-def source_stats(src: Source, max_images: int = STATS_IMAGES) -> tuple[list[float], list[float]]:
+def source_stats(src: Source, max_images: int = STATS_IMAGES,
+                 skip: set[int] | frozenset[int] = frozenset()) -> tuple[list[float], list[float]]:
     """Per-channel mean/std in [0, 1] over up to ``max_images`` evenly strided images (the first
-    N of an ImageFolder would all be class 0)."""
+    N of an ImageFolder would all be class 0), leaving out ``skip`` (a store's undecodable images)."""
     n = len(src)
     idx = np.unique(np.linspace(0, n - 1, min(n, max_images)).round().astype(np.int64))
+    idx = np.array([i for i in idx if int(i) not in skip], dtype=np.int64)
     c = src.channels
     total = np.zeros(c, dtype=np.float64)
     total_sq = np.zeros(c, dtype=np.float64)
