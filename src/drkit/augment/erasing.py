@@ -29,6 +29,21 @@ def box_to_pixels(top: int, left: int, h: int, w: int, size: int) -> tuple[int, 
     return y0, x0, min(y1, size), min(x1, size)
 
 
+def erase_box(p: dict[str, int], h: int, w: int) -> tuple[int, int, int, int]:
+    """The erased box ``(y0, x0, y1, x1)`` of record ``p`` in an ``h`` x ``w`` output."""
+    y0, x0, y1, _ = box_to_pixels(p["top"], p["left"], p["h"], p["w"], h)
+    _, x0, _, x1 = box_to_pixels(p["top"], p["left"], p["h"], p["w"], w)
+    return y0, x0, y1, x1
+
+
+def hash_fill(img: torch.Tensor, seed: int, y0: int, x0: int, y1: int, x1: int) -> None:
+    """Fill box ``[y0:y1, x0:x1]`` of the CHW ``img`` in place with its renderer-2 noise."""
+    dev = img.device
+    c, y, x = torch.meshgrid(torch.arange(img.shape[0], device=dev), torch.arange(y0, y1, device=dev),
+                             torch.arange(x0, x1, device=dev), indexing="ij")
+    img[:, y0:y1, x0:x1] = noise_at(torch.full_like(c, seed), c, y, x, img.shape[-2], img.shape[-1])
+
+
 @register_op
 class RandomErasing(Op):
     """timm/torchvision-style erasing (area scale, log-ratio) with per-pixel noise fill."""
@@ -65,18 +80,12 @@ class RandomErasing(Op):
     def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
         if not params["on"]:
             return img
-        size_h, size_w = img.shape[-2:]
-        y0, x0, y1, _ = box_to_pixels(params["top"], params["left"], params["h"], params["w"], size_h)
-        _, x0, _, x1 = box_to_pixels(params["top"], params["left"], params["h"], params["w"], size_w)
+        y0, x0, y1, x1 = erase_box(params, *img.shape[-2:])
         out = img.clone()
         if self.noise == "generator":
             gen = torch.Generator().manual_seed(params["seed"])
             out[:, y0:y1, x0:x1] = torch.randint(0, 256, (img.shape[0], y1 - y0, x1 - x0), generator=gen,
                                                  dtype=torch.uint8)
         else:
-            dev = img.device
-            c, y, x = torch.meshgrid(torch.arange(img.shape[0], device=dev), torch.arange(y0, y1, device=dev),
-                                     torch.arange(x0, x1, device=dev), indexing="ij")
-            seed = torch.full_like(c, params["seed"])
-            out[:, y0:y1, x0:x1] = noise_at(seed, c, y, x, size_h, size_w)
+            hash_fill(out, params["seed"], y0, x0, y1, x1)
         return out

@@ -16,17 +16,9 @@ import torch
 from torch.utils.data import Dataset
 
 from ..augment import Recipe, ViewParams, ViewSampler, partner_of
-from ..augment.batch import render_batch, stack_images, unstack_images
+from ..augment.batch import Parameters, render_batch, stack_images, unstack_images
 from ..errors import SourceError
 from ..store import pack
-
-
-class Parameters:
-    """A batch's view parameters, handed from a worker as one object: the DataLoader's
-    ``default_convert`` walks plain lists of dicts element by element (~70 µs per view)."""
-
-    def __init__(self, own: list[ViewParams], partners: list[ViewParams | None]):
-        self.own, self.partners = own, partners
 
 
 class Task(NamedTuple):
@@ -119,7 +111,7 @@ def _next_partner(i: int, start: int, n: int, load: Any) -> int | None:
 
 def render_item(recipe: Recipe, item: dict[str, Any], size: int, device: torch.device) -> torch.Tensor:
     """A batch's pixels on ``device`` (uint8 NCHW); views of undecodable images are zero."""
-    images = unstack_images(item["images"].to(device, non_blocking=True), item["sizes"])
+    images = unstack_images(item["images"], item["sizes"], device)
     bad = np.asarray(item["bad"])
     params, partner_params = list(item["params"].own), list(item["params"].partners)
     index, partner_index = np.asarray(item["index"]).tolist(), np.asarray(item["partner_index"]).tolist()

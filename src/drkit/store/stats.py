@@ -7,27 +7,16 @@ Used by ``reinforce`` (printed, and recorded in the manifest under ``diagnostics
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
 from .format import partner_ids
-from .shards import ShardReader
 
 #: view agreement this far (absolute) below plain-image accuracy means the recipe destroys labels
 DESTROY_GAP = 0.10
 #: mean top-1 probability on plain training images at or above this means near one-hot labels
 ONE_HOT_PROB = 0.95
-
-
-def shard_arrays(root: str | Path, manifest_like: dict[str, Any],
-                 shards: list[dict[str, Any]]) -> Iterable[tuple[int, dict[str, np.ndarray]]]:
-    """(first sample id, memory-mapped arrays) of each listed shard."""
-    for info in shards:
-        reader = ShardReader(Path(root) / info["file"], manifest_like["arrays"], info["stop"] - info["start"],
-                             int(manifest_like["num_views"]))
-        yield int(info["start"]), reader.arrays
 
 
 def view_label_stats(shards: Iterable[tuple[int, dict[str, np.ndarray]]], labels: np.ndarray | None,

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..augment import partner_of
-from ..augment.batch import render_batch, stack_images, unstack_images
+from ..augment.batch import Parameters, render_batch, stack_images, unstack_images
 from ..errors import DrkitError
 from ..store import densify
 
@@ -97,13 +97,6 @@ class RawBatches(Dataset):
         return collate_raw([self.raw[int(p)] for p in self.batches[b]])
 
 
-class _Opaque:
-    """Keeps per-view parameter dicts away from the DataLoader's element-wise conversion."""
-
-    def __init__(self, value: Any):
-        self.value = value
-
-
 def collate_raw(items: list[dict[str, Any]]) -> dict[str, Any]:
     """A batch of :class:`RawViews` / :class:`RawAugmented` items: every image once in one padded
     stack, per-view indices, parameters and targets (sparse top-k for DR, dense for ERM/KD)."""
@@ -126,7 +119,7 @@ def collate_raw(items: list[dict[str, Any]]) -> dict[str, Any]:
             partner_params.append(q[1] if q is not None else None)
             labels.append(it["label"])
     out = {"images": stack, "sizes": torch.as_tensor(sizes), "index": torch.as_tensor(index),
-           "partner_index": torch.as_tensor(partner_index), "params": _Opaque((params, partner_params)),
+           "partner_index": torch.as_tensor(partner_index), "params": Parameters(params, partner_params),
            "label": torch.as_tensor(labels, dtype=torch.int64),
            "sample": torch.as_tensor(samples, dtype=torch.int64), "partner": torch.as_tensor(partner_ids)}
     for key in ("topk_ids", "topk_probs", "target"):
@@ -160,7 +153,6 @@ def render_teacher_view(batch: dict[str, Any], recipe: Any, size: int, device: t
 
 
 def _pixels(batch: dict[str, Any], recipe: Any, size: int, device: torch.device) -> torch.Tensor:
-    images = unstack_images(batch["images"].to(device, non_blocking=True), batch["sizes"])
-    params, partner_params = batch["params"].value
-    return render_batch(recipe, images, batch["index"].tolist(), params, size, batch["partner_index"].tolist(),
-                        partner_params)
+    images = unstack_images(batch["images"], batch["sizes"], device)
+    return render_batch(recipe, images, batch["index"].tolist(), batch["params"].own, size,
+                        batch["partner_index"].tolist(), batch["params"].partners)
