@@ -272,3 +272,98 @@ def test_skip_bad_end_to_end(tmp_path):
     r = _cli("train", "--data", data, "--reinforced", str(out), "--model", "drkit_cnn_tiny", "--epochs", "1",
              "--batch-size", "4", "--workers", "0", "--device", "cpu", "--quiet", "--out", str(tmp_path / "run"))
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+# -- content-true source identity (part 2) ----------------------------------------------------
+def _reinforce_folder(tmp_path: Path, data: str, out: Path) -> None:
+    teacher = make_teacher(tmp_path / "t", ["a", "b"], seed=1, image_size=12)
+    r = _cli("reinforce", "--data", data, "--teacher", teacher, "--recipe", "padcrop+mix", "--samples", "2",
+             "--topk", "2", "--workers", "0", "--device", "cpu", "--quiet", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_the_store_records_each_images_content_digest(tmp_path, store, digits_train):
+    """Digits (an array source): the digest of every sample is the CRC-32 of its pixel bytes;
+    a folder: the CRC-32 of each file's bytes."""
+    import zlib
+
+    from drkit.store import open_store
+
+    s = open_store(store)
+    assert s.digest_kind == "crc32-array-v1"
+    want = [zlib.crc32(np.ascontiguousarray(digits_train._parent._images[int(j)]).tobytes())
+            for j in digits_train.indices] if hasattr(digits_train, "indices") else None
+    got = [s.content_digest(i) for i in range(len(digits_train))]
+    assert want is not None and got == want
+    root = _folder(tmp_path / "img")
+    out = tmp_path / "fstore"
+    _reinforce_folder(tmp_path, f"imagefolder:{root}?mode=L", out)
+    fs = open_store(out)
+    files = sorted(root.glob("*/*.png"))
+    assert fs.digest_kind == "crc32-file-v1"
+    assert [fs.content_digest(i) for i in range(len(files))] == [zlib.crc32(p.read_bytes()) for p in files]
+
+
+def test_swapped_same_size_images_pass_the_fingerprint_but_not_replay(tmp_path):
+    """Two same-size images swapped across classes: paths, labels and sizes are unchanged, so the
+    listing fingerprint matches; replay reads the bytes and refuses, naming the file."""
+    from PIL import Image
+
+    root = tmp_path / "img"
+    for c, shade in (("a", 30), ("b", 200)):
+        (root / c).mkdir(parents=True)
+        for k in range(4):  # raw PGM: equal sizes whatever the pixels
+            Image.new("L", (12, 12), shade + 5 * k).save(root / c / f"{k}.pgm")
+    data = f"imagefolder:{root}?mode=L"
+    out = tmp_path / "store"
+    _reinforce_folder(tmp_path, data, out)
+    a, b = root / "a" / "1.pgm", root / "b" / "2.pgm"
+    a_bytes, b_bytes = a.read_bytes(), b.read_bytes()
+    a.write_bytes(b_bytes)
+    b.write_bytes(a_bytes)
+    assert _cli("verify", str(out), "--data", data).returncode == 0  # the fast listing check cannot see it
+    _one_line_error(_cli("verify", str(out), "--data", data, "--content"), "1.pgm", "changed since")
+    r = _cli("train", "--data", data, "--reinforced", str(out), "--model", "drkit_cnn_tiny", "--epochs", "1",
+             "--batch-size", "4", "--workers", "0", "--device", "cpu", "--quiet", "--out", str(tmp_path / "run"))
+    _one_line_error(r, "changed since", ".pgm")
+    _one_line_error(_cli("inspect", str(out), "--grid", str(tmp_path / "g.png"), "--data", data), "changed since")
+    a.write_bytes(a_bytes)
+    b.write_bytes(b_bytes)  # restored: everything works again
+    r = _cli("verify", str(out), "--data", data, "--content")
+    assert r.returncode == 0 and "8 images unchanged" in r.stdout, r.stderr
+
+
+def test_content_digest_files_are_checked_like_shards(tmp_path, store):
+    root = _copy(store, tmp_path)
+    side = root / "shards" / "00001.content.safetensors"
+    raw = bytearray(side.read_bytes())
+    raw[-1] ^= 0xFF
+    side.write_bytes(bytes(raw))
+    _one_line_error(_cli("verify", str(root)), "00001.content.safetensors", "sha256")
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["shards"][0]["content"]["file"] = "../../etc/passwd"
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    _one_line_error(_cli("verify", str(root)), "resolves outside")
+
+
+def test_merge_refuses_stores_of_different_images_and_keeps_digests(tmp_path, store, digits_train):
+    from drkit.store import merge_stores, open_store
+
+    teacher = json.loads((store / "manifest.json").read_text())["teachers"][0]["spec"]
+    other = reinforce(digits_train, [teacher], tmp_path / "b", recipe="padcrop+ra+mix", samples=2, topk=3, seed=5,
+                      workers=0, samples_per_shard=16, device="cpu", progress=False, command=["t"])
+    merged = open_store(merge_stores([store, other], tmp_path / "m"))
+    assert [merged.content_digest(i) for i in range(48)] == [open_store(store).content_digest(i) for i in range(48)]
+    changed = _copy(other, tmp_path / "c")
+    from safetensors.numpy import load_file, save
+
+    side = changed / "shards" / "00000.content.safetensors"
+    arrays = dict(load_file(str(side)))
+    arrays["content"] = arrays["content"] + np.uint32(1)
+    side.write_bytes(save(arrays, metadata={"drkit": "drkit-store v1 samples 0:16"}))
+    manifest = json.loads((changed / "manifest.json").read_text())
+    manifest["shards"][0]["content"].update(bytes=side.stat().st_size, sha256=sha256_file(side))
+    (changed / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(Exception, match="different images"):
+        merge_stores([store, changed], tmp_path / "m2")
+    assert not (tmp_path / "m2").exists()

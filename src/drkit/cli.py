@@ -57,13 +57,17 @@ def _cmd_inspect(a: argparse.Namespace) -> Any:
 
 
 def _cmd_verify(a: argparse.Namespace) -> Any:
+    from .errors import DrkitError
     from .sources import load_source
     from .store import open_store
 
     src = load_source(a.data, split=a.split, download=a.download) if a.data else None
-    report = open_store(a.store).verify(src)
+    if a.content and src is None:
+        raise DrkitError("--content compares the images with the store: give the data with --data SRC")
+    report = open_store(a.store).verify(src, content=a.content, progress=sys.stderr.isatty())
     print(f"ok: {report['store']} ({report['shards']} shards, {report['samples']} samples x {report['views']} views)"
-          + (f", matches {src.spec}" if src is not None else ""))
+          + (f", matches {src.spec}" if src is not None else "")
+          + (f", {report['content_checked']} images unchanged" if "content_checked" in report else ""))
 
 
 def _cmd_merge(a: argparse.Namespace) -> Any:
@@ -175,6 +179,9 @@ def _inspect_args(p: argparse.ArgumentParser) -> None:
 def _verify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("store", metavar="DIR")
     p.add_argument("--data", default=None, metavar="SRC")
+    p.add_argument("--content", action="store_true", help="with --data: also read every image and compare its "
+                   "bytes with the content digest the store recorded (a full pass over the data; training checks "
+                   "each image as it reads it anyway)")
     _common_data(p)
 
 

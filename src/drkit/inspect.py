@@ -62,15 +62,16 @@ def render_grid(store: Any, src: Any, path: str | Path, samples: int = 6, views:
     ids = usable[np.linspace(0, len(usable) - 1, num=min(samples, len(usable))).astype(int)]
     cols = views + 1
     fig, axes = plt.subplots(len(ids), cols, figsize=(2.3 * cols, 2.6 * len(ids)), squeeze=False)
+    load = store.image_loader(src)
     for r, i in enumerate(ids):
-        img = src.load_uint8(int(i))
+        img = load(int(i))
         ax = axes[r][0]
         ax.imshow(_to_hwc(img), cmap="gray" if img.shape[0] == 1 else None, vmin=0, vmax=255)
         ax.set_title(f"#{i} original\n{classes[int(src.labels[i])]}", fontsize=7)
         ax.axis("off")
         for v in range(views):
             rec = store.record(int(i), v)
-            x = store.render_uint8(src, int(i), v, record=rec)
+            x = store.render_uint8(src, int(i), v, record=rec, image=img)
             ax = axes[r][v + 1]
             ax.imshow(_to_hwc(x), cmap="gray" if x.shape[0] == 1 else None, vmin=0, vmax=255)
             lines = [f"{classes[int(c)][:12]} {p:.2f}" for c, p in zip(rec["topk_ids"][:3], rec["topk_probs"][:3])]

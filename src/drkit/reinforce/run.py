@@ -106,6 +106,7 @@ def store_config(cfg: ReinforceConfig, src: Any, ens: torch.nn.Module, rec: Reci
         "samples_per_shard": int(cfg.samples_per_shard),
         "arrays": array_schema(rec.code_bytes, cfg.topk, num_classes, rec.mixes),
         "renderer": renderer_info(device),
+        "content_digest": src.digest_kind,
     }
 
 
@@ -147,7 +148,8 @@ def label_views(writer: StoreWriter, views: ViewBatches, size: int, ens: torch.n
         ids, probs = label(ens, pixels, device, topk, samples, partner_ids(records))
         ids[bad], probs[bad] = 0, 0.0
         writer.add(task.shard, samples, np.asarray(item["views"]),
-                   {**records, "topk_ids": ids, "topk_probs": probs.astype(np.float16)}, bad=samples[bad].tolist())
+                   {**records, "topk_ids": ids, "topk_probs": probs.astype(np.float16)}, bad=samples[bad].tolist(),
+                   digests=np.asarray(item["digests"]))
         bar.update(task.stop - task.first)
         remaining[task.shard] -= 1
         if remaining[task.shard] == 0:

@@ -64,11 +64,13 @@ class ViewBatches(Dataset):
     def __getitem__(self, t: int) -> dict[str, Any]:
         task = self.tasks[t]
         cache: dict[int, torch.Tensor | None] = {}
+        digests: dict[int, int] = {}  # content digests, from the same read as the pixels
 
         def load(i: int) -> torch.Tensor | None:
             if i not in cache:
                 try:
-                    cache[i] = self.src.load_uint8(i)
+                    cache[i], d = self.src.load_with_digest(i)
+                    digests[i] = -1 if d is None else d
                 except SourceError:
                     if not self.skip_bad:
                         raise
@@ -97,7 +99,8 @@ class ViewBatches(Dataset):
                 "index": np.array([order[i] for i in samples.tolist()], dtype=np.int64),
                 "partner_index": np.array([order[q[0]] if q is not None else -1 for q in partners], dtype=np.int64),
                 "params": Parameters(params, partner_params), "records": pack(self.recipe, params),
-                "samples": samples, "views": views, "bad": bad}
+                "samples": samples, "views": views, "bad": bad,
+                "digests": np.array([digests.get(i, -1) for i in samples.tolist()], dtype=np.int64)}
 
 
 def _next_partner(i: int, start: int, n: int, load: Any) -> int | None:

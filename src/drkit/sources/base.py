@@ -20,8 +20,9 @@ import torch
 from PIL import Image
 
 from ..errors import SourceError
+from ..hashing import content_digest
 from .fingerprint import fingerprint_arrays, fingerprint_files, fingerprint_subset
-from .images import MODES, open_image, pil_to_uint8, read_image_size, uint8_to_pil
+from .images import MODES, open_image, pil_to_uint8, read_file, read_image_size, uint8_to_pil
 from .spec import SourceSpec
 
 
@@ -29,8 +30,12 @@ class Source:
     """A fixed, ordered list of (image, label) pairs with one image mode and a fingerprint.
 
     Subclasses implement ``_pil(i)`` or ``_uint8(i)`` (the other derives from it), ``_size(i)``
-    when cheaper than decoding, and ``_compute_fingerprint()``. Public methods validate indices.
+    when cheaper than decoding, ``_compute_fingerprint()``, and ``_uint8_digest(i)`` with a
+    ``digest_kind`` when they hold the bytes an image comes from. Public methods validate indices.
     """
+
+    #: what :meth:`load_with_digest` hashes; ``None``: this source cannot digest its samples
+    digest_kind: Optional[str] = None
 
     def __init__(self, *, spec: str, split: str, classes: Sequence[str], mode: str, labels: np.ndarray):
         if mode not in MODES:
@@ -83,6 +88,20 @@ class Source:
         """Sample ``i`` as a uint8 CHW tensor with ``channels`` channels."""
         return self._uint8(self._index(i))
 
+    def load_with_digest(self, i: int) -> tuple[torch.Tensor, Optional[int]]:
+        """Sample ``i`` as uint8 CHW and the content digest (:func:`drkit.hashing.content_digest`)
+        of the bytes it was decoded from, taken from the same read: no extra I/O. The digest is
+        ``None`` where ``digest_kind`` is."""
+        return self._uint8_digest(self._index(i))
+
+    def digest(self, i: int) -> Optional[int]:
+        """The content digest of sample ``i`` alone (files are read, not decoded)."""
+        return self._digest(self._index(i))
+
+    def where(self, i: int) -> str:
+        """What an error message calls sample ``i``: its file, else its index in this source."""
+        return f"sample {self._index(i)} of {self.spec}"
+
     def image_size(self, i: int) -> tuple[int, int]:
         """(H, W) of sample ``i`` without decoding pixels where the format allows it."""
         return self._size(self._index(i))
@@ -131,6 +150,12 @@ class Source:
         t = self._uint8(i)
         return int(t.shape[1]), int(t.shape[2])
 
+    def _uint8_digest(self, i: int) -> tuple[torch.Tensor, Optional[int]]:
+        return self._uint8(i), None
+
+    def _digest(self, i: int) -> Optional[int]:
+        return self._uint8_digest(i)[1]
+
     def _compute_fingerprint(self) -> str:
         raise NotImplementedError
 
@@ -176,6 +201,14 @@ class ArraySource(Source):
     def _size(self, i: int) -> tuple[int, int]:
         return int(self._images.shape[1]), int(self._images.shape[2])
 
+    digest_kind = "crc32-array-v1"  # CRC-32 of the sample's native (H, W[, 3]) uint8 pixels
+
+    def _uint8_digest(self, i: int) -> tuple[torch.Tensor, Optional[int]]:
+        return self._uint8(i), content_digest(self._images[i])
+
+    def _digest(self, i: int) -> Optional[int]:
+        return content_digest(self._images[i])
+
     def _compute_fingerprint(self) -> str:
         return fingerprint_arrays(self._images, self._labels, self.classes, self.mode)
 
@@ -200,8 +233,21 @@ class FileSource(Source):
         """Absolute path of sample ``i``: what error messages and skip lists name."""
         return os.path.join(self.root, self._relpaths[self._index(i)])
 
+    def where(self, i: int) -> str:
+        return self.path(i)
+
     def _pil(self, i: int) -> Image.Image:
         return open_image(os.path.join(self.root, self._relpaths[i]), self.mode)
+
+    digest_kind = "crc32-file-v1"  # CRC-32 of the image file's bytes
+
+    def _uint8_digest(self, i: int) -> tuple[torch.Tensor, Optional[int]]:
+        path = os.path.join(self.root, self._relpaths[i])
+        data = read_file(path)
+        return pil_to_uint8(open_image(path, self.mode, data)), content_digest(data)
+
+    def _digest(self, i: int) -> Optional[int]:
+        return content_digest(read_file(os.path.join(self.root, self._relpaths[i])))
 
     def _size(self, i: int) -> tuple[int, int]:
         return read_image_size(os.path.join(self.root, self._relpaths[i]))
@@ -263,6 +309,19 @@ class SubsetSource(Source):
 
     def _size(self, i: int) -> tuple[int, int]:
         return self._parent._size(int(self._indices[i]))
+
+    @property
+    def digest_kind(self) -> Optional[str]:  # type: ignore[override]
+        return self._parent.digest_kind
+
+    def _uint8_digest(self, i: int) -> tuple[torch.Tensor, Optional[int]]:
+        return self._parent._uint8_digest(int(self._indices[i]))
+
+    def _digest(self, i: int) -> Optional[int]:
+        return self._parent._digest(int(self._indices[i]))
+
+    def where(self, i: int) -> str:
+        return self._parent.where(int(self._indices[self._index(i)]))
 
     def path(self, i: int) -> str:
         """Delegates to the parent when it is file-backed."""

@@ -6,6 +6,8 @@ delivered them; file sources, array sources and the inspect/eval paths all conve
 """
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import torch
 from PIL import Image
@@ -55,10 +57,11 @@ def to_mode(img: Image.Image, mode: str) -> Image.Image:
     return native if native.mode == mode else native.convert(mode)
 
 
-def open_image(path: str, mode: str) -> Image.Image:
-    """Decode a file fully into memory in ``mode``; any failure names the file."""
+def open_image(path: str, mode: str, data: bytes | None = None) -> Image.Image:
+    """Decode a file (or its already read bytes ``data``) fully into memory in ``mode``; any
+    failure names the file."""
     try:
-        with Image.open(path) as img:
+        with Image.open(path if data is None else io.BytesIO(data)) as img:
             img.load()
             out = to_mode(img, mode)
             if out is img:  # closing the file would release the pixels it shares
@@ -68,6 +71,15 @@ def open_image(path: str, mode: str) -> Image.Image:
         raise
     except Exception as exc:  # PIL raises many types for bad files; all mean "cannot decode"
         raise SourceError(f"cannot decode image {path}: {type(exc).__name__}: {exc}") from exc
+
+
+def read_file(path: str) -> bytes:
+    """A file's bytes; a failure names the file."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise SourceError(f"cannot read image {path}: {exc.strerror or exc}") from exc
 
 
 def read_image_size(path: str) -> tuple[int, int]:

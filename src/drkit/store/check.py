@@ -15,9 +15,9 @@ from ..fileio import inside, sha256_file
 from .shards import ShardReader
 
 
-def open_shard(root: Path, info: dict[str, Any], manifest: dict[str, Any], code_bits: int,
-               checksums: bool = True) -> ShardReader:
-    """The shard ``info`` (a manifest entry) as memory maps, after every check above."""
+def checked_file(root: Path, info: dict[str, Any], checksums: bool = True) -> Path:
+    """The file a manifest entry names (``file``, ``bytes``, ``sha256``), inside the store, of the
+    recorded size and, with ``checksums``, sha256."""
     path = inside(root, info.get("file"), f"store {root} manifest", StoreError)
     if not path.is_file():
         raise StoreError(f"shard {path} is missing: the store is incomplete; rebuild or re-copy it")
@@ -27,6 +27,21 @@ def open_shard(root: Path, info: dict[str, Any], manifest: dict[str, Any], code_
                          "the store is damaged; rebuild or re-copy it")
     if checksums and sha256_file(path) != info.get("sha256"):
         raise StoreError(f"shard {path} fails its sha256 checksum (tampered or corrupt): rebuild or re-copy the store")
+    return path
+
+
+def open_content(root: Path, info: dict[str, Any], checksums: bool = True) -> np.ndarray:
+    """The per-sample content digests (uint32 ``[samples]``) beside shard ``info``, checked like a shard."""
+    from .format import CONTENT_SCHEMA
+
+    path = checked_file(root, info["content"], checksums)
+    return ShardReader(path, CONTENT_SCHEMA, int(info["stop"]) - int(info["start"]), 1).arrays["content"][:, 0]
+
+
+def open_shard(root: Path, info: dict[str, Any], manifest: dict[str, Any], code_bits: int,
+               checksums: bool = True) -> ShardReader:
+    """The shard ``info`` (a manifest entry) as memory maps, after every check above."""
+    path = checked_file(root, info, checksums)
     count = int(info["stop"]) - int(info["start"])
     reader = ShardReader(path, manifest["arrays"], count, int(manifest["num_views"]))
     problem = value_problem(reader.arrays, manifest, code_bits)
@@ -85,4 +100,11 @@ def manifest_problem(m: dict[str, Any]) -> str | None:
     for s in shards:
         if not isinstance(s.get("bytes"), int) or not isinstance(s.get("sha256"), str):
             return "a shard entry lacks its byte size or sha256"
+    kind = m.get("content_digest")
+    if kind is not None and not isinstance(kind, str):
+        return "content_digest is not a digest name"
+    for s in shards if kind else []:
+        c = s.get("content")
+        if not isinstance(c, dict) or not isinstance(c.get("bytes"), int) or not isinstance(c.get("sha256"), str):
+            return "a shard entry lacks its content digests' file, byte size or sha256"
     return None

@@ -60,6 +60,15 @@ def shard_name(index: int) -> str:
     return f"{SHARD_DIR}/{index:05d}.safetensors"
 
 
+#: per-sample content digests of a shard's samples, in a file beside it (``[samples, 1]`` uint32;
+#: 0 for a sample skipped with --skip-bad). A file of its own: records keep their size and bytes.
+CONTENT_SCHEMA: dict[str, dict[str, Any]] = {"content": {"dtype": "uint32", "shape": []}}
+
+
+def content_name(index: int) -> str:
+    return f"{SHARD_DIR}/{index:05d}.content.safetensors"
+
+
 # ----------------------------------------------------------------------------------------------
 # the record: one pack/unpack pair, the only place that knows how a view's parameters are stored
 # ----------------------------------------------------------------------------------------------

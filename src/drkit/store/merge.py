@@ -29,6 +29,9 @@ def merge_stores(inputs: list[str | Path], out: str | Path, provenance: dict[str
         for key in _SAME:
             if s.manifest[key] != first[key]:
                 raise StoreError(f"cannot merge {s.path} into {stores[0].path}: different {key}")
+        if s.digest_kind != stores[0].digest_kind:
+            raise StoreError(f"cannot merge {s.path} into {stores[0].path}: different content digests "
+                             f"({s.digest_kind} vs {stores[0].digest_kind})")
     parts: list[dict[str, Any]] = []
     for s in stores:
         parts += s.manifest.get("parts") or [{"seed": s.seed, "views": s.num_views}]
@@ -38,6 +41,11 @@ def merge_stores(inputs: list[str | Path], out: str | Path, provenance: dict[str
     total_views = sum(s.num_views for s in stores)
     if total_views > 65535:
         raise StoreError("a merged store holds at most 65,535 views per sample")
+    for k in range(len(first["shards"])):
+        digests = [s.content_digests(k) for s in stores]
+        if digests[0] is not None and any(not np.array_equal(d, digests[0]) for d in digests[1:]):
+            raise StoreError(f"cannot merge: the inputs were made from different images (the content digests "
+                             f"of shard {k} differ)")
     config = {k: first[k] for k in first if k not in ("format", "format_version", "drkit_version", "shards",
                                                       "skipped", "provenance")}
     config.update(num_views=total_views, parts=parts, seed=first["seed"])
@@ -50,7 +58,8 @@ def merge_stores(inputs: list[str | Path], out: str | Path, provenance: dict[str
             if "partner_view" in arrays:
                 arrays["partner_view"] = (np.asarray(arrays["partner_view"]).astype(np.int64) + off).astype(np.uint16)
             chunks.append(arrays)
-        writer.write(k, {name: np.concatenate([np.asarray(c[name]) for c in chunks], axis=1) for name in chunks[0]})
+        writer.write(k, {name: np.concatenate([np.asarray(c[name]) for c in chunks], axis=1) for name in chunks[0]},
+                     digests=stores[0].content_digests(k))
     skipped = sorted(set().union(*[set(s.skipped) for s in stores]))
     writer.close(provenance or {"command": "merge"}, skipped=skipped)
     return writer.root

@@ -11,7 +11,7 @@ import torch
 
 from ..augment import Recipe, ViewParams, get_recipe, partner_of, render_view
 from ..errors import StoreError
-from .check import manifest_problem, open_shard
+from .check import manifest_problem, open_content, open_shard
 from .format import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -24,6 +24,7 @@ from .format import (
 from .shards import ShardReader
 
 if TYPE_CHECKING:
+    from ..augment.replay import ImageLoader
     from ..sources import Source
 
 
@@ -81,7 +82,10 @@ class Store:
                              "top-k and class count: the store was edited; rebuild it")
         self._starts = np.array([s["start"] for s in m["shards"]], dtype=np.int64)
         self._readers: dict[int, ShardReader] = {}
+        self._content: dict[int, np.ndarray] = {}
         self._checked_sources: set[int] = set()
+        #: how the per-sample content digests were taken (``None``: a store made before they were recorded)
+        self.digest_kind: str | None = m.get("content_digest")
 
     # -- description ----------------------------------------------------------------------
     @property
@@ -117,6 +121,32 @@ class Store:
             reader = open_shard(self.path, self.manifest["shards"][k], self.manifest, self.recipe.codec.num_bits)
             self._readers[k] = reader
         return reader
+
+    def content_digests(self, k: int) -> np.ndarray | None:
+        """Shard ``k``'s per-sample content digests (uint32), checked on first use; ``None`` when
+        the store has none."""
+        if not self.digest_kind:
+            return None
+        if k not in self._content:
+            self._content[k] = open_content(self.path, self.manifest["shards"][k])
+        return self._content[k]
+
+    def content_digest(self, sample_id: int) -> int | None:
+        """The content digest recorded for ``sample_id``'s image, or ``None``."""
+        if not 0 <= sample_id < self.num_samples:
+            raise IndexError(f"sample {sample_id} outside 0..{self.num_samples - 1}")
+        k = int(np.searchsorted(self._starts, sample_id, side="right") - 1)
+        digests = self.content_digests(k)
+        return None if digests is None else int(digests[sample_id - int(self._starts[k])])
+
+    def image_loader(self, src: Source) -> ImageLoader:
+        """``load(i)``: sample ``i`` of ``src`` as uint8 CHW, refused when its bytes differ from what
+        the store was made from (content digest, from the same read). Sources that digest another
+        way, and stores made before digests were recorded, load unchecked."""
+        self.check_source(src)
+        if not self.digest_kind or src.digest_kind != self.digest_kind:
+            return src.load_uint8
+        return CheckedLoader(self, src)
 
     def shard_arrays(self) -> Any:
         """(first sample id, memory-mapped arrays) of each shard, in order, each checked on first use."""
@@ -183,9 +213,9 @@ class Store:
         if kind == "cuda" and torch.cuda.is_available() and torch.utils.data.get_worker_info() is None:
             return self._render_batched(src, sample_id, params, size, image, torch.device("cuda")).cpu()
         self._warn_other_device("cpu")
-        out = render_view(self.recipe, self.view_params, src.load_uint8, sample_id, view, size, params=params,
+        out = render_view(self.recipe, self.view_params, self.image_loader(src), sample_id, view, size, params=params,
                           image=image)
-        assert out is not None  # load_uint8 raises rather than returning None
+        assert out is not None  # the loader raises rather than returning None
         return out
 
     def _render_batched(self, src: Source, sample_id: int, params: Any, size: int, image: torch.Tensor | None,
@@ -193,9 +223,10 @@ class Store:
         """One view through the batched renderer on ``device`` (what reinforce ran there)."""
         from ..augment.batch import render_batch
 
-        img = src.load_uint8(sample_id) if image is None else image
+        load = self.image_loader(src)
+        img = load(sample_id) if image is None else image
         partner = partner_of(params)
-        images = [img.to(device)] + ([src.load_uint8(partner[0]).to(device)] if partner else [])
+        images = [img.to(device)] + ([load(partner[0]).to(device)] if partner else [])
         partner_params = [self.view_params(*partner)] if partner else [None]
         return render_batch(self.recipe, images, [0], [params], size, [1 if partner else -1], partner_params)[0]
 
@@ -214,19 +245,62 @@ class Store:
         return self.render_uint8(src, sample_id, view, image_size).to(torch.float32).div_(255)
 
     # -- integrity ------------------------------------------------------------------------
-    def verify(self, src: Source | None = None, checksums: bool = True) -> dict[str, Any]:
-        """Check every shard's size, sha256 and schema (and the source, if given); raise on the first fault."""
+    def verify(self, src: Source | None = None, checksums: bool = True, content: bool = False,
+               progress: bool = False) -> dict[str, Any]:
+        """Check every shard's size, sha256 and schema (and the source, if given; with ``content``
+        every image's bytes against its recorded digest); raise on the first fault."""
         total = 0
         for info in self.manifest["shards"]:
             open_shard(self.path, info, self.manifest, self.recipe.codec.num_bits, checksums=checksums)
+            if self.digest_kind:
+                open_content(self.path, info, checksums=checksums)
             total += info["stop"] - info["start"]
         if total != self.num_samples:
             raise StoreError(f"store {self.path}: shards cover {total} samples, manifest says {self.num_samples}")
+        report = {"store": str(self.path), "shards": len(self.manifest["shards"]), "samples": self.num_samples,
+                  "views": self.num_views, "ok": True}
         if src is not None:
             self._checked_sources.discard(id(src))
             self.check_source(src)
-        return {"store": str(self.path), "shards": len(self.manifest["shards"]), "samples": self.num_samples,
-                "views": self.num_views, "ok": True}
+            if content:
+                report["content_checked"] = self._verify_content(src, progress)
+        return report
+
+    def _verify_content(self, src: Source, progress: bool) -> int:
+        """Compare every non-skipped image's bytes with its recorded digest; returns how many."""
+        from tqdm.auto import tqdm
+
+        if not self.digest_kind:
+            raise StoreError(f"store {self.path} records no content digests (made before drkit recorded them): "
+                             "reinforce again to get them, or verify without --content")
+        if src.digest_kind != self.digest_kind:
+            raise StoreError(f"store {self.path} digests images as {self.digest_kind}, source {src.spec} as "
+                             f"{src.digest_kind}: the contents cannot be compared")
+        ids = np.setdiff1d(np.arange(self.num_samples), np.asarray(self.skipped, dtype=np.int64))
+        for i in tqdm(ids.tolist(), desc="content", unit="img", disable=not progress, dynamic_ncols=True):
+            got, want = src.digest(i), self.content_digest(i)
+            if got != want:
+                raise StoreError(f"{src.where(i)} changed since store {self.path} was made (content crc32 "
+                                 f"{got:08x}, the store recorded {want:08x}): restore the original image, "
+                                 "or reinforce the changed data again")
+        return len(ids)
+
+
+class CheckedLoader:
+    """A source's images, each compared with the content digest its store recorded (picklable:
+    loader workers get their own)."""
+
+    def __init__(self, store: Store, src: Source):
+        self.store, self.src = store, src
+
+    def __call__(self, i: int) -> torch.Tensor:
+        img, got = self.src.load_with_digest(i)
+        want = self.store.content_digest(int(i))
+        if got != want:
+            raise StoreError(f"{self.src.where(i)} changed since store {self.store.path} was made (content crc32 "
+                             f"{got if got is None else format(got, '08x')}, the store recorded {want:08x}): "
+                             "restore the original image, or reinforce the changed data again")
+        return img
 
 
 def densify(ids: np.ndarray | torch.Tensor, probs: np.ndarray | torch.Tensor, num_classes: int,

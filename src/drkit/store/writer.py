@@ -16,7 +16,8 @@ import numpy as np
 from .. import __version__
 from ..errors import StoreError
 from ..fileio import atomic_write_json, sha256_file
-from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, RUN_CONFIG, SHARD_DIR, shard_name, shard_ranges
+from .format import (FORMAT_NAME, FORMAT_VERSION, MANIFEST, RUN_CONFIG, SHARD_DIR, content_name, shard_name,
+                     shard_ranges)
 from .shards import ShardReader, shard_metadata, write_shard
 
 
@@ -38,6 +39,9 @@ class StoreWriter:
         self.ranges = shard_ranges(int(config["num_samples"]), int(config["samples_per_shard"]))
         self._buffers: dict[int, dict[str, np.ndarray]] = {}
         self._skips: dict[int, set[int]] = {}
+        #: per-sample content digests (``config["content_digest"]`` names the kind; ``None``: not recorded)
+        self.digests = bool(config.get("content_digest"))
+        self._content: dict[int, np.ndarray] = {}
         self._remove_debris()
 
     # -- what is left to do ---------------------------------------------------------------
@@ -54,10 +58,18 @@ class StoreWriter:
 
     # -- records --------------------------------------------------------------------------
     def add(self, shard: int, samples: np.ndarray, views: np.ndarray, arrays: dict[str, np.ndarray],
-            bad: Iterable[int] = ()) -> None:
+            bad: Iterable[int] = (), digests: np.ndarray | None = None) -> None:
         """Store records ``(samples[r], views[r]) <- arrays[name][r]``; ``bad`` are sample ids
-        skipped with ``--skip-bad`` (their records stay zero, the manifest lists them)."""
+        skipped with ``--skip-bad`` (their records stay zero, the manifest lists them);
+        ``digests[r]`` is the content digest of ``samples[r]``'s image (-1: none, a skipped image)."""
         start, stop = self.ranges[shard]
+        if self.digests:
+            if digests is None:
+                raise StoreError("this store records content digests: pass each sample's digest to add()")
+            content = self._content.setdefault(shard, np.zeros(stop - start, np.uint32))
+            d = np.asarray(digests, dtype=np.int64).reshape(-1)
+            rows = np.asarray(samples, dtype=np.int64).reshape(-1)[: d.size] - start
+            content[rows[d >= 0]] = d[d >= 0].astype(np.uint32)
         buf = self._buffers.get(shard)
         if buf is None:
             ns = int(self.config["num_views"])
@@ -76,14 +88,19 @@ class StoreWriter:
         skips = sorted(self._skips.pop(shard, set()))
         if skips:
             atomic_write_json(self.root / SHARD_DIR / f"{shard:05d}.skipped.json", skips, tag=self.tag)
+        if self.digests:  # also before the shard: a shard implies its digests
+            content = self._content.pop(shard, np.zeros(stop - start, np.uint32))
+            write_shard(self.root / content_name(shard), {"content": content[:, None]}, shard_metadata(start, stop),
+                        tag=self.tag)
         write_shard(self.root / shard_name(shard), self._buffers.pop(shard), shard_metadata(start, stop), tag=self.tag)
 
-    def write(self, shard: int, arrays: dict[str, np.ndarray], skips: Iterable[int] = ()) -> None:
-        """A whole shard at once (``[samples, views, ...]`` arrays), e.g. from a merge."""
+    def write(self, shard: int, arrays: dict[str, np.ndarray], skips: Iterable[int] = (),
+              digests: np.ndarray | None = None) -> None:
+        """A whole shard at once (``[samples, views, ...]`` arrays, ``[samples]`` digests), e.g. from a merge."""
         start, _ = self.ranges[shard]
         ids = np.arange(start, start + len(next(iter(arrays.values()))))
         views = np.arange(int(self.config["num_views"]))
-        self.add(shard, ids[:, None], views[None, :], arrays, skips)
+        self.add(shard, ids[:, None], views[None, :], arrays, skips, digests)
         self.seal(shard)
 
     # -- reading back what exists (diagnostics before the manifest) -------------------------
@@ -110,8 +127,12 @@ class StoreWriter:
         shards = []
         for k, (start, stop) in enumerate(self.ranges):
             path = self.root / shard_name(k)
-            shards.append({"index": k, "file": shard_name(k), "start": start, "stop": stop,
-                           "bytes": path.stat().st_size, "sha256": sha256_file(path)})
+            entry = {"index": k, "file": shard_name(k), "start": start, "stop": stop,
+                     "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+            if self.digests:
+                side = self.root / content_name(k)
+                entry["content"] = {"file": content_name(k), "bytes": side.stat().st_size, "sha256": sha256_file(side)}
+            shards.append(entry)
         manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "drkit_version": __version__,
                     **self.config, **(extra or {}), "shards": shards,
                     "skipped": sorted(set(skipped) | set(self.skipped())), "provenance": provenance}

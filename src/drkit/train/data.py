@@ -138,7 +138,8 @@ class ReinforcedDataset(Dataset):
     def __init__(self, src: Source, store: Store, image_size: int | None = None, epoch: int = 0,
                  seed: int | None = None, views_per_image: int = 1, plain_fraction: float = 0.0,
                  as_uint8: bool = False):
-        store.check_source(src)
+        #: the source's images, each checked against the content digest the store recorded
+        self.load = store.image_loader(src)
         if not 1 <= views_per_image <= store.num_views:
             raise StoreError(f"views_per_image must be in 1..{store.num_views} (the store's views), "
                              f"got {views_per_image}")
@@ -181,7 +182,7 @@ class ReinforcedDataset(Dataset):
         ``topk_probs`` ``[k, K]`` (densified per batch by :meth:`finish`: one call, not B)."""
         i = int(self.sample_ids[pos])
         label = int(self.labels[i])
-        img = self.src.load_uint8(i)
+        img = self.load(i)
         images, ids, probs = [], [], []
         for v in self.views(pos):
             if v < 0:

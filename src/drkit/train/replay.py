@@ -41,14 +41,14 @@ class RawViews(Dataset):
     def __getitem__(self, pos: int) -> dict[str, Any]:
         ds = self.ds
         i = int(ds.sample_ids[pos])
-        images = {i: ds.src.load_uint8(i)}
+        images = {i: ds.load(i)}
         params, partners, ids, probs = [], [], [], []
         for v in ds.views(pos):
             rec = ds.store.record(i, v)
             p = rec["params"]
             q = partner_of(p)
             if q is not None and q[0] not in images:
-                images[q[0]] = ds.src.load_uint8(q[0])
+                images[q[0]] = ds.load(q[0])
             params.append(p)
             partners.append((q[0], ds.store.view_params(*q)) if q is not None else None)
             ids.append(rec["topk_ids"])
