@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drkit.augment import OPS, RECIPES, Field, BitCodec, eval_transform, get_recipe
+from drkit.augment import OPS, RECIPES, BitCodec, Field, eval_transform, get_recipe
 from drkit.augment.autoaugment import AA_OPS
 from drkit.errors import RecipeError
 

@@ -33,8 +33,6 @@ def test_eval_report_layout_and_corruptions(tmp_path, teacher_pair):
 
 
 def test_eval_refuses_wrong_classes_and_maps_a_shift_by_name(tmp_path, teacher_pair):
-    from conftest import make_teacher
-
     ckpt = teacher_pair[0].split(":", 1)[1]
     with pytest.raises(DrkitError):
         evaluate(ckpt, "fashion-mnist:test?n=10", workers=0, progress=False)  # other class names

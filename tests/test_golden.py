@@ -15,8 +15,8 @@ import hashlib
 from pathlib import Path
 
 import pytest
-
 from conftest import make_teacher
+
 from drkit.reinforce import reinforce
 from drkit.train import train
 

@@ -363,9 +363,9 @@ def test_ddp_torchrun_two_cpu_ranks(tmp_path, dr_store):
 
 
 def test_init_reinitialises_a_head_of_another_class_count(tmp_path, capsys):
-    from drkit.checkpoint import load_checkpoint
-
     from conftest import make_teacher
+
+    from drkit.checkpoint import load_checkpoint
 
     spec = make_teacher(tmp_path / "five", [str(i) for i in range(5)], seed=1)
     out = tmp_path / "ft"

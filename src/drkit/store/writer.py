@@ -16,8 +16,7 @@ import numpy as np
 from .. import __version__
 from ..errors import StoreError
 from ..fileio import atomic_write_json, sha256_file
-from .format import (FORMAT_NAME, FORMAT_VERSION, MANIFEST, RUN_CONFIG, SHARD_DIR, content_name, shard_name,
-                     shard_ranges)
+from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, RUN_CONFIG, SHARD_DIR, content_name, shard_name, shard_ranges
 from .shards import ShardReader, shard_metadata, write_shard
 
 
