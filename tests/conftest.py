@@ -37,3 +37,18 @@ def teacher_pair(tmp_path_factory, digits_train) -> list[str]:
 def _few_threads():
     torch.set_num_threads(2)
     yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_listing_cache(tmp_path_factory):
+    """Folder listings are cached under the test session's own folder, never the user's ~/.cache
+    (subprocesses inherit the variable)."""
+    import os
+
+    old = os.environ.get("DRKIT_CACHE_DIR")
+    os.environ["DRKIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("drkit-cache"))
+    yield
+    if old is None:
+        os.environ.pop("DRKIT_CACHE_DIR", None)
+    else:
+        os.environ["DRKIT_CACHE_DIR"] = old

@@ -338,3 +338,70 @@ def test_torchvision_fashion_mnist_local(tmp_path, fm_test: Source) -> None:
     # same pixels, labels and class names -> same fingerprint, whichever source delivered them
     assert src.fingerprint == fm_test.fingerprint
     assert load_source(src.spec).fingerprint == src.fingerprint
+
+
+def _aged_folder(root, classes=("a", "b"), per_class=3):
+    """A small image folder whose folder times lie an hour in the past (not 'racy')."""
+    import os
+    import time
+
+    from PIL import Image
+
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for k in range(per_class):
+            Image.new("L", (8, 8), 30 * k).save(root / c / f"{k}.png")
+    past = time.time() - 3600
+    for d in [root, *(root / c for c in classes)]:
+        os.utime(d, (past, past))
+    return root
+
+
+def test_imagefolder_listing_is_cached_until_a_folder_changes(tmp_path, monkeypatch):
+    import os
+    import time
+
+    import drkit.sources.imagefolder as imf
+    from drkit.sources import load_source
+
+    monkeypatch.setenv("DRKIT_CACHE_DIR", str(tmp_path / "cache"))
+    root = _aged_folder(tmp_path / "img")
+    first = load_source(f"imagefolder:{root}")
+    fp = first.fingerprint  # computing it caches the listing
+    assert len(list((tmp_path / "cache" / "listings").glob("*.json"))) == 1
+
+    def no_walk(_root):
+        raise AssertionError("listed again although nothing changed")
+
+    monkeypatch.setattr(imf, "scan_image_folder", no_walk)
+    again = load_source(f"imagefolder:{root}")
+    assert again.fingerprint == fp and [again.path(i) for i in range(6)] == [first.path(i) for i in range(6)]
+    monkeypatch.undo()
+    monkeypatch.setenv("DRKIT_CACHE_DIR", str(tmp_path / "cache"))
+    (root / "b" / "9.png").write_bytes((root / "b" / "0.png").read_bytes())  # a new file: b/ changes
+    past = time.time() - 1800
+    os.utime(root / "b", (past, past))
+    grown = load_source(f"imagefolder:{root}")
+    assert len(grown) == 7 and grown.fingerprint != fp
+    off = tmp_path / "off"
+    monkeypatch.setenv("DRKIT_CACHE_DIR", "off")
+    assert load_source(f"imagefolder:{root}").fingerprint == grown.fingerprint
+    assert not off.exists()
+
+
+def test_a_cached_listing_never_points_outside_its_folder(tmp_path, monkeypatch):
+    import json
+
+    from drkit.sources import load_source
+
+    monkeypatch.setenv("DRKIT_CACHE_DIR", str(tmp_path / "cache"))
+    root = _aged_folder(tmp_path / "img")
+    fp = load_source(f"imagefolder:{root}").fingerprint
+    (entry,) = (tmp_path / "cache" / "listings").glob("*.json")
+    data = json.loads(entry.read_text())
+    data["relpaths"][0] = "../../../etc/passwd"
+    entry.write_text(json.dumps(data))
+    src = load_source(f"imagefolder:{root}")  # the tampered entry is a miss: the folder is listed again
+    assert src.path(0).endswith("a/0.png") and src.fingerprint == fp
+    entry.write_text("{not json")
+    assert load_source(f"imagefolder:{root}").fingerprint == fp

@@ -15,13 +15,14 @@ One mode for the whole folder: RGB, or L with ``?mode=L``; every file is convert
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from ..errors import SourceError
 from .base import FileSource, Source
 from .images import IMAGE_EXTENSIONS
+from .listing import Listing, load_listing, save_listing
 from .registry import register_source
 from .spec import canonical_spec
 
@@ -36,8 +37,10 @@ def _split_root(root: str, split: str) -> str:
     return root
 
 
-def scan_image_folder(root: str) -> tuple[list[str], list[str], np.ndarray]:
-    """(classes, relative paths, labels) of an ImageNet-layout folder, in torchvision's order."""
+def scan_image_folder(root: str) -> Listing:
+    """Classes, relative paths and labels of an ImageNet-layout folder, in torchvision's order,
+    with the modification time of every folder walked (read before it is listed)."""
+    dirs = {".": _mtime_ns(root)}
     try:
         with os.scandir(root) as entries:
             classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
@@ -48,9 +51,9 @@ def scan_image_folder(root: str) -> tuple[list[str], list[str], np.ndarray]:
     relpaths: list[str] = []
     labels: list[int] = []
     for label, name in enumerate(classes):
-        class_dir = os.path.join(root, name)
-        for dirpath, filenames in _walk(class_dir):
+        for dirpath, mtime, filenames in _walk(os.path.join(root, name)):
             rel_dir = os.path.relpath(dirpath, root)
+            dirs[rel_dir.replace(os.sep, "/")] = mtime
             if any(part.startswith(".") for part in rel_dir.split(os.sep)):
                 continue
             for fname in sorted(filenames):
@@ -62,31 +65,55 @@ def scan_image_folder(root: str) -> tuple[list[str], list[str], np.ndarray]:
         raise SourceError(
             f"imagefolder {root} holds no images (extensions: {' '.join(IMAGE_EXTENSIONS)})"
         )
-    return classes, relpaths, np.asarray(labels, dtype=np.int64)
+    return Listing(classes, relpaths, np.asarray(labels, dtype=np.int64), dirs)
 
 
-def _walk(top: str) -> list[tuple[str, list[str]]]:
-    """(folder, file names) under ``top`` following symlinks, sorted by folder path as
+def _mtime_ns(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError as exc:
+        raise SourceError(f"cannot list {path}: {exc}") from exc
+
+
+def _walk(top: str) -> list[tuple[str, int, list[str]]]:
+    """(folder, its mtime, file names) under ``top`` following symlinks, sorted by folder path as
     ``sorted(os.walk(top, followlinks=True))`` is (torchvision's order), hidden folders skipped;
     a symlink that leads back into its own ancestry is refused instead of walked again and again."""
-    found: list[tuple[str, list[str]]] = []
+    found: list[tuple[str, int, list[str]]] = []
 
     def visit(path: str, ancestors: frozenset[str]) -> None:
         real = os.path.realpath(path)
         if real in ancestors:
             raise SourceError(f"imagefolder: symlink loop at {path} (it leads back to {real}); remove the link")
+        mtime = _mtime_ns(path)
         try:
             with os.scandir(path) as it:
                 entries = list(it)
         except OSError as exc:
             raise SourceError(f"cannot list {path}: {exc}") from exc
-        found.append((path, [e.name for e in entries if not e.is_dir()]))
+        found.append((path, mtime, [e.name for e in entries if not e.is_dir()]))
         for e in entries:
             if e.is_dir() and not e.name.startswith("."):
                 visit(os.path.join(path, e.name), ancestors | {real})
 
     visit(top, frozenset())
     return sorted(found)
+
+
+class ImageFolderSource(FileSource):
+    """A folder source whose listing and fingerprint are cached between commands
+    (:mod:`drkit.sources.listing`)."""
+
+    def __init__(self, listing: Listing, fingerprint: Optional[str], **kw: Any):
+        super().__init__(relpaths=listing.relpaths, labels=listing.labels, classes=listing.classes, **kw)
+        self._listing, self._cached = listing, fingerprint
+
+    def _compute_fingerprint(self) -> str:
+        if self._cached is not None:
+            return self._cached
+        fingerprint = super()._compute_fingerprint()
+        save_listing(self.root, self.mode, self._listing, fingerprint)
+        return fingerprint
 
 
 @register_source("imagefolder")
@@ -99,8 +126,8 @@ def imagefolder(arg: Optional[str], *, split: str, mode: Optional[str], download
     if not os.path.isdir(root):
         raise SourceError(f"imagefolder {root} is not a directory")
     split_root = _split_root(root, split)
-    classes, relpaths, labels = scan_image_folder(split_root)
     mode = mode or "RGB"
+    cached = load_listing(split_root, mode)
+    listing, fingerprint = cached if cached is not None else (scan_image_folder(split_root), None)
     spec = canonical_spec("imagefolder", root, split, mode, "RGB")
-    return FileSource(root=split_root, relpaths=relpaths, labels=labels, classes=classes, spec=spec,
-                      split=split, mode=mode)
+    return ImageFolderSource(listing, fingerprint, root=split_root, spec=spec, split=split, mode=mode)
