@@ -159,6 +159,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shift", default=None, metavar="SRC", help="another labelled set, classes mapped by name")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    p.add_argument("--skip-bad", action="store_true", help="leave undecodable images out of every metric (counted "
+                   "and listed under 'skipped' in --json) instead of stopping at the first")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0, help="corruption noise seed")
     p.add_argument("--json", dest="json_path", default=None, metavar="PATH")

@@ -56,6 +56,7 @@ class MetricAccumulator:
 
     def reset(self) -> None:
         self.count = 0
+        self.skipped: list[int] = []  # samples the caller left out (undecodable images, eval --skip-bad)
         self.num_classes: int | None = None
         self.correct_top1 = 0
         self.correct_topk = 0

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..configs import FREE, VerbConfig, check, positional
 from ..device import resolve_device
-from ..errors import DrkitError
+from ..errors import DrkitError, SourceError
 from ..fileio import atomic_write_json
 from ..plots import reliability_diagram
 from .corruptions import CORRUPTIONS, SEVERITIES, corrupt, corruption_seed
@@ -20,25 +20,34 @@ from .metrics import MetricAccumulator
 
 
 class EvalViews(Dataset):
-    """Plain eval views at the model's size, optionally corrupted (per-image seeded)."""
+    """Plain eval views at the model's size, optionally corrupted (per-image seeded). Items are
+    ``(image, label, sample index)``; with ``skip_bad`` an undecodable image comes back blank with
+    label -1 and is left out of every metric."""
 
     def __init__(self, src: Any, size: int, crop_pct: float, indices: np.ndarray, label_map: np.ndarray | None,
-                 family: str | None = None, severity: int = 0, seed: int = 0):
+                 family: str | None = None, severity: int = 0, seed: int = 0, skip_bad: bool = False):
         self.src, self.size, self.crop_pct, self.indices = src, size, crop_pct, indices
         self.label_map, self.family, self.severity, self.seed = label_map, family, severity, seed
+        self.skip_bad = skip_bad
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, int, int]:
         from ..augment import eval_transform
 
         i = int(self.indices[k])
-        x = eval_transform(self.src.load_uint8(i), self.size, self.crop_pct)
+        try:
+            img = self.src.load_uint8(i)
+        except SourceError:
+            if not self.skip_bad:
+                raise
+            return torch.zeros(self.src.channels, self.size, self.size, dtype=torch.uint8), -1, i
+        x = eval_transform(img, self.size, self.crop_pct)
         if self.family is not None:
             x = corrupt(x, self.family, self.severity, corruption_seed(self.seed, self.family, self.severity, i))
         y = int(self.src.labels[i])
-        return x, int(self.label_map[y]) if self.label_map is not None else y
+        return x, int(self.label_map[y]) if self.label_map is not None else y, i
 
 
 @torch.inference_mode()
@@ -48,12 +57,16 @@ def _run(model: torch.nn.Module, ds: Dataset, batch_size: int, device: torch.dev
 
     acc = MetricAccumulator()
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
-    for x, y in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False, dynamic_ncols=True):
-        x = x.to(device, non_blocking=True).float().div_(255).contiguous(memory_format=torch.channels_last)
+    for x, y, idx in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False, dynamic_ncols=True):
+        good = y >= 0  # -1: an undecodable image skipped with --skip-bad
+        acc.skipped += idx[~good].tolist()
+        if not good.any():
+            continue
+        x = x[good].to(device, non_blocking=True).float().div_(255).contiguous(memory_format=torch.channels_last)
         logits = model(x).float()
         if class_subset is not None:  # shifted set with fewer classes: restrict the softmax to them
             logits = logits[:, torch.as_tensor(class_subset, device=logits.device)]
-        acc.update(logits.softmax(-1).cpu(), y)
+        acc.update(logits.softmax(-1).cpu(), y[good])
     return acc
 
 
@@ -103,6 +116,7 @@ class EvalConfig(VerbConfig):
     seed: int = 0
     workers: int = dataclasses.field(default=2, metadata=FREE)
     progress: bool = dataclasses.field(default=True, metadata=FREE)
+    skip_bad: bool = False
 
     def validate(self) -> EvalConfig:
         """Refuse what the options alone rule out, before the model is loaded; returns ``self``."""
@@ -139,11 +153,15 @@ def evaluate(cfg: EvalConfig | Any = None, data: Any = None, /, **options: Any) 
         raise DrkitError(f"{src.spec} has {src.channels} channel(s), the checkpoint takes {mcfg.in_chans}")
     label_map, subset, keep = _label_map(list(mcfg.classes), src, allow_subset=False)
     keep = keep[:cfg.limit] if cfg.limit is not None else keep
-    views = functools.partial(EvalViews, src, mcfg.image_size, crop_pct, keep, label_map)
+    views = functools.partial(EvalViews, src, mcfg.image_size, crop_pct, keep, label_map, skip_bad=cfg.skip_bad)
     run = functools.partial(_run, model, batch_size=cfg.batch_size, device=device, class_subset=subset)
     clean = run(views(), workers=cfg.workers, desc="eval", progress=cfg.progress)
-    report: dict[str, Any] = {"checkpoint": str(cfg.checkpoint), "data": src.spec, "images": len(keep),
-                              **clean.compute()}
+    if len(clean.skipped) == len(keep):
+        raise DrkitError(f"none of the {len(keep)} images of {src.spec} can be decoded")
+    report: dict[str, Any] = {"checkpoint": str(cfg.checkpoint), "data": src.spec,
+                              "images": len(keep) - len(clean.skipped), **clean.compute()}
+    if cfg.skip_bad:
+        report["skipped"] = sorted(clean.skipped)
     if cfg.corruptions:
         # 65 small sets: starting loader workers for each (seconds apiece) costs more than rendering
         # a small set in this process, so small sets render here.
@@ -189,15 +207,17 @@ def _shifted(cfg: EvalConfig, model: torch.nn.Module, mcfg: Any, crop_pct: float
     ssrc = load_source(cfg.shift, download=cfg.download)
     smap, ssub, skeep = _label_map(list(mcfg.classes), ssrc, allow_subset=True)
     skeep = skeep[:cfg.limit] if cfg.limit is not None else skeep
-    sres = _run(model, EvalViews(ssrc, mcfg.image_size, crop_pct, skeep, smap), batch_size=cfg.batch_size,
-                device=device, workers=cfg.workers, class_subset=ssub, desc="shift", progress=cfg.progress)
-    return {"data": ssrc.spec, "images": len(skeep),
+    sres = _run(model, EvalViews(ssrc, mcfg.image_size, crop_pct, skeep, smap, skip_bad=cfg.skip_bad),
+                batch_size=cfg.batch_size, device=device, workers=cfg.workers, class_subset=ssub, desc="shift",
+                progress=cfg.progress)
+    return {"data": ssrc.spec, "images": len(skeep) - len(sres.skipped),
             "classes": int(len(ssub) if ssub is not None else len(ssrc.classes)), **sres.compute()}
 
 
 def format_report(r: dict[str, Any]) -> str:
     """Human table: clean metrics, then corruption accuracy by family and severity."""
-    lines = [f"{r['checkpoint']} on {r['data']} ({r['images']} images)",
+    skipped = f", {len(r['skipped'])} undecodable skipped" if r.get("skipped") else ""
+    lines = [f"{r['checkpoint']} on {r['data']} ({r['images']} images{skipped})",
              f"  top-1 {100 * r['top1']:6.2f} %   top-5 {100 * r['top5']:6.2f} %   NLL {r['nll']:.4f}   "
              f"ECE {100 * r['ece']:.2f} %"]
     if "corruptions" in r:
