@@ -367,3 +367,22 @@ def test_merge_refuses_stores_of_different_images_and_keeps_digests(tmp_path, st
     with pytest.raises(Exception, match="different images"):
         merge_stores([store, changed], tmp_path / "m2")
     assert not (tmp_path / "m2").exists()
+
+
+def test_eval_skip_bad_leaves_undecodable_images_out(tmp_path):
+    """Without --skip-bad a corrupt image stops eval with one line naming it; with it, the image is
+    left out of the metrics, counted and listed, and the other images score as before."""
+    root = _folder(tmp_path / "img", corrupt=True)
+    data = f"imagefolder:{root}?mode=L"
+    ckpt = make_teacher(tmp_path / "t", ["a", "b"], seed=1, image_size=12).split(":", 1)[1]
+    _one_line_error(_cli("eval", "--checkpoint", ckpt, "--data", data, "--quiet"), "9.png")
+    out = tmp_path / "r.json"
+    r = _cli("eval", "--checkpoint", ckpt, "--data", data, "--quiet", "--skip-bad", "--json", str(out),
+             "--corruptions", "--families", "gaussian_noise", "--severities", "1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["images"] == 8 and report["skipped"] == [8] and "1 undecodable skipped" in r.stdout
+    (root / "b" / "9.png").unlink()
+    r = _cli("eval", "--checkpoint", ckpt, "--data", data, "--quiet", "--json", str(tmp_path / "c.json"))
+    clean = json.loads((tmp_path / "c.json").read_text())
+    assert clean["images"] == 8 and clean["top1"] == report["top1"] and clean["nll"] == report["nll"]

@@ -37,8 +37,8 @@ def content_digest(data: bytes | memoryview | np.ndarray) -> int:
     """CRC-32 of an image's stored bytes (a file's bytes, or a sample's pixel array): the per-sample
     content digest a store records. Why CRC-32: it runs at memory speed on bytes that are read
     anyway and catches any accidental change; it is not meant to resist a forger."""
-    if isinstance(data, np.ndarray):
-        data = np.ascontiguousarray(data).data
+    if isinstance(data, np.ndarray) and not data.flags.c_contiguous:
+        data = np.ascontiguousarray(data)
     return zlib.crc32(data) & MASK32
 
 

@@ -83,6 +83,7 @@ class Store:
         self._starts = np.array([s["start"] for s in m["shards"]], dtype=np.int64)
         self._readers: dict[int, ShardReader] = {}
         self._content: dict[int, np.ndarray] = {}
+        self._per_shard = int(m["samples_per_shard"])
         self._checked_sources: set[int] = set()
         #: how the per-sample content digests were taken (``None``: a store made before they were recorded)
         self.digest_kind: str | None = m.get("content_digest")
@@ -135,9 +136,11 @@ class Store:
         """The content digest recorded for ``sample_id``'s image, or ``None``."""
         if not 0 <= sample_id < self.num_samples:
             raise IndexError(f"sample {sample_id} outside 0..{self.num_samples - 1}")
-        k = int(np.searchsorted(self._starts, sample_id, side="right") - 1)
-        digests = self.content_digests(k)
-        return None if digests is None else int(digests[sample_id - int(self._starts[k])])
+        k, local = divmod(sample_id, self._per_shard)  # shards hold samples_per_shard samples each
+        digests = self._content.get(k)
+        if digests is None:
+            digests = self.content_digests(k)
+        return None if digests is None else int(digests[local])
 
     def image_loader(self, src: Source) -> ImageLoader:
         """``load(i)``: sample ``i`` of ``src`` as uint8 CHW, refused when its bytes differ from what
