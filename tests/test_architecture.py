@@ -18,7 +18,7 @@ LAYERS = [
     {"augment"},
     {"teachers"},
     {"store"},
-    {"reinforce"},
+    {"reinforce", "importers"},
     {"train"},
     {"evaluate", "inspect"},
     {"demo", "cli", "__main__"},

@@ -19,6 +19,8 @@ EPILOG = {
     "inspect": "example:\n  drkit inspect data/fmnist+ --grid grid.png --json stats.json",
     "verify": "example:\n  drkit verify data/fmnist+ --data fashion-mnist:train",
     "merge": "example:\n  drkit merge data/a+ data/b+ --out data/ab+",
+    "import-mldr": "example:\n  drkit import-mldr rdata/imagenet_plus.tar.gz --data imagefolder:/data/imagenet:train "
+                   "--out data/imagenet+",
     "demo": "example:\n  drkit demo --out demo-out",
 }
 
@@ -67,7 +69,18 @@ def _cmd_verify(a: argparse.Namespace) -> Any:
     report = open_store(a.store).verify(src, content=a.content, progress=sys.stderr.isatty())
     print(f"ok: {report['store']} ({report['shards']} shards, {report['samples']} samples x {report['views']} views)"
           + (f", matches {src.spec}" if src is not None else "")
-          + (f", {report['content_checked']} images unchanged" if "content_checked" in report else ""))
+          + (f", {report['content_checked']} images unchanged" if "content_checked" in report else "")
+          + ("; views replay approximately (an imported store)" if report["replay"] != "exact" else ""))
+
+
+def _cmd_import_mldr(a: argparse.Namespace) -> Any:
+    from .importers import import_mldr
+    from .sources import load_source
+
+    src = load_source(a.data, split=a.split, download=a.download)
+    root = import_mldr(a.path, src, a.out, samples_per_shard=a.samples_per_shard, progress=not a.quiet,
+                       command=["drkit", *sys.argv[1:]])
+    print(f"imported {a.path} into {root} (views replay approximately: the reference rendered them its own way)")
 
 
 def _cmd_merge(a: argparse.Namespace) -> Any:
@@ -187,6 +200,16 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
     _common_data(p)
 
 
+def _import_mldr_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", metavar="REF", help="the reference's reinforcement directory ({index}.pth.tar files and "
+                   "config.pth.tar) or a .tar.gz of it, read as a stream")
+    p.add_argument("--data", required=True, metavar="SRC", help="the dataset it reinforced (same order)")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--samples-per-shard", type=int, default=1024)
+    p.add_argument("--quiet", action="store_true")
+    _common_data(p)
+
+
 def _merge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("stores", nargs="+", metavar="DIR")
     p.add_argument("--out", required=True, metavar="DIR")
@@ -208,6 +231,8 @@ VERBS: list[tuple[str, str, Callable[[argparse.Namespace], Any], Callable[[argpa
     ("inspect", "statistics of a store; --grid renders views with the teacher's top-3", _cmd_inspect, _inspect_args),
     ("verify", "check a store's checksums, schema and (with --data) source fingerprint", _cmd_verify, _verify_args),
     ("merge", "merge stores of the same data/recipe/teachers: NS adds up", _cmd_merge, _merge_args),
+    ("import-mldr", "convert the reference work's (apple/ml-dr) reinforcement files into a store", _cmd_import_mldr,
+     _import_mldr_args),
     ("demo", "the end-to-end Fashion-MNIST run (teachers, reinforce, ERM vs DR, eval)", _cmd_demo, _demo_args),
 ]
 

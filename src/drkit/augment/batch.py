@@ -94,7 +94,10 @@ def render_base(recipe: Recipe, images: Sequence[torch.Tensor], index: Sequence[
                 size: int) -> torch.Tensor:
     """The recipe's base ops (crop first, then the rest in order) on a batch of views."""
     first, rest = recipe.ops[0], recipe.ops[1:]
-    x = crop_batch(images, index, [p[first.name] for p in params], size)
+    if "height" in {f.name for f in first.fields()}:  # a source-pixel box: rrc, padcrop, resize
+        x = crop_batch(images, index, [p[first.name] for p in params], size)
+    else:  # a crop laid out otherwise (an imported store's rcrop): the reference, view by view
+        x = torch.stack([first.apply(images[i], p[first.name], size) for i, p in zip(index, params)])
     for op in rest:
         group = [p[op.name] for p in params]
         if op.name in ("ra", "ta"):

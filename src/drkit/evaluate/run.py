@@ -25,10 +25,11 @@ class EvalViews(Dataset):
     label -1 and is left out of every metric."""
 
     def __init__(self, src: Any, size: int, crop_pct: float, indices: np.ndarray, label_map: np.ndarray | None,
-                 family: str | None = None, severity: int = 0, seed: int = 0, skip_bad: bool = False):
+                 corruption: tuple[str, int, int] | None = None, skip_bad: bool = False):
         self.src, self.size, self.crop_pct, self.indices = src, size, crop_pct, indices
-        self.label_map, self.family, self.severity, self.seed = label_map, family, severity, seed
-        self.skip_bad = skip_bad
+        self.label_map, self.skip_bad = label_map, skip_bad
+        #: (family, severity, noise seed), or None for clean views
+        self.family, self.severity, self.seed = corruption if corruption is not None else (None, 0, 0)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -192,7 +193,7 @@ def _corruption_table(cfg: EvalConfig, views: Callable[..., Dataset],
         table[f] = {}
         for s in cfg.severities:
             bar.set_postfix_str(f"{f}@{s}")
-            ds = views(family=f, severity=int(s), seed=cfg.seed)
+            ds = views(corruption=(f, int(s), cfg.seed))
             table[f][str(s)] = run(ds, desc=f"{f}@{s}").compute()["top1"]
             bar.update(1)
     bar.close()

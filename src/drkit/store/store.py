@@ -87,6 +87,8 @@ class Store:
         self._checked_sources: set[int] = set()
         #: how the per-sample content digests were taken (``None``: a store made before they were recorded)
         self.digest_kind: str | None = m.get("content_digest")
+        #: False for an imported store whose views drkit's ops reproduce only approximately
+        self.exact_replay: bool = m.get("replay", "exact") == "exact"
 
     # -- description ----------------------------------------------------------------------
     @property
@@ -238,7 +240,11 @@ class Store:
         once per store and process (forked loader workers inherit that it was said)."""
         made_on = self.renderer.get("device", "cpu")
         key = str(self.path.resolve())
-        if made_on != kind and key not in _WARNED:
+        if not self.exact_replay and key not in _WARNED:
+            _WARNED.add(key)
+            print(f"drkit: warning: store {self.path} was imported from {self.renderer.get('name')}; drkit "
+                  "replays its views approximately (README 'Importing ImageNet+')", file=sys.stderr)
+        elif made_on != kind and key not in _WARNED:
             _WARNED.add(key)
             print(f"drkit: warning: store {self.path} was rendered on {made_on}; replaying on {kind} matches "
                   "its pixels only approximately (resizes differ by device: README 'Renderers')", file=sys.stderr)
@@ -261,7 +267,7 @@ class Store:
         if total != self.num_samples:
             raise StoreError(f"store {self.path}: shards cover {total} samples, manifest says {self.num_samples}")
         report = {"store": str(self.path), "shards": len(self.manifest["shards"]), "samples": self.num_samples,
-                  "views": self.num_views, "ok": True}
+                  "views": self.num_views, "ok": True, "replay": "exact" if self.exact_replay else "approximate"}
         if src is not None:
             self._checked_sources.discard(id(src))
             self.check_source(src)

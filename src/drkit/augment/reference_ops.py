@@ -1,0 +1,106 @@
+"""Ops the reference work (apple/ml-dr) stores that drkit's own ops do not express, so that an
+imported store (``drkit import-mldr``) replays what its teacher saw.
+
+``rcrop``: torchvision ``Resize(resize)`` of the short side, zero padding of ``pad``, then a crop of
+the output size whose corner ``(top, left)`` is recorded in *padded output* coordinates (the
+reference's CIFAR-style ``random_crop``; drkit's ``padcrop`` records boxes in source pixels, which
+this layout cannot be converted to exactly). ``erase``: a box in output pixels filled with zeros
+(the reference's ``random_erase``; drkit's ``re`` records a size-relative box and noise).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+
+from .base import Op, SampleContext, register_op, uniform_int
+from .codec import Field
+
+_SIDE = 65535  # 16-bit pixel coordinates
+
+
+def resized_hw(src_hw: tuple[int, int], short: int) -> tuple[int, int]:
+    """(H, W) after torchvision's ``Resize(short)``: the short side becomes ``short``, the long
+    side keeps the aspect ratio (rounded down, as torchvision does)."""
+    h, w = src_hw
+    if h <= w:
+        return short, int(short * w / h)
+    return int(short * h / w), short
+
+
+@register_op
+class ResizePadCrop(Op):
+    """Resize the short side to ``resize``, pad by ``pad`` zeros, crop the output size at a
+    recorded corner, maybe flip. ``resize`` 0 means the output size."""
+
+    name = "rcrop"
+    defaults = {"resize": 0, "pad": 0, "flip": 0.5}
+    limits = {"resize": (0, 16384), "pad": (0, 4096), "flip": (0.0, 1.0)}
+    geometric_source = True
+
+    def fields(self) -> list[Field]:
+        return [Field("top", 0, _SIDE), Field("left", 0, _SIDE), Field("flip", 0, 1)]
+
+    def _short(self, out_size: int) -> int:
+        return int(self.settings["resize"]) or out_size
+
+    def sample(self, rng: np.random.Generator, ctx: SampleContext) -> dict[str, int]:
+        """torchvision ``RandomCrop(padding=pad)`` on the resized image, for the output size the
+        recipe's short side implies (``resize``; the store's image size when 0 is not known here)."""
+        short = self._short(min(ctx.src_hw))
+        h, w = resized_hw(ctx.src_hw, short)
+        pad = int(self.settings["pad"])
+        top = uniform_int(rng, 0, max(0, h + 2 * pad - short))
+        left = uniform_int(rng, 0, max(0, w + 2 * pad - short))
+        return {"top": top, "left": left, "flip": int(rng.random() < self.settings["flip"])}
+
+    def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
+        short = self._short(out_size)
+        x = F.resize(img, short, interpolation=InterpolationMode.BILINEAR, antialias=True)
+        pad = int(self.settings["pad"])
+        x = F.crop(x, params["top"] - pad, params["left"] - pad, out_size, out_size)
+        if params["flip"]:
+            x = F.horizontal_flip(x)
+        return x.contiguous()
+
+
+@register_op
+class ZeroErase(Op):
+    """Random erasing with a box in output pixels and zero fill (torchvision's sampling: area
+    ``scale``, log-uniform ``ratio``, 10 tries; no box when all tries fail)."""
+
+    name = "erase"
+    defaults = {"p": 0.25, "scale_min": 0.02, "scale_max": 0.33, "ratio_min": 0.3, "ratio_max": 3.3}
+    limits = {"p": (0.0, 1.0), "scale_min": (0.0, 1.0), "scale_max": (0.0, 1.0), "ratio_min": (1e-2, 1e2),
+              "ratio_max": (1e-2, 1e2)}
+
+    def fields(self) -> list[Field]:
+        return [Field("on", 0, 1), Field("top", 0, 4095), Field("left", 0, 4095), Field("h", 0, 4096),
+                Field("w", 0, 4096)]
+
+    def sample(self, rng: np.random.Generator, ctx: SampleContext) -> dict[str, int]:
+        """A box for an output as large as the source (the output size is not known when sampling)."""
+        s = self.settings
+        off = {"on": 0, "top": 0, "left": 0, "h": 0, "w": 0}
+        if rng.random() >= s["p"]:
+            return off
+        height, width = (min(v, 4096) for v in ctx.src_hw)
+        log_ratio = (math.log(s["ratio_min"]), math.log(s["ratio_max"]))
+        for _ in range(10):
+            area = height * width * rng.uniform(s["scale_min"], s["scale_max"])
+            aspect = math.exp(rng.uniform(*log_ratio))
+            h, w = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+            if 0 < h < height and 0 < w < width:
+                return {"on": 1, "top": uniform_int(rng, 0, height - h), "left": uniform_int(rng, 0, width - w),
+                        "h": h, "w": w}
+        return off
+
+    def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
+        if not params["on"]:
+            return img
+        out = img.clone()
+        out[:, params["top"]:params["top"] + params["h"], params["left"]:params["left"] + params["w"]] = 0
+        return out

@@ -1,0 +1,293 @@
+"""``drkit import-mldr``: the reference work's reinforcement files (apple/ml-dr) as a drkit store.
+
+The reference writes one ``{index}.pth.tar`` per training image, ``torch.save((index, samples))``
+with pickle protocol 4, where each of the NS samples is ``{"params": [...], "prob": (probs, ids)}``
+(top-k, unsorted), plus ``config.pth.tar`` with the generation config. With ``compress`` on,
+``params`` is positional: the mixing partner's id (or ``None``) when the config mixes, then one
+entry per op with parameters, in the reference's fixed op order::
+
+    resize: its size | random_crop: (top, left) in padded, resized pixels |
+    random_resized_crop: (i, j, h, w) in source pixels | random_horizontal_flip: bool |
+    rand_augment: [(op index, signed magnitude)] x num_ops or None | random_erase: (x, y, h, w)
+    in output pixels, zero fill, or None | mixup: lambda or None | cutmix: [lambda, x1, y1, x2, y2] or None
+
+A view that mixes stores ``[own, partner]`` pairs per op. Files are read with a data-only
+unpickler (:mod:`.safe_pickle`), from a directory or streamed out of a ``.tar.gz`` without
+extracting it. The reference generated its views from uint8 tensors and replays them through
+PIL, so an imported store is marked ``"replay": "approximate"``: drkit replays the same
+parameters with its own ops, close to but not bit-equal with the reference's pixels.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tarfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from ..augment import Recipe, get_recipe
+from ..augment.autoaugment import AA_OP_NAMES, magnitudes
+from ..errors import DrkitError
+from ..store import StoreWriter, array_schema, ids_dtype, shard_ranges
+from .safe_pickle import load_torch_save
+
+#: the reference's fixed op order, and the ops that record no parameters
+ORDER = ("uint8", "resize", "center_crop", "random_crop", "random_resized_crop", "random_horizontal_flip",
+         "rand_augment", "to_tensor", "random_erase", "normalize", "mixup", "cutmix")
+NO_PARAMS = ("uint8", "center_crop", "to_tensor", "normalize")
+MIXING = ("mixup", "cutmix")
+_SAMPLE = re.compile(r"^(\d+)\.pth\.tar$")
+
+
+def enabled_ops(aug: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The configured ops (``enable: false`` removed), with their settings."""
+    out = {}
+    for name, settings in aug.items():
+        settings = dict(settings or {})
+        if settings.pop("enable", True):
+            out[name] = settings
+    unknown = sorted(set(out) - set(ORDER))
+    if unknown:
+        raise DrkitError(f"reference config uses ops drkit cannot replay: {', '.join(unknown)}")
+    return out
+
+
+def _side(value: Any, what: str) -> int:
+    """A square output size from an int or an [h, w] pair."""
+    sizes = [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]
+    if len(set(sizes)) != 1 or sizes[0] < 1:
+        raise DrkitError(f"reference config: {what} size {value!r} is not one square side")
+    return sizes[0]
+
+
+def recipe_for(ops: dict[str, dict[str, Any]]) -> tuple[Recipe, int]:
+    """The drkit recipe that replays the reference's op list, and the output size."""
+    if "center_crop" in ops or any(m in ops for m in MIXING):
+        what = "center_crop" if "center_crop" in ops else "mixup/cutmix"
+        raise DrkitError(f"reference config uses {what}: importing it is not supported yet")
+    flip = float(ops.get("random_horizontal_flip", {}).get("p", 0.5)) if "random_horizontal_flip" in ops else 0.0
+    if "random_resized_crop" in ops:
+        s = ops["random_resized_crop"]
+        size = _side(s["size"], "random_resized_crop")
+        scale, ratio = s.get("scale", (0.08, 1.0)), s.get("ratio", (3 / 4, 4 / 3))
+        parts = [f"rrc@scale_min={scale[0]},scale_max={scale[1]},ratio_min={ratio[0]},ratio_max={ratio[1]},"
+                 f"flip={flip}"]
+    elif "random_crop" in ops:
+        s = ops["random_crop"]
+        size = _side(s["size"], "random_crop")
+        resize = _side(ops["resize"]["size"], "resize") if "resize" in ops else 0
+        pad = s.get("padding") or 0
+        if not isinstance(pad, int):
+            raise DrkitError(f"reference config: random_crop padding {pad!r} is not one number")
+        parts = [f"rcrop@resize={resize},pad={pad},flip={flip}"]
+    else:
+        raise DrkitError("reference config has neither random_resized_crop nor random_crop")
+    if "rand_augment" in ops:
+        s = ops["rand_augment"]
+        parts.append(f"ra@n={int(s.get('num_ops', 2))},m={int(s.get('magnitude', 9))},"
+                     f"bins={int(s.get('num_magnitude_bins', 31))}")
+    if "random_erase" in ops:
+        s = ops["random_erase"]
+        scale, ratio = s.get("scale", (0.02, 0.33)), s.get("ratio", (0.3, 3.3))
+        parts.append(f"erase@p={float(s.get('p', 0.5))},scale_min={scale[0]},scale_max={scale[1]},"
+                     f"ratio_min={ratio[0]},ratio_max={ratio[1]}")
+    return get_recipe("+".join(parts)), size
+
+
+def ra_bin(op: int, magnitude: float, bins: int, size: int) -> tuple[int, int]:
+    """(magnitude bin, sign) of a stored signed RandAugment magnitude (translations in pixels of
+    the ``size``-pixel output, as torchvision computes them)."""
+    table = magnitudes(op, bins, False)
+    scale = size if AA_OP_NAMES[op] in ("TranslateX", "TranslateY") else 1.0
+    value = abs(float(magnitude))
+    for b, m in enumerate(table):
+        if abs(m * scale - value) <= 1e-3 * max(1.0, value):
+            return b, int(float(magnitude) < 0)
+    raise DrkitError(f"RandAugment {AA_OP_NAMES[op]} magnitude {magnitude} is not in the {bins}-bin table")
+
+
+def view_params(recipe: Recipe, names: list[str], params: list[Any], size: int) -> dict[str, dict[str, int]]:
+    """drkit view parameters of one unmixed reference view (positional ``params`` over ``names``)."""
+    out: dict[str, dict[str, int]] = {}
+    values = dict(zip(names, params))
+    first = recipe.ops[0].name
+    flip = int(bool(values.get("random_horizontal_flip", False)))
+    if first == "rrc":
+        i, j, h, w = (int(v) for v in values["random_resized_crop"])
+        out["rrc"] = {"top": i, "left": j, "height": h, "width": w, "flip": flip}
+    else:
+        top, left = (int(v) for v in values["random_crop"])
+        out["rcrop"] = {"top": top, "left": left, "flip": flip}
+    if "ra" in {op.name for op in recipe.ops}:
+        ra = next(op for op in recipe.ops if op.name == "ra")
+        chosen = values.get("rand_augment") or [(0, 0.0)] * ra.settings["n"]  # None: skipped, identity ops
+        if len(chosen) != ra.settings["n"]:
+            raise DrkitError(f"a view has {len(chosen)} RandAugment ops, the config {ra.settings['n']}")
+        out["ra"] = {}
+        for k, (op, m) in enumerate(chosen):
+            b, sign = ra_bin(int(op), m, ra.settings["bins"], size)
+            out["ra"].update({f"op{k}": int(op), f"mag{k}": b, f"sign{k}": sign})
+    if "erase" in {op.name for op in recipe.ops}:
+        box = values.get("random_erase")
+        x, y, h, w = (int(v) for v in box) if box is not None else (0, 0, 0, 0)
+        out["erase"] = {"on": int(box is not None), "top": x, "left": y, "h": h, "w": w}
+    return out
+
+
+def sample_records(recipe: Recipe, names: list[str], mixes: bool, obj: Any, index: int, ctx: dict[str, int],
+                   where: str) -> dict[str, np.ndarray]:
+    """The stored arrays (``[NS, ...]``) of one reference file's ``(index, samples)``."""
+    if not (isinstance(obj, tuple) and len(obj) == 2 and obj[0] == index and isinstance(obj[1], list)):
+        raise DrkitError(f"{where}: expected (index {index}, [samples]), found something else")
+    views = obj[1]
+    if len(views) != ctx["views"]:
+        raise DrkitError(f"{where}: {len(views)} samples, the config says {ctx['views']}")
+    codes, ids, probs = [], [], []
+    for v in views:
+        params = list(v["params"])
+        if mixes:
+            if params[0] is not None:
+                raise DrkitError(f"{where}: mixed views are not supported yet")
+            params = params[1:]
+        codes.append(recipe.encode(view_params(recipe, names, params, ctx["size"])))
+        p, c = (np.asarray(a, dtype=np.float64) for a in v["prob"])
+        order = np.lexsort((c, -p))  # by probability, ties by class id
+        if len(c) != ctx["topk"] or c.min(initial=0) < 0 or c.max(initial=0) >= ctx["classes"]:
+            raise DrkitError(f"{where}: top-k ids must be {ctx['topk']} classes below {ctx['classes']}")
+        ids.append(c[order].astype(np.int64))
+        probs.append(p[order])
+    return {"params": np.stack(codes), "topk_ids": np.stack(ids).astype(ids_dtype(ctx["classes"])),
+            "topk_probs": np.stack(probs).astype(np.float16)}
+
+
+def plain(obj: Any) -> Any:
+    """JSON-ready copy of a config value (numpy scalars, tuples)."""
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj if isinstance(obj, (str, int, float, bool)) or obj is None else str(obj)
+
+
+# -- reading the reference's files -------------------------------------------------------------
+def _members(path: Path) -> Iterator[tuple[str, bytes]]:
+    """(file name, bytes) of every ``*.pth.tar`` in a directory or a ``.tar.gz`` (streamed)."""
+    if path.is_dir():
+        for name in sorted(os.listdir(path), key=lambda n: (len(n), n)):
+            if name.endswith(".pth.tar"):
+                yield name, (path / name).read_bytes()
+        return
+    try:
+        with tarfile.open(path, "r|*") as tar:
+            for member in tar:
+                name = os.path.basename(member.name)
+                if member.isfile() and name.endswith(".pth.tar"):
+                    f = tar.extractfile(member)
+                    yield name, f.read() if f is not None else b""
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DrkitError(f"cannot read {path} as a directory or tar archive: {exc}") from None
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The reference's generation config (``config.pth.tar``), found before any sample is used."""
+    for name, data in _members(path):
+        if name == "config.pth.tar":
+            config = load_torch_save(data, f"{path}:{name}")
+            if not isinstance(config, dict) or not isinstance(config.get("reinforce"), dict):
+                raise DrkitError(f"{path}:{name} is not a reference config (no 'reinforce' section)")
+            return config
+    raise DrkitError(f"{path} holds no config.pth.tar: is it a reference reinforcement directory?")
+
+
+def samples(path: Path) -> Iterator[tuple[int, str, bytes]]:
+    """(index, name, bytes) of every ``{index}.pth.tar``."""
+    for name, data in _members(path):
+        m = _SAMPLE.match(name)
+        if m:
+            yield int(m.group(1)), name, data
+
+
+def store_config(src: Any, config: dict[str, Any], recipe: Recipe, size: int, path: Path,
+                 samples_per_shard: int) -> dict[str, Any]:
+    """The imported store's configuration (what ``run.json`` and the manifest start with)."""
+    import torchvision
+
+    r = config["reinforce"]
+    teacher = plain(config.get("teacher", {}))
+    return {"source": src.describe(), "num_classes": len(src.classes),
+            "teachers": [{"spec": f"ml-dr:{json.dumps(teacher, sort_keys=True)}", "imported": True}],
+            "image_size": size, "in_chans": src.channels, "recipe": recipe.describe(),
+            "recipe_request": "import-mldr", "recipe_side": size, "num_samples": len(src),
+            "num_views": int(r["num_samples"]), "topk": int(r["topk"]), "seed": 0,
+            "samples_per_shard": int(samples_per_shard),
+            "arrays": array_schema(recipe.code_bytes, int(r["topk"]), len(src.classes), False),
+            "renderer": {"name": "ml-dr", "version": 2, "device": "cpu", "torch": torch.__version__,
+                         "torchvision": torchvision.__version__},
+            "content_digest": None, "replay": "approximate",
+            "imported_from": {"format": "ml-dr", "path": str(path), "config": plain(r)}}
+
+
+def import_mldr(path: str | Path, data: Any, out: str | Path, samples_per_shard: int = 1024,
+                progress: bool = True, command: list[str] | None = None) -> Path:
+    """Convert a reference reinforcement directory or ``.tar.gz`` into a drkit store at ``out``.
+    ``data`` is the source the reference reinforced (spec or Source): its fingerprint and class
+    names go into the manifest, and its length must match the files."""
+    from ..sources import load_source
+
+    path, out = Path(path), Path(out)
+    if not path.exists():
+        raise DrkitError(f"{path} does not exist")
+    src = load_source(data) if isinstance(data, str) else data
+    config = read_config(path)
+    r = config["reinforce"]
+    if not r.get("compress", False):
+        raise DrkitError(f"{path}: uncompressed parameters (compress: false) are not supported; "
+                         "regenerate with compress: true")
+    ops = enabled_ops(r.get("image_augmentation", {}))
+    recipe, size = recipe_for(ops)
+    created = not out.exists()
+    writer = StoreWriter(out, store_config(src, config, recipe, size, path, samples_per_shard))
+    try:
+        _convert(path, src, ops, recipe, size, writer, progress)
+        writer.close({"command": command or ["import-mldr"], "source": str(path)})
+    except BaseException:
+        if created:  # a refused import leaves nothing behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    return writer.root
+
+
+def _convert(path: Path, src: Any, ops: dict[str, Any], recipe: Recipe, size: int, writer: StoreWriter,
+             progress: bool) -> None:
+    """Every sample file into the writer; each shard sealed when its last sample is in."""
+    from tqdm.auto import tqdm
+
+    r = writer.config
+    names = [n for n in ORDER if n in ops and n not in NO_PARAMS and n not in MIXING]
+    ctx = {"views": int(r["num_views"]), "topk": int(r["topk"]), "classes": int(r["num_classes"]), "size": size}
+    ranges = shard_ranges(len(src), int(r["samples_per_shard"]))
+    left = [b - a for a, b in ranges]
+    seen = np.zeros(len(src), dtype=bool)
+    per = int(r["samples_per_shard"])
+    for index, name, data in tqdm(samples(path), total=len(src), unit="img", desc="import", disable=not progress):
+        where = f"{path}:{name}"
+        if not 0 <= index < len(src) or seen[index]:
+            raise DrkitError(f"{where}: index {index} is outside 0..{len(src) - 1} or repeated")
+        arrays = sample_records(recipe, names, False, load_torch_save(data, where), index, ctx, where)
+        k = index // per
+        writer.add(k, np.full(ctx["views"], index), np.arange(ctx["views"]), arrays)
+        seen[index] = True
+        left[k] -= 1
+        if left[k] == 0:
+            writer.seal(k)
+    if not seen.all():
+        missing = np.flatnonzero(~seen)
+        raise DrkitError(f"{path} lacks {missing.size} of {len(src)} sample files (first: {missing[0]}.pth.tar): "
+                         "is --data the dataset it reinforced?")

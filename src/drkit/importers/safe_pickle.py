@@ -1,0 +1,77 @@
+"""Reading ``torch.save`` files without running their code.
+
+A ``torch.save`` file (the zip format of torch >= 1.6) is a zip archive whose ``*/data.pkl`` member
+is a pickle. Unpickling executes whatever callables the pickle names, so a file from elsewhere
+must never reach ``torch.load(weights_only=False)`` or ``pickle.load``. The reference work's
+reinforcement files hold only lists, tuples, dicts, numbers, strings and numpy scalars, so the
+unpickler here resolves exactly those globals and refuses everything else, including persistent
+references (tensor storages). Why not ``torch.load(weights_only=True)``: it refuses the numpy
+scalars these files contain under torch >= 2.6 defaults.
+"""
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from typing import Any
+
+from ..errors import DrkitError
+
+#: the only globals a reference file may name: numpy scalars are pickled as
+#: ``multiarray.scalar(dtype, bytes)`` and their dtypes as ``numpy.dtype(...)``
+_ALLOWED = {
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy", "dtype"), ("numpy.dtypes", "Float64DType"), ("numpy.dtypes", "Float32DType"),
+    ("numpy.dtypes", "Int64DType"), ("numpy.dtypes", "Int32DType"), ("numpy.dtypes", "BoolDType"),
+    ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "complex"), ("collections", "OrderedDict"),
+}
+
+
+class UnsafePickle(DrkitError):
+    """The pickle names something other than plain data."""
+
+
+class _DataOnly(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _ALLOWED:
+            raise UnsafePickle(f"refuses to load {module}.{name}: only plain data (lists, dicts, numbers, "
+                               "numpy scalars) is accepted")
+        if module.startswith("numpy"):
+            import importlib
+
+            return getattr(importlib.import_module(module), name)
+        import builtins
+        import collections
+
+        return getattr(builtins if module == "builtins" else collections, name)
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafePickle("refuses persistent references (tensors or storages): expected plain data")
+
+
+def loads_data(data: bytes) -> Any:
+    """Unpickle plain data only (see the module docstring)."""
+    try:
+        return _DataOnly(io.BytesIO(data)).load()
+    except UnsafePickle:
+        raise
+    except Exception as exc:  # truncated or foreign bytes: many exception types, one meaning
+        raise UnsafePickle(f"is not a readable pickle ({type(exc).__name__}: {exc})") from exc
+
+
+def load_torch_save(data: bytes, name: str) -> Any:
+    """The object in a zip-format ``torch.save`` file's bytes, plain data only; ``name`` (the
+    file's path) goes into every refusal."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            pkl = [n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+            if len(pkl) != 1:
+                raise DrkitError(f"{name}: not a torch.save file (no single data.pkl in the archive)")
+            payload = z.read(pkl[0])
+    except zipfile.BadZipFile:
+        raise DrkitError(f"{name}: not a zip-format torch.save file (legacy or joblib files are not read: "
+                         "re-save them with torch>=1.6)") from None
+    try:
+        return loads_data(payload)
+    except UnsafePickle as exc:
+        raise UnsafePickle(f"{name}: {exc}") from None
