@@ -6,11 +6,21 @@
 
 Layout: :mod:`.base` the source classes, :mod:`.spec` the spec grammar and :func:`load_source`,
 :mod:`.registry` the scheme table, :mod:`.images` image-mode normalisation, :mod:`.fingerprint`
-the fingerprint recipes; one module per scheme below them.
+the fingerprint recipes; one module per scheme below them. ``hf:``, ``wds:`` and ``lmdb:`` read
+encoded images out of containers (Arrow tables, tar shards, an LMDB) through
+:class:`~drkit.sources.hf.EncodedSource`; their libraries are imported only when one is opened.
 """
 from __future__ import annotations
 
-from . import digits, fashion_mnist, imagefolder, torchvision_source  # noqa: F401  (registration)
+from . import (  # noqa: F401  (registration)
+    digits,
+    fashion_mnist,
+    hf,
+    imagefolder,
+    lmdb_source,
+    torchvision_source,
+    webdataset_source,
+)
 from .base import ArraySource, FileSource, Source, SubsetSource
 from .images import IMAGE_EXTENSIONS, MODES
 from .registry import SOURCES, register_source

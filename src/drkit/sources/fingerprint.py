@@ -57,3 +57,24 @@ def fingerprint_subset(parent_fingerprint: str, indices: np.ndarray) -> str:
     h = hashlib.sha256(_header("subset-v1", parent=parent_fingerprint, count=int(indices.size)))
     h.update(np.ascontiguousarray(indices, dtype="<i8").tobytes())
     return h.hexdigest()
+
+
+def fingerprint_records(
+    container: str, keys: Sequence[str], labels: np.ndarray, sizes: Sequence[int], classes: Sequence[str], mode: str
+) -> str:
+    """sha256 of record keys + labels + encoded byte sizes, for images stored as records inside a
+    container (an Arrow table, tar shards, an LMDB): like :func:`fingerprint_files`, it decodes and
+    hashes no image, so it stays cheap on ImageNet while catching added, removed, relabelled,
+    reordered or re-encoded records. ``container`` names the packaging (``hf``, ``wds``, ``lmdb``)."""
+    if not len(keys) == len(labels) == len(sizes):
+        raise SourceError(f"{container} fingerprint: {len(keys)} keys, {len(labels)} labels, {len(sizes)} sizes")
+    h = hashlib.sha256(_header("records-v1", container=container, count=len(keys), mode=mode,
+                               classes=list(classes)))
+    lines = []
+    for key, label, size in zip(keys, labels.tolist(), sizes):
+        lines.append(f"{key}\t{label}\t{int(size)}\n")
+        if len(lines) >= 4096:
+            h.update("".join(lines).encode("utf-8", "surrogateescape"))
+            lines.clear()
+    h.update("".join(lines).encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
