@@ -121,14 +121,56 @@ def _to_float(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.float32).div_(255)
 
 
+class SharedEpoch:
+    """The epoch as one int64 in shared memory, read on every item.
+
+    DataLoader workers get the dataset once — forked, or unpickled under ``spawn``/``forkserver`` —
+    and persistent workers (timm's ``create_loader`` default) keep it for the whole run: a plain
+    int set in the main process later never reaches them, and they would replay the same view
+    every epoch. The tensor's storage is mapped shared, so a fork inherits the mapping and
+    torch's multiprocessing pickler sends the same memory to spawned workers. Plain ``pickle`` or
+    ``copy.deepcopy`` give an independent copy (a copy is not the original).
+    """
+
+    def __init__(self, epoch: int = 0):
+        self.value = torch.tensor([int(epoch)], dtype=torch.int64).share_memory_()
+
+    def get(self) -> int:
+        return int(self.value.item())
+
+    def set(self, epoch: int) -> None:
+        self.value.fill_(int(epoch))
+
+
+class _EpochMixin:
+    """``epoch`` as a property over a :class:`SharedEpoch`, and ``set_epoch`` (call it before
+    iterating the loader each epoch)."""
+
+    shared_epoch: SharedEpoch
+
+    @property
+    def epoch(self) -> int:
+        return self.shared_epoch.get()
+
+    @epoch.setter
+    def epoch(self, epoch: int) -> None:
+        self.shared_epoch.set(epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Every worker, persistent ones included, renders epoch ``epoch`` from its next item on."""
+        self.shared_epoch.set(epoch)
+
+
 # ----------------------------------------------------------------------------------------------
 # DR: stored views
 # ----------------------------------------------------------------------------------------------
-class ReinforcedDataset(Dataset):
+class ReinforcedDataset(_EpochMixin, Dataset):
     """A reinforced store as a dataset: ``ds[j] -> (image, dense soft target)``.
 
     Position ``j`` indexes the store's samples minus those the manifest lists as skipped. Each
-    epoch (``set_epoch``) replays one stored view per image, chosen by :func:`epoch_views`.
+    epoch (``set_epoch``, before iterating the loader; the epoch is shared with every DataLoader
+    worker, persistent ones included) replays one stored view per image, chosen by
+    :func:`epoch_views`. Recipes for timm, Lightning and DDP loops: docs/loops.md.
     ``views_per_image = k > 1`` decodes an image once and returns ``k`` distinct stored views of it
     (``[k, C, H, W]`` images, ``[k, C]`` targets): a DataLoader batch of ``B`` items then holds
     ``B * k`` views — flatten the first two dims. ``plain_fraction = p`` returns a deterministic
@@ -147,7 +189,7 @@ class ReinforcedDataset(Dataset):
             raise DrkitError(f"plain_fraction must be in [0, 1], got {plain_fraction}")
         self.src, self.store = src, store
         self.image_size = int(image_size or store.image_size)
-        self.epoch = int(epoch)
+        self.shared_epoch = SharedEpoch(epoch)
         self.seed = int(store.seed if seed is None else seed)
         self.views_per_image = int(views_per_image)
         self.plain_fraction = float(plain_fraction)
@@ -156,17 +198,14 @@ class ReinforcedDataset(Dataset):
         self.sample_ids = np.setdiff1d(np.arange(store.num_samples, dtype=np.int64), skipped)
         self.labels = np.asarray(src.labels, dtype=np.int64)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
     def __len__(self) -> int:
         return int(self.sample_ids.shape[0])
 
     def views(self, pos: int) -> list[int]:
         """Stored view indices of position ``pos`` this epoch (-1 = plain image)."""
-        i = int(self.sample_ids[pos])
-        views = epoch_views(self.seed, i, self.epoch, self.store.num_views, self.views_per_image)
-        plain = plain_mask(self.seed, i, self.epoch, self.views_per_image, self.plain_fraction)
+        i, epoch = int(self.sample_ids[pos]), self.epoch  # one read of the shared epoch per item
+        views = epoch_views(self.seed, i, epoch, self.store.num_views, self.views_per_image)
+        plain = plain_mask(self.seed, i, epoch, self.views_per_image, self.plain_fraction)
         return [-1 if p else v for v, p in zip(views, plain)]
 
     def _hard(self, label: int) -> tuple[np.ndarray, np.ndarray]:
@@ -223,7 +262,7 @@ class ReinforcedDataset(Dataset):
 # ----------------------------------------------------------------------------------------------
 # ERM / KD: fresh views of the recipe
 # ----------------------------------------------------------------------------------------------
-class AugmentedDataset(Dataset):
+class AugmentedDataset(_EpochMixin, Dataset):
     """ERM/online-KD data: epoch ``e`` draws view ``e`` of each sample from the recipe (same
     ``(seed, sample, view)`` randomness as a store), hard (λ-mixed) targets. ``teacher_size``
     also renders each view at the KD teacher's input size when it differs from the student's."""
@@ -234,13 +273,11 @@ class AugmentedDataset(Dataset):
         self.recipe = get_recipe(recipe)
         self.image_size = int(image_size)
         self.teacher_size = int(teacher_size) if teacher_size and teacher_size != image_size else None
-        self.epoch, self.seed, self.as_uint8 = int(epoch), int(seed), as_uint8
+        self.shared_epoch = SharedEpoch(epoch)
+        self.seed, self.as_uint8 = int(seed), as_uint8
         self.labels = np.asarray(src.labels, dtype=np.int64)
         self.num_classes = len(src.classes)
         self.views = ViewSampler(self.recipe, self.seed, len(src), ERM_VIEWS, src.image_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.src)

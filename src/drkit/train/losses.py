@@ -38,8 +38,22 @@ def smooth_targets(targets: torch.Tensor, smoothing: float) -> torch.Tensor:
     return targets * (1.0 - smoothing) + smoothing / targets.shape[-1]
 
 
+def flatten_views(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``views_per_image = k`` gives targets ``[B, k, C]`` while the model sees the images
+    flattened to ``[B * k, ...]``: flatten ``[B, k, C]`` logits/targets to ``[B * k, C]`` (the same
+    row order as ``images.flatten(0, 1)``). The loss is the mean over all ``B * k`` views either
+    way; shapes that still differ are refused by :func:`soft_target_cross_entropy`."""
+    if logits.ndim == 3:
+        logits = logits.flatten(0, 1)
+    if targets.ndim == 3:
+        targets = targets.flatten(0, 1)
+    return logits, targets
+
+
 class SoftTargetLoss(nn.Module):
-    """Drop-in loss for ``ReinforcedDataset`` targets: ``SoftTargetLoss()(logits, dense_probs)``."""
+    """Drop-in loss for ``ReinforcedDataset`` targets: ``SoftTargetLoss()(logits, dense_probs)``.
+
+    ``[B, k, C]`` targets (``views_per_image = k``) are flattened to match ``[B * k, C]`` logits."""
 
     def __init__(self, temperature: float = 1.0, soften_targets: bool = False):
         super().__init__()
@@ -49,10 +63,21 @@ class SoftTargetLoss(nn.Module):
         self.soften_targets = bool(soften_targets)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return soft_target_cross_entropy(logits, targets, self.temperature, self.soften_targets)
+        return soft_target_cross_entropy(*flatten_views(logits, targets), self.temperature, self.soften_targets)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, soften_targets={self.soften_targets}"
+
+
+class SoftTargetCrossEntropy(SoftTargetLoss):
+    """timm's ``SoftTargetCrossEntropy`` under its own name, so a timm script swaps the import and
+    nothing else: ``loss(logits, target)`` = ``-(target * log_softmax(logits)).sum(-1).mean()``.
+
+    Computed in float32 (like the rest of drkit's losses) whatever the logits' dtype, where timm
+    keeps the input dtype; ``[B, k, C]`` targets are flattened as in :class:`SoftTargetLoss`."""
+
+    def __init__(self) -> None:
+        super().__init__()
 
 
 class LabelSmoothingCrossEntropy(nn.Module):
