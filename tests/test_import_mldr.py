@@ -117,6 +117,11 @@ def test_import_replays_the_reference_views(tmp_path, reference):
             x = store.render_uint8(src, i, v)
             diffs.append((x.int() - rendered[i][v].int()).abs())
             rec = store.record(i, v)
+            ra = rec["params"]["ra"]  # the RandAugment choices decode to the stored ones exactly
+            for k, (op, m) in enumerate(ref[v]["params"][2]):
+                scale = SIZE if op in (3, 4) else 1.0  # translations: pixels of the output
+                assert ra[f"op{k}"] == op and ra[f"sign{k}"] == int(m < 0)
+                assert abs(magnitudes(op, 31, False)[ra[f"mag{k}"]] * scale - abs(m)) < 1e-4
             p, c = np.asarray(ref[v]["prob"][0]), np.asarray(ref[v]["prob"][1])
             order = np.argsort(-p, kind="stable")
             assert rec["topk_ids"].tolist() == c[order].tolist()
@@ -186,12 +191,65 @@ def test_refusals_are_one_line_and_leave_nothing(tmp_path, reference):
     with pytest.raises(DrkitError, match="lacks 1 of 24 sample files .first: 7.pth.tar"):
         import_mldr(part, src, tmp_path / "s", progress=False)
     assert not (tmp_path / "s").exists()
-    mixed = tmp_path / "mixed"
-    mixed.mkdir()
-    _save(_rrc_config(mixing=True), mixed / "config.pth.tar")
-    with pytest.raises(DrkitError, match="mixup/cutmix"):
-        import_mldr(mixed, src, tmp_path / "m", progress=False)
-    assert not (tmp_path / "m").exists()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in os.listdir(root):
+        (bad / name).write_bytes((root / name).read_bytes())
+    _save((3, [{"params": [(0, 0, 4, 4)], "prob": ([1.0], [0])}]), bad / "3.pth.tar")
+    with pytest.raises(DrkitError, match="3.pth.tar: 1 samples, the config says 3"):
+        import_mldr(bad, src, tmp_path / "s", progress=False)
+    assert not (tmp_path / "s").exists()
+
+
+def _mixed_reference(root: Path, src) -> dict:
+    """Reference files whose views mix: [partner, [own, partner] per op, mixup λ, cutmix box]."""
+    root.mkdir(parents=True)
+    _save(_rrc_config(mixing=True), root / "config.pth.tar")
+    g, rng = torch.Generator().manual_seed(1), np.random.default_rng(1)
+    rendered, kinds = {}, set()
+    for idx in range(len(src)):
+        samples = []
+        for v in range(3):
+            x, own = _reference_view(src.load_uint8(idx), g, rng)
+            if v == 0:  # every sample keeps one unmixed view
+                samples.append({"params": [None, *own, None, None], "prob": ([0.1, 0.6, 0.2, 0.1], [0, 1, 2, 3])})
+                rendered[idx, v] = x
+                continue
+            partner = int((idx + 1 + rng.integers(len(src) - 1)) % len(src))
+            x2, other = _reference_view(src.load_uint8(partner), g, rng)
+            lam = np.float64(rng.beta(1.0, 1.0) / 2.0) if v in (1, 2) and rng.random() < 0.7 else None
+            out = x.float()
+            if lam is not None:
+                out = lam * out + (1 - lam) * x2.float()
+            cut = None
+            if v == 2 or lam is None:
+                x1, y1 = int(rng.integers(0, 8)), int(rng.integers(0, 8))
+                cut = [np.float64(0.5), np.int64(x1), np.int64(y1), np.int64(x1 + 6), np.int64(y1 + 7)]
+                out[:, x1:x1 + 6, y1:y1 + 7] = x2[:, x1:x1 + 6, y1:y1 + 7].float()
+            kinds.add((lam is not None, cut is not None))
+            pairs = [[a, b] for a, b in zip(own, other)]
+            samples.append({"params": [partner, *pairs, lam, cut], "prob": ([0.1, 0.6, 0.2, 0.1], [0, 1, 2, 3])})
+            rendered[idx, v] = out.round().clamp(0, 255).to(torch.uint8)
+        _save((idx, samples), root / f"{idx}.pth.tar")
+    assert kinds == {(True, False), (False, True), (True, True)}  # MixUp, CutMix and both
+    return rendered
+
+
+def test_mixed_views_replay_with_their_own_partner_parameters(tmp_path, reference):
+    src = reference[0]
+    rendered = _mixed_reference(tmp_path / "ref", src)
+    store = open_store(import_mldr(tmp_path / "ref", src, tmp_path / "s", progress=False))
+    assert store.recipe.mix_layout == "reference" and store.manifest["arrays"]["box"]["dtype"] == "uint16"
+    diffs = torch.stack([(store.render_uint8(src, i, v).int() - x.int()).abs() for (i, v), x in rendered.items()])
+    within_one = (diffs <= 1).float().mean().item()
+    assert within_one > 0.95 and diffs.float().mean() < 1.0, (diffs.max(), within_one)
+    rec = store.record(1, 2)
+    assert rec["mix_mode"] in (2, 3) and rec["params"]["mix"]["partner_params"] != rec["params"]["mix"]
+    from drkit.train import read_metrics, train
+
+    train(src, tmp_path / "run", reinforced=tmp_path / "s", model="drkit_cnn_tiny", epochs=1, batch_size=8,
+          workers=0, device="cpu", quiet=True)  # the device renderer (auto at 16 px) mixes them too
+    assert np.isfinite(read_metrics(tmp_path / "run")[-1]["train_loss"])
 
 
 def test_cifar_style_resize_and_padded_crop(tmp_path):

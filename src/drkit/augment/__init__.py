@@ -7,8 +7,8 @@ from .base import OPS, Op, SampleContext, create_op, register_op
 from .codec import BitCodec, Field
 from .geometric import eval_transform
 from .recipe import RECIPES, SMALL_SIDE, Recipe, ViewParams, default_recipe, get_recipe, resolve_recipe
-from .replay import ImageLoader, ViewLookup, ViewSampler, partner_of, render_view
+from .replay import ImageLoader, ViewLookup, ViewSampler, partner_of, partner_params, render_view
 
 __all__ = ["OPS", "Op", "SampleContext", "create_op", "register_op", "BitCodec", "Field", "eval_transform",
            "RECIPES", "SMALL_SIDE", "Recipe", "ViewParams", "default_recipe", "get_recipe", "resolve_recipe",
-           "ImageLoader", "ViewLookup", "ViewSampler", "partner_of", "render_view"]
+           "ImageLoader", "ViewLookup", "ViewSampler", "partner_of", "partner_params", "render_view"]

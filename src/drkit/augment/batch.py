@@ -87,6 +87,11 @@ def render_batch(recipe: Recipe, images: Sequence[torch.Tensor], index: Sequence
         raise ValueError("mixed views need partner_index and partner_params")
     partners = render_base(recipe, images, [partner_index[r] for r in mixed],
                            [partner_params[r] for r in mixed], size)  # type: ignore[misc]
+    if recipe.mix_layout == "reference":  # an imported store's mixing: the reference, view by view
+        out = out.clone()
+        for k, r in enumerate(mixed):
+            out[r] = recipe.mixer.mix(out[r], partners[k], params[r]["mix"])
+        return out
     return mix_batch(out, torch.as_tensor(mixed, device=out.device), partners, [params[r]["mix"] for r in mixed])
 
 

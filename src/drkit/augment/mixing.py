@@ -42,6 +42,7 @@ class MixUpCutMix(Op):
     """timm-style switch between MixUp (Beta(mixup, mixup)) and CutMix (Beta(cutmix, cutmix))."""
 
     name = "mix"
+    layout = "drkit"  # how records store it (see Recipe.mix_layout)
     defaults = {"p": 1.0, "mixup": 0.2, "cutmix": 1.0, "switch": 0.5}
     limits = {"p": (0.0, 1.0), "mixup": (0.0, 100.0), "cutmix": (0.0, 100.0), "switch": (0.0, 1.0)}
 

@@ -66,6 +66,12 @@ class Recipe:
         return self.mixer is not None
 
     @property
+    def mix_layout(self) -> str | None:
+        """How mixed records are stored: ``"drkit"`` (partner view, 1/255 box), ``"reference"``
+        (an imported view: pixel box, the partner's own parameters inline), or ``None``."""
+        return None if self.mixer is None else getattr(self.mixer, "layout", "drkit")
+
+    @property
     def code_bytes(self) -> int:
         return self.codec.num_bytes
 

@@ -6,6 +6,8 @@ the output size whose corner ``(top, left)`` is recorded in *padded output* coor
 reference's CIFAR-style ``random_crop``; drkit's ``padcrop`` records boxes in source pixels, which
 this layout cannot be converted to exactly). ``erase``: a box in output pixels filled with zeros
 (the reference's ``random_erase``; drkit's ``re`` records a size-relative box and noise).
+``refmix``: the reference's MixUp and CutMix, which may both apply to one view, with the
+partner's own parameters inside the record.
 """
 from __future__ import annotations
 
@@ -16,8 +18,10 @@ import torch
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
+from ..errors import RecipeError
 from .base import Op, SampleContext, register_op, uniform_int
 from .codec import Field
+from .mixing import MixUpCutMix, bits_to_lam
 
 _SIDE = 65535  # 16-bit pixel coordinates
 
@@ -104,3 +108,44 @@ class ZeroErase(Op):
         out = img.clone()
         out[:, params["top"]:params["top"] + params["h"], params["left"]:params["left"] + params["w"]] = 0
         return out
+
+
+#: bits of an imported view's mixing mode: MixUp, then CutMix from the unmixed partner
+REF_MIXUP, REF_CUTMIX = 1, 2
+
+
+@register_op
+class ReferenceMix(MixUpCutMix):
+    """The reference's mixing, replayed from an imported record only: MixUp (λ, blended in
+    float) and then CutMix (a box in output pixels pasted from the partner's unmixed view), either
+    or both in one view, with the partner rendered from its own per-view parameters stored in the
+    record (not one of the partner's stored views)."""
+
+    name = "refmix"
+    layout = "reference"
+    defaults = {"mixup": 1.0, "div_by": 1.0, "mixup_p": 1.0, "cutmix": 1.0, "cutmix_p": 1.0}
+    limits = {"mixup": (0.0, 100.0), "div_by": (1.0, 100.0), "mixup_p": (0.0, 1.0), "cutmix": (0.0, 100.0),
+              "cutmix_p": (0.0, 1.0)}
+
+    def sample(self, rng: np.random.Generator, ctx: SampleContext) -> dict[str, int]:
+        raise RecipeError("refmix replays imported views only: it cannot draw new ones (reinforce or train "
+                          "ERM with a drkit recipe instead)")
+
+    def mix(self, img: torch.Tensor, partner: torch.Tensor, p: dict[str, int]) -> torch.Tensor:
+        out = img
+        if p["mode"] & REF_MIXUP:
+            lam = bits_to_lam(p["lam"])
+            out = (img.to(torch.float32) * lam + partner.to(torch.float32) * (1.0 - lam)).round_().clamp_(0, 255)
+            out = out.to(torch.uint8)
+        if p["mode"] & REF_CUTMIX:
+            out = out.clone()
+            out[:, p["top"]:p["bottom"], p["left"]:p["right"]] = partner[:, p["top"]:p["bottom"], p["left"]:p["right"]]
+        return out
+
+    def weight(self, p: dict[str, int], out_size: int) -> float:
+        """The reference's label weight of the view's own image: λ, times the uncut share."""
+        w = bits_to_lam(p["lam"]) if p["mode"] & REF_MIXUP else 1.0
+        if p["mode"] & REF_CUTMIX:
+            area = max(0, p["bottom"] - p["top"]) * max(0, p["right"] - p["left"])
+            w *= 1.0 - area / float(out_size * out_size)
+        return w

@@ -46,6 +46,16 @@ def partner_of(params: ViewParams) -> tuple[int, int] | None:
     return int(mix["partner"]), int(mix["partner_view"])
 
 
+def partner_params(params: ViewParams, lookup: ViewLookup) -> ViewParams | None:
+    """The parameters the partner of a mixed view is rendered with: the ones stored inside the
+    record (an imported view), else the partner's stored (or sampled) view ``partner_view``."""
+    partner = partner_of(params)
+    if partner is None:
+        return None
+    inline = params["mix"].get("partner_params")
+    return inline if inline is not None else lookup(*partner)
+
+
 def render_view(recipe: Recipe, lookup: ViewLookup, load: ImageLoader, sample: int, view: int, size: int, *,
                 params: ViewParams | None = None, image: torch.Tensor | None = None) -> torch.Tensor | None:
     """uint8 CHW at ``size``: view ``view`` of ``sample``, mixed with its partner's view when the
@@ -62,4 +72,4 @@ def render_view(recipe: Recipe, lookup: ViewLookup, load: ImageLoader, sample: i
     partner_img = load(partner[0])
     if partner_img is None:
         return None
-    return recipe.render(img, params, size, partner_img, lookup(*partner))
+    return recipe.render(img, params, size, partner_img, partner_params(params, lookup))

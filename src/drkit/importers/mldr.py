@@ -11,7 +11,8 @@ entry per op with parameters, in the reference's fixed op order::
     rand_augment: [(op index, signed magnitude)] x num_ops or None | random_erase: (x, y, h, w)
     in output pixels, zero fill, or None | mixup: lambda or None | cutmix: [lambda, x1, y1, x2, y2] or None
 
-A view that mixes stores ``[own, partner]`` pairs per op. Files are read with a data-only
+A view that mixes stores ``[own, partner]`` pairs per op (the partner's are its own draws, kept
+in the record), and may apply MixUp and then CutMix. Files are read with a data-only
 unpickler (:mod:`.safe_pickle`), from a directory or streamed out of a ``.tar.gz`` without
 extracting it. The reference generated its views from uint8 tensors and replays them through
 PIL, so an imported store is marked ``"replay": "approximate"``: drkit replays the same
@@ -32,6 +33,7 @@ import torch
 
 from ..augment import Recipe, get_recipe
 from ..augment.autoaugment import AA_OP_NAMES, magnitudes
+from ..augment.reference_ops import REF_CUTMIX, REF_MIXUP
 from ..errors import DrkitError
 from ..store import StoreWriter, array_schema, ids_dtype, shard_ranges
 from .safe_pickle import load_torch_save
@@ -67,9 +69,8 @@ def _side(value: Any, what: str) -> int:
 
 def recipe_for(ops: dict[str, dict[str, Any]]) -> tuple[Recipe, int]:
     """The drkit recipe that replays the reference's op list, and the output size."""
-    if "center_crop" in ops or any(m in ops for m in MIXING):
-        what = "center_crop" if "center_crop" in ops else "mixup/cutmix"
-        raise DrkitError(f"reference config uses {what}: importing it is not supported yet")
+    if "center_crop" in ops:
+        raise DrkitError("reference config uses center_crop before its random crop: importing it is not supported")
     flip = float(ops.get("random_horizontal_flip", {}).get("p", 0.5)) if "random_horizontal_flip" in ops else 0.0
     if "random_resized_crop" in ops:
         s = ops["random_resized_crop"]
@@ -96,6 +97,12 @@ def recipe_for(ops: dict[str, dict[str, Any]]) -> tuple[Recipe, int]:
         scale, ratio = s.get("scale", (0.02, 0.33)), s.get("ratio", (0.3, 3.3))
         parts.append(f"erase@p={float(s.get('p', 0.5))},scale_min={scale[0]},scale_max={scale[1]},"
                      f"ratio_min={ratio[0]},ratio_max={ratio[1]}")
+    if any(m in ops for m in MIXING):
+        mu, cm = ops.get("mixup"), ops.get("cutmix")
+        parts.append(f"refmix@mixup={float(mu.get('alpha', 1.0)) if mu else 0.0},"
+                     f"div_by={float(mu.get('div_by', 1.0)) if mu else 1.0},"
+                     f"mixup_p={float(mu.get('p', 1.0)) if mu else 0.0},"
+                     f"cutmix={float(cm.get('alpha', 1.0)) if cm else 0.0},cutmix_p={float(cm.get('p', 1.0)) if cm else 0.0}")
     return get_recipe("+".join(parts)), size
 
 
@@ -111,10 +118,9 @@ def ra_bin(op: int, magnitude: float, bins: int, size: int) -> tuple[int, int]:
     raise DrkitError(f"RandAugment {AA_OP_NAMES[op]} magnitude {magnitude} is not in the {bins}-bin table")
 
 
-def view_params(recipe: Recipe, names: list[str], params: list[Any], size: int) -> dict[str, dict[str, int]]:
-    """drkit view parameters of one unmixed reference view (positional ``params`` over ``names``)."""
+def view_params(recipe: Recipe, values: dict[str, Any], size: int) -> dict[str, dict[str, int]]:
+    """drkit base-op parameters of one image of a reference view (``values``: op name -> its entry)."""
     out: dict[str, dict[str, int]] = {}
-    values = dict(zip(names, params))
     first = recipe.ops[0].name
     flip = int(bool(values.get("random_horizontal_flip", False)))
     if first == "rrc":
@@ -139,7 +145,18 @@ def view_params(recipe: Recipe, names: list[str], params: list[Any], size: int) 
     return out
 
 
-def sample_records(recipe: Recipe, names: list[str], mixes: bool, obj: Any, index: int, ctx: dict[str, int],
+def mix_fields(values: dict[str, Any], partner: int | None, index: int) -> dict[str, Any]:
+    """The mixing arrays of one view (``"reference"`` layout) from its ``mixup``/``cutmix`` entries."""
+    lam, box, mode = 1.0, (0, 0, 0, 0), 0
+    if partner is not None and values.get("mixup") is not None:
+        lam, mode = float(values["mixup"]), mode | REF_MIXUP
+    if partner is not None and values.get("cutmix") is not None:
+        _, x1, y1, x2, y2 = (v for v in values["cutmix"])  # x: rows, y: columns
+        box, mode = (int(x1), int(y1), int(x2), int(y2)), mode | REF_CUTMIX
+    return {"partner": index if partner is None else int(partner), "lam": lam, "box": box, "mix_mode": mode}
+
+
+def sample_records(recipe: Recipe, names: list[str], obj: Any, index: int, ctx: dict[str, int],
                    where: str) -> dict[str, np.ndarray]:
     """The stored arrays (``[NS, ...]``) of one reference file's ``(index, samples)``."""
     if not (isinstance(obj, tuple) and len(obj) == 2 and obj[0] == index and isinstance(obj[1], list)):
@@ -147,22 +164,38 @@ def sample_records(recipe: Recipe, names: list[str], mixes: bool, obj: Any, inde
     views = obj[1]
     if len(views) != ctx["views"]:
         raise DrkitError(f"{where}: {len(views)} samples, the config says {ctx['views']}")
-    codes, ids, probs = [], [], []
+    rows: dict[str, list[Any]] = {}
     for v in views:
         params = list(v["params"])
-        if mixes:
-            if params[0] is not None:
-                raise DrkitError(f"{where}: mixed views are not supported yet")
-            params = params[1:]
-        codes.append(recipe.encode(view_params(recipe, names, params, ctx["size"])))
-        p, c = (np.asarray(a, dtype=np.float64) for a in v["prob"])
-        order = np.lexsort((c, -p))  # by probability, ties by class id
-        if len(c) != ctx["topk"] or c.min(initial=0) < 0 or c.max(initial=0) >= ctx["classes"]:
-            raise DrkitError(f"{where}: top-k ids must be {ctx['topk']} classes below {ctx['classes']}")
-        ids.append(c[order].astype(np.int64))
-        probs.append(p[order])
-    return {"params": np.stack(codes), "topk_ids": np.stack(ids).astype(ids_dtype(ctx["classes"])),
-            "topk_probs": np.stack(probs).astype(np.float16)}
+        partner = params.pop(0) if recipe.mixes else None
+        if partner is not None and not 0 <= int(partner) < ctx["samples"]:
+            raise DrkitError(f"{where}: mixing partner {partner} is outside 0..{ctx['samples'] - 1}")
+        values = dict(zip(names, params))
+        own = {k: (x[0] if partner is not None and k not in MIXING else x) for k, x in values.items()}
+        row = {"params": recipe.encode(view_params(recipe, own, ctx["size"]))}
+        if recipe.mixes:
+            other = {k: x[1] for k, x in values.items() if k not in MIXING} if partner is not None else own
+            row.update(mix_fields(values, partner, index),
+                       partner_params=recipe.encode(view_params(recipe, other, ctx["size"])))
+        row.update(zip(("topk_ids", "topk_probs"), _topk(v["prob"], ctx, where)))
+        for k, x in row.items():
+            rows.setdefault(k, []).append(x)
+    out = {k: np.stack([np.asarray(x) for x in xs]) for k, xs in rows.items()}
+    out["topk_ids"] = out["topk_ids"].astype(ids_dtype(ctx["classes"]))
+    out["topk_probs"] = out["topk_probs"].astype(np.float16)
+    if recipe.mixes:
+        out.update(partner=out["partner"].astype(np.uint32), lam=out["lam"].astype(np.float16),
+                   box=out["box"].astype(np.uint16), mix_mode=out["mix_mode"].astype(np.uint8))
+    return out
+
+
+def _topk(prob: Any, ctx: dict[str, int], where: str) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, probabilities) sorted by probability (ties by class id) from the reference's unsorted pair."""
+    p, c = (np.asarray(a, dtype=np.float64) for a in prob)
+    if len(c) != ctx["topk"] or c.min(initial=0) < 0 or c.max(initial=0) >= ctx["classes"]:
+        raise DrkitError(f"{where}: top-k ids must be {ctx['topk']} classes below {ctx['classes']}")
+    order = np.lexsort((c, -p))
+    return c[order].astype(np.int64), p[order]
 
 
 def plain(obj: Any) -> Any:
@@ -227,7 +260,7 @@ def store_config(src: Any, config: dict[str, Any], recipe: Recipe, size: int, pa
             "recipe_request": "import-mldr", "recipe_side": size, "num_samples": len(src),
             "num_views": int(r["num_samples"]), "topk": int(r["topk"]), "seed": 0,
             "samples_per_shard": int(samples_per_shard),
-            "arrays": array_schema(recipe.code_bytes, int(r["topk"]), len(src.classes), False),
+            "arrays": array_schema(recipe.code_bytes, int(r["topk"]), len(src.classes), recipe.mix_layout),
             "renderer": {"name": "ml-dr", "version": 2, "device": "cpu", "torch": torch.__version__,
                          "torchvision": torchvision.__version__},
             "content_digest": None, "replay": "approximate",
@@ -270,8 +303,9 @@ def _convert(path: Path, src: Any, ops: dict[str, Any], recipe: Recipe, size: in
     from tqdm.auto import tqdm
 
     r = writer.config
-    names = [n for n in ORDER if n in ops and n not in NO_PARAMS and n not in MIXING]
-    ctx = {"views": int(r["num_views"]), "topk": int(r["topk"]), "classes": int(r["num_classes"]), "size": size}
+    names = [n for n in ORDER if n in ops and n not in NO_PARAMS]
+    ctx = {"views": int(r["num_views"]), "topk": int(r["topk"]), "classes": int(r["num_classes"]), "size": size,
+           "samples": len(src)}
     ranges = shard_ranges(len(src), int(r["samples_per_shard"]))
     left = [b - a for a, b in ranges]
     seen = np.zeros(len(src), dtype=bool)
@@ -280,7 +314,7 @@ def _convert(path: Path, src: Any, ops: dict[str, Any], recipe: Recipe, size: in
         where = f"{path}:{name}"
         if not 0 <= index < len(src) or seen[index]:
             raise DrkitError(f"{where}: index {index} is outside 0..{len(src) - 1} or repeated")
-        arrays = sample_records(recipe, names, False, load_torch_save(data, where), index, ctx, where)
+        arrays = sample_records(recipe, names, load_torch_save(data, where), index, ctx, where)
         k = index // per
         writer.add(k, np.full(ctx["views"], index), np.arange(ctx["views"]), arrays)
         seen[index] = True

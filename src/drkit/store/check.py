@@ -60,14 +60,16 @@ def value_problem(arrays: dict[str, np.ndarray], manifest: dict[str, Any], code_
     probs = np.asarray(arrays["topk_probs"]).astype(np.float32)
     if probs.size and (not np.isfinite(probs).all() or probs.min() < 0 or probs.sum(-1).max() > 1.01):
         return "probabilities outside [0, 1] or summing past 1"
-    params = np.asarray(arrays["params"])
     spare = code_bits % 8
-    if params.size and spare and (params[..., (code_bits - 1) // 8] >> spare).any():
-        return "parameter codes with bits beyond the recipe's fields"
+    for name in ("params", "partner_params"):
+        params = np.asarray(arrays.get(name, np.zeros(0, np.uint8)))
+        if params.size and spare and (params[..., (code_bits - 1) // 8] >> spare).any():
+            return "parameter codes with bits beyond the recipe's fields"
     if "mix_mode" in arrays:
-        if (np.asarray(arrays["mix_mode"]) > 2).any() or (np.asarray(arrays["partner"]) >= int(manifest["num_samples"])).any():
+        modes = 3 if "partner_params" in arrays else 2  # imported views may apply MixUp and CutMix
+        if (np.asarray(arrays["mix_mode"]) > modes).any() or (np.asarray(arrays["partner"]) >= int(manifest["num_samples"])).any():
             return "a mixing mode or partner that does not exist"
-        if (np.asarray(arrays["partner_view"]) >= views).any():
+        if "partner_view" in arrays and (np.asarray(arrays["partner_view"]) >= views).any():
             return f"a partner view outside 0..{views - 1}"
     return None
 

@@ -29,14 +29,23 @@ def ids_dtype(num_classes: int) -> np.dtype:
     return np.dtype(np.uint16) if num_classes <= 65535 else np.dtype(np.int32)
 
 
-def array_schema(code_bytes: int, topk: int, num_classes: int, mixes: bool) -> dict[str, dict[str, Any]]:
-    """name -> {dtype, shape per record}. The manifest records it; readers check shards against it."""
+def array_schema(code_bytes: int, topk: int, num_classes: int, mixes: bool | str | None) -> dict[str, dict[str, Any]]:
+    """name -> {dtype, shape per record}. The manifest records it; readers check shards against it.
+    ``mixes``: the recipe's mix layout (``"drkit"`` or True, ``"reference"`` for imported views)."""
     schema: dict[str, dict[str, Any]] = {
         "params": {"dtype": "uint8", "shape": [code_bytes]},
         "topk_ids": {"dtype": ids_dtype(num_classes).name, "shape": [topk]},
         "topk_probs": {"dtype": "float16", "shape": [topk]},
     }
-    if mixes:
+    if mixes == "reference":  # imported: pixel box, MixUp and CutMix bits, the partner's own code
+        schema.update({
+            "partner": {"dtype": "uint32", "shape": []},
+            "lam": {"dtype": "float16", "shape": []},
+            "box": {"dtype": "uint16", "shape": [4]},
+            "mix_mode": {"dtype": "uint8", "shape": []},
+            "partner_params": {"dtype": "uint8", "shape": [code_bytes]},
+        })
+    elif mixes:
         schema.update({
             "partner": {"dtype": "uint32", "shape": []},
             "partner_view": {"dtype": "uint16", "shape": []},
@@ -91,7 +100,13 @@ def pack(recipe: Recipe, views: Sequence[ViewParams]) -> dict[str, np.ndarray]:
 def unpack(recipe: Recipe, row: Mapping[str, Any]) -> ViewParams:
     """One stored record (arrays indexed down to a single view) -> the view's parameters."""
     params = recipe.decode(row["params"])
-    if recipe.mixes:
+    if recipe.mix_layout == "reference":
+        top, left, bottom, right = (int(b) for b in row["box"])
+        params["mix"] = {"mode": int(row["mix_mode"]), "partner": int(row["partner"]), "partner_view": 0,
+                         "lam": int(np.asarray(row["lam"], dtype=np.float16).view(np.uint16)),
+                         "top": top, "left": left, "bottom": bottom, "right": right,
+                         "partner_params": recipe.decode(row["partner_params"])}
+    elif recipe.mixes:
         top, left, h, w = (int(b) for b in row["box"])
         params["mix"] = {"mode": int(row["mix_mode"]), "partner": int(row["partner"]),
                          "partner_view": int(row["partner_view"]),

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..augment import Recipe, ViewParams, get_recipe, partner_of, render_view
+from ..augment import partner_params as partner_view_params
 from ..errors import StoreError
 from .check import manifest_problem, open_content, open_shard
 from .format import (
@@ -77,7 +78,7 @@ class Store:
         self.seed: int = int(m["seed"])
         self.schema: dict[str, dict[str, Any]] = m["arrays"]
         self.classes: list[str] = list(m["source"].get("classes", []))
-        if self.schema != array_schema(self.recipe.code_bytes, self.topk, self.num_classes, self.recipe.mixes):
+        if self.schema != array_schema(self.recipe.code_bytes, self.topk, self.num_classes, self.recipe.mix_layout):
             raise StoreError(f"store {self.path}: the manifest's array schema does not follow from its recipe, "
                              "top-k and class count: the store was edited; rebuild it")
         self._starts = np.array([s["start"] for s in m["shards"]], dtype=np.int64)
@@ -179,9 +180,11 @@ class Store:
                                "topk_probs": np.array(a["topk_probs"][local, view], dtype=np.float32)}
         mix = params.get("mix")
         if mix is not None:
+            box = [mix["top"], mix["left"], mix["h"], mix["w"]] if "h" in mix else \
+                [mix["top"], mix["left"], mix["bottom"], mix["right"]]  # an imported view: pixel corners
             rec.update(partner=mix["partner"], partner_view=mix["partner_view"],
-                       lam=float(np.array([mix["lam"]], np.uint16).view(np.float16)[0]),
-                       box=[mix["top"], mix["left"], mix["h"], mix["w"]], mix_mode=mix["mode"])
+                       lam=float(np.array([mix["lam"]], np.uint16).view(np.float16)[0]), box=box,
+                       mix_mode=mix["mode"])
         return rec
 
     def soft_target(self, sample_id: int, view: int, smooth: bool = True) -> torch.Tensor:
@@ -232,7 +235,7 @@ class Store:
         img = load(sample_id) if image is None else image
         partner = partner_of(params)
         images = [img.to(device)] + ([load(partner[0]).to(device)] if partner else [])
-        partner_params = [self.view_params(*partner)] if partner else [None]
+        partner_params = [partner_view_params(params, self.view_params)] if partner else [None]
         return render_batch(self.recipe, images, [0], [params], size, [1 if partner else -1], partner_params)[0]
 
     def _warn_other_device(self, kind: str) -> None:

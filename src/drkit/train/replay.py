@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..augment import partner_of
+from ..augment import partner_params as partner_view_params
 from ..augment.batch import Parameters, render_batch, stack_images, unstack_images
 from ..errors import DrkitError
 from ..store import densify
@@ -50,7 +51,7 @@ class RawViews(Dataset):
             if q is not None and q[0] not in images:
                 images[q[0]] = ds.load(q[0])
             params.append(p)
-            partners.append((q[0], ds.store.view_params(*q)) if q is not None else None)
+            partners.append((q[0], partner_view_params(p, ds.store.view_params)) if q is not None else None)
             ids.append(rec["topk_ids"])
             probs.append(rec["topk_probs"])
         return {"sample": i, "label": int(ds.labels[i]), "images": images, "params": params, "partners": partners,
