@@ -28,8 +28,8 @@ import numpy as np
 
 from ..errors import SourceError, one_line
 from .base import Source
+from .encoded import EncodedSource, check_labels
 from .fingerprint import fingerprint_records
-from .hf import EncodedSource, check_labels
 from .registry import register_source
 from .spec import canonical_spec
 

@@ -36,8 +36,8 @@ import numpy as np
 from ..errors import SourceError, one_line
 from ..fileio import atomic_write_bytes
 from .base import Source
+from .encoded import EncodedSource, check_labels
 from .fingerprint import fingerprint_records
-from .hf import EncodedSource, check_labels
 from .images import IMAGE_EXTENSIONS
 from .listing import RACY_S, cache_dir
 from .registry import register_source

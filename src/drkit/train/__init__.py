@@ -10,11 +10,11 @@ from .. import callable_verb
 from .config import TrainConfig
 from .data import AugmentedDataset, ReinforcedDataset, epoch_views
 from .loop import train
-from .losses import LabelSmoothingCrossEntropy, SoftTargetLoss, soft_target_cross_entropy
+from .losses import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy, SoftTargetLoss, soft_target_cross_entropy
 from .outputs import read_metrics
 from .replay import collate_raw, render
 
-__all__ = ["train", "TrainConfig", "ReinforcedDataset", "AugmentedDataset", "SoftTargetLoss",
+__all__ = ["train", "TrainConfig", "ReinforcedDataset", "AugmentedDataset", "SoftTargetLoss", "SoftTargetCrossEntropy",
            "LabelSmoothingCrossEntropy", "soft_target_cross_entropy", "epoch_views", "read_metrics", "collate_raw", "render"]
 
 
