@@ -172,6 +172,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shift", default=None, metavar="SRC", help="another labelled set, classes mapped by name")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding images")
     p.add_argument("--skip-bad", action="store_true", help="leave undecodable images out of every metric (counted "
                    "and listed under 'skipped' in --json) instead of stopping at the first")
     p.add_argument("--device", default="auto")
