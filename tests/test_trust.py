@@ -386,3 +386,28 @@ def test_eval_skip_bad_leaves_undecodable_images_out(tmp_path):
     r = _cli("eval", "--checkpoint", ckpt, "--data", data, "--quiet", "--json", str(tmp_path / "c.json"))
     clean = json.loads((tmp_path / "c.json").read_text())
     assert clean["images"] == 8 and clean["top1"] == report["top1"] and clean["nll"] == report["nll"]
+
+
+@pytest.fixture()
+def read_only_dir(tmp_path):
+    """A real read-only file system (a tmpfs mounted ro; root ignores permission bits)."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], capture_output=True).returncode:
+        pytest.skip("cannot mount a read-only tmpfs here")
+    yield ro
+    subprocess.run(["umount", str(ro)], capture_output=True)
+
+
+def test_read_only_output_is_one_line(tmp_path, read_only_dir):
+    data = f"imagefolder:{_folder(tmp_path / 'img')}?mode=L"
+    teacher = make_teacher(tmp_path / "t", ["a", "b"], seed=1, image_size=12)
+    r = _cli("reinforce", "--data", data, "--teacher", teacher, "--samples", "2", "--topk", "2", "--workers", "0",
+             "--device", "cpu", "--quiet", "--out", str(read_only_dir / "store"))
+    _one_line_error(r, "Read-only file system")
+    r = _cli("eval", "--checkpoint", teacher.split(":", 1)[1], "--data", data, "--quiet", "--json",
+             str(read_only_dir / "r.json"))
+    _one_line_error(r, "not writable")
+    r = _cli("train", "--data", data, "--model", "drkit_cnn_tiny", "--epochs", "1", "--batch-size", "4", "--workers",
+             "0", "--device", "cpu", "--quiet", "--out", str(read_only_dir / "run"))
+    _one_line_error(r, "Read-only file system")

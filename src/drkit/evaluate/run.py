@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -132,6 +133,8 @@ class EvalConfig(VerbConfig):
             if path is not None:
                 parent = Path(path).resolve().parent
                 check(parent.is_dir(), f"{flag} {path}: {parent} is not a directory")
+                check(os.access(parent, os.W_OK), f"{flag} {path}: {parent} is not writable (read-only or "
+                      "no permission); choose another path")
         return self
 
 
