@@ -17,7 +17,7 @@ import torch
 from conftest import make_teacher
 from PIL import Image
 
-from drkit.errors import SourceError
+from drkit.errors import SourceError, StoreError
 from drkit.sources import Source, load_source
 
 CLASSES = ["ant", "bee", "cow"]
@@ -333,3 +333,31 @@ def test_lmdb_handles_do_not_cross_a_fork(specs):
         got[i] = (torch.from_numpy(np.array(img))[None], label)
     assert all(torch.equal(got[i][0], expected[i]) and got[i][1] == int(src.labels[i]) for i in range(N))
     assert torch.equal(src.load_uint8(3), expected[3])  # the parent reopens after the fork
+
+
+# ------------------------------------------------------------------ one store, another packaging
+def test_a_store_serves_another_packaging_of_the_same_images(specs, folder, records, tmp_path):
+    """A store made from the image folder trains from the tar shards (other fingerprint, same
+    content digests); a packaging in which one image differs is refused, naming it."""
+    from drkit.reinforce import reinforce
+    from drkit.store import open_store
+    from drkit.train import train
+
+    src = load_source(f"imagefolder:{folder}?mode=L")
+    teacher = make_teacher(tmp_path / "t", src.classes, seed=1, image_size=16, in_chans=1)
+    made = reinforce(src, [teacher], tmp_path / "store", recipe="padcrop", samples=2, topk=2, workers=0,
+                     progress=False, device="cpu", command=["t"])
+    for kind in KINDS:
+        other = load_source(specs[kind] + "?mode=L")
+        assert other.fingerprint != src.fingerprint
+        store = open_store(made)
+        store.check_source(other)  # accepted: every digest matches
+        assert torch.equal(store.render_uint8(other, 5, 1), open_store(made).render_uint8(src, 5, 1))
+    train(load_source(specs["wds"] + "?mode=L"), tmp_path / "run", reinforced=made, model="drkit_cnn_tiny",
+          epochs=1, batch_size=8, workers=0, device="cpu", quiet=True)
+    changed = list(records)
+    ext, label, _ = changed[7]
+    changed[7] = (ext, label, changed[8][2])  # one image replaced by another
+    wrong = load_source(build_wds(tmp_path / "wrong", changed) + "?mode=L")
+    with pytest.raises(StoreError, match="its images differ.*sample000007"):
+        open_store(made).check_source(wrong)

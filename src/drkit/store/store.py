@@ -194,16 +194,31 @@ class Store:
 
     # -- pixels ---------------------------------------------------------------------------
     def check_source(self, src: Source) -> None:
-        """Refuse a source that is not the one the store was made from."""
+        """Refuse a source that is not the one the store was made from. Another packaging of the
+        same images (a folder vs. tar shards, an LMDB, an HF dataset) has another fingerprint; it
+        is accepted when its class names match and every image's content digest equals the one
+        the store recorded (one pass over the data, said on stderr)."""
         if id(src) in self._checked_sources:
             return
         want = self.manifest["source"]
+        sizes = (f"store {self.path} has {self.num_samples} samples/{self.num_classes} classes; "
+                 f"source {src.spec} has {len(src)}/{len(src.classes)}")
+        same_size = len(src) == self.num_samples and len(src.classes) == self.num_classes
         if src.fingerprint != want["fingerprint"]:
-            raise StoreError(f"store {self.path} was made from {want.get('spec')} (fingerprint "
-                             f"{want['fingerprint'][:12]}), not {src.spec} ({src.fingerprint[:12]})")
-        if len(src) != self.num_samples or len(src.classes) != self.num_classes:
-            raise StoreError(f"store {self.path} has {self.num_samples} samples/{self.num_classes} classes; "
-                             f"source {src.spec} has {len(src)}/{len(src.classes)}")
+            mismatch = (f"store {self.path} was made from {want.get('spec')} (fingerprint "
+                        f"{want['fingerprint'][:12]}), not {src.spec} ({src.fingerprint[:12]})")
+            if not same_size:
+                raise StoreError(f"{mismatch}: {sizes.split('; ', 1)[1]} against {self.num_samples}/{self.num_classes}")
+            if not self.digest_kind or src.digest_kind != self.digest_kind or list(src.classes) != self.classes:
+                raise StoreError(mismatch)
+            print(f"drkit: {src.spec} is not the source {self.path} was made from; comparing the content digests "
+                  f"of its {len(src)} images", file=sys.stderr)
+            try:
+                self._verify_content(src, progress=sys.stderr.isatty())
+            except StoreError as exc:
+                raise StoreError(f"{mismatch}, and its images differ: {exc}") from None
+        elif not same_size:
+            raise StoreError(sizes)
         self._checked_sources.add(id(src))
 
     def render_uint8(self, src: Source, sample_id: int, view: int, image_size: int | None = None,
