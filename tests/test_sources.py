@@ -242,7 +242,7 @@ def test_imagefolder_split_layout(tmp_path) -> None:
     "spec, match",
     [
         ("", "empty source spec"),
-        ("nope:/x", "known sources: digits, fashion-mnist, hf, imagefolder, lmdb, torchvision, wds"),
+        ("nope:/x", "known sources: digits, fashion-mnist, hf, hf-stream, imagefolder, lmdb, torchvision, wds"),
         ("digits:foo", "takes no argument"),
         ("digits:val", "no split 'val'"),
         ("digits?n=0", "positive integer"),

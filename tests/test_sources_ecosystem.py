@@ -361,3 +361,49 @@ def test_a_store_serves_another_packaging_of_the_same_images(specs, folder, reco
     wrong = load_source(build_wds(tmp_path / "wrong", changed) + "?mode=L")
     with pytest.raises(StoreError, match="its images differ.*sample000007"):
         open_store(made).check_source(wrong)
+
+
+# ------------------------------------------------------------------ a streamed source
+def _parquet(path: Path, records, files: int = 2) -> Path:
+    """The records as parquet files, the layout a hub dataset streams from."""
+    feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(CLASSES))})
+    ds = datasets.Dataset.from_dict({"image": [{"bytes": d, "path": None} for _, _, d in records],
+                                     "label": [lab for _, lab, _ in records]}, features=feats)
+    (path / "data").mkdir(parents=True)
+    per = -(-len(records) // files)
+    for f in range(files):
+        ds.select(range(f * per, min(len(records), (f + 1) * per))).to_parquet(str(path / "data" / f"train-{f:05d}.parquet"))
+    return path
+
+
+def test_a_streamed_source_reinforces_in_one_pass_with_nearby_partners(tmp_path, records, folder):
+    """hf-stream: labels from one label-only pass; images read in order; mixing partners within the
+    window (recorded in the manifest); the store then trains from the folder of the same images;
+    reading far out of order refuses with one line."""
+    from drkit.reinforce import reinforce
+    from drkit.sources.stream import MAX_RESTARTS, hf_stream
+    from drkit.store import open_store
+    from drkit.train import train
+
+    root = _parquet(tmp_path / "pq", records)
+    src = hf_stream(str(root), split="train", mode="L", window=3)
+    plain = load_source(f"imagefolder:{folder}?mode=L")
+    assert len(src) == N and src.classes == list(CLASSES) and list(src.labels) == list(plain.labels)
+    assert [src.digest(i) for i in range(N)] == [plain.digest(i) for i in range(N)]
+    assert load_source(f"hf-stream:{root}?mode=L").fingerprint == src.fingerprint
+    teacher = make_teacher(tmp_path / "t", src.classes, seed=1, image_size=16, in_chans=1)
+    made = reinforce(src, [teacher], tmp_path / "store", recipe="padcrop+mix", samples=3, topk=2, workers=0,
+                     batch_size=6, progress=False, device="cpu", command=["t"])
+    store = open_store(made)
+    assert store.manifest["partner_window"] == 3
+    for i in range(N):
+        rec = store.raw(i)
+        mixed = rec["mix_mode"] > 0
+        assert (np.abs(rec["partner"][mixed].astype(int) - i) <= 3).all()
+    assert (store.raw(5)["mix_mode"] > 0).any()
+    train(plain, tmp_path / "run", reinforced=made, model="drkit_cnn_tiny", epochs=1, batch_size=8, workers=0,
+          device="cpu", quiet=True)  # the folder serves the store made from the stream (same digests)
+    fresh = hf_stream(str(root), split="train", mode="L", window=3)
+    with pytest.raises(SourceError, match="read out of order"):
+        for i in list(range(N - 1, -1, -1)) * (MAX_RESTARTS + 1):
+            fresh.load_uint8(i)

@@ -18,12 +18,15 @@ from .codec import Field
 
 @dataclass(frozen=True)
 class SampleContext:
-    """What a sampler may look at: the source image size and the dataset/view counts."""
+    """What a sampler may look at: the source image size and the dataset/view counts.
+    ``window`` > 0 keeps mixing partners within that many samples of ``sample_id`` (a streamed
+    source holds only a window of recent images); 0 lets them be any sample."""
 
     src_hw: tuple[int, int]
     num_samples: int
     num_views: int
     sample_id: int
+    window: int = 0
 
 
 class Op:

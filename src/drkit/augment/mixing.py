@@ -57,7 +57,11 @@ class MixUpCutMix(Op):
                "top": 0, "left": 0, "h": 0, "w": 0}
         if ctx.num_samples < 2 or rng.random() >= s["p"]:
             return out
-        partner = uniform_int(rng, 0, ctx.num_samples - 2)
+        if ctx.window > 0:  # a streamed source: a partner among the samples within the window
+            lo, hi = max(0, ctx.sample_id - ctx.window), min(ctx.num_samples - 1, ctx.sample_id + ctx.window)
+            partner = lo + uniform_int(rng, 0, hi - lo - 1)
+        else:
+            partner = uniform_int(rng, 0, ctx.num_samples - 2)
         out["partner"] = partner + (partner >= ctx.sample_id)  # any sample but this one
         out["partner_view"] = uniform_int(rng, 0, ctx.num_views - 1)
         use_cutmix = s["cutmix"] > 0 and (s["mixup"] <= 0 or rng.random() < s["switch"])

@@ -92,10 +92,11 @@ class Recipe:
         return np.random.default_rng([int(seed), int(sample_id), int(view)])
 
     def sample(self, seed: int, sample_id: int, view: int, src_hw: tuple[int, int],
-               num_samples: int, num_views: int) -> ViewParams:
-        """All parameters of one view, a pure function of its arguments."""
+               num_samples: int, num_views: int, window: int = 0) -> ViewParams:
+        """All parameters of one view, a pure function of its arguments (``window``: see
+        :class:`~drkit.augment.base.SampleContext`)."""
         rng = self.view_rng(seed, sample_id, view)
-        ctx = SampleContext(tuple(src_hw), num_samples, num_views, sample_id)  # type: ignore[arg-type]
+        ctx = SampleContext(tuple(src_hw), num_samples, num_views, sample_id, window)  # type: ignore[arg-type]
         params: ViewParams = {op.name: op.sample(rng, ctx) for op in self.ops}
         if self.mixer is not None:
             params["mix"] = self.mixer.sample(rng, ctx)

@@ -28,14 +28,15 @@ class ViewSampler:
     source size from ``image_hw`` — the same pure function a store was generated with."""
 
     def __init__(self, recipe: Recipe, seed: int, num_samples: int, num_views: int,
-                 image_hw: Callable[[int], tuple[int, int]]):
+                 image_hw: Callable[[int], tuple[int, int]], window: int = 0):
         self.recipe, self.seed = recipe, int(seed)
         self.num_samples, self.num_views, self.image_hw = int(num_samples), int(num_views), image_hw
+        self.window = int(window)  # mixing partners within this many samples (0: anywhere)
 
     def __call__(self, sample: int, view: int) -> ViewParams:
         hw = self.image_hw(sample)
         return self.recipe.sample(self.seed, sample, view, (int(hw[0]), int(hw[1])), self.num_samples,
-                                  self.num_views)
+                                  self.num_views, self.window)
 
 
 def partner_of(params: ViewParams) -> tuple[int, int] | None:

@@ -97,7 +97,9 @@ def store_config(cfg: ReinforceConfig, src: Any, ens: torch.nn.Module, rec: Reci
                  device: torch.device) -> dict[str, Any]:
     """The store's content-determining configuration (``run.json``; the manifest starts with it)."""
     num_classes = len(src.classes)
+    window = int(getattr(src, "partner_window", 0))  # a streamed source: partners drawn nearby
     return {
+        **({"partner_window": window} if window else {}),
         "source": src.describe(), "num_classes": num_classes,
         "teachers": ens.describe() if hasattr(ens, "describe") else [{"spec": type(ens).__name__}],
         "image_size": size, "in_chans": src.channels, "recipe": rec.describe(),

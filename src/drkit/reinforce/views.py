@@ -81,7 +81,8 @@ class ViewBatches(Dataset):
             img = load(i)
             return (1, 1) if img is None else (int(img.shape[-2]), int(img.shape[-1]))
 
-        sampler = ViewSampler(self.recipe, self.seed, len(self.src), self.num_views, image_hw)
+        sampler = ViewSampler(self.recipe, self.seed, len(self.src), self.num_views, image_hw,
+                              window=int(getattr(self.src, "partner_window", 0)))
         flat = np.arange(task.first, task.stop)
         samples, views = task.start + flat // self.num_views, flat % self.num_views
         params = [sampler(i, v) for i, v in zip(samples.tolist(), views.tolist())]

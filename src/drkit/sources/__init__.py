@@ -8,7 +8,8 @@ Layout: :mod:`.base` the source classes, :mod:`.spec` the spec grammar and :func
 :mod:`.registry` the scheme table, :mod:`.images` image-mode normalisation, :mod:`.fingerprint`
 the fingerprint recipes; one module per scheme below them. ``hf:``, ``wds:`` and ``lmdb:`` read
 encoded images out of containers (Arrow tables, tar shards, an LMDB) through
-:class:`~drkit.sources.hf.EncodedSource`; their libraries are imported only when one is opened.
+:class:`~drkit.sources.encoded.EncodedSource`, and ``hf-stream:`` streams a dataset in order
+(:mod:`.stream`); their libraries are imported only when one is opened.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from . import (  # noqa: F401  (registration)
     hf,
     imagefolder,
     lmdb_source,
+    stream,
     torchvision_source,
     webdataset_source,
 )

@@ -109,8 +109,7 @@ class Source:
     def typical_side(self, probes: int = 33) -> int:
         """Median short side over up to ``probes`` evenly spaced samples (headers only where the
         format allows): what size-aware recipe defaults look at."""
-        n = len(self)
-        idx = sorted({int(round(x)) for x in np.linspace(0, n - 1, min(n, probes))})
+        idx = self.probe_indices(probes).tolist()
         sides = []
         for i in idx:
             try:
@@ -120,6 +119,15 @@ class Source:
         if not sides:
             raise SourceError(f"{self.spec}: none of {len(idx)} probed images can be read")
         return int(np.median(sides))
+
+    def probe_indices(self, count: int) -> np.ndarray:
+        """Up to ``count`` sample indices, ascending, for statistics and probes: evenly spaced over
+        the source (the first N of an ImageFolder would all be one class), or the first ``count``
+        of a source that is read in order (a stream)."""
+        n = len(self)
+        if getattr(self, "sequential", False):
+            return np.arange(min(n, count), dtype=np.int64)
+        return np.unique(np.linspace(0, n - 1, min(n, count)).round().astype(np.int64))
 
     def subset(self, indices: Union[Iterable[int], np.ndarray]) -> "Source":
         """A view on some samples, in the given order (duplicates allowed)."""

@@ -23,8 +23,7 @@ PLAIN_IMAGES = 1024
 def plain_stats(ens: nn.Module, src: Source, image_size: int, max_images: int = PLAIN_IMAGES,
                 batch_size: int = 256, skipped: set[int] | None = None) -> dict[str, Any]:
     """Top-1 accuracy and mean top-1 probability of the (routed) ensemble on plain images."""
-    n = len(src)
-    idx = np.unique(np.linspace(0, n - 1, min(n, max_images)).round().astype(np.int64))
+    idx = src.probe_indices(max_images)
     idx = np.array([i for i in idx if i not in (skipped or set())], dtype=np.int64)
     correct, prob_sum = 0, 0.0
     for a in range(0, idx.size, batch_size):

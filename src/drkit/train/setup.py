@@ -174,8 +174,7 @@ def source_stats(src: Source, max_images: int = STATS_IMAGES,
                  skip: set[int] | frozenset[int] = frozenset()) -> tuple[list[float], list[float]]:
     """Per-channel mean/std in [0, 1] over up to ``max_images`` evenly strided images (the first
     N of an ImageFolder would all be class 0), leaving out ``skip`` (a store's undecodable images)."""
-    n = len(src)
-    idx = np.unique(np.linspace(0, n - 1, min(n, max_images)).round().astype(np.int64))
+    idx = src.probe_indices(max_images)
     idx = np.array([i for i in idx if int(i) not in skip], dtype=np.int64)
     c = src.channels
     total = np.zeros(c, dtype=np.float64)
