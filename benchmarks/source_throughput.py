@@ -132,15 +132,18 @@ def main() -> None:
         root = Path(d)
         specs = build_all(root, make_images(args.images))
         order = {"in order": np.arange(args.images), "shuffled": np.random.default_rng(0).permutation(args.images)}
-        rates: dict[tuple[str, str], float] = {}
-        for name, spec in specs.items():
-            for how, idx in order.items():
-                if name == "hf-stream" and how == "shuffled":
-                    continue  # a stream is read in order
-                rates[name, how] = statistics.median(read_rate(spec, idx) for _ in range(args.repeats))
-        lines.append(f"{'source':12s} {'order':9s} {'images/s':>9s}  vs imagefolder")
+        runs: dict[tuple[str, str], list[float]] = {}
+        for _ in range(args.repeats):  # rounds interleave the sources: the machine's drift hits them all
+            for name, spec in specs.items():
+                for how, idx in order.items():
+                    if name == "hf-stream" and how == "shuffled":
+                        continue  # a stream is read in order
+                    runs.setdefault((name, how), []).append(read_rate(spec, idx))
+        rates = {k: statistics.median(v) for k, v in runs.items()}
+        lines.append(f"{'source':12s} {'order':9s} {'images/s':>9s} {'(runs min-max)':>16s}  vs imagefolder")
         for (name, how), r in rates.items():
-            lines.append(f"{name:12s} {how:9s} {r:9.1f}  {r / rates['imagefolder', how]:.2f}")
+            lo, hi = min(runs[name, how]), max(runs[name, how])
+            lines.append(f"{name:12s} {how:9s} {r:9.1f} {f'({lo:.0f}-{hi:.0f})':>16s}  {r / rates['imagefolder', how]:.2f}")
         reference_files(root / "ref", args.images, args.views)
         import tarfile
 
