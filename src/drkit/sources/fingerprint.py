@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -18,6 +18,18 @@ from ..errors import SourceError
 
 def _header(kind: str, **fields: Any) -> bytes:
     return (json.dumps({"drkit-fingerprint": kind, **fields}, sort_keys=True) + "\n").encode()
+
+
+def _hash_lines(h: Any, lines: Iterable[str]) -> str:
+    """Feed text lines to ``h`` in chunks (one ``update`` per 4,096 lines, not per line); its hex digest."""
+    chunk: list[str] = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) >= 4096:
+            h.update("".join(chunk).encode("utf-8", "surrogateescape"))
+            chunk.clear()
+    h.update("".join(chunk).encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
 
 
 def fingerprint_arrays(images: np.ndarray, labels: np.ndarray, classes: Sequence[str], mode: str) -> str:
@@ -37,19 +49,17 @@ def fingerprint_files(
     """sha256 of relative paths + labels + file sizes (not contents): a stat per file, so it
     stays fast on ImageNet while still catching renamed, moved, added or rewritten files."""
     h = hashlib.sha256(_header("files-v1", count=len(relpaths), mode=mode, classes=list(classes)))
-    lines = []
-    for rel, label in zip(relpaths, labels.tolist()):
-        path = os.path.join(root, rel)
-        try:
-            size = os.stat(path).st_size
-        except OSError as exc:
-            raise SourceError(f"cannot stat image {path}: {exc}") from exc
-        lines.append(f"{rel}\t{label}\t{size}\n")
-        if len(lines) >= 4096:
-            h.update("".join(lines).encode("utf-8", "surrogateescape"))
-            lines.clear()
-    h.update("".join(lines).encode("utf-8", "surrogateescape"))
-    return h.hexdigest()
+
+    def lines() -> Iterator[str]:
+        for rel, label in zip(relpaths, labels.tolist()):
+            path = os.path.join(root, rel)
+            try:
+                size = os.stat(path).st_size
+            except OSError as exc:
+                raise SourceError(f"cannot stat image {path}: {exc}") from exc
+            yield f"{rel}\t{label}\t{size}\n"
+
+    return _hash_lines(h, lines())
 
 
 def fingerprint_subset(parent_fingerprint: str, indices: np.ndarray) -> str:
@@ -70,11 +80,4 @@ def fingerprint_records(
         raise SourceError(f"{container} fingerprint: {len(keys)} keys, {len(labels)} labels, {len(sizes)} sizes")
     h = hashlib.sha256(_header("records-v1", container=container, count=len(keys), mode=mode,
                                classes=list(classes)))
-    lines = []
-    for key, label, size in zip(keys, labels.tolist(), sizes):
-        lines.append(f"{key}\t{label}\t{int(size)}\n")
-        if len(lines) >= 4096:
-            h.update("".join(lines).encode("utf-8", "surrogateescape"))
-            lines.clear()
-    h.update("".join(lines).encode("utf-8", "surrogateescape"))
-    return h.hexdigest()
+    return _hash_lines(h, (f"{key}\t{label}\t{int(size)}\n" for key, label, size in zip(keys, labels.tolist(), sizes)))

@@ -24,17 +24,7 @@ from .base import FileSource, Source
 from .images import IMAGE_EXTENSIONS
 from .listing import Listing, load_listing, save_listing
 from .registry import register_source
-from .spec import canonical_spec
-
-
-def _split_root(root: str, split: str) -> str:
-    """The folder a split reads: ROOT/SPLIT in a train/ + val|test/ layout, else ROOT."""
-    present = [s for s in ("train", "val", "test") if os.path.isdir(os.path.join(root, s))]
-    if "train" in present and ("val" in present or "test" in present):
-        if split not in present:
-            raise SourceError(f"imagefolder {root} has no {split}/ folder; available splits: {', '.join(present)}")
-        return os.path.join(root, split)
-    return root
+from .spec import canonical_spec, split_folder
 
 
 def scan_image_folder(root: str) -> Listing:
@@ -125,7 +115,7 @@ def imagefolder(arg: Optional[str], *, split: str, mode: Optional[str], download
     root = os.path.abspath(os.path.expanduser(arg))
     if not os.path.isdir(root):
         raise SourceError(f"imagefolder {root} is not a directory")
-    split_root = _split_root(root, split)
+    split_root = split_folder(root, split, "imagefolder")
     mode = mode or "RGB"
     cached = load_listing(split_root, mode)
     listing, fingerprint = cached if cached is not None else (scan_image_folder(split_root), None)

@@ -11,6 +11,7 @@ full source's fingerprint; ``?mode=`` forces the image mode (``L`` or ``RGB``).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence
 
@@ -122,6 +123,17 @@ def load_source(spec: str, split: Optional[str] = None, download: bool = False) 
 def canonical_spec(scheme: str, arg: Optional[str], split: str, mode: str, default_mode: str) -> str:
     """Spec string a factory stamps on its source; the mode appears only when it is not the default."""
     return SourceSpec(scheme, arg, split, None, None if mode == default_mode else mode).format()
+
+
+def split_folder(root: str, split: str, scheme: str) -> str:
+    """The folder a split reads: ROOT/SPLIT in a train/ + val|test/ layout, else ROOT itself (the
+    split is then only recorded)."""
+    present = [s for s in ("train", "val", "test") if os.path.isdir(os.path.join(root, s))]
+    if "train" in present and ("val" in present or "test" in present):
+        if split not in present:
+            raise SourceError(f"{scheme} {root} has no {split}/ folder; available splits: {', '.join(present)}")
+        return os.path.join(root, split)
+    return root
 
 
 def check_split(scheme: str, split: str, allowed: Sequence[str]) -> None:

@@ -41,7 +41,7 @@ from .fingerprint import fingerprint_records
 from .images import IMAGE_EXTENSIONS
 from .listing import RACY_S, cache_dir
 from .registry import register_source
-from .spec import canonical_spec
+from .spec import canonical_spec, split_folder
 
 #: WebDataset's split of a member name into sample key and extension (``webdataset.tariterators``)
 _KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
@@ -82,20 +82,11 @@ def expand_braces(pattern: str) -> list[str]:
     return [out for part in parts for out in expand_braces(head + part + tail)]
 
 
-def _split_dir(root: str, split: str) -> str:
-    present = [s for s in ("train", "val", "test") if os.path.isdir(os.path.join(root, s))]
-    if "train" in present and ("val" in present or "test" in present):
-        if split not in present:
-            raise SourceError(f"wds {root} has no {split}/ folder; available splits: {', '.join(present)}")
-        return os.path.join(root, split)
-    return root
-
-
 def resolve_shards(arg: str, split: str) -> list[str]:
     """The shard files PATH names, sorted; a name that matches nothing is refused."""
     path = os.path.abspath(os.path.expanduser(arg))
     if os.path.isdir(path):
-        folder = _split_dir(path, split)
+        folder = split_folder(path, split, "wds")
         shards = sorted(os.path.join(folder, n) for n in os.listdir(folder)
                         if n.endswith(".tar") and not n.startswith("."))
         if not shards:
