@@ -407,3 +407,18 @@ def test_a_streamed_source_reinforces_in_one_pass_with_nearby_partners(tmp_path,
     with pytest.raises(SourceError, match="read out of order"):
         for i in list(range(N - 1, -1, -1)) * (MAX_RESTARTS + 1):
             fresh.load_uint8(i)
+
+
+def test_a_stream_is_read_in_one_process_whatever_workers_say(tmp_path, records):
+    """A streamed dataset shards itself across DataLoader workers; drkit reads it in one process
+    instead, and says so: the CLI's default --workers 2 works for reinforce and eval."""
+    root = _parquet(tmp_path / "pq", records)
+    teacher = make_teacher(tmp_path / "t", list(CLASSES), seed=1, image_size=16, in_chans=1)
+    spec = f"hf-stream:{root}?mode=L"
+    r = subprocess.run([sys.executable, "-m", "drkit", "reinforce", "--data", spec, "--teacher", teacher, "--recipe",
+                        "padcrop+mix", "--samples", "2", "--topk", "2", "--device", "cpu", "--quiet",
+                        "--out", str(tmp_path / "store")], capture_output=True, text=True)
+    assert r.returncode == 0 and "is a stream, read in order in one process" in r.stderr, r.stderr[-2000:]
+    r = subprocess.run([sys.executable, "-m", "drkit", "eval", "--checkpoint", teacher.split(":", 1)[1], "--data",
+                        spec, "--quiet", "--device", "cpu"], capture_output=True, text=True)
+    assert r.returncode == 0 and f"({N} images)" in r.stdout, r.stderr[-2000:]

@@ -159,7 +159,8 @@ def evaluate(cfg: EvalConfig | Any = None, data: Any = None, /, **options: Any) 
     keep = keep[:cfg.limit] if cfg.limit is not None else keep
     views = functools.partial(EvalViews, src, mcfg.image_size, crop_pct, keep, label_map, skip_bad=cfg.skip_bad)
     run = functools.partial(_run, model, batch_size=cfg.batch_size, device=device, class_subset=subset)
-    clean = run(views(), workers=cfg.workers, desc="eval", progress=cfg.progress)
+    workers = src.loader_workers(cfg.workers)
+    clean = run(views(), workers=workers, desc="eval", progress=cfg.progress)
     if len(clean.skipped) == len(keep):
         raise DrkitError(f"none of the {len(keep)} images of {src.spec} can be decoded")
     report: dict[str, Any] = {"checkpoint": str(cfg.checkpoint), "data": src.spec,
@@ -169,7 +170,7 @@ def evaluate(cfg: EvalConfig | Any = None, data: Any = None, /, **options: Any) 
     if cfg.corruptions:
         # 65 small sets: starting loader workers for each (seconds apiece) costs more than rendering
         # a small set in this process, so small sets render here.
-        workers = cfg.workers if len(keep) >= SMALL_SET else 0
+        workers = workers if len(keep) >= SMALL_SET else 0
         report["corruptions"] = _corruption_table(cfg, views, functools.partial(run, workers=workers, progress=False))
         report["mean_corruption_top1"] = float(np.mean([v for row in report["corruptions"].values()
                                                         for v in row.values()]))
@@ -212,7 +213,7 @@ def _shifted(cfg: EvalConfig, model: torch.nn.Module, mcfg: Any, crop_pct: float
     smap, ssub, skeep = _label_map(list(mcfg.classes), ssrc, allow_subset=True)
     skeep = skeep[:cfg.limit] if cfg.limit is not None else skeep
     sres = _run(model, EvalViews(ssrc, mcfg.image_size, crop_pct, skeep, smap, skip_bad=cfg.skip_bad),
-                batch_size=cfg.batch_size, device=device, workers=cfg.workers, class_subset=ssub, desc="shift",
+                batch_size=cfg.batch_size, device=device, workers=ssrc.loader_workers(cfg.workers), class_subset=ssub, desc="shift",
                 progress=cfg.progress)
     return {"data": ssrc.spec, "images": len(skeep) - len(sres.skipped),
             "classes": int(len(ssub) if ssub is not None else len(ssrc.classes)), **sres.compute()}

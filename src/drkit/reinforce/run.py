@@ -53,7 +53,7 @@ def reinforce(cfg: ReinforceConfig | Any = None, teacher: Any = None, out: Any =
     writer = StoreWriter(cfg.out, config, resume=cfg.resume, shared=jobs > 1, job=job, jobs=jobs)
     mine = writer.todo(job, jobs)
     views = ViewBatches(src, rec, cfg.seed, cfg.samples, batch_tasks(mine, cfg.samples, cfg.batch_size), cfg.skip_bad)
-    label_views(writer, views, size, ens, device, cfg.workers, cfg.progress, env.rank)
+    label_views(writer, views, size, ens, device, src.loader_workers(cfg.workers), cfg.progress, env.rank)
     provenance = {"command": list(cfg.command) if cfg.command is not None else list(sys.argv),
                   "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     diagnostics = None

@@ -120,6 +120,17 @@ class Source:
             raise SourceError(f"{self.spec}: none of {len(idx)} probed images can be read")
         return int(np.median(sides))
 
+    def loader_workers(self, requested: int) -> int:
+        """How many DataLoader workers may read this source: ``requested``, or 0 for a source
+        that is read in order in one process (a stream), which is then said on stderr."""
+        if requested > 0 and getattr(self, "sequential", False):
+            import sys
+
+            print(f"drkit: {self.spec} is a stream, read in order in one process: --workers {requested} "
+                  "is not used", file=sys.stderr)
+            return 0
+        return requested
+
     def probe_indices(self, count: int) -> np.ndarray:
         """Up to ``count`` sample indices, ascending, for statistics and probes: evenly spaced over
         the source (the first N of an ImageFolder would all be one class), or the first ``count``
