@@ -422,3 +422,8 @@ def test_a_stream_is_read_in_one_process_whatever_workers_say(tmp_path, records)
     r = subprocess.run([sys.executable, "-m", "drkit", "eval", "--checkpoint", teacher.split(":", 1)[1], "--data",
                         spec, "--quiet", "--device", "cpu"], capture_output=True, text=True)
     assert r.returncode == 0 and f"({N} images)" in r.stdout, r.stderr[-2000:]
+    r = subprocess.run([sys.executable, "-m", "drkit", "train", "--data", spec, "--reinforced", str(tmp_path / "store"),
+                        "--model", "drkit_cnn_tiny", "--epochs", "1", "--quiet", "--out", str(tmp_path / "run")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "random-access copy" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "run").exists()

@@ -63,6 +63,10 @@ class Run:
 def build_run(cfg: TrainConfig, env: DistEnv, device: torch.device) -> Run:
     """Sources, mode, dataset, model and loss: every refusal happens here, before any training."""
     src = open_source(cfg.data, split=cfg.split, download=cfg.download)
+    if getattr(src, "sequential", False):
+        raise DrkitError(f"{src.spec} is a stream, read in order; training shuffles: train from a random-access "
+                         "copy of the same images (a folder, wds:, lmdb:, hf: saved with save_to_disk), which a "
+                         "store made from the stream serves when the content digests match")
     val_src = open_source(cfg.val, download=cfg.download) if cfg.val is not None else None
     if val_src is not None and list(val_src.classes) != list(src.classes):
         raise DrkitError(f"--val {val_src.spec} has other classes than --data {src.spec}")
