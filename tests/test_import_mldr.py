@@ -132,6 +132,14 @@ def test_import_replays_the_reference_views(tmp_path, reference):
     r = subprocess.run([sys.executable, "-m", "drkit", "verify", str(tmp_path / "store")], capture_output=True,
                        text=True)
     assert r.returncode == 0 and "approximately" in r.stdout
+    from conftest import make_teacher
+
+    spec = "digits:train?n=24"
+    r = _cli("verify", str(tmp_path / "store"), "--data", spec, "--replay", "6")
+    assert r.returncode == 2 and "imported" in r.stderr and "--teacher" in r.stderr
+    t = make_teacher(tmp_path / "t", [str(c) for c in range(10)], seed=0, image_size=SIZE)
+    r = _cli("verify", str(tmp_path / "store"), "--data", spec, "--replay", "6", "--teacher", t)
+    assert r.returncode == 0 and "approximate replay: reported only" in r.stdout, r.stderr
 
 
 def test_import_streams_a_tar_gz_and_trains(tmp_path, reference):

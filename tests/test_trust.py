@@ -411,3 +411,24 @@ def test_read_only_output_is_one_line(tmp_path, read_only_dir):
     r = _cli("train", "--data", data, "--model", "drkit_cnn_tiny", "--epochs", "1", "--batch-size", "4", "--workers",
              "0", "--device", "cpu", "--quiet", "--out", str(read_only_dir / "run"))
     _one_line_error(r, "Read-only file system")
+
+
+def test_verify_replay_reproduces_the_stored_labels_and_catches_a_changed_image(tmp_path):
+    """verify --replay N labels N replayed views again with the recorded teachers: a fresh store
+    reproduces 100 %; with another teacher the check refuses, naming the first view that is off."""
+    from PIL import Image
+
+    root = tmp_path / "img"
+    for c, shade in (("a", 30), ("b", 200)):
+        (root / c).mkdir(parents=True)
+        for k in range(4):
+            Image.new("L", (12, 12), shade + 5 * k).save(root / c / f"{k}.pgm")
+    data = f"imagefolder:{root}?mode=L"
+    out = tmp_path / "store"
+    _reinforce_folder(tmp_path, data, out)
+    r = _cli("verify", str(out), "--data", data, "--replay", "12")
+    assert r.returncode == 0 and "12 views labelled again: 100.0% reproduce" in r.stdout, r.stderr[-2000:]
+    other = make_teacher(tmp_path / "t2", ["a", "b"], seed=9, image_size=12)
+    _one_line_error(_cli("verify", str(out), "--data", data, "--replay", "12", "--teacher", other),
+                    "replay reproduces the stored labels of only")
+    _one_line_error(_cli("verify", str(out), "--replay", "4"), "--data")

@@ -64,13 +64,20 @@ def _cmd_verify(a: argparse.Namespace) -> Any:
     from .store import open_store
 
     src = load_source(a.data, split=a.split, download=a.download) if a.data else None
-    if a.content and src is None:
-        raise DrkitError("--content compares the images with the store: give the data with --data SRC")
-    report = open_store(a.store).verify(src, content=a.content, progress=sys.stderr.isatty())
+    if (a.content or a.replay) and src is None:
+        raise DrkitError("--content and --replay compare the images with the store: give the data with --data SRC")
+    store = open_store(a.store)
+    report = store.verify(src, content=a.content, progress=sys.stderr.isatty())
     print(f"ok: {report['store']} ({report['shards']} shards, {report['samples']} samples x {report['views']} views)"
           + (f", matches {src.spec}" if src is not None else "")
           + (f", {report['content_checked']} images unchanged" if "content_checked" in report else "")
           + ("; views replay approximately (an imported store)" if report["replay"] != "exact" else ""))
+    if a.replay:
+        from .store.replay_check import replay_check
+
+        r = replay_check(store, src, a.replay, teachers=a.teacher, device=a.device)
+        print(f"replay: {r['views']} views labelled again: {r['reproduced']:.1%} reproduce their stored top-k, "
+              f"{r['top1_agreement']:.1%} their top-1" + ("" if r["exact"] else " (approximate replay: reported only)"))
 
 
 def _cmd_import_mldr(a: argparse.Namespace) -> Any:
@@ -198,6 +205,12 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--content", action="store_true", help="with --data: also read every image and compare its "
                    "bytes with the content digest the store recorded (a full pass over the data; training checks "
                    "each image as it reads it anyway)")
+    p.add_argument("--replay", type=int, default=0, metavar="N", help="with --data: replay N views, label them again "
+                   "with the store's teachers and compare with the stored top-k (refused unless reproduced; an "
+                   "imported store's agreement is only reported)")
+    p.add_argument("--teacher", action="append", default=None, metavar="T", help="with --replay: these teachers "
+                   "instead of the ones the manifest records (needed for an imported store)")
+    p.add_argument("--device", default="cpu", help="with --replay: where the teachers run")
     _common_data(p)
 
 

@@ -1,0 +1,67 @@
+"""``drkit verify DIR --data SRC --replay N``: do the stored labels still follow from the stored views?
+
+N views spread over the store are replayed from the source, labelled again by the store's teachers
+(or the ones given) and compared with their records. A store drkit made replays exactly: the same
+top-k classes and probabilities equal to fp16 rounding (batch composition may move the last
+bits), so any other result is refused with one line naming a view: a different torch or
+torchvision, a changed image, a teacher file that is not the one recorded. An imported store
+(``"replay": "approximate"``) replays through drkit's ops rather than the reference's, so its check
+reports how often the replayed top-1 agrees and refuses nothing.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import StoreError
+from .format import partner_ids
+from .store import Store
+
+#: stored probabilities are float16: replays may differ by a rounding step or two of it
+PROB_TOLERANCE = 2e-3
+
+
+def replay_views(store: Store, count: int) -> list[tuple[int, int]]:
+    """``count`` (sample, view) pairs spread evenly over the store's non-skipped samples and views."""
+    ids = np.setdiff1d(np.arange(store.num_samples), np.asarray(store.skipped, dtype=np.int64))
+    flat = np.unique(np.linspace(0, ids.size * store.num_views - 1, min(count, ids.size * store.num_views))
+                     .round().astype(np.int64))
+    return [(int(ids[f // store.num_views]), int(f % store.num_views)) for f in flat]
+
+
+def replay_check(store: Store, src: Any, count: int, teachers: Sequence[str] | None = None,
+                 device: str = "cpu", batch_size: int = 64) -> dict[str, Any]:
+    """Replay ``count`` views, label them again and compare (see the module docstring)."""
+    from ..teachers import call_teacher, load_teacher
+
+    recorded = store.manifest["teachers"]
+    if teachers is None and any(t.get("imported") for t in recorded):
+        raise StoreError(f"store {store.path} was imported: its teachers cannot be loaded from the manifest; "
+                         "name them with --teacher to compare")
+    ens = load_teacher(list(teachers or [t["spec"] for t in recorded]), device=device,
+                       num_classes=store.num_classes).eval()
+    pairs = replay_views(store, count)
+    agree, close, worst = 0, 0, None
+    for a in range(0, len(pairs), batch_size):
+        chunk = pairs[a:a + batch_size]
+        x = torch.stack([store.render_uint8(src, i, v) for i, v in chunk]).to(device).float().div_(255)
+        arrays = {k: np.stack([np.asarray(store.raw(i)[k][v]) for i, v in chunk]) for k in store.schema}
+        with torch.inference_mode():
+            probs = call_teacher(ens, x, np.array([i for i, _ in chunk]), partner_ids(arrays)).float().cpu()
+        p, ids = probs.topk(store.topk, dim=-1)
+        for r, (i, v) in enumerate(chunk):
+            want_ids, want_p = arrays["topk_ids"][r].astype(np.int64), arrays["topk_probs"][r].astype(np.float32)
+            agree += int(ids[r, 0].item() == want_ids[0])
+            same = np.array_equal(ids[r].numpy(), want_ids) and np.abs(p[r].numpy() - want_p).max() <= PROB_TOLERANCE
+            close += int(same)
+            if not same and worst is None:
+                worst = (i, v)
+    report = {"views": len(pairs), "top1_agreement": agree / len(pairs), "reproduced": close / len(pairs),
+              "exact": store.exact_replay}
+    if store.exact_replay and worst is not None:
+        raise StoreError(f"store {store.path}: replay reproduces the stored labels of only {close} of {len(pairs)} "
+                         f"views (first off: sample {worst[0]} view {worst[1]}): the images, the teachers or the "
+                         "torch/torchvision that render them differ from the ones that made the store")
+    return report
