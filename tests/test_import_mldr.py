@@ -287,3 +287,40 @@ def test_cifar_style_resize_and_padded_crop(tmp_path):
         assert (store.render_uint8(src, i, v).int() - x.int()).abs().max() <= 1
     manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
     assert manifest["imported_from"]["format"] == "ml-dr"
+
+
+def test_fuzzed_reference_files_fail_only_with_drkit_errors(tmp_path, reference):
+    """Flipped bytes in a reference file's zip or pickle, and arbitrary data in place of a sample's
+    parameters, end in drkit's own error naming the file, never another exception."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from drkit.importers.mldr import checked_records, enabled_ops, recipe_for
+    from drkit.importers.safe_pickle import load_torch_save
+
+    src, root, _ = reference
+    good = (root / "3.pth.tar").read_bytes()
+    recipe, size = recipe_for(enabled_ops(_rrc_config()["reinforce"]["image_augmentation"]))
+    names = ["random_resized_crop", "random_horizontal_flip", "rand_augment", "random_erase"]
+    ctx = {"views": 3, "topk": 4, "classes": 10, "size": SIZE, "samples": 24}
+    leaves = st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True) | st.text(max_size=3)
+    data = st.recursive(leaves, lambda kids: st.lists(kids, max_size=5) | st.tuples(kids, kids), max_leaves=12)
+    examples = int(os.environ.get("DRKIT_FUZZ_EXAMPLES", "150"))
+
+    @settings(max_examples=examples, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(flips=st.lists(st.tuples(st.integers(0, len(good) - 1), st.integers(1, 255)), min_size=1, max_size=8),
+           params=st.lists(data, min_size=0, max_size=6), prob=data)
+    def check(flips, params, prob):
+        raw = bytearray(good)
+        for at, x in flips:
+            raw[at] ^= x
+        for obj in [None, (3, [{"params": params, "prob": prob}] * 3)]:
+            try:
+                if obj is None:
+                    obj = load_torch_save(bytes(raw), "3.pth.tar")
+                checked_records(recipe, names, obj, 3, ctx, "3.pth.tar")
+            except DrkitError as exc:
+                assert "3.pth.tar" in str(exc)
+
+    check()

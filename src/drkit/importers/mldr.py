@@ -189,6 +189,19 @@ def sample_records(recipe: Recipe, names: list[str], obj: Any, index: int, ctx: 
     return out
 
 
+def checked_records(recipe: Recipe, names: list[str], obj: Any, index: int, ctx: dict[str, int],
+                    where: str) -> dict[str, np.ndarray]:
+    """:func:`sample_records`, any malformed entry (a wrong type, length or range anywhere in the
+    file's data) refused with one line naming the file."""
+    try:
+        return sample_records(recipe, names, obj, index, ctx, where)
+    except DrkitError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
+        raise DrkitError(f"{where}: not a reference sample the config describes ({type(exc).__name__}: "
+                         f"{exc})") from None
+
+
 def _topk(prob: Any, ctx: dict[str, int], where: str) -> tuple[np.ndarray, np.ndarray]:
     """(ids, probabilities) sorted by probability (ties by class id) from the reference's unsorted pair."""
     p, c = (np.asarray(a, dtype=np.float64) for a in prob)
@@ -314,7 +327,7 @@ def _convert(path: Path, src: Any, ops: dict[str, Any], recipe: Recipe, size: in
         where = f"{path}:{name}"
         if not 0 <= index < len(src) or seen[index]:
             raise DrkitError(f"{where}: index {index} is outside 0..{len(src) - 1} or repeated")
-        arrays = sample_records(recipe, names, load_torch_save(data, where), index, ctx, where)
+        arrays = checked_records(recipe, names, load_torch_save(data, where), index, ctx, where)
         k = index // per
         writer.add(k, np.full(ctx["views"], index), np.arange(ctx["views"]), arrays)
         seen[index] = True

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import pickle
 import zipfile
+import zlib
 from typing import Any
 
 from ..errors import DrkitError
@@ -71,6 +72,8 @@ def load_torch_save(data: bytes, name: str) -> Any:
     except zipfile.BadZipFile:
         raise DrkitError(f"{name}: not a zip-format torch.save file (legacy or joblib files are not read: "
                          "re-save them with torch>=1.6)") from None
+    except (OSError, EOFError, ValueError, KeyError, RuntimeError, zlib.error, NotImplementedError) as exc:
+        raise DrkitError(f"{name}: a damaged zip archive ({type(exc).__name__}: {exc})") from None
     try:
         return loads_data(payload)
     except UnsafePickle as exc:
