@@ -140,6 +140,8 @@ def test_import_replays_the_reference_views(tmp_path, reference):
     t = make_teacher(tmp_path / "t", [str(c) for c in range(10)], seed=0, image_size=SIZE)
     r = _cli("verify", str(tmp_path / "store"), "--data", spec, "--replay", "6", "--teacher", t)
     assert r.returncode == 0 and "approximate replay: reported only" in r.stdout, r.stderr
+    r = _cli("inspect", str(tmp_path / "store"), "--data", spec)
+    assert r.returncode == 0 and "approximate (imported from ml-dr)" in r.stdout, r.stderr
 
 
 def test_import_streams_a_tar_gz_and_trains(tmp_path, reference):

@@ -302,6 +302,8 @@ def test_the_store_records_each_images_content_digest(tmp_path, store, digits_tr
     files = sorted(root.glob("*/*.png"))
     assert fs.digest_kind == "crc32-file-v1"
     assert [fs.content_digest(i) for i in range(len(files))] == [zlib.crc32(p.read_bytes()) for p in files]
+    r = _cli("inspect", str(out))
+    assert r.returncode == 0 and "crc32-file-v1" in r.stdout and "replay" in r.stdout, r.stderr
 
 
 def test_swapped_same_size_images_pass_the_fingerprint_but_not_replay(tmp_path):

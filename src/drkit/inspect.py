@@ -39,6 +39,8 @@ def inspect_store(path: str | Path, data: str | None = None, grid: str | Path | 
         "mean_entropy": views["mean_entropy"], "max_entropy": views["max_entropy"],
         "mean_top1_prob": views["mean_top1_prob"], "skipped": len(store.skipped),
         "out_of_fold": bool(diagnostics.get("out_of_fold")),
+        "replay": "exact" if store.exact_replay else f"approximate (imported from {store.renderer.get('name')})",
+        "content_digests": store.digest_kind, "partner_window": m.get("partner_window"),
         "plain_teacher_top1": plain.get("top1") if plain else None,
         "plain_mean_top1_prob": plain.get("mean_top1_prob") if plain else None,
         "warnings": label_warnings(plain, views, out_of_fold=bool(diagnostics.get("out_of_fold"))),
@@ -111,7 +113,11 @@ def format_stats(s: dict[str, Any]) -> str:
             ("mean top-1 probability", "n/a" if s["mean_top1_prob"] is None else f"{s['mean_top1_prob']:.3f}"),
             ("mean entropy", "n/a" if s["mean_entropy"] is None else
              f"{s['mean_entropy']:.3f} nats (max {s['max_entropy']:.3f})"),
-            ("skipped samples", s["skipped"])]
+            ("skipped samples", s["skipped"]),
+            ("replay", s.get("replay", "exact")),
+            ("content digests", s.get("content_digests") or "none (made before drkit recorded them, or imported)")]
+    if s.get("partner_window"):
+        rows.append(("mixing partners", f"within {s['partner_window']} samples (a streamed source)"))
     if "grid" in s:
         rows.append(("grid", s["grid"]))
     rows += [("warning", w) for w in s.get("warnings", [])]
