@@ -151,9 +151,11 @@ def test_import_streams_a_tar_gz_and_trains(tmp_path, reference):
         for name in sorted(os.listdir(root), reverse=True):  # the config comes last
             tar.add(root / name, arcname=f"rdata/{name}")
     a = open_store(import_mldr(archive, src, tmp_path / "a", progress=False))
-    b = open_store(import_mldr(root, src, tmp_path / "b", progress=False))
+    b = open_store(import_mldr(root, src, tmp_path / "b", progress=False, digests=True))
     for k in range(len(a.manifest["shards"])):
         assert a.manifest["shards"][k]["sha256"] == b.manifest["shards"][k]["sha256"]
+    assert a.digest_kind is None and b.digest_kind == "crc32-array-v1"
+    assert [b.content_digest(i) for i in range(24)] == [src.digest(i) for i in range(24)]
     from drkit.train import read_metrics, train
 
     out = tmp_path / "run"

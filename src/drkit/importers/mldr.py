@@ -261,7 +261,7 @@ def samples(path: Path) -> Iterator[tuple[int, str, bytes]]:
 
 
 def store_config(src: Any, config: dict[str, Any], recipe: Recipe, size: int, path: Path,
-                 samples_per_shard: int) -> dict[str, Any]:
+                 samples_per_shard: int, digests: bool = False) -> dict[str, Any]:
     """The imported store's configuration (what ``run.json`` and the manifest start with)."""
     import torchvision
 
@@ -276,15 +276,17 @@ def store_config(src: Any, config: dict[str, Any], recipe: Recipe, size: int, pa
             "arrays": array_schema(recipe.code_bytes, int(r["topk"]), len(src.classes), recipe.mix_layout),
             "renderer": {"name": "ml-dr", "version": 2, "device": "cpu", "torch": torch.__version__,
                          "torchvision": torchvision.__version__},
-            "content_digest": None, "replay": "approximate",
+            "content_digest": src.digest_kind if digests else None, "replay": "approximate",
             "imported_from": {"format": "ml-dr", "path": str(path), "config": plain(r)}}
 
 
 def import_mldr(path: str | Path, data: Any, out: str | Path, samples_per_shard: int = 1024,
-                progress: bool = True, command: list[str] | None = None) -> Path:
+                progress: bool = True, command: list[str] | None = None, digests: bool = False) -> Path:
     """Convert a reference reinforcement directory or ``.tar.gz`` into a drkit store at ``out``.
     ``data`` is the source the reference reinforced (spec or Source): its fingerprint and class
-    names go into the manifest, and its length must match the files."""
+    names go into the manifest, and its length must match the files. ``digests`` also reads every
+    image once to record its content digest, so that replay refuses a changed image as it does
+    for a store drkit made."""
     from ..sources import load_source
 
     path, out = Path(path), Path(out)
@@ -298,8 +300,10 @@ def import_mldr(path: str | Path, data: Any, out: str | Path, samples_per_shard:
                          "regenerate with compress: true")
     ops = enabled_ops(r.get("image_augmentation", {}))
     recipe, size = recipe_for(ops)
+    if digests and src.digest_kind is None:
+        raise DrkitError(f"{src.spec} cannot digest its images: import without --digests")
     created = not out.exists()
-    writer = StoreWriter(out, store_config(src, config, recipe, size, path, samples_per_shard))
+    writer = StoreWriter(out, store_config(src, config, recipe, size, path, samples_per_shard, digests))
     try:
         _convert(path, src, ops, recipe, size, writer, progress)
         writer.close({"command": command or ["import-mldr"], "source": str(path)})
@@ -329,7 +333,8 @@ def _convert(path: Path, src: Any, ops: dict[str, Any], recipe: Recipe, size: in
             raise DrkitError(f"{where}: index {index} is outside 0..{len(src) - 1} or repeated")
         arrays = checked_records(recipe, names, load_torch_save(data, where), index, ctx, where)
         k = index // per
-        writer.add(k, np.full(ctx["views"], index), np.arange(ctx["views"]), arrays)
+        digest = np.full(ctx["views"], src.digest(index) if writer.digests else -1, dtype=np.int64)
+        writer.add(k, np.full(ctx["views"], index), np.arange(ctx["views"]), arrays, digests=digest)
         seen[index] = True
         left[k] -= 1
         if left[k] == 0:
