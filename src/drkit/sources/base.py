@@ -36,6 +36,10 @@ class Source:
 
     #: what :meth:`load_with_digest` hashes; ``None``: this source cannot digest its samples
     digest_kind: Optional[str] = None
+    #: read in order only (a stream): probes take the first samples, loaders one process
+    sequential: bool = False
+    #: mixing partners within this many samples of their image (a stream's window); 0: anywhere
+    partner_window: int = 0
 
     def __init__(self, *, spec: str, split: str, classes: Sequence[str], mode: str, labels: np.ndarray):
         if mode not in MODES:
@@ -123,7 +127,7 @@ class Source:
     def loader_workers(self, requested: int) -> int:
         """How many DataLoader workers may read this source: ``requested``, or 0 for a source
         that is read in order in one process (a stream), which is then said on stderr."""
-        if requested > 0 and getattr(self, "sequential", False):
+        if requested > 0 and self.sequential:
             import sys
 
             print(f"drkit: {self.spec} is a stream, read in order in one process: --workers {requested} "
@@ -136,7 +140,7 @@ class Source:
         the source (the first N of an ImageFolder would all be one class), or the first ``count``
         of a source that is read in order (a stream)."""
         n = len(self)
-        if getattr(self, "sequential", False):
+        if self.sequential:
             return np.arange(min(n, count), dtype=np.int64)
         return np.unique(np.linspace(0, n - 1, min(n, count)).round().astype(np.int64))
 
@@ -332,6 +336,14 @@ class SubsetSource(Source):
     @property
     def digest_kind(self) -> Optional[str]:  # type: ignore[override]
         return self._parent.digest_kind
+
+    @property
+    def sequential(self) -> bool:  # type: ignore[override]
+        return self._parent.sequential
+
+    @property
+    def partner_window(self) -> int:  # type: ignore[override]
+        return self._parent.partner_window
 
     def _uint8_digest(self, i: int) -> tuple[torch.Tensor, Optional[int]]:
         return self._parent._uint8_digest(int(self._indices[i]))
