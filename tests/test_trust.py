@@ -415,7 +415,7 @@ def test_read_only_output_is_one_line(tmp_path, read_only_dir):
     _one_line_error(r, "Read-only file system")
 
 
-def test_verify_replay_reproduces_the_stored_labels_and_catches_a_changed_image(tmp_path):
+def test_verify_replay_reproduces_the_stored_labels_and_refuses_another_teacher(tmp_path):
     """verify --replay N labels N replayed views again with the recorded teachers: a fresh store
     reproduces 100 %; with another teacher the check refuses, naming the first view that is off."""
     from PIL import Image
