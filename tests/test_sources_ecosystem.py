@@ -391,6 +391,11 @@ def test_a_streamed_source_reinforces_in_one_pass_with_nearby_partners(tmp_path,
     assert len(src) == N and src.classes == list(CLASSES) and list(src.labels) == list(plain.labels)
     assert [src.digest(i) for i in range(N)] == [plain.digest(i) for i in range(N)]
     assert load_source(f"hf-stream:{root}?mode=L").fingerprint == src.fingerprint
+    import pickle
+
+    src.load_uint8(2)  # an open stream
+    again = pickle.loads(pickle.dumps(src))  # what a spawned worker receives: its own stream, same bytes
+    assert [again.digest(i) for i in range(4)] == [src.digest(i) for i in range(4)]
     prefix = load_source(f"hf-stream:{root}?n=10&mode=L")  # ?n= keeps it a stream
     assert prefix.sequential and prefix.partner_window == 1024 and prefix.probe_indices(4).tolist() == [0, 1, 2, 3]
     teacher = make_teacher(tmp_path / "t", src.classes, seed=1, image_size=16, in_chans=1)

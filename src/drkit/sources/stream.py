@@ -55,6 +55,10 @@ class StreamedSource(EncodedSource):
     def _compute_fingerprint(self) -> str:
         return self._fp
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the open streams: the receiving process opens its own."""
+        return {**self.__dict__, "_state": {}}
+
     def _name(self, i: int) -> str:
         return f"{self.spec} sample {i}"
 
@@ -100,6 +104,22 @@ class StreamedSource(EncodedSource):
         return cache[i]
 
 
+class HFRows:
+    """``(encoded bytes, label)`` of every row of a streamed HF split, in order. A class, not a
+    closure, so a source can be pickled (``spawn`` start method)."""
+
+    def __init__(self, ds: Any, image: str, label: str, where: str):
+        self.ds, self.image, self.label, self.where = ds, image, label, where
+
+    def __call__(self) -> Iterator[tuple[bytes, int]]:
+        for row in self.ds:
+            img = row[self.image]
+            data = img.get("bytes") if isinstance(img, dict) else None
+            if data is None:
+                raise SourceError(f"hf-stream {self.where}: a row's image has no bytes (path {img!r})")
+            yield data, int(row[self.label])
+
+
 def _import_datasets() -> Any:
     try:
         import datasets  # deferred: a heavy import, and an optional dependency
@@ -142,14 +162,6 @@ def hf_stream(arg: Optional[str], *, split: str, mode: Optional[str], download: 
     h = hashlib.sha256(f"hf-stream-v1\n{where}\n{split}\n{len(labels)}\n".encode())
     h.update(np.ascontiguousarray(labels, dtype="<i8").tobytes())
 
-    def stream() -> Iterator[tuple[bytes, int]]:
-        for row in ds:
-            img = row[image]
-            data = img.get("bytes") if isinstance(img, dict) else None
-            if data is None:
-                raise SourceError(f"hf-stream {where}: a row's image has no bytes (path {img!r})")
-            yield data, int(row[label])
-
     spec = canonical_spec("hf-stream", where, split, mode or "RGB", "RGB")
-    return StreamedSource(stream, window=window, fingerprint=h.hexdigest(), spec=spec, split=split,
+    return StreamedSource(HFRows(ds, image, label, where), window=window, fingerprint=h.hexdigest(), spec=spec, split=split,
                           classes=classes, mode=mode or "RGB", labels=labels)
