@@ -60,7 +60,7 @@ def render_grid(store: Any, src: Any, path: str | Path, samples: int = 6, views:
     import matplotlib.pyplot as plt
 
     classes = store.classes or [str(i) for i in range(store.num_classes)]
-    usable = np.setdiff1d(np.arange(store.num_samples), np.asarray(store.skipped, dtype=np.int64))  # --skip-bad
+    usable = store.kept_samples()  # --skip-bad
     ids = usable[np.linspace(0, len(usable) - 1, num=min(samples, len(usable))).astype(int)]
     cols = views + 1
     fig, axes = plt.subplots(len(ids), cols, figsize=(2.3 * cols, 2.6 * len(ids)), squeeze=False)

@@ -26,7 +26,7 @@ PROB_TOLERANCE = 2e-3
 
 def replay_views(store: Store, count: int) -> list[tuple[int, int]]:
     """``count`` (sample, view) pairs spread evenly over the store's non-skipped samples and views."""
-    ids = np.setdiff1d(np.arange(store.num_samples), np.asarray(store.skipped, dtype=np.int64))
+    ids = store.kept_samples()
     flat = np.unique(np.linspace(0, ids.size * store.num_views - 1, min(count, ids.size * store.num_views))
                      .round().astype(np.int64))
     return [(int(ids[f // store.num_views]), int(f % store.num_views)) for f in flat]
@@ -48,7 +48,8 @@ def replay_check(store: Store, src: Any, count: int, teachers: Sequence[str] | N
     for a in range(0, len(pairs), batch_size):
         chunk = pairs[a:a + batch_size]
         x = torch.stack([store.render_uint8(src, i, v) for i, v in chunk]).to(device).float().div_(255)
-        arrays = {k: np.stack([np.asarray(store.raw(i)[k][v]) for i, v in chunk]) for k in store.schema}
+        rows = [(store.raw(i), v) for i, v in chunk]  # each record read once
+        arrays = {k: np.stack([raw[k][v] for raw, v in rows]) for k in store.schema}
         with torch.inference_mode():
             probs = call_teacher(ens, x, np.array([i for i, _ in chunk]), partner_ids(arrays)).float().cpu()
         p, ids = probs.topk(store.topk, dim=-1)

@@ -104,6 +104,10 @@ class Store:
     def skipped(self) -> list[int]:
         return list(self.manifest.get("skipped", []))
 
+    def kept_samples(self) -> np.ndarray:
+        """Sample ids (int64, ascending) minus those skipped as undecodable (``--skip-bad``)."""
+        return np.setdiff1d(np.arange(self.num_samples, dtype=np.int64), np.asarray(self.skipped, dtype=np.int64))
+
     def __len__(self) -> int:
         return self.num_samples
 
@@ -140,9 +144,7 @@ class Store:
         if not 0 <= sample_id < self.num_samples:
             raise IndexError(f"sample {sample_id} outside 0..{self.num_samples - 1}")
         k, local = divmod(sample_id, self._per_shard)  # shards hold samples_per_shard samples each
-        digests = self._content.get(k)
-        if digests is None:
-            digests = self.content_digests(k)
+        digests = self.content_digests(k)
         return None if digests is None else int(digests[local])
 
     def image_loader(self, src: Source) -> ImageLoader:
@@ -303,14 +305,19 @@ class Store:
         if src.digest_kind != self.digest_kind:
             raise StoreError(f"store {self.path} digests images as {self.digest_kind}, source {src.spec} as "
                              f"{src.digest_kind}: the contents cannot be compared")
-        ids = np.setdiff1d(np.arange(self.num_samples), np.asarray(self.skipped, dtype=np.int64))
+        ids = self.kept_samples()
         for i in tqdm(ids.tolist(), desc="content", unit="img", disable=not progress, dynamic_ncols=True):
-            got, want = src.digest(i), self.content_digest(i)
-            if got != want:
-                raise StoreError(f"{src.where(i)} changed since store {self.path} was made (content crc32 "
-                                 f"{got:08x}, the store recorded {want:08x}): restore the original image, "
-                                 "or reinforce the changed data again")
+            self.check_digest(src, i, src.digest(i))
         return len(ids)
+
+    def check_digest(self, src: Source, i: int, got: int | None) -> None:
+        """Refuse sample ``i`` of ``src`` when ``got``, the digest of the bytes just read, is not the
+        one the store recorded."""
+        want = self.content_digest(int(i))
+        if got != want:
+            raise StoreError(f"{src.where(i)} changed since store {self.path} was made (content crc32 "
+                             f"{got if got is None else format(got, '08x')}, the store recorded {want:08x}): "
+                             "restore the original image, or reinforce the changed data again")
 
 
 class CheckedLoader:
@@ -322,11 +329,7 @@ class CheckedLoader:
 
     def __call__(self, i: int) -> torch.Tensor:
         img, got = self.src.load_with_digest(i)
-        want = self.store.content_digest(int(i))
-        if got != want:
-            raise StoreError(f"{self.src.where(i)} changed since store {self.store.path} was made (content crc32 "
-                             f"{got if got is None else format(got, '08x')}, the store recorded {want:08x}): "
-                             "restore the original image, or reinforce the changed data again")
+        self.store.check_digest(self.src, i, got)
         return img
 
 

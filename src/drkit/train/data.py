@@ -194,8 +194,7 @@ class ReinforcedDataset(_EpochMixin, Dataset):
         self.views_per_image = int(views_per_image)
         self.plain_fraction = float(plain_fraction)
         self.as_uint8 = as_uint8
-        skipped = np.asarray(store.skipped, dtype=np.int64)
-        self.sample_ids = np.setdiff1d(np.arange(store.num_samples, dtype=np.int64), skipped)
+        self.sample_ids = store.kept_samples()
         self.labels = np.asarray(src.labels, dtype=np.int64)
 
     def __len__(self) -> int:
