@@ -21,7 +21,7 @@ from torchvision.transforms.v2 import functional as F
 from ..errors import RecipeError
 from .base import Op, SampleContext, register_op, uniform_int
 from .codec import Field
-from .mixing import MixUpCutMix, bits_to_lam
+from .mixing import MODE_MIXUP, MixUpCutMix, bits_to_lam
 
 _SIDE = 65535  # 16-bit pixel coordinates
 
@@ -132,11 +132,7 @@ class ReferenceMix(MixUpCutMix):
                           "ERM with a drkit recipe instead)")
 
     def mix(self, img: torch.Tensor, partner: torch.Tensor, p: dict[str, int]) -> torch.Tensor:
-        out = img
-        if p["mode"] & REF_MIXUP:
-            lam = bits_to_lam(p["lam"])
-            out = (img.to(torch.float32) * lam + partner.to(torch.float32) * (1.0 - lam)).round_().clamp_(0, 255)
-            out = out.to(torch.uint8)
+        out = super().mix(img, partner, {**p, "mode": MODE_MIXUP}) if p["mode"] & REF_MIXUP else img  # drkit's blend
         if p["mode"] & REF_CUTMIX:
             out = out.clone()
             out[:, p["top"]:p["bottom"], p["left"]:p["right"]] = partner[:, p["top"]:p["bottom"], p["left"]:p["right"]]
