@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -47,12 +47,38 @@ def cache_dir() -> Optional[Path]:
     return Path(base) / "drkit"
 
 
-def _cache_file(root: str, mode: str) -> Optional[Path]:
+def cache_file(kind: str, key: str) -> Optional[Path]:
+    """The cache entry for ``key`` among ``kind`` (``listings``, ``wds-index``), or ``None`` when
+    caching is off."""
     where = cache_dir()
     if where is None:
         return None
-    key = hashlib.sha256(f"{os.path.realpath(root)}\0{mode}".encode("utf-8", "surrogateescape")).hexdigest()[:32]
-    return where / "listings" / f"{key}.json"
+    return where / kind / f"{hashlib.sha256(key.encode('utf-8', 'surrogateescape')).hexdigest()[:32]}.json"
+
+
+def read_entry(path: Optional[Path]) -> Optional[dict[str, Any]]:
+    """A cache entry's JSON object; ``None`` when absent or unreadable (a miss, never an error)."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_entry(path: Optional[Path], entry: dict[str, Any]) -> None:
+    """Keep ``entry`` (compact JSON, written atomically); a read-only cache only means no cache."""
+    if path is None:
+        return
+    try:
+        atomic_write_bytes(path, json.dumps(entry, separators=(",", ":")).encode("utf-8", "surrogateescape"))
+    except OSError:
+        pass
+
+
+def _cache_file(root: str, mode: str) -> Optional[Path]:
+    return cache_file("listings", f"{os.path.realpath(root)}\0{mode}")
 
 
 def _mtime(path: str) -> Optional[int]:
@@ -64,18 +90,17 @@ def _mtime(path: str) -> Optional[int]:
 
 def load_listing(root: str, mode: str) -> Optional[tuple[Listing, str]]:
     """(listing, fingerprint) cached for ``root`` in ``mode`` while no folder of it changed, else ``None``."""
-    path = _cache_file(root, mode)
-    if path is None or not path.is_file():
+    data = read_entry(_cache_file(root, mode))
+    if data is None:
         return None
     try:
-        data = json.loads(path.read_text())
         if data.get("version") != VERSION or data.get("root") != os.path.realpath(root) or data.get("mode") != mode:
             return None
         dirs = {str(k): int(v) for k, v in data["dirs"].items()}
         relpaths, labels, classes = list(data["relpaths"]), data["labels"], list(data["classes"])
         fingerprint = str(data["fingerprint"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None  # an unreadable cache entry is a miss; the folder is listed again
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None  # a malformed cache entry is a miss; the folder is listed again
     if any(_mtime(os.path.join(root, d)) != t for d, t in dirs.items()):
         return None
     if len(relpaths) != len(labels) or any(p.startswith("/") or ".." in p.split("/") for p in relpaths):
@@ -92,8 +117,4 @@ def save_listing(root: str, mode: str, listing: Listing, fingerprint: str) -> No
     entry = {"version": VERSION, "root": os.path.realpath(root), "mode": mode, "fingerprint": fingerprint,
              "classes": listing.classes, "dirs": listing.dirs, "relpaths": listing.relpaths,
              "labels": listing.labels.tolist()}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, json.dumps(entry, separators=(",", ":")).encode("utf-8", "surrogateescape"))
-    except OSError:
-        pass  # a read-only home: every command lists the folder, as without a cache
+    write_entry(path, entry)  # a read-only home: every command lists the folder, as without a cache

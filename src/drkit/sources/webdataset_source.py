@@ -21,8 +21,6 @@ Reading needs no WebDataset library: only the tests write shards with ``webdatas
 from __future__ import annotations
 
 import glob
-import hashlib
-import json
 import os
 import re
 import tarfile
@@ -34,12 +32,11 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from ..errors import SourceError, one_line
-from ..fileio import atomic_write_bytes
 from .base import Source
 from .encoded import EncodedSource, check_labels
 from .fingerprint import fingerprint_records
 from .images import IMAGE_EXTENSIONS
-from .listing import RACY_S, cache_dir
+from .listing import RACY_S, cache_file, read_entry, write_entry
 from .registry import register_source
 from .spec import canonical_spec, split_folder
 
@@ -171,11 +168,7 @@ def scan_shard(shard: str) -> ShardIndex:
 
 
 def _index_file(shard: str) -> Optional[Path]:
-    where = cache_dir()
-    if where is None:
-        return None
-    key = hashlib.sha256(os.path.realpath(shard).encode("utf-8", "surrogateescape")).hexdigest()[:32]
-    return where / "wds-index" / f"{key}.json"
+    return cache_file("wds-index", os.path.realpath(shard))
 
 
 def load_index(shard: str) -> ShardIndex:
@@ -188,22 +181,18 @@ def load_index(shard: str) -> ShardIndex:
     stamp = {"version": INDEX_VERSION, "shard": os.path.realpath(shard), "size": st.st_size,
              "mtime_ns": st.st_mtime_ns}
     path = _index_file(shard)
+    data = read_entry(path) or {}
     try:
-        data = json.loads(path.read_text()) if path is not None and path.is_file() else {}
         lists = [data.get(k) for k in ("keys", "members", "offsets", "sizes", "labels")]
         if all(data.get(k) == v for k, v in stamp.items()) and len({len(x) for x in lists}) == 1:
             return ShardIndex(list(data["keys"]), list(data["members"]), np.asarray(data["offsets"], np.int64),
                               np.asarray(data["sizes"], np.int64), np.asarray(data["labels"], np.int64))
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # an unreadable cache entry is a miss
+    except (ValueError, KeyError, TypeError):
+        pass  # a malformed cache entry is a miss
     index = scan_shard(shard)
     if path is not None and time.time_ns() - st.st_mtime_ns >= RACY_S * 1e9:
-        entry = {**stamp, "keys": index.keys, "members": index.members, "offsets": index.offsets.tolist(),
-                 "sizes": index.sizes.tolist(), "labels": index.labels.tolist()}
-        try:
-            atomic_write_bytes(path, json.dumps(entry, separators=(",", ":")).encode("utf-8", "surrogateescape"))
-        except OSError:
-            pass  # a read-only cache: every command scans the headers again
+        write_entry(path, {**stamp, "keys": index.keys, "members": index.members, "offsets": index.offsets.tolist(),
+                           "sizes": index.sizes.tolist(), "labels": index.labels.tolist()})
     return index
 
 
