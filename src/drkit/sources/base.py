@@ -183,6 +183,28 @@ class Source:
         raise NotImplementedError
 
 
+class EncodedBytes(Source):
+    """Samples that are encoded image bytes (a file's, or a record's in a container), read by
+    ``_read(i)`` and named by ``_name(i)``: the digest is the CRC-32 of those bytes, taken from
+    the read that decodes them. One definition for files and containers alike, so the same image
+    files digest the same in every packaging."""
+
+    digest_kind = "crc32-file-v1"  # CRC-32 of the encoded image bytes (what a file holds)
+
+    def _read(self, i: int) -> bytes:
+        raise NotImplementedError
+
+    def _name(self, i: int) -> str:
+        raise NotImplementedError
+
+    def _uint8_digest(self, i: int) -> tuple[torch.Tensor, Optional[int]]:
+        data = self._read(i)
+        return pil_to_uint8(open_image(self._name(i), self.mode, data)), content_digest(data)
+
+    def _digest(self, i: int) -> Optional[int]:
+        return content_digest(self._read(i))
+
+
 class ArraySource(Source):
     """Images held in one uint8 array: (N, H, W) for L or (N, H, W, 3) for RGB.
 
@@ -236,7 +258,7 @@ class ArraySource(Source):
         return fingerprint_arrays(self._images, self._labels, self.classes, self.mode)
 
 
-class FileSource(Source):
+class FileSource(EncodedBytes):
     """Images as files under ``root`` (relative paths), decoded with PIL on access.
 
     Why relative paths: the fingerprint must survive moving the dataset to another disk.
@@ -262,15 +284,11 @@ class FileSource(Source):
     def _pil(self, i: int) -> Image.Image:
         return open_image(os.path.join(self.root, self._relpaths[i]), self.mode)
 
-    digest_kind = "crc32-file-v1"  # CRC-32 of the image file's bytes
+    def _name(self, i: int) -> str:
+        return os.path.join(self.root, self._relpaths[i])
 
-    def _uint8_digest(self, i: int) -> tuple[torch.Tensor, Optional[int]]:
-        path = os.path.join(self.root, self._relpaths[i])
-        data = read_file(path)
-        return pil_to_uint8(open_image(path, self.mode, data)), content_digest(data)
-
-    def _digest(self, i: int) -> Optional[int]:
-        return content_digest(read_file(os.path.join(self.root, self._relpaths[i])))
+    def _read(self, i: int) -> bytes:
+        return read_file(self._name(i))
 
     def _size(self, i: int) -> tuple[int, int]:
         return read_image_size(os.path.join(self.root, self._relpaths[i]))

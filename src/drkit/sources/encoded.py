@@ -9,13 +9,11 @@ import io
 from typing import Any, Optional, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
 from ..errors import SourceError, one_line
-from ..hashing import content_digest
-from .base import Source
-from .images import open_image, pil_to_uint8
+from .base import EncodedBytes
+from .images import open_image
 
 
 class SampleIndexError(SourceError, IndexError):
@@ -23,22 +21,15 @@ class SampleIndexError(SourceError, IndexError):
     is still an ``IndexError``, so Python's sequence protocol (``for x in src``) ends on it."""
 
 
-class EncodedSource(Source):
+class EncodedSource(EncodedBytes):
     """Samples stored as encoded image bytes (PNG, JPEG, ...) that are read by key and decoded here.
 
     Why a shared base: the three container sources differ only in how one sample's bytes are found
-    (``_read``) and named (``_name``); decoding, digests and header-only sizes are the same, and
-    the digest kind is :class:`~drkit.sources.base.FileSource`'s, so the same image files digest
-    alike whether they sit in a folder, an Arrow table, a tar shard or an LMDB.
+    (``_read``) and named (``_name``); decoding and header-only sizes are the same, and the
+    digests come from :class:`~drkit.sources.base.EncodedBytes`, which an image folder's
+    :class:`~drkit.sources.base.FileSource` shares, so the same image files digest alike whether
+    they sit in a folder, an Arrow table, a tar shard or an LMDB.
     """
-
-    digest_kind = "crc32-file-v1"  # CRC-32 of the encoded image bytes (what a file would hold)
-
-    def _read(self, i: int) -> bytes:
-        raise NotImplementedError
-
-    def _name(self, i: int) -> str:
-        raise NotImplementedError
 
     def _index(self, i: Any) -> int:
         try:
@@ -51,13 +42,6 @@ class EncodedSource(Source):
 
     def _pil(self, i: int) -> Image.Image:
         return open_image(self._name(i), self.mode, self._read(i))
-
-    def _uint8_digest(self, i: int) -> tuple[torch.Tensor, Optional[int]]:
-        data = self._read(i)
-        return pil_to_uint8(open_image(self._name(i), self.mode, data)), content_digest(data)
-
-    def _digest(self, i: int) -> Optional[int]:
-        return content_digest(self._read(i))
 
     def _size(self, i: int) -> tuple[int, int]:
         try:
