@@ -129,8 +129,9 @@ def view_params(recipe: Recipe, values: dict[str, Any], size: int) -> dict[str, 
     else:
         top, left = (int(v) for v in values["random_crop"])
         out["rcrop"] = {"top": top, "left": left, "flip": flip}
-    if "ra" in {op.name for op in recipe.ops}:
-        ra = next(op for op in recipe.ops if op.name == "ra")
+    ops = {op.name: op for op in recipe.ops}
+    if "ra" in ops:
+        ra = ops["ra"]
         chosen = values.get("rand_augment") or [(0, 0.0)] * ra.settings["n"]  # None: skipped, identity ops
         if len(chosen) != ra.settings["n"]:
             raise DrkitError(f"a view has {len(chosen)} RandAugment ops, the config {ra.settings['n']}")
@@ -138,7 +139,7 @@ def view_params(recipe: Recipe, values: dict[str, Any], size: int) -> dict[str, 
         for k, (op, m) in enumerate(chosen):
             b, sign = ra_bin(int(op), m, ra.settings["bins"], size)
             out["ra"].update({f"op{k}": int(op), f"mag{k}": b, f"sign{k}": sign})
-    if "erase" in {op.name for op in recipe.ops}:
+    if "erase" in ops:
         box = values.get("random_erase")
         x, y, h, w = (int(v) for v in box) if box is not None else (0, 0, 0, 0)
         out["erase"] = {"on": int(box is not None), "top": x, "left": y, "h": h, "w": w}
@@ -173,10 +174,10 @@ def sample_records(recipe: Recipe, names: list[str], obj: Any, index: int, ctx: 
         values = dict(zip(names, params))
         own = {k: (x[0] if partner is not None and k not in MIXING else x) for k, x in values.items()}
         row = {"params": recipe.encode(view_params(recipe, own, ctx["size"]))}
-        if recipe.mixes:
-            other = {k: x[1] for k, x in values.items() if k not in MIXING} if partner is not None else own
-            row.update(mix_fields(values, partner, index),
-                       partner_params=recipe.encode(view_params(recipe, other, ctx["size"])))
+        if recipe.mixes:  # an unmixed view's partner code is its own (never rendered)
+            other = {k: x[1] for k, x in values.items() if k not in MIXING} if partner is not None else None
+            row.update(mix_fields(values, partner, index), partner_params=row["params"] if other is None else
+                       recipe.encode(view_params(recipe, other, ctx["size"])))
         row.update(zip(("topk_ids", "topk_probs"), _topk(v["prob"], ctx, where)))
         for k, x in row.items():
             rows.setdefault(k, []).append(x)
