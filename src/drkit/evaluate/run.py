@@ -213,8 +213,8 @@ def _shifted(cfg: EvalConfig, model: torch.nn.Module, mcfg: Any, crop_pct: float
     smap, ssub, skeep = _label_map(list(mcfg.classes), ssrc, allow_subset=True)
     skeep = skeep[:cfg.limit] if cfg.limit is not None else skeep
     sres = _run(model, EvalViews(ssrc, mcfg.image_size, crop_pct, skeep, smap, skip_bad=cfg.skip_bad),
-                batch_size=cfg.batch_size, device=device, workers=ssrc.loader_workers(cfg.workers), class_subset=ssub, desc="shift",
-                progress=cfg.progress)
+                batch_size=cfg.batch_size, device=device, workers=ssrc.loader_workers(cfg.workers),
+                class_subset=ssub, desc="shift", progress=cfg.progress)
     return {"data": ssrc.spec, "images": len(skeep) - len(sres.skipped),
             "classes": int(len(ssub) if ssub is not None else len(ssrc.classes)), **sres.compute()}
 

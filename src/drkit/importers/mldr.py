@@ -102,7 +102,8 @@ def recipe_for(ops: dict[str, dict[str, Any]]) -> tuple[Recipe, int]:
         parts.append(f"refmix@mixup={float(mu.get('alpha', 1.0)) if mu else 0.0},"
                      f"div_by={float(mu.get('div_by', 1.0)) if mu else 1.0},"
                      f"mixup_p={float(mu.get('p', 1.0)) if mu else 0.0},"
-                     f"cutmix={float(cm.get('alpha', 1.0)) if cm else 0.0},cutmix_p={float(cm.get('p', 1.0)) if cm else 0.0}")
+                     f"cutmix={float(cm.get('alpha', 1.0)) if cm else 0.0},"
+                     f"cutmix_p={float(cm.get('p', 1.0)) if cm else 0.0}")
     return get_recipe("+".join(parts)), size
 
 

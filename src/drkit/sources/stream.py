@@ -163,5 +163,5 @@ def hf_stream(arg: Optional[str], *, split: str, mode: Optional[str], download: 
     h.update(np.ascontiguousarray(labels, dtype="<i8").tobytes())
 
     spec = canonical_spec("hf-stream", where, split, mode or "RGB", "RGB")
-    return StreamedSource(HFRows(ds, image, label, where), window=window, fingerprint=h.hexdigest(), spec=spec, split=split,
-                          classes=classes, mode=mode or "RGB", labels=labels)
+    return StreamedSource(HFRows(ds, image, label, where), window=window, fingerprint=h.hexdigest(), spec=spec,
+                          split=split, classes=classes, mode=mode or "RGB", labels=labels)

@@ -67,7 +67,8 @@ def value_problem(arrays: dict[str, np.ndarray], manifest: dict[str, Any], code_
             return "parameter codes with bits beyond the recipe's fields"
     if "mix_mode" in arrays:
         modes = 3 if "partner_params" in arrays else 2  # imported views may apply MixUp and CutMix
-        if (np.asarray(arrays["mix_mode"]) > modes).any() or (np.asarray(arrays["partner"]) >= int(manifest["num_samples"])).any():
+        partners = np.asarray(arrays["partner"])
+        if (np.asarray(arrays["mix_mode"]) > modes).any() or (partners >= int(manifest["num_samples"])).any():
             return "a mixing mode or partner that does not exist"
         if "partner_view" in arrays and (np.asarray(arrays["partner_view"]) >= views).any():
             return f"a partner view outside 0..{views - 1}"
