@@ -328,3 +328,27 @@ def test_fuzzed_reference_files_fail_only_with_drkit_errors(tmp_path, reference)
                 assert "3.pth.tar" in str(exc)
 
     check()
+
+
+def test_a_killed_import_resumes_to_the_same_store(tmp_path, reference):
+    """What SIGKILL leaves (run.json and the shards already sealed, no manifest) is refused with
+    one line asking for --resume; --resume keeps the finished shards and ends with the store a
+    whole import gives."""
+    src, root, _ = reference
+    whole = open_store(import_mldr(root, src, tmp_path / "whole", samples_per_shard=10, progress=False))
+    killed = tmp_path / "killed"
+    import shutil
+
+    shutil.copytree(tmp_path / "whole", killed)
+    (killed / "manifest.json").unlink()
+    (killed / "shards" / "00002.safetensors").unlink()
+    kept = (killed / "shards" / "00000.safetensors").stat().st_mtime_ns
+    r = _cli("import-mldr", str(root), "--data", "digits:train?n=24", "--out", str(killed), "--samples-per-shard",
+             "10", "--quiet")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--resume" in r.stderr, r.stderr
+    r = _cli("import-mldr", str(root), "--data", "digits:train?n=24", "--out", str(killed), "--samples-per-shard",
+             "10", "--quiet", "--resume")
+    assert r.returncode == 0, r.stderr
+    resumed = open_store(killed)
+    assert [s["sha256"] for s in resumed.manifest["shards"]] == [s["sha256"] for s in whole.manifest["shards"]]
+    assert (killed / "shards" / "00000.safetensors").stat().st_mtime_ns == kept  # not written again

@@ -86,7 +86,7 @@ def _cmd_import_mldr(a: argparse.Namespace) -> Any:
 
     src = load_source(a.data, split=a.split, download=a.download)
     root = import_mldr(a.path, src, a.out, samples_per_shard=a.samples_per_shard, progress=not a.quiet,
-                       command=["drkit", *sys.argv[1:]], digests=a.digests)
+                       command=["drkit", *sys.argv[1:]], digests=a.digests, resume=a.resume)
     print(f"imported {a.path} into {root} (views replay approximately: the reference rendered them its own way)")
 
 
@@ -222,6 +222,8 @@ def _import_mldr_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples-per-shard", type=int, default=1024)
     p.add_argument("--digests", action="store_true", help="also read every image once and record its content "
                    "digest, so that training refuses an image changed since (a full pass over the data)")
+    p.add_argument("--resume", action="store_true", help="continue an import that was stopped, keeping its "
+                   "finished shards")
     p.add_argument("--quiet", action="store_true")
     _common_data(p)
 

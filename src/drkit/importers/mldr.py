@@ -283,12 +283,14 @@ def store_config(src: Any, config: dict[str, Any], recipe: Recipe, size: int, pa
 
 
 def import_mldr(path: str | Path, data: Any, out: str | Path, samples_per_shard: int = 1024,
-                progress: bool = True, command: list[str] | None = None, digests: bool = False) -> Path:
+                progress: bool = True, command: list[str] | None = None, digests: bool = False,
+                resume: bool = False) -> Path:
     """Convert a reference reinforcement directory or ``.tar.gz`` into a drkit store at ``out``.
     ``data`` is the source the reference reinforced (spec or Source): its fingerprint and class
     names go into the manifest, and its length must match the files. ``digests`` also reads every
     image once to record its content digest, so that replay refuses a changed image as it does
-    for a store drkit made."""
+    for a store drkit made. ``resume`` continues an import that was killed, keeping its finished
+    shards."""
     from ..sources import load_source
 
     path, out = Path(path), Path(out)
@@ -305,7 +307,8 @@ def import_mldr(path: str | Path, data: Any, out: str | Path, samples_per_shard:
     if digests and src.digest_kind is None:
         raise DrkitError(f"{src.spec} cannot digest its images: import without --digests")
     created = not out.exists()
-    writer = StoreWriter(out, store_config(src, config, recipe, size, path, samples_per_shard, digests))
+    writer = StoreWriter(out, store_config(src, config, recipe, size, path, samples_per_shard, digests),
+                         resume=resume)
     try:
         _convert(path, src, ops, recipe, size, writer, progress)
         writer.close({"command": command or ["import-mldr"], "source": str(path)})
@@ -333,11 +336,13 @@ def _convert(path: Path, src: Any, ops: dict[str, Any], recipe: Recipe, size: in
         where = f"{path}:{name}"
         if not 0 <= index < len(src) or seen[index]:
             raise DrkitError(f"{where}: index {index} is outside 0..{len(src) - 1} or repeated")
-        arrays = checked_records(recipe, names, load_torch_save(data, where), index, ctx, where)
         k = index // per
+        seen[index] = True
+        if writer.done(k):  # --resume: this shard was written before the import was stopped
+            continue
+        arrays = checked_records(recipe, names, load_torch_save(data, where), index, ctx, where)
         digest = np.full(ctx["views"], src.digest(index) if writer.digests else -1, dtype=np.int64)
         writer.add(k, np.full(ctx["views"], index), np.arange(ctx["views"]), arrays, digests=digest)
-        seen[index] = True
         left[k] -= 1
         if left[k] == 0:
             writer.seal(k)
