@@ -34,18 +34,18 @@ PEAK_BF16 = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "4090":
 
 def teacher_forward_rate(ens: torch.nn.Module, batch: int, size: int, chans: int, batches: int,
                          device: torch.device) -> float:
-    from drkit.reinforce.run import label
+    from drkit.reinforce.run import launch_label
 
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (batch, chans, size, size), generator=g, dtype=torch.uint8)
     if device.type == "cuda":
         x = x.pin_memory()
-    label(ens, x, device, 10, None, None)  # warm-up
+    launch_label(ens, x, device, 10, None, None).result()  # warm-up
     _sync(device)
     t = time.perf_counter()
-    for _ in range(batches):
-        label(ens, x, device, 10, None, None)
-    _sync(device)
+    queued = [launch_label(ens, x, device, 10, None, None) for _ in range(batches)]  # nothing waits in between
+    for labels in queued:
+        labels.result()
     return batch * batches / (time.perf_counter() - t)
 
 
@@ -108,8 +108,8 @@ def make_weights(tmp: Path, model: str, chans: int, classes: int, seed: int) -> 
     return str(path)
 
 
-def make_jpegs(root: Path, count: int, classes: int = 10) -> None:
-    """A synthetic ImageFolder of 320x256 RGB JPEGs (smooth noise, quality 90): ImageNet-like decode cost."""
+def make_jpegs(root: Path, count: int, classes: int = 10, size: tuple[int, int] = (320, 256)) -> None:
+    """A synthetic ImageFolder of RGB JPEGs (smooth noise, quality 90; 320x256: ImageNet-like decode cost)."""
     import numpy as np
     from PIL import Image
 
@@ -118,7 +118,7 @@ def make_jpegs(root: Path, count: int, classes: int = 10) -> None:
         d = root / f"c{i % classes}"
         d.mkdir(parents=True, exist_ok=True)
         small = rng.integers(0, 256, (16, 20, 3), dtype=np.uint8)
-        Image.fromarray(small).resize((320, 256), Image.BILINEAR).save(d / f"{i:06d}.jpg", quality=90)
+        Image.fromarray(small).resize(size, Image.BILINEAR).save(d / f"{i:06d}.jpg", quality=90)
 
 
 def _cases(args: argparse.Namespace, tmp: Path, device: torch.device) -> list[tuple[str, list[str], int, int, int]]:

@@ -2,7 +2,8 @@
 in one run: same student, batch, loop, loader workers and device.
 
     .venv/bin/python benchmarks/replay_loader.py                     # ~3 min on 2 CPU cores
-    python3 benchmarks/replay_loader.py --device cuda --workers 8 --data <SRC>    # a GPU machine
+    python3 benchmarks/replay_loader.py --device cuda --workers 4 --batch-size 256 \\
+        --data imagefolder:/tmp/j64 --make-jpegs 8192                 # a GPU machine (64-px JPEGs)
 
 ERM: ``RandomCrop(28, padding=4) + RandomHorizontalFlip + RandAugment(2, m=3) + RandomErasing``
 from torchvision.transforms.v2 on uint8 tensors, default collate. DR: a store of the same data
@@ -75,6 +76,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--make-jpegs", type=int, default=0, metavar="N", help="first write N synthetic 64x64 JPEGs "
+                    "to the imagefolder:PATH given as --data")
     ap.add_argument("--out-file", default=None)
     args = ap.parse_args()
     from drkit.checkpoint import save_checkpoint
@@ -85,6 +88,10 @@ def main() -> None:
     from drkit.train import ReinforcedDataset, collate_raw, render
 
     device = torch.device(args.device)
+    if args.make_jpegs:
+        from reinforce_throughput import make_jpegs  # this folder is on sys.path when run as a script
+
+        make_jpegs(Path(args.data.split(":", 1)[1].split("?")[0]), args.make_jpegs, size=(64, 64))
     commit = os.environ.get("DRKIT_COMMIT") or subprocess.run(["git", "rev-parse", "--short", "HEAD"],
                                                               capture_output=True, text=True).stdout.strip()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{os.cpu_count()}"

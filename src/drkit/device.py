@@ -58,3 +58,25 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def on_side_stream(device: torch.device, source: torch.Tensor, fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` (returning one tensor) queued on a second CUDA stream and handed to the current one.
+
+    Why: batched rendering calls torchvision ops that copy small host tensors to the device with a
+    stream synchronisation. On the stream that runs the teacher (or the training step), each such
+    copy would wait for the whole previous forward pass; on a side stream it waits only for the
+    render's own kernels, so the host prepares batch i + 1 while the device still works on batch i.
+    ``source`` is the tensor ``fn`` reads: only a host tensor may be read there, since the side
+    stream does not wait for the current one. Otherwise, and on a CPU, it is just ``fn(*args)``."""
+    if device.type != "cuda" or source.device.type != "cpu":
+        return fn(*args)
+    import torch
+
+    current = torch.cuda.current_stream(device)
+    side = torch.cuda.Stream(device)  # from torch's per-device stream pool: cheap, never leaked
+    with torch.cuda.stream(side):
+        out = fn(*args)
+    current.wait_stream(side)
+    out.record_stream(current)  # the allocator must not hand its memory back to the side stream early
+    return out

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from ..augment import Recipe, resolve_recipe
 from ..augment.batch import renderer_info
 from ..configs import positional
-from ..device import resolve_device
+from ..device import on_side_stream, resolve_device
 from ..distributed import dist_env
 from ..errors import DrkitError
 from ..store import StoreWriter, array_schema, format_diagnostics, partner_ids
@@ -112,17 +112,40 @@ def store_config(cfg: ReinforceConfig, src: Any, ens: torch.nn.Module, rec: Reci
     }
 
 
+class Labels:
+    """A batch's teacher top-k on its way to the host. On CUDA the copy into pinned memory is
+    queued behind the forward pass and :meth:`result` waits for it, so the host can render the
+    next batch meanwhile; on a CPU the arrays are ready at once."""
+
+    def __init__(self, ids: torch.Tensor, probs: torch.Tensor):
+        self.event = None
+        if ids.device.type == "cuda":
+            host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in (ids, probs)]
+            for h, t in zip(host, (ids, probs)):
+                h.copy_(t, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+            ids, probs = host
+        self.ids, self.probs = ids, probs
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, probabilities) as numpy arrays, sorted by probability."""
+        if self.event is not None:
+            self.event.synchronize()
+        return self.ids.numpy(), self.probs.numpy()
+
+
 @torch.inference_mode()
-def label(teacher: torch.nn.Module, images: torch.Tensor, device: torch.device, topk: int, sample_ids: np.ndarray,
-          partners: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Teacher top-k (ids, probabilities) of a uint8 batch, sorted by probability."""
+def launch_label(teacher: torch.nn.Module, images: torch.Tensor, device: torch.device, topk: int,
+                 sample_ids: np.ndarray | None, partners: np.ndarray | None) -> Labels:
+    """Queue the teacher's top-k of a uint8 batch (see :class:`Labels`)."""
     from ..teachers import call_teacher
 
     x = images.to(device, non_blocking=True).float().div_(255)
     x = x.contiguous(memory_format=torch.channels_last)
     probs = call_teacher(teacher, x, sample_ids, partners).float()
     p, ids = probs.topk(topk, dim=-1, largest=True, sorted=True)
-    return ids.cpu().numpy(), p.cpu().numpy()
+    return Labels(ids, p)
 
 
 def label_views(writer: StoreWriter, views: ViewBatches, size: int, ens: torch.nn.Module, device: torch.device,
@@ -141,19 +164,35 @@ def label_views(writer: StoreWriter, views: ViewBatches, size: int, ens: torch.n
                "reinforce", disable=not progress, dynamic_ncols=True, smoothing=0.05)
     ens.eval()
     topk = int(writer.config["topk"])
+    pending: tuple[Task, dict[str, Any], Labels] | None = None
     for item in loader:
         task = tasks[int(item["task"])]
-        # the DataLoader hands numpy arrays back as tensors: the writer takes numpy
-        records = {k: np.asarray(v) for k, v in item["records"].items()}
-        samples, bad = np.asarray(item["samples"]), np.asarray(item["bad"])
-        pixels = render_item(views.recipe, item, size, device)
-        ids, probs = label(ens, pixels, device, topk, samples, partner_ids(records))
-        ids[bad], probs[bad] = 0, 0.0
-        writer.add(task.shard, samples, np.asarray(item["views"]),
-                   {**records, "topk_ids": ids, "topk_probs": probs.astype(np.float16)}, bad=samples[bad].tolist(),
-                   digests=np.asarray(item["digests"]))
-        bar.update(task.stop - task.first)
-        remaining[task.shard] -= 1
-        if remaining[task.shard] == 0:
-            writer.seal(task.shard)
+        pixels = on_side_stream(device, item["images"], render_item, views.recipe, item, size, device)
+        samples = np.asarray(item["samples"])
+        labels = launch_label(ens, pixels, device, topk, samples, partner_ids(_records(item)))
+        if pending is not None:  # the previous batch's labels, while the teacher works on this one
+            bar.update(_hand_over(writer, *pending, remaining))
+        pending = (task, item, labels)
+    if pending is not None:
+        bar.update(_hand_over(writer, *pending, remaining))
     bar.close()
+
+
+def _records(item: dict[str, Any]) -> dict[str, np.ndarray]:
+    # the DataLoader hands numpy arrays back as tensors: the writer takes numpy
+    return {k: np.asarray(v) for k, v in item["records"].items()}
+
+
+def _hand_over(writer: StoreWriter, task: Task, item: dict[str, Any], labels: Labels, remaining: Counter) -> int:
+    """A labelled batch's records to the writer; its shard is sealed when this was its last batch.
+    Returns the batch's view count."""
+    ids, probs = labels.result()
+    samples, bad = np.asarray(item["samples"]), np.asarray(item["bad"])
+    ids[bad], probs[bad] = 0, 0.0
+    writer.add(task.shard, samples, np.asarray(item["views"]),
+               {**_records(item), "topk_ids": ids, "topk_probs": probs.astype(np.float16)},
+               bad=samples[bad].tolist(), digests=np.asarray(item["digests"]))
+    remaining[task.shard] -= 1
+    if remaining[task.shard] == 0:
+        writer.seal(task.shard)
+    return task.stop - task.first

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from ..augment import partner_of
 from ..augment import partner_params as partner_view_params
 from ..augment.batch import Parameters, render_batch, stack_images, unstack_images
+from ..device import on_side_stream
 from ..errors import DrkitError
 from ..store import densify
 
@@ -154,6 +155,12 @@ def render_teacher_view(batch: dict[str, Any], recipe: Any, size: int, device: t
 
 
 def _pixels(batch: dict[str, Any], recipe: Any, size: int, device: torch.device) -> torch.Tensor:
+    """The batch rendered on ``device``; on CUDA on a side stream, so that it overlaps the
+    previous training step instead of waiting for it."""
+    return on_side_stream(device, batch["images"], _render_on, batch, recipe, size, device)
+
+
+def _render_on(batch: dict[str, Any], recipe: Any, size: int, device: torch.device) -> torch.Tensor:
     images = unstack_images(batch["images"], batch["sizes"], device)
     return render_batch(recipe, images, batch["index"].tolist(), batch["params"].own, size,
                         batch["partner_index"].tolist(), batch["params"].partners)
