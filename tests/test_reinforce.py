@@ -234,3 +234,28 @@ def test_merge_adds_views_and_refuses_mismatches(tmp_path, digits_train, teacher
     other = _run(digits_train, teacher_pair, tmp_path / "o", recipe="rrc", seed=2, samples=2)
     with pytest.raises(StoreError, match="recipe"):
         merge_stores([a, other], tmp_path / "e")
+
+
+def test_render_ahead_keeps_order_and_raises_in_the_consumer():
+    """The CUDA path renders in a second thread: items come back in order with their renders, an
+    error in the thread is raised in the consumer, and stopping early ends the thread."""
+    import threading
+
+    from drkit.reinforce.ahead import render_ahead
+
+    def square(i: int) -> int:
+        if i == 7:
+            raise StoreError("seven")
+        return i * i
+
+    assert list(render_ahead(range(5), square, threaded=True)) == [(i, i * i) for i in range(5)]
+    assert list(render_ahead(range(5), square, threaded=False)) == [(i, i * i) for i in range(5)]
+    got = []
+    with pytest.raises(StoreError, match="seven"):
+        for item, _ in render_ahead(range(10), square, threaded=True):
+            got.append(item)
+    assert got == list(range(7))
+    it = render_ahead(iter(range(1000)), square, threaded=True)
+    next(it)
+    it.close()  # the consumer stops early: the thread is stopped and joined
+    assert not any(t.name == "drkit-render-ahead" for t in threading.enumerate())

@@ -69,26 +69,52 @@ def loop_profile() -> None:
     pstats.Stats(pr).sort_stats("cumulative").print_stats(12)
 
 
-def reinforce_profile() -> None:
+def loop_phases(workers: int) -> None:
+    """Wall time per batch of the main loop's parts: waiting for a rendered batch, launching the
+    teacher, handing over (waiting for the previous batch's top-k, writing); render time in its thread."""
     from reinforce_throughput import make_weights
 
+    import drkit.reinforce.run as run
     from drkit.reinforce import reinforce
     from drkit.sources import load_source
+    from drkit.teachers import load_teacher
 
     tmp = Path(tempfile.mkdtemp())
     specs = [f"timm:resnet50?file={make_weights(tmp, 'resnet50', 3, 10, s)}" for s in (0, 1)]
+    ens = load_teacher(specs, device="cuda", num_classes=10)
     src = load_source("imagefolder:/tmp/jpegs?n=4096")
-    pr = cProfile.Profile()
+    spent = {"render (thread)": 0.0, "launch teacher": 0.0, "hand over": 0.0, "diagnostics": 0.0}
+    real = {k: getattr(run, k) for k in ("_render", "launch_label", "_hand_over", "diagnose")}
+
+    def timed(name, fn):
+        def wrapper(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[name] += time.perf_counter() - t0
+        return wrapper
+
+    for key, name in (("_render", "render (thread)"), ("launch_label", "launch teacher"), ("_hand_over", "hand over"),
+                      ("diagnose", "diagnostics")):
+        setattr(run, key, timed(name, real[key]))
     t = time.perf_counter()
-    pr.enable()
-    reinforce(src, specs, tmp / "s", recipe="rrc+ra+re", samples=4, topk=10, image_size=224, batch_size=256,
-              workers=12, device="cuda", progress=False)
-    pr.disable()
-    print(f"reinforce 16384 views incl. diagnostics: {16384 / (time.perf_counter() - t):.0f} views/s", flush=True)
-    pstats.Stats(pr).sort_stats("tottime").print_stats(22)
+    try:
+        reinforce(src, ens, tmp / "s", recipe="rrc+ra+re", samples=4, topk=10, image_size=224, batch_size=256,
+                  workers=workers, device="cuda", progress=False)
+    finally:
+        for k, v in real.items():
+            setattr(run, k, v)
+    total = time.perf_counter() - t - spent["diagnostics"]
+    batches = 16384 // 256
+    parts = ", ".join(f"{k} {1e3 * v / batches:.1f}" for k, v in spent.items() if k != "diagnostics")
+    wait = total - spent["launch teacher"] - spent["hand over"]
+    print(f"workers {workers}: {16384 / total:.0f} views/s; ms per batch: main loop {1e3 * total / batches:.1f} = "
+          f"waiting for a rendered batch {1e3 * wait / batches:.1f} + launch + hand over; {parts}", flush=True)
 
 
 if __name__ == "__main__":
     deviation()
     loop_profile()
-    reinforce_profile()
+    for w in (12, 6):
+        loop_phases(w)

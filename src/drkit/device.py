@@ -74,7 +74,9 @@ def on_side_stream(device: torch.device, source: torch.Tensor, fn: Any, *args: A
     import torch
 
     current = torch.cuda.current_stream(device)
-    side = torch.cuda.Stream(device)  # from torch's per-device stream pool: cheap, never leaked
+    # from torch's per-device pool (cheap, never leaked); high priority: the render's few small
+    # kernels are scheduled as soon as the teacher's leave room, so the host waits less on them
+    side = torch.cuda.Stream(device, priority=-1)
     with torch.cuda.stream(side):
         out = fn(*args)
     current.wait_stream(side)

@@ -69,6 +69,16 @@ def unstack_images(stack: torch.Tensor, sizes: Any, device: torch.device | None 
     return [stack[k, :, :h, :w] for k, (h, w) in enumerate(np.asarray(sizes).tolist())]
 
 
+def to_device(values: Any, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Host values (indices, boxes, λ) as a tensor on ``device``. On an accelerator through pinned
+    memory and a non-blocking copy: a plain copy would synchronise the stream, making the host
+    wait for every kernel queued before it (the previous batch's teacher included)."""
+    t = torch.as_tensor(values, dtype=dtype)
+    if device.type == "cpu":
+        return t
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def render_batch(recipe: Recipe, images: Sequence[torch.Tensor], index: Sequence[int], params: Sequence[ViewParams],
                  size: int, partner_index: Sequence[int] | None = None,
                  partner_params: Sequence[ViewParams | None] | None = None) -> torch.Tensor:
@@ -92,7 +102,7 @@ def render_batch(recipe: Recipe, images: Sequence[torch.Tensor], index: Sequence
         for k, r in enumerate(mixed):
             out[r] = recipe.mixer.mix(out[r], partners[k], params[r]["mix"])
         return out
-    return mix_batch(out, torch.as_tensor(mixed, device=out.device), partners, [params[r]["mix"] for r in mixed])
+    return mix_batch(out, to_device(mixed, out.device), partners, [params[r]["mix"] for r in mixed])
 
 
 def render_base(recipe: Recipe, images: Sequence[torch.Tensor], index: Sequence[int], params: Sequence[ViewParams],
@@ -129,14 +139,14 @@ def crop_batch(images: Sequence[torch.Tensor], index: Sequence[int], boxes: Sequ
     other = [r for r, b in enumerate(boxes) if (b["height"], b["width"]) != (size, size)]
     out = torch.empty((len(index), channels, size, size), dtype=torch.uint8, device=device)
     if same:
-        out[torch.as_tensor(same, device=device)] = _gather(images, [index[r] for r in same],
+        out[to_device(same, device)] = _gather(images, [index[r] for r in same],
                                                             [boxes[r] for r in same], size)
     if other and device.type != "cpu":
         by_taps: dict[int, list[int]] = defaultdict(list)  # samples per output pixel: a few groups
         for r in other:
             by_taps[_samples_per_pixel(boxes[r], size)].append(r)
         for n, rows in by_taps.items():
-            out[torch.as_tensor(rows, device=device)] = _sample_resize(images, [index[r] for r in rows],
+            out[to_device(rows, device)] = _sample_resize(images, [index[r] for r in rows],
                                                                        [boxes[r] for r in rows], size, n)
     elif other:
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
@@ -144,10 +154,10 @@ def crop_batch(images: Sequence[torch.Tensor], index: Sequence[int], boxes: Sequ
             groups[(boxes[r]["height"], boxes[r]["width"])].append(r)
         for rows in groups.values():
             crops = torch.stack([_crop(images[index[r]], boxes[r]) for r in rows])
-            out[torch.as_tensor(rows, device=device)] = _resize(crops, size)
+            out[to_device(rows, device)] = _resize(crops, size)
     flip = [r for r, box in enumerate(boxes) if box["flip"]]
     if flip:
-        idx = torch.as_tensor(flip, device=device)
+        idx = to_device(flip, device)
         out[idx] = out[idx].flip(-1)
     return out
 
@@ -180,9 +190,9 @@ def _gather(images: Sequence[torch.Tensor], index: Sequence[int], boxes: Sequenc
     pad = _padding(images, index, boxes)
     stack, order = _stack(images, index, pad)
     dev = stack.device
-    u = torch.as_tensor([order[i] for i in index], device=dev)
-    top = torch.as_tensor([b["top"] + pad for b in boxes], device=dev)
-    left = torch.as_tensor([b["left"] + pad for b in boxes], device=dev)
+    u = to_device([order[i] for i in index], dev)
+    top = to_device([b["top"] + pad for b in boxes], dev)
+    left = to_device([b["left"] + pad for b in boxes], dev)
     ar = torch.arange(size, device=dev)
     rows = (top[:, None] + ar)[:, :, None]  # [N, S, 1]
     cols = (left[:, None] + ar)[:, None, :]  # [N, 1, S]
@@ -204,7 +214,7 @@ def _sample_resize(images: Sequence[torch.Tensor], index: Sequence[int], boxes: 
     pad = _padding(images, index, boxes)
     stack, order = _stack(images, index, pad)
     dev = stack.device
-    u = torch.as_tensor([order[i] for i in index], device=dev)
+    u = to_device([order[i] for i in index], dev)
     lo_y, len_y = _axis(boxes, "top", "height", pad, dev)
     lo_x, len_x = _axis(boxes, "left", "width", pad, dev)
     y0, y1, wy = _taps(lo_y, len_y, size, n, dev)  # [N, S*n]
@@ -221,8 +231,8 @@ def _sample_resize(images: Sequence[torch.Tensor], index: Sequence[int], boxes: 
 
 def _axis(boxes: Sequence[dict[str, int]], start: str, length: str, pad: int,
           dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    return (torch.as_tensor([b[start] + pad for b in boxes], device=dev, dtype=torch.float32),
-            torch.as_tensor([b[length] for b in boxes], device=dev, dtype=torch.float32))
+    return (to_device([b[start] + pad for b in boxes], dev, torch.float32),
+            to_device([b[length] for b in boxes], dev, torch.float32))
 
 
 def _taps(lo: torch.Tensor, length: torch.Tensor, size: int, n: int,
@@ -272,7 +282,7 @@ def augment_batch(x: torch.Tensor, op: Any, params: Sequence[dict[str, int]]) ->
         for (choice, mag, sign), rows in groups.items():
             if choice == 0:  # Identity
                 continue
-            idx = torch.as_tensor(rows, device=x.device)
+            idx = to_device(rows, x.device)
             x[idx] = apply_aa(x[idx], choice, mag, sign, bins, wide)
     return x
 
@@ -290,18 +300,20 @@ def erase_batch(x: torch.Tensor, params: Sequence[dict[str, int]]) -> torch.Tens
         for r in rows:
             hash_fill(out[r], params[r]["seed"], *erase_box(params[r], h, w))
         return out
-    boxes = torch.as_tensor([erase_box(params[r], h, w) for r in rows], device=dev)  # y0, x0, y1, x1
+    host = np.array([erase_box(params[r], h, w) for r in rows], dtype=np.int64).reshape(-1, 4)  # y0, x0, y1, x1
+    total = int((c * (host[:, 2] - host[:, 0]) * (host[:, 3] - host[:, 1])).sum())  # known here: no device sync
+    boxes = to_device(host, dev)
     bh, bw = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     counts = c * bh * bw
-    owner = torch.repeat_interleave(torch.arange(len(rows), device=dev), counts)
-    local = torch.arange(int(counts.sum()), device=dev) - (torch.cumsum(counts, 0) - counts)[owner]
+    owner = torch.repeat_interleave(torch.arange(len(rows), device=dev), counts, output_size=total)
+    local = torch.arange(total, device=dev) - (torch.cumsum(counts, 0) - counts)[owner]
     area = (bh * bw)[owner]
     ch, rest = local // area, local % area
     ys = boxes[owner, 0] + rest // bw[owner]
     xs = boxes[owner, 1] + rest % bw[owner]
-    seeds = torch.as_tensor([params[r]["seed"] for r in rows], device=dev)[owner]
+    seeds = to_device([params[r]["seed"] for r in rows], dev)[owner]
     out = x.clone()
-    out[torch.as_tensor(rows, device=dev)[owner], ch, ys, xs] = noise_at(seeds, ch, ys, xs, h, w)
+    out[to_device(rows, dev)[owner], ch, ys, xs] = noise_at(seeds, ch, ys, xs, h, w)
     return out
 
 
@@ -314,11 +326,11 @@ def mix_batch(out: torch.Tensor, rows: torch.Tensor, partners: torch.Tensor, mix
     mixup = [k for k, m in enumerate(mixes) if m["mode"] == MODE_MIXUP]
     cutmix = [k for k, m in enumerate(mixes) if m["mode"] == MODE_CUTMIX]
     if mixup:
-        k = torch.as_tensor(mixup, device=dev)
+        k = to_device(mixup, dev)
         lam = np.array([bits_to_lam(mixes[j]["lam"]) for j in mixup], dtype=np.float64)
         # the reference multiplies by Python floats: λ and 1 - λ are rounded to float32 separately
-        lam_t = torch.as_tensor(lam.astype(np.float32), device=dev)[:, None, None, None]
-        rest_t = torch.as_tensor((1.0 - lam).astype(np.float32), device=dev)[:, None, None, None]
+        lam_t = to_device(lam.astype(np.float32), dev)[:, None, None, None]
+        rest_t = to_device((1.0 - lam).astype(np.float32), dev)[:, None, None, None]
         blend = out[rows[k]].to(torch.float32) * lam_t + partners[k].to(torch.float32) * rest_t
         out[rows[k]] = blend.round_().clamp_(0, 255).to(torch.uint8)
     if cutmix and dev.type == "cpu":
@@ -327,8 +339,8 @@ def mix_batch(out: torch.Tensor, rows: torch.Tensor, partners: torch.Tensor, mix
             if y1 > y0 and x1 > x0:
                 out[int(rows[j]), :, y0:y1, x0:x1] = partners[j, :, y0:y1, x0:x1]
     elif cutmix:
-        k = torch.as_tensor(cutmix, device=dev)
-        boxes = torch.as_tensor([cut_box_pixels(mixes[j], h, w) for j in cutmix], device=dev)  # y0, x0, y1, x1
+        k = to_device(cutmix, dev)
+        boxes = to_device([cut_box_pixels(mixes[j], h, w) for j in cutmix], dev)  # y0, x0, y1, x1
         ys = torch.arange(h, device=dev)[None, :, None]
         xs = torch.arange(w, device=dev)[None, None, :]
         inside = (ys >= boxes[:, 0, None, None]) & (ys < boxes[:, 2, None, None]) & \

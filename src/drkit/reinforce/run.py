@@ -7,6 +7,7 @@ resumes by redoing only unfinished shards and ends byte-identical to an uninterr
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import sys
 from collections import Counter
 from pathlib import Path
@@ -23,6 +24,7 @@ from ..device import on_side_stream, resolve_device
 from ..distributed import dist_env
 from ..errors import DrkitError
 from ..store import StoreWriter, array_schema, format_diagnostics, partner_ids
+from .ahead import render_ahead
 from .config import ReinforceConfig, parse_shard
 from .diagnose import diagnose
 from .views import Task, ViewBatches, batch_tasks, render_item
@@ -165,9 +167,9 @@ def label_views(writer: StoreWriter, views: ViewBatches, size: int, ens: torch.n
     ens.eval()
     topk = int(writer.config["topk"])
     pending: tuple[Task, dict[str, Any], Labels] | None = None
-    for item in loader:
+    render = functools.partial(_render, views.recipe, size, device)
+    for item, pixels in render_ahead(loader, render, threaded=device.type == "cuda"):
         task = tasks[int(item["task"])]
-        pixels = on_side_stream(device, item["images"], render_item, views.recipe, item, size, device)
         samples = np.asarray(item["samples"])
         labels = launch_label(ens, pixels, device, topk, samples, partner_ids(_records(item)))
         if pending is not None:  # the previous batch's labels, while the teacher works on this one
@@ -176,6 +178,11 @@ def label_views(writer: StoreWriter, views: ViewBatches, size: int, ens: torch.n
     if pending is not None:
         bar.update(_hand_over(writer, *pending, remaining))
     bar.close()
+
+
+def _render(recipe: Recipe, size: int, device: torch.device, item: dict[str, Any]) -> torch.Tensor:
+    """A batch's pixels on the teacher's device (on CUDA on a side stream, see ``on_side_stream``)."""
+    return on_side_stream(device, item["images"], render_item, recipe, item, size, device)
 
 
 def _records(item: dict[str, Any]) -> dict[str, np.ndarray]:

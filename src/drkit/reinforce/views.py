@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..augment import Recipe, ViewParams, ViewSampler, partner_of
-from ..augment.batch import Parameters, render_batch, stack_images, unstack_images
+from ..augment.batch import Parameters, render_batch, stack_images, to_device, unstack_images
 from ..errors import SourceError
 from ..store import pack
 
@@ -129,5 +129,5 @@ def render_item(recipe: Recipe, item: dict[str, Any], size: int, device: torch.d
             index[r] = blank
     out = render_batch(recipe, images, index, params, size, partner_index, partner_params)
     if bad.any():
-        out[torch.as_tensor(np.flatnonzero(bad), device=out.device)] = 0
+        out[to_device(np.flatnonzero(bad), out.device)] = 0
     return out
