@@ -1,7 +1,7 @@
 """Reinforce throughput versus the teacher's bare forward pass, measured in one run.
 
     .venv/bin/python benchmarks/reinforce_throughput.py            # ~4 min on 2 CPU cores
-    python3 benchmarks/reinforce_throughput.py --device cuda --views 16384 --batch-size 256 --workers 12 \\
+    python3 benchmarks/reinforce_throughput.py --device cuda --views 16384 --batch-size 256 --workers 8 \\
         --data imagefolder:/tmp/jpegs --make-jpegs 4096             # a GPU machine (synthetic 320x256 JPEGs)
 
 Prints, for each teacher, reinforce views/s (the `drkit.reinforce` call on the loaded teacher: workers decoding
@@ -34,16 +34,17 @@ PEAK_BF16 = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "4090":
 
 def teacher_forward_rate(ens: torch.nn.Module, batch: int, size: int, chans: int, batches: int,
                          device: torch.device) -> float:
-    from drkit.reinforce.run import launch_label
+    from drkit.reinforce.labeller import Labeller
 
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (batch, chans, size, size), generator=g, dtype=torch.uint8)
     if device.type == "cuda":
         x = x.pin_memory()
-    launch_label(ens, x, device, 10, None, None).result()  # warm-up
+    labeller = Labeller(ens, device, 10)  # reinforce's own labelling path (a CUDA graph on CUDA)
+    labeller(x).result()  # warm-up (and capture)
     _sync(device)
     t = time.perf_counter()
-    queued = [launch_label(ens, x, device, 10, None, None) for _ in range(batches)]  # nothing waits in between
+    queued = [labeller(x) for _ in range(batches)]  # nothing waits in between
     for labels in queued:
         labels.result()
     return batch * batches / (time.perf_counter() - t)

@@ -198,6 +198,22 @@ def test_cuda_reinforce_is_deterministic_and_replays_exactly(tmp_path, digits_tr
     assert report["exact"] and report["reproduced"] == 1.0, report
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_labels_equal_eager_labels(teacher_pair):
+    """reinforce replays the teacher as a CUDA graph: same top-k ids and probabilities as the eager
+    forward, batch after batch (new content in the captured input), and eager for another size."""
+    from drkit.reinforce.labeller import Labeller
+
+    ens = load_teacher(teacher_pair, device="cuda")
+    g = torch.Generator().manual_seed(0)
+    graph, eager = Labeller(ens, torch.device("cuda"), 4), Labeller(ens, torch.device("cuda"), 4, graphs=False)
+    for n in (32, 32, 32, 7):
+        x = torch.randint(0, 256, (n, 1, 16, 16), generator=g, dtype=torch.uint8)
+        (a_ids, a_p), (b_ids, b_p) = graph(x).result(), eager(x).result()
+        assert np.array_equal(a_ids, b_ids) and np.array_equal(a_p, b_p)
+    assert list(graph.captured) == [(32, 1, 16, 16)]
+
+
 def test_device_replay_path_matches_the_dataset(tmp_path, digits_train, teacher_pair):
     """ReinforcedDataset.raw() + collate_raw + render(batch, device) gives the dataset's own bytes
     and targets, mixed views included."""

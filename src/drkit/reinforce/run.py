@@ -27,6 +27,7 @@ from ..store import StoreWriter, array_schema, format_diagnostics, partner_ids
 from .ahead import render_ahead
 from .config import ReinforceConfig, parse_shard
 from .diagnose import diagnose
+from .labeller import Labeller, Labels
 from .views import Task, ViewBatches, batch_tasks, render_item
 
 
@@ -114,42 +115,6 @@ def store_config(cfg: ReinforceConfig, src: Any, ens: torch.nn.Module, rec: Reci
     }
 
 
-class Labels:
-    """A batch's teacher top-k on its way to the host. On CUDA the copy into pinned memory is
-    queued behind the forward pass and :meth:`result` waits for it, so the host can render the
-    next batch meanwhile; on a CPU the arrays are ready at once."""
-
-    def __init__(self, ids: torch.Tensor, probs: torch.Tensor):
-        self.event = None
-        if ids.device.type == "cuda":
-            host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in (ids, probs)]
-            for h, t in zip(host, (ids, probs)):
-                h.copy_(t, non_blocking=True)
-            self.event = torch.cuda.Event()
-            self.event.record()
-            ids, probs = host
-        self.ids, self.probs = ids, probs
-
-    def result(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, probabilities) as numpy arrays, sorted by probability."""
-        if self.event is not None:
-            self.event.synchronize()
-        return self.ids.numpy(), self.probs.numpy()
-
-
-@torch.inference_mode()
-def launch_label(teacher: torch.nn.Module, images: torch.Tensor, device: torch.device, topk: int,
-                 sample_ids: np.ndarray | None, partners: np.ndarray | None) -> Labels:
-    """Queue the teacher's top-k of a uint8 batch (see :class:`Labels`)."""
-    from ..teachers import call_teacher
-
-    x = images.to(device, non_blocking=True).float().div_(255)
-    x = x.contiguous(memory_format=torch.channels_last)
-    probs = call_teacher(teacher, x, sample_ids, partners).float()
-    p, ids = probs.topk(topk, dim=-1, largest=True, sorted=True)
-    return Labels(ids, p)
-
-
 def label_views(writer: StoreWriter, views: ViewBatches, size: int, ens: torch.nn.Module, device: torch.device,
                 workers: int, progress: bool, rank: int) -> None:
     """Decode and sample (workers), render and label (here, on the teacher's device), and hand
@@ -167,11 +132,12 @@ def label_views(writer: StoreWriter, views: ViewBatches, size: int, ens: torch.n
     ens.eval()
     topk = int(writer.config["topk"])
     pending: tuple[Task, dict[str, Any], Labels] | None = None
+    labeller = Labeller(ens, device, topk)
     render = functools.partial(_render, views.recipe, size, device)
     for item, pixels in render_ahead(loader, render, threaded=device.type == "cuda"):
         task = tasks[int(item["task"])]
         samples = np.asarray(item["samples"])
-        labels = launch_label(ens, pixels, device, topk, samples, partner_ids(_records(item)))
+        labels = labeller(pixels, samples, partner_ids(_records(item)))
         if pending is not None:  # the previous batch's labels, while the teacher works on this one
             bar.update(_hand_over(writer, *pending, remaining))
         pending = (task, item, labels)

@@ -1,0 +1,95 @@
+"""The teacher's top-k for rendered uint8 batches, queued so that the host never waits for it.
+
+On CUDA the forward pass of a full batch is captured once as a CUDA graph and replayed: launching
+an eager ensemble of two ResNet-50s costs ~10 ms of host time per batch, time the render thread
+needs (``ahead.py``). A graph replays the very kernels the eager pass launches, so labels do not
+change; batches of another size (a shard's last) and routed (out-of-fold) ensembles, whose members
+see data-dependent rows, run eagerly. The top-k is copied to pinned host memory behind the forward
+pass; :meth:`Labels.result` waits for it, while the host renders the next batch.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class Labels:
+    """A batch's teacher top-k on its way to the host (ready at once on a CPU)."""
+
+    def __init__(self, ids: torch.Tensor, probs: torch.Tensor):
+        self.event = None
+        if ids.device.type == "cuda":
+            host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in (ids, probs)]
+            for h, t in zip(host, (ids, probs)):
+                h.copy_(t, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+            ids, probs = host
+        self.ids, self.probs = ids, probs
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, probabilities) as numpy arrays, sorted by probability."""
+        if self.event is not None:
+            self.event.synchronize()
+        return self.ids.numpy(), self.probs.numpy()
+
+
+def topk_of(teacher: torch.nn.Module, images: torch.Tensor, topk: int, sample_ids: Any = None,
+            partners: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probabilities, ids) of the teacher's top-k for a uint8 batch already on its device."""
+    from ..teachers import call_teacher
+
+    x = images.float().div_(255).contiguous(memory_format=torch.channels_last)
+    return call_teacher(teacher, x, sample_ids, partners).float().topk(topk, dim=-1, largest=True, sorted=True)
+
+
+class Labeller:
+    """``labeller(images, sample_ids, partners) -> Labels`` for uint8 batches (see the module)."""
+
+    def __init__(self, teacher: torch.nn.Module, device: torch.device, topk: int, graphs: bool = True):
+        self.teacher, self.device, self.topk = teacher, device, topk
+        self.graphs = graphs and device.type == "cuda" and not getattr(teacher, "routed", False)
+        self.captured: dict[tuple[int, ...], tuple[Any, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor, sample_ids: np.ndarray | None = None,
+                 partners: np.ndarray | None = None) -> Labels:
+        images = images.to(self.device, non_blocking=True)
+        graph = self._graph(tuple(images.shape)) if self.graphs else None
+        if graph is None:
+            p, ids = topk_of(self.teacher, images, self.topk, sample_ids, partners)
+            return Labels(ids, p)
+        replay, static_in, (p, ids) = graph
+        static_in.copy_(images)
+        replay.replay()
+        return Labels(ids, p)  # copied out in stream order, before the next replay overwrites them
+
+    def _graph(self, shape: tuple[int, ...]) -> Any:
+        """The graph for batches of ``shape``, captured on first use (only the first shape seen:
+        the batch size; others run eagerly)."""
+        if shape in self.captured or self.captured:
+            return self.captured.get(shape)
+        try:
+            self.captured[shape] = self._capture(shape)
+        except RuntimeError as error:  # a model CUDA graphs cannot hold: say so, label eagerly
+            self.graphs = False
+            print(f"drkit: warning: the teacher could not be captured as a CUDA graph ({str(error).splitlines()[0]}); "
+                  "labelling eagerly", file=sys.stderr)
+            return None
+        return self.captured[shape]
+
+    def _capture(self, shape: tuple[int, ...]) -> tuple[Any, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        static_in = torch.zeros(shape, dtype=torch.uint8, device=self.device)
+        side = torch.cuda.Stream(self.device)  # warm-up off the default stream, as capture requires
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                topk_of(self.teacher, static_in, self.topk)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = topk_of(self.teacher, static_in, self.topk)
+        return graph, static_in, out
