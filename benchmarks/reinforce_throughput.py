@@ -41,7 +41,8 @@ def teacher_forward_rate(ens: torch.nn.Module, batch: int, size: int, chans: int
     if device.type == "cuda":
         x = x.pin_memory()
     labeller = Labeller(ens, device, 10)  # reinforce's own labelling path (a CUDA graph on CUDA)
-    labeller(x).result()  # warm-up (and capture)
+    labeller.prepare(tuple(x.shape))
+    labeller(x).result()  # warm-up
     _sync(device)
     t = time.perf_counter()
     queued = [labeller(x) for _ in range(batches)]  # nothing waits in between

@@ -207,6 +207,7 @@ def test_cuda_graph_labels_equal_eager_labels(teacher_pair):
     ens = load_teacher(teacher_pair, device="cuda")
     g = torch.Generator().manual_seed(0)
     graph, eager = Labeller(ens, torch.device("cuda"), 4), Labeller(ens, torch.device("cuda"), 4, graphs=False)
+    graph.prepare((32, 1, 16, 16))
     for n in (32, 32, 32, 7):
         x = torch.randint(0, 256, (n, 1, 16, 16), generator=g, dtype=torch.uint8)
         (a_ids, a_p), (b_ids, b_p) = graph(x).result(), eager(x).result()

@@ -69,6 +69,34 @@ def loop_profile() -> None:
     pstats.Stats(pr).sort_stats("cumulative").print_stats(12)
 
 
+def render_split() -> None:
+    """Host time of one batch's render call (until it returns) against its wall time once the
+    device has finished: tells a host-bound render from a device-bound one."""
+    from render_speed import _sources
+
+    from drkit.augment import ViewSampler, resolve_recipe
+    from drkit.augment.batch import render_batch
+
+    images = [x.cuda() for x in _sources("rgb320")]
+    recipe = resolve_recipe("rrc+ra+re", side=224, strong=True)
+    sampler = ViewSampler(recipe, 0, len(images), 4, lambda i: tuple(images[i].shape[-2:]))
+    views = [(i, v) for i in range(len(images)) for v in range(4)]
+    params = [sampler(i, v) for i, v in views]
+    index = [i for i, _ in views]
+    for _ in range(2):
+        render_batch(recipe, images, index, params, 224)
+    torch.cuda.synchronize()
+    host, wall = [], []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        render_batch(recipe, images, index, params, 224)
+        host.append(time.perf_counter() - t0)
+        torch.cuda.synchronize()
+        wall.append(time.perf_counter() - t0)
+    print(f"render 256 views rrc+ra+re @224: host {1e3 * min(host):.1f} ms, until done {1e3 * min(wall):.1f} ms",
+          flush=True)
+
+
 def loop_phases(workers: int) -> None:
     """Wall time per batch of the main loop's parts: waiting for a rendered batch, launching the
     teacher, handing over (waiting for the previous batch's top-k, writing); render time in its thread."""
@@ -118,6 +146,7 @@ def loop_phases(workers: int) -> None:
 
 if __name__ == "__main__":
     deviation()
+    render_split()
     loop_profile()
-    for w in (8, 12):
+    for w in (8,):
         loop_phases(w)

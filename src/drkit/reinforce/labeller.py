@@ -3,7 +3,8 @@
 On CUDA the forward pass of a full batch is captured once as a CUDA graph and replayed: launching
 an eager ensemble of two ResNet-50s costs ~10 ms of host time per batch, time the render thread
 needs (``ahead.py``). A graph replays the very kernels the eager pass launches, so labels do not
-change; batches of another size (a shard's last) and routed (out-of-fold) ensembles, whose members
+change; it is captured before the render thread starts (capture forbids other work on the device);
+batches of another size (a shard's last) and routed (out-of-fold) ensembles, whose members
 see data-dependent rows, run eagerly. The top-k is copied to pinned host memory behind the forward
 pass; :meth:`Labels.result` waits for it, while the host renders the next batch.
 """
@@ -55,10 +56,24 @@ class Labeller:
         self.captured: dict[tuple[int, ...], tuple[Any, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] = {}
 
     @torch.inference_mode()
+    def prepare(self, shape: tuple[int, ...]) -> None:
+        """Capture the graph for batches of ``shape`` (the batch size) before any other thread
+        uses the device: capture forbids other work on it. A model that cannot be captured is
+        labelled eagerly, with a one-line warning."""
+        if not self.graphs or shape in self.captured:
+            return
+        try:
+            self.captured[shape] = self._capture(shape)
+        except RuntimeError as error:
+            self.graphs = False
+            print(f"drkit: warning: the teacher could not be captured as a CUDA graph ({str(error).splitlines()[0]}); "
+                  "labelling eagerly", file=sys.stderr)
+
+    @torch.inference_mode()
     def __call__(self, images: torch.Tensor, sample_ids: np.ndarray | None = None,
                  partners: np.ndarray | None = None) -> Labels:
         images = images.to(self.device, non_blocking=True)
-        graph = self._graph(tuple(images.shape)) if self.graphs else None
+        graph = self.captured.get(tuple(images.shape)) if self.graphs else None
         if graph is None:
             p, ids = topk_of(self.teacher, images, self.topk, sample_ids, partners)
             return Labels(ids, p)
@@ -66,20 +81,6 @@ class Labeller:
         static_in.copy_(images)
         replay.replay()
         return Labels(ids, p)  # copied out in stream order, before the next replay overwrites them
-
-    def _graph(self, shape: tuple[int, ...]) -> Any:
-        """The graph for batches of ``shape``, captured on first use (only the first shape seen:
-        the batch size; others run eagerly)."""
-        if shape in self.captured or self.captured:
-            return self.captured.get(shape)
-        try:
-            self.captured[shape] = self._capture(shape)
-        except RuntimeError as error:  # a model CUDA graphs cannot hold: say so, label eagerly
-            self.graphs = False
-            print(f"drkit: warning: the teacher could not be captured as a CUDA graph ({str(error).splitlines()[0]}); "
-                  "labelling eagerly", file=sys.stderr)
-            return None
-        return self.captured[shape]
 
     def _capture(self, shape: tuple[int, ...]) -> tuple[Any, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         static_in = torch.zeros(shape, dtype=torch.uint8, device=self.device)
@@ -90,6 +91,6 @@ class Labeller:
                 topk_of(self.teacher, static_in, self.topk)
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             out = topk_of(self.teacher, static_in, self.topk)
         return graph, static_in, out

@@ -133,6 +133,7 @@ def label_views(writer: StoreWriter, views: ViewBatches, size: int, ens: torch.n
     topk = int(writer.config["topk"])
     pending: tuple[Task, dict[str, Any], Labels] | None = None
     labeller = Labeller(ens, device, topk)
+    labeller.prepare((max(t.stop - t.first for t in tasks), views.src.channels, size, size))
     render = functools.partial(_render, views.recipe, size, device)
     for item, pixels in render_ahead(loader, render, threaded=device.type == "cuda"):
         task = tasks[int(item["task"])]
