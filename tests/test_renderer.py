@@ -275,3 +275,37 @@ def test_erm_and_kd_rendering_on_the_device_equal_rendering_in_workers(tmp_path,
     wa = load_file(str(tmp_path / "workers" / "model.safetensors"))
     wb = load_file(str(tmp_path / "device" / "model.safetensors"))
     assert wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)
+
+
+def _twin_cases(device: str):
+    """Every (op, bin, sign) of RandAugment's and TrivialAugment's tables whose op has a twin, on a
+    batch and a single image, square and not."""
+    from drkit.augment.autoaugment import AA_OPS, magnitudes
+    from drkit.augment.device_ops import TWINS
+
+    g = torch.Generator().manual_seed(5)
+    shapes = [(4, 3, 24, 24), (3, 3, 20, 28), (1, 17, 17)]
+    images = [torch.randint(0, 256, s, generator=g, dtype=torch.uint8).to(device) for s in shapes]
+    for k, (name, fn, _, _, signed) in enumerate(AA_OPS):
+        if name not in TWINS:
+            continue
+        for wide in (False, True):
+            for m in magnitudes(k, 31, wide)[::3] + (90.0, 180.0, 270.0) * (name == "Rotate"):
+                for value in (m, -m) if signed else (m,):
+                    for img in images:
+                        yield name, value, img, fn(img, value), TWINS[name](img, value)
+
+
+def test_device_twins_give_torchvisions_pixels_on_cpu():
+    """The synchronisation-free twins (affine, rotate, sharpness) do torchvision's arithmetic."""
+    count = 0
+    for name, value, _, want, got in _twin_cases("cpu"):
+        assert torch.equal(want, got), (name, value)
+        count += 1
+    assert count > 100
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_device_twins_give_torchvisions_pixels_on_cuda():
+    for name, value, _, want, got in _twin_cases("cuda"):
+        assert torch.equal(want, got), (name, value)

@@ -82,3 +82,15 @@ def on_side_stream(device: torch.device, source: torch.Tensor, fn: Any, *args: A
     current.wait_stream(side)
     out.record_stream(current)  # the allocator must not hand its memory back to the side stream early
     return out
+
+
+def to_device(values: Any, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Host values (indices, boxes, λ, a small matrix) as a tensor on ``device``. On an accelerator
+    through pinned memory and a non-blocking copy: a plain copy synchronises the stream, making the
+    host wait for every kernel queued before it."""
+    import torch
+
+    t = torch.as_tensor(values, dtype=dtype)
+    if device.type == "cpu":
+        return t
+    return t.pin_memory().to(device, non_blocking=True)

@@ -19,6 +19,7 @@ from torchvision.transforms.v2 import functional as F
 
 from .base import REFERENCE_SIDE, Op, SampleContext, register_op, uniform_int
 from .codec import Field
+from .device_ops import TWINS
 
 NEAREST = InterpolationMode.NEAREST
 
@@ -87,10 +88,12 @@ def magnitudes(op: int, num_bins: int, wide: bool) -> tuple[float, ...]:
 def apply_aa(img: torch.Tensor, op: int, mag_bin: int, sign: int, num_bins: int, wide: bool) -> torch.Tensor:
     """Apply table op ``op`` at magnitude bin ``mag_bin`` (negated when ``sign`` and signed);
     ``img`` is one CHW image or a batch of them."""
-    _, fn, _, _, signed = AA_OPS[op]
+    name, fn, _, _, signed = AA_OPS[op]
     m = magnitudes(op, num_bins, wide)[mag_bin]
     if signed and sign:
         m = -m
+    if img.device.type != "cpu" and name in TWINS:  # same pixels without synchronising the stream
+        return TWINS[name](img, m)
     return fn(img, m)
 
 

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..device import to_device
 from ..hashing import noise_at
 from .autoaugment import apply_aa
 from .erasing import erase_box, hash_fill
@@ -67,16 +68,6 @@ def unstack_images(stack: torch.Tensor, sizes: Any, device: torch.device | None 
     if device is not None:
         stack = stack.to(device, non_blocking=True)
     return [stack[k, :, :h, :w] for k, (h, w) in enumerate(np.asarray(sizes).tolist())]
-
-
-def to_device(values: Any, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Host values (indices, boxes, λ) as a tensor on ``device``. On an accelerator through pinned
-    memory and a non-blocking copy: a plain copy would synchronise the stream, making the host
-    wait for every kernel queued before it (the previous batch's teacher included)."""
-    t = torch.as_tensor(values, dtype=dtype)
-    if device.type == "cpu":
-        return t
-    return t.pin_memory().to(device, non_blocking=True)
 
 
 def render_batch(recipe: Recipe, images: Sequence[torch.Tensor], index: Sequence[int], params: Sequence[ViewParams],

@@ -16,7 +16,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..augment import Recipe, ViewParams, ViewSampler, partner_of
-from ..augment.batch import Parameters, render_batch, stack_images, to_device, unstack_images
+from ..augment.batch import Parameters, render_batch, stack_images, unstack_images
+from ..device import to_device
 from ..errors import SourceError
 from ..store import pack
 

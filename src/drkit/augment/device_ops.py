@@ -1,0 +1,90 @@
+"""Synchronisation-free twins of the torchvision ops that RandAugment / TrivialAugment reach with
+host-side values (affine for shears and translations, rotate, sharpness), used on an accelerator.
+
+Why: torchvision builds each call's 2x3 matrix, grid scale or 3x3 kernel with
+``torch.tensor(..., device=...)``, a copy that synchronises the stream. A batch of views makes some
+forty such calls, and each one waits for every render kernel queued before it, kernels that share
+the device with the teacher. The twins send the same float32 values through pinned memory
+(:func:`drkit.device.to_device`) and otherwise do torchvision's arithmetic in torchvision's order
+(its inverse affine matrix and grid sampling are called directly), so the pixels are identical:
+tested against torchvision on the CPU and, where a GPU exists, on CUDA.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torchvision.transforms.v2.functional import _geometry as tv_geometry
+
+from ..device import to_device
+
+
+def _warp(img: torch.Tensor, matrix: list[float]) -> torch.Tensor:
+    """Nearest-neighbour resampling of ``img`` (uint8, [N,] C, H, W) through the inverse affine
+    ``matrix``, zero outside: the output grid is the pixel centres about the image centre, mapped by
+    the matrix and normalised by half the image size."""
+    h, w = img.shape[-2:]
+    dev = img.device
+    theta = to_device(matrix, dev, torch.float32).reshape(1, 2, 3)
+    grid = torch.empty(1, h, w, 3, dtype=torch.float32, device=dev)
+    grid[..., 0].copy_(torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, steps=w, device=dev))
+    grid[..., 1].copy_(torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, steps=h, device=dev).unsqueeze_(-1))
+    grid[..., 2].fill_(1)
+    scale = theta.transpose(1, 2).div_(to_device([0.5 * w, 0.5 * h], dev, torch.float32))
+    grid = grid.view(1, h * w, 3).bmm(scale).view(1, h, w, 2)
+    return tv_geometry._apply_grid_transform(img, grid, "nearest", fill=None)
+
+
+def _affine(img: torch.Tensor, translate: list[float], shear: list[float], center: list[float] | None) -> torch.Tensor:
+    h, w = img.shape[-2:]
+    center_f = [0.0, 0.0] if center is None else [c - s * 0.5 for c, s in zip(center, (w, h))]
+    return _warp(img, tv_geometry._get_inverse_affine_matrix(center_f, 0.0, translate, 1.0, shear))
+
+
+def shear_x(img: torch.Tensor, m: float) -> torch.Tensor:
+    return _affine(img, [0.0, 0.0], [math.degrees(math.atan(m)), 0.0], [0.0, 0.0])
+
+
+def shear_y(img: torch.Tensor, m: float) -> torch.Tensor:
+    return _affine(img, [0.0, 0.0], [0.0, math.degrees(math.atan(m))], [0.0, 0.0])
+
+
+def translate_x(img: torch.Tensor, m: float) -> torch.Tensor:
+    return _affine(img, [float(int(m * img.shape[-1])), 0.0], [0.0, 0.0], None)
+
+
+def translate_y(img: torch.Tensor, m: float) -> torch.Tensor:
+    return _affine(img, [0.0, float(int(m * img.shape[-2]))], [0.0, 0.0], None)
+
+
+def rotate(img: torch.Tensor, m: float) -> torch.Tensor:
+    angle = m % 360
+    if angle == 0:
+        return img.clone()
+    if angle == 180:
+        return torch.rot90(img, k=2, dims=(-2, -1))
+    if img.shape[-1] == img.shape[-2] and angle in (90, 270):
+        return torch.rot90(img, k=1 if angle == 90 else 3, dims=(-2, -1))
+    return _warp(img, tv_geometry._get_inverse_affine_matrix([0.0, 0.0], -angle, [0.0, 0.0], 1.0, [0.0, 0.0]))
+
+
+def sharpness(img: torch.Tensor, m: float) -> torch.Tensor:
+    """Blend with the 3x3 smoothing (1s round a 5, over 13) of the inner pixels by factor 1 + m."""
+    c, h, w = img.shape[-3:]
+    if img.numel() == 0 or h <= 2 or w <= 2:
+        return img
+    a, b = 1.0 / 13.0, 5.0 / 13.0
+    kernel = to_device([[a, a, a], [a, b, a], [a, a, a]], img.device, torch.float32).expand(c, 1, 3, 3)
+    out = img.to(dtype=torch.float32, copy=True)
+    blurred = torch.nn.functional.conv2d(out, kernel, groups=c).round_()
+    inner = out[..., 1:-1, 1:-1]
+    inner.add_(blurred.sub_(inner), alpha=1.0 - (1.0 + m))
+    return out.clamp_(0, 255).to(img.dtype)
+
+
+#: table op name -> twin taking (uint8 image or batch, signed magnitude)
+TWINS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
+    "ShearX": shear_x, "ShearY": shear_y, "TranslateX": translate_x, "TranslateY": translate_y,
+    "Rotate": rotate, "Sharpness": sharpness,
+}
