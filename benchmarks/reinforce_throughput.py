@@ -146,7 +146,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--views", type=int, default=768, help="views per reinforce run (realistic teacher)")
     ap.add_argument("--batch-size", type=int, default=256, help="views per teacher batch (reinforce's default)")
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=None, help="loader workers (default: reinforce's own default)")
     ap.add_argument("--size", type=int, default=None, help="realistic teacher's input (default 128 CPU, 224 CUDA)")
     ap.add_argument("--data", default="fashion-mnist:train")
     ap.add_argument("--make-jpegs", type=int, default=0, metavar="N", help="first write N synthetic JPEGs to "

@@ -117,8 +117,9 @@ def _reinforce_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256, help="views per teacher batch")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers rendering views (0 renders in the "
-                   "main process: fastest on a CPU-only box with few cores)")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers decoding images and sampling "
+                   "views (default: 0 on a CPU, where workers take cores from the teacher; on a GPU one per core "
+                   "but two, at most 8)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--shard", default=None, metavar="i/n", help="this job's part of an n-way split")
     p.add_argument("--samples-per-shard", type=int, default=1024)

@@ -51,6 +51,19 @@ def amp_dtype(mode: str | bool, device: torch.device) -> torch.dtype | None:
     return torch.float16
 
 
+def default_workers(device: torch.device) -> int:
+    """Loader workers for labelling on ``device`` when none are asked for. On a CPU none: workers
+    and the teacher's threads share the same cores, and a preempted thread stalls the teacher's
+    parallel regions (2 cores, 28-px teacher: 0.76 of its bare rate inline, 0.67 with one worker).
+    On an accelerator one per core but two (the main process renders and labels), at most 8 (on a
+    16-core H200 box 6 and 8 workers beat 12)."""
+    import os
+
+    if device.type == "cpu":
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) - 2))
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
     """``torch.autocast`` in ``dtype``, or nothing when ``dtype`` is ``None``."""
     import torch

@@ -42,7 +42,7 @@ class ReinforceConfig(VerbConfig):
     image_size: int | None = None
     seed: int = 0
     batch_size: int = 256
-    workers: int = dataclasses.field(default=2, metadata=FREE)
+    workers: int | None = dataclasses.field(default=None, metadata=FREE)  # None: default_workers(device)
     device: str = dataclasses.field(default="auto", metadata=FREE)
     shard: Any = None
     resume: bool = dataclasses.field(default=False, metadata=FREE)
@@ -62,7 +62,7 @@ class ReinforceConfig(VerbConfig):
         check(self.batch_size >= 1 and self.samples_per_shard >= 1,
               "--batch-size and --samples-per-shard must be positive")
         check(self.image_size is None or self.image_size >= 1, f"--image-size must be positive, got {self.image_size}")
-        check(self.workers >= 0, f"--workers must be 0 or more, got {self.workers}")
+        check(self.workers is None or self.workers >= 0, f"--workers must be 0 or more, got {self.workers}")
         check(not isinstance(self.teacher, (list, tuple)) or len(self.teacher) > 0, "no teacher given (--teacher T)")
         parse_shard(self.shard)
         return self

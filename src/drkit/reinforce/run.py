@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from ..augment import Recipe, resolve_recipe
 from ..augment.batch import renderer_info
 from ..configs import positional
-from ..device import on_side_stream, resolve_device
+from ..device import default_workers, on_side_stream, resolve_device
 from ..distributed import dist_env
 from ..errors import DrkitError
 from ..store import StoreWriter, array_schema, format_diagnostics, partner_ids
@@ -56,7 +56,8 @@ def reinforce(cfg: ReinforceConfig | Any = None, teacher: Any = None, out: Any =
     writer = StoreWriter(cfg.out, config, resume=cfg.resume, shared=jobs > 1, job=job, jobs=jobs)
     mine = writer.todo(job, jobs)
     views = ViewBatches(src, rec, cfg.seed, cfg.samples, batch_tasks(mine, cfg.samples, cfg.batch_size), cfg.skip_bad)
-    label_views(writer, views, size, ens, device, src.loader_workers(cfg.workers), cfg.progress, env.rank)
+    workers = default_workers(device) if cfg.workers is None else cfg.workers
+    label_views(writer, views, size, ens, device, src.loader_workers(workers), cfg.progress, env.rank)
     provenance = {"command": list(cfg.command) if cfg.command is not None else list(sys.argv),
                   "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     diagnostics = None
