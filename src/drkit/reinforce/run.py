@@ -1,7 +1,8 @@
 """``drkit reinforce``: label NS augmented views per image with a teacher ensemble, once.
 
-Views are rendered by DataLoader workers while the main process runs the teacher and hands the
-records to the :class:`~drkit.store.StoreWriter`. Shards are written atomically, so a killed run
+DataLoader workers decode images and sample view parameters; the main process renders each batch
+on the teacher's device (on CUDA in a thread, one batch ahead), labels it and hands the records to
+the :class:`~drkit.store.StoreWriter` while the teacher labels the next batch. Shards are written atomically, so a killed run
 resumes by redoing only unfinished shards and ends byte-identical to an uninterrupted one.
 """
 from __future__ import annotations
@@ -132,17 +133,17 @@ def label_views(writer: StoreWriter, views: ViewBatches, size: int, ens: torch.n
                "reinforce", disable=not progress, dynamic_ncols=True, smoothing=0.05)
     ens.eval()
     topk = int(writer.config["topk"])
-    pending: tuple[Task, dict[str, Any], Labels] | None = None
+    pending: tuple[Task, dict[str, Any], dict[str, np.ndarray], Labels] | None = None
     labeller = Labeller(ens, device, topk)
     labeller.prepare((max(t.stop - t.first for t in tasks), views.src.channels, size, size))
     render = functools.partial(_render, views.recipe, size, device)
     for item, pixels in render_ahead(loader, render, threaded=device.type == "cuda"):
         task = tasks[int(item["task"])]
-        samples = np.asarray(item["samples"])
-        labels = labeller(pixels, samples, partner_ids(_records(item)))
+        records = {k: np.asarray(v) for k, v in item["records"].items()}  # the writer takes numpy
+        labels = labeller(pixels, np.asarray(item["samples"]), partner_ids(records))
         if pending is not None:  # the previous batch's labels, while the teacher works on this one
             bar.update(_hand_over(writer, *pending, remaining))
-        pending = (task, item, labels)
+        pending = (task, item, records, labels)
     if pending is not None:
         bar.update(_hand_over(writer, *pending, remaining))
     bar.close()
@@ -153,19 +154,15 @@ def _render(recipe: Recipe, size: int, device: torch.device, item: dict[str, Any
     return on_side_stream(device, item["images"], render_item, recipe, item, size, device)
 
 
-def _records(item: dict[str, Any]) -> dict[str, np.ndarray]:
-    # the DataLoader hands numpy arrays back as tensors: the writer takes numpy
-    return {k: np.asarray(v) for k, v in item["records"].items()}
-
-
-def _hand_over(writer: StoreWriter, task: Task, item: dict[str, Any], labels: Labels, remaining: Counter) -> int:
+def _hand_over(writer: StoreWriter, task: Task, item: dict[str, Any], records: dict[str, np.ndarray], labels: Labels,
+               remaining: Counter) -> int:
     """A labelled batch's records to the writer; its shard is sealed when this was its last batch.
     Returns the batch's view count."""
     ids, probs = labels.result()
     samples, bad = np.asarray(item["samples"]), np.asarray(item["bad"])
     ids[bad], probs[bad] = 0, 0.0
     writer.add(task.shard, samples, np.asarray(item["views"]),
-               {**_records(item), "topk_ids": ids, "topk_probs": probs.astype(np.float16)},
+               {**records, "topk_ids": ids, "topk_probs": probs.astype(np.float16)},
                bad=samples[bad].tolist(), digests=np.asarray(item["digests"]))
     remaining[task.shard] -= 1
     if remaining[task.shard] == 0:
