@@ -48,6 +48,7 @@ def test_demo_smoke_runs_the_real_path(tmp_path):
         assert Path(row["curves"]).exists() and Path(row["reliability"]).exists()
     assert (tmp_path / "demo" / "inspect_grid.png").exists()
     table = (tmp_path / "demo" / "table.md").read_text()
-    assert "| DR (reinforced store, T = 2) |" in table and "commit " in table and "seed 0" in table
+    assert "| DR (reinforced store, T = 2) |" in table and "commit " in table and "seeds 0" in table
+    assert "DR − best ERM" in table
     manifest = json.loads((tmp_path / "demo" / "fmnist+" / "manifest.json").read_text())
     assert manifest["diagnostics"]["out_of_fold"] is True  # each image labelled by the member that never saw it

@@ -8,10 +8,11 @@
    labelled only by the member that never trained on it (a teacher that trained on the images it
    labels has memorised them: its labels are near one-hot and teach little);
 3. train the same student (``drkit_cnn_tiny``, ~76k params) for the same epochs and learning rate
-   three ways: ERM with label smoothing 0.1, ERM without, and on the reinforced store (DR, targets
-   softened at T = 2 on both sides);
+   three ways, each with seeds 0, 1 and 2: ERM with label smoothing 0.1, ERM without, and on the
+   reinforced store (DR, targets softened at T = 2 on both sides);
 4. evaluate each on the 10,000 test images (top-1, NLL, ECE) and on corrupted test images;
-5. print the table and the paths of the PNGs (inspect grid, curves, reliability diagrams).
+5. print the table (means and seed ranges; DR against the better ERM, called a difference only
+   when it exceeds the seed spread) and the paths of the PNGs (inspect grid, curves, reliability).
 """
 from __future__ import annotations
 
@@ -41,12 +42,13 @@ class DemoConfig:
     #: DR softens the stored targets to p**(1/T) and the student by the same T (Hinton): these
     #: teachers are confident (mean top-1 probability 0.95), and T = 2 won the benchmark's sweep
     temperature: float = 2.0
-    seed: int = 0
+    #: one student per seed and run: a single seed cannot tell a gain from seed noise
+    seeds: tuple[int, ...] = (0, 1, 2)
     families: tuple[str, ...] | None = None
 
     @classmethod
     def smoke(cls) -> "DemoConfig":
-        return cls(train_n=256, test_n=256, corruption_n=64, samples=2, epochs=2, batch_size=64,
+        return cls(train_n=256, test_n=256, corruption_n=64, samples=2, epochs=2, batch_size=64, seeds=(0,),
                    families=("gaussian_noise", "contrast"))
 
 
@@ -129,51 +131,84 @@ def _measure_teachers(test_src: str, limit: int, eval_kw: dict[str, Any]) -> lis
 
 def _students(cfg: DemoConfig, out: Path, store: Path, data: dict[str, str], device: str,
               eval_kw: dict[str, Any]) -> list[dict[str, Any]]:
-    """ERM (with and without label smoothing) and DR students, each trained then evaluated."""
+    """ERM (with and without label smoothing) and DR students, one per seed, each trained then
+    evaluated; one row per run with the per-seed figures and their means."""
+    runs = {
+        "ERM (padcrop, label smoothing 0.1)": ("erm_ls", dict(recipe="padcrop", label_smoothing=0.1)),
+        "ERM (padcrop, no label smoothing)": ("erm", dict(recipe="padcrop", label_smoothing=0.0)),
+        f"DR (reinforced store, T = {cfg.temperature:g})": ("dr", dict(reinforced=str(store), temperature=cfg.temperature,
+                                                                     soften_targets=cfg.temperature != 1.0)),
+    }
+    rows = []
+    for name, (folder, extra) in runs.items():
+        per_seed = [_student(cfg, name, out / folder / f"seed{seed}", seed, data, device, eval_kw, extra)
+                    for seed in cfg.seeds]
+        row: dict[str, Any] = {"run": name, "seeds": list(cfg.seeds), "curves": per_seed[0]["curves"],
+                               "reliability": per_seed[0]["reliability"], "per_seed": per_seed}
+        for key in ("top1", "nll", "ece", "corruption_top1", "train_seconds"):
+            row[key] = sum(r[key] for r in per_seed) / len(per_seed)
+        rows.append(row)
+    return rows
+
+
+def _student(cfg: DemoConfig, name: str, run_dir: Path, seed: int, data: dict[str, str], device: str,
+             eval_kw: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     from .evaluate import evaluate
     from .train import train
 
-    runs = {
-        "ERM (padcrop, label smoothing 0.1)": dict(recipe="padcrop", label_smoothing=0.1),
-        "ERM (padcrop, no label smoothing)": dict(recipe="padcrop", label_smoothing=0.0),
-        f"DR (reinforced store, T = {cfg.temperature:g})": dict(reinforced=str(store), temperature=cfg.temperature,
-                                                              soften_targets=cfg.temperature != 1.0),
-    }
-    rows = []
-    for k, (name, extra) in enumerate(runs.items()):
-        t = _step(f"3-4/5 train + evaluate {name}: drkit_cnn_tiny, {cfg.epochs} epochs")
-        run_dir = out / ("erm_ls" if k == 0 else "erm" if k == 1 else "dr")
-        summary = train(data=data["train"], val=data["val"], model="drkit_cnn_tiny", epochs=cfg.epochs,
-                        batch_size=cfg.batch_size, lr=cfg.lr, opt="sgd", out=str(run_dir), seed=cfg.seed, device=device,
-                        workers=1, quiet=False, command=["drkit", "demo"], **extra)
-        train_s = time.perf_counter() - t
-        r = evaluate(run_dir, data["test"], plot=run_dir / "reliability.png", json_path=run_dir / "eval.json", **eval_kw)
-        rc = evaluate(run_dir, data["test"], corruptions=True, families=cfg.families, limit=cfg.corruption_n,
-                      json_path=run_dir / "eval_corruptions.json", **eval_kw)
-        rows.append({"run": name, "top1": r["top1"], "nll": r["nll"], "ece": r["ece"],
-                     "corruption_top1": rc["mean_corruption_top1"], "train_seconds": train_s,
-                     "curves": str(run_dir / "curves.png"), "reliability": str(run_dir / "reliability.png"),
-                     "summary": summary})
-    return rows
+    t = _step(f"3-4/5 train + evaluate {name}, seed {seed}: drkit_cnn_tiny, {cfg.epochs} epochs")
+    summary = train(data=data["train"], val=data["val"], model="drkit_cnn_tiny", epochs=cfg.epochs,
+                    batch_size=cfg.batch_size, lr=cfg.lr, opt="sgd", out=str(run_dir), seed=seed, device=device,
+                    workers=1, quiet=False, command=["drkit", "demo"], **extra)
+    train_s = time.perf_counter() - t
+    r = evaluate(run_dir, data["test"], plot=run_dir / "reliability.png", json_path=run_dir / "eval.json", **eval_kw)
+    rc = evaluate(run_dir, data["test"], corruptions=True, families=cfg.families, limit=cfg.corruption_n,
+                  json_path=run_dir / "eval_corruptions.json", **eval_kw)
+    return {"seed": seed, "top1": r["top1"], "nll": r["nll"], "ece": r["ece"],
+            "corruption_top1": rc["mean_corruption_top1"], "train_seconds": train_s,
+            "curves": str(run_dir / "curves.png"), "reliability": str(run_dir / "reliability.png"),
+            "summary": summary}
 
 
 def format_table(rows: list[dict[str, Any]], teachers: list[dict[str, Any]], cfg: DemoConfig,
                  device: str = "") -> str:
-    """Markdown table of what the run measured."""
-    lines = [f"command: `drkit demo{' --smoke' if cfg.train_n < 10_000 else ''}`; commit {_commit()}; seed {cfg.seed}; "
+    """Markdown table of what the run measured: per run the mean over seeds and, with several
+    seeds, the range; then DR against the better ERM."""
+    seeds = ", ".join(str(s) for s in cfg.seeds)
+    lines = [f"command: `drkit demo{' --smoke' if cfg.train_n < 10_000 else ''}`; commit {_commit()}; seeds {seeds}; "
              f"device {device}; SGD lr {cfg.lr} batch {cfg.batch_size}; DR at T = {cfg.temperature:g}; store padcrop, {cfg.samples} views, top-{cfg.topk}", "",
              f"Fashion-MNIST, student drkit_cnn_tiny, {cfg.train_n} training images, {cfg.epochs} epochs, "
              f"test set {'first ' + str(cfg.test_n) if cfg.test_n else '10,000'} images; corruptions: "
              f"mean top-1 over {'all' if cfg.families is None else len(cfg.families)} families x 5 severities "
-             f"on the first {cfg.corruption_n} test images",
+             f"on the first {cfg.corruption_n} test images; "
+             + ("mean (min–max) over the seeds" if len(cfg.seeds) > 1 else "one seed"),
              "", "| run | top-1 % | NLL | ECE % | corruption top-1 % | train time s |", "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['run']} | {100 * r['top1']:.2f} | {r['nll']:.4f} | {100 * r['ece']:.2f} | "
-                     f"{100 * r['corruption_top1']:.2f} | {r['train_seconds']:.0f} |")
-    lines.append("")
-    lines.append("teachers (ensemble members): " + ", ".join(
-        f"{t['teacher']} {100 * t['top1']:.2f} % top-1 on {t['images']} test images" for t in teachers))
+        lines.append(f"| {r['run']} | {_cell(r, 'top1', 100, 2)} | {_cell(r, 'nll', 1, 4)} | {_cell(r, 'ece', 100, 2)} | "
+                     f"{_cell(r, 'corruption_top1', 100, 2)} | {r['train_seconds']:.0f} |")
+    lines += ["", _verdict(rows), "",
+              "teachers (ensemble members): " + ", ".join(
+                  f"{t['teacher']} {100 * t['top1']:.2f} % top-1 on {t['images']} test images" for t in teachers)]
     return "\n".join(lines)
+
+
+def _cell(row: dict[str, Any], key: str, scale: float, digits: int) -> str:
+    values = [scale * r[key] for r in row.get("per_seed", [row])]
+    mean = f"{scale * row[key]:.{digits}f}"
+    return mean if len(values) == 1 else f"{mean} ({min(values):.{digits}f}–{max(values):.{digits}f})"
+
+
+def _verdict(rows: list[dict[str, Any]]) -> str:
+    """DR's mean top-1 against the better ERM's, called a difference only when it exceeds the seed
+    spread (the wider of the two runs' top-1 ranges)."""
+    dr = rows[-1]
+    erm = max(rows[:-1], key=lambda r: r["top1"])
+    delta = 100 * (dr["top1"] - erm["top1"])
+    spread = max(100 * (max(v) - min(v)) for v in ([r["top1"] for r in row.get("per_seed", [row])] for row in (dr, erm)))
+    if len(dr.get("per_seed", [dr])) < 2:
+        return f"DR − best ERM top-1: {delta:+.2f} points (one seed: no spread to compare with)"
+    verdict = "no difference" if abs(delta) <= spread else ("DR better" if delta > 0 else "DR worse")
+    return f"DR − best ERM ({erm['run']}) top-1: {delta:+.2f} points, seed spread {spread:.2f}: **{verdict}**"
 
 
 def _commit() -> str:
