@@ -63,7 +63,8 @@ class Labeller:
         if not self.graphs or shape in self.captured:
             return
         try:
-            self.captured[shape] = self._capture(shape)
+            with torch.cuda.device(self.device):  # capture runs on the current device: make it the teacher's
+                self.captured[shape] = self._capture(shape)
         except RuntimeError as error:
             self.graphs = False
             print(f"drkit: warning: the teacher could not be captured as a CUDA graph ({str(error).splitlines()[0]}); "
