@@ -32,12 +32,14 @@ test: install
 demo: install
 	$(VENV)/bin/drkit demo --out demo-out
 
-# Regenerates the demo table and inspect grid shown in README.md (runs the demo first, writes the README block).
+# Regenerates the demo table and inspect grid shown in README.md (runs the demo first, writes the README block),
+# and the benchmark table from benchmarks/results/.
 readme-assets: demo
 	mkdir -p docs
 	cp demo-out/inspect_grid.png docs/inspect_grid.png
 	cp demo-out/table.md docs/demo_table.md
 	$(PY) benchmarks/readme_block.py README.md demo docs/demo_table.md
+	$(PY) benchmarks/summary.py README.md
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

@@ -182,3 +182,24 @@ def test_benchmarks_import_only_names_that_exist():
                             if not hasattr(module, a.name)
                             and importlib.util.find_spec(f"{node.module}.{a.name}") is None]
     assert not missing, "\n".join(missing)
+
+
+def test_readme_benchmark_table_is_the_one_the_results_files_give():
+    """The README's benchmark table is written by benchmarks/summary.py from benchmarks/results/:
+    a results file changed without rewriting the table (or a table edited by hand) fails here."""
+    import importlib.util
+    import sys
+
+    root = SRC.parents[1]
+    sys.path.insert(0, str(root / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location("drkit_bench_summary", root / "benchmarks" / "summary.py")
+        summary = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = summary  # dataclasses look their module up there
+        spec.loader.exec_module(summary)
+        readme = (root / "README.md").read_text()
+        block = readme.split("<!-- benchmarks:begin -->")[1].split("<!-- benchmarks:end -->")[0]
+        assert summary.table() in block
+    finally:
+        sys.path.remove(str(root / "benchmarks"))
+        sys.modules.pop("drkit_bench_summary", None)

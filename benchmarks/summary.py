@@ -1,0 +1,115 @@
+"""Write the README's benchmark table from the committed results files, so that no figure in it is
+copied by hand:
+
+    .venv/bin/python benchmarks/summary.py README.md        # rewrites the `benchmarks` block
+    .venv/bin/python benchmarks/summary.py -                # prints the table
+
+Each row names the benchmark script, what it measures, the results file, the commit and device
+read from that file's header, and the file's headline lines (selected by a pattern, quoted with
+their whitespace compacted). Goals are the issues' targets; "met" / "not met" is decided here from
+the quoted ratio, never typed in.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class Entry:
+    script: str
+    measures: str
+    file: str
+    headline: str  # regex selecting the lines quoted in the table
+    goals: tuple[tuple[str, str, float], ...] = ()  # (line regex, "<=" or ">=", target): checked on the line's last ratio
+
+
+ENTRIES = [
+    Entry("train_cost.py", "epoch wall time, DR ÷ ERM and online KD ÷ DR, same student, recipe, loader, device",
+          "train_cost.txt", r"^(DR / ERM|KD / DR)", ((r"^DR / ERM", "<=", 1.05),)),
+    Entry("reinforce_throughput.py", "reinforce views/s ÷ teacher-only forward img/s, same teacher, batch, device",
+          "reinforce_throughput.txt", r"ratio",
+          ((r"resnet50", ">=", 0.95), (r"drkit_cnn_small @28", ">=", 0.85))),
+    Entry("reinforce_throughput.py", "the same on a GPU (command in the script's docstring)",
+          "reinforce_throughput_gpu.txt", r"ratio", ((r"resnet50 @224", ">=", 0.80),)),
+    Entry("replay_loader.py", "DR training img/s ÷ ERM with a torchvision v2 loader of the same ops",
+          "replay_loader.txt", r"^DR", ((r"rendered in the loop", ">=", 1.0),)),
+    Entry("replay_loader.py", "the same on a GPU, the CPU loader made the bottleneck (64-px JPEGs, 4 workers)",
+          "replay_loader_gpu.txt", r"^DR", ((r"rendered in the loop", ">=", 1.0),)),
+    Entry("render_speed.py", "batched renderer views/s vs the per-view reference, 256-view batches",
+          "render_speed_cpu.txt", r"ratio"),
+    Entry("render_speed.py", "the same on a GPU", "render_speed_gpu.txt", r"ratio"),
+    Entry("cuda_paths.py", "CUDA paths: AMP, channels_last, store and replay across devices", "cuda_paths.txt",
+          r"^(ok|FAIL)"),
+    Entry("fingerprint_cost.py", "opening a 200k-file image folder: cached vs uncached listing + fingerprint",
+          "fingerprint_cost.txt", r"^(no cache|later commands|cached / no cache)"),
+    Entry("verify_cost.py", "epoch time with every per-use check vs without; the checks timed directly",
+          "verify_cost.txt", r"^(checked / unchecked|the checks' own work)"),
+    Entry("source_throughput.py", "hf:, wds:, lmdb:, hf-stream: read rate vs the image folder; import-mldr files/s",
+          "source_throughput.txt", r"(in order|shuffled|import-mldr)"),
+]
+
+
+def _header(text: str) -> tuple[str, str]:
+    """(commit, device) from a results file's header lines."""
+    header = "\n".join(ln for ln in text.splitlines()[:8] if "command:" not in ln)  # the command names --device
+    commit = re.search(r"commit:?\s+([0-9a-f]{7,40})", header)
+    device = re.search(r"device:?\s+([^;,\n]+?(?:\([^)]*\))?)(?:\s{2,}|;|,|$)", header, re.M)
+    return (commit.group(1)[:7] if commit else "?"), (device.group(1).strip() if device else "?")
+
+
+def _ratio(line: str) -> float | None:
+    found = re.search(r"(?:ratio|=|/ ERM)\s+([0-9]+\.[0-9]+)", line)  # the first: a line may quote its goal after it
+    return float(found.group(1)) if found else None
+
+
+def _goal_notes(entry: Entry, lines: list[str]) -> list[str]:
+    notes = []
+    for pattern, op, target in entry.goals:
+        line = next((ln for ln in lines if re.search(pattern, ln)), None)
+        value = _ratio(line) if line else None
+        if value is None:
+            notes.append(f"goal {op} {target}: no figure")
+            continue
+        met = value <= target if op == "<=" else value >= target
+        notes.append(f"{pattern.strip('^')}: {value} (goal {op} {target}: {'met' if met else '**not met**'})")
+    return notes
+
+
+def row(entry: Entry) -> str:
+    path = RESULTS / entry.file
+    if not path.exists():
+        return f"| `{entry.script}` | {entry.measures} | `{entry.file}` missing | | | |"
+    text = path.read_text()
+    commit, device = _header(text)
+    lines = [" ".join(ln.split()) for ln in text.splitlines()
+             if ln.strip() and not ln.startswith("#") and not ln.startswith("[") and re.search(entry.headline, ln)]
+    quoted = "<br>".join(ln.replace("|", "\\|") for ln in lines)
+    goals = "<br>".join(_goal_notes(entry, lines))
+    return f"| `{entry.script}` | {entry.measures} | `{entry.file}` | {commit} | {device} | {quoted} | {goals} |"
+
+
+def table() -> str:
+    head = ["| benchmark | what it measures | results file | commit | device | headline lines (quoted) | goals |",
+            "|---|---|---|---|---|---|---|"]
+    return "\n".join(head + [row(e) for e in ENTRIES])
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        raise SystemExit(__doc__)
+    if sys.argv[1] == "-":
+        print(table())
+        return
+    from readme_block import replace_block  # this folder is on sys.path when run as a script
+
+    replace_block(Path(sys.argv[1]), "benchmarks", "written by `benchmarks/summary.py` from `benchmarks/results/`\n\n"
+                  + table())
+
+
+if __name__ == "__main__":
+    main()
