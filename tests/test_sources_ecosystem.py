@@ -418,12 +418,12 @@ def test_a_streamed_source_reinforces_in_one_pass_with_nearby_partners(tmp_path,
 
 def test_a_stream_is_read_in_one_process_whatever_workers_say(tmp_path, records):
     """A streamed dataset shards itself across DataLoader workers; drkit reads it in one process
-    instead, and says so: the CLI's default --workers 2 works for reinforce and eval."""
+    instead, and says so: --workers 2 works for reinforce, and eval's default --workers 2 too."""
     root = _parquet(tmp_path / "pq", records)
     teacher = make_teacher(tmp_path / "t", list(CLASSES), seed=1, image_size=16, in_chans=1)
     spec = f"hf-stream:{root}?mode=L"
     r = subprocess.run([sys.executable, "-m", "drkit", "reinforce", "--data", spec, "--teacher", teacher, "--recipe",
-                        "padcrop+mix", "--samples", "2", "--topk", "2", "--device", "cpu", "--quiet",
+                        "padcrop+mix", "--samples", "2", "--topk", "2", "--device", "cpu", "--quiet", "--workers", "2",
                         "--out", str(tmp_path / "store")], capture_output=True, text=True)
     assert r.returncode == 0 and "is a stream, read in order in one process" in r.stderr, r.stderr[-2000:]
     r = subprocess.run([sys.executable, "-m", "drkit", "eval", "--checkpoint", teacher.split(":", 1)[1], "--data",
