@@ -137,7 +137,8 @@ def label_views(writer: StoreWriter, views: ViewBatches, size: int, ens: torch.n
     labeller = Labeller(ens, device, topk)
     labeller.prepare((max(t.stop - t.first for t in tasks), views.src.channels, size, size))
     render = functools.partial(_render, views.recipe, size, device)
-    for item, pixels in render_ahead(loader, render, threaded=device.type == "cuda"):
+    batches = iter(loader)  # workers fork here, from this thread, before the render thread exists
+    for item, pixels in render_ahead(batches, render, threaded=device.type == "cuda"):
         task = tasks[int(item["task"])]
         records = {k: np.asarray(v) for k, v in item["records"].items()}  # the writer takes numpy
         labels = labeller(pixels, np.asarray(item["samples"]), partner_ids(records))
