@@ -25,7 +25,8 @@ class Entry:
     measures: str
     file: str
     headline: str  # regex selecting the lines quoted in the table
-    goals: tuple[tuple[str, str, float], ...] = ()  # (line regex, "<=" or ">=", target): checked on the line's last ratio
+    #: (line regex, "<=" or ">=", target), checked on the first ratio of the line the regex picks
+    goals: tuple[tuple[str, str, float], ...] = ()
 
 
 ENTRIES = [

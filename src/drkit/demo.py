@@ -136,8 +136,8 @@ def _students(cfg: DemoConfig, out: Path, store: Path, data: dict[str, str], dev
     runs = {
         "ERM (padcrop, label smoothing 0.1)": ("erm_ls", dict(recipe="padcrop", label_smoothing=0.1)),
         "ERM (padcrop, no label smoothing)": ("erm", dict(recipe="padcrop", label_smoothing=0.0)),
-        f"DR (reinforced store, T = {cfg.temperature:g})": ("dr", dict(reinforced=str(store), temperature=cfg.temperature,
-                                                                     soften_targets=cfg.temperature != 1.0)),
+        f"DR (reinforced store, T = {cfg.temperature:g})": (
+            "dr", dict(reinforced=str(store), temperature=cfg.temperature, soften_targets=cfg.temperature != 1.0)),
     }
     rows = []
     for name, (folder, extra) in runs.items():
@@ -176,7 +176,8 @@ def format_table(rows: list[dict[str, Any]], teachers: list[dict[str, Any]], cfg
     seeds, the range; then DR against the better ERM."""
     seeds = ", ".join(str(s) for s in cfg.seeds)
     lines = [f"command: `drkit demo{' --smoke' if cfg.train_n < 10_000 else ''}`; commit {_commit()}; seeds {seeds}; "
-             f"device {device}; SGD lr {cfg.lr} batch {cfg.batch_size}; DR at T = {cfg.temperature:g}; store padcrop, {cfg.samples} views, top-{cfg.topk}", "",
+             f"device {device}; SGD lr {cfg.lr} batch {cfg.batch_size}; DR at T = {cfg.temperature:g}; "
+             f"store padcrop, {cfg.samples} views, top-{cfg.topk}", "",
              f"Fashion-MNIST, student drkit_cnn_tiny, {cfg.train_n} training images, {cfg.epochs} epochs, "
              f"test set {'first ' + str(cfg.test_n) if cfg.test_n else '10,000'} images; corruptions: "
              f"mean top-1 over {'all' if cfg.families is None else len(cfg.families)} families x 5 severities "
@@ -184,8 +185,8 @@ def format_table(rows: list[dict[str, Any]], teachers: list[dict[str, Any]], cfg
              + ("mean (min–max) over the seeds" if len(cfg.seeds) > 1 else "one seed"),
              "", "| run | top-1 % | NLL | ECE % | corruption top-1 % | train time s |", "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['run']} | {_cell(r, 'top1', 100, 2)} | {_cell(r, 'nll', 1, 4)} | {_cell(r, 'ece', 100, 2)} | "
-                     f"{_cell(r, 'corruption_top1', 100, 2)} | {r['train_seconds']:.0f} |")
+        lines.append(f"| {r['run']} | {_cell(r, 'top1', 100, 2)} | {_cell(r, 'nll', 1, 4)} | "
+                     f"{_cell(r, 'ece', 100, 2)} | {_cell(r, 'corruption_top1', 100, 2)} | {r['train_seconds']:.0f} |")
     lines += ["", _verdict(rows), "",
               "teachers (ensemble members): " + ", ".join(
                   f"{t['teacher']} {100 * t['top1']:.2f} % top-1 on {t['images']} test images" for t in teachers)]
@@ -204,7 +205,8 @@ def _verdict(rows: list[dict[str, Any]]) -> str:
     dr = rows[-1]
     erm = max(rows[:-1], key=lambda r: r["top1"])
     delta = 100 * (dr["top1"] - erm["top1"])
-    spread = max(100 * (max(v) - min(v)) for v in ([r["top1"] for r in row.get("per_seed", [row])] for row in (dr, erm)))
+    runs = [[r["top1"] for r in row.get("per_seed", [row])] for row in (dr, erm)]
+    spread = max(100 * (max(v) - min(v)) for v in runs)
     if len(dr.get("per_seed", [dr])) < 2:
         return f"DR − best ERM top-1: {delta:+.2f} points (one seed: no spread to compare with)"
     verdict = "no difference" if abs(delta) <= spread else ("DR better" if delta > 0 else "DR worse")

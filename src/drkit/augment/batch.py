@@ -130,15 +130,14 @@ def crop_batch(images: Sequence[torch.Tensor], index: Sequence[int], boxes: Sequ
     other = [r for r, b in enumerate(boxes) if (b["height"], b["width"]) != (size, size)]
     out = torch.empty((len(index), channels, size, size), dtype=torch.uint8, device=device)
     if same:
-        out[to_device(same, device)] = _gather(images, [index[r] for r in same],
-                                                            [boxes[r] for r in same], size)
+        out[to_device(same, device)] = _gather(images, [index[r] for r in same], [boxes[r] for r in same], size)
     if other and device.type != "cpu":
         by_taps: dict[int, list[int]] = defaultdict(list)  # samples per output pixel: a few groups
         for r in other:
             by_taps[_samples_per_pixel(boxes[r], size)].append(r)
         for n, rows in by_taps.items():
             out[to_device(rows, device)] = _sample_resize(images, [index[r] for r in rows],
-                                                                       [boxes[r] for r in rows], size, n)
+                                                          [boxes[r] for r in rows], size, n)
     elif other:
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for r in other:

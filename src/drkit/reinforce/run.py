@@ -2,8 +2,9 @@
 
 DataLoader workers decode images and sample view parameters; the main process renders each batch
 on the teacher's device (on CUDA in a thread, one batch ahead), labels it and hands the records to
-the :class:`~drkit.store.StoreWriter` while the teacher labels the next batch. Shards are written atomically, so a killed run
-resumes by redoing only unfinished shards and ends byte-identical to an uninterrupted one.
+the :class:`~drkit.store.StoreWriter` while the teacher labels the next batch. Shards are written
+atomically, so a killed run resumes by redoing only unfinished shards and ends byte-identical to an
+uninterrupted one.
 """
 from __future__ import annotations
 
