@@ -17,9 +17,7 @@ autocast on CUDA, fp32 on the CPU). Expected: every line ``ok``; top-1 agreement
 from __future__ import annotations
 
 import argparse
-import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from provenance import commit_id  # benchmarks/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,12 +53,10 @@ def main() -> int:
         print(msg, flush=True)
         lines.append(msg)
 
-    # a device machine may receive the working tree with older git metadata: DRKIT_COMMIT names the tree
-    commit = os.environ.get("DRKIT_COMMIT") or subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                                              capture_output=True, text=True).stdout.strip()
+    commit = commit_id()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     say(f"# command: python3 benchmarks/cuda_paths.py --device {args.device}")
-    say(f"# commit {commit or 'unknown'}, torch {torch.__version__}, device {args.device} ({gpu}), host {platform.node()}")
+    say(f"# commit {commit}, torch {torch.__version__}, device {args.device} ({gpu}), host {platform.node()}")
     src = load_source("digits:train?n=256")
     tmp = Path(tempfile.mkdtemp())
     teachers = [_teacher(tmp / f"t{i}", src.classes, seed=i) for i in range(2)]

@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from provenance import commit_id  # benchmarks/ is on sys.path when run as a script
 
 
 def make_folder(root: Path, classes: int, per_class: int) -> None:
@@ -49,8 +50,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out-file", default=None)
     args = ap.parse_args()
-    commit = os.environ.get("DRKIT_COMMIT") or subprocess.run(["git", "rev-parse", "--short", "HEAD"],
-                                                              capture_output=True, text=True).stdout.strip()
+    commit = commit_id()
     lines = [f"# command: {' '.join(sys.argv)}", f"# commit: {commit}  device cpu x{os.cpu_count()}",
              "# seeds: none (no randomness)"]
     with tempfile.TemporaryDirectory() as d:

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from provenance import commit_id, device_name  # benchmarks/ is on sys.path when run as a script
 
 #: dense bf16 tensor-core peak, TFLOP/s, by device-name fragment (vendor datasheets)
 PEAK_BF16 = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "4090": 165.0}
@@ -158,9 +157,8 @@ def main() -> None:
     device = torch.device(args.device)
     if args.make_jpegs:
         make_jpegs(Path(args.data.split(":", 1)[1].split("?")[0]), args.make_jpegs)
-    commit = os.environ.get("DRKIT_COMMIT") or subprocess.run(["git", "rev-parse", "--short", "HEAD"],
-                                                              capture_output=True, text=True).stdout.strip()
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{os.cpu_count()}"
+    commit = commit_id()
+    name = device_name(device)
     lines = [f"# command: {' '.join(sys.argv)}",
              f"# commit: {commit}  torch {torch.__version__}  threads {torch.get_num_threads()}  device {name}",
              "# seeds: weights 0/1, reinforce seed 0, recipe rrc+ra+re, NS=4, K=10"]

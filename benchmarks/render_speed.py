@@ -12,13 +12,12 @@ is faster than the reference on the CPU and several times faster on a GPU.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import time
 
 import numpy as np
 import torch
+from provenance import commit_id, device_name  # benchmarks/ is on sys.path when run as a script
 
 
 def _sources(kind: str) -> list[torch.Tensor]:
@@ -41,9 +40,8 @@ def main() -> None:
     from drkit.augment.batch import render_batch
 
     device = torch.device(args.device)
-    commit = os.environ.get("DRKIT_COMMIT") or subprocess.run(["git", "rev-parse", "--short", "HEAD"],
-                                                              capture_output=True, text=True).stdout.strip()
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{os.cpu_count()}"
+    commit = commit_id()
+    name = device_name(device)
     print(f"# command: {' '.join(sys.argv)}\n# commit: {commit}  torch {torch.__version__}  "
           f"threads {torch.get_num_threads()}  device {name}\n# seed 0, 256 views per batch (64 images x NS 4)")
     for kind, size, spec in (("rgb320", 224, "rrc+ra+re"), ("rgb320", 224, "rrc+ta+re+mix"),

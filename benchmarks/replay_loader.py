@@ -17,15 +17,14 @@ epoch rate counts. Goal (issue 11): DR ÷ ERM >= 1.0.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from provenance import commit_id, device_name  # benchmarks/ is on sys.path when run as a script
 from torch.utils.data import DataLoader, Dataset
 
 
@@ -92,9 +91,8 @@ def main() -> None:
         from reinforce_throughput import make_jpegs  # this folder is on sys.path when run as a script
 
         make_jpegs(Path(args.data.split(":", 1)[1].split("?")[0]), args.make_jpegs, size=(64, 64))
-    commit = os.environ.get("DRKIT_COMMIT") or subprocess.run(["git", "rev-parse", "--short", "HEAD"],
-                                                              capture_output=True, text=True).stdout.strip()
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{os.cpu_count()}"
+    commit = commit_id()
+    name = device_name(device)
     lines = [f"# command: {' '.join(sys.argv)}",
              f"# commit: {commit}  torch {torch.__version__}  threads {torch.get_num_threads()}  device {name}",
              f"# seeds: teacher 0, store seed 0, student 0; {args.rounds} interleaved rounds, median epoch rate"]

@@ -17,13 +17,13 @@ import io
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from provenance import commit_id  # benchmarks/ is on sys.path when run as a script
 
 
 def make_images(n: int, classes: int = 10) -> list[tuple[int, bytes]]:
@@ -124,8 +124,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out-file", default=None)
     args = ap.parse_args()
-    commit = os.environ.get("DRKIT_COMMIT") or subprocess.run(["git", "rev-parse", "--short", "HEAD"],
-                                                              capture_output=True, text=True).stdout.strip()
+    commit = commit_id()
     lines = [f"# command: {' '.join(sys.argv)}", f"# commit: {commit}  device cpu x{os.cpu_count()}, one process",
              f"# seeds: images 0, shuffled order 0; {args.images} JPEGs 320x256 q90; median of {args.repeats}"]
     with tempfile.TemporaryDirectory() as d:

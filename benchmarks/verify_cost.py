@@ -18,12 +18,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
+from provenance import commit_id  # benchmarks/ is on sys.path when run as a script
 
 
 def check_work(root: Path, src) -> float:
@@ -65,8 +65,7 @@ def main() -> None:
     from drkit.store.shards import ShardReader
     from drkit.train import read_metrics, train
 
-    commit = os.environ.get("DRKIT_COMMIT") or subprocess.run(["git", "rev-parse", "--short", "HEAD"],
-                                                              capture_output=True, text=True).stdout.strip()
+    commit = commit_id()
     lines = [f"# command: {' '.join(sys.argv)}",
              f"# commit: {commit}  torch {torch.__version__}  threads {torch.get_num_threads()}  "
              f"device cpu x{os.cpu_count()}", "# seeds: teacher 0, store 0, student 0"]
