@@ -38,15 +38,6 @@ class Labels:
         return self.ids.numpy(), self.probs.numpy()
 
 
-def topk_of(teacher: torch.nn.Module, images: torch.Tensor, topk: int, sample_ids: Any = None,
-            partners: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(probabilities, ids) of the teacher's top-k for a uint8 batch already on its device."""
-    from ..teachers import call_teacher
-
-    x = images.float().div_(255).contiguous(memory_format=torch.channels_last)
-    return call_teacher(teacher, x, sample_ids, partners).float().topk(topk, dim=-1, largest=True, sorted=True)
-
-
 class Labeller:
     """``labeller(images, sample_ids, partners) -> Labels`` for uint8 batches (see the module)."""
 
@@ -73,10 +64,12 @@ class Labeller:
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor, sample_ids: np.ndarray | None = None,
                  partners: np.ndarray | None = None) -> Labels:
+        from ..teachers import teacher_topk
+
         images = images.to(self.device, non_blocking=True)
         graph = self.captured.get(tuple(images.shape)) if self.graphs else None
         if graph is None:
-            p, ids = topk_of(self.teacher, images, self.topk, sample_ids, partners)
+            p, ids = teacher_topk(self.teacher, images, self.topk, sample_ids, partners)
             return Labels(ids, p)
         replay, static_in, (p, ids) = graph
         static_in.copy_(images)
@@ -84,14 +77,16 @@ class Labeller:
         return Labels(ids, p)  # copied out in stream order, before the next replay overwrites them
 
     def _capture(self, shape: tuple[int, ...]) -> tuple[Any, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        from ..teachers import teacher_topk
+
         static_in = torch.zeros(shape, dtype=torch.uint8, device=self.device)
         side = torch.cuda.Stream(self.device)  # warm-up off the default stream, as capture requires
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             for _ in range(2):
-                topk_of(self.teacher, static_in, self.topk)
+                teacher_topk(self.teacher, static_in, self.topk)
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            out = topk_of(self.teacher, static_in, self.topk)
+            out = teacher_topk(self.teacher, static_in, self.topk)
         return graph, static_in, out

@@ -35,7 +35,7 @@ def replay_views(store: Store, count: int) -> list[tuple[int, int]]:
 def replay_check(store: Store, src: Any, count: int, teachers: Sequence[str] | None = None,
                  device: str = "cpu", batch_size: int = 64) -> dict[str, Any]:
     """Replay ``count`` views, label them again and compare (see the module docstring)."""
-    from ..teachers import call_teacher, load_teacher
+    from ..teachers import load_teacher, teacher_topk
 
     recorded = store.manifest["teachers"]
     if teachers is None and any(t.get("imported") for t in recorded):
@@ -47,12 +47,12 @@ def replay_check(store: Store, src: Any, count: int, teachers: Sequence[str] | N
     agree, close, worst = 0, 0, None
     for a in range(0, len(pairs), batch_size):
         chunk = pairs[a:a + batch_size]
-        x = torch.stack([store.render_uint8(src, i, v) for i, v in chunk]).to(device).float().div_(255)
+        x = torch.stack([store.render_uint8(src, i, v) for i, v in chunk]).to(device)
         rows = [(store.raw(i), v) for i, v in chunk]  # each record read once
         arrays = {k: np.stack([raw[k][v] for raw, v in rows]) for k in store.schema}
         with torch.inference_mode():
-            probs = call_teacher(ens, x, np.array([i for i, _ in chunk]), partner_ids(arrays)).float().cpu()
-        p, ids = probs.topk(store.topk, dim=-1)
+            p, ids = teacher_topk(ens, x, store.topk, np.array([i for i, _ in chunk]), partner_ids(arrays))
+        p, ids = p.cpu(), ids.cpu()
         for r, (i, v) in enumerate(chunk):
             want_ids, want_p = arrays["topk_ids"][r].astype(np.int64), arrays["topk_probs"][r].astype(np.float32)
             agree += int(ids[r, 0].item() == want_ids[0])

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from . import schemes as _schemes  # noqa: F401  (registers timm:, torchvision:, ckpt:)
 from .diagnose import plain_stats
-from .ensemble import TeacherEnsemble, call_teacher, load_teacher, predict
+from .ensemble import TeacherEnsemble, call_teacher, load_teacher, predict, teacher_topk
 from .spec import TEACHER_SCHEMES, TeacherInfo, TeacherSpec, parse_teacher_spec, register_teacher_scheme
 
 __all__ = [
@@ -51,4 +51,5 @@ __all__ = [
     "plain_stats",
     "predict",
     "register_teacher_scheme",
+    "teacher_topk",
 ]

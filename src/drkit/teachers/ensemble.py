@@ -194,6 +194,14 @@ def call_teacher(teacher: nn.Module, x: torch.Tensor, sample_ids: Any = None, pa
     return teacher(x)
 
 
+def teacher_topk(teacher: nn.Module, images: torch.Tensor, k: int, sample_ids: Any = None,
+                 partner_ids: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probabilities, class ids) of the teacher's top-``k`` for a uint8 batch already on its
+    device, sorted by probability: what ``reinforce`` stores and what a replay check compares."""
+    x = images.float().div_(255).contiguous(memory_format=torch.channels_last)
+    return call_teacher(teacher, x, sample_ids, partner_ids).float().topk(k, dim=-1, largest=True, sorted=True)
+
+
 def predict(ensemble: TeacherEnsemble, x01_batch: torch.Tensor, out_device: str | torch.device = "cpu") -> torch.Tensor:
     """Probabilities for a batch on any device, returned float32 on ``out_device``."""
     return ensemble(x01_batch).to(out_device)
