@@ -194,7 +194,7 @@ def format_table(rows: list[dict[str, Any]], teachers: list[dict[str, Any]], cfg
 
 
 def _cell(row: dict[str, Any], key: str, scale: float, digits: int) -> str:
-    values = [scale * r[key] for r in row.get("per_seed", [row])]
+    values = [scale * r[key] for r in row["per_seed"]]
     mean = f"{scale * row[key]:.{digits}f}"
     return mean if len(values) == 1 else f"{mean} ({min(values):.{digits}f}–{max(values):.{digits}f})"
 
@@ -205,10 +205,9 @@ def _verdict(rows: list[dict[str, Any]]) -> str:
     dr = rows[-1]
     erm = max(rows[:-1], key=lambda r: r["top1"])
     delta = 100 * (dr["top1"] - erm["top1"])
-    runs = [[r["top1"] for r in row.get("per_seed", [row])] for row in (dr, erm)]
-    spread = max(100 * (max(v) - min(v)) for v in runs)
-    if len(dr.get("per_seed", [dr])) < 2:
+    if len(dr["per_seed"]) < 2:
         return f"DR − best ERM top-1: {delta:+.2f} points (one seed: no spread to compare with)"
+    spread = max(100 * (max(v) - min(v)) for v in ([r["top1"] for r in row["per_seed"]] for row in (dr, erm)))
     verdict = "no difference" if abs(delta) <= spread else ("DR better" if delta > 0 else "DR worse")
     return f"DR − best ERM ({erm['run']}) top-1: {delta:+.2f} points, seed spread {spread:.2f}: **{verdict}**"
 
