@@ -259,3 +259,51 @@ def test_render_ahead_keeps_order_and_raises_in_the_consumer():
     next(it)
     it.close()  # the consumer stops early: the thread is stopped and joined
     assert not any(t.name == "drkit-render-ahead" for t in threading.enumerate())
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_undecodable_image_stops_reinforce_in_one_line_and_leaves_nothing(tmp_path, workers):
+    """A bad image ends reinforce in one `drkit: error:` line naming it, with no directory left
+    behind (nothing was finished), so the corrected data reinforces into the same --out."""
+    from conftest import make_teacher
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in "ab":
+        (tmp_path / "img" / c).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(tmp_path / "img" / c / f"{i}.png")
+    bad = tmp_path / "img" / "a" / "bad.png"
+    bad.write_bytes(b"not an image")
+    teacher = make_teacher(tmp_path / "t", ["a", "b"], seed=0)
+    out = tmp_path / "store"
+    args = ["reinforce", "--data", f"imagefolder:{tmp_path / 'img'}?mode=L", "--teacher", teacher, "--out", str(out),
+            "--samples", "2", "--topk", "2", "--device", "cpu", "--quiet", "--workers", str(workers)]
+    r = _cli(*args)
+    assert r.returncode == 2 and r.stderr.startswith("drkit: error:") and "bad.png" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert not out.exists()
+    bad.unlink()
+    assert _cli(*args).returncode == 0 and (out / "manifest.json").exists()
+
+
+def test_a_failed_run_with_finished_shards_stays_for_resume(tmp_path, digits_train, teacher_pair, monkeypatch):
+    """Only a run that finished nothing is removed: finished shards stay and --resume completes them."""
+    import drkit.reinforce.run as run
+
+    real, calls = run._hand_over, []
+
+    def failing(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:  # the first shard (2 batches) is sealed by then
+            raise StoreError("disk full")
+        return real(*a, **k)
+
+    monkeypatch.setattr(run, "_hand_over", failing)
+    with pytest.raises(StoreError, match="disk full"):
+        _run(digits_train, teacher_pair, tmp_path / "s", recipe="rrc", batch_size=24)
+    assert (tmp_path / "s" / "shards" / "00000.safetensors").exists()
+    monkeypatch.setattr(run, "_hand_over", real)
+    root = _run(digits_train, teacher_pair, tmp_path / "s", recipe="rrc", batch_size=24, resume=True)
+    ref = _run(digits_train, teacher_pair, tmp_path / "ref", recipe="rrc", batch_size=24)
+    assert _shard_bytes(root) == _shard_bytes(ref)

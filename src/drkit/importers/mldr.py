@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import tarfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -306,15 +305,13 @@ def import_mldr(path: str | Path, data: Any, out: str | Path, samples_per_shard:
     recipe, size = recipe_for(ops)
     if digests and src.digest_kind is None:
         raise DrkitError(f"{src.spec} cannot digest its images: import without --digests")
-    created = not out.exists()
     writer = StoreWriter(out, store_config(src, config, recipe, size, path, samples_per_shard, digests),
                          resume=resume)
     try:
         _convert(path, src, ops, recipe, size, writer, progress)
         writer.close({"command": command or ["import-mldr"], "source": str(path)})
     except BaseException:
-        if created:  # a refused import leaves nothing behind
-            shutil.rmtree(out, ignore_errors=True)
+        writer.abandon(keep_finished=False)  # a refused import leaves nothing behind
         raise
     return writer.root
 

@@ -59,7 +59,11 @@ def reinforce(cfg: ReinforceConfig | Any = None, teacher: Any = None, out: Any =
     mine = writer.todo(job, jobs)
     views = ViewBatches(src, rec, cfg.seed, cfg.samples, batch_tasks(mine, cfg.samples, cfg.batch_size), cfg.skip_bad)
     workers = default_workers(device) if cfg.workers is None else cfg.workers
-    label_views(writer, views, size, ens, device, src.loader_workers(workers), cfg.progress, env.rank)
+    try:
+        label_views(writer, views, size, ens, device, src.loader_workers(workers), cfg.progress, env.rank)
+    except BaseException:
+        writer.abandon()  # nothing finished: nothing left behind; else the finished shards stay for --resume
+        raise
     provenance = {"command": list(cfg.command) if cfg.command is not None else list(sys.argv),
                   "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     diagnostics = None

@@ -50,6 +50,18 @@ def merge_stores(inputs: list[str | Path], out: str | Path, provenance: dict[str
                                                       "skipped", "provenance")}
     config.update(num_views=total_views, parts=parts, seed=first["seed"])
     writer = StoreWriter(out, config)
+    try:
+        _merge_shards(writer, stores)
+        skipped = sorted(set().union(*[set(s.skipped) for s in stores]))
+        writer.close(provenance or {"command": "merge"}, skipped=skipped)
+    except BaseException:
+        writer.abandon(keep_finished=False)  # a failed merge (a full disk) leaves nothing behind
+        raise
+    return writer.root
+
+
+def _merge_shards(writer: StoreWriter, stores: list[Any]) -> None:
+    """Every shard of the merged store: the inputs' views side by side, partner views renumbered."""
     offsets = np.cumsum([0] + [s.num_views for s in stores])[:-1]
     for k, parts_k in enumerate(zip(*(s.shard_arrays() for s in stores))):
         chunks = []
@@ -60,6 +72,3 @@ def merge_stores(inputs: list[str | Path], out: str | Path, provenance: dict[str
             chunks.append(arrays)
         writer.write(k, {name: np.concatenate([np.asarray(c[name]) for c in chunks], axis=1) for name in chunks[0]},
                      digests=stores[0].content_digests(k))
-    skipped = sorted(set().union(*[set(s.skipped) for s in stores]))
-    writer.close(provenance or {"command": "merge"}, skipped=skipped)
-    return writer.root

@@ -32,6 +32,8 @@ class StoreWriter:
 
     def __init__(self, out: str | Path, config: dict[str, Any], *, resume: bool = False, shared: bool = False,
                  job: int = 0, jobs: int = 1):
+        #: whether this writer made the directory (only then may :meth:`abandon` remove it)
+        self.created = not Path(out).exists() and not shared
         self.root = _prepare(Path(out), config, resume, shared)
         self.tag = f"job{job}of{jobs}"  # in every temp file's name: a job removes only its own debris
         self.config = config
@@ -137,6 +139,17 @@ class StoreWriter:
                     "skipped": sorted(set(skipped) | set(self.skipped())), "provenance": provenance}
         atomic_write_json(self.root / MANIFEST, manifest)
         return True
+
+    def abandon(self, keep_finished: bool = True) -> None:
+        """After a failed run: remove the directory this writer created, so that nothing
+        half-written is left and a corrected rerun may use the same ``out``. With
+        ``keep_finished`` a run that finished a shard stays, to be resumed (``--resume``). A
+        directory that existed before, or that parallel jobs share, is never removed."""
+        if not self.created or (keep_finished and any(self.done(k) for k in range(len(self.ranges)))):
+            return
+        import shutil
+
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def _remove_debris(self) -> None:
         """This job's temp files from a killed write (never part of a store). Another job's are
