@@ -57,6 +57,7 @@ def main() -> int:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     say(f"# command: python3 benchmarks/cuda_paths.py --device {args.device}")
     say(f"# commit {commit}, torch {torch.__version__}, device {args.device} ({gpu}), host {platform.node()}")
+    say("# seeds: teachers 0 and 1, stores 0, students 0")
     src = load_source("digits:train?n=256")
     tmp = Path(tempfile.mkdtemp())
     teachers = [_teacher(tmp / f"t{i}", src.classes, seed=i) for i in range(2)]

@@ -4,8 +4,8 @@ copied by hand:
     .venv/bin/python benchmarks/summary.py README.md        # rewrites the `benchmarks` block
     .venv/bin/python benchmarks/summary.py -                # prints the table
 
-Each row names the benchmark script, what it measures, the results file, the commit and device
-read from that file's header, and the file's headline lines (selected by a pattern, quoted with
+Each row names the benchmark script, what it measures, the results file, the command, commit,
+seeds and device read from that file's header, and the file's headline lines (selected by a pattern, quoted with
 their whitespace compacted). Goals are the issues' targets; "met" / "not met" is decided here from
 the quoted ratio, never typed in.
 """
@@ -55,12 +55,18 @@ ENTRIES = [
 ]
 
 
-def _header(text: str) -> tuple[str, str]:
-    """(commit, device) from a results file's header lines."""
-    header = "\n".join(ln for ln in text.splitlines()[:8] if "command:" not in ln)  # the command names --device
-    commit = re.search(r"commit:?\s+([0-9a-f]{7,40})", header)
-    device = re.search(r"device:?\s+([^;,\n]+?(?:\([^)]*\))?)(?:\s{2,}|;|,|$)", header, re.M)
-    return (commit.group(1)[:7] if commit else "?"), (device.group(1).strip() if device else "?")
+def _header(text: str) -> dict[str, str]:
+    """command, commit, seeds and device from a results file's header lines (``?`` when absent)."""
+    head = text.splitlines()[:8]
+    rest = "\n".join(ln for ln in head if "command:" not in ln)  # the command names --device
+    found = {
+        "command": next((ln.split("command:", 1)[1].strip() for ln in head if "command:" in ln), None),
+        "commit": (m.group(1)[:7] if (m := re.search(r"commit:?\s+([0-9a-f]{7,40})", rest)) else None),
+        "seeds": (m.group(1).strip() if (m := re.search(r"(seeds?:?\s[^;\n]*(?:\([^)]*\))?)", rest)) else None),
+        "device": (m.group(1).strip() if (m := re.search(r"device:?\s+([^;,\n]+?(?:\([^)]*\))?)(?:\s{2,}|;|,|$)",
+                                                          rest, re.M)) else None),
+    }
+    return {k: v or "not recorded" for k, v in found.items()}
 
 
 def _ratio(line: str) -> float | None:
@@ -84,19 +90,22 @@ def _goal_notes(entry: Entry, lines: list[str]) -> list[str]:
 def row(entry: Entry) -> str:
     path = RESULTS / entry.file
     if not path.exists():
-        return f"| `{entry.script}` | {entry.measures} | `{entry.file}` missing | | | |"
+        return f"| `{entry.script}` | {entry.measures} | `{entry.file}` missing | | | | | | |"
     text = path.read_text()
-    commit, device = _header(text)
+    h = {k: v.replace("|", "\\|") for k, v in _header(text).items()}
     lines = [" ".join(ln.split()) for ln in text.splitlines()
              if ln.strip() and not ln.startswith("#") and not ln.startswith("[") and re.search(entry.headline, ln)]
     quoted = "<br>".join(ln.replace("|", "\\|") for ln in lines)
     goals = "<br>".join(_goal_notes(entry, lines))
-    return f"| `{entry.script}` | {entry.measures} | `{entry.file}` | {commit} | {device} | {quoted} | {goals} |"
+    cells = [f"`{entry.script}`", entry.measures, f"`{entry.file}`", f"`{h['command']}`", h["commit"], h["seeds"],
+             h["device"], quoted, goals]
+    return "| " + " | ".join(cells) + " |"
 
 
 def table() -> str:
-    head = ["| benchmark | what it measures | results file | commit | device | headline lines (quoted) | goals |",
-            "|---|---|---|---|---|---|---|"]
+    names = ["benchmark", "what it measures", "results file", "command", "commit", "seeds", "device",
+             "headline lines (quoted)", "goals"]
+    head = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
     return "\n".join(head + [row(e) for e in ENTRIES])
 
 
