@@ -307,3 +307,31 @@ def test_a_failed_run_with_finished_shards_stays_for_resume(tmp_path, digits_tra
     root = _run(digits_train, teacher_pair, tmp_path / "s", recipe="rrc", batch_size=24, resume=True)
     ref = _run(digits_train, teacher_pair, tmp_path / "ref", recipe="rrc", batch_size=24)
     assert _shard_bytes(root) == _shard_bytes(ref)
+
+
+def test_a_run_begun_with_sampler_1_resumes_with_it(tmp_path, digits_train, teacher_pair, monkeypatch):
+    """A run started before sampler 2 (its run.json names no sampler) finishes, after the upgrade,
+    with the bytes an uninterrupted sampler-1 run writes; fresh runs use and record sampler 2."""
+    import drkit.reinforce.run as run
+    from drkit.store import Store
+
+    monkeypatch.setattr("drkit.augment.recipe.SAMPLER", 1)
+    ref = _run(digits_train, teacher_pair, tmp_path / "ref", recipe="rrc+ra+re", batch_size=24)
+    real, calls = run._hand_over, []
+
+    def failing(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:  # the first shard is sealed by then
+            raise StoreError("killed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(run, "_hand_over", failing)
+    with pytest.raises(StoreError):
+        _run(digits_train, teacher_pair, tmp_path / "s", recipe="rrc+ra+re", batch_size=24)
+    assert "sampler" not in json.loads((tmp_path / "s" / "run.json").read_text())
+    monkeypatch.undo()  # the upgrade: sampler 2 is the default again
+    root = _run(digits_train, teacher_pair, tmp_path / "s", recipe="rrc+ra+re", batch_size=24, resume=True)
+    assert _shard_bytes(root) == _shard_bytes(ref) and Store(root).recipe.sampler == 1
+    fresh = _run(digits_train, teacher_pair, tmp_path / "new", recipe="rrc+ra+re", batch_size=24)
+    assert Store(fresh).manifest["sampler"] == 2 and Store(fresh).recipe.sampler == 2
+    assert _shard_bytes(fresh) != _shard_bytes(ref)

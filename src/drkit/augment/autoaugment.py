@@ -20,6 +20,7 @@ from torchvision.transforms.v2 import functional as F
 from .base import REFERENCE_SIDE, Op, SampleContext, register_op, uniform_int
 from .codec import Field
 from .device_ops import TWINS
+from .draws import BatchContext, Draws, chance, integers, normal
 
 NEAREST = InterpolationMode.NEAREST
 
@@ -129,6 +130,19 @@ class RandAugment(Op):
             out[f"sign{k}"] = int(rng.random() < 0.5)
         return out
 
+    def draw(self, d: Draws, ctx: BatchContext) -> dict[str, np.ndarray]:
+        s = self.settings
+        out: dict[str, np.ndarray] = {}
+        u = d.uniform(4 * s["n"])  # stage k: op, two for the magnitude's jitter, sign
+        for k in range(s["n"]):
+            out[f"op{k}"] = integers(u[:, 4 * k], 0, len(AA_OPS) - 1)
+            m = np.full(ctx.n, s["m"], np.int64)
+            if s["mstd"] > 0:
+                m = np.rint(s["m"] + s["mstd"] * normal(u[:, 4 * k + 1], u[:, 4 * k + 2])).astype(np.int64)
+            out[f"mag{k}"] = np.clip(m, 0, s["bins"] - 1)
+            out[f"sign{k}"] = chance(u[:, 4 * k + 3], 0.5)
+        return out
+
     def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
         for k in range(self.settings["n"]):
             img = apply_aa(img, params[f"op{k}"], params[f"mag{k}"], params[f"sign{k}"],
@@ -160,6 +174,14 @@ class TrivialAugmentWide(Op):
             top = min(top, self.settings["max_bin"])
         return {"op": uniform_int(rng, 0, len(AA_OPS) - 1), "mag": uniform_int(rng, 0, top),
                 "sign": int(rng.random() < 0.5)}
+
+    def draw(self, d: Draws, ctx: BatchContext) -> dict[str, np.ndarray]:
+        top = self.settings["bins"] - 1
+        if self.settings["max_bin"] >= 0:
+            top = min(top, self.settings["max_bin"])
+        u = d.uniform(3)
+        return {"op": integers(u[:, 0], 0, len(AA_OPS) - 1), "mag": integers(u[:, 1], 0, top),
+                "sign": chance(u[:, 2], 0.5)}
 
     def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
         return apply_aa(img, params["op"], params["mag"], params["sign"], self.settings["bins"], wide=True)

@@ -14,6 +14,7 @@ import torch
 
 from ..errors import RecipeError
 from .codec import Field
+from .draws import BatchContext, Draws
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,16 @@ class Op:
 
     def sample(self, rng: np.random.Generator, ctx: SampleContext) -> dict[str, int]:
         raise NotImplementedError
+
+    def draw(self, d: Draws, ctx: BatchContext) -> dict[str, np.ndarray]:
+        """Sampler 2: every view of a batch at once, as int64 columns (``d`` is scoped to this op).
+        An op without a batched form samples each view with :meth:`sample` from a numpy generator
+        seeded by the view's own first draw (so still batch-independent)."""
+        seeds = (d.uniform(1)[:, 0] * 2.0**53).astype(np.int64).tolist()
+        rows = [self.sample(np.random.default_rng(seed), SampleContext(
+                    (int(h), int(w)), ctx.num_samples, ctx.num_views, int(i), ctx.window))
+                for seed, h, w, i in zip(seeds, ctx.src_h.tolist(), ctx.src_w.tolist(), ctx.sample_ids.tolist())]
+        return {k: np.array([r[k] for r in rows], dtype=np.int64) for k in (rows[0] if rows else {})}
 
     def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
         raise NotImplementedError

@@ -16,6 +16,7 @@ import torch
 from ..hashing import noise_at
 from .base import Op, SampleContext, register_op, uniform_int
 from .codec import Field
+from .draws import BatchContext, Draws, integers
 
 Q = 255  # box quantisation steps per output side
 
@@ -76,6 +77,25 @@ class RandomErasing(Op):
                 return {"on": 1, "top": min(top, Q - 1), "left": min(left, Q - 1), "h": h, "w": w,
                         "seed": uniform_int(rng, 0, 65535)}
         return off
+
+    def draw(self, d: Draws, ctx: BatchContext) -> dict[str, np.ndarray]:
+        """Sampler 2: the same 10 box tries for every view at once; the first that fits wins."""
+        s = self.settings
+        slots = d.uniform(24)  # on, 10 tries of (area, ratio), top, left, noise seed
+        u = slots[:, 1:21].reshape(ctx.n, 10, 2)
+        area = s["scale_min"] + (s["scale_max"] - s["scale_min"]) * u[..., 0]
+        lo, hi = math.log(s["ratio_min"]), math.log(s["ratio_max"])
+        aspect = np.exp(lo + (hi - lo) * u[..., 1])
+        h = np.rint(np.sqrt(area / aspect) * Q).astype(np.int64)
+        w = np.rint(np.sqrt(area * aspect) * Q).astype(np.int64)
+        fits = (h >= 1) & (h < Q) & (w >= 1) & (w < Q)
+        rows, first = np.arange(ctx.n), fits.argmax(axis=1)
+        on = (slots[:, 0] < s["p"]) & fits.any(axis=1)
+        h, w = np.where(on, h[rows, first], 0), np.where(on, w[rows, first], 0)
+        top = np.minimum(integers(slots[:, 21], 0, Q - h), Q - 1)
+        left = np.minimum(integers(slots[:, 22], 0, Q - w), Q - 1)
+        return {"on": on.astype(np.int64), "top": np.where(on, top, 0), "left": np.where(on, left, 0), "h": h, "w": w,
+                "seed": np.where(on, integers(slots[:, 23], 0, 65535), 0)}
 
     def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
         if not params["on"]:

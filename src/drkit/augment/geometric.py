@@ -15,6 +15,7 @@ from torchvision.transforms.v2 import functional as F
 
 from .base import REFERENCE_SIDE, Op, SampleContext, register_op, uniform_int
 from .codec import Field
+from .draws import BatchContext, Draws, chance, integers
 
 # 16-bit box fields: offsets may be negative (padding), sizes up to 65,536 px.
 _BOX_FIELDS = [Field("top", -4096, 61439), Field("left", -4096, 61439),
@@ -78,6 +79,29 @@ class RandomResizedCrop(Op):
         flip = int(rng.random() < s["flip"])
         return {"top": box[0], "left": box[1], "height": box[2], "width": box[3], "flip": flip}
 
+    def draw(self, d: Draws, ctx: BatchContext) -> dict[str, np.ndarray]:
+        """Sampler 2: the same 10 tries for every view at once; the first that fits wins."""
+        s = self.settings
+        height, width = ctx.src_h[:, None], ctx.src_w[:, None]
+        slots = d.uniform(23)  # 10 tries of (scale, ratio), then top, left, flip
+        u = slots[:, :20].reshape(ctx.n, 10, 2)
+        target = (height * width) * (s["scale_min"] + (s["scale_max"] - s["scale_min"]) * u[..., 0])
+        lo, hi = math.log(s["ratio_min"]), math.log(s["ratio_max"])
+        aspect = np.exp(lo + (hi - lo) * u[..., 1])
+        w = np.rint(np.sqrt(target * aspect)).astype(np.int64)
+        h = np.rint(np.sqrt(target / aspect)).astype(np.int64)
+        fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+        rows, first = np.arange(ctx.n), fits.argmax(axis=1)
+        found = fits.any(axis=1)
+        in_ratio = ctx.src_w / ctx.src_h  # the fallback: centre crop at the clamped ratio, as torchvision
+        cw = np.where(in_ratio > s["ratio_max"], np.rint(ctx.src_h * s["ratio_max"]).astype(np.int64), ctx.src_w)
+        ch = np.where(in_ratio < s["ratio_min"], np.rint(ctx.src_w / s["ratio_min"]).astype(np.int64), ctx.src_h)
+        h = np.where(found, h[rows, first], ch)
+        w = np.where(found, w[rows, first], cw)
+        top = np.where(found, integers(slots[:, 20], 0, ctx.src_h - h), (ctx.src_h - h) // 2)
+        left = np.where(found, integers(slots[:, 21], 0, ctx.src_w - w), (ctx.src_w - w) // 2)
+        return {"top": top, "left": left, "height": h, "width": w, "flip": chance(slots[:, 22], s["flip"])}
+
     def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
         return crop_resize(img, params, out_size)
 
@@ -107,6 +131,14 @@ class PadCrop(Op):
         flip = int(rng.random() < self.settings["flip"])
         return {"top": top, "left": left, "height": height, "width": width, "flip": flip}
 
+    def draw(self, d: Draws, ctx: BatchContext) -> dict[str, np.ndarray]:
+        pad = self.settings["pad"]
+        if pad < 0:
+            pad = np.rint(self.settings["pad_frac"] * np.minimum(ctx.src_h, ctx.src_w)).astype(np.int64)
+        u = d.uniform(3)
+        return {"top": integers(u[:, 0], -pad, pad), "left": integers(u[:, 1], -pad, pad), "height": ctx.src_h.copy(),
+                "width": ctx.src_w.copy(), "flip": chance(u[:, 2], self.settings["flip"])}
+
     def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
         return crop_resize(img, params, out_size)
 
@@ -127,6 +159,11 @@ class Resize(Op):
         height, width = ctx.src_hw
         flip = int(rng.random() < self.settings["flip"])
         return {"top": 0, "left": 0, "height": height, "width": width, "flip": flip}
+
+    def draw(self, d: Draws, ctx: BatchContext) -> dict[str, np.ndarray]:
+        zero = np.zeros(ctx.n, np.int64)
+        return {"top": zero, "left": zero.copy(), "height": ctx.src_h.copy(), "width": ctx.src_w.copy(),
+                "flip": chance(d.uniform(1)[:, 0], self.settings["flip"])}
 
     def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
         return crop_resize(img, params, out_size)

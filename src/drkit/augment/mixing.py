@@ -15,6 +15,7 @@ import torch
 
 from .base import Op, SampleContext, register_op, uniform_int
 from .codec import Field
+from .draws import GAMMA_SLOTS, BatchContext, Draws, beta, integers
 
 Q = 255
 MODE_NONE, MODE_MIXUP, MODE_CUTMIX = 0, 1, 2
@@ -78,6 +79,35 @@ class MixUpCutMix(Op):
             out["mode"] = MODE_MIXUP
         out["lam"] = lam_to_bits(lam)
         return out
+
+    def draw(self, d: Draws, ctx: BatchContext) -> dict[str, np.ndarray]:
+        """Sampler 2: every view's switch, partner, λ and box drawn at once (λ from the
+        counter-based Beta of :meth:`Draws.beta`)."""
+        s, n, sid = self.settings, ctx.n, ctx.sample_ids
+        u = d.uniform(6 + 4 * GAMMA_SLOTS)  # on, partner, its view, switch, box centre; two Betas
+        on = (u[:, 0] < s["p"]) & (ctx.num_samples >= 2)
+        if ctx.window > 0:  # a streamed source: a partner among the samples within the window
+            lo = np.maximum(0, sid - ctx.window)
+            hi = np.minimum(ctx.num_samples - 1, sid + ctx.window)
+            partner = lo + integers(u[:, 1], 0, np.maximum(hi - lo - 1, 0))
+        else:
+            partner = integers(u[:, 1], 0, max(ctx.num_samples - 2, 0))
+        partner = partner + (partner >= sid)  # any sample but this one
+        cut = np.full(n, s["cutmix"] > 0) & ((s["mixup"] <= 0) | (u[:, 3] < s["switch"]))
+        a, b = u[:, 6:6 + 2 * GAMMA_SLOTS], u[:, 6 + 2 * GAMMA_SLOTS:]
+        lam = np.where(cut, beta(a, s["cutmix"], s["cutmix"]) if s["cutmix"] > 0 else 1.0,
+                       beta(b, s["mixup"], s["mixup"]) if s["mixup"] > 0 else 1.0)
+        side = np.rint(np.sqrt(1.0 - lam) * Q).astype(np.int64)
+        cy, cx = integers(u[:, 4], 0, Q - 1), integers(u[:, 5], 0, Q - 1)
+        y0, y1 = np.clip(cy - side // 2, 0, Q), np.clip(cy + side // 2, 0, Q)
+        x0, x1 = np.clip(cx - side // 2, 0, Q), np.clip(cx + side // 2, 0, Q)
+        boxed = on & cut
+        zero = np.zeros(n, np.int64)
+        return {"mode": np.where(on, np.where(cut, MODE_CUTMIX, MODE_MIXUP), MODE_NONE).astype(np.int64),
+                "partner": np.where(on, partner, sid), "partner_view": np.where(on, integers(u[:, 2], 0, ctx.num_views - 1), 0),
+                "lam": np.where(on, lam.astype(np.float16).view(np.uint16).astype(np.int64), lam_to_bits(1.0)),
+                "top": np.where(boxed, y0, zero), "left": np.where(boxed, x0, zero),
+                "h": np.where(boxed, y1 - y0, zero), "w": np.where(boxed, x1 - x0, zero)}
 
     def mix(self, img: torch.Tensor, partner: torch.Tensor, p: dict[str, int]) -> torch.Tensor:
         """Combine two rendered uint8 views according to the record."""

@@ -1,11 +1,14 @@
 """Recipes: an ordered list of replayable ops, parsed from specs like ``rrc+ra@m=5+re``.
 
-A view's randomness comes from ``numpy.random.default_rng([seed, sample_id, view])`` and
-nothing else, so any worker, rank or resumed run draws the same parameters for the same view.
+A view's randomness comes from ``(seed, sample_id, view)`` and nothing else, so any worker, rank
+or resumed run draws the same parameters for the same view. Sampler 2 (the default, recorded in
+every store since) hashes those integers per draw and samples whole batches at once
+(:mod:`~drkit.augment.draws`); sampler 1, kept for stores made before it, draws from
+``numpy.random.default_rng([seed, sample_id, view])`` one view at a time.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -14,9 +17,13 @@ from ..errors import RecipeError
 from ..textspec import split_options
 from .base import Op, SampleContext, create_op
 from .codec import BitCodec
+from .draws import BatchContext, Draws
 from .mixing import MixUpCutMix
 
 ViewParams = dict[str, dict[str, int]]
+
+#: the parameter sampler new stores use and record (``store_config``); 1: per-view numpy generators
+SAMPLER = 2
 
 # Named recipes (design.md). Any `+`-joined op list is valid; these are the documented ones.
 RECIPES: dict[str, str] = {
@@ -44,6 +51,7 @@ class Recipe:
             raise RecipeError(f"recipe repeats an op: {'+'.join(names)}")
         self.ops = ops
         self.mixer = mix
+        self.sampler = SAMPLER
         self.codec = BitCodec([(op.name, op.fields()) for op in ops])
 
     # -- identity -----------------------------------------------------------------------
@@ -86,21 +94,49 @@ class Recipe:
                 op.noise = "generator" if version < 2 else "hash"  # type: ignore[attr-defined]
         return self
 
+    def with_sampler(self, version: int) -> Recipe:
+        """Draw parameters as sampler ``version`` did (a store's recorded one; see the module);
+        returns ``self``."""
+        if version not in (1, 2):
+            raise RecipeError(f"parameter sampler {version} is unknown to this drkit (it knows 1 and 2)")
+        self.sampler = int(version)
+        return self
+
     # -- parameters -----------------------------------------------------------------------
     @staticmethod
     def view_rng(seed: int, sample_id: int, view: int) -> np.random.Generator:
+        """Sampler 1's generator of one view."""
         return np.random.default_rng([int(seed), int(sample_id), int(view)])
 
     def sample(self, seed: int, sample_id: int, view: int, src_hw: tuple[int, int],
                num_samples: int, num_views: int, window: int = 0) -> ViewParams:
         """All parameters of one view, a pure function of its arguments (``window``: see
         :class:`~drkit.augment.base.SampleContext`)."""
+        if self.sampler >= 2:
+            return self.sample_batch(seed, [sample_id], [view], [src_hw], num_samples, num_views, window)[0]
         rng = self.view_rng(seed, sample_id, view)
         ctx = SampleContext(tuple(src_hw), num_samples, num_views, sample_id, window)  # type: ignore[arg-type]
         params: ViewParams = {op.name: op.sample(rng, ctx) for op in self.ops}
         if self.mixer is not None:
             params["mix"] = self.mixer.sample(rng, ctx)
         return params
+
+    def sample_batch(self, seed: int, samples: Sequence[int], views: Sequence[int], src_hw: Sequence[tuple[int, int]],
+                     num_samples: int, num_views: int, window: int = 0) -> list[ViewParams]:
+        """:meth:`sample` of many views; each view's parameters are the same alone or in any batch."""
+        if self.sampler < 2 or not len(samples):
+            return [self.sample(seed, i, v, hw, num_samples, num_views, window)
+                    for i, v, hw in zip(samples, views, src_hw)]
+        hw = np.asarray(src_hw, dtype=np.int64).reshape(-1, 2)
+        ctx = BatchContext(hw[:, 0], hw[:, 1], np.asarray(samples, dtype=np.int64), int(num_samples),
+                           int(num_views), int(window))
+        d = Draws(seed, samples, views)
+        ops = self.ops + ([self.mixer] if self.mixer is not None else [])
+        groups = []
+        for k, op in enumerate(ops):
+            cols = op.draw(d.op(k), ctx)
+            groups.append((op.name, list(cols), list(zip(*(np.asarray(c).tolist() for c in cols.values())))))
+        return [{name: dict(zip(keys, rows[r])) for name, keys, rows in groups} for r in range(len(samples))]
 
     def encode(self, params: ViewParams) -> np.ndarray:
         """Base-op parameters -> ``code_bytes`` uint8 (mixing fields are stored separately)."""

@@ -86,12 +86,13 @@ class ViewBatches(Dataset):
                               window=int(getattr(self.src, "partner_window", 0)))
         flat = np.arange(task.first, task.stop)
         samples, views = task.start + flat // self.num_views, flat % self.num_views
-        params = [sampler(i, v) for i, v in zip(samples.tolist(), views.tolist())]
+        params = sampler.batch(list(zip(samples.tolist(), views.tolist())))
         partners = [partner_of(p) for p in params]
         for r, (i, q) in enumerate(zip(samples.tolist(), partners)):
             if q is not None and load(i) is not None and load(q[0]) is None:  # --skip-bad: a bad partner
                 partners[r] = self._redraw(i, q, params[r], load)
-        partner_params = [sampler(*q) if q is not None else None for q in partners]
+        drawn = iter(sampler.batch([q for q in partners if q is not None]))
+        partner_params = [next(drawn) if q is not None else None for q in partners]
         bad = np.array([cache[i] is None or (q is not None and cache[q[0]] is None)
                         for i, q in zip(samples.tolist(), partners)], dtype=bool)
         order = {i: k for k, i in enumerate(cache)}  # every image the batch touched, decoded once

@@ -70,6 +70,7 @@ class Store:
         #: the renderer that made the pixels the teacher labelled (stores before it was recorded: version 1)
         self.renderer: dict[str, Any] = dict(m.get("renderer") or {"name": "drkit", "version": 1, "device": "cpu"})
         self.recipe: Recipe = get_recipe(m["recipe"]).with_renderer(int(self.renderer.get("version", 1)))
+        self.recipe.with_sampler(int(m.get("sampler", 1)))  # recorded since sampler 2; before: 1
         self.num_samples: int = int(m["num_samples"])
         self.num_views: int = int(m["num_views"])
         self.topk: int = int(m["topk"])

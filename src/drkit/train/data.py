@@ -215,6 +215,9 @@ class ReinforcedDataset(_EpochMixin, Dataset):
         probs[0] = 1.0
         return ids, probs
 
+    def prefetch(self, positions: Sequence[int]) -> None:
+        """Nothing to draw: a store's views are read back (the loaders call this for either dataset)."""
+
     def item(self, pos: int) -> Item:
         """uint8 images ``[k, C, S, S]``, int64 labels ``[k]`` and sparse targets ``topk_ids`` /
         ``topk_probs`` ``[k, K]`` (densified per batch by :meth:`finish`: one call, not B)."""
@@ -311,6 +314,11 @@ class AugmentedDataset(_EpochMixin, Dataset):
     def item(self, pos: int) -> Item:
         return self.render(pos, self.view())
 
+    def prefetch(self, positions: Sequence[int]) -> None:
+        """Draw a batch's views (and partners) at once before :meth:`item` renders them one by one."""
+        view = self.view()
+        self.views.prefetch([(int(p), view) for p in positions])
+
     def raw(self) -> Any:
         """Decoded images + sampled parameters, to render whole batches on the training device
         (:mod:`drkit.train.replay`)."""
@@ -340,6 +348,7 @@ class BatchDataset(Dataset):
         return len(self.batches)
 
     def __getitem__(self, b: int) -> Item:
+        self.ds.prefetch(self.batches[b])
         items = [self.ds.item(int(p)) for p in self.batches[b]]
         return self.ds.finish({k: torch.cat([it[k] for it in items]) for k in items[0]})
 

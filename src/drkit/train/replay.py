@@ -96,6 +96,7 @@ class RawBatches(Dataset):
         return len(self.batches)
 
     def __getitem__(self, b: int) -> dict[str, Any]:
+        self.raw.ds.prefetch(self.batches[b])
         return collate_raw([self.raw[int(p)] for p in self.batches[b]])
 
 
