@@ -34,6 +34,9 @@ def test_codec_round_trip_thousands_of_views(name: str) -> None:
         assert code.dtype == np.uint8 and code.shape == (recipe.code_bytes,)
         base = {k: v for k, v in p.items() if k != "mix"}
         assert recipe.decode(code) == base
+    views = [recipe.sample(7, i, 0, (40, 30), 100, 4) for i in range(300)]
+    assert np.array_equal(recipe.codec.encode_many(views), np.stack([recipe.encode(p) for p in views]))
+    assert recipe.codec.encode_many([]).shape == (0, recipe.code_bytes)
 
 
 @settings(max_examples=300, deadline=None)
@@ -50,6 +53,10 @@ def test_codec_refuses_out_of_range_and_wrong_width() -> None:
     codec = BitCodec([("g", [Field("a", 0, 3)])])
     with pytest.raises(RecipeError):
         codec.encode({"g": {"a": 4}})
+    with pytest.raises(RecipeError, match="g.a=4 outside"):
+        codec.encode_many([{"g": {"a": 1}}, {"g": {"a": 4}}])
+    with pytest.raises(RecipeError, match="lack g.a"):
+        codec.encode_many([{"g": {"b": 1}}])
     with pytest.raises(RecipeError):
         codec.decode(np.zeros(2, np.uint8))
     with pytest.raises(RecipeError):

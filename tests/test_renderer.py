@@ -311,3 +311,38 @@ def test_device_twins_give_torchvisions_pixels_on_cpu():
 def test_device_twins_give_torchvisions_pixels_on_cuda():
     for name, value, _, want, got in _twin_cases("cuda"):
         assert torch.equal(want, got), (name, value)
+
+
+def test_grouped_resize_gives_the_bytes_of_one_call_per_crop():
+    """The CPU renderer resizes crops grouped by width (along x) and then by height (along y):
+    byte-identical to resizing each crop on its own, for any crop sizes, channels and output side."""
+    from drkit.augment.batch import _resize, _resize_many
+
+    g = torch.Generator().manual_seed(0)
+    for channels in (1, 3):
+        for size in (7, 16, 28, 40):
+            sides = torch.randint(3, 64, (60, 2), generator=g).tolist()
+            sides += [[size, 20], [20, size], [size, size]]  # one axis (or none) already at the output side
+            crops = [torch.randint(0, 256, (channels, h, w), generator=g, dtype=torch.uint8) for h, w in sides]
+            want = torch.stack([_resize(c[None], size)[0] for c in crops])
+            assert torch.equal(_resize_many(crops, size), want), (channels, size)
+
+
+@pytest.mark.parametrize("spec", ["rrc+ra", "rrc+ta"])
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 17, 23)])
+def test_one_resampling_per_stage_gives_each_views_own_bytes(spec, shape):
+    """RA/TA stages warp all their shears, translations and rotations with one matrix per view:
+    every (op, bin, sign) of the table, on square and non-square images, equals the op alone."""
+    from drkit.augment.autoaugment import AA_OPS, apply_aa
+    from drkit.augment.batch import augment_batch
+
+    op = get_recipe(spec).ops[1]
+    wide = op.name == "ta"
+    keys = ("op", "mag", "sign") if wide else ("op0", "mag0", "sign0")
+    combos = [(o, b, s) for o in range(1, 6) for b in range(op.settings["bins"]) for s in (0, 1)]
+    g = torch.Generator().manual_seed(2)
+    x = torch.randint(0, 256, (len(combos), *shape), generator=g, dtype=torch.uint8)
+    params = [dict(zip(keys, c)) | ({} if wide else {"op1": 0, "mag1": 0, "sign1": 0}) for c in combos]
+    got = augment_batch(x, op, params)
+    for k, (o, b, s) in enumerate(combos):
+        assert torch.equal(got[k], apply_aa(x[k], o, b, s, op.settings["bins"], wide)), (AA_OPS[o][0], b, s)

@@ -86,13 +86,17 @@ def magnitudes(op: int, num_bins: int, wide: bool) -> tuple[float, ...]:
     return tuple(float(v) for v in (ta_table if wide else ra_table)(num_bins))
 
 
+def signed_magnitude(op: int, mag_bin: int, sign: int, num_bins: int, wide: bool) -> float:
+    """Table op ``op``'s magnitude at bin ``mag_bin``, negated when ``sign`` and the op is signed."""
+    m = magnitudes(op, num_bins, wide)[mag_bin]
+    return -m if AA_OPS[op][4] and sign else m
+
+
 def apply_aa(img: torch.Tensor, op: int, mag_bin: int, sign: int, num_bins: int, wide: bool) -> torch.Tensor:
     """Apply table op ``op`` at magnitude bin ``mag_bin`` (negated when ``sign`` and signed);
     ``img`` is one CHW image or a batch of them."""
-    name, fn, _, _, signed = AA_OPS[op]
-    m = magnitudes(op, num_bins, wide)[mag_bin]
-    if signed and sign:
-        m = -m
+    name, fn = AA_OPS[op][:2]
+    m = signed_magnitude(op, mag_bin, sign, num_bins, wide)
     if img.device.type != "cpu" and name in TWINS:  # same pixels without synchronising the stream
         return TWINS[name](img, m)
     return fn(img, m)

@@ -20,14 +20,15 @@ shear) follow that device's kernels, which is why a store records its renderer a
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from ..device import to_device
 from ..hashing import noise_at
-from .autoaugment import apply_aa
+from .autoaugment import AA_OP_NAMES, apply_aa, signed_magnitude
+from .device_ops import inverse_matrix, warp
 from .erasing import erase_box, hash_fill
 from .geometric import crop_resize
 from .mixing import MODE_CUTMIX, MODE_MIXUP, bits_to_lam, cut_box_pixels
@@ -139,12 +140,7 @@ def crop_batch(images: Sequence[torch.Tensor], index: Sequence[int], boxes: Sequ
             out[to_device(rows, device)] = _sample_resize(images, [index[r] for r in rows],
                                                           [boxes[r] for r in rows], size, n)
     elif other:
-        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for r in other:
-            groups[(boxes[r]["height"], boxes[r]["width"])].append(r)
-        for rows in groups.values():
-            crops = torch.stack([_crop(images[index[r]], boxes[r]) for r in rows])
-            out[to_device(rows, device)] = _resize(crops, size)
+        out[to_device(other, device)] = _resize_many([_crop(images[index[r]], boxes[r]) for r in other], size)
     flip = [r for r, box in enumerate(boxes) if box["flip"]]
     if flip:
         idx = to_device(flip, device)
@@ -258,22 +254,59 @@ def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return crop_resize(x, {"top": 0, "left": 0, "height": x.shape[-2], "width": x.shape[-1], "flip": 0}, size)
 
 
+def _resize_many(crops: Sequence[torch.Tensor], size: int) -> torch.Tensor:
+    """:func:`_resize` of CHW crops of any sizes, in a few calls, same bytes (CPU). torch's
+    antialiased uint8 resize is separable: along x first, a uint8 image between the passes, then
+    along y, and each pass treats rows (columns) on their own. So crops of one width are resized
+    along x as one tall image, then crops of one height along y as one wide image
+    (``test_grouped_resize_gives_the_bytes_of_one_call_per_crop``)."""
+    def along(parts: list[torch.Tensor], key: int, cat: int, hw: Callable[[torch.Tensor], tuple[int, int]]) -> None:
+        groups: dict[int, list[int]] = defaultdict(list)
+        for k, c in enumerate(parts):
+            groups[c.shape[key]].append(k)
+        for n, ks in groups.items():
+            if n == size:
+                continue
+            joined = torch.cat([parts[k] for k in ks], dim=cat)[None]
+            resized = torch.nn.functional.interpolate(joined, size=hw(joined), mode="bilinear", antialias=True,
+                                                      align_corners=False)[0]
+            for k, part in zip(ks, resized.split([parts[k].shape[cat] for k in ks], dim=cat)):
+                parts[k] = part
+
+    parts = list(crops)
+    along(parts, -1, 1, lambda x: (x.shape[-2], size))  # rows: crops of one width stacked vertically
+    along(parts, -2, 2, lambda x: (size, x.shape[-1]))  # columns: crops of one height side by side
+    return torch.stack(parts)
+
+
 def augment_batch(x: torch.Tensor, op: Any, params: Sequence[dict[str, int]]) -> torch.Tensor:
     """RandAugment / TrivialAugment: each stage groups views by (op, bin, sign) and applies the
-    reference table op to the group at once."""
+    reference table op to the group at once; the stage's shears, translations and rotations go
+    through one resampling with a matrix per view (each view's bytes as its own op call gives)."""
     wide = op.name == "ta"
     stages = [("op", "mag", "sign")] if wide else [(f"op{k}", f"mag{k}", f"sign{k}") for k in range(op.settings["n"])]
     bins = op.settings["bins"]
+    h, w = x.shape[-2:]
     x = x.clone()
     for keys in stages:
         groups: dict[tuple[int, int, int], list[int]] = defaultdict(list)
         for r, p in enumerate(params):
             groups[(p[keys[0]], p[keys[1]], p[keys[2]])].append(r)
+        warped: list[int] = []
+        matrices: list[list[float]] = []
         for (choice, mag, sign), rows in groups.items():
             if choice == 0:  # Identity
                 continue
+            matrix = inverse_matrix(AA_OP_NAMES[choice], signed_magnitude(choice, mag, sign, bins, wide), h, w)
+            if matrix is not None:
+                warped += rows
+                matrices += [matrix] * len(rows)
+                continue
             idx = to_device(rows, x.device)
             x[idx] = apply_aa(x[idx], choice, mag, sign, bins, wide)
+        if warped:
+            idx = to_device(warped, x.device)
+            x[idx] = warp(x[idx], matrices)
     return x
 
 

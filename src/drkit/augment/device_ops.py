@@ -20,53 +20,59 @@ from torchvision.transforms.v2.functional import _geometry as tv_geometry
 from ..device import to_device
 
 
-def _warp(img: torch.Tensor, matrix: list[float]) -> torch.Tensor:
-    """Nearest-neighbour resampling of ``img`` (uint8, [N,] C, H, W) through the inverse affine
-    ``matrix``, zero outside: the output grid is the pixel centres about the image centre, mapped by
-    the matrix and normalised by half the image size."""
+def warp(img: torch.Tensor, matrices: list[list[float]]) -> torch.Tensor:
+    """Nearest-neighbour resampling of ``img`` (uint8, [N,] C, H, W) through inverse affine
+    matrices (one for all images, or one per image), zero outside: the output grid is the pixel
+    centres about the image centre, mapped by the matrix and normalised by half the image size.
+    Per image the arithmetic is the single-matrix one, so a batch gives each image's own bytes."""
     h, w = img.shape[-2:]
     dev = img.device
-    theta = to_device(matrix, dev, torch.float32).reshape(1, 2, 3)
+    theta = to_device(matrices, dev, torch.float32).reshape(-1, 2, 3)
     grid = torch.empty(1, h, w, 3, dtype=torch.float32, device=dev)
     grid[..., 0].copy_(torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, steps=w, device=dev))
     grid[..., 1].copy_(torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, steps=h, device=dev).unsqueeze_(-1))
     grid[..., 2].fill_(1)
     scale = theta.transpose(1, 2).div_(to_device([0.5 * w, 0.5 * h], dev, torch.float32))
-    grid = grid.view(1, h * w, 3).bmm(scale).view(1, h, w, 2)
+    k = theta.shape[0]
+    grid = grid.view(1, h * w, 3).expand(k, -1, -1).bmm(scale).view(k, h, w, 2)
     return tv_geometry._apply_grid_transform(img, grid, "nearest", fill=None)
 
 
-def _affine(img: torch.Tensor, translate: list[float], shear: list[float], center: list[float] | None) -> torch.Tensor:
-    h, w = img.shape[-2:]
-    center_f = [0.0, 0.0] if center is None else [c - s * 0.5 for c, s in zip(center, (w, h))]
-    return _warp(img, tv_geometry._get_inverse_affine_matrix(center_f, 0.0, translate, 1.0, shear))
+def inverse_matrix(name: str, m: float, h: int, w: int) -> list[float] | None:
+    """torchvision's inverse affine matrix of table op ``name`` at signed magnitude ``m`` on an
+    ``h`` x ``w`` image; ``None`` for ops that are not a warp (rotations by multiples of 90
+    degrees are index operations, as in torchvision)."""
+    geo = tv_geometry._get_inverse_affine_matrix
+    if name in ("ShearX", "ShearY"):
+        shear = [math.degrees(math.atan(m)), 0.0] if name == "ShearX" else [0.0, math.degrees(math.atan(m))]
+        return geo([0.0 - w * 0.5, 0.0 - h * 0.5], 0.0, [0.0, 0.0], 1.0, shear)
+    if name == "TranslateX":
+        return geo([0.0, 0.0], 0.0, [float(int(m * w)), 0.0], 1.0, [0.0, 0.0])
+    if name == "TranslateY":
+        return geo([0.0, 0.0], 0.0, [0.0, float(int(m * h))], 1.0, [0.0, 0.0])
+    if name == "Rotate":
+        angle = m % 360
+        if angle in (0, 180) or (h == w and angle in (90, 270)):
+            return None
+        return geo([0.0, 0.0], -angle, [0.0, 0.0], 1.0, [0.0, 0.0])
+    return None
 
 
-def shear_x(img: torch.Tensor, m: float) -> torch.Tensor:
-    return _affine(img, [0.0, 0.0], [math.degrees(math.atan(m)), 0.0], [0.0, 0.0])
+def _geometric(name: str) -> Callable[[torch.Tensor, float], torch.Tensor]:
+    def twin(img: torch.Tensor, m: float) -> torch.Tensor:
+        matrix = inverse_matrix(name, m, *img.shape[-2:])
+        return warp(img, [matrix]) if matrix is not None else rotate_by_quarters(img, m)
+    return twin
 
 
-def shear_y(img: torch.Tensor, m: float) -> torch.Tensor:
-    return _affine(img, [0.0, 0.0], [0.0, math.degrees(math.atan(m))], [0.0, 0.0])
-
-
-def translate_x(img: torch.Tensor, m: float) -> torch.Tensor:
-    return _affine(img, [float(int(m * img.shape[-1])), 0.0], [0.0, 0.0], None)
-
-
-def translate_y(img: torch.Tensor, m: float) -> torch.Tensor:
-    return _affine(img, [0.0, float(int(m * img.shape[-2]))], [0.0, 0.0], None)
-
-
-def rotate(img: torch.Tensor, m: float) -> torch.Tensor:
+def rotate_by_quarters(img: torch.Tensor, m: float) -> torch.Tensor:
+    """Rotations torchvision does without resampling: none, a half turn, a quarter turn of a square."""
     angle = m % 360
     if angle == 0:
         return img.clone()
     if angle == 180:
         return torch.rot90(img, k=2, dims=(-2, -1))
-    if img.shape[-1] == img.shape[-2] and angle in (90, 270):
-        return torch.rot90(img, k=1 if angle == 90 else 3, dims=(-2, -1))
-    return _warp(img, tv_geometry._get_inverse_affine_matrix([0.0, 0.0], -angle, [0.0, 0.0], 1.0, [0.0, 0.0]))
+    return torch.rot90(img, k=1 if angle == 90 else 3, dims=(-2, -1))
 
 
 def sharpness(img: torch.Tensor, m: float) -> torch.Tensor:
@@ -85,6 +91,6 @@ def sharpness(img: torch.Tensor, m: float) -> torch.Tensor:
 
 #: table op name -> twin taking (uint8 image or batch, signed magnitude)
 TWINS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
-    "ShearX": shear_x, "ShearY": shear_y, "TranslateX": translate_x, "TranslateY": translate_y,
-    "Rotate": rotate, "Sharpness": sharpness,
+    **{name: _geometric(name) for name in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")},
+    "Sharpness": sharpness,
 }

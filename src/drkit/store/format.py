@@ -85,8 +85,7 @@ def pack(recipe: Recipe, views: Sequence[ViewParams]) -> dict[str, np.ndarray]:
     """Stored arrays of a run of views (``[len(views), ...]``): the base-op code and, when the
     recipe mixes, the partner, its view, λ (float16 bits, so the stored value is the one used),
     the CutMix box (1/255 units) and the mode."""
-    out = {"params": np.stack([recipe.encode(p) for p in views]) if views else
-           np.zeros((0, recipe.code_bytes), np.uint8)}
+    out = {"params": recipe.codec.encode_many(list(views))}
     if recipe.mixes:
         mix = [p["mix"] for p in views]
         out.update({"partner": np.array([m["partner"] for m in mix], np.uint32),
