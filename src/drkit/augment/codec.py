@@ -56,11 +56,16 @@ class BitCodec:
         spread into its bits, then packed (a batch of views costs a few array operations)."""
         n = len(params)
         bits = np.zeros((n, self.num_bytes * 8), dtype=np.uint8)
-        for group, f, offset in self.layout:
-            try:
-                v = np.fromiter((p[group][f.name] for p in params), dtype=np.int64, count=n)
+        columns: dict[tuple[str, str], np.ndarray] = {}
+        for group in dict.fromkeys(g for g, _, _ in self.layout):
+            names = [f.name for g, f, _ in self.layout if g == group]
+            try:  # one [n, fields] array per group
+                columns.update(zip([(group, k) for k in names], np.array([[p[group][k] for k in names] for p in params],
+                                                   dtype=np.int64).reshape(n, len(names)).T))
             except KeyError as e:
-                raise RecipeError(f"view parameters lack {group}.{f.name}") from e
+                raise RecipeError(f"view parameters lack {group}.{e.args[0]}") from e
+        for group, f, offset in self.layout:
+            v = columns[group, f.name]
             bad = (v < f.lo) | (v > f.hi)
             if bad.any():
                 raise RecipeError(f"{group}.{f.name}={int(v[bad.argmax()])} outside [{f.lo}, {f.hi}]")

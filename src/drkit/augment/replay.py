@@ -47,7 +47,7 @@ class ViewSampler:
 
     def batch(self, pairs: Sequence[tuple[int, int]]) -> list[ViewParams]:
         """The parameters of views ``(sample, view)``, drawn together."""
-        hws = [tuple(int(a) for a in self.image_hw(i))[:2] for i, _ in pairs]
+        hws = [self.image_hw(i) for i, _ in pairs]
         return self.recipe.sample_batch(self.seed, [i for i, _ in pairs], [v for _, v in pairs], hws,
                                         self.num_samples, self.num_views, self.window)
 
