@@ -280,8 +280,8 @@ def _resize_many(crops: Sequence[torch.Tensor], size: int) -> torch.Tensor:
 
 
 def augment_batch(x: torch.Tensor, op: Any, params: Sequence[dict[str, int]]) -> torch.Tensor:
-    """RandAugment / TrivialAugment: each stage groups views by (op, bin, sign) and applies the
-    reference table op to the group at once; the stage's shears, translations and rotations go
+    """RandAugment / TrivialAugment: each stage groups views by (op, signed magnitude) and applies
+    the reference table op to the group at once; the stage's shears, translations and rotations go
     through one resampling with a matrix per view (each view's bytes as its own op call gives)."""
     wide = op.name == "ta"
     stages = [("op", "mag", "sign")] if wide else [(f"op{k}", f"mag{k}", f"sign{k}") for k in range(op.settings["n"])]
@@ -289,21 +289,25 @@ def augment_batch(x: torch.Tensor, op: Any, params: Sequence[dict[str, int]]) ->
     h, w = x.shape[-2:]
     x = x.clone()
     for keys in stages:
-        groups: dict[tuple[int, int, int], list[int]] = defaultdict(list)
-        for r, p in enumerate(params):
-            groups[(p[keys[0]], p[keys[1]], p[keys[2]])].append(r)
+        groups: dict[tuple[int, float], list[int]] = defaultdict(list)
+        first: dict[tuple[int, float], tuple[int, int]] = {}
+        for r, p in enumerate(params):  # by the magnitude applied: unsigned ops ignore the sign, some the bin
+            choice, mag, sign = p[keys[0]], p[keys[1]], p[keys[2]]
+            key = (choice, signed_magnitude(choice, mag, sign, bins, wide))
+            groups[key].append(r)
+            first.setdefault(key, (mag, sign))
         warped: list[int] = []
         matrices: list[list[float]] = []
-        for (choice, mag, sign), rows in groups.items():
+        for (choice, m), rows in groups.items():
             if choice == 0:  # Identity
                 continue
-            matrix = inverse_matrix(AA_OP_NAMES[choice], signed_magnitude(choice, mag, sign, bins, wide), h, w)
+            matrix = inverse_matrix(AA_OP_NAMES[choice], m, h, w)
             if matrix is not None:
                 warped += rows
                 matrices += [matrix] * len(rows)
                 continue
             idx = to_device(rows, x.device)
-            x[idx] = apply_aa(x[idx], choice, mag, sign, bins, wide)
+            x[idx] = apply_aa(x[idx], choice, *first[choice, m], bins, wide)
         if warped:
             idx = to_device(warped, x.device)
             x[idx] = warp(x[idx], matrices)
