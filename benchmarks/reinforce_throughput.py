@@ -13,11 +13,15 @@ batches). A ratio near 1 means the teacher is never starved. On CUDA it also pri
 achieved TFLOP/s (FLOPs counted by torch's FlopCounterMode) and MFU against the card's dense bf16
 peak. Goals (issue 11): CPU 2x resnet50 @128 px >= 0.95, CPU 28-px drkit_cnn_small >= 0.85,
 GPU 2x resnet50 @224 px >= 0.80. Recipe rrc+ra+re, NS 4, K 10; teachers have random weights
-(speed does not depend on them), loaded through `timm:resnet50?file=...` / `ckpt:`.
+(speed does not depend on them), loaded through `timm:resnet50?file=...` / `ckpt:`. Each timed
+section starts after a full `gc.collect()`, as timeit and pyperf arrange: otherwise the ~0.1 s
+full collection that loading the teachers and the earlier sections made due lands in whichever
+short section comes next (in a real run of hours it is noise).
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import tempfile
@@ -43,6 +47,7 @@ def teacher_forward_rate(ens: torch.nn.Module, batch: int, size: int, chans: int
     labeller.prepare(tuple(x.shape))
     labeller(x).result()  # warm-up
     _sync(device)
+    gc.collect()  # see the module docstring
     t = time.perf_counter()
     queued = [labeller(x) for _ in range(batches)]  # nothing waits in between
     for labels in queued:
@@ -89,6 +94,7 @@ def reinforce_rate(data: str, teacher: torch.nn.Module, size: int, views: int, b
 
     run.diagnose = timed
     _sync(device)
+    gc.collect()  # see the module docstring
     t = time.perf_counter()
     try:
         reinforce(src, teacher, out, recipe="rrc+ra+re", samples=samples, topk=10, image_size=size, batch_size=batch,

@@ -20,7 +20,7 @@ shear) follow that device's kernels, which is why a store records its renderer a
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -140,7 +140,7 @@ def crop_batch(images: Sequence[torch.Tensor], index: Sequence[int], boxes: Sequ
             out[to_device(rows, device)] = _sample_resize(images, [index[r] for r in rows],
                                                           [boxes[r] for r in rows], size, n)
     elif other:
-        out[to_device(other, device)] = _resize_many([_crop(images[index[r]], boxes[r]) for r in other], size)
+        _resize_into(out, other, [_crop(images[index[r]], boxes[r]) for r in other])
     flip = [r for r, box in enumerate(boxes) if box["flip"]]
     if flip:
         idx = to_device(flip, device)
@@ -254,29 +254,38 @@ def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return crop_resize(x, {"top": 0, "left": 0, "height": x.shape[-2], "width": x.shape[-1], "flip": 0}, size)
 
 
-def _resize_many(crops: Sequence[torch.Tensor], size: int) -> torch.Tensor:
-    """:func:`_resize` of CHW crops of any sizes, in a few calls, same bytes (CPU). torch's
-    antialiased uint8 resize is separable: along x first, a uint8 image between the passes, then
-    along y, and each pass treats rows (columns) on their own. So crops of one width are resized
-    along x as one tall image, then crops of one height along y as one wide image
+def _resize_into(out: torch.Tensor, rows: Sequence[int], crops: Sequence[torch.Tensor]) -> None:
+    """``out[rows[k]] = _resize(crops[k])`` for CHW crops of any sizes, in a few calls, same bytes
+    (CPU). torch's antialiased uint8 resize is separable: along x first, a uint8 image between the
+    passes, then along y, and each pass treats rows (columns) on their own. So crops of one width
+    are resized along x as one tall image, then crops of one height along y as one wide image
     (``test_grouped_resize_gives_the_bytes_of_one_call_per_crop``)."""
-    def along(parts: list[torch.Tensor], key: int, cat: int, hw: Callable[[torch.Tensor], tuple[int, int]]) -> None:
-        groups: dict[int, list[int]] = defaultdict(list)
-        for k, c in enumerate(parts):
-            groups[c.shape[key]].append(k)
-        for n, ks in groups.items():
-            if n == size:
-                continue
-            joined = torch.cat([parts[k] for k in ks], dim=cat)[None]
-            resized = torch.nn.functional.interpolate(joined, size=hw(joined), mode="bilinear", antialias=True,
-                                                      align_corners=False)[0]
-            for k, part in zip(ks, resized.split([parts[k].shape[cat] for k in ks], dim=cat)):
-                parts[k] = part
-
+    size = out.shape[-1]
     parts = list(crops)
-    along(parts, -1, 1, lambda x: (x.shape[-2], size))  # rows: crops of one width stacked vertically
-    along(parts, -2, 2, lambda x: (size, x.shape[-1]))  # columns: crops of one height side by side
-    return torch.stack(parts)
+    by_width: dict[int, list[int]] = defaultdict(list)
+    for k, c in enumerate(parts):
+        by_width[c.shape[-1]].append(k)
+    for width, ks in by_width.items():
+        if width != size:
+            tall = _interpolate(torch.cat([parts[k] for k in ks], dim=1), -1, size)
+            for k, part in zip(ks, tall.split([parts[k].shape[1] for k in ks], dim=1)):
+                parts[k] = part
+    by_height: dict[int, list[int]] = defaultdict(list)
+    for k, c in enumerate(parts):
+        by_height[c.shape[-2]].append(k)
+    for height, ks in by_height.items():
+        idx = to_device([rows[k] for k in ks], out.device)
+        if height == size:
+            out[idx] = torch.stack([parts[k] for k in ks])
+            continue
+        wide = _interpolate(torch.cat([parts[k] for k in ks], dim=2), size, -1)  # [C, size, len(ks) * size]
+        out[idx] = wide.unflatten(-1, (len(ks), size)).permute(2, 0, 1, 3)
+
+
+def _interpolate(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The reference resize of one CHW image to ``height`` x ``width`` (-1: keep that side)."""
+    hw = (x.shape[-2] if height < 0 else height, x.shape[-1] if width < 0 else width)
+    return torch.nn.functional.interpolate(x[None], size=hw, mode="bilinear", antialias=True, align_corners=False)[0]
 
 
 def augment_batch(x: torch.Tensor, op: Any, params: Sequence[dict[str, int]]) -> torch.Tensor:
