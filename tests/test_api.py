@@ -4,6 +4,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 
 def test_public_names_resolve():
     import drkit
@@ -28,3 +30,23 @@ def test_cli_help_has_examples_for_every_verb():
     r = subprocess.run([sys.executable, "-m", "drkit.cli", "inspect", "/nonexistent/store"], capture_output=True,
                        text=True)
     assert r.returncode == 2 and r.stderr.startswith("drkit: error:") and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_host_allocator_is_tuned_unless_the_user_chose_one():
+    """glibc keeps freed memory for reuse (``drkit`` does this at start), but never overrides a
+    user's ``MALLOC_*`` settings or preloaded allocator."""
+    import os
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc only")
+    code = "from drkit.device import tune_host_allocator; print(tune_host_allocator())"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "LD_PRELOAD"}
+
+    def run(extra: dict[str, str]) -> str:
+        return subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    assert run({}) == "True"
+    assert run({"MALLOC_ARENA_MAX": "2"}) == "False"
+

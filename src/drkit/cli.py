@@ -288,6 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import DrkitError
 
     args = build_parser().parse_args(argv)
+    from .device import tune_host_allocator
+
+    tune_host_allocator()  # reuse freed host memory: a CPU teacher re-faults its activations otherwise
     try:
         args.func(args)
     except DrkitError as e:
