@@ -19,6 +19,7 @@ shear) follow that device's kernels, which is why a store records its renderer a
 """
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from typing import Any, Sequence
 
@@ -289,38 +290,52 @@ def _interpolate(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 def augment_batch(x: torch.Tensor, op: Any, params: Sequence[dict[str, int]]) -> torch.Tensor:
-    """RandAugment / TrivialAugment: each stage groups views by (op, signed magnitude) and applies
-    the reference table op to the group at once; the stage's shears, translations and rotations go
-    through one resampling with a matrix per view (each view's bytes as its own op call gives)."""
+    """RandAugment / TrivialAugment. Each stage sorts the views by (op, signed magnitude), so that
+    every group is a slice of one gathered copy, applies the reference table op to each slice at
+    once (unsigned ops ignore the sign, some the bin), and warps all shears, translations and
+    rotations with one grid sample and a matrix per view; each view gets the bytes its own op
+    call gives."""
     wide = op.name == "ta"
     stages = [("op", "mag", "sign")] if wide else [(f"op{k}", f"mag{k}", f"sign{k}") for k in range(op.settings["n"])]
     bins = op.settings["bins"]
+    table = _magnitude_table(bins, wide)
     h, w = x.shape[-2:]
-    x = x.clone()
+    n = len(params)
     for keys in stages:
-        groups: dict[tuple[int, float], list[int]] = defaultdict(list)
-        first: dict[tuple[int, float], tuple[int, int]] = {}
-        for r, p in enumerate(params):  # by the magnitude applied: unsigned ops ignore the sign, some the bin
-            choice, mag, sign = p[keys[0]], p[keys[1]], p[keys[2]]
-            key = (choice, signed_magnitude(choice, mag, sign, bins, wide))
-            groups[key].append(r)
-            first.setdefault(key, (mag, sign))
+        choice, mag, sign = np.array([[p[k] for k in keys] for p in params], dtype=np.int64).reshape(n, 3).T
+        m = table[choice, mag, sign]
+        order = np.lexsort((m, choice))
+        choice, mag, sign, m = choice[order], mag[order], sign[order], m[order]
+        starts = np.flatnonzero(np.r_[True, (choice[1:] != choice[:-1]) | (m[1:] != m[:-1])])
+        xs = x[to_device(order, x.device)]
         warped: list[int] = []
         matrices: list[list[float]] = []
-        for (choice, m), rows in groups.items():
-            if choice == 0:  # Identity
+        for a, b in zip(starts.tolist(), np.r_[starts[1:], n].tolist()):
+            if choice[a] == 0:  # Identity
                 continue
-            matrix = inverse_matrix(AA_OP_NAMES[choice], m, h, w)
+            matrix = inverse_matrix(AA_OP_NAMES[choice[a]], float(m[a]), h, w)
             if matrix is not None:
-                warped += rows
-                matrices += [matrix] * len(rows)
-                continue
-            idx = to_device(rows, x.device)
-            x[idx] = apply_aa(x[idx], choice, *first[choice, m], bins, wide)
+                warped += range(a, b)
+                matrices += [matrix] * (b - a)
+            else:
+                xs[a:b] = apply_aa(xs[a:b], int(choice[a]), int(mag[a]), int(sign[a]), bins, wide)
         if warped:
-            idx = to_device(warped, x.device)
-            x[idx] = warp(x[idx], matrices)
+            span = slice(warped[0], warped[-1] + 1)  # the table's warps are ops 1-5: one run once sorted
+            if span.stop - span.start == len(warped):
+                xs[span] = warp(xs[span], matrices)
+            else:
+                idx = to_device(warped, x.device)
+                xs[idx] = warp(xs[idx], matrices)
+        x = torch.empty_like(xs)
+        x[to_device(order, x.device)] = xs
     return x
+
+
+@functools.lru_cache(maxsize=None)
+def _magnitude_table(bins: int, wide: bool) -> np.ndarray:
+    """``[op, bin, sign]`` -> the signed magnitude :func:`apply_aa` applies (float64)."""
+    return np.array([[[signed_magnitude(o, b, s, bins, wide) for s in (0, 1)] for b in range(bins)]
+                     for o in range(len(AA_OP_NAMES))], dtype=np.float64)
 
 
 def erase_batch(x: torch.Tensor, params: Sequence[dict[str, int]]) -> torch.Tensor:
