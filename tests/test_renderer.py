@@ -334,15 +334,16 @@ def test_grouped_resize_gives_the_bytes_of_one_call_per_crop():
 @pytest.mark.parametrize("spec", ["rrc+ra", "rrc+ta"])
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 17, 23)])
 def test_one_resampling_per_stage_gives_each_views_own_bytes(spec, shape):
-    """RA/TA stages warp all their shears, translations and rotations with one matrix per view:
-    every (op, bin, sign) of the table, on square and non-square images, equals the op alone."""
+    """RA/TA stages warp all their shears, translations and rotations with one matrix per view and
+    sharpen with one smoothing: every (op, bin, sign) of the table, on square and non-square
+    images, equals the op alone."""
     from drkit.augment.autoaugment import AA_OPS, apply_aa
     from drkit.augment.batch import augment_batch
 
     op = get_recipe(spec).ops[1]
     wide = op.name == "ta"
     keys = ("op", "mag", "sign") if wide else ("op0", "mag0", "sign0")
-    combos = [(o, b, s) for o in range(1, 6) for b in range(op.settings["bins"]) for s in (0, 1)]
+    combos = [(o, b, s) for o in range(len(AA_OPS)) for b in range(op.settings["bins"]) for s in (0, 1)]
     g = torch.Generator().manual_seed(2)
     x = torch.randint(0, 256, (len(combos), *shape), generator=g, dtype=torch.uint8)
     params = [dict(zip(keys, c)) | ({} if wide else {"op1": 0, "mag1": 0, "sign1": 0}) for c in combos]

@@ -29,7 +29,7 @@ import torch
 from ..device import to_device
 from ..hashing import noise_at
 from .autoaugment import AA_OP_NAMES, apply_aa, signed_magnitude
-from .device_ops import inverse_matrix, warp
+from .device_ops import inverse_matrix, sharpness_runs, warp
 from .erasing import erase_box, hash_fill
 from .geometric import crop_resize
 from .mixing import MODE_CUTMIX, MODE_MIXUP, bits_to_lam, cut_box_pixels
@@ -309,26 +309,32 @@ def augment_batch(x: torch.Tensor, op: Any, params: Sequence[dict[str, int]]) ->
         starts = np.flatnonzero(np.r_[True, (choice[1:] != choice[:-1]) | (m[1:] != m[:-1])])
         xs = x[to_device(order, x.device)]
         warped: list[int] = []
-        matrices: list[list[float]] = []
+        matrices: list[tuple[float, ...]] = []
+        sharpen: list[tuple[int, int, float]] = []
         for a, b in zip(starts.tolist(), np.r_[starts[1:], n].tolist()):
-            if choice[a] == 0:  # Identity
-                continue
-            matrix = inverse_matrix(AA_OP_NAMES[choice[a]], float(m[a]), h, w)
+            name = AA_OP_NAMES[choice[a]]
+            matrix = inverse_matrix(name, float(m[a]), h, w)
             if matrix is not None:
                 warped += range(a, b)
                 matrices += [matrix] * (b - a)
-            else:
+            elif name == "Sharpness":  # one smoothing for every magnitude
+                sharpen.append((a, b, float(m[a])))
+            elif name != "Identity":
                 xs[a:b] = apply_aa(xs[a:b], int(choice[a]), int(mag[a]), int(sign[a]), bins, wide)
         if warped:
-            span = slice(warped[0], warped[-1] + 1)  # the table's warps are ops 1-5: one run once sorted
-            if span.stop - span.start == len(warped):
-                xs[span] = warp(xs[span], matrices)
-            else:
-                idx = to_device(warped, x.device)
-                xs[idx] = warp(xs[idx], matrices)
+            idx = _run_or_index(warped, x.device)  # the table's warps are ops 1-5: one run once sorted
+            xs[idx] = warp(xs[idx], matrices)
+        if sharpen:
+            span = slice(sharpen[0][0], sharpen[-1][1])
+            xs[span] = sharpness_runs(xs[span], [(a - span.start, b - span.start, v) for a, b, v in sharpen])
         x = torch.empty_like(xs)
         x[to_device(order, x.device)] = xs
     return x
+
+
+def _run_or_index(rows: list[int], device: torch.device) -> slice | torch.Tensor:
+    """Ascending ``rows`` as a slice when they are one run, else as an index."""
+    return slice(rows[0], rows[-1] + 1) if rows[-1] - rows[0] + 1 == len(rows) else to_device(rows, device)
 
 
 @functools.lru_cache(maxsize=None)

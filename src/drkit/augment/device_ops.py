@@ -11,8 +11,9 @@ tested against torchvision on the CPU and, where a GPU exists, on CUDA.
 """
 from __future__ import annotations
 
+import functools
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torchvision.transforms.v2.functional import _geometry as tv_geometry
@@ -20,7 +21,7 @@ from torchvision.transforms.v2.functional import _geometry as tv_geometry
 from ..device import to_device
 
 
-def warp(img: torch.Tensor, matrices: list[list[float]]) -> torch.Tensor:
+def warp(img: torch.Tensor, matrices: Sequence[Sequence[float]]) -> torch.Tensor:
     """Nearest-neighbour resampling of ``img`` (uint8, [N,] C, H, W) through inverse affine
     matrices (one for all images, or one per image), zero outside: the output grid is the pixel
     centres about the image centre, mapped by the matrix and normalised by half the image size.
@@ -38,23 +39,24 @@ def warp(img: torch.Tensor, matrices: list[list[float]]) -> torch.Tensor:
     return tv_geometry._apply_grid_transform(img, grid, "nearest", fill=None)
 
 
-def inverse_matrix(name: str, m: float, h: int, w: int) -> list[float] | None:
+@functools.lru_cache(maxsize=4096)
+def inverse_matrix(name: str, m: float, h: int, w: int) -> tuple[float, ...] | None:
     """torchvision's inverse affine matrix of table op ``name`` at signed magnitude ``m`` on an
     ``h`` x ``w`` image; ``None`` for ops that are not a warp (rotations by multiples of 90
     degrees are index operations, as in torchvision)."""
     geo = tv_geometry._get_inverse_affine_matrix
     if name in ("ShearX", "ShearY"):
         shear = [math.degrees(math.atan(m)), 0.0] if name == "ShearX" else [0.0, math.degrees(math.atan(m))]
-        return geo([0.0 - w * 0.5, 0.0 - h * 0.5], 0.0, [0.0, 0.0], 1.0, shear)
+        return tuple(geo([0.0 - w * 0.5, 0.0 - h * 0.5], 0.0, [0.0, 0.0], 1.0, shear))
     if name == "TranslateX":
-        return geo([0.0, 0.0], 0.0, [float(int(m * w)), 0.0], 1.0, [0.0, 0.0])
+        return tuple(geo([0.0, 0.0], 0.0, [float(int(m * w)), 0.0], 1.0, [0.0, 0.0]))
     if name == "TranslateY":
-        return geo([0.0, 0.0], 0.0, [0.0, float(int(m * h))], 1.0, [0.0, 0.0])
+        return tuple(geo([0.0, 0.0], 0.0, [0.0, float(int(m * h))], 1.0, [0.0, 0.0]))
     if name == "Rotate":
         angle = m % 360
         if angle in (0, 180) or (h == w and angle in (90, 270)):
             return None
-        return geo([0.0, 0.0], -angle, [0.0, 0.0], 1.0, [0.0, 0.0])
+        return tuple(geo([0.0, 0.0], -angle, [0.0, 0.0], 1.0, [0.0, 0.0]))
     return None
 
 
@@ -77,6 +79,12 @@ def rotate_by_quarters(img: torch.Tensor, m: float) -> torch.Tensor:
 
 def sharpness(img: torch.Tensor, m: float) -> torch.Tensor:
     """Blend with the 3x3 smoothing (1s round a 5, over 13) of the inner pixels by factor 1 + m."""
+    return sharpness_runs(img, [(0, img.shape[0] if img.ndim == 4 else 1, m)])
+
+
+def sharpness_runs(img: torch.Tensor, runs: list[tuple[int, int, float]]) -> torch.Tensor:
+    """:func:`sharpness` of images ``[a, b)`` of a batch at magnitude ``m``, for each ``(a, b, m)``
+    run, smoothing the whole batch in one convolution: torchvision's arithmetic per image."""
     c, h, w = img.shape[-3:]
     if img.numel() == 0 or h <= 2 or w <= 2:
         return img
@@ -85,7 +93,11 @@ def sharpness(img: torch.Tensor, m: float) -> torch.Tensor:
     out = img.to(dtype=torch.float32, copy=True)
     blurred = torch.nn.functional.conv2d(out, kernel, groups=c).round_()
     inner = out[..., 1:-1, 1:-1]
-    inner.add_(blurred.sub_(inner), alpha=1.0 - (1.0 + m))
+    change = blurred.sub_(inner)
+    if img.ndim == 3:
+        inner, change = inner[None], change[None]
+    for first, stop, m in runs:
+        inner[first:stop].add_(change[first:stop], alpha=1.0 - (1.0 + m))
     return out.clamp_(0, 255).to(img.dtype)
 
 

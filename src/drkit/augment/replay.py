@@ -47,7 +47,8 @@ class ViewSampler:
 
     def batch(self, pairs: Sequence[tuple[int, int]]) -> list[ViewParams]:
         """The parameters of views ``(sample, view)``, drawn together."""
-        hws = [self.image_hw(i) for i, _ in pairs]
+        hw = {i: self.image_hw(i) for i in dict.fromkeys(i for i, _ in pairs)}  # NS views share a sample
+        hws = [hw[i] for i, _ in pairs]
         return self.recipe.sample_batch(self.seed, [i for i, _ in pairs], [v for _, v in pairs], hws,
                                         self.num_samples, self.num_views, self.window)
 
