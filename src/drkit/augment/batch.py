@@ -141,7 +141,8 @@ def crop_batch(images: Sequence[torch.Tensor], index: Sequence[int], boxes: Sequ
             out[to_device(rows, device)] = _sample_resize(images, [index[r] for r in rows],
                                                           [boxes[r] for r in rows], size, n)
     elif other:
-        _resize_into(out, other, [_crop(images[index[r]], boxes[r]) for r in other])
+        pixels = {i: images[i].numpy() for i in dict.fromkeys(index[r] for r in other)}  # numpy slices: ~10x cheaper
+        _resize_into(out, other, [_crop_array(pixels[index[r]], boxes[r]) for r in other])
     flip = [r for r, box in enumerate(boxes) if box["flip"]]
     if flip:
         idx = to_device(flip, device)
@@ -236,6 +237,14 @@ def _taps(lo: torch.Tensor, length: torch.Tensor, size: int, n: int,
     return first, second, w
 
 
+def _crop_array(img: np.ndarray, box: dict[str, int]) -> np.ndarray:
+    """:func:`_crop` of a CHW numpy image (a slice when the box lies inside it)."""
+    top, left, h, w = box["top"], box["left"], box["height"], box["width"]
+    if top >= 0 and left >= 0 and top + h <= img.shape[-2] and left + w <= img.shape[-1]:
+        return img[:, top:top + h, left:left + w]
+    return _crop(torch.from_numpy(img), box).numpy()
+
+
 def _crop(img: torch.Tensor, box: dict[str, int]) -> torch.Tensor:
     """``F.crop``: zero outside the image (a plain slice when the box lies inside)."""
     top, left, h, w = box["top"], box["left"], box["height"], box["width"]
@@ -255,12 +264,12 @@ def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return crop_resize(x, {"top": 0, "left": 0, "height": x.shape[-2], "width": x.shape[-1], "flip": 0}, size)
 
 
-def _resize_into(out: torch.Tensor, rows: Sequence[int], crops: Sequence[torch.Tensor]) -> None:
-    """``out[rows[k]] = _resize(crops[k])`` for CHW crops of any sizes, in a few calls, same bytes
-    (CPU). torch's antialiased uint8 resize is separable: along x first, a uint8 image between the
-    passes, then along y, and each pass treats rows (columns) on their own. So crops of one width
-    are resized along x as one tall image, then crops of one height along y as one wide image
-    (``test_grouped_resize_gives_the_bytes_of_one_call_per_crop``)."""
+def _resize_into(out: torch.Tensor, rows: Sequence[int], crops: Sequence[np.ndarray]) -> None:
+    """``out[rows[k]] = _resize(crops[k])`` for CHW uint8 crops (numpy) of any sizes, in a few
+    calls, same bytes (CPU). torch's antialiased uint8 resize is separable: along x first, a uint8
+    image between the passes, then along y, and each pass treats rows (columns) on their own. So
+    crops of one width are resized along x as one tall image, then crops of one height along y as
+    one wide image (``test_grouped_resize_gives_the_bytes_of_one_call_per_crop``)."""
     size = out.shape[-1]
     parts = list(crops)
     by_width: dict[int, list[int]] = defaultdict(list)
@@ -268,25 +277,27 @@ def _resize_into(out: torch.Tensor, rows: Sequence[int], crops: Sequence[torch.T
         by_width[c.shape[-1]].append(k)
     for width, ks in by_width.items():
         if width != size:
-            tall = _interpolate(torch.cat([parts[k] for k in ks], dim=1), -1, size)
-            for k, part in zip(ks, tall.split([parts[k].shape[1] for k in ks], dim=1)):
-                parts[k] = part
+            tall = _interpolate(np.concatenate([parts[k] for k in ks], axis=1), -1, size).numpy()
+            ends = np.cumsum([parts[k].shape[1] for k in ks]).tolist()
+            for k, a, b in zip(ks, [0] + ends[:-1], ends):
+                parts[k] = tall[:, a:b]
     by_height: dict[int, list[int]] = defaultdict(list)
     for k, c in enumerate(parts):
         by_height[c.shape[-2]].append(k)
     for height, ks in by_height.items():
         idx = to_device([rows[k] for k in ks], out.device)
         if height == size:
-            out[idx] = torch.stack([parts[k] for k in ks])
+            out[idx] = torch.from_numpy(np.stack([parts[k] for k in ks]))
             continue
-        wide = _interpolate(torch.cat([parts[k] for k in ks], dim=2), size, -1)  # [C, size, len(ks) * size]
+        wide = _interpolate(np.concatenate([parts[k] for k in ks], axis=2), size, -1)  # [C, size, len(ks) * size]
         out[idx] = wide.unflatten(-1, (len(ks), size)).permute(2, 0, 1, 3)
 
 
-def _interpolate(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """The reference resize of one CHW image to ``height`` x ``width`` (-1: keep that side)."""
+def _interpolate(x: np.ndarray, height: int, width: int) -> torch.Tensor:
+    """The reference resize of one CHW uint8 image to ``height`` x ``width`` (-1: keep that side)."""
     hw = (x.shape[-2] if height < 0 else height, x.shape[-1] if width < 0 else width)
-    return torch.nn.functional.interpolate(x[None], size=hw, mode="bilinear", antialias=True, align_corners=False)[0]
+    return torch.nn.functional.interpolate(torch.from_numpy(x)[None], size=hw, mode="bilinear", antialias=True,
+                                           align_corners=False)[0]
 
 
 def augment_batch(x: torch.Tensor, op: Any, params: Sequence[dict[str, int]]) -> torch.Tensor:
