@@ -132,11 +132,13 @@ class Recipe:
                            int(num_views), int(window))
         d = Draws(seed, samples, views)
         ops = self.ops + ([self.mixer] if self.mixer is not None else [])
-        groups = []
+        per_op = []
         for k, op in enumerate(ops):
             cols = op.draw(d.op(k), ctx)
-            groups.append((op.name, list(cols), list(zip(*(np.asarray(c).tolist() for c in cols.values())))))
-        return [{name: dict(zip(keys, rows[r])) for name, keys, rows in groups} for r in range(len(samples))]
+            keys = list(cols)
+            per_op.append([dict(zip(keys, row)) for row in zip(*(np.asarray(c).tolist() for c in cols.values()))])
+        names = [op.name for op in ops]
+        return [dict(zip(names, view)) for view in zip(*per_op)]
 
     def encode(self, params: ViewParams) -> np.ndarray:
         """Base-op parameters -> ``code_bytes`` uint8 (mixing fields are stored separately)."""
