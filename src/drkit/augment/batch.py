@@ -312,8 +312,10 @@ def augment_batch(x: torch.Tensor, op: Any, params: Sequence[dict[str, int]]) ->
     table = _magnitude_table(bins, wide)
     h, w = x.shape[-2:]
     n = len(params)
-    for keys in stages:
-        choice, mag, sign = np.array([[p[k] for k in keys] for p in params], dtype=np.int64).reshape(n, 3).T
+    every = [k for keys in stages for k in keys]
+    codes = np.array([[p[k] for k in every] for p in params], dtype=np.int64).reshape(n, len(every))
+    for s in range(len(stages)):
+        choice, mag, sign = codes[:, 3 * s:3 * s + 3].T
         m = table[choice, mag, sign]
         order = np.lexsort((m, choice))
         choice, mag, sign, m = choice[order], mag[order], sign[order], m[order]
