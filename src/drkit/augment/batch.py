@@ -370,7 +370,8 @@ def erase_batch(x: torch.Tensor, params: Sequence[dict[str, int]]) -> torch.Tens
         for r in rows:
             hash_fill(out[r], params[r]["seed"], *erase_box(params[r], h, w))
         return out
-    host = np.array([erase_box(params[r], h, w) for r in rows], dtype=np.int64).reshape(-1, 4)  # y0, x0, y1, x1
+    fields = {k: np.array([params[r][k] for r in rows], dtype=np.int64) for k in ("top", "left", "h", "w")}
+    host = np.stack(erase_box(fields, h, w), axis=1)  # [E, 4]: y0, x0, y1, x1
     total = int((c * (host[:, 2] - host[:, 0]) * (host[:, 3] - host[:, 1])).sum())  # known here: no device sync
     boxes = to_device(host, dev)
     bh, bw = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]

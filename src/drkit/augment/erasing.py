@@ -9,6 +9,7 @@ version 1 drew it from a CPU ``torch.Generator`` and replay that way (``noise = 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,17 +22,19 @@ from .draws import BatchContext, Draws, integers
 Q = 255  # box quantisation steps per output side
 
 
-def box_to_pixels(top: int, left: int, h: int, w: int, size: int) -> tuple[int, int, int, int]:
-    """Quantised box (units of size/255) -> pixel box, at least one pixel when non-empty."""
+def box_to_pixels(top: Any, left: Any, h: Any, w: Any, size: int) -> tuple[Any, Any, Any, Any]:
+    """Quantised box (units of size/255) -> pixel box, at least one pixel when non-empty
+    (integers, or int64 arrays of many boxes)."""
     y0 = (top * size + Q // 2) // Q
     x0 = (left * size + Q // 2) // Q
-    y1 = max(y0 + 1, ((top + h) * size + Q // 2) // Q)
-    x1 = max(x0 + 1, ((left + w) * size + Q // 2) // Q)
-    return y0, x0, min(y1, size), min(x1, size)
+    y1 = np.maximum(y0 + 1, ((top + h) * size + Q // 2) // Q)
+    x1 = np.maximum(x0 + 1, ((left + w) * size + Q // 2) // Q)
+    return y0, x0, np.minimum(y1, size), np.minimum(x1, size)
 
 
-def erase_box(p: dict[str, int], h: int, w: int) -> tuple[int, int, int, int]:
-    """The erased box ``(y0, x0, y1, x1)`` of record ``p`` in an ``h`` x ``w`` output."""
+def erase_box(p: dict[str, Any], h: int, w: int) -> tuple[int, int, int, int]:
+    """The erased box ``(y0, x0, y1, x1)`` of record ``p`` in an ``h`` x ``w`` output (its fields may
+    also be int64 arrays: then the boxes of many records)."""
     y0, x0, y1, _ = box_to_pixels(p["top"], p["left"], p["h"], p["w"], h)
     _, x0, _, x1 = box_to_pixels(p["top"], p["left"], p["h"], p["w"], w)
     return y0, x0, y1, x1
