@@ -19,7 +19,7 @@ step() {  # step SECONDS NAME COMMAND...
   echo "== $name: exit $rc after $((SECONDS - t0)) s"
 }
 nvidia-smi -L; $py -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
-step 200 reinforce_throughput $py benchmarks/reinforce_throughput.py --device cuda --views 16384 --batch-size 256 \
+step 200 reinforce_throughput $py benchmarks/reinforce_throughput.py --device cuda --views 16384 --batch-size 256 --repeats 1 \
   --workers 8 --data imagefolder:/tmp/jpegs --make-jpegs 4096 --out-file "$OUT/reinforce_throughput_gpu.txt"
 step 90 cuda_tests bash -c "$py -m pytest -q -p no:cacheprovider -k cuda -s tests/test_renderer.py tests/test_teachers.py \
   >'$OUT/cuda_tests.txt' 2>&1; tail -4 '$OUT/cuda_tests.txt'"

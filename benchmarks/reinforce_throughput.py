@@ -1,13 +1,13 @@
 """Reinforce throughput versus the teacher's bare forward pass, measured in one run.
 
     .venv/bin/python benchmarks/reinforce_throughput.py            # ~4 min on 2 CPU cores
-    python3 benchmarks/reinforce_throughput.py --device cuda --views 16384 --batch-size 256 --workers 8 \\
+    python3 benchmarks/reinforce_throughput.py --device cuda --views 16384 --batch-size 256 --workers 8 --repeats 1 \\
         --data imagefolder:/tmp/jpegs --make-jpegs 4096             # a GPU machine (synthetic 320x256 JPEGs)
 
-Prints, for each teacher, reinforce views/s (the `drkit.reinforce` call on the loaded teacher: workers decoding
-and sampling, the batched renderer and the teacher on the device, top-k, shard writes; the
-end-of-run diagnostics, a plain-image pass capped at 2,000 images, are timed apart and left out)
-divided by
+Prints, for each teacher, the median of `--repeats` (3) ratios, each of reinforce views/s (the
+`drkit.reinforce` call on the loaded teacher: workers decoding and sampling, the batched renderer
+and the teacher on the device, top-k, shard writes; the end-of-run diagnostics, a plain-image pass
+capped at 2,000 images, are timed apart and left out) divided by the
 teacher-only forward img/s (same teacher, batch size, device, input size, on pre-rendered uint8
 batches). A ratio near 1 means the teacher is never starved. On CUDA it also prints the teacher's
 achieved TFLOP/s (FLOPs counted by torch's FlopCounterMode) and MFU against the card's dense bf16
@@ -159,6 +159,7 @@ def main() -> None:
     ap.add_argument("--data", default="fashion-mnist:train")
     ap.add_argument("--make-jpegs", type=int, default=0, metavar="N", help="first write N synthetic JPEGs to "
                     "the imagefolder:PATH given as --data")
+    ap.add_argument("--repeats", type=int, default=3, help="reinforce runs per teacher; the median ratio is reported")
     ap.add_argument("--out-file", default=None)
     args = ap.parse_args()
     from drkit.device import tune_host_allocator
@@ -181,17 +182,23 @@ def main() -> None:
         tmp = Path(d)
         for label_, specs, size, views, chans in _cases(args, tmp, device):
             ens = load_teacher(specs, device=device, num_classes=10)
-            # forward measured before and after reinforce (same number of images), averaged: the
-            # machine's speed drifts, and both sides of the ratio should see the same drift
+            # forward measured before and after each reinforce (same number of images), averaged: the
+            # machine's speed drifts, and both sides of a ratio should see the same drift; the
+            # median of --repeats such ratios is the figure, all of them are printed
             nb = max(2, views // args.batch_size // 2)
-            fwd_a = teacher_forward_rate(ens, args.batch_size, size, chans, nb, device)
-            rein = reinforce_rate(args.data, ens, size, views, args.batch_size, args.workers, device,
-                                  tmp / f"store-{len(results)}")
-            fwd_b = teacher_forward_rate(ens, args.batch_size, size, chans, nb, device)
-            fwd = 2 / (1 / fwd_a + 1 / fwd_b)
+            runs = []
+            for rep in range(args.repeats):
+                fwd_a = teacher_forward_rate(ens, args.batch_size, size, chans, nb, device)
+                rein = reinforce_rate(args.data, ens, size, views, args.batch_size, args.workers, device,
+                                      tmp / f"store-{len(results)}-{rep}")
+                fwd_b = teacher_forward_rate(ens, args.batch_size, size, chans, nb, device)
+                runs.append((rein / (2 / (1 / fwd_a + 1 / fwd_b)), 2 / (1 / fwd_a + 1 / fwd_b), rein))
+            ratio, fwd, rein = sorted(runs)[len(runs) // 2]
             row = {"teacher": label_, "views": views, "teacher_forward_img_s": round(fwd, 1),
-                   "reinforce_views_s": round(rein, 1), "ratio": round(rein / fwd, 3)}
-            line = f"{label_:28s} forward {fwd:9.1f} img/s   reinforce {rein:9.1f} views/s   ratio {rein / fwd:.3f}"
+                   "reinforce_views_s": round(rein, 1), "ratio": round(ratio, 3),
+                   "ratios": [round(r[0], 3) for r in runs]}
+            line = (f"{label_:28s} forward {fwd:9.1f} img/s   reinforce {rein:9.1f} views/s   ratio {ratio:.3f}"
+                    + (f" (median of {len(runs)}: {' '.join(f'{r[0]:.3f}' for r in runs)})" if len(runs) > 1 else ""))
             if device.type == "cuda":
                 tflops = flops_per_image(ens, size, chans, device) * fwd / 1e12
                 peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
