@@ -314,14 +314,17 @@ def test_device_twins_give_torchvisions_pixels_on_cuda():
 
 
 def test_grouped_resize_gives_the_bytes_of_one_call_per_crop():
-    """The CPU renderer resizes crops grouped by width (along x) and then by height (along y):
-    byte-identical to resizing each crop on its own, for any crop sizes, channels and output side."""
+    """The CPU renderer resizes crops grouped by width (along x) and then by height (along y), or
+    grouped by size: byte-identical to resizing each crop on its own, for any crop sizes, channels
+    and output side."""
     from drkit.augment.batch import _resize, _resize_into
 
     g = torch.Generator().manual_seed(0)
     for channels in (1, 3):
-        for size in (7, 16, 28, 40):
-            sides = torch.randint(3, 64, (60, 2), generator=g).tolist()
+        for size, pool in ((7, None), (16, None), (28, (10, 13, 21)), (40, (9, 45))):
+            # random sides: nearly every crop size new (one call per size); a few sides: two grouped passes
+            sides = (torch.randint(3, 64, (60, 2), generator=g) if pool is None else
+                     torch.tensor(pool)[torch.randint(0, len(pool), (60, 2), generator=g)]).tolist()
             sides += [[size, 20], [20, size], [size, size]]  # one axis (or none) already at the output side
             crops = [torch.randint(0, 256, (channels, h, w), generator=g, dtype=torch.uint8) for h, w in sides]
             want = torch.stack([_resize(c[None], size)[0] for c in crops])
@@ -331,12 +334,12 @@ def test_grouped_resize_gives_the_bytes_of_one_call_per_crop():
             assert torch.equal(got[rows], want), (channels, size)
 
 
-@pytest.mark.parametrize("spec", ["rrc+ra", "rrc+ta"])
-@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 17, 23)])
+@pytest.mark.parametrize("spec,shape", [("rrc+ra", (1, 28, 28)), ("rrc+ra", (3, 17, 23)), ("rrc+ta", (1, 28, 28)),
+                                        ("rrc+ta", (3, 17, 23)), ("rrc+ta", (3, 72, 80))])
 def test_one_resampling_per_stage_gives_each_views_own_bytes(spec, shape):
     """RA/TA stages warp all their shears, translations and rotations with one matrix per view and
-    sharpen with one smoothing: every (op, bin, sign) of the table, on square and non-square
-    images, equals the op alone."""
+    sharpen with one smoothing (up to 64 x 64 px; above, each group through the reference op):
+    every (op, bin, sign) of the table, on square and non-square images, equals the op alone."""
     from drkit.augment.autoaugment import AA_OPS, apply_aa
     from drkit.augment.batch import augment_batch
 
