@@ -9,7 +9,8 @@ from drkit.augment import get_recipe, resolve_recipe
 from drkit.augment.draws import Draws, beta, integers
 
 RECIPES = ["rrc", "padcrop", "none", "rrc+ra+re", "rrc+ta", "rrc+ra+re+mix", "padcrop+ra+re", "rrc+ta+re@p=1.0",
-           "padcrop@pad=4+ra@n=3,mstd=2.0", "rrc+mix@p=0.5,mixup=0.0", "resize+mix@mixup=0.4,cutmix=0.0"]
+           "padcrop@pad=4+ra@n=3,mstd=2.0", "rrc+mix@p=0.5,mixup=0.0", "resize+mix@mixup=0.4,cutmix=0.0",
+           "rcrop+erase@p=0.9"]  # the last: the reference's ops, sampled per view from their own draw
 
 
 def _views(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
@@ -86,3 +87,14 @@ def test_counter_draws_are_uniform_and_independent_of_the_slot() -> None:
     assert k.min() == -3 and k.max() == 3 and np.abs(np.bincount(k + 3) / 200_000 - 1 / 7).max() < 0.004
     b = beta(Draws(1, np.arange(50_000), np.zeros(50_000, np.int64)).op(2).uniform(50), 0.5, 2.0)
     assert abs(b.mean() - 0.2) < 0.005 and abs(b.var() - 0.5 * 2.0 / (2.5**2 * 3.5)) < 0.003
+
+
+def test_refmix_cannot_draw_in_either_sampler() -> None:
+    """The reference's mixing only replays imported views: both samplers refuse it in one line."""
+    from drkit.errors import RecipeError
+
+    recipe = get_recipe("rcrop+refmix")
+    for sampler in (1, 2):
+        with pytest.raises(RecipeError, match="refmix replays imported views only"):
+            recipe.with_sampler(sampler).sample_batch(0, [0, 1], [0, 0], [(20, 20)] * 2, 10, 2)
+

@@ -21,6 +21,7 @@ from torchvision.transforms.v2 import functional as F
 from ..errors import RecipeError
 from .base import Op, SampleContext, register_op, uniform_int
 from .codec import Field
+from .draws import BatchContext, Draws
 from .mixing import MODE_MIXUP, MixUpCutMix, bits_to_lam
 
 _SIDE = 65535  # 16-bit pixel coordinates
@@ -110,6 +111,9 @@ class ZeroErase(Op):
         return out
 
 
+_REFMIX_CANNOT_DRAW = ("refmix replays imported views only: it cannot draw new ones (reinforce or train ERM with a "
+                       "drkit recipe instead)")
+
 #: bits of an imported view's mixing mode: MixUp, then CutMix from the unmixed partner
 REF_MIXUP, REF_CUTMIX = 1, 2
 
@@ -128,8 +132,10 @@ class ReferenceMix(MixUpCutMix):
               "cutmix_p": (0.0, 1.0)}
 
     def sample(self, rng: np.random.Generator, ctx: SampleContext) -> dict[str, int]:
-        raise RecipeError("refmix replays imported views only: it cannot draw new ones (reinforce or train "
-                          "ERM with a drkit recipe instead)")
+        raise RecipeError(_REFMIX_CANNOT_DRAW)
+
+    def draw(self, d: Draws, ctx: BatchContext) -> dict[str, np.ndarray]:
+        raise RecipeError(_REFMIX_CANNOT_DRAW)
 
     def mix(self, img: torch.Tensor, partner: torch.Tensor, p: dict[str, int]) -> torch.Tensor:
         out = super().mix(img, partner, {**p, "mode": MODE_MIXUP}) if p["mode"] & REF_MIXUP else img  # drkit's blend
