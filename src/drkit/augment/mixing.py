@@ -82,7 +82,7 @@ class MixUpCutMix(Op):
 
     def draw(self, d: Draws, ctx: BatchContext) -> dict[str, np.ndarray]:
         """Sampler 2: every view's switch, partner, λ and box drawn at once (λ from the
-        counter-based Beta of :meth:`Draws.beta`)."""
+        counter-based Beta of :func:`~drkit.augment.draws.beta`)."""
         s, n, sid = self.settings, ctx.n, ctx.sample_ids
         u = d.uniform(6 + 4 * GAMMA_SLOTS)  # on, partner, its view, switch, box centre; two Betas
         on = (u[:, 0] < s["p"]) & (ctx.num_samples >= 2)
@@ -104,7 +104,8 @@ class MixUpCutMix(Op):
         boxed = on & cut
         zero = np.zeros(n, np.int64)
         return {"mode": np.where(on, np.where(cut, MODE_CUTMIX, MODE_MIXUP), MODE_NONE).astype(np.int64),
-                "partner": np.where(on, partner, sid), "partner_view": np.where(on, integers(u[:, 2], 0, ctx.num_views - 1), 0),
+                "partner": np.where(on, partner, sid),
+                "partner_view": np.where(on, integers(u[:, 2], 0, ctx.num_views - 1), 0),
                 "lam": np.where(on, lam.astype(np.float16).view(np.uint16).astype(np.int64), lam_to_bits(1.0)),
                 "top": np.where(boxed, y0, zero), "left": np.where(boxed, x0, zero),
                 "h": np.where(boxed, y1 - y0, zero), "w": np.where(boxed, x1 - x0, zero)}

@@ -34,8 +34,7 @@ class ViewSampler:
         self.recipe, self.seed = recipe, int(seed)
         self.num_samples, self.num_views, self.image_hw = int(num_samples), int(num_views), image_hw
         self.window = int(window)  # mixing partners within this many samples (0: anywhere)
-
-        self._ready: dict[tuple[int, int], ViewParams] = {}
+        self._ready: dict[tuple[int, int], ViewParams] = {}  # the last prefetch
 
     def __call__(self, sample: int, view: int) -> ViewParams:
         ready = self._ready.get((sample, view))

@@ -93,7 +93,7 @@ def _resumed_sampler(cfg: ReinforceConfig) -> int | None:
     if cfg.resume and run_json.is_file():
         try:
             return int(json.loads(run_json.read_text()).get("sampler", 1))
-        except (ValueError, AttributeError):
+        except (ValueError, TypeError, AttributeError):
             pass  # not a run's config: the writer refuses it with its own message
     return None
 
