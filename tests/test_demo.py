@@ -52,3 +52,14 @@ def test_demo_smoke_runs_the_real_path(tmp_path):
     assert "DR − best ERM" in table
     manifest = json.loads((tmp_path / "demo" / "fmnist+" / "manifest.json").read_text())
     assert manifest["diagnostics"]["out_of_fold"] is True  # each image labelled by the member that never saw it
+
+
+def test_demo_runs_again_over_its_own_output(tmp_path, capsys):
+    """`make demo` twice: the second run replaces what the first left (its store and students)."""
+    from drkit.demo import run_demo
+
+    first = run_demo(tmp_path / "demo", smoke=True, device="cpu")
+    (tmp_path / "demo" / "fmnist+" / "run.json").write_text('{"made by": "another drkit"}')  # a stale store
+    second = run_demo(tmp_path / "demo", smoke=True, device="cpu")
+    assert "replacing" in capsys.readouterr().err
+    assert [r["top1"] for r in second["rows"]] == [r["top1"] for r in first["rows"]]  # same seeds, same figures

@@ -17,6 +17,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,11 +95,9 @@ def run_demo(out: str | Path = "demo-out", data_dir: str | None = None, smoke: b
     timings["teachers"] = time.perf_counter() - t
 
     t = _step(f"2/5 reinforce {cfg.train_n} training images x {cfg.samples} views (padcrop, top-{cfg.topk})")
-    store = out / "fmnist+"
-    if not (store / "manifest.json").exists():
-        reinforce(train_src, teachers, store, recipe="padcrop", samples=cfg.samples, topk=cfg.topk, seed=0,
-                  batch_size=512, workers=1, device=device, resume=store.exists(), progress=True,
-                  command=["drkit", "demo"])
+    store = _fresh(out / "fmnist+")
+    reinforce(train_src, teachers, store, recipe="padcrop", samples=cfg.samples, topk=cfg.topk, seed=0,
+              batch_size=512, workers=1, device=device, progress=True, command=["drkit", "demo"])
     stats = inspect_store(store, grid=out / "inspect_grid.png", json_path=out / "inspect.json", samples=5)
     print(format_stats(stats))
     timings["reinforce"] = time.perf_counter() - t
@@ -114,6 +114,15 @@ def run_demo(out: str | Path = "demo-out", data_dir: str | None = None, smoke: b
     (out / "results.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     (out / "table.md").write_text(table + "\n")
     return result
+
+
+def _fresh(path: Path) -> Path:
+    """The demo owns its output folder and runs everything again: what an earlier demo left there
+    (perhaps made by another drkit) is replaced, with a line saying so."""
+    if path.exists():
+        print(f"drkit demo: replacing {path} (left by an earlier run)", file=sys.stderr)
+        shutil.rmtree(path)
+    return path
 
 
 def _measure_teachers(test_src: str, limit: int, eval_kw: dict[str, Any]) -> list[dict[str, Any]]:
@@ -158,7 +167,7 @@ def _student(cfg: DemoConfig, name: str, run_dir: Path, seed: int, data: dict[st
 
     t = _step(f"3-4/5 train + evaluate {name}, seed {seed}: drkit_cnn_tiny, {cfg.epochs} epochs")
     summary = train(data=data["train"], val=data["val"], model="drkit_cnn_tiny", epochs=cfg.epochs,
-                    batch_size=cfg.batch_size, lr=cfg.lr, opt="sgd", out=str(run_dir), seed=seed, device=device,
+                    batch_size=cfg.batch_size, lr=cfg.lr, opt="sgd", out=str(_fresh(run_dir)), seed=seed, device=device,
                     workers=1, quiet=False, command=["drkit", "demo"], **extra)
     train_s = time.perf_counter() - t
     r = evaluate(run_dir, data["test"], plot=run_dir / "reliability.png", json_path=run_dir / "eval.json", **eval_kw)
