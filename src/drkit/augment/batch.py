@@ -237,18 +237,22 @@ def _taps(lo: torch.Tensor, length: torch.Tensor, size: int, n: int,
     return first, second, w
 
 
+def _inside(box: dict[str, int], h: int, w: int) -> bool:
+    """Whether ``box`` lies within an ``h`` x ``w`` image (then a crop is a plain slice)."""
+    return box["top"] >= 0 and box["left"] >= 0 and box["top"] + box["height"] <= h and box["left"] + box["width"] <= w
+
+
 def _crop_array(img: np.ndarray, box: dict[str, int]) -> np.ndarray:
-    """:func:`_crop` of a CHW numpy image (a slice when the box lies inside it)."""
-    top, left, h, w = box["top"], box["left"], box["height"], box["width"]
-    if top >= 0 and left >= 0 and top + h <= img.shape[-2] and left + w <= img.shape[-1]:
-        return img[:, top:top + h, left:left + w]
+    """:func:`_crop` of a CHW numpy image (a numpy slice when the box lies inside it)."""
+    if _inside(box, *img.shape[-2:]):
+        return img[:, box["top"]:box["top"] + box["height"], box["left"]:box["left"] + box["width"]]
     return _crop(torch.from_numpy(img), box).numpy()
 
 
 def _crop(img: torch.Tensor, box: dict[str, int]) -> torch.Tensor:
     """``F.crop``: zero outside the image (a plain slice when the box lies inside)."""
     top, left, h, w = box["top"], box["left"], box["height"], box["width"]
-    if top >= 0 and left >= 0 and top + h <= img.shape[-2] and left + w <= img.shape[-1]:
+    if _inside(box, *img.shape[-2:]):
         return img[:, top:top + h, left:left + w]
     from torchvision.transforms.v2 import functional as F
 
@@ -256,12 +260,16 @@ def _crop(img: torch.Tensor, box: dict[str, int]) -> torch.Tensor:
 
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    """The reference resize (bilinear, antialiased). On the CPU torchvision hands uint8 straight
-    to ``interpolate``, so calling it directly is the same arithmetic without the dispatch."""
+    """The reference resize (bilinear, antialiased) of an NCHW uint8 batch."""
     if x.device.type == "cpu":
-        return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
-                                               align_corners=False)
+        return _interpolate(x, (size, size))
     return crop_resize(x, {"top": 0, "left": 0, "height": x.shape[-2], "width": x.shape[-1], "flip": 0}, size)
+
+
+def _interpolate(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """The reference resize of an NCHW uint8 batch to ``hw`` on the CPU: torchvision hands uint8
+    straight to ``interpolate``, so calling it directly is the same arithmetic without the dispatch."""
+    return torch.nn.functional.interpolate(x, size=hw, mode="bilinear", antialias=True, align_corners=False)
 
 
 def _resize_into(out: torch.Tensor, rows: Sequence[int], crops: Sequence[np.ndarray]) -> None:
@@ -274,38 +282,32 @@ def _resize_into(out: torch.Tensor, rows: Sequence[int], crops: Sequence[np.ndar
     size = out.shape[-1]
     parts = list(crops)
     by_width: dict[int, list[int]] = defaultdict(list)
+    by_height: dict[int, list[int]] = defaultdict(list)  # the pass along x keeps every height
     by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
     for k, c in enumerate(parts):
         by_width[c.shape[-1]].append(k)
+        by_height[c.shape[-2]].append(k)
         by_size[c.shape[-2:]].append(k)
-    if len(by_size) <= len(by_width) + len({c.shape[-2] for c in parts}):
+    if len(by_size) <= len(by_width) + len(by_height):
         for ks in by_size.values():
             out[to_device([rows[k] for k in ks], out.device)] = _resize(torch.from_numpy(np.stack([parts[k] for k in ks])),
                                                                         size)
         return
     for width, ks in by_width.items():
         if width != size:
-            tall = _interpolate(np.concatenate([parts[k] for k in ks], axis=1), -1, size).numpy()
+            joined = torch.from_numpy(np.concatenate([parts[k] for k in ks], axis=1))[None]
+            tall = _interpolate(joined, (joined.shape[-2], size))[0].numpy()
             ends = np.cumsum([parts[k].shape[1] for k in ks]).tolist()
             for k, a, b in zip(ks, [0] + ends[:-1], ends):
                 parts[k] = tall[:, a:b]
-    by_height: dict[int, list[int]] = defaultdict(list)
-    for k, c in enumerate(parts):
-        by_height[c.shape[-2]].append(k)
     for height, ks in by_height.items():
         idx = to_device([rows[k] for k in ks], out.device)
         if height == size:
             out[idx] = torch.from_numpy(np.stack([parts[k] for k in ks]))
             continue
-        wide = _interpolate(np.concatenate([parts[k] for k in ks], axis=2), size, -1)  # [C, size, len(ks) * size]
+        joined = torch.from_numpy(np.concatenate([parts[k] for k in ks], axis=2))[None]
+        wide = _interpolate(joined, (size, joined.shape[-1]))[0]  # [C, size, len(ks) * size]
         out[idx] = wide.unflatten(-1, (len(ks), size)).permute(2, 0, 1, 3)
-
-
-def _interpolate(x: np.ndarray, height: int, width: int) -> torch.Tensor:
-    """The reference resize of one CHW uint8 image to ``height`` x ``width`` (-1: keep that side)."""
-    hw = (x.shape[-2] if height < 0 else height, x.shape[-1] if width < 0 else width)
-    return torch.nn.functional.interpolate(torch.from_numpy(x)[None], size=hw, mode="bilinear", antialias=True,
-                                           align_corners=False)[0]
 
 
 def augment_batch(x: torch.Tensor, op: Any, params: Sequence[dict[str, int]]) -> torch.Tensor:
