@@ -192,7 +192,8 @@ def main() -> None:
                 rein = reinforce_rate(args.data, ens, size, views, args.batch_size, args.workers, device,
                                       tmp / f"store-{len(results)}-{rep}")
                 fwd_b = teacher_forward_rate(ens, args.batch_size, size, chans, nb, device)
-                runs.append((rein / (2 / (1 / fwd_a + 1 / fwd_b)), 2 / (1 / fwd_a + 1 / fwd_b), rein))
+                fwd = 2 / (1 / fwd_a + 1 / fwd_b)
+                runs.append((rein / fwd, fwd, rein))
             ratio, fwd, rein = sorted(runs)[len(runs) // 2]
             row = {"teacher": label_, "views": views, "teacher_forward_img_s": round(fwd, 1),
                    "reinforce_views_s": round(rein, 1), "ratio": round(ratio, 3),
