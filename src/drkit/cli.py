@@ -7,6 +7,7 @@ import sys
 from typing import Any, Callable, Sequence
 
 from . import __version__
+from .defaults import DISTILL_TEMPERATURE, LABEL_SMOOTHING
 
 EPILOG = {
     "reinforce": "example:\n  drkit reinforce --data fashion-mnist:train --teacher ckpt:runs/t1 --teacher ckpt:runs/t2 \\\n"
@@ -145,10 +146,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--opt", choices=["sgd", "adamw"], default="sgd")
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--warmup-epochs", type=float, default=1.0)
-    p.add_argument("--label-smoothing", type=float, default=0.1, help="ERM only (default %(default)s)")
-    p.add_argument("--temperature", type=float, default=1.0, help="KD/DR softmax temperature (student side)")
-    p.add_argument("--soften-targets", action="store_true",
-                   help="KD/DR: also soften the targets, p**(1/T) renormalised (both sides)")
+    p.add_argument("--label-smoothing", type=float, default=None,
+                   help=f"ERM only (default {LABEL_SMOOTHING}; 0 with --folds: teachers' probabilities become labels)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help=f"KD/DR softmax temperature (default {DISTILL_TEMPERATURE:g}, the measured best; 1 = plain CE)")
+    p.add_argument("--soften-targets", action=argparse.BooleanOptionalAction, default=None,
+                   help="KD/DR: also soften the targets, p**(1/T) renormalised (default: on when T != 1)")
     p.add_argument("--views-per-image", type=int, default=1, help="DR: stored views per decoded image")
     p.add_argument("--plain-fraction", type=float, default=0.0, help="DR: share of plain hard-label samples")
     p.add_argument("--ema", type=float, default=None, metavar="DECAY", help="keep an EMA of the weights")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..configs import FREE, VerbConfig, check
+from ..defaults import DISTILL_TEMPERATURE, LABEL_SMOOTHING
 from ..device import AMP_MODES
 from ..errors import DrkitError
 from .optim import DEFAULTS, default_lr
@@ -50,9 +51,9 @@ class TrainConfig(VerbConfig):
     opt: str = "sgd"
     weight_decay: float | None = None
     warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    temperature: float = 1.0
-    soften_targets: bool = False
+    label_smoothing: float | None = None
+    temperature: float | None = None
+    soften_targets: bool | None = None
     views_per_image: int = 1
     plain_fraction: float = 0.0
     ema: float | None = None
@@ -79,6 +80,22 @@ class TrainConfig(VerbConfig):
     @property
     def mode(self) -> str:
         return "dr" if self.reinforced is not None else "kd" if self.kd_specs else "erm"
+
+    @property
+    def smoothing(self) -> float:
+        """ERM label smoothing, resolved: ``LABEL_SMOOTHING``, or 0 for ``--folds`` teachers."""
+        if self.label_smoothing is not None:
+            return float(self.label_smoothing)
+        return 0.0 if self.folds else LABEL_SMOOTHING
+
+    @property
+    def distill(self) -> dict[str, Any]:
+        """DR/KD loss settings, resolved, and whether each came from the defaults (recorded in the
+        run's config so a reader knows what was chosen for them)."""
+        t = float(self.temperature) if self.temperature is not None else DISTILL_TEMPERATURE
+        soften = bool(self.soften_targets) if self.soften_targets is not None else t != 1.0
+        return {"temperature": t, "soften_targets": soften,
+                "defaulted": [k for k in ("temperature", "soften_targets") if getattr(self, k) is None]}
 
     @property
     def peak_lr(self) -> float:
@@ -128,7 +145,7 @@ class TrainConfig(VerbConfig):
               f"({world_size} x {self.views_per_image})")
         check(self.reinforced is not None or (self.views_per_image == 1 and self.plain_fraction == 0.0),
               "--views-per-image and --plain-fraction apply to DR (--reinforced) only")
-        check(0.0 <= self.label_smoothing < 1.0 and self.temperature > 0 and self.warmup_epochs >= 0,
+        check(0.0 <= self.smoothing < 1.0 and self.distill["temperature"] > 0 and self.warmup_epochs >= 0,
               "need 0 <= --label-smoothing < 1, --temperature > 0 and --warmup-epochs >= 0")
         check(self.limit_batches is None or self.limit_batches >= 1, "--limit-batches must be positive")
         check(self.image_size is None or self.image_size >= 1, f"--image-size must be positive, got {self.image_size}")

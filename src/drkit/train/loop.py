@@ -251,6 +251,15 @@ def train(cfg: TrainConfig | Any = None, out: Any = None, /, **options: Any) -> 
             dist.destroy_process_group()
 
 
+def _distill_config(cfg: TrainConfig) -> dict[str, Any]:
+    """The DR/KD loss settings as trained (``None`` for ERM), and which of them were defaults."""
+    if cfg.mode == "erm":
+        return {"temperature": None, "soften_targets": None}
+    d = cfg.distill
+    return {"temperature": d["temperature"], "soften_targets": d["soften_targets"],
+            "distill_defaults": d["defaulted"]}
+
+
 def _fit(run: Run, steps: int) -> Fit:
     cfg = run.cfg
     return Fit(optimizer=create_optimizer(run.model, cfg.opt, cfg.peak_lr, cfg.decay),
@@ -264,8 +273,8 @@ def _train(cfg: TrainConfig, env: DistEnv, device: torch.device) -> dict[str, An
     out = Path(cfg.out)
     run = build_run(cfg, env, device)
     run.config.update(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.peak_lr, opt=cfg.opt,
-                      weight_decay=cfg.decay, warmup_epochs=cfg.warmup_epochs, label_smoothing=cfg.label_smoothing,
-                      temperature=cfg.temperature, soften_targets=cfg.soften_targets, ema=cfg.ema, seed=cfg.seed,
+                      weight_decay=cfg.decay, warmup_epochs=cfg.warmup_epochs, label_smoothing=cfg.smoothing,
+                      **_distill_config(cfg), ema=cfg.ema, seed=cfg.seed,
                       limit_batches=cfg.limit_batches, world_size=env.world_size,
                       amp=str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "off",
                       channels_last=cfg.channels_last, init=cfg.init,

@@ -107,7 +107,7 @@ def _dr_data(cfg: TrainConfig, src: Source, config: dict[str, Any]) -> tuple[Any
                                 plain_fraction=cfg.plain_fraction, as_uint8=True)
     config.update(store=str(Path(cfg.reinforced).resolve()), store_views=store.num_views,
                   recipe=store.recipe.spec, views_per_image=cfg.views_per_image, plain_fraction=cfg.plain_fraction)
-    return dataset, SoftTargetLoss(cfg.temperature, cfg.soften_targets), None, size
+    return dataset, distill_loss(cfg), None, size
 
 
 def _augmented_data(cfg: TrainConfig, src: Source, device: torch.device, amp: bool,
@@ -118,7 +118,7 @@ def _augmented_data(cfg: TrainConfig, src: Source, device: torch.device, amp: bo
     size = int(cfg.image_size or native_size(src))
     rec = resolve_recipe(cfg.recipe, side=min(src.typical_side(), size))
     teacher, teacher_size = None, None
-    criterion: nn.Module = LabelSmoothingCrossEntropy(cfg.label_smoothing)
+    criterion: nn.Module = LabelSmoothingCrossEntropy(cfg.smoothing)
     if cfg.kd_specs:
         from ..teachers import load_teacher
 
@@ -128,10 +128,16 @@ def _augmented_data(cfg: TrainConfig, src: Source, device: torch.device, amp: bo
             raise DrkitError(f"--kd-teacher takes {teacher.in_chans}-channel input, {src.spec} has {src.channels}")
         teacher_size = teacher.image_size
         config.update(kd_teacher=cfg.kd_specs, teacher_size=teacher_size)
-        criterion = SoftTargetLoss(cfg.temperature, cfg.soften_targets)
+        criterion = distill_loss(cfg)
     dataset = AugmentedDataset(src, rec, size, seed=cfg.seed, teacher_size=teacher_size, as_uint8=True)
     config.update(recipe=rec.spec)
     return dataset, criterion, teacher, size
+
+
+def distill_loss(cfg: TrainConfig) -> SoftTargetLoss:
+    """DR and KD's loss: soft-target CE at the resolved temperature (``TrainConfig.distill``)."""
+    d = cfg.distill
+    return SoftTargetLoss(d["temperature"], d["soften_targets"])
 
 
 def _model(cfg: TrainConfig, src: Source, size: int, env: DistEnv, device: torch.device,
