@@ -27,31 +27,37 @@ class Entry:
     headline: str  # regex selecting the lines quoted in the table
     #: (line regex, "<=" or ">=", target), checked on the first ratio of the line the regex picks
     goals: tuple[tuple[str, str, float], ...] = ()
+    #: the code the figures depend on: a commit after the results' commit that touches it makes them stale
+    code: tuple[str, ...] = ("src/drkit",)
 
+
+TRAIN = ("src/drkit/train", "src/drkit/augment", "src/drkit/store")
+REINFORCE = ("src/drkit/reinforce", "src/drkit/augment", "src/drkit/teachers", "src/drkit/store")
 
 ENTRIES = [
     Entry("train_cost.py", "epoch wall time, DR ÷ ERM and online KD ÷ DR, same student, recipe, loader, device",
-          "train_cost.txt", r"^(DR / ERM|KD / DR)", ((r"^DR / ERM", "<=", 1.05),)),
+          "train_cost.txt", r"^(DR / ERM|KD / DR)", ((r"^DR / ERM", "<=", 1.02),), code=TRAIN),
     Entry("reinforce_throughput.py", "reinforce views/s ÷ teacher-only forward img/s, same teacher, batch, device",
           "reinforce_throughput.txt", r"ratio",
-          ((r"resnet50", ">=", 0.95), (r"drkit_cnn_small @28", ">=", 0.85))),
+          ((r"resnet50", ">=", 0.95), (r"drkit_cnn_small @28", ">=", 0.85)), code=REINFORCE),
     Entry("reinforce_throughput.py", "the same on a GPU (command in the script's docstring)",
-          "reinforce_throughput_gpu.txt", r"ratio", ((r"resnet50 @224", ">=", 0.80),)),
+          "reinforce_throughput_gpu.txt", r"ratio", ((r"resnet50 @224", ">=", 0.85),), code=REINFORCE),
     Entry("replay_loader.py", "DR training img/s ÷ ERM with a torchvision v2 loader of the same ops",
-          "replay_loader.txt", r"^DR", ((r"rendered in the loop", ">=", 1.0),)),
+          "replay_loader.txt", r"^DR", ((r"rendered in the loop", ">=", 1.0),), code=TRAIN),
     Entry("replay_loader.py", "the same on a GPU, the CPU loader made the bottleneck (64-px JPEGs, 4 workers)",
-          "replay_loader_gpu.txt", r"^DR", ((r"rendered in the loop", ">=", 1.0),)),
+          "replay_loader_gpu.txt", r"^DR", ((r"rendered in the loop", ">=", 1.0),), code=TRAIN),
     Entry("render_speed.py", "batched renderer views/s vs the per-view reference, 256-view batches",
-          "render_speed_cpu.txt", r"ratio"),
-    Entry("render_speed.py", "the same on a GPU", "render_speed_gpu.txt", r"ratio"),
+          "render_speed_cpu.txt", r"ratio", code=("src/drkit/augment",)),
+    Entry("render_speed.py", "the same on a GPU", "render_speed_gpu.txt", r"ratio", code=("src/drkit/augment",)),
     Entry("cuda_paths.py", "CUDA paths: AMP, channels_last, store and replay across devices", "cuda_paths.txt",
-          r"^(ok|FAIL)"),
+          r"^(ok|FAIL|BAD)"),
     Entry("fingerprint_cost.py", "opening a 200k-file image folder: cached vs uncached listing + fingerprint",
-          "fingerprint_cost.txt", r"^(no cache|later commands|cached / no cache)"),
+          "fingerprint_cost.txt", r"^(no cache|later commands|cached / no cache)", code=("src/drkit/sources",)),
     Entry("verify_cost.py", "epoch time with every per-use check vs without; the checks timed directly",
-          "verify_cost.txt", r"^(checked / unchecked|the checks' own work)"),
+          "verify_cost.txt", r"^(checked / unchecked|the checks' own work)", ((r"^checked / unchecked", "<=", 1.02),),
+          code=("src/drkit/store", "src/drkit/train", "src/drkit/sources")),
     Entry("source_throughput.py", "hf:, wds:, lmdb:, hf-stream: read rate vs the image folder; import-mldr files/s",
-          "source_throughput.txt", r"(in order|shuffled|import-mldr)"),
+          "source_throughput.txt", r"(in order|shuffled|import-mldr)", code=("src/drkit/sources", "src/drkit/importers")),
 ]
 
 
@@ -87,10 +93,25 @@ def _goal_notes(entry: Entry, lines: list[str]) -> list[str]:
     return notes
 
 
-def row(entry: Entry) -> str:
+def staleness(commit: str, code: tuple[str, ...]) -> str:
+    """``current``, or how many later commits changed the code the figures measure (read from git,
+    up to HEAD: a results file older than the code it measures says so instead of passing for new)."""
+    import subprocess
+
+    root = RESULTS.parents[1]
+    known = subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=root, capture_output=True)
+    if commit == "not recorded" or known.returncode != 0:
+        return "unknown (commit not in this history)"
+    out = subprocess.run(["git", "rev-list", "--count", f"{commit}..HEAD", "--", *code], cwd=root,
+                         capture_output=True, text=True)
+    n = int(out.stdout.strip() or 0)
+    return "current" if n == 0 else f"**stale**: {n} later commit{'s' * (n > 1)} change{'s' * (n == 1)} {', '.join(code)}"
+
+
+def row(entry: Entry, status: bool = True) -> str:
     path = RESULTS / entry.file
     if not path.exists():
-        return f"| `{entry.script}` | {entry.measures} | `{entry.file}` missing | | | | | | |"
+        return f"| `{entry.script}` | {entry.measures} | `{entry.file}` missing | | | | | | | |"
     text = path.read_text()
     h = {k: v.replace("|", "\\|") for k, v in _header(text).items()}
     lines = [" ".join(ln.split()) for ln in text.splitlines()
@@ -98,15 +119,17 @@ def row(entry: Entry) -> str:
     quoted = "<br>".join(ln.replace("|", "\\|") for ln in lines)
     goals = "<br>".join(_goal_notes(entry, lines))
     cells = [f"`{entry.script}`", entry.measures, f"`{entry.file}`", f"`{h['command']}`", h["commit"], h["seeds"],
-             h["device"], quoted, goals]
+             h["device"], quoted, goals, staleness(h["commit"], entry.code) if status else ""]
     return "| " + " | ".join(cells) + " |"
 
 
-def table() -> str:
+def table(status: bool = True) -> str:
+    """The table; ``status=False`` leaves the status cells empty (they depend on git's HEAD, which
+    moves with the very commit that writes the table)."""
     names = ["benchmark", "what it measures", "results file", "command", "commit", "seeds", "device",
-             "headline lines (quoted)", "goals"]
+             "headline lines (quoted)", "goals", "status at writing"]
     head = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
-    return "\n".join(head + [row(e) for e in ENTRIES])
+    return "\n".join(head + [row(e, status) for e in ENTRIES])
 
 
 def main() -> None:

@@ -42,16 +42,20 @@ def test_demo_smoke_runs_the_real_path(tmp_path):
     result = run_demo(tmp_path / "demo", smoke=True, device="cpu")
     names = [r["run"] for r in result["rows"]]
     assert names == ["ERM (padcrop, label smoothing 0.1)", "ERM (padcrop, no label smoothing)",
-                     "DR (reinforced store, T = 2)"]
+                     "DR (reinforced store, defaults: T = 2)"]
     for row in result["rows"]:
         assert 0 <= row["top1"] <= 1 and row["nll"] > 0 and 0 <= row["corruption_top1"] <= 1
         assert Path(row["curves"]).exists() and Path(row["reliability"]).exists()
     assert (tmp_path / "demo" / "inspect_grid.png").exists()
     table = (tmp_path / "demo" / "table.md").read_text()
-    assert "| DR (reinforced store, T = 2) |" in table and "commit " in table and "seeds 0" in table
+    assert "| DR (reinforced store, defaults: T = 2) |" in table and "commit " in table and "seeds 0" in table
     assert "DR − best ERM" in table
+    assert "best-calibrated ERM" in table  # ECE is compared with the best-calibrated ERM too
     manifest = json.loads((tmp_path / "demo" / "fmnist+" / "manifest.json").read_text())
     assert manifest["diagnostics"]["out_of_fold"] is True  # each image labelled by the member that never saw it
+    dr = json.loads((tmp_path / "demo" / "dr" / "seed0" / "config.json").read_text())["extra"]["train"]
+    assert (dr["temperature"], dr["soften_targets"]) == (2.0, True)  # the demo passes no distillation flag
+    assert dr["distill_defaults"] == ["temperature", "soften_targets"]
 
 
 def test_demo_runs_again_over_its_own_output(tmp_path, capsys):

@@ -139,3 +139,183 @@ def test_tampered_folds_file_is_refused_in_one_line(tmp_path, fold_teacher, caps
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("drkit: error:") and "trained_prefix" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 20: the guarantee itself, not the routing rule restated
+# ----------------------------------------------------------------------------------------------
+def test_member_k_never_decodes_an_image_of_fold_k(tmp_path, monkeypatch):
+    """Every image a member's training decodes (root index) lies outside its fold."""
+    from drkit.sources import base
+    from drkit.train import TrainConfig
+    from drkit.train.folds import train_folds
+    from drkit.train.loop import train
+
+    decoded: dict[str, set[int]] = {}
+    current: list[str] = []
+    root = load_source("digits:train")
+    original = type(root)._uint8
+
+    def spy(self, i):
+        if current and self.fingerprint == root.fingerprint:
+            decoded.setdefault(current[0], set()).add(int(i))
+        return original(self, i)
+
+    monkeypatch.setattr(type(root), "_uint8", spy)
+    assert base  # the root source class is the one patched: subsets decode through it
+
+    def train_one(cfg):
+        current[:] = [Path(cfg.out).name]
+        return train(cfg)
+
+    cfg = TrainConfig(data=DATA, out=tmp_path / "t", model="drkit_cnn_tiny", epochs=1, batch_size=32, workers=0,
+                      device="cpu", folds=2, quiet=True)
+    train_folds(cfg.validate(), train_one)
+    folds = fold_of(np.arange(120), 2)
+    for k in range(2):
+        ids = np.array(sorted(decoded[f"fold{k}"]))
+        assert ids.size > 30 and (ids < 120).all()
+        assert not (folds[ids] == k).any(), f"member {k} decoded images of its own fold"
+
+
+def test_stored_mixed_labels_come_from_the_member_that_never_saw_the_image(tmp_path, fold_teacher):
+    """Plain and mixed views: each stored label is the output of the member that held the image out
+    (with 2 folds no member saw neither image nor a partner of the other fold: those views are the
+    counted fallbacks)."""
+    src = load_source(DATA)
+    root = reinforce(src, [f"ckpt:{fold_teacher}"], tmp_path / "m", recipe="resize+mix", samples=2, topk=10,
+                     workers=0, batch_size=64, progress=False, device="cpu", command=["test"])
+    store = open_store(root)
+    members = [load_teacher(f"ckpt:{fold_teacher / f'fold{k}'}") for k in range(2)]
+    f = fold_of(np.arange(len(src)), 2)
+    fallbacks = mixed = 0
+    for i in range(len(src)):
+        for v in range(2):
+            rec = store.record(i, v)
+            x = store.replay(src, i, v)[None]
+            dense = np.zeros(10)
+            dense[rec["topk_ids"]] = rec["topk_probs"]
+            own = members[f[i]](x)[0].numpy()
+            assert np.abs(dense - own).max() < 5e-4, (i, v)
+            if rec["mix_mode"]:
+                mixed += 1
+                fallbacks += int(f[rec["partner"]] != f[i])
+    m = json.loads((root / "manifest.json").read_text())
+    assert mixed > 0 and m["diagnostics"]["partner_seen_views"] == fallbacks
+
+
+@pytest.mark.parametrize("render", ["workers", "device"])
+def test_online_kd_targets_come_from_the_member_that_never_saw_the_image(tmp_path, fold_teacher, monkeypatch,
+                                                                         render):
+    """The KD teacher is handed the batch's true sample ids on both render paths: each image it
+    labels is the one its id names (``resize`` views are the images themselves)."""
+    from drkit.teachers.ensemble import TeacherEnsemble
+
+    calls: list[tuple[torch.Tensor, np.ndarray]] = []
+    original = TeacherEnsemble.forward
+
+    def spy(self, x01, sample_ids=None, partner_ids=None):
+        calls.append((x01.detach().cpu().clone(), np.asarray(sample_ids.cpu() if hasattr(sample_ids, "cpu")
+                                                                 else sample_ids)))
+        return original(self, x01, sample_ids=sample_ids, partner_ids=partner_ids)
+
+    monkeypatch.setattr(TeacherEnsemble, "forward", spy)
+    rc = main(["train", "--data", DATA, "--kd-teacher", f"ckpt:{fold_teacher}", "--model", "drkit_cnn_tiny",
+               "--recipe", "resize", "--epochs", "1", "--batch-size", "32", "--workers", "0", "--device", "cpu",
+               "--render", render, "--out", str(tmp_path / "kd"), "--quiet"])
+    assert rc == 0 and calls
+    src = load_source(DATA)
+    seen = 0
+    for x, ids in calls:
+        for b, i in enumerate(ids.tolist()):
+            want = src.load_uint8(i).float() / 255
+            assert torch.equal(x[b], want), (render, b, i)
+            seen += 1
+    assert seen >= 96
+
+
+def test_verify_replay_works_on_a_folds_labelled_store(tmp_path, fold_teacher, capsys):
+    src = load_source(DATA)
+    root = reinforce(src, [f"ckpt:{fold_teacher}"], tmp_path / "s", recipe="resize+mix", samples=2, topk=5,
+                     workers=0, batch_size=64, progress=False, device="cpu", command=["test"])
+    for extra in ([], ["--teacher", f"ckpt:{fold_teacher}"]):
+        rc = main(["verify", str(root), "--data", DATA, "--replay", "40", *extra])
+        out = capsys.readouterr()
+        assert rc == 0, out.err
+        assert "40 views labelled again: 100.0% reproduce their stored top-k" in out.out
+
+
+def test_resume_refuses_a_finished_member_trained_on_other_data(tmp_path, fold_teacher, capsys):
+    import shutil
+
+    out = tmp_path / "t"
+    (out).mkdir()
+    shutil.copytree(fold_teacher / "fold0", out / "fold0")  # finished on digits:train?n=120's complement
+    rc = main(["train", "--data", "digits:train?n=100", "--model", "drkit_cnn_tiny", "--epochs", "1",
+               "--batch-size", "32", "--workers", "0", "--device", "cpu", "--folds", "2", "--out", str(out),
+               "--resume", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "member 0" in err and "other data" in err and _one_error(err)
+    assert not (out / "folds.json").exists() and not (out / "fold1").exists()
+
+
+def test_resume_refuses_a_finished_member_whose_weights_changed(tmp_path, fold_teacher, capsys):
+    import shutil
+
+    out = tmp_path / "t"
+    out.mkdir()
+    shutil.copytree(fold_teacher / "fold0", out / "fold0")
+    w = out / "fold0" / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:-8] + b"\0" * 8)
+    rc = main(["train", "--data", DATA, "--model", "drkit_cnn_tiny", "--epochs", "1", "--batch-size", "32",
+               "--workers", "0", "--device", "cpu", "--folds", "2", "--out", str(out), "--resume", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "member 0" in err and "sha256" in err and _one_error(err)
+
+
+def test_folds_json_hashes_are_checked_on_load(tmp_path, fold_teacher, capsys):
+    import shutil
+
+    bad = tmp_path / "t"
+    shutil.copytree(fold_teacher, bad)
+    doc = json.loads((bad / "folds.json").read_text())
+    doc["members"][1]["weights_sha256"] = "0" * 64
+    (bad / "folds.json").write_text(json.dumps(doc))
+    rc = main(["reinforce", "--data", DATA, "--teacher", f"ckpt:{bad}", "--samples", "1", "--workers", "0",
+               "--device", "cpu", "--out", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "fold1" in err and "not the ones folds.json records" in err
+    assert _one_error(err) and not (tmp_path / "o").exists()
+
+
+def test_folds_with_init_refuses_weights_that_saw_the_data(tmp_path, fold_teacher, capsys):
+    from conftest import make_teacher
+
+    args = ["train", "--data", DATA, "--model", "drkit_cnn_tiny", "--epochs", "1", "--batch-size", "32",
+            "--workers", "0", "--device", "cpu", "--folds", "2", "--quiet"]
+    rc = main(args + ["--init", f"ckpt:{fold_teacher / 'fold0'}", "--out", str(tmp_path / "a")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "saw its held-out fold" in err and _one_error(err)
+    assert not (tmp_path / "a").exists()
+    # weights that never saw this data (a randomly initialised checkpoint with no training data) work
+    spec = make_teacher(tmp_path / "fresh", load_source(DATA).classes, seed=3, image_size=8)
+    assert main(args + ["--init", spec, "--out", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "b" / "folds.json").exists()
+
+
+def test_a_single_member_on_its_own_training_data_says_so(tmp_path, fold_teacher, capsys):
+    rc = main(["reinforce", "--data", DATA, "--teacher", f"ckpt:{fold_teacher / 'fold0'}", "--samples", "1",
+               "--topk", "3", "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "s"), "--quiet"])
+    err = capsys.readouterr().err
+    trained = int((fold_of(np.arange(120), 2) != 0).sum())
+    assert rc == 0 and f"is member 0 of the --folds directory" in err and f"trained on {trained} of the 120" in err
+    rc = main(["reinforce", "--data", "digits:test?n=20", "--teacher", f"ckpt:{fold_teacher / 'fold0'}",
+               "--samples", "1", "--topk", "3", "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "t"),
+               "--quiet"])
+    assert rc == 0 and "is member" not in capsys.readouterr().err  # other data: nothing to say
+
+
+def _one_error(err: str) -> bool:
+    """One ``drkit: error:`` line and nothing else but warnings."""
+    lines = err.strip().splitlines()
+    return sum(x.startswith("drkit: error:") for x in lines) == 1 and all(x.startswith("drkit: ") for x in lines)

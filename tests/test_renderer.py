@@ -118,6 +118,7 @@ def test_replay_on_another_device_kind_warns_once(tmp_path, digits_train, teache
     doc = json.loads((root / "manifest.json").read_text())
     doc["renderer"]["device"] = "cuda"
     (root / "manifest.json").write_text(json.dumps(doc))
+    capsys.readouterr()  # reinforce's own lines (random teachers are called weak)
     store = open_store(root)
     store.replay(digits_train, 0, 0)
     store.replay(digits_train, 1, 1)

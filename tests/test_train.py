@@ -354,7 +354,9 @@ def test_ddp_torchrun_two_cpu_ranks(tmp_path, dr_store):
         assert (out / name).exists(), name
     rows = read_metrics(out)
     assert len(rows) == 2 and rows[0]["train_samples"] == 4 * 32  # both ranks' views counted
-    assert json.loads((out / "config.json").read_text())["extra"]["mode"] == "dr"
+    extra = json.loads((out / "config.json").read_text())["extra"]
+    assert extra["mode"] == "dr" and extra["train"]["world_size"] == 2  # really two ranks, no silent fallback
+    assert json.loads((tmp_path / "one" / "config.json").read_text())["extra"]["train"]["world_size"] == 1
     wa, wb = _weights(out), _weights(tmp_path / "one")
     assert wa.keys() == wb.keys()
     assert all(torch.allclose(wa[k], wb[k], atol=1e-5, rtol=1e-4) for k in wa), \

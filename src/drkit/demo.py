@@ -209,18 +209,21 @@ def _cell(row: dict[str, Any], key: str, scale: float, digits: int) -> str:
 
 def _verdict(rows: list[dict[str, Any]]) -> str:
     """DR's mean top-1 against the better ERM's, called a difference only when it exceeds the seed
-    spread (the wider of the two runs' top-1 ranges)."""
+    spread (the wider of the two runs' top-1 ranges); DR's ECE against the best-calibrated ERM's
+    and its NLL against the best ERM's (a student that copies a stronger teacher's confidence is
+    judged against the ERM that is best at what it claims)."""
     dr = rows[-1]
     erm = max(rows[:-1], key=lambda r: r["top1"])
+    calibrated = min(rows[:-1], key=lambda r: r["ece"])
     delta = 100 * (dr["top1"] - erm["top1"])
+    also = (f"ECE: DR {100 * dr['ece']:.2f} % vs {100 * calibrated['ece']:.2f} % for the best-calibrated ERM "
+            f"({calibrated['run']}); NLL: DR {dr['nll']:.4f} vs {min(r['nll'] for r in rows[:-1]):.4f} for the "
+            "best ERM")
     if len(dr["per_seed"]) < 2:
-        return f"DR − best ERM top-1: {delta:+.2f} points (one seed: no spread to compare with)"
+        return f"DR − best ERM top-1: {delta:+.2f} points (one seed: no spread to compare with). {also}"
     spread = max(100 * (max(v) - min(v)) for v in ([r["top1"] for r in row["per_seed"]] for row in (dr, erm)))
     verdict = "no difference" if abs(delta) <= spread else ("DR better" if delta > 0 else "DR worse")
-    calibrated = min(rows[:-1], key=lambda r: r["ece"])
-    return (f"DR − best ERM ({erm['run']}) top-1: {delta:+.2f} points, seed spread {spread:.2f}: **{verdict}**. "
-            f"ECE: DR {100 * dr['ece']:.2f} % vs {100 * calibrated['ece']:.2f} % for the best-calibrated ERM "
-            f"({calibrated['run']}); NLL: DR {dr['nll']:.4f} vs {min(r['nll'] for r in rows[:-1]):.4f} for the best ERM")
+    return f"DR − best ERM ({erm['run']}) top-1: {delta:+.2f} points, seed spread {spread:.2f}: **{verdict}**. {also}"
 
 
 def _commit() -> str:

@@ -114,7 +114,7 @@ def _open(cfg: ReinforceConfig, device: torch.device) -> tuple[Any, torch.nn.Mod
         raise DrkitError(f"teacher predicts {ens.num_classes} classes but {src.spec} has {num_classes}")
     if getattr(ens, "in_chans", src.channels) != src.channels:
         raise DrkitError(f"teacher takes {ens.in_chans}-channel input but {src.spec} has {src.channels} channel(s)")
-    if getattr(ens, "routed", False):
+    if hasattr(ens, "bind"):
         ens.bind(src)  # out-of-fold members label only the images they never trained on
     return src, ens
 

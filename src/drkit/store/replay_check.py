@@ -32,6 +32,17 @@ def replay_views(store: Store, count: int) -> list[tuple[int, int]]:
     return [(int(ids[f // store.num_views]), int(f % store.num_views)) for f in flat]
 
 
+def recorded_specs(recorded: Sequence[dict[str, Any]]) -> list[str]:
+    """The teacher specs to load again: each out-of-fold member is named by its group (the folds
+    directory, which routes), once; other members by their own spec."""
+    out: list[str] = []
+    for t in recorded:
+        spec = (t.get("out_of_fold") or {}).get("group") or t["spec"]
+        if spec not in out:
+            out.append(spec)
+    return out
+
+
 def replay_check(store: Store, src: Any, count: int, teachers: Sequence[str] | None = None,
                  device: str = "cpu", batch_size: int = 64) -> dict[str, Any]:
     """Replay ``count`` views, label them again and compare (see the module docstring)."""
@@ -41,8 +52,9 @@ def replay_check(store: Store, src: Any, count: int, teachers: Sequence[str] | N
     if teachers is None and any(t.get("imported") for t in recorded):
         raise StoreError(f"store {store.path} was imported: its teachers cannot be loaded from the manifest; "
                          "name them with --teacher to compare")
-    ens = load_teacher(list(teachers or [t["spec"] for t in recorded]), device=device,
+    ens = load_teacher(list(teachers or recorded_specs(recorded)), device=device,
                        num_classes=store.num_classes).eval()
+    ens.bind(src)  # a folds group labels each image with the members that never saw it, as reinforce did
     pairs = replay_views(store, count)
     agree, close, worst = 0, 0, None
     for a in range(0, len(pairs), batch_size):

@@ -11,6 +11,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ..defaults import DISTILL_TEMPERATURE, WEAK_TEACHER_TOP1
 from .format import partner_ids
 
 #: view agreement this far (absolute) below plain-image accuracy means the recipe destroys labels
@@ -67,8 +68,8 @@ def _dense_entropy(probs: np.ndarray, num_classes: int, topk: int) -> np.ndarray
 
 
 def label_warnings(plain: dict[str, Any] | None, views: dict[str, Any], out_of_fold: bool = False) -> list[str]:
-    """One line each, with what to do, for the two ways a store fails to teach: views that
-    destroy the label, and labels that are near one-hot on the training images."""
+    """One line each, with what to do, for the three ways a store fails to teach: views that
+    destroy the label, weak teachers, and labels that are near one-hot on the training images."""
     out: list[str] = []
     if plain is None or plain.get("top1") is None or views.get("top1") is None:
         return out
@@ -76,11 +77,18 @@ def label_warnings(plain: dict[str, Any] | None, views: dict[str, Any], out_of_f
         out.append(f"the recipe destroys labels: the teachers agree with the label on {100 * views['top1']:.1f} % "
                    f"of the views but on {100 * plain['top1']:.1f} % of the plain images; use a milder recipe "
                    "(--recipe auto picks one for the image size, or padcrop / ra@m=3 for small images)")
+    if plain["top1"] < WEAK_TEACHER_TOP1:
+        where = "held-out (out-of-fold)" if out_of_fold else "plain training-image"
+        out.append(f"the teachers are weak: {where} top-1 {100 * plain['top1']:.1f} %, mean top-1 probability "
+                   f"{plain['mean_top1_prob']:.3f}; a student trained on these labels learns at most about what "
+                   f"they know, and ERM may well beat it: train stronger teachers (more optimizer steps, no label "
+                   f"smoothing, a bigger model) before reinforcing")
     if plain["mean_top1_prob"] >= ONE_HOT_PROB and plain["top1"] >= ONE_HOT_PROB:
-        hint = ("soften them when training (drkit train --temperature 2 --soften-targets)" if out_of_fold else
+        soften = (f"drkit train softens them by default (T = {DISTILL_TEMPERATURE:g} on both sides; "
+                  "--temperature 1 turns that off)")
+        hint = (soften if out_of_fold else
                 "if the teachers trained on these images they have memorised them: train out-of-fold teachers "
-                "(drkit train --folds K) and reinforce with --teacher ckpt:DIR, or at least soften the targets "
-                "(drkit train --temperature 2 --soften-targets)")
+                f"(drkit train --folds K) and reinforce with --teacher ckpt:DIR; {soften}")
         out.append(f"labels are near one-hot: mean top-1 probability {plain['mean_top1_prob']:.3f} on plain "
                    f"training images ({100 * plain['top1']:.1f} % correct), little to distil beyond the hard "
                    f"label; {hint}")

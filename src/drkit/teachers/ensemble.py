@@ -1,6 +1,7 @@
 """Loaded members -> one frozen module that averages their probabilities."""
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -87,9 +88,11 @@ class TeacherEnsemble(nn.Module):
         """Tie sample ids to ``src`` (the data being labelled). A folds group is refused unless
         ``src`` is cut from the very dataset its members trained on: sample ids of other data
         cannot say which member saw which image (``ckpt:DIR?folds=all`` says none did)."""
+        root, ids = root_indices(src)
+        for info in self.infos:
+            _warn_single_member(info, root, ids, src)
         if not self.routed:
             return
-        root, ids = root_indices(src)
         for route in {r.group: r for r in self.routes if r is not None and not r.use_all}.values():
             if root.fingerprint != route.split.root_fingerprint:
                 raise TeacherError(
@@ -178,6 +181,19 @@ class TeacherEnsemble(nn.Module):
                 count.index_add_(0, rows, torch.ones(rows.numel(), 1, device=x.device))
             out += total / count
         return out / len(self.groups)
+
+
+def _warn_single_member(info: TeacherInfo, root: Source, root_ids: np.ndarray, src: Source) -> None:
+    """Say plainly when one member of a folds directory, loaded alone, labels images it trained on."""
+    route = info.member_of
+    if route is None or root.fingerprint != route.split.root_fingerprint:
+        return
+    seen = int(route.split.trained_on(root_ids, route.fold).sum())
+    if seen:
+        print(f"drkit: warning: teacher {info.spec} is member {route.fold} of the --folds directory {route.group} "
+              f"and trained on {seen} of the {len(root_ids)} images of {src.spec}: their labels will be near "
+              f"one-hot; use --teacher {route.group} to label each image only with members that never saw it",
+              file=sys.stderr, flush=True)
 
 
 def _as_numpy(ids: Any) -> np.ndarray:

@@ -310,14 +310,33 @@ def _load_ckpt(spec: TeacherSpec) -> Member | list[Member]:
     if doc is None:
         if use_all:
             raise TeacherError(f"teacher {spec.raw}: folds=all applies to a drkit train --folds directory only")
-        return _load_ckpt_dir(spec, Path(spec.target), spec.raw)
+        model, info = _load_ckpt_dir(spec, Path(spec.target), spec.raw)
+        info.member_of = _group_of_member(Path(spec.target))
+        return model, info
     split = load_split(doc)
     members = []
     for m in doc["members"]:
         model, info = _load_ckpt_dir(spec, Path(spec.target) / m["dir"], f"{spec.raw}#{m['dir']}")
+        if m.get("weights_sha256") and m["weights_sha256"] != info.weights_sha256_known:
+            raise TeacherError(f"teacher {spec.raw}: member {m['dir']}'s weights (sha256 "
+                               f"{str(info.weights_sha256_known)[:12]}…) are not the ones folds.json records "
+                               f"({m['weights_sha256'][:12]}…): the folds directory changed after training")
         info.route = FoldRoute(group=spec.raw, fold=int(m["fold"]), split=split, use_all=bool(use_all))
         members.append((model, info))
     return members
+
+
+def _group_of_member(directory: Path) -> FoldRoute | None:
+    """The fold a plain checkpoint holds in the ``--folds`` directory around it, if it is a member:
+    loaded alone it labels everything, including the images it trained on."""
+    try:
+        doc = read_folds(directory.resolve().parent)
+    except DrkitError:
+        return None
+    for m in (doc or {}).get("members", []):
+        if (directory.resolve().parent / m["dir"]).resolve() == directory.resolve():
+            return FoldRoute(group=f"ckpt:{directory.resolve().parent}", fold=int(m["fold"]), split=load_split(doc))
+    return None
 
 
 def _load_ckpt_dir(spec: TeacherSpec, directory: Path, name: str) -> Member:

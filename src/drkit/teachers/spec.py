@@ -56,6 +56,9 @@ class TeacherInfo:
     weights_sha256_known: str | None = None
     #: out-of-fold routing (a member of a ``drkit train --folds`` directory), else None
     route: FoldRoute | None = None
+    #: a member of a folds directory loaded on its own (``ckpt:DIR/fold0``): not routed, but it
+    #: knows which samples it trained on, so labelling them can be called out
+    member_of: FoldRoute | None = None
 
     @property
     def weights_sha256(self) -> str:

@@ -16,7 +16,7 @@ from .state import has_state
 
 #: where training views are rendered: loader workers (per-view reference), or whole batches on the
 #: training device (batched renderer); auto = the device on CUDA and for small images on the CPU
-#: (28 px, 2 cores: 1.46x the worker path, benchmarks/results/replay_loader.txt), workers else
+#: (faster than the worker path there: benchmarks/results/replay_loader.txt), workers else
 RENDER_MODES = ("auto", "workers", "device")
 #: largest image side that ``--render auto`` renders in the training process on the CPU
 DEVICE_RENDER_SIDE = 64

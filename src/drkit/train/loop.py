@@ -28,7 +28,7 @@ from ..errors import DrkitError
 from .config import TrainConfig
 from .data import BatchDataset, PlainBatches, epoch_batches
 from .optim import EMA, cosine_lr, create_optimizer, flatten_optimizer, set_lr, unflatten_optimizer
-from .outputs import finish, log_row, note, write_curves, write_metrics
+from .outputs import finish, log_row, note, warn, write_curves, write_metrics
 from .replay import RawBatches, render, render_teacher_view
 from .setup import Run, build_run
 from .state import load_state, save_state, split_prefix, with_prefix
@@ -306,6 +306,8 @@ def _train(cfg: TrainConfig, env: DistEnv, device: torch.device) -> dict[str, An
         row: dict[str, Any] = {"epoch": epoch + 1, "step": fit.step, **metrics}
         if run.val_src is not None:
             row.update(_validation_row(run, fit))
+            if not _passed_teachers(rows, run.config):  # once, the first epoch that passes
+                _warn_if_past_teachers(row, run.config, env.rank)
         rows.append(row)
         if env.is_main:
             log_row(row, cfg.epochs, cfg.quiet)
@@ -315,6 +317,22 @@ def _train(cfg: TrainConfig, env: DistEnv, device: torch.device) -> dict[str, An
                 write_curves(out, rows, f"{run.mode} {cfg.model}")
                 last_plot = time.perf_counter()
     return finish(run, rows, fit.ema, time.perf_counter() - t_start)
+
+
+def _passed_teachers(rows: list[dict[str, Any]], config: dict[str, Any]) -> bool:
+    """Whether an earlier epoch's validation top-1 already passed the store's teacher accuracy."""
+    t = config.get("store_teacher_top1")
+    return t is not None and any(r.get("val_top1", 0.0) > t for r in rows)
+
+
+def _warn_if_past_teachers(row: dict[str, Any], config: dict[str, Any], rank: int) -> None:
+    """DR: once the student beats the teachers that labelled its store (their accuracy on images
+    they never trained on, recorded by reinforce), the stored labels hold it back."""
+    t = config.get("store_teacher_top1")
+    if t is not None and row.get("val_top1") is not None and row["val_top1"] > t:
+        warn(f"epoch {row['epoch']}: the student's validation top-1 {100 * row['val_top1']:.2f} % passed the "
+             f"store's teacher accuracy {100 * t:.2f} %: its labels now hold the student back; reinforce with "
+             f"stronger teachers (or compare with ERM before trusting this run)", rank)
 
 
 def _validation_row(run: Run, fit: Fit) -> dict[str, float]:

@@ -26,6 +26,12 @@ def note(msg: str, rank: int = 0, quiet: bool = False) -> None:
         print(f"drkit train: {msg}", file=sys.stderr, flush=True)
 
 
+def warn(msg: str, rank: int = 0) -> None:
+    """A warning line to stderr from rank 0, shown even with ``--quiet`` (it says what to do)."""
+    if rank == 0:
+        print(f"drkit: warning: {msg}", file=sys.stderr, flush=True)
+
+
 def jsonable(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None
@@ -85,7 +91,9 @@ def finish(run: Run, rows: list[dict[str, Any]], ema_model: EMA | None, wall: fl
         extra = {"crop_pct": 1.0, "mode": run.mode, "recipe": run.config["recipe"], "store": run.config.get("store"),
                  "kd_teacher": run.config.get("kd_teacher"), "data": run.config["data"], "epochs": epochs,
                  "seed": seed, "final_metrics": {k: jsonable(v) for k, v in last.items()},
-                 "weights": summary["weights"], "command": list(command) if command is not None else None}
+                 "weights": summary["weights"], "command": list(command) if command is not None else None,
+                 # every setting as trained, defaults resolved (which distillation settings were defaults too)
+                 "train": {k: jsonable(v) for k, v in run.config.items()}}
         weights = ema_model.module if ema_model is not None else run.model
         save_checkpoint(out, weights, cfg, extra=extra)
     return summary
