@@ -6,7 +6,7 @@ from __future__ import annotations
 
 #: DR/KD temperature when ``--temperature`` is not given, with the targets softened on both sides
 #: (Hinton). Fashion-MNIST, out-of-fold teachers, drkit_cnn_tiny, 3 seeds: T = 2 gave +1.60 top-1
-#: over the best ERM, T = 1 +0.72, T = 4 +1.39 (``benchmarks/results/when_dr_helps.md``, soften sweep).
+#: over the best ERM, T = 1 +0.72, T = 4 +1.39 (``benchmarks/results/when_dr_helps_eeda2e7.md``, soften sweep).
 DISTILL_TEMPERATURE = 2.0
 
 #: ERM label smoothing when ``--label-smoothing`` is not given. ``--folds`` teachers default to 0:
