@@ -21,7 +21,7 @@ LAYERS = [
     {"store"},
     {"reinforce", "importers"},
     {"train"},
-    {"evaluate", "inspect"},
+    {"evaluate", "inspect", "export"},
     {"demo", "cli", "__main__"},
 ]
 RANK = {name: r for r, layer in enumerate(LAYERS) for name in layer}

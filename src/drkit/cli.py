@@ -23,6 +23,9 @@ EPILOG = {
     "import-mldr": "example:\n  drkit import-mldr rdata/imagenet_plus.tar.gz --data imagefolder:/data/imagenet:train "
                    "--out data/imagenet+",
     "demo": "example:\n  drkit demo --out demo-out",
+    "export": "example:\n  drkit export runs/r18-dr --out exports/r18-dr\n"
+              "then, in Python: drkit.export.load_features('exports/r18-dr')  (timm features_only), or\n"
+              "  drkit.export.detection_backbone('exports/r18-dr')  (an FPN backbone for torchvision's detectors)",
 }
 
 
@@ -237,6 +240,20 @@ def _merge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="DIR")
 
 
+def _cmd_export(a: argparse.Namespace) -> Any:
+    from .export import export_backbone
+
+    doc = export_backbone(a.checkpoint, a.out)
+    maps = ", ".join(f"{f['num_chs']} ch /{f['reduction']}" for f in doc["feature_info"])
+    print(f"exported {doc['model']} backbone to {a.out} (classifier {', '.join(doc['classifier_removed'])} removed; "
+          f"feature maps: {maps})")
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", metavar="CKPT", help="a drkit train output directory (timm model)")
+    p.add_argument("--out", required=True, metavar="DIR")
+
+
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo-out", metavar="DIR")
     p.add_argument("--data-dir", default=None, metavar="DIR", help="Fashion-MNIST IDX folder")
@@ -255,6 +272,8 @@ VERBS: list[tuple[str, str, Callable[[argparse.Namespace], Any], Callable[[argpa
     ("merge", "merge stores of the same data/recipe/teachers: NS adds up", _cmd_merge, _merge_args),
     ("import-mldr", "convert the reference work's (apple/ml-dr) reinforcement files into a store", _cmd_import_mldr,
      _import_mldr_args),
+    ("export", "a student's backbone without its head, for timm features_only and torchvision detectors",
+     _cmd_export, _export_args),
     ("demo", "the end-to-end Fashion-MNIST run (teachers, reinforce, ERM vs DR, eval)", _cmd_demo, _demo_args),
 ]
 
