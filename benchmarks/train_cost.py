@@ -13,7 +13,7 @@ trains ``--epochs`` epochs, the first is dropped as warm-up, the median of the r
 time; modes run interleaved (ERM, DR, KD, then DR, ERM, KD, ...) so drift in machine load hits
 all of them alike.
 
-Expected result (benchmarks/results/train_cost.txt): DR/ERM ≈ 0.95-1.0, goal ≤ 1.05 (replaying
+Expected result (benchmarks/results/train_cost.txt): DR/ERM ≈ 0.95-1.0, goal ≤ 1.02, issue 21 (replaying
 a stored view costs no more than sampling a fresh one: 0.98 on a 2-core CPU, 0.96 on an H100);
 KD/DR ≈ 2.2 on the CPU, where the two teachers' forward passes add to every step, but only ≈ 1.05
 on an H100, where this tiny student is loader-bound and the teacher hides behind the loader.
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
     for m in MODES:
         lines.append(f"{m:<5} {med[m]:>15.3f} {result['img_per_s_median'][m]:>9.0f}   "
                      + " ".join(f"{x:.2f}" for x in epochs[m]))
-    lines += ["", f"DR / ERM = {result['dr_over_erm']:.3f}   (goal <= 1.05)",
+    lines += ["", f"DR / ERM = {result['dr_over_erm']:.3f}   (goal <= 1.02)",
               f"KD / DR  = {result['kd_over_dr']:.3f}"]
     report = "\n".join(lines) + "\n"
     print(report)

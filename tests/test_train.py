@@ -421,3 +421,26 @@ def test_soften_targets_is_both_sided_hinton_softening():
     assert not torch.allclose(soft_target_cross_entropy(logits, p, t), want, atol=1e-3)  # student side only
     assert torch.allclose(soft_target_cross_entropy(logits, p, 1.0, soften_targets=True),
                           soft_target_cross_entropy(logits, p))
+
+
+@pytest.mark.parametrize("recipe,per_image", [("padcrop+ra+re", 1), ("rrc+ra+re+mix", 2)])
+def test_batched_dr_items_equal_the_per_record_oracle(tmp_path, digits_train, teacher_pair, recipe, per_image):
+    """A DR batch's loader work (views chosen, records read and decoded at once, across shards)
+    gives exactly the items that record-by-record reading gives (issue 21: DR at ERM's cost)."""
+    root = reinforce(digits_train, teacher_pair, tmp_path / "s", recipe=recipe, samples=3, topk=3, image_size=S,
+                     workers=0, samples_per_shard=20, device="cpu", progress=False, command=["t"])
+    store = open_store(root)
+    ds = ReinforcedDataset(digits_train, store, seed=5, views_per_image=per_image, as_uint8=True)
+    ds.set_epoch(4)
+    positions = [47, 3, 20, 19, 0, 33, 21]  # three shards, out of order
+    items = ds.raw().batch(positions)
+    for pos, it in zip(positions, items):
+        i = int(ds.sample_ids[pos])
+        views = epoch_views(5, i, 4, store.num_views, per_image)
+        recs = [store.record(i, v) for v in views]
+        assert it["sample"] == i and it["params"] == [r["params"] for r in recs]
+        assert np.array_equal(it["topk_ids"], np.stack([r["topk_ids"] for r in recs]))
+        assert np.array_equal(it["topk_probs"], np.stack([r["topk_probs"] for r in recs]))
+        assert torch.equal(it["images"][i], digits_train.load_uint8(i))
+    mixed = [p for it in items for p in it["params"] if "mix" in p and p["mix"]["mode"]]
+    assert ("mix" not in recipe) or mixed  # the mixing case really mixes

@@ -73,16 +73,27 @@ class BitCodec:
         return np.packbits(bits, axis=1, bitorder="little")
 
     def decode(self, code: np.ndarray | bytes) -> dict[str, dict[str, int]]:
-        raw = bytes(np.asarray(code, dtype=np.uint8)) if not isinstance(code, bytes) else code
-        if len(raw) != self.num_bytes:
-            raise RecipeError(f"parameter code has {len(raw)} bytes, recipe expects {self.num_bytes}")
-        word = int.from_bytes(raw, "little")
-        if word >> self.num_bits:
+        """One view's code -> its parameters (:meth:`decode_many` of one row)."""
+        raw = np.frombuffer(code, dtype=np.uint8) if isinstance(code, bytes) else np.asarray(code, dtype=np.uint8)
+        if raw.shape != (self.num_bytes,):
+            raise RecipeError(f"parameter code has {raw.size} bytes, recipe expects {self.num_bytes}")
+        return self.decode_many(raw[None])[0]
+
+    def decode_many(self, codes: np.ndarray) -> list[dict[str, dict[str, int]]]:
+        """``[n, num_bytes]`` codes -> n views' parameters: each field's bits gathered as one column
+        (a DR batch decodes in a few array operations, not field by field per view). Refuses stray
+        bits beyond the recipe's fields and values outside a field's range."""
+        codes = np.asarray(codes, dtype=np.uint8)
+        if codes.ndim != 2 or codes.shape[1] != self.num_bytes:
+            raise RecipeError(f"parameter codes have shape {codes.shape}, recipe expects [n, {self.num_bytes}]")
+        bits = np.unpackbits(codes, axis=1, bitorder="little").astype(np.int64)
+        if bits[:, self.num_bits:].any():
             raise RecipeError("parameter code has bits set beyond the recipe's fields")
-        out: dict[str, dict[str, int]] = {}
+        columns: dict[str, list[tuple[str, list[int]]]] = {}
         for group, f, offset in self.layout:
-            v = ((word >> offset) & ((1 << f.bits) - 1)) + f.lo
-            if v > f.hi:
-                raise RecipeError(f"decoded {group}.{f.name}={v} outside [{f.lo}, {f.hi}]")
-            out.setdefault(group, {})[f.name] = v
-        return out
+            v = (bits[:, offset:offset + f.bits] << np.arange(f.bits)).sum(1) + f.lo
+            if (v > f.hi).any():
+                raise RecipeError(f"decoded {group}.{f.name}={int(v.max())} outside [{f.lo}, {f.hi}]")
+            columns.setdefault(group, []).append((f.name, v.tolist()))
+        per_group = [(g, [n for n, _ in cols], list(zip(*(vals for _, vals in cols)))) for g, cols in columns.items()]
+        return [{g: dict(zip(names, rows[r])) for g, names, rows in per_group} for r in range(codes.shape[0])]

@@ -98,19 +98,31 @@ def pack(recipe: Recipe, views: Sequence[ViewParams]) -> dict[str, np.ndarray]:
 
 def unpack(recipe: Recipe, row: Mapping[str, Any]) -> ViewParams:
     """One stored record (arrays indexed down to a single view) -> the view's parameters."""
-    params = recipe.decode(row["params"])
-    if recipe.mix_layout == "reference":
-        top, left, bottom, right = (int(b) for b in row["box"])
-        params["mix"] = {"mode": int(row["mix_mode"]), "partner": int(row["partner"]), "partner_view": 0,
-                         "lam": int(np.asarray(row["lam"], dtype=np.float16).view(np.uint16)),
-                         "top": top, "left": left, "bottom": bottom, "right": right,
-                         "partner_params": recipe.decode(row["partner_params"])}
-    elif recipe.mixes:
-        top, left, h, w = (int(b) for b in row["box"])
-        params["mix"] = {"mode": int(row["mix_mode"]), "partner": int(row["partner"]),
-                         "partner_view": int(row["partner_view"]),
-                         "lam": int(np.asarray(row["lam"], dtype=np.float16).view(np.uint16)),
-                         "top": top, "left": left, "h": h, "w": w}
+    return unpack_many(recipe, {k: np.asarray(v)[None] for k, v in row.items()})[0]
+
+
+def unpack_many(recipe: Recipe, rows: Mapping[str, Any]) -> list[ViewParams]:
+    """Stored records (arrays ``[n, ...]``, one row a view) -> the views' parameters: the codes
+    decoded in one pass, mixing fields joined from their columns."""
+    params = recipe.codec.decode_many(np.asarray(rows["params"]))
+    if not recipe.mixes:
+        return params
+    n = len(params)
+    mode, partner = np.asarray(rows["mix_mode"]).tolist(), np.asarray(rows["partner"]).tolist()
+    lam = np.asarray(rows["lam"], dtype=np.float16).view(np.uint16).tolist()
+    box = np.asarray(rows["box"]).reshape(n, 4).tolist()
+    if recipe.mix_layout == "reference":  # an imported view: pixel corners and the partner's own code
+        others = recipe.codec.decode_many(np.asarray(rows["partner_params"]))
+        for r, p in enumerate(params):
+            top, left, bottom, right = box[r]
+            p["mix"] = {"mode": mode[r], "partner": partner[r], "partner_view": 0, "lam": lam[r], "top": top,
+                        "left": left, "bottom": bottom, "right": right, "partner_params": others[r]}
+        return params
+    views = np.asarray(rows["partner_view"]).tolist()
+    for r, p in enumerate(params):
+        top, left, h, w = box[r]
+        p["mix"] = {"mode": mode[r], "partner": partner[r], "partner_view": views[r], "lam": lam[r],
+                    "top": top, "left": left, "h": h, "w": w}
     return params
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from .format import (
     REQUIRED_MANIFEST_KEYS,
     array_schema,
     bytes_per_record,
-    unpack,
+    unpack_many,
 )
 from .shards import ShardReader
 
@@ -169,26 +169,49 @@ class Store:
 
     def view_params(self, sample_id: int, view: int) -> ViewParams:
         """The stored parameters of one view (a ``"mix"`` entry when the recipe mixes)."""
-        if not 0 <= view < self.num_views:
-            raise IndexError(f"view {view} outside 0..{self.num_views - 1}")
-        reader, local = self._shard_of(sample_id)
-        return unpack(self.recipe, {k: a[local, view] for k, a in reader.arrays.items() if k not in _LABELS})
+        return unpack_many(self.recipe, self.gather([sample_id], [view], labels=False))[0]
+
+    def gather(self, sample_ids: Sequence[int] | np.ndarray, views: Sequence[int] | np.ndarray,
+               labels: bool = True) -> dict[str, np.ndarray]:
+        """The arrays of many records, row r = view ``views[r]`` of ``sample_ids[r]`` (copies): one
+        indexed read per shard touched, so a training batch reads its records in a few operations."""
+        ids, vs = np.asarray(sample_ids, dtype=np.int64).reshape(-1), np.asarray(views, dtype=np.int64).reshape(-1)
+        if ids.size and not (0 <= ids.min() and ids.max() < self.num_samples):
+            raise IndexError(f"sample {int(ids[(ids < 0) | (ids >= self.num_samples)][0])} outside "
+                             f"0..{self.num_samples - 1}")
+        if vs.size and not (0 <= vs.min() and vs.max() < self.num_views):
+            raise IndexError(f"view {int(vs[(vs < 0) | (vs >= self.num_views)][0])} outside 0..{self.num_views - 1}")
+        shard = np.searchsorted(self._starts, ids, side="right") - 1
+        out: dict[str, np.ndarray] = {}
+        for k in np.unique(shard).tolist():
+            rows = np.flatnonzero(shard == k)
+            arrays = self._reader(k).arrays
+            local = ids[rows] - int(self._starts[k])
+            for name, a in arrays.items():
+                if labels or name not in _LABELS:
+                    out.setdefault(name, np.empty((ids.size, *a.shape[2:]), dtype=a.dtype))[rows] = a[local, vs[rows]]
+        return out
+
+    def records(self, sample_ids: Sequence[int] | np.ndarray, views: Sequence[int] | np.ndarray) -> list[dict[str, Any]]:
+        """:meth:`record` of many views at once (one gather, one decode)."""
+        arrays = self.gather(sample_ids, views)
+        ids, probs = arrays["topk_ids"].astype(np.int64), arrays["topk_probs"].astype(np.float32)
+        out = []
+        for r, params in enumerate(unpack_many(self.recipe, arrays)):
+            rec: dict[str, Any] = {"params": params, "topk_ids": ids[r], "topk_probs": probs[r]}
+            mix = params.get("mix")
+            if mix is not None:
+                box = [mix["top"], mix["left"], mix["h"], mix["w"]] if "h" in mix else \
+                    [mix["top"], mix["left"], mix["bottom"], mix["right"]]  # an imported view: pixel corners
+                rec.update(partner=mix["partner"], partner_view=mix["partner_view"],
+                           lam=float(np.array([mix["lam"]], np.uint16).view(np.float16)[0]), box=box,
+                           mix_mode=mix["mode"])
+            out.append(rec)
+        return out
 
     def record(self, sample_id: int, view: int) -> dict[str, Any]:
         """One view: decoded ``params``, ``topk_ids``, ``topk_probs`` (+ mixing fields)."""
-        params = self.view_params(sample_id, view)
-        reader, local = self._shard_of(sample_id)
-        a = reader.arrays
-        rec: dict[str, Any] = {"params": params, "topk_ids": np.array(a["topk_ids"][local, view], dtype=np.int64),
-                               "topk_probs": np.array(a["topk_probs"][local, view], dtype=np.float32)}
-        mix = params.get("mix")
-        if mix is not None:
-            box = [mix["top"], mix["left"], mix["h"], mix["w"]] if "h" in mix else \
-                [mix["top"], mix["left"], mix["bottom"], mix["right"]]  # an imported view: pixel corners
-            rec.update(partner=mix["partner"], partner_view=mix["partner_view"],
-                       lam=float(np.array([mix["lam"]], np.uint16).view(np.float16)[0]), box=box,
-                       mix_mode=mix["mode"])
-        return rec
+        return self.records([sample_id], [view])[0]
 
     def soft_target(self, sample_id: int, view: int, smooth: bool = True) -> torch.Tensor:
         """Dense target: top-k probabilities, the residual mass spread over the other classes."""

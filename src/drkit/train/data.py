@@ -66,6 +66,21 @@ def epoch_views(seed: int, sample_id: int, epoch: int, num_views: int, per_image
     return [view_at(seed, sample_id, first + j, num_views) for j in range(per_image)]
 
 
+def epoch_views_many(seed: int, sample_ids: np.ndarray, epoch: int, num_views: int, per_image: int = 1) -> np.ndarray:
+    """:func:`epoch_views` of many samples at once, ``[n, per_image]``: the same SplitMix64 keys in
+    uint64 arrays and a stable argsort per row (the per-sample function is the test oracle)."""
+    ids = np.asarray(sample_ids, dtype=np.int64).astype(np.uint64)
+    out = np.empty((ids.size, per_image), dtype=np.int64)
+    steps = np.arange(num_views, dtype=np.uint64) * np.uint64(GOLDEN)
+    for j in range(per_image):
+        cycle, pos = divmod(int(epoch) * per_image + j, int(num_views))
+        h = np.zeros(ids.size, dtype=np.uint64)
+        for w in (seed, TAG_VIEW, ids, cycle):
+            h = mix64_np(h ^ (np.asarray(w).astype(np.uint64) if isinstance(w, np.ndarray) else np.uint64(int(w) & MASK64)))
+        out[:, j] = np.argsort(mix64_np(h[:, None] + steps), axis=1, kind="stable")[:, pos]
+    return out
+
+
 def _hash_words(*words: int) -> int:
     h = 0
     for w in words:

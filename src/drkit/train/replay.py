@@ -12,7 +12,7 @@ For a user's own loop::
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from ..augment.batch import Parameters, render_batch, stack_images, unstack_imag
 from ..device import on_side_stream
 from ..errors import DrkitError
 from ..store import densify
+from .data import epoch_views_many
 
 if TYPE_CHECKING:
     from .data import ReinforcedDataset
@@ -41,22 +42,31 @@ class RawViews(Dataset):
         return len(self.ds)
 
     def __getitem__(self, pos: int) -> dict[str, Any]:
-        ds = self.ds
-        i = int(ds.sample_ids[pos])
-        images = {i: ds.load(i)}
-        params, partners, ids, probs = [], [], [], []
-        for v in ds.views(pos):
-            rec = ds.store.record(i, v)
-            p = rec["params"]
-            q = partner_of(p)
-            if q is not None and q[0] not in images:
-                images[q[0]] = ds.load(q[0])
-            params.append(p)
-            partners.append((q[0], partner_view_params(p, ds.store.view_params)) if q is not None else None)
-            ids.append(rec["topk_ids"])
-            probs.append(rec["topk_probs"])
-        return {"sample": i, "label": int(ds.labels[i]), "images": images, "params": params, "partners": partners,
-                "topk_ids": np.stack(ids), "topk_probs": np.stack(probs)}
+        return self.batch([pos])[0]
+
+    def batch(self, positions: Sequence[int] | np.ndarray) -> list[dict[str, Any]]:
+        """The items of many positions: their views chosen, records read and decoded in one pass
+        each (a DR batch's loader work in a few array operations, as ERM's sampling is)."""
+        ds, k = self.ds, self.ds.views_per_image
+        ids = ds.sample_ids[np.asarray(positions, dtype=np.int64)]
+        views = epoch_views_many(ds.seed, ids, ds.epoch, ds.store.num_views, k)
+        recs = ds.store.records(np.repeat(ids, k), views.reshape(-1))
+        items = []
+        for r, i in enumerate(ids.tolist()):
+            images = {i: ds.load(i)}
+            own = recs[r * k:(r + 1) * k]
+            partners = []
+            for rec in own:
+                q = partner_of(rec["params"])
+                if q is not None and q[0] not in images:
+                    images[q[0]] = ds.load(q[0])
+                partners.append((q[0], partner_view_params(rec["params"], ds.store.view_params)) if q is not None
+                                else None)
+            items.append({"sample": i, "label": int(ds.labels[i]), "images": images,
+                          "params": [rec["params"] for rec in own], "partners": partners,
+                          "topk_ids": np.stack([rec["topk_ids"] for rec in own]),
+                          "topk_probs": np.stack([rec["topk_probs"] for rec in own])})
+        return items
 
 
 class RawAugmented(Dataset):
@@ -68,6 +78,11 @@ class RawAugmented(Dataset):
 
     def __len__(self) -> int:
         return len(self.ds)
+
+    def batch(self, positions: Sequence[int] | np.ndarray) -> list[dict[str, Any]]:
+        """The items of many positions, their views drawn for the whole batch at once."""
+        self.ds.prefetch(positions)
+        return [self[int(p)] for p in positions]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         from .data import hard_target
@@ -96,8 +111,7 @@ class RawBatches(Dataset):
         return len(self.batches)
 
     def __getitem__(self, b: int) -> dict[str, Any]:
-        self.raw.ds.prefetch(self.batches[b])
-        return collate_raw([self.raw[int(p)] for p in self.batches[b]])
+        return collate_raw(self.raw.batch(self.batches[b]))
 
 
 def collate_raw(items: list[dict[str, Any]]) -> dict[str, Any]:
