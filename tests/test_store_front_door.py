@@ -113,3 +113,23 @@ def test_record_size_is_pinned_exactly():
     assert bytes_per_record(array_schema(rec.code_bytes, 10, 1000, rec.mixes)) == 57
     mix = get_recipe("rrc+ra+re+mix")
     assert bytes_per_record(array_schema(mix.code_bytes, 10, 1000, mix.mixes)) == 57 + 4 + 2 + 2 + 4 + 1
+
+
+def test_batch_and_single_record_reads_agree(tmp_path, digits_train, teacher_pair):
+    """``Store.records`` (one gather, ``BitCodec.decode_many``, ``unpack_many``) gives what
+    ``Store.record`` gives view by view (plain integers), for a mixing recipe across shards."""
+    root = reinforce(digits_train, teacher_pair, tmp_path / "s", recipe="rrc+ra+re+mix", samples=3, topk=3,
+                     workers=0, samples_per_shard=16, device="cpu", progress=False, command=["t"])
+    store = open_store(root)
+    ids = np.array([40, 2, 17, 33, 0, 16, 47, 5, 5, 31])
+    views = np.array([2, 0, 1, 2, 1, 0, 2, 1, 2, 0])
+    batch = store.records(ids, views)
+    assert len(batch) == ids.size > 8  # above the one-by-one threshold: the batch path ran
+    for rec, i, v in zip(batch, ids, views):
+        one = store.record(int(i), int(v))
+        assert rec.keys() == one.keys() and rec["params"] == one["params"]
+        assert all(np.array_equal(rec[k], one[k]) if isinstance(rec[k], np.ndarray) else rec[k] == one[k] for k in rec)
+    codes = store.gather(ids, views)["params"]
+    assert store.recipe.codec.decode_many(codes) == [store.recipe.codec.decode(c) for c in codes]
+    with pytest.raises(IndexError, match="view 3 outside"):
+        store.gather([1], [3])

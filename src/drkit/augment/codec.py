@@ -73,11 +73,21 @@ class BitCodec:
         return np.packbits(bits, axis=1, bitorder="little")
 
     def decode(self, code: np.ndarray | bytes) -> dict[str, dict[str, int]]:
-        """One view's code -> its parameters (:meth:`decode_many` of one row)."""
-        raw = np.frombuffer(code, dtype=np.uint8) if isinstance(code, bytes) else np.asarray(code, dtype=np.uint8)
-        if raw.shape != (self.num_bytes,):
-            raise RecipeError(f"parameter code has {raw.size} bytes, recipe expects {self.num_bytes}")
-        return self.decode_many(raw[None])[0]
+        """One view's code -> its parameters, with plain integers (~10x cheaper for one view than
+        :meth:`decode_many`, which a batch uses; the two are tested equal)."""
+        raw = bytes(np.asarray(code, dtype=np.uint8)) if not isinstance(code, bytes) else code
+        if len(raw) != self.num_bytes:
+            raise RecipeError(f"parameter code has {len(raw)} bytes, recipe expects {self.num_bytes}")
+        word = int.from_bytes(raw, "little")
+        if word >> self.num_bits:
+            raise RecipeError("parameter code has bits set beyond the recipe's fields")
+        out: dict[str, dict[str, int]] = {}
+        for group, f, offset in self.layout:
+            v = ((word >> offset) & ((1 << f.bits) - 1)) + f.lo
+            if v > f.hi:
+                raise RecipeError(f"decoded {group}.{f.name}={v} outside [{f.lo}, {f.hi}]")
+            out.setdefault(group, {})[f.name] = v
+        return out
 
     def decode_many(self, codes: np.ndarray) -> list[dict[str, dict[str, int]]]:
         """``[n, num_bytes]`` codes -> n views' parameters: each field's bits gathered as one column

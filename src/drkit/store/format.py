@@ -97,8 +97,16 @@ def pack(recipe: Recipe, views: Sequence[ViewParams]) -> dict[str, np.ndarray]:
 
 
 def unpack(recipe: Recipe, row: Mapping[str, Any]) -> ViewParams:
-    """One stored record (arrays indexed down to a single view) -> the view's parameters."""
-    return unpack_many(recipe, {k: np.asarray(v)[None] for k, v in row.items()})[0]
+    """One stored record (arrays indexed down to a single view) -> the view's parameters (one view
+    at a time; :func:`unpack_many` is the batch form, tested equal)."""
+    params = recipe.decode(row["params"])
+    if recipe.mixes:
+        lam = int(np.asarray(row["lam"], dtype=np.float16).view(np.uint16))
+        params["mix"] = _mix(recipe, int(row["mix_mode"]), int(row["partner"]),
+                             int(row["partner_view"]) if "partner_view" in row else 0, lam,
+                             [int(b) for b in row["box"]],
+                             recipe.decode(row["partner_params"]) if "partner_params" in row else None)
+    return params
 
 
 def unpack_many(recipe: Recipe, rows: Mapping[str, Any]) -> list[ViewParams]:
@@ -109,21 +117,26 @@ def unpack_many(recipe: Recipe, rows: Mapping[str, Any]) -> list[ViewParams]:
         return params
     n = len(params)
     mode, partner = np.asarray(rows["mix_mode"]).tolist(), np.asarray(rows["partner"]).tolist()
+    views = np.asarray(rows["partner_view"]).tolist() if "partner_view" in rows else [0] * n
     lam = np.asarray(rows["lam"], dtype=np.float16).view(np.uint16).tolist()
     box = np.asarray(rows["box"]).reshape(n, 4).tolist()
-    if recipe.mix_layout == "reference":  # an imported view: pixel corners and the partner's own code
-        others = recipe.codec.decode_many(np.asarray(rows["partner_params"]))
-        for r, p in enumerate(params):
-            top, left, bottom, right = box[r]
-            p["mix"] = {"mode": mode[r], "partner": partner[r], "partner_view": 0, "lam": lam[r], "top": top,
-                        "left": left, "bottom": bottom, "right": right, "partner_params": others[r]}
-        return params
-    views = np.asarray(rows["partner_view"]).tolist()
+    others = recipe.codec.decode_many(np.asarray(rows["partner_params"])) if "partner_params" in rows else [None] * n
     for r, p in enumerate(params):
-        top, left, h, w = box[r]
-        p["mix"] = {"mode": mode[r], "partner": partner[r], "partner_view": views[r], "lam": lam[r],
-                    "top": top, "left": left, "h": h, "w": w}
+        p["mix"] = _mix(recipe, mode[r], partner[r], views[r], lam[r], box[r], others[r])
     return params
+
+
+def _mix(recipe: Recipe, mode: int, partner: int, view: int, lam: int, box: list[int],
+         partner_params: ViewParams | None) -> dict[str, Any]:
+    """A view's ``"mix"`` entry from its stored fields. An imported view (``"reference"`` layout)
+    stores pixel corners and the partner's own parameters; drkit's stores a box in 1/255 units."""
+    if recipe.mix_layout == "reference":
+        top, left, bottom, right = box
+        return {"mode": mode, "partner": partner, "partner_view": 0, "lam": lam, "top": top, "left": left,
+                "bottom": bottom, "right": right, "partner_params": partner_params}
+    top, left, h, w = box
+    return {"mode": mode, "partner": partner, "partner_view": view, "lam": lam, "top": top, "left": left,
+            "h": h, "w": w}
 
 
 def partner_ids(arrays: Mapping[str, Any]) -> np.ndarray | None:

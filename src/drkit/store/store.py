@@ -20,6 +20,7 @@ from .format import (
     REQUIRED_MANIFEST_KEYS,
     array_schema,
     bytes_per_record,
+    unpack,
     unpack_many,
 )
 from .shards import ShardReader
@@ -58,6 +59,22 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     if problem:
         raise StoreError(f"{mpath} is not a manifest drkit writes ({problem}): the store was edited; rebuild it")
     return manifest
+
+
+#: below this many records, :meth:`Store.records` reads them one by one
+_FEW_RECORDS = 8
+
+
+def _record(params: ViewParams, topk_ids: np.ndarray, topk_probs: np.ndarray) -> dict[str, Any]:
+    """A record as :meth:`Store.record` gives it: parameters, top-k, and the mixing fields spelled out."""
+    rec: dict[str, Any] = {"params": params, "topk_ids": topk_ids, "topk_probs": topk_probs}
+    mix = params.get("mix")
+    if mix is not None:
+        box = [mix["top"], mix["left"], mix["h"], mix["w"]] if "h" in mix else \
+            [mix["top"], mix["left"], mix["bottom"], mix["right"]]  # an imported view: pixel corners
+        rec.update(partner=mix["partner"], partner_view=mix["partner_view"],
+                   lam=float(np.array([mix["lam"]], np.uint16).view(np.float16)[0]), box=box, mix_mode=mix["mode"])
+    return rec
 
 
 class Store:
@@ -169,10 +186,12 @@ class Store:
 
     def view_params(self, sample_id: int, view: int) -> ViewParams:
         """The stored parameters of one view (a ``"mix"`` entry when the recipe mixes)."""
-        return unpack_many(self.recipe, self.gather([sample_id], [view], labels=False))[0]
+        if not 0 <= view < self.num_views:
+            raise IndexError(f"view {view} outside 0..{self.num_views - 1}")
+        reader, local = self._shard_of(sample_id)
+        return unpack(self.recipe, {k: a[local, view] for k, a in reader.arrays.items() if k not in _LABELS})
 
-    def gather(self, sample_ids: Sequence[int] | np.ndarray, views: Sequence[int] | np.ndarray,
-               labels: bool = True) -> dict[str, np.ndarray]:
+    def gather(self, sample_ids: Sequence[int] | np.ndarray, views: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
         """The arrays of many records, row r = view ``views[r]`` of ``sample_ids[r]`` (copies): one
         indexed read per shard touched, so a training batch reads its records in a few operations."""
         ids, vs = np.asarray(sample_ids, dtype=np.int64).reshape(-1), np.asarray(views, dtype=np.int64).reshape(-1)
@@ -185,33 +204,28 @@ class Store:
         out: dict[str, np.ndarray] = {}
         for k in np.unique(shard).tolist():
             rows = np.flatnonzero(shard == k)
-            arrays = self._reader(k).arrays
             local = ids[rows] - int(self._starts[k])
-            for name, a in arrays.items():
-                if labels or name not in _LABELS:
-                    out.setdefault(name, np.empty((ids.size, *a.shape[2:]), dtype=a.dtype))[rows] = a[local, vs[rows]]
+            for name, a in self._reader(k).arrays.items():
+                out.setdefault(name, np.empty((ids.size, *a.shape[2:]), dtype=a.dtype))[rows] = a[local, vs[rows]]
         return out
 
     def records(self, sample_ids: Sequence[int] | np.ndarray, views: Sequence[int] | np.ndarray) -> list[dict[str, Any]]:
-        """:meth:`record` of many views at once (one gather, one decode)."""
-        arrays = self.gather(sample_ids, views)
-        ids, probs = arrays["topk_ids"].astype(np.int64), arrays["topk_probs"].astype(np.float32)
-        out = []
-        for r, params in enumerate(unpack_many(self.recipe, arrays)):
-            rec: dict[str, Any] = {"params": params, "topk_ids": ids[r], "topk_probs": probs[r]}
-            mix = params.get("mix")
-            if mix is not None:
-                box = [mix["top"], mix["left"], mix["h"], mix["w"]] if "h" in mix else \
-                    [mix["top"], mix["left"], mix["bottom"], mix["right"]]  # an imported view: pixel corners
-                rec.update(partner=mix["partner"], partner_view=mix["partner_view"],
-                           lam=float(np.array([mix["lam"]], np.uint16).view(np.float16)[0]), box=box,
-                           mix_mode=mix["mode"])
-            out.append(rec)
-        return out
+        """:meth:`record` of many views: one gather and one decode for a batch (a handful of views
+        go one by one, where numpy's per-call cost would outweigh the saving)."""
+        ids, vs = np.asarray(sample_ids, dtype=np.int64).reshape(-1), np.asarray(views, dtype=np.int64).reshape(-1)
+        if ids.size <= _FEW_RECORDS:
+            return [self.record(int(i), int(v)) for i, v in zip(ids, vs)]
+        arrays = self.gather(ids, vs)
+        topk_ids, topk_probs = arrays["topk_ids"].astype(np.int64), arrays["topk_probs"].astype(np.float32)
+        return [_record(p, topk_ids[r], topk_probs[r]) for r, p in enumerate(unpack_many(self.recipe, arrays))]
 
     def record(self, sample_id: int, view: int) -> dict[str, Any]:
         """One view: decoded ``params``, ``topk_ids``, ``topk_probs`` (+ mixing fields)."""
-        return self.records([sample_id], [view])[0]
+        params = self.view_params(sample_id, view)
+        reader, local = self._shard_of(sample_id)
+        a = reader.arrays
+        return _record(params, np.array(a["topk_ids"][local, view], dtype=np.int64),
+                       np.array(a["topk_probs"][local, view], dtype=np.float32))
 
     def soft_target(self, sample_id: int, view: int, smooth: bool = True) -> torch.Tensor:
         """Dense target: top-k probabilities, the residual mass spread over the other classes."""

@@ -42,7 +42,8 @@ class RawViews(Dataset):
         return len(self.ds)
 
     def __getitem__(self, pos: int) -> dict[str, Any]:
-        return self.batch([pos])[0]
+        i = int(self.ds.sample_ids[pos])
+        return self._item(i, self.ds.store.records([i] * self.ds.views_per_image, self.ds.views(pos)))
 
     def batch(self, positions: Sequence[int] | np.ndarray) -> list[dict[str, Any]]:
         """The items of many positions: their views chosen, records read and decoded in one pass
@@ -51,22 +52,21 @@ class RawViews(Dataset):
         ids = ds.sample_ids[np.asarray(positions, dtype=np.int64)]
         views = epoch_views_many(ds.seed, ids, ds.epoch, ds.store.num_views, k)
         recs = ds.store.records(np.repeat(ids, k), views.reshape(-1))
-        items = []
-        for r, i in enumerate(ids.tolist()):
-            images = {i: ds.load(i)}
-            own = recs[r * k:(r + 1) * k]
-            partners = []
-            for rec in own:
-                q = partner_of(rec["params"])
-                if q is not None and q[0] not in images:
-                    images[q[0]] = ds.load(q[0])
-                partners.append((q[0], partner_view_params(rec["params"], ds.store.view_params)) if q is not None
-                                else None)
-            items.append({"sample": i, "label": int(ds.labels[i]), "images": images,
-                          "params": [rec["params"] for rec in own], "partners": partners,
-                          "topk_ids": np.stack([rec["topk_ids"] for rec in own]),
-                          "topk_probs": np.stack([rec["topk_probs"] for rec in own])})
-        return items
+        return [self._item(i, recs[r * k:(r + 1) * k]) for r, i in enumerate(ids.tolist())]
+
+    def _item(self, i: int, recs: list[dict[str, Any]]) -> dict[str, Any]:
+        """Sample ``i``'s item from its views' records: decoded image(s), parameters, partners, top-k."""
+        ds = self.ds
+        images = {i: ds.load(i)}
+        partners = []
+        for rec in recs:
+            q = partner_of(rec["params"])
+            if q is not None and q[0] not in images:
+                images[q[0]] = ds.load(q[0])
+            partners.append((q[0], partner_view_params(rec["params"], ds.store.view_params)) if q is not None else None)
+        return {"sample": i, "label": int(ds.labels[i]), "images": images, "params": [r["params"] for r in recs],
+                "partners": partners, "topk_ids": np.stack([r["topk_ids"] for r in recs]),
+                "topk_probs": np.stack([r["topk_probs"] for r in recs])}
 
 
 class RawAugmented(Dataset):
