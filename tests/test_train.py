@@ -376,6 +376,9 @@ def test_init_reinitialises_a_head_of_another_class_count(tmp_path, capsys):
     assert "re-initialised the head" in capsys.readouterr().err
     src_model, _ = load_checkpoint(tmp_path / "five")
     got = _weights(out)
+    init = json.loads((out / "config.json").read_text())["extra"]["train"]["init_from"]
+    recorded = json.loads((tmp_path / "five" / "config.json").read_text())["weights_sha256"]
+    assert init["weights_sha256"] == recorded and init["checkpoint"] == str((tmp_path / "five").resolve())
     assert torch.allclose(got["stem.0.weight"], src_model.backbone.state_dict()["stem.0.weight"])
     assert got["head.weight"].shape == (10, 64)
 

@@ -85,6 +85,8 @@ def build_run(cfg: TrainConfig, env: DistEnv, device: torch.device) -> Run:
     config.update(mode=cfg.mode, image_size=size)
     skip = set(dataset.store.skipped) if cfg.reinforced is not None else set()  # --skip-bad stores
     net, mean, std = _model(cfg, src, size, env, device, skip)
+    if cfg.init is not None:
+        config["init_from"] = init_provenance(cfg.init)
     return Run(cfg=cfg, mode=cfg.mode, src=src, val_src=val_src, dataset=dataset, model=net,
                criterion=criterion.to(device), teacher=teacher, image_size=size, env=env, device=device,
                amp_dtype=amp, config=config, extra={"mean": mean, "std": std})
@@ -218,6 +220,17 @@ def classifier_keys(backbone: torch.nn.Module) -> set[str]:
     if name is None:
         return set()
     return {f"{name}.{k}" if name else k for k in head.state_dict()}
+
+
+def init_provenance(spec: str) -> dict[str, Any]:
+    """What ``--init`` started from, for the run's config: the checkpoint, its weights' sha256, the
+    data and mode it trained with, and the store it replayed when it was a DR run (a fine-tuning
+    chain such as DR -> DR stays traceable from its last link)."""
+    path = spec[5:] if spec.startswith("ckpt:") else spec
+    _, doc = read_config(path)
+    extra = doc.get("extra") or {}
+    return {"checkpoint": str(Path(path).resolve()), "weights_sha256": doc.get("weights_sha256"),
+            "data": extra.get("data"), "mode": extra.get("mode"), "store": extra.get("store")}
 
 
 def load_init(model: ImageModel, spec: str, rank: int = 0) -> None:
