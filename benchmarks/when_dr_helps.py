@@ -28,9 +28,10 @@ the commits that trained its runs. Store: the shipped out-of-fold teachers, padc
   epoch is validated on the first ``--val-n`` test images so ``*_family.png`` shows whether ERM
   converged, beside reliability curves of DR, the best and the best-calibrated ERM.
 
-Runs live in ``OUT/runs/<key>`` (shared between sweeps) and write ``result.json`` when evaluated; a
-later call skips finished runs and resumes interrupted ones, so seeds and sweeps add up across calls
-(runs go seed by seed). Each finished run rewrites ``benchmarks/results/when_dr_helps.md`` (and the
+Runs live in ``OUT/runs/<key>`` (shared between sweeps) and write ``result.json`` when evaluated,
+copied to ``benchmarks/results/when_dr_helps_runs/<key>.json`` (committed); a later call, on this
+machine or another, skips archived runs and resumes interrupted ones, so seeds and sweeps add up
+across calls and sessions (runs go seed by seed). Each finished run rewrites ``benchmarks/results/when_dr_helps.md`` (and the
 call's end the PNGs and the README block) from every finished run. Cells with fewer finished seeds
 than asked say so. Expected: DR ≥ best ERM + 1.0 top-1 with lower NLL than every ERM.
 """
@@ -426,6 +427,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX folder (default: Debian's)")
     ap.add_argument("--results", default=str(HERE / "results" / "when_dr_helps"), help="PATH.md and PATH*.png")
     ap.add_argument("--readme", default=str(HERE.parent / "README.md"), help="README whose block is rewritten ('' off)")
+    ap.add_argument("--archive", default=str(HERE / "results" / "when_dr_helps_runs"),
+                    help="folder of finished runs' result rows, committed: runs found there are not run again")
     ap.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES),
                     help="student families of the family sweep")
     ap.add_argument("--roles", nargs="+", choices=["erm", "dr", "kd"], default=["erm", "dr", "kd"],
@@ -440,6 +443,7 @@ def main(argv: list[str] | None = None) -> None:
         args.train_n, args.test_n, args.val_n, args.corruption_n, args.epochs = 256, 256, 128, 32, 1
         args.samples, args.seeds, args.readme = 2, args.seeds[:1], ""
         args.results = str(Path(args.out) / "results" / "when_dr_helps")
+        args.archive = str(Path(args.out) / "results" / "runs")
 
     out = Path(args.out)
     if args.report:
@@ -456,7 +460,8 @@ def main(argv: list[str] | None = None) -> None:
             for role, key in run_keys(cell, s).items():
                 if role.split(" ")[0] in args.roles:
                     jobs.setdefault(key, job_for(role, key, cell, s, args, data, test, out))
-    pending = [k for k in jobs if not (out / "runs" / k / "result.json").exists()]
+    done = finished(out, args)
+    pending = [k for k in jobs if k not in done]
     print(f"{len(todo)} cells, {len(jobs)} runs, {len(pending)} to do", flush=True)
     if args.plan:
         print("\n".join(pending))
@@ -467,13 +472,33 @@ def main(argv: list[str] | None = None) -> None:
     with ProcessPoolExecutor(args.parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
         for r in pool.map(one_run, [jobs[k] for k in pending]):
             print(f"{r['key']}: top-1 {100 * r['top1']:.2f} %  NLL {r['nll']:.4f}", flush=True)
+            archive(args, r)
             report(out, args, quiet=True, figures=False)  # a call cut short still leaves its table
     report(out, args)
 
 
+def archive(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """A finished run's result row, kept in the repository (``--archive``): the sweep takes hours,
+    sessions end, machines change; a later call anywhere skips the runs archived here."""
+    path = Path(args.archive) / f"{result['key']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+
+
+def finished(out: Path, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Every finished run's result: the archive, and this machine's runs (archived as they are read)."""
+    results = {p.stem: json.loads(p.read_text()) for p in Path(args.archive).glob("*.json")}
+    for p in (out / "runs").glob("*/result.json"):
+        r = json.loads(p.read_text())
+        if p.parent.name not in results:
+            archive(args, r)
+        results[p.parent.name] = r
+    return results
+
+
 def report(out: Path, args: argparse.Namespace, quiet: bool = False, figures: bool = True) -> None:
     """Table + figures from every finished run of every sweep (not only this call's)."""
-    results = {p.parent.name: json.loads(p.read_text()) for p in (out / "runs").glob("*/result.json")}
+    results = finished(out, args)
     seeds = sorted({int(k.rsplit("-s", 1)[1]) for k in results})
     every = [dataclasses.replace(c, epochs=args.epochs) if args.epochs else c for c in cells(list(SWEEPS))]
     rows = [r for c in every if (r := summarise(c, seeds, results)) is not None]
