@@ -77,7 +77,8 @@ def main() -> int:
     t0 = time.perf_counter()
     for amp in ("bf16", "fp16"):
         s = train(src, tmp / f"erm_{amp}", device=args.device, amp=amp, recipe="padcrop+ra+re+mix", **common)
-        say(f"{mark(trained(s), 'ERM')} ERM --amp {amp} channels_last: loss {s['final_train_loss']:.3f}, {s['img_per_s']:.0f} img/s")
+        say(f"{mark(trained(s), 'ERM')} ERM --amp {amp} channels_last: loss {s['final_train_loss']:.3f}, "
+            f"{s['img_per_s']:.0f} img/s")
     stores = {}
     for name, dev in (("main", args.device), ("cpu", "cpu")):
         stores[name] = reinforce(src, teachers, tmp / f"store_{name}", recipe="rrc+ra+re+mix", samples=4, topk=3,
@@ -94,7 +95,8 @@ def main() -> int:
     say(f"{mark(trained(s), 'KD')} KD on {args.device}: loss {s['final_train_loss']:.3f}, {s['img_per_s']:.0f} img/s")
     r = evaluate(tmp / "dr", "digits:test", device=args.device, workers=2, progress=False, corruptions=True,
                  families=["gaussian_noise"], severities=[3])
-    say(f"{mark(0.0 <= r['top1'] <= 1.0 and math.isfinite(r['nll']), 'eval')} eval on {args.device}: top-1 {100 * r['top1']:.2f} %, gaussian_noise@3 "
+    evaluated = 0.0 <= r["top1"] <= 1.0 and math.isfinite(r["nll"])
+    say(f"{mark(evaluated, 'eval')} eval on {args.device}: top-1 {100 * r['top1']:.2f} %, gaussian_noise@3 "
         f"{100 * r['mean_corruption_top1']:.2f} %")
     x = a.replay(src, 3, 1)
     good = x.device.type == "cpu" and x.dtype == torch.float32 and tuple(x.shape) == (1, 16, 16)

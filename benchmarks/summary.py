@@ -57,7 +57,8 @@ ENTRIES = [
           "verify_cost.txt", r"^(checked / unchecked|the checks' own work)", ((r"^checked / unchecked", "<=", 1.02),),
           code=("src/drkit/store", "src/drkit/train", "src/drkit/sources")),
     Entry("source_throughput.py", "hf:, wds:, lmdb:, hf-stream: read rate vs the image folder; import-mldr files/s",
-          "source_throughput.txt", r"(in order|shuffled|import-mldr)", code=("src/drkit/sources", "src/drkit/importers")),
+          "source_throughput.txt", r"(in order|shuffled|import-mldr)",
+          code=("src/drkit/sources", "src/drkit/importers")),
 ]
 
 
@@ -105,7 +106,9 @@ def staleness(commit: str, code: tuple[str, ...]) -> str:
     out = subprocess.run(["git", "rev-list", "--count", f"{commit}..HEAD", "--", *code], cwd=root,
                          capture_output=True, text=True)
     n = int(out.stdout.strip() or 0)
-    return "current" if n == 0 else f"**stale**: {n} later commit{'s' * (n > 1)} change{'s' * (n == 1)} {', '.join(code)}"
+    if n == 0:
+        return "current"
+    return f"**stale**: {n} later commit{'s' * (n > 1)} change{'s' * (n == 1)} {', '.join(code)}"
 
 
 def row(entry: Entry, status: bool = True) -> str:

@@ -31,9 +31,9 @@ the commits that trained its runs. Store: the shipped out-of-fold teachers, padc
 Runs live in ``OUT/runs/<key>`` (shared between sweeps) and write ``result.json`` when evaluated,
 copied to ``benchmarks/results/when_dr_helps_runs/<key>.json`` (committed); a later call, on this
 machine or another, skips archived runs and resumes interrupted ones, so seeds and sweeps add up
-across calls and sessions (runs go seed by seed). Each finished run rewrites ``benchmarks/results/when_dr_helps.md`` (and the
-call's end the PNGs and the README block) from every finished run. Cells with fewer finished seeds
-than asked say so. Expected: DR ≥ best ERM + 1.0 top-1 with lower NLL than every ERM.
+across calls and sessions (runs go seed by seed). Each finished run rewrites
+``benchmarks/results/when_dr_helps.md`` (and the call's end the PNGs and the README block) from
+every finished run. Cells with fewer finished seeds than asked say so. Expected: DR ≥ best ERM + 1.0 top-1 with lower NLL than every ERM.
 """
 from __future__ import annotations
 
@@ -517,9 +517,11 @@ def report(out: Path, args: argparse.Namespace, quiet: bool = False, figures: bo
     md.write_text(text + "\n")
     title = f"Fashion-MNIST 10k, mean over seeds, written at {commit}"
     if rows and figures:
-        figure(rows, Path(args.results + ".png"), f"DR − best ERM on Fashion-MNIST (mean ± std over seeds), {commit}")
+        figure(rows, Path(args.results + ".png"),
+               f"DR − best ERM on Fashion-MNIST (mean ± std over seeds), {commit}")
         family_figure(rows, Path(args.results + "_family.png"), f"family sweep: curves and reliability; {title}")
-        tradeoff_figure(rows, Path(args.results + "_tradeoff.png"), f"drkit CNN, 15 epochs: top-1 vs ECE over T; {title}")
+        tradeoff_figure(rows, Path(args.results + "_tradeoff.png"),
+                        f"drkit CNN, 15 epochs: top-1 vs ECE over T; {title}")
     if args.readme:
         replace_block(Path(args.readme), "when_dr_helps", text)
     if not quiet:

@@ -15,7 +15,8 @@ FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 @pytest.mark.slow
 @pytest.mark.skipif(not FMNIST.exists(), reason="apt-get install dataset-fashion-mnist (make install)")
 def test_family_sweep_smoke_writes_its_table_and_figures(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "when_dr_helps.py"), "--smoke", "--out", str(tmp_path),
+    script = str(ROOT / "benchmarks" / "when_dr_helps.py")
+    r = subprocess.run([sys.executable, script, "--smoke", "--out", str(tmp_path),
                         "--sweeps", "family", "--families", "drkit CNN", "--workers", "0"],
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -447,3 +447,12 @@ def test_batched_dr_items_equal_the_per_record_oracle(tmp_path, digits_train, te
         assert torch.equal(it["images"][i], digits_train.load_uint8(i))
     mixed = [p for it in items for p in it["params"] if "mix" in p and p["mix"]["mode"]]
     assert ("mix" not in recipe) or mixed  # the mixing case really mixes
+
+
+def test_epoch_views_many_is_epoch_views_per_sample():
+    from drkit.train.data import epoch_views_many
+
+    ids = np.arange(0, 3000, 7)
+    for seed, epoch, ns, k in [(0, 0, 10, 1), (3, 5, 4, 2), (1, 17, 30, 3), (2 ** 40, 2, 15, 1)]:
+        want = np.array([epoch_views(seed, int(i), epoch, ns, k) for i in ids])
+        assert np.array_equal(epoch_views_many(seed, ids, epoch, ns, k), want)

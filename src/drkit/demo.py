@@ -184,7 +184,8 @@ def format_table(rows: list[dict[str, Any]], teachers: list[dict[str, Any]], cfg
     seeds, the range; then DR against the better ERM."""
     seeds = ", ".join(str(s) for s in cfg.seeds)
     lines = [f"command: `drkit demo{' --smoke' if cfg.train_n < 10_000 else ''}`; commit {_commit()}; seeds {seeds}; "
-             f"device {device}; SGD lr {cfg.lr} batch {cfg.batch_size}; DR at the defaults (T = {DISTILL_TEMPERATURE:g}, both sides); "
+             f"device {device}; SGD lr {cfg.lr} batch {cfg.batch_size}; "
+             f"DR at the defaults (T = {DISTILL_TEMPERATURE:g}, both sides); "
              f"store padcrop, {cfg.samples} views, top-{cfg.topk}", "",
              f"Fashion-MNIST, student drkit_cnn_tiny, {cfg.train_n} training images, {cfg.epochs} epochs, "
              f"test set {'first ' + str(cfg.test_n) if cfg.test_n else '10,000'} images; corruptions: "

@@ -13,5 +13,6 @@ from .store import Store, densify, open_store, read_manifest
 from .writer import StoreWriter
 
 __all__ = ["FORMAT_VERSION", "array_schema", "bytes_per_record", "ids_dtype", "pack", "partner_ids", "shard_ranges",
-           "unpack", "unpack_many", "merge_stores", "Store", "StoreWriter", "densify", "format_diagnostics", "label_warnings",
+           "unpack", "unpack_many",
+           "merge_stores", "Store", "StoreWriter", "densify", "format_diagnostics", "label_warnings",
            "open_store", "read_manifest", "view_label_stats"]

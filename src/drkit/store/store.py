@@ -191,7 +191,8 @@ class Store:
         reader, local = self._shard_of(sample_id)
         return unpack(self.recipe, {k: a[local, view] for k, a in reader.arrays.items() if k not in _LABELS})
 
-    def gather(self, sample_ids: Sequence[int] | np.ndarray, views: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
+    def gather(self, sample_ids: Sequence[int] | np.ndarray,
+               views: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
         """The arrays of many records, row r = view ``views[r]`` of ``sample_ids[r]`` (copies): one
         indexed read per shard touched, so a training batch reads its records in a few operations."""
         ids, vs = np.asarray(sample_ids, dtype=np.int64).reshape(-1), np.asarray(views, dtype=np.int64).reshape(-1)
@@ -209,7 +210,8 @@ class Store:
                 out.setdefault(name, np.empty((ids.size, *a.shape[2:]), dtype=a.dtype))[rows] = a[local, vs[rows]]
         return out
 
-    def records(self, sample_ids: Sequence[int] | np.ndarray, views: Sequence[int] | np.ndarray) -> list[dict[str, Any]]:
+    def records(self, sample_ids: Sequence[int] | np.ndarray,
+                views: Sequence[int] | np.ndarray) -> list[dict[str, Any]]:
         """:meth:`record` of many views: one gather and one decode for a batch (a handful of views
         go one by one, where numpy's per-call cost would outweigh the saving)."""
         ids, vs = np.asarray(sample_ids, dtype=np.int64).reshape(-1), np.asarray(views, dtype=np.int64).reshape(-1)

@@ -75,8 +75,8 @@ def epoch_views_many(seed: int, sample_ids: np.ndarray, epoch: int, num_views: i
     for j in range(per_image):
         cycle, pos = divmod(int(epoch) * per_image + j, int(num_views))
         h = np.zeros(ids.size, dtype=np.uint64)
-        for w in (seed, TAG_VIEW, ids, cycle):
-            h = mix64_np(h ^ (np.asarray(w).astype(np.uint64) if isinstance(w, np.ndarray) else np.uint64(int(w) & MASK64)))
+        for w in (np.uint64(int(seed) & MASK64), np.uint64(TAG_VIEW), ids, np.uint64(cycle)):
+            h = mix64_np(h ^ w)
         out[:, j] = np.argsort(mix64_np(h[:, None] + steps), axis=1, kind="stable")[:, pos]
     return out
 
