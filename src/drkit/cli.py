@@ -7,7 +7,7 @@ import sys
 from typing import Any, Callable, Sequence
 
 from . import __version__
-from .defaults import DISTILL_TEMPERATURE, LABEL_SMOOTHING
+from .defaults import DISTILL_TEMPERATURE, LABEL_SMOOTHING, SMALL_SIDE
 
 EPILOG = {
     "reinforce": "example:\n  drkit reinforce --data fashion-mnist:train --teacher ckpt:runs/t1 --teacher ckpt:runs/t2 \\\n"
@@ -113,7 +113,7 @@ def _reinforce_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", required=True, action="append", metavar="T",
                    help="timm:NAME[?file=W] | torchvision:NAME | ckpt:DIR; repeat for an ensemble")
     p.add_argument("--recipe", default="auto", help="augmentation recipe; auto (default): padcrop for images up to "
-                   "64 px, rrc+ra+re above; unset crop scale and RandAugment/TrivialAugment magnitudes follow the "
+                   f"{SMALL_SIDE} px, rrc+ra+re above; unset crop scale and RandAugment/TrivialAugment magnitudes follow the "
                    "image size (the resolved recipe is recorded)")
     p.add_argument("--samples", type=int, default=10, metavar="NS", help="views per image (default %(default)s)")
     p.add_argument("--topk", type=int, default=10, metavar="K", help="stored probabilities per view (default %(default)s)")
@@ -164,7 +164,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--render", choices=["auto", "workers", "device"], default="auto",
                    help="DR: render views in loader workers, or whole batches on the training device "
-                        "(auto: the device on CUDA and for images up to 64 px; bit-exact either way on the CPU)")
+                        f"(auto: the device on CUDA and for images up to {SMALL_SIDE} px; bit-exact either way on the CPU)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true")

@@ -4,6 +4,12 @@ Each value says where it was measured; change one only with the benchmark that m
 """
 from __future__ import annotations
 
+#: the one small-image threshold: images with a side up to this get the mild default recipe
+#: (pad-crop + flip: RandAugment, erasing and small crops destroy 28-32 px images), and on the CPU
+#: their batches render in the training process with each RandAugment stage's warps and sharpenings
+#: fused (28 px: RA 1.3x faster; 224 px: per-view grids ~1.2x slower than the calls they save)
+SMALL_SIDE = 64
+
 #: DR/KD temperature when ``--temperature`` is not given, with the targets softened on both sides
 #: (Hinton). Fashion-MNIST, out-of-fold teachers, drkit_cnn_tiny, 3 seeds: T = 2 gave +1.60 top-1
 #: over the best ERM, T = 1 +0.72, T = 4 +1.39 (``benchmarks/results/when_dr_helps_eeda2e7.md``, soften sweep).

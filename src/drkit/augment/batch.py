@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..defaults import SMALL_SIDE
 from ..device import to_device
 from ..hashing import noise_at
 from .autoaugment import AA_OP_NAMES, apply_aa, signed_magnitude
@@ -363,9 +364,9 @@ def _run_or_index(rows: list[int], device: torch.device) -> slice | torch.Tensor
     return slice(rows[0], rows[-1] + 1) if rows[-1] - rows[0] + 1 == len(rows) else to_device(rows, device)
 
 
-#: on the CPU, up to this many pixels a stage fuses its warps and sharpenings (28 px: RA 1.3x faster);
-#: above, building a grid per view costs more than the calls it saves (224 px: ~1.2x slower)
-_FUSE_MAX_PIXELS = 64 * 64
+#: on the CPU, up to this many pixels a stage fuses its warps and sharpenings and erasing indexes
+#: pixels flat; above, per-view grids and flat indices cost more than they save (``SMALL_SIDE``)
+_FUSE_MAX_PIXELS = SMALL_SIDE * SMALL_SIDE
 
 
 @functools.lru_cache(maxsize=None)
@@ -383,7 +384,7 @@ def erase_batch(x: torch.Tensor, params: Sequence[dict[str, int]]) -> torch.Tens
         return x
     c, h, w = x.shape[1], x.shape[2], x.shape[3]
     dev = x.device
-    if dev.type == "cpu" and h * w >= 4096:  # big images: slices are cheaper than flat index arithmetic
+    if dev.type == "cpu" and h * w >= _FUSE_MAX_PIXELS:  # big images: slices beat flat index arithmetic
         out = x.clone()
         for r in rows:
             hash_fill(out[r], params[r]["seed"], *erase_box(params[r], h, w))

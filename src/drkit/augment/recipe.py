@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..defaults import SMALL_SIDE
 from ..errors import RecipeError
 from ..textspec import split_options
 from .base import Op, SampleContext, create_op
@@ -173,10 +174,6 @@ class Recipe:
         if self.mixer is None or "mix" not in params:
             return 1.0
         return self.mixer.weight(params["mix"], out_size)
-
-
-#: images with a side up to this get the mild default recipe (pad-crop + flip)
-SMALL_SIDE = 64
 
 
 def default_recipe(side: int, strong: bool = False) -> str:

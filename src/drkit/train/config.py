@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..configs import FREE, VerbConfig, check
-from ..defaults import DISTILL_TEMPERATURE, LABEL_SMOOTHING
+from ..defaults import DISTILL_TEMPERATURE, LABEL_SMOOTHING, SMALL_SIDE
 from ..device import AMP_MODES
 from ..errors import DrkitError
 from .optim import DEFAULTS, default_lr
@@ -18,8 +18,6 @@ from .state import has_state
 #: training device (batched renderer); auto = the device on CUDA and for small images on the CPU
 #: (faster than the worker path there: benchmarks/results/replay_loader.txt), workers else
 RENDER_MODES = ("auto", "workers", "device")
-#: largest image side that ``--render auto`` renders in the training process on the CPU
-DEVICE_RENDER_SIDE = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +110,7 @@ class TrainConfig(VerbConfig):
             return False
         if self.render != "auto":
             return self.render == "device"
-        return device_type == "cuda" or image_size <= DEVICE_RENDER_SIDE
+        return device_type == "cuda" or image_size <= SMALL_SIDE
 
     @property
     def model_options(self) -> dict[str, Any]:
