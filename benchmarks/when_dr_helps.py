@@ -346,7 +346,7 @@ def family_figure(rows: list[dict[str, Any]], path: Path, title: str) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, len(fam), figsize=(3.2 * len(fam), 6.2), squeeze=False)
+    fig, axes = plt.subplots(2, len(fam), figsize=(max(3.2 * len(fam), 6.4), 6.2), squeeze=False)
     for col, r in enumerate(fam):
         runs = {f"best ERM ({r['best_erm'][4:]})": r["erm"], "DR": r["dr"]}
         if r["calibrated_erm"] != r["best_erm"]:
@@ -372,7 +372,7 @@ def family_figure(rows: list[dict[str, Any]], path: Path, title: str) -> bool:
         rel.set_xlabel("confidence", fontsize=8)
         rel.set_ylabel("accuracy", fontsize=8)
         rel.legend(fontsize=6, loc="upper left")
-    fig.suptitle(title, fontsize=8)
+    fig.suptitle(title, fontsize=7, wrap=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -389,7 +389,7 @@ def tradeoff_figure(rows: list[dict[str, Any]], path: Path, title: str) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.2, 4.0))
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
     pts = [(100 * statistics.mean(x["ece"] for x in r["dr"]), 100 * statistics.mean(x["top1"] for x in r["dr"]),
             r["cell"].label) for r in soft]
     ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color="tab:green", label="DR")
@@ -401,7 +401,7 @@ def tradeoff_figure(rows: list[dict[str, Any]], path: Path, title: str) -> bool:
     ax.set_xlabel("ECE % (15 bins, test)")
     ax.set_ylabel("top-1 % (test)")
     ax.legend(fontsize=7)
-    ax.set_title(title, fontsize=7)
+    ax.set_title(title, fontsize=7, wrap=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
