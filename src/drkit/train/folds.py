@@ -13,12 +13,11 @@ from typing import Any, Callable
 import numpy as np
 
 from ..checkpoint import load_checkpoint, read_config
-from ..folds import root_indices
+from ..defaults import FOLDS_MIN_STEPS
 from ..errors import DrkitError
 from ..fileio import atomic_write_json
-from ..folds import FOLDS_FILE, FOLDS_FORMAT, FOLDS_VERSION, split_for
+from ..folds import FOLDS_FILE, FOLDS_FORMAT, FOLDS_VERSION, root_indices, split_for
 from .config import TrainConfig
-from ..defaults import FOLDS_MIN_STEPS
 from .outputs import note, warn
 from .setup import open_source
 from .state import has_state
