@@ -27,6 +27,7 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "WEIGHTS_NAME",
+    "checkpoint_dir",
     "load_checkpoint",
     "read_config",
     "save_checkpoint",
@@ -88,6 +89,12 @@ def save_checkpoint(
     text = json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n"
     atomic_write_bytes(out / CONFIG_NAME, text.encode("utf-8"))
     return out
+
+
+def checkpoint_dir(spec: str | os.PathLike[str]) -> str:
+    """The directory a ``--init``/export argument names: ``ckpt:DIR`` or a bare ``DIR``."""
+    text = str(spec)
+    return text[len("ckpt:"):] if text.startswith("ckpt:") else text
 
 
 def read_config(directory: str | os.PathLike[str]) -> tuple[ModelConfig, dict[str, Any]]:

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import load_checkpoint
+from .checkpoint import checkpoint_dir, load_checkpoint
 from .errors import DrkitError
 from .fileio import atomic_write_bytes, atomic_write_json, sha256_bytes
 from .models import split_model_name
@@ -45,7 +45,7 @@ def export_backbone(checkpoint: str | Path, out: str | Path) -> dict[str, Any]:
 
     from .train.setup import classifier_keys
 
-    ckpt = str(checkpoint)[len("ckpt:"):] if str(checkpoint).startswith("ckpt:") else str(checkpoint)
+    ckpt = checkpoint_dir(checkpoint)
     model, cfg = load_checkpoint(ckpt)
     family, name = split_model_name(cfg.model)
     if family != "timm":

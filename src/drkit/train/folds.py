@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..checkpoint import load_checkpoint, read_config
+from ..checkpoint import checkpoint_dir, load_checkpoint, read_config
 from ..defaults import FOLDS_MIN_STEPS
 from ..errors import DrkitError
 from ..fileio import atomic_write_json
@@ -97,7 +97,7 @@ def check_finished_member(member: Path, k: int, data: Any) -> None:
 def refuse_init_that_saw_the_data(init: str, src: Any) -> None:
     """``--folds --init CKPT``: refused when CKPT trained on the data being split (or on the dataset
     it is cut from), since every member would then start from weights that saw its held-out fold."""
-    directory = init[len("ckpt:"):] if init.startswith("ckpt:") else init
+    directory = checkpoint_dir(init)
     if not (Path(directory) / "config.json").exists():
         return  # not a drkit checkpoint (load_init refuses what it cannot read)
     config, doc = read_config(directory)

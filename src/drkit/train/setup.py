@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import load_checkpoint, mismatch_reason, read_config
+from ..checkpoint import checkpoint_dir, load_checkpoint, mismatch_reason, read_config
 from ..device import amp_dtype
 from ..distributed import DistEnv
 from ..errors import CheckpointError, DrkitError
@@ -150,7 +150,7 @@ def _model(cfg: TrainConfig, src: Source, size: int, env: DistEnv, device: torch
     from ..models import ImageModel, ModelConfig, create_model
 
     if cfg.init is not None:
-        init_cfg, _ = read_config(cfg.init[5:] if cfg.init.startswith("ckpt:") else cfg.init)
+        init_cfg, _ = read_config(checkpoint_dir(cfg.init))
         mean, std = list(init_cfg.mean), list(init_cfg.std)
     else:
         mean, std = source_stats(src, skip=skip)
@@ -226,7 +226,7 @@ def init_provenance(spec: str) -> dict[str, Any]:
     """What ``--init`` started from, for the run's config: the checkpoint, its weights' sha256, the
     data and mode it trained with, and the store it replayed when it was a DR run (a fine-tuning
     chain such as DR -> DR stays traceable from its last link)."""
-    path = spec[5:] if spec.startswith("ckpt:") else spec
+    path = checkpoint_dir(spec)
     _, doc = read_config(path)
     extra = doc.get("extra") or {}
     return {"checkpoint": str(Path(path).resolve()), "weights_sha256": doc.get("weights_sha256"),
@@ -235,7 +235,7 @@ def init_provenance(spec: str) -> dict[str, Any]:
 
 def load_init(model: ImageModel, spec: str, rank: int = 0) -> None:
     """``--init CKPT``: strict load, except a classifier whose class count differs (re-initialised)."""
-    path = spec[5:] if spec.startswith("ckpt:") else spec
+    path = checkpoint_dir(spec)
     src_model, _ = load_checkpoint(path)
     state = src_model.backbone.state_dict()
     own = model.backbone.state_dict()
