@@ -8,10 +8,10 @@ in one run: same student, batch, loop, loader workers and device.
 ERM: ``RandomCrop(28, padding=4) + RandomHorizontalFlip + RandAugment(2, m=3) + RandomErasing``
 from torchvision.transforms.v2 on uint8 tensors, default collate. DR: a store of the same data
 reinforced with ``padcrop+ra+re`` (RandAugment m = 3 at 28 px, NS 4) by a seeded random teacher
-(labels do not matter for speed), replayed (a) per view in the loader workers
-(``ReinforcedDataset``) and (b) as whole batches in the training process (``ds.raw()`` +
-``collate_raw`` + ``render``, the ``--render device`` path). One loop trains ``drkit_cnn_tiny``
-for every loader; modes run interleaved (ERM, DR-workers, DR-device, then again) and the median
+(labels do not matter for speed), replayed as ``drkit train`` does: raw batches from the loader
+workers (``ds.raw()`` + ``collate_raw``) rendered whole in the training process (``ds.render``;
+the per-view loader path of earlier rows was retired in issue 21). One loop trains
+``drkit_cnn_tiny`` for every loader; modes run interleaved (ERM, DR, then again) and the median
 epoch rate counts. Goal (issue 11): DR ÷ ERM >= 1.0.
 """
 from __future__ import annotations
@@ -84,7 +84,7 @@ def main() -> None:
     from drkit.reinforce import reinforce
     from drkit.sources import load_source
     from drkit.store import open_store
-    from drkit.train import ReinforcedDataset, collate_raw, render
+    from drkit.train import ReinforcedDataset, collate_raw
 
     device = torch.device(args.device)
     if args.make_jpegs:
@@ -111,9 +111,8 @@ def main() -> None:
                   pin_memory=device.type == "cuda", persistent_workers=args.workers > 0,
                   generator=torch.Generator().manual_seed(0))
     loaders = {"ERM (torchvision v2)": (DataLoader(TorchvisionERM(src, size), **common), False, None),
-               "DR (replay in workers)": (DataLoader(ds, **common), True, None),
                "DR (batches rendered in the loop)": (DataLoader(ds.raw(), collate_fn=collate_raw, **common), True,
-                                                     lambda b: render(b, store, device))}
+                                                     lambda b: ds.render(b, device))}
     rates: dict[str, list[float]] = {k: [] for k in loaders}
     for r in range(args.rounds + 1):
         for label, (loader, soft, fn) in loaders.items():

@@ -204,11 +204,9 @@ def test_stored_mixed_labels_come_from_the_member_that_never_saw_the_image(tmp_p
     assert mixed > 0 and m["diagnostics"]["partner_seen_views"] == fallbacks
 
 
-@pytest.mark.parametrize("render", ["workers", "device"])
-def test_online_kd_targets_come_from_the_member_that_never_saw_the_image(tmp_path, fold_teacher, monkeypatch,
-                                                                         render):
-    """The KD teacher is handed the batch's true sample ids on both render paths: each image it
-    labels is the one its id names (``resize`` views are the images themselves)."""
+def test_online_kd_targets_come_from_the_member_that_never_saw_the_image(tmp_path, fold_teacher, monkeypatch):
+    """The KD teacher is handed the batch's true sample ids: each image it labels is the one its
+    id names (``resize`` views are the images themselves)."""
     from drkit.teachers.ensemble import TeacherEnsemble
 
     calls: list[tuple[torch.Tensor, np.ndarray]] = []
@@ -222,14 +220,14 @@ def test_online_kd_targets_come_from_the_member_that_never_saw_the_image(tmp_pat
     monkeypatch.setattr(TeacherEnsemble, "forward", spy)
     rc = main(["train", "--data", DATA, "--kd-teacher", f"ckpt:{fold_teacher}", "--model", "drkit_cnn_tiny",
                "--recipe", "resize", "--epochs", "1", "--batch-size", "32", "--workers", "0", "--device", "cpu",
-               "--render", render, "--out", str(tmp_path / "kd"), "--quiet"])
+               "--out", str(tmp_path / "kd"), "--quiet"])
     assert rc == 0 and calls
     src = load_source(DATA)
     seen = 0
     for x, ids in calls:
         for b, i in enumerate(ids.tolist()):
             want = src.load_uint8(i).float() / 255
-            assert torch.equal(x[b], want), (render, b, i)
+            assert torch.equal(x[b], want), (b, i)
             seen += 1
     assert seen >= 96
 

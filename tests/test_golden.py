@@ -5,12 +5,11 @@ teacher) and of a short DR run's final weights. If one of these changes, the sto
 replay/training arithmetic changed: that needs a version bump (``FORMAT_VERSION`` or the
 renderer's ``RENDERER_VERSION``) and a note, never a silent re-pin.
 
-``GOLDEN_SHARDS_RENDERER1`` were pinned before the config-first refactor (issue 10) and still hold
-when erasing draws its noise the renderer-1 way and parameters come from sampler 1 (per-view numpy
-generators): the batched renderer (issue 11) changed nothing else. The second set of pins is
-renderer 2 (counter-based hash noise in erased boxes) with sampler 2 (counter-based batch draws,
-recorded in the store as ``"sampler": 2``; both re-pinned for that reason, with the DR weights
-trained on the store).
+The pins are renderer 2 (counter-based hash noise in erased boxes) with sampler 2 (counter-based
+batch draws, recorded in the store as ``"sampler": 2``), with the DR weights trained on the store.
+The renderer-1 / sampler-1 pins (issue 10) went with sampler 1 (issue 21): no drkit can write
+such a store any more; stores written that way still replay (their parameters are stored), and
+renderer 1's noise is pinned by ``test_renderer.py``.
 """
 from __future__ import annotations
 
@@ -23,10 +22,6 @@ from conftest import make_teacher
 from drkit.reinforce import reinforce
 from drkit.train import train
 
-GOLDEN_SHARDS_RENDERER1 = {
-    "00000.safetensors": "07f10be40a56b512aa2de21171939e11678a9af3c5de086ef45c167f588805b6",
-    "00001.safetensors": "91fe137aadb6ff6ef1e6915b4ed6c0afb306134a6328c6f5d292226fd538b60e",
-}
 GOLDEN_SHARDS = {
     "00000.safetensors": "545594b4f34ec443cbe70895cf2a07027667a50694abb7717a5bd87f4fbbc2ed",
     "00001.safetensors": "bdab722406d905f8ad210b4eaa36b586e04fc6e391cf5e5086f2bf338944cc7b",
@@ -65,14 +60,6 @@ def golden_store(tmp_path_factory, digits_train) -> Path:
 def _shards(root: Path) -> dict[str, str]:
     """The record shards (the content-digest files beside them are checked in test_trust)."""
     return {p.name: _sha(p) for p in sorted((root / "shards").glob("*.safetensors")) if ".content." not in p.name}
-
-
-def test_golden_store_shards_renderer1(tmp_path, digits_train, monkeypatch):
-    from drkit.augment.erasing import RandomErasing
-
-    monkeypatch.setattr(RandomErasing, "noise", "generator")
-    monkeypatch.setattr("drkit.augment.recipe.SAMPLER", 1)  # and sampler 1's per-view numpy generators
-    assert _shards(_golden(tmp_path, digits_train)) == GOLDEN_SHARDS_RENDERER1
 
 
 def test_golden_store_shards(golden_store):

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from drkit.store import open_store
 from drkit.train import ReinforcedDataset, SoftTargetLoss
-from drkit.train.data import epoch_views
+from drkit.train.order import epoch_views
 from drkit.train.losses import SoftTargetCrossEntropy
 
 NS = 4  # stored views per image

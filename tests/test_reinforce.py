@@ -309,14 +309,12 @@ def test_a_failed_run_with_finished_shards_stays_for_resume(tmp_path, digits_tra
     assert _shard_bytes(root) == _shard_bytes(ref)
 
 
-def test_a_run_begun_with_sampler_1_resumes_with_it(tmp_path, digits_train, teacher_pair, monkeypatch):
-    """A run started before sampler 2 (its run.json names no sampler) finishes, after the upgrade,
-    with the bytes an uninterrupted sampler-1 run writes; fresh runs use and record sampler 2."""
+def test_a_run_begun_with_sampler_1_is_refused_on_resume(tmp_path, digits_train, teacher_pair, monkeypatch):
+    """A run started before sampler 2 (its run.json names no sampler) cannot be finished with other
+    parameters: resuming it is refused in one line that says to start again; fresh runs record 2."""
     import drkit.reinforce.run as run
     from drkit.store import Store
 
-    monkeypatch.setattr("drkit.augment.recipe.SAMPLER", 1)
-    ref = _run(digits_train, teacher_pair, tmp_path / "ref", recipe="rrc+ra+re", batch_size=24)
     real, calls = run._hand_over, []
 
     def failing(*a, **k):
@@ -328,10 +326,14 @@ def test_a_run_begun_with_sampler_1_resumes_with_it(tmp_path, digits_train, teac
     monkeypatch.setattr(run, "_hand_over", failing)
     with pytest.raises(StoreError):
         _run(digits_train, teacher_pair, tmp_path / "s", recipe="rrc+ra+re", batch_size=24)
-    assert "sampler" not in json.loads((tmp_path / "s" / "run.json").read_text())
-    monkeypatch.undo()  # the upgrade: sampler 2 is the default again
-    root = _run(digits_train, teacher_pair, tmp_path / "s", recipe="rrc+ra+re", batch_size=24, resume=True)
-    assert _shard_bytes(root) == _shard_bytes(ref) and Store(root).recipe.sampler == 1
+    run_json = tmp_path / "s" / "run.json"
+    config = json.loads(run_json.read_text())
+    assert config["sampler"] == 2
+    del config["sampler"]  # as the run.json of a run begun before sampler 2
+    run_json.write_text(json.dumps(config))
+    monkeypatch.undo()
+    with pytest.raises(StoreError, match="begun with parameter sampler 1, which this drkit no longer has; start it"):
+        _run(digits_train, teacher_pair, tmp_path / "s", recipe="rrc+ra+re", batch_size=24, resume=True)
+    assert not (tmp_path / "s" / "manifest.json").exists()
     fresh = _run(digits_train, teacher_pair, tmp_path / "new", recipe="rrc+ra+re", batch_size=24)
-    assert Store(fresh).manifest["sampler"] == 2 and Store(fresh).recipe.sampler == 2
-    assert _shard_bytes(fresh) != _shard_bytes(ref)
+    assert Store(fresh).manifest["sampler"] == 2

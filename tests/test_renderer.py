@@ -219,11 +219,13 @@ def test_cuda_graph_labels_equal_eager_labels(teacher_pair):
 
 
 def test_device_replay_path_matches_the_dataset(tmp_path, digits_train, teacher_pair):
-    """ReinforcedDataset.raw() + collate_raw + render(batch, device) gives the dataset's own bytes
-    and targets, mixed views included."""
+    """ReinforcedDataset.raw() + collate_raw + ds.render(batch, device) gives, mixed views
+    included, the per-view oracle's bytes (``Recipe.render`` of each stored view) and the
+    store's targets, and ``ds[j]`` the same."""
     from torch.utils.data import DataLoader
 
-    from drkit.train import ReinforcedDataset, collate_raw, render
+    from drkit.augment import render_view
+    from drkit.train import ReinforcedDataset, collate_raw
 
     root = reinforce(digits_train, teacher_pair, tmp_path / "s", recipe="rrc+ra+re+mix", samples=3, topk=4,
                      workers=0, batch_size=16, samples_per_shard=16, device="cpu", progress=False, command=["t"])
@@ -232,52 +234,72 @@ def test_device_replay_path_matches_the_dataset(tmp_path, digits_train, teacher_
         ds = ReinforcedDataset(digits_train, store, views_per_image=k, as_uint8=True)
         ds.set_epoch(1)
         loader = DataLoader(ds.raw(), batch_size=7, shuffle=False, num_workers=0, collate_fn=collate_raw)
-        pos = 0
+        pos, mixed = 0, 0
         for batch in loader:
-            images, targets = render(batch, store, "cpu")
+            images, targets = ds.render(batch, "cpu")
+            views = [(int(ds.sample_ids[p]), v) for p in range(pos, pos + len(batch["label"]) // k) for v in ds.views(p)]
+            oracle = torch.stack([render_view(store.recipe, store.view_params, digits_train.load_uint8, i, v,
+                                              store.image_size) for i, v in views])
             want = [ds[p] for p in range(pos, pos + len(batch["label"]) // k)]
-            want_images = torch.cat([w[0].reshape(-1, *w[0].shape[-3:]) for w in want])
-            want_targets = torch.cat([w[1].reshape(-1, w[1].shape[-1]) for w in want])
-            assert torch.equal(images, want_images) and torch.equal(targets, want_targets)
+            assert torch.equal(images, oracle)
+            assert torch.equal(images, torch.cat([w[0].reshape(-1, *w[0].shape[-3:]) for w in want]))
+            assert torch.equal(targets, torch.stack([store.soft_target(i, v) for i, v in views]))
+            mixed += sum(bool(store.view_params(i, v)["mix"]["mode"]) for i, v in views)
             pos += len(batch["label"]) // k
-        assert pos == len(ds)
+        assert pos == len(ds) and mixed > 0
 
-
-def test_train_rendering_on_the_device_equals_rendering_in_workers(tmp_path, digits_train, teacher_pair):
-    """`drkit train --reinforced --render device` (batched renderer in the training process) trains
-    the very same weights as the per-view replay in loader workers, on the CPU."""
+def test_dr_weights_do_not_depend_on_where_batches_are_built(tmp_path, digits_train, teacher_pair):
+    """`drkit train --reinforced` builds raw batches in a loader worker or in the loop itself and
+    renders them in the loop: the same weights either way (batch composition and pixels do not
+    depend on the worker count)."""
     from safetensors.numpy import load_file
 
     from drkit.train import train
 
     root = reinforce(digits_train, teacher_pair, tmp_path / "s", recipe="rrc+ra+re+mix", samples=3, topk=4,
                      workers=0, batch_size=16, samples_per_shard=16, device="cpu", progress=False, command=["t"])
-    kw = dict(reinforced=root, model="drkit_cnn_tiny", epochs=2, batch_size=16, views_per_image=2, workers=0,
-              device="cpu", seed=1, quiet=True)
-    a = train(digits_train, tmp_path / "workers", render="workers", **kw)
-    b = train(digits_train, tmp_path / "device", render="device", **kw)
-    wa, wb = load_file(str(tmp_path / "workers" / "model.safetensors")), load_file(str(tmp_path / "device" / "model.safetensors"))
+    kw = dict(reinforced=root, model="drkit_cnn_tiny", epochs=2, batch_size=16, views_per_image=2,
+              device="cpu", seed=1, quiet=True, limit_batches=4)
+    a = train(digits_train, tmp_path / "w0", workers=0, **kw)
+    b = train(digits_train, tmp_path / "w1", workers=1, **kw)
+    wa, wb = load_file(str(tmp_path / "w0" / "model.safetensors")), load_file(str(tmp_path / "w1" / "model.safetensors"))
     assert wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)
     assert a["final_train_loss"] == b["final_train_loss"]
 
 
 @pytest.mark.parametrize("mode", ["erm", "kd"])
-def test_erm_and_kd_rendering_on_the_device_equal_rendering_in_workers(tmp_path, digits_train, teacher_pair, mode):
-    """ERM (mixing recipe) and online KD (teacher at another input size) train the same weights
-    whether views are rendered per view in workers or as whole batches in the training process."""
-    from safetensors.numpy import load_file
-
+def test_erm_and_kd_steps_see_the_per_view_oracle_s_pixels(tmp_path, digits_train, teacher_pair, mode, monkeypatch):
+    """ERM (mixing recipe) and online KD (teacher at another input size): every view the student
+    (and the KD teacher) is handed equals ``Recipe.render`` of that view's parameters."""
+    import drkit.train.loop as loop
+    from drkit.augment import render_view
     from drkit.train import train
 
-    kw = dict(model="drkit_cnn_tiny", epochs=2, batch_size=16, workers=0, device="cpu", seed=2, quiet=True,
-              limit_batches=3, recipe="rrc+ra+re+mix")
+    seen = []
+    real = loop._render_here
+
+    def spy(run, raw):
+        out = real(run, raw)
+        seen.append((run.dataset, raw, out))
+        return out
+
+    monkeypatch.setattr(loop, "_render_here", spy)
+    kw = dict(model="drkit_cnn_tiny", epochs=1, batch_size=16, workers=0, device="cpu", seed=2, quiet=True,
+              limit_batches=2, recipe="rrc+ra+re+mix")
     if mode == "kd":
         kw.update(kd_teacher=teacher_pair, image_size=12)  # the teachers take 16 px: two renders per view
-    train(digits_train, tmp_path / "workers", render="workers", **kw)
-    train(digits_train, tmp_path / "device", render="device", **kw)
-    wa = load_file(str(tmp_path / "workers" / "model.safetensors"))
-    wb = load_file(str(tmp_path / "device" / "model.safetensors"))
-    assert wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)
+    train(digits_train, tmp_path / "run", **kw)
+    assert len(seen) == 2
+    mixed = 0
+    for ds, raw, out in seen:
+        for r, (i, p) in enumerate(zip(raw["sample"].tolist(), raw["params"].own)):
+            for key, size in (("image", ds.image_size), ("teacher_image", ds.teacher_size)):
+                if size is None or (key == "teacher_image" and mode == "erm"):
+                    continue
+                want = render_view(ds.recipe, ds.sampler, digits_train.load_uint8, i, ds.view(), size, params=p)
+                assert torch.equal(out[key][r], want), (key, r)
+            mixed += bool(p["mix"]["mode"])
+    assert mixed > 0 and (mode == "erm" or seen[0][2]["teacher_image"].shape[-1] == 16)
 
 
 def _twin_cases(device: str):

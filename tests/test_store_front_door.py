@@ -11,7 +11,7 @@ import torch
 from drkit.augment import ViewSampler, get_recipe, render_view
 from drkit.reinforce import reinforce
 from drkit.store import StoreWriter, array_schema, open_store, pack, partner_ids, unpack
-from drkit.train import AugmentedDataset, ReinforcedDataset
+from drkit.train import AugmentedDataset, ReinforcedDataset, collate_raw
 
 MIX = "rrc+ra+re+mix"
 
@@ -90,7 +90,7 @@ def test_every_consumer_replays_through_the_same_path(tmp_path, digits_train, te
         (v,) = ds.views(i)
         params = store.view_params(i, v)
         via_store = store.render_uint8(digits_train, i, v)
-        via_dataset = ds.item(i)["image"][0]
+        via_dataset = ds[i][0]
         via_function = render_view(store.recipe, store.view_params, digits_train.load_uint8, i, v, store.image_size)
         assert torch.equal(via_store, via_dataset) and torch.equal(via_store, via_function)
         # the store's parameters are the recipe's: the sampler re-derives them, and ERM renders the same pixels
@@ -99,7 +99,7 @@ def test_every_consumer_replays_through_the_same_path(tmp_path, digits_train, te
             checked_mixed += 1
             partner = params["mix"]["partner"], params["mix"]["partner_view"]
             assert store.view_params(*partner) == sampler(*partner)
-        erm = AugmentedDataset.render(aug, i, v, params=params)["image"][0]
+        erm = aug.render(collate_raw(aug.raw_batch([i], view=v, params=[params])))[0][0]
         assert torch.equal(erm, via_store) or params["mix"]["mode"]  # ERM's partner pool is ERM_VIEWS wide
     assert checked_mixed > 0
 

@@ -14,13 +14,14 @@ import pytest
 import torch
 from PIL import Image
 
+from drkit.augment import eval_transform
 from drkit.errors import DrkitError
 from drkit.reinforce import reinforce
 from drkit.store import densify, open_store
-from drkit.train import AugmentedDataset, ReinforcedDataset, SoftTargetLoss, read_metrics, train
+from drkit.train import AugmentedDataset, ReinforcedDataset, SoftTargetLoss, collate_raw, read_metrics, train
 from drkit.train import loop as train_loop
-from drkit.train.data import epoch_batches, epoch_views
 from drkit.train.losses import LabelSmoothingCrossEntropy
+from drkit.train.order import epoch_batches, epoch_views
 
 S = 16  # render size of the 8x8 digits
 FAST = dict(image_size=S, workers=0, device="cpu", quiet=True)
@@ -213,19 +214,20 @@ def test_one_hot_store_gives_erm_targets(tmp_path, digits_train, teacher_pair):
     dr = ReinforcedDataset(digits_train, store, S, seed=0, as_uint8=True)
     erm = AugmentedDataset(digits_train, store.recipe, S, seed=0, as_uint8=True)
     logits = torch.randn(len(dr), 10, generator=torch.Generator().manual_seed(0))
+    every = list(range(len(dr)))
     for epoch in range(store.num_views):
         dr.set_epoch(epoch)
-        dr_t, erm_t = [], []
-        for pos in range(len(dr)):
-            (v,) = dr.views(pos)
-            params = store.record(pos, v)["params"]
-            a, b = dr.finish(dr.item(pos)), erm.render(pos, v, params)
-            assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
-            assert torch.equal(a["image"][0], store.render_uint8(digits_train, pos, v, S))
-            dr_t.append(a["target"][0])
-            erm_t.append(b["target"][0])
-        dr_t, erm_t = torch.stack(dr_t), torch.stack(erm_t)
-        assert torch.equal(dr_t, erm_t)
+        views = [dr.views(pos)[0] for pos in every]
+        raw = collate_raw(dr.raw_batch(every))
+        a_images, dr_t = dr.render(raw)
+        erm_t = torch.full_like(dr_t, -1.0)
+        for v in set(views):  # ERM renders a view index for every sample at once: group DR's by view
+            rows = [pos for pos in every if views[pos] == v]
+            params = [store.record(pos, v)["params"] for pos in rows]
+            b_images, erm_t[rows] = erm.render(collate_raw(erm.raw_batch(rows, view=v, params=params)))
+            assert torch.equal(a_images[rows], b_images)
+        assert torch.equal(dr_t, erm_t) and raw["label"].tolist() == np.asarray(digits_train.labels)[:len(dr)].tolist()
+        assert all(torch.equal(a_images[pos], store.render_uint8(digits_train, pos, views[pos], S)) for pos in every)
         assert torch.equal(SoftTargetLoss()(logits, dr_t), LabelSmoothingCrossEntropy(0.0)(logits, erm_t))
 
 
@@ -323,8 +325,11 @@ def test_views_are_a_permutation_per_cycle(dr_store):
     plain = [ds3.views(i)[0] < 0 for i in range(len(ds3))]
     assert 0.18 < np.mean(plain) < 0.32
     i = plain.index(True)
-    it = ds3.finish(ds3.item(i))
-    assert it["target"][0].max() == 1.0 and int(it["target"][0].argmax()) == int(src.labels[i])
+    x, y = ds3[i]
+    assert y.max() == 1.0 and int(y.argmax()) == int(src.labels[i])
+    assert torch.equal(x, eval_transform(src.load_uint8(i), store.image_size))  # the plain (eval) view
+    images, _ = ds3.render(collate_raw(ds3.raw_batch(range(40))))  # plain and stored views in one batch
+    assert all(torch.equal(images[p], ds3[p][0]) for p in range(40)) and 0 < sum(plain[:40]) < 40
     # batches: one order for every rank, strided, equal step counts
     b0, b1 = (epoch_batches(101, 1, 2, 8, r, 2, drop_last=False) for r in (0, 1))
     assert len(b0) == len(b1) and set(np.concatenate(b0 + b1).tolist()) == set(range(101))
@@ -436,7 +441,7 @@ def test_batched_dr_items_equal_the_per_record_oracle(tmp_path, digits_train, te
     ds = ReinforcedDataset(digits_train, store, seed=5, views_per_image=per_image, as_uint8=True)
     ds.set_epoch(4)
     positions = [47, 3, 20, 19, 0, 33, 21]  # three shards, out of order
-    items = ds.raw().batch(positions)
+    items = ds.raw_batch(positions)
     for pos, it in zip(positions, items):
         i = int(ds.sample_ids[pos])
         views = epoch_views(5, i, 4, store.num_views, per_image)
@@ -450,7 +455,7 @@ def test_batched_dr_items_equal_the_per_record_oracle(tmp_path, digits_train, te
 
 
 def test_epoch_views_many_is_epoch_views_per_sample():
-    from drkit.train.data import epoch_views_many
+    from drkit.train.order import epoch_views_many
 
     ids = np.arange(0, 3000, 7)
     for seed, epoch, ns, k in [(0, 0, 10, 1), (3, 5, 4, 2), (1, 17, 30, 3), (2 ** 40, 2, 15, 1)]:

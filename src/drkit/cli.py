@@ -162,9 +162,6 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default="auto")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--render", choices=["auto", "workers", "device"], default="auto",
-                   help="DR: render views in loader workers, or whole batches on the training device "
-                        f"(auto: the device on CUDA and for images up to {SMALL_SIDE} px; bit-exact either way on the CPU)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true")

@@ -17,7 +17,7 @@ import torch
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from .base import REFERENCE_SIDE, Op, SampleContext, register_op, uniform_int
+from .base import REFERENCE_SIDE, Op, register_op
 from .codec import Field
 from .device_ops import TWINS
 from .draws import BatchContext, Draws, chance, integers, normal
@@ -122,18 +122,6 @@ class RandAugment(Op):
                     Field(f"sign{k}", 0, 1)]
         return out
 
-    def sample(self, rng: np.random.Generator, ctx: SampleContext) -> dict[str, int]:
-        s = self.settings
-        out: dict[str, int] = {}
-        for k in range(s["n"]):
-            out[f"op{k}"] = uniform_int(rng, 0, len(AA_OPS) - 1)
-            m = s["m"]
-            if s["mstd"] > 0:
-                m = int(round(rng.normal(m, s["mstd"])))
-            out[f"mag{k}"] = min(max(m, 0), s["bins"] - 1)
-            out[f"sign{k}"] = int(rng.random() < 0.5)
-        return out
-
     def draw(self, d: Draws, ctx: BatchContext) -> dict[str, np.ndarray]:
         s = self.settings
         out: dict[str, np.ndarray] = {}
@@ -171,13 +159,6 @@ class TrivialAugmentWide(Op):
 
     def fields(self) -> list[Field]:
         return [Field("op", 0, len(AA_OPS) - 1), Field("mag", 0, self.settings["bins"] - 1), Field("sign", 0, 1)]
-
-    def sample(self, rng: np.random.Generator, ctx: SampleContext) -> dict[str, int]:
-        top = self.settings["bins"] - 1
-        if self.settings["max_bin"] >= 0:
-            top = min(top, self.settings["max_bin"])
-        return {"op": uniform_int(rng, 0, len(AA_OPS) - 1), "mag": uniform_int(rng, 0, top),
-                "sign": int(rng.random() < 0.5)}
 
     def draw(self, d: Draws, ctx: BatchContext) -> dict[str, np.ndarray]:
         top = self.settings["bins"] - 1

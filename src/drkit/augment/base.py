@@ -1,13 +1,13 @@
 """The replayable-op protocol and its registry.
 
-An op turns an explicit RNG into integer parameters (``sample``) and applies those parameters
-to a uint8 CHW tensor (``apply``). Generation and training call the same ``apply``, which is
-what makes replay bit-exact.
+An op draws integer parameters for a batch of views from counter-based draws (``draw``) and
+applies one view's parameters to a uint8 CHW tensor (``apply``). Generation and training call
+the same ``apply`` (or its batched twin), which is what makes replay bit-exact. An op without a
+``draw`` (the imported reference ops) replays stored views only.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -15,19 +15,6 @@ import torch
 from ..errors import RecipeError
 from .codec import Field
 from .draws import BatchContext, Draws
-
-
-@dataclass(frozen=True)
-class SampleContext:
-    """What a sampler may look at: the source image size and the dataset/view counts.
-    ``window`` > 0 keeps mixing partners within that many samples of ``sample_id`` (a streamed
-    source holds only a window of recent images); 0 lets them be any sample."""
-
-    src_hw: tuple[int, int]
-    num_samples: int
-    num_views: int
-    sample_id: int
-    window: int = 0
 
 
 class Op:
@@ -68,18 +55,11 @@ class Op:
     def fields(self) -> list[Field]:
         raise NotImplementedError
 
-    def sample(self, rng: np.random.Generator, ctx: SampleContext) -> dict[str, int]:
-        raise NotImplementedError
-
     def draw(self, d: Draws, ctx: BatchContext) -> dict[str, np.ndarray]:
-        """Sampler 2: every view of a batch at once, as int64 columns (``d`` is scoped to this op).
-        An op without a batched form samples each view with :meth:`sample` from a numpy generator
-        seeded by the view's own first draw (so still batch-independent)."""
-        seeds = (d.uniform(1)[:, 0] * 2.0**53).astype(np.int64).tolist()
-        rows = [self.sample(np.random.default_rng(seed), SampleContext(
-                    (int(h), int(w)), ctx.num_samples, ctx.num_views, int(i), ctx.window))
-                for seed, h, w, i in zip(seeds, ctx.src_h.tolist(), ctx.src_w.tolist(), ctx.sample_ids.tolist())]
-        return {k: np.array([r[k] for r in rows], dtype=np.int64) for k in (rows[0] if rows else {})}
+        """Every view of a batch at once, as int64 columns (``d`` is scoped to this op, so a view's
+        parameters do not depend on its batch)."""
+        raise RecipeError(f"{self.name} replays imported views only: it cannot draw new ones (reinforce "
+                          "or train ERM with a drkit recipe instead)")
 
     def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
         raise NotImplementedError
@@ -112,11 +92,3 @@ def create_op(name: str, side: int | None = None, **settings: Any) -> Op:
 
 #: the side the reference recipes' magnitudes were tuned for (ImageNet training crops)
 REFERENCE_SIDE = 224
-
-
-def uniform_int(rng: np.random.Generator, lo: int, hi: int) -> int:
-    """Integer in [lo, hi] inclusive."""
-    return int(rng.integers(lo, hi + 1))
-
-
-Sampler = Callable[[np.random.Generator, SampleContext], dict[str, int]]

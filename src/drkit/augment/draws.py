@@ -26,7 +26,8 @@ _UNIT = float(2.0 ** -53)
 @dataclass(frozen=True)
 class BatchContext:
     """What a batch sampler may look at: per-view source sizes and sample ids, and the dataset /
-    view counts (``window``: see :class:`~drkit.augment.base.SampleContext`)."""
+    view counts. ``window`` > 0 keeps mixing partners within that many samples of the view's own
+    (a streamed source holds only a window of recent images); 0 lets them be any sample."""
 
     src_h: np.ndarray  # int64 [n]
     src_w: np.ndarray  # int64 [n]

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..hashing import noise_at
-from .base import Op, SampleContext, register_op, uniform_int
+from .base import Op, register_op
 from .codec import Field
 from .draws import BatchContext, Draws, integers
 
@@ -62,24 +62,6 @@ class RandomErasing(Op):
     def fields(self) -> list[Field]:
         return [Field("on", 0, 1), Field("top", 0, Q - 1), Field("left", 0, Q - 1),
                 Field("h", 0, Q), Field("w", 0, Q), Field("seed", 0, 65535)]
-
-    def sample(self, rng: np.random.Generator, ctx: SampleContext) -> dict[str, int]:
-        s = self.settings
-        off = {"on": 0, "top": 0, "left": 0, "h": 0, "w": 0, "seed": 0}
-        if rng.random() >= s["p"]:
-            return off
-        log_ratio = (math.log(s["ratio_min"]), math.log(s["ratio_max"]))
-        for _ in range(10):
-            area = rng.uniform(s["scale_min"], s["scale_max"])
-            aspect = math.exp(rng.uniform(*log_ratio))
-            h = int(round(math.sqrt(area / aspect) * Q))
-            w = int(round(math.sqrt(area * aspect) * Q))
-            if 1 <= h < Q and 1 <= w < Q:
-                top = uniform_int(rng, 0, Q - h)
-                left = uniform_int(rng, 0, Q - w)
-                return {"on": 1, "top": min(top, Q - 1), "left": min(left, Q - 1), "h": h, "w": w,
-                        "seed": uniform_int(rng, 0, 65535)}
-        return off
 
     def draw(self, d: Draws, ctx: BatchContext) -> dict[str, np.ndarray]:
         """Sampler 2: the same 10 box tries for every view at once; the first that fits wins."""

@@ -13,7 +13,7 @@ import torch
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from .base import REFERENCE_SIDE, Op, SampleContext, register_op, uniform_int
+from .base import REFERENCE_SIDE, Op, register_op
 from .codec import Field
 from .draws import BatchContext, Draws, chance, integers
 
@@ -52,32 +52,6 @@ class RandomResizedCrop(Op):
 
     def fields(self) -> list[Field]:
         return list(_BOX_FIELDS)
-
-    def sample(self, rng: np.random.Generator, ctx: SampleContext) -> dict[str, int]:
-        s = self.settings
-        height, width = ctx.src_hw
-        area = height * width
-        log_ratio = (math.log(s["ratio_min"]), math.log(s["ratio_max"]))
-        box = None
-        for _ in range(10):
-            target_area = area * rng.uniform(s["scale_min"], s["scale_max"])
-            aspect = math.exp(rng.uniform(*log_ratio))
-            w = int(round(math.sqrt(target_area * aspect)))
-            h = int(round(math.sqrt(target_area / aspect)))
-            if 0 < w <= width and 0 < h <= height:
-                box = (uniform_int(rng, 0, height - h), uniform_int(rng, 0, width - w), h, w)
-                break
-        if box is None:  # centre crop at the clamped ratio, as torchvision does
-            in_ratio = width / height
-            if in_ratio < s["ratio_min"]:
-                w, h = width, int(round(width / s["ratio_min"]))
-            elif in_ratio > s["ratio_max"]:
-                h, w = height, int(round(height * s["ratio_max"]))
-            else:
-                w, h = width, height
-            box = ((height - h) // 2, (width - w) // 2, h, w)
-        flip = int(rng.random() < s["flip"])
-        return {"top": box[0], "left": box[1], "height": box[2], "width": box[3], "flip": flip}
 
     def draw(self, d: Draws, ctx: BatchContext) -> dict[str, np.ndarray]:
         """Sampler 2: the same 10 tries for every view at once; the first that fits wins."""
@@ -123,14 +97,6 @@ class PadCrop(Op):
         pad = self.settings["pad"]
         return pad if pad >= 0 else int(round(self.settings["pad_frac"] * min(hw)))
 
-    def sample(self, rng: np.random.Generator, ctx: SampleContext) -> dict[str, int]:
-        pad = self._pad(ctx.src_hw)
-        height, width = ctx.src_hw
-        top = uniform_int(rng, -pad, pad)
-        left = uniform_int(rng, -pad, pad)
-        flip = int(rng.random() < self.settings["flip"])
-        return {"top": top, "left": left, "height": height, "width": width, "flip": flip}
-
     def draw(self, d: Draws, ctx: BatchContext) -> dict[str, np.ndarray]:
         pad = self.settings["pad"]
         if pad < 0:
@@ -154,11 +120,6 @@ class Resize(Op):
 
     def fields(self) -> list[Field]:
         return list(_BOX_FIELDS)
-
-    def sample(self, rng: np.random.Generator, ctx: SampleContext) -> dict[str, int]:
-        height, width = ctx.src_hw
-        flip = int(rng.random() < self.settings["flip"])
-        return {"top": 0, "left": 0, "height": height, "width": width, "flip": flip}
 
     def draw(self, d: Draws, ctx: BatchContext) -> dict[str, np.ndarray]:
         zero = np.zeros(ctx.n, np.int64)

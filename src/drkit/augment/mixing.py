@@ -8,12 +8,11 @@ the output side like the erasing box.
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
 
-from .base import Op, SampleContext, register_op, uniform_int
+from .base import Op, register_op
 from .codec import Field
 from .draws import GAMMA_SLOTS, BatchContext, Draws, beta, integers
 
@@ -51,34 +50,6 @@ class MixUpCutMix(Op):
         return [Field("mode", 0, 2), Field("partner", 0, 2**32 - 1), Field("partner_view", 0, 65535),
                 Field("lam", 0, 65535), Field("top", 0, Q), Field("left", 0, Q),
                 Field("h", 0, Q), Field("w", 0, Q)]
-
-    def sample(self, rng: np.random.Generator, ctx: SampleContext) -> dict[str, int]:
-        s = self.settings
-        out = {"mode": MODE_NONE, "partner": ctx.sample_id, "partner_view": 0, "lam": lam_to_bits(1.0),
-               "top": 0, "left": 0, "h": 0, "w": 0}
-        if ctx.num_samples < 2 or rng.random() >= s["p"]:
-            return out
-        if ctx.window > 0:  # a streamed source: a partner among the samples within the window
-            lo, hi = max(0, ctx.sample_id - ctx.window), min(ctx.num_samples - 1, ctx.sample_id + ctx.window)
-            partner = lo + uniform_int(rng, 0, hi - lo - 1)
-        else:
-            partner = uniform_int(rng, 0, ctx.num_samples - 2)
-        out["partner"] = partner + (partner >= ctx.sample_id)  # any sample but this one
-        out["partner_view"] = uniform_int(rng, 0, ctx.num_views - 1)
-        use_cutmix = s["cutmix"] > 0 and (s["mixup"] <= 0 or rng.random() < s["switch"])
-        if use_cutmix:
-            lam = float(rng.beta(s["cutmix"], s["cutmix"]))
-            cut = math.sqrt(1.0 - lam)
-            ch, cw = int(round(cut * Q)), int(round(cut * Q))
-            cy, cx = uniform_int(rng, 0, Q - 1), uniform_int(rng, 0, Q - 1)
-            y0, y1 = min(max(cy - ch // 2, 0), Q), min(max(cy + ch // 2, 0), Q)
-            x0, x1 = min(max(cx - cw // 2, 0), Q), min(max(cx + cw // 2, 0), Q)
-            out.update(mode=MODE_CUTMIX, top=y0, left=x0, h=y1 - y0, w=x1 - x0)
-        else:
-            lam = float(rng.beta(s["mixup"], s["mixup"]))
-            out["mode"] = MODE_MIXUP
-        out["lam"] = lam_to_bits(lam)
-        return out
 
     def draw(self, d: Draws, ctx: BatchContext) -> dict[str, np.ndarray]:
         """Sampler 2: every view's switch, partner, λ and box drawn at once (λ from the

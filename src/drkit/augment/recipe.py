@@ -1,10 +1,10 @@
 """Recipes: an ordered list of replayable ops, parsed from specs like ``rrc+ra@m=5+re``.
 
 A view's randomness comes from ``(seed, sample_id, view)`` and nothing else, so any worker, rank
-or resumed run draws the same parameters for the same view. Sampler 2 (the default, recorded in
-every store since) hashes those integers per draw and samples whole batches at once
-(:mod:`~drkit.augment.draws`); sampler 1, kept for stores made before it, draws from
-``numpy.random.default_rng([seed, sample_id, view])`` one view at a time.
+or resumed run draws the same parameters for the same view: the parameter sampler (version 2,
+recorded in every store) hashes those integers per draw and samples whole batches at once
+(:mod:`~drkit.augment.draws`). Sampler 1 (a numpy generator per view) is gone: a store keeps its
+parameters, so only a ``reinforce`` run begun before sampler 2 needed it, and it is refused.
 """
 from __future__ import annotations
 
@@ -16,14 +16,14 @@ import torch
 from ..defaults import SMALL_SIDE
 from ..errors import RecipeError
 from ..textspec import split_options
-from .base import Op, SampleContext, create_op
+from .base import Op, create_op
 from .codec import BitCodec
 from .draws import BatchContext, Draws
 from .mixing import MixUpCutMix
 
 ViewParams = dict[str, dict[str, int]]
 
-#: the parameter sampler new stores use and record (``store_config``); 1: per-view numpy generators
+#: the parameter sampler stores record; reinforce refuses to resume a run begun with another
 SAMPLER = 2
 
 # Named recipes (design.md). Any `+`-joined op list is valid; these are the documented ones.
@@ -52,7 +52,6 @@ class Recipe:
             raise RecipeError(f"recipe repeats an op: {'+'.join(names)}")
         self.ops = ops
         self.mixer = mix
-        self.sampler = SAMPLER
         self.codec = BitCodec([(op.name, op.fields()) for op in ops])
 
     # -- identity -----------------------------------------------------------------------
@@ -95,39 +94,18 @@ class Recipe:
                 op.noise = "generator" if version < 2 else "hash"  # type: ignore[attr-defined]
         return self
 
-    def with_sampler(self, version: int) -> Recipe:
-        """Draw parameters as sampler ``version`` did (a store's recorded one; see the module);
-        returns ``self``."""
-        if version not in (1, 2):
-            raise RecipeError(f"parameter sampler {version} is unknown to this drkit (it knows 1 and 2)")
-        self.sampler = int(version)
-        return self
-
     # -- parameters -----------------------------------------------------------------------
-    @staticmethod
-    def view_rng(seed: int, sample_id: int, view: int) -> np.random.Generator:
-        """Sampler 1's generator of one view."""
-        return np.random.default_rng([int(seed), int(sample_id), int(view)])
-
     def sample(self, seed: int, sample_id: int, view: int, src_hw: tuple[int, int],
                num_samples: int, num_views: int, window: int = 0) -> ViewParams:
         """All parameters of one view, a pure function of its arguments (``window``: see
-        :class:`~drkit.augment.base.SampleContext`)."""
-        if self.sampler >= 2:
-            return self.sample_batch(seed, [sample_id], [view], [src_hw], num_samples, num_views, window)[0]
-        rng = self.view_rng(seed, sample_id, view)
-        ctx = SampleContext(tuple(src_hw), num_samples, num_views, sample_id, window)  # type: ignore[arg-type]
-        params: ViewParams = {op.name: op.sample(rng, ctx) for op in self.ops}
-        if self.mixer is not None:
-            params["mix"] = self.mixer.sample(rng, ctx)
-        return params
+        :class:`~drkit.augment.draws.BatchContext`)."""
+        return self.sample_batch(seed, [sample_id], [view], [src_hw], num_samples, num_views, window)[0]
 
     def sample_batch(self, seed: int, samples: Sequence[int], views: Sequence[int], src_hw: Sequence[tuple[int, int]],
                      num_samples: int, num_views: int, window: int = 0) -> list[ViewParams]:
         """:meth:`sample` of many views; each view's parameters are the same alone or in any batch."""
-        if self.sampler < 2 or not len(samples):
-            return [self.sample(seed, i, v, hw, num_samples, num_views, window)
-                    for i, v, hw in zip(samples, views, src_hw)]
+        if not len(samples):
+            return []
         hw = np.asarray(src_hw, dtype=np.int64).reshape(-1, 2)
         ctx = BatchContext(hw[:, 0], hw[:, 1], np.asarray(samples, dtype=np.int64), int(num_samples),
                            int(num_views), int(window))

@@ -11,29 +11,16 @@ partner's own parameters inside the record.
 """
 from __future__ import annotations
 
-import math
 
-import numpy as np
 import torch
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from ..errors import RecipeError
-from .base import Op, SampleContext, register_op, uniform_int
+from .base import Op, register_op
 from .codec import Field
-from .draws import BatchContext, Draws
 from .mixing import MODE_MIXUP, MixUpCutMix, bits_to_lam
 
 _SIDE = 65535  # 16-bit pixel coordinates
-
-
-def resized_hw(src_hw: tuple[int, int], short: int) -> tuple[int, int]:
-    """(H, W) after torchvision's ``Resize(short)``: the short side becomes ``short``, the long
-    side keeps the aspect ratio (rounded down, as torchvision does)."""
-    h, w = src_hw
-    if h <= w:
-        return short, int(short * w / h)
-    return int(short * h / w), short
 
 
 @register_op
@@ -51,16 +38,6 @@ class ResizePadCrop(Op):
 
     def _short(self, out_size: int) -> int:
         return int(self.settings["resize"]) or out_size
-
-    def sample(self, rng: np.random.Generator, ctx: SampleContext) -> dict[str, int]:
-        """torchvision ``RandomCrop(padding=pad)`` on the resized image, for the output size the
-        recipe's short side implies (``resize``; the store's image size when 0 is not known here)."""
-        short = self._short(min(ctx.src_hw))
-        h, w = resized_hw(ctx.src_hw, short)
-        pad = int(self.settings["pad"])
-        top = uniform_int(rng, 0, max(0, h + 2 * pad - short))
-        left = uniform_int(rng, 0, max(0, w + 2 * pad - short))
-        return {"top": top, "left": left, "flip": int(rng.random() < self.settings["flip"])}
 
     def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
         short = self._short(out_size)
@@ -86,23 +63,6 @@ class ZeroErase(Op):
         return [Field("on", 0, 1), Field("top", 0, 4095), Field("left", 0, 4095), Field("h", 0, 4096),
                 Field("w", 0, 4096)]
 
-    def sample(self, rng: np.random.Generator, ctx: SampleContext) -> dict[str, int]:
-        """A box for an output as large as the source (the output size is not known when sampling)."""
-        s = self.settings
-        off = {"on": 0, "top": 0, "left": 0, "h": 0, "w": 0}
-        if rng.random() >= s["p"]:
-            return off
-        height, width = (min(v, 4096) for v in ctx.src_hw)
-        log_ratio = (math.log(s["ratio_min"]), math.log(s["ratio_max"]))
-        for _ in range(10):
-            area = height * width * rng.uniform(s["scale_min"], s["scale_max"])
-            aspect = math.exp(rng.uniform(*log_ratio))
-            h, w = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
-            if 0 < h < height and 0 < w < width:
-                return {"on": 1, "top": uniform_int(rng, 0, height - h), "left": uniform_int(rng, 0, width - w),
-                        "h": h, "w": w}
-        return off
-
     def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
         if not params["on"]:
             return img
@@ -110,9 +70,6 @@ class ZeroErase(Op):
         out[:, params["top"]:params["top"] + params["h"], params["left"]:params["left"] + params["w"]] = 0
         return out
 
-
-_REFMIX_CANNOT_DRAW = ("refmix replays imported views only: it cannot draw new ones (reinforce or train ERM with a "
-                       "drkit recipe instead)")
 
 #: bits of an imported view's mixing mode: MixUp, then CutMix from the unmixed partner
 REF_MIXUP, REF_CUTMIX = 1, 2
@@ -130,12 +87,6 @@ class ReferenceMix(MixUpCutMix):
     defaults = {"mixup": 1.0, "div_by": 1.0, "mixup_p": 1.0, "cutmix": 1.0, "cutmix_p": 1.0}
     limits = {"mixup": (0.0, 100.0), "div_by": (1.0, 100.0), "mixup_p": (0.0, 1.0), "cutmix": (0.0, 100.0),
               "cutmix_p": (0.0, 1.0)}
-
-    def sample(self, rng: np.random.Generator, ctx: SampleContext) -> dict[str, int]:
-        raise RecipeError(_REFMIX_CANNOT_DRAW)
-
-    def draw(self, d: Draws, ctx: BatchContext) -> dict[str, np.ndarray]:
-        raise RecipeError(_REFMIX_CANNOT_DRAW)
 
     def mix(self, img: torch.Tensor, partner: torch.Tensor, p: dict[str, int]) -> torch.Tensor:
         out = super().mix(img, partner, {**p, "mode": MODE_MIXUP}) if p["mode"] & REF_MIXUP else img  # drkit's blend

@@ -1,9 +1,7 @@
-"""The one replay path: the pixels of view ``v`` of sample ``i``, mixing partner included.
-
-Every consumer — ``reinforce`` labelling fresh views, ``Store.replay``, ``ReinforcedDataset``,
-ERM/KD augmentation, ``inspect`` — calls :func:`render_view`. They differ only in where a view's
-parameters come from (a :class:`ViewLookup`): sampled from the recipe (:class:`ViewSampler`), or
-read back from a store's records. Nothing else resolves partners or mixing fields.
+"""Where a view's parameters come from — sampled from the recipe (:class:`ViewSampler`) or read
+back from a store's records (a :class:`ViewLookup`) — and how a mixed view finds its partner's
+(:func:`partner_params`). Pixels are made by the batched renderer (:mod:`drkit.augment.batch`);
+:func:`render_view`, one view through the per-view ``Recipe.render``, is its oracle in the tests.
 """
 from __future__ import annotations
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -21,13 +20,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..augment import Recipe, resolve_recipe
+from ..augment.recipe import SAMPLER
 from ..augment.batch import renderer_info
 from ..configs import positional
 from ..device import default_workers, on_side_stream, resolve_device
 from ..distributed import dist_env
 from ..errors import DrkitError
 from ..store import StoreWriter, array_schema, format_diagnostics, partner_ids
-from ..store.format import RUN_CONFIG
 from .ahead import render_ahead
 from .config import ReinforceConfig, parse_shard
 from .diagnose import diagnose
@@ -54,7 +53,6 @@ def reinforce(cfg: ReinforceConfig | Any = None, teacher: Any = None, out: Any =
     size = int(cfg.image_size or ens.image_size)
     side = min(src.typical_side(), size)
     rec = resolve_recipe(cfg.recipe, side, strong=True)
-    rec.with_sampler(_resumed_sampler(cfg) or rec.sampler)
     config = store_config(cfg, src, ens, rec, size, side, device)
     shard_i, shard_n = parse_shard(cfg.shard)
     job, jobs = shard_i * env.world_size + env.rank, shard_n * env.world_size
@@ -83,19 +81,6 @@ def reinforce(cfg: ReinforceConfig | Any = None, teacher: Any = None, out: Any =
         print(f"drkit reinforce: skipped {len(skipped)} undecodable image{'s' if len(skipped) > 1 else ''} "
               f"(--skip-bad; listed under 'skipped' in {writer.root / 'manifest.json'})", file=sys.stderr)
     return writer.root
-
-
-def _resumed_sampler(cfg: ReinforceConfig) -> int | None:
-    """The parameter sampler of the run ``--resume`` continues (runs begun before the sampler was
-    recorded used sampler 1), so the finished store is the one an uninterrupted run writes; ``None``
-    for a fresh run."""
-    run_json = Path(cfg.out) / RUN_CONFIG
-    if cfg.resume and run_json.is_file():
-        try:
-            return int(json.loads(run_json.read_text()).get("sampler", 1))
-        except (ValueError, TypeError, AttributeError):
-            pass  # not a run's config: the writer refuses it with its own message
-    return None
 
 
 def _open(cfg: ReinforceConfig, device: torch.device) -> tuple[Any, torch.nn.Module]:
@@ -134,7 +119,7 @@ def store_config(cfg: ReinforceConfig, src: Any, ens: torch.nn.Module, rec: Reci
         "samples_per_shard": int(cfg.samples_per_shard),
         "arrays": array_schema(rec.code_bytes, cfg.topk, num_classes, rec.mixes),
         "renderer": renderer_info(device),
-        **({"sampler": rec.sampler} if rec.sampler > 1 else {}),  # absent: sampler 1 (stores before it)
+        "sampler": SAMPLER,
         "content_digest": src.digest_kind,
     }
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import torch
 
-from ..augment import Recipe, ViewParams, get_recipe, partner_of, render_view
+from ..augment import Recipe, ViewParams, get_recipe, partner_of
 from ..augment import partner_params as partner_view_params
 from ..errors import StoreError
 from .check import manifest_problem, open_content, open_shard
@@ -87,7 +87,6 @@ class Store:
         #: the renderer that made the pixels the teacher labelled (stores before it was recorded: version 1)
         self.renderer: dict[str, Any] = dict(m.get("renderer") or {"name": "drkit", "version": 1, "device": "cpu"})
         self.recipe: Recipe = get_recipe(m["recipe"]).with_renderer(int(self.renderer.get("version", 1)))
-        self.recipe.with_sampler(int(m.get("sampler", 1)))  # recorded since sampler 2; before: 1
         self.num_samples: int = int(m["num_samples"])
         self.num_views: int = int(m["num_views"])
         self.topk: int = int(m["topk"])
@@ -274,18 +273,17 @@ class Store:
         self.check_source(src)
         params = record["params"] if record is not None else self.view_params(sample_id, view)
         size = image_size or self.image_size
-        kind = self.renderer.get("device", "cpu")
-        if kind == "cuda" and torch.cuda.is_available() and torch.utils.data.get_worker_info() is None:
-            return self._render_batched(src, sample_id, params, size, image, torch.device("cuda")).cpu()
-        self._warn_other_device("cpu")
-        out = render_view(self.recipe, self.view_params, self.image_loader(src), sample_id, view, size, params=params,
-                          image=image)
-        assert out is not None  # the loader raises rather than returning None
-        return out
+        device = torch.device("cpu")
+        if self.renderer.get("device") == "cuda" and torch.cuda.is_available() and \
+                torch.utils.data.get_worker_info() is None:
+            device = torch.device("cuda")
+        else:
+            self._warn_other_device("cpu")
+        return self._render_batched(src, sample_id, params, size, image, device).cpu()
 
     def _render_batched(self, src: Source, sample_id: int, params: Any, size: int, image: torch.Tensor | None,
                         device: torch.device) -> torch.Tensor:
-        """One view through the batched renderer on ``device`` (what reinforce ran there)."""
+        """One view through the batched renderer on ``device`` (what reinforce ran)."""
         from ..augment.batch import render_batch
 
         load = self.image_loader(src)

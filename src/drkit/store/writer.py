@@ -167,6 +167,9 @@ def _prepare(root: Path, config: dict[str, Any], resume: bool, shared: bool) -> 
         existing = json.loads(run_path.read_text())
         if existing != config:
             diff = sorted(k for k in set(existing) | set(config) if existing.get(k) != config.get(k))
+            if "sampler" in diff:  # absent: a run begun before sampler 2, whose sampler 1 is gone
+                raise StoreError(f"{root} holds a run begun with parameter sampler {existing.get('sampler', 1)}, "
+                                 f"which this drkit no longer has; start it again with another --out")
             raise StoreError(f"{root} holds a different reinforce run (differs in {', '.join(diff)}); "
                              "choose another --out")
         if (root / MANIFEST).exists() and not resume:

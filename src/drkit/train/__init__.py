@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from .. import callable_verb
 from .config import TrainConfig
-from .data import AugmentedDataset, ReinforcedDataset, epoch_views
+from .data import AugmentedDataset, ReinforcedDataset
 from .loop import train
 from .losses import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy, SoftTargetLoss, soft_target_cross_entropy
+from .order import epoch_views
 from .outputs import read_metrics
-from .replay import collate_raw, render
+from .replay import collate_raw
 
 __all__ = ["train", "TrainConfig", "ReinforcedDataset", "AugmentedDataset", "SoftTargetLoss", "SoftTargetCrossEntropy",
-           "LabelSmoothingCrossEntropy", "soft_target_cross_entropy", "epoch_views", "read_metrics", "collate_raw", "render"]
+           "LabelSmoothingCrossEntropy", "soft_target_cross_entropy", "epoch_views", "read_metrics", "collate_raw"]
 
 
 callable_verb(__name__)

@@ -7,17 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from ..configs import FREE, VerbConfig, check
-from ..defaults import DISTILL_TEMPERATURE, LABEL_SMOOTHING, SMALL_SIDE
+from ..defaults import DISTILL_TEMPERATURE, LABEL_SMOOTHING
 from ..device import AMP_MODES
 from ..errors import DrkitError
 from .optim import DEFAULTS, default_lr
 from .outputs import METRICS
 from .state import has_state
-
-#: where training views are rendered: loader workers (per-view reference), or whole batches on the
-#: training device (batched renderer); auto = the device on CUDA and for small images on the CPU
-#: (faster than the worker path there: benchmarks/results/replay_loader.txt), workers else
-RENDER_MODES = ("auto", "workers", "device")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +54,6 @@ class TrainConfig(VerbConfig):
     device: str = dataclasses.field(default="auto", metadata=FREE)
     amp: str = "auto"
     channels_last: bool = True
-    render: str = "auto"
     seed: int = 0
     resume: bool = dataclasses.field(default=False, metadata=FREE)
     init: str | None = None
@@ -103,15 +97,6 @@ class TrainConfig(VerbConfig):
     def decay(self) -> float:
         return float(self.weight_decay if self.weight_decay is not None else DEFAULTS[self.opt]["weight_decay"])
 
-    def renders_on_device(self, device_type: str, image_size: int) -> bool:
-        """Whether DR batches are rendered on the training device (``render``, resolved). On the
-        CPU both paths give the same bytes, so ``auto`` only picks the faster one."""
-        if self.plain_fraction > 0:
-            return False
-        if self.render != "auto":
-            return self.render == "device"
-        return device_type == "cuda" or image_size <= SMALL_SIDE
-
     @property
     def model_options(self) -> dict[str, Any]:
         """``model_kwargs`` as a dict (``--model-kwargs`` arrives as JSON text)."""
@@ -148,9 +133,6 @@ class TrainConfig(VerbConfig):
         check(self.limit_batches is None or self.limit_batches >= 1, "--limit-batches must be positive")
         check(self.image_size is None or self.image_size >= 1, f"--image-size must be positive, got {self.image_size}")
         check(self.folds is None or self.folds >= 2, f"--folds must be at least 2, got {self.folds}")
-        check(self.render in RENDER_MODES, f"--render must be one of {', '.join(RENDER_MODES)}, got {self.render!r}")
-        check(self.render != "device" or self.plain_fraction == 0.0,
-              "--render device renders stored or sampled views, not plain ones: use --plain-fraction 0")
         self.model_options  # noqa: B018  (refuses malformed --model-kwargs)
         if self.folds is None:
             out = Path(self.out)

@@ -1,12 +1,9 @@
-"""Training data: stored views (DR), fresh augmented views (ERM/KD), and the epoch's order.
+"""Training data: stored views (DR) and fresh augmented views (ERM/KD); which view a sample
+shows in an epoch is :mod:`~drkit.train.order`'s.
 
-Every random choice is a pure function of ``(seed, epoch, sample)`` — ``numpy.random.default_rng``
-seeded with those words for the epoch order and ERM views, a SplitMix64 hash of them for the
-per-item DR choices (cheaper, same role) — never a global RNG, so a worker, a rank or a resumed
-run makes the same choice for the same sample and epoch.
-
-Items are uint8 (cheap to move through DataLoader workers and pinned memory) and become float
-[0, 1] on the device; the public :class:`ReinforcedDataset` gives float by default for library use.
+Loader workers hand over raw items — decoded uint8 images and view parameters, cheap to move
+through DataLoader workers and pinned memory — and the batched renderer makes the pixels on the
+training device; ``ds[j]`` renders one item (float by default) for library use.
 """
 from __future__ import annotations
 
@@ -16,106 +13,19 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..augment import Recipe, ViewParams, ViewSampler, eval_transform, get_recipe, partner_of, render_view
+from ..augment import Recipe, ViewParams, ViewSampler, eval_transform, get_recipe, partner_of, partner_params
 from ..errors import DrkitError, StoreError
-from ..hashing import GOLDEN, MASK64, mix64, mix64_np
 from ..store import densify
+from .order import epoch_views_many, plain_mask
 
 if TYPE_CHECKING:
     from ..sources import Source
     from ..store import Store
 
-# Stream tags keep the order / view / plain streams apart (the order's four-word seed sequence
-# also never equals a recipe's three-word [seed, sample, view]).
-TAG_ORDER, TAG_VIEW, TAG_PLAIN = 0x0D5E, 0x71E3, 0x9A17
 #: ERM/KD draw view ``epoch`` of an unbounded pool; mixing partners pick among this many views.
 ERM_VIEWS = 1 << 16
 
 Item = dict[str, torch.Tensor]
-
-
-# ----------------------------------------------------------------------------------------------
-# deterministic choices
-# ----------------------------------------------------------------------------------------------
-_SMALL_NS = 24  # below this, plain Python integers beat numpy's per-call overhead
-
-
-def view_permutation(seed: int, sample_id: int, cycle: int, num_views: int) -> np.ndarray:
-    """A uniform random permutation of the NS views for one (seed, sample, cycle): the views
-    sorted by NS hashed keys. ~10 µs at NS = 10, where a ``default_rng`` per DR item would cost
-    ~30 µs — a visible share of a small image's replay (design.md guarantee 4)."""
-    h = _hash_words(seed, TAG_VIEW, sample_id, cycle)
-    if num_views <= _SMALL_NS:
-        keys = [mix64((h + v * GOLDEN) & MASK64) for v in range(num_views)]
-        return np.array(sorted(range(num_views), key=keys.__getitem__), dtype=np.int64)
-    arr = np.uint64(h) + np.arange(num_views, dtype=np.uint64) * np.uint64(GOLDEN)
-    return np.argsort(mix64_np(arr), kind="stable")
-
-
-def view_at(seed: int, sample_id: int, t: int, num_views: int) -> int:
-    """The ``t``-th stored view a sample visits: a fresh permutation of the NS views per cycle,
-    so no view repeats before all NS have been used."""
-    cycle, pos = divmod(int(t), int(num_views))
-    return int(view_permutation(seed, sample_id, cycle, num_views)[pos])
-
-
-def epoch_views(seed: int, sample_id: int, epoch: int, num_views: int, per_image: int = 1) -> list[int]:
-    """Views of one sample in ``epoch``: positions ``epoch*k .. epoch*k+k-1`` of its view sequence
-    (``k = 1``: ``perm_{seed,i,epoch//NS}[epoch % NS]``)."""
-    first = int(epoch) * per_image
-    return [view_at(seed, sample_id, first + j, num_views) for j in range(per_image)]
-
-
-def epoch_views_many(seed: int, sample_ids: np.ndarray, epoch: int, num_views: int, per_image: int = 1) -> np.ndarray:
-    """:func:`epoch_views` of many samples at once, ``[n, per_image]``: the same SplitMix64 keys in
-    uint64 arrays and a stable argsort per row (the per-sample function is the test oracle)."""
-    ids = np.asarray(sample_ids, dtype=np.int64).astype(np.uint64)
-    out = np.empty((ids.size, per_image), dtype=np.int64)
-    steps = np.arange(num_views, dtype=np.uint64) * np.uint64(GOLDEN)
-    for j in range(per_image):
-        cycle, pos = divmod(int(epoch) * per_image + j, int(num_views))
-        h = np.zeros(ids.size, dtype=np.uint64)
-        for w in (np.uint64(int(seed) & MASK64), np.uint64(TAG_VIEW), ids, np.uint64(cycle)):
-            h = mix64_np(h ^ w)
-        out[:, j] = np.argsort(mix64_np(h[:, None] + steps), axis=1, kind="stable")[:, pos]
-    return out
-
-
-def _hash_words(*words: int) -> int:
-    h = 0
-    for w in words:
-        h = mix64(h ^ (int(w) & MASK64))
-    return h
-
-
-def plain_mask(seed: int, sample_id: int, epoch: int, per_image: int, fraction: float) -> np.ndarray:
-    """Which of the sample's views this epoch are plain images (hard labels) instead of stored
-    views: uniform draws hashed from (seed, sample, epoch), compared with ``fraction``."""
-    if fraction <= 0:
-        return np.zeros(per_image, dtype=bool)
-    h = _hash_words(seed, TAG_PLAIN, sample_id, epoch)
-    return np.array([mix64((h + j * GOLDEN) & MASK64) / 2.0**64 < fraction for j in range(per_image)])
-
-
-def epoch_order(num_items: int, seed: int, epoch: int) -> np.ndarray:
-    """The epoch's shuffled order of dataset positions (identical on every rank)."""
-    return np.random.default_rng([int(seed), TAG_ORDER, int(epoch), 0]).permutation(num_items)
-
-
-def epoch_batches(num_items: int, seed: int, epoch: int, batch_items: int, rank: int = 0, world: int = 1,
-                  drop_last: bool = True) -> list[np.ndarray]:
-    """This rank's batches: a strided slice of the epoch order (padded by wrapping so every rank
-    has the same number of steps), cut into ``batch_items``; a short last batch is dropped when
-    at least one full batch exists."""
-    order = epoch_order(num_items, seed, epoch)
-    if world > 1 and len(order) % world:
-        order = np.concatenate([order, order[: world - len(order) % world]])
-    mine = order[rank::world]
-    cuts = list(range(0, len(mine), batch_items))
-    batches = [mine[a:a + batch_items] for a in cuts]
-    if drop_last and len(batches) > 1 and len(batches[-1]) < batch_items:
-        batches.pop()
-    return batches
 
 
 def one_hot(labels: Sequence[int] | torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -179,7 +89,62 @@ class _EpochMixin:
 # ----------------------------------------------------------------------------------------------
 # DR: stored views
 # ----------------------------------------------------------------------------------------------
-class ReinforcedDataset(_EpochMixin, Dataset):
+class TrainViews(_EpochMixin, Dataset):
+    """What both training modes share: a loader worker's item is *raw* — decoded images, view
+    parameters, targets (:meth:`raw_batch`) — and pixels are made by the one batched renderer
+    (:meth:`render`: on the training device, in the loop). ``ds[j]`` renders item ``j`` alone, for
+    library loops that want ``(image, target)`` pairs."""
+
+    image_size: int
+    as_uint8: bool
+    teacher_size: int | None = None
+
+    @property
+    def recipe(self) -> Recipe:
+        raise NotImplementedError
+
+    def raw_batch(self, positions: Sequence[int] | np.ndarray) -> list[Item]:
+        raise NotImplementedError
+
+    def targets(self, batch: dict[str, Any]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def raw(self) -> RawItems:
+        """Raw items one position at a time, for a user's ``DataLoader(ds.raw(), collate_fn=collate_raw)``."""
+        return RawItems(self)
+
+    def render(self, batch: dict[str, Any], device: torch.device | str = "cpu",
+               size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A collated raw batch (:func:`~drkit.train.replay.collate_raw`) as uint8 ``[B, C, S, S]``
+        views and dense targets ``[B, classes]``, both on ``device``."""
+        from .replay import render_pixels
+
+        device = torch.device(device)
+        pixels = render_pixels(batch, self.recipe, int(size or self.image_size), device)
+        return pixels, self.targets(batch).to(device, non_blocking=True)
+
+    def __getitem__(self, pos: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from .replay import collate_raw
+
+        images, target = self.render(collate_raw(self.raw_batch([pos])))
+        images = images if self.as_uint8 else _to_float(images)
+        return (images[0], target[0]) if len(images) == 1 else (images, target)
+
+
+class RawItems(Dataset):
+    """``ds.raw()``: item ``j`` = the raw item of position ``j`` (no pixels rendered)."""
+
+    def __init__(self, ds: TrainViews):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, pos: int) -> Item:
+        return self.ds.raw_batch([pos])[0]
+
+
+class ReinforcedDataset(TrainViews):
     """A reinforced store as a dataset: ``ds[j] -> (image, dense soft target)``.
 
     Position ``j`` indexes the store's samples minus those the manifest lists as skipped. Each
@@ -212,15 +177,51 @@ class ReinforcedDataset(_EpochMixin, Dataset):
         self.sample_ids = store.kept_samples()
         self.labels = np.asarray(src.labels, dtype=np.int64)
 
+    @property
+    def recipe(self) -> Recipe:
+        return self.store.recipe
+
     def __len__(self) -> int:
         return int(self.sample_ids.shape[0])
 
     def views(self, pos: int) -> list[int]:
         """Stored view indices of position ``pos`` this epoch (-1 = plain image)."""
-        i, epoch = int(self.sample_ids[pos]), self.epoch  # one read of the shared epoch per item
-        views = epoch_views(self.seed, i, epoch, self.store.num_views, self.views_per_image)
-        plain = plain_mask(self.seed, i, epoch, self.views_per_image, self.plain_fraction)
-        return [-1 if p else v for v, p in zip(views, plain)]
+        return self._views(self.sample_ids[[pos]], self.epoch)[0].tolist()
+
+    def _views(self, ids: np.ndarray, epoch: int) -> np.ndarray:
+        """``[n, k]`` view indices of samples ``ids`` in ``epoch``, -1 where a view is plain."""
+        views = epoch_views_many(self.seed, ids, epoch, self.store.num_views, self.views_per_image)
+        if self.plain_fraction > 0:
+            plain = np.stack([plain_mask(self.seed, int(i), epoch, self.views_per_image, self.plain_fraction)
+                              for i in ids.tolist()])
+            views[plain] = -1
+        return views
+
+    def raw_batch(self, positions: Sequence[int] | np.ndarray) -> list[Item]:
+        """The raw items of many positions: their views chosen, records read and decoded in one
+        pass each (a DR batch's loader work in a few array operations, as ERM's sampling is)."""
+        k = self.views_per_image
+        ids = self.sample_ids[np.asarray(positions, dtype=np.int64)]
+        views = self._views(ids, self.epoch)  # one read of the shared epoch per batch
+        stored = views >= 0
+        recs = iter(self.store.records(np.repeat(ids, k)[stored.reshape(-1)], views[stored]))
+        return [self._item(i, [next(recs) if v >= 0 else None for v in row])
+                for i, row in zip(ids.tolist(), views.tolist())]
+
+    def _item(self, i: int, recs: list[dict[str, Any] | None]) -> Item:
+        """Sample ``i``'s raw item: decoded image(s), parameters (``None``: a plain view), partners, top-k."""
+        images = {i: self.load(i)}
+        partners: list[Any] = []
+        for rec in recs:
+            q = partner_of(rec["params"]) if rec is not None else None
+            if q is not None and q[0] not in images:
+                images[q[0]] = self.load(q[0])
+            partners.append((q[0], partner_params(rec["params"], self.store.view_params)) if q is not None else None)
+        hard = self._hard(int(self.labels[i]))
+        return {"sample": i, "label": int(self.labels[i]), "images": images,
+                "params": [r["params"] if r is not None else None for r in recs], "partners": partners,
+                "topk_ids": np.stack([r["topk_ids"] if r is not None else hard[0] for r in recs]),
+                "topk_probs": np.stack([r["topk_probs"] if r is not None else hard[1] for r in recs])}
 
     def _hard(self, label: int) -> tuple[np.ndarray, np.ndarray]:
         """A plain view's target in top-k form: the label with probability 1 (densifies to one-hot)."""
@@ -230,56 +231,15 @@ class ReinforcedDataset(_EpochMixin, Dataset):
         probs[0] = 1.0
         return ids, probs
 
-    def prefetch(self, positions: Sequence[int]) -> None:
-        """Nothing to draw: a store's views are read back (the loaders call this for either dataset)."""
-
-    def item(self, pos: int) -> Item:
-        """uint8 images ``[k, C, S, S]``, int64 labels ``[k]`` and sparse targets ``topk_ids`` /
-        ``topk_probs`` ``[k, K]`` (densified per batch by :meth:`finish`: one call, not B)."""
-        i = int(self.sample_ids[pos])
-        label = int(self.labels[i])
-        img = self.load(i)
-        images, ids, probs = [], [], []
-        for v in self.views(pos):
-            if v < 0:
-                images.append(eval_transform(img, self.image_size))
-                hard = self._hard(label)
-                ids.append(hard[0])
-                probs.append(hard[1])
-                continue
-            rec = self.store.record(i, v)
-            images.append(self.store.render_uint8(self.src, i, v, self.image_size, record=rec, image=img))
-            ids.append(rec["topk_ids"])
-            probs.append(rec["topk_probs"])
-        k = len(images)
-        return {"image": torch.stack(images), "label": torch.full((k,), label, dtype=torch.int64),
-                "topk_ids": torch.from_numpy(np.stack(ids)), "topk_probs": torch.from_numpy(np.stack(probs))}
-
-    def finish(self, batch: Item) -> Item:
-        """Sparse top-k -> dense "smooth" targets (``store.densify``) for a whole batch."""
-        out = dict(batch)
-        out["target"] = densify(out.pop("topk_ids"), out.pop("topk_probs"), self.store.num_classes, smooth=True)
-        return out
-
-    def raw(self) -> Any:
-        """This dataset as decoded images + stored parameters, to render whole batches on the
-        training device (:mod:`drkit.train.replay`: ``collate_raw`` and ``render``)."""
-        from .replay import RawViews
-
-        return RawViews(self)
-
-    def __getitem__(self, pos: int) -> tuple[torch.Tensor, torch.Tensor]:
-        it = self.finish(self.item(pos))
-        images = it["image"] if self.as_uint8 else _to_float(it["image"])
-        if self.views_per_image == 1:
-            return images[0], it["target"][0]
-        return images, it["target"]
+    def targets(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Sparse top-k -> dense "smooth" targets (``store.densify``) for the whole batch."""
+        return densify(batch["topk_ids"], batch["topk_probs"], self.store.num_classes, smooth=True)
 
 
 # ----------------------------------------------------------------------------------------------
 # ERM / KD: fresh views of the recipe
 # ----------------------------------------------------------------------------------------------
-class AugmentedDataset(_EpochMixin, Dataset):
+class AugmentedDataset(TrainViews):
     """ERM/online-KD data: epoch ``e`` draws view ``e`` of each sample from the recipe (same
     ``(seed, sample, view)`` randomness as a store), hard (λ-mixed) targets. ``teacher_size``
     also renders each view at the KD teacher's input size when it differs from the student's."""
@@ -287,14 +247,18 @@ class AugmentedDataset(_EpochMixin, Dataset):
     def __init__(self, src: Source, recipe: str | Recipe, image_size: int, epoch: int = 0, seed: int = 0,
                  teacher_size: int | None = None, as_uint8: bool = False):
         self.src = src
-        self.recipe = get_recipe(recipe)
+        self._recipe = get_recipe(recipe)
         self.image_size = int(image_size)
         self.teacher_size = int(teacher_size) if teacher_size and teacher_size != image_size else None
         self.shared_epoch = SharedEpoch(epoch)
         self.seed, self.as_uint8 = int(seed), as_uint8
         self.labels = np.asarray(src.labels, dtype=np.int64)
         self.num_classes = len(src.classes)
-        self.views = ViewSampler(self.recipe, self.seed, len(src), ERM_VIEWS, src.image_size)
+        self.sampler = ViewSampler(self._recipe, self.seed, len(src), ERM_VIEWS, src.image_size)
+
+    @property
+    def recipe(self) -> Recipe:
+        return self._recipe
 
     def __len__(self) -> int:
         return len(self.src)
@@ -303,78 +267,43 @@ class AugmentedDataset(_EpochMixin, Dataset):
         """The view every sample draws this epoch (view ``epoch`` of an unbounded pool)."""
         return self.epoch % ERM_VIEWS
 
-    def render(self, i: int, view: int, params: ViewParams | None = None,
-               img: torch.Tensor | None = None) -> Item:
-        """Render a view (student size, and teacher size if needed) with its hard target."""
-        params = self.views(i, view) if params is None else params
-        img = self.src.load_uint8(i) if img is None else img
+    def raw_batch(self, positions: Sequence[int] | np.ndarray, view: int | None = None,
+                  params: Sequence[ViewParams] | None = None) -> list[Item]:
+        """The raw items of many positions, their views (view ``view``, default this epoch's) drawn
+        for the whole batch at once; ``params`` replaces the drawn parameters (tests compare DR and
+        ERM on the same views)."""
+        view = self.view() if view is None else int(view)
+        positions = [int(p) for p in positions]
+        self.sampler.prefetch([(p, view) for p in positions])
+        return [self._item(i, self.sampler(i, view) if params is None else params[r])
+                for r, i in enumerate(positions)]
+
+    def _item(self, i: int, p: ViewParams) -> Item:
+        q = partner_of(p)
+        images = {i: self.src.load_uint8(i)}
+        if q is not None:
+            images.setdefault(q[0], self.src.load_uint8(q[0]))
         label = int(self.labels[i])
-        partner = partner_of(params)
-        partner_label = int(self.labels[partner[0]]) if partner is not None else None
+        target = hard_target(self.recipe, p, label, int(self.labels[q[0]]) if q is not None else None,
+                             self.num_classes, self.image_size)
+        return {"sample": i, "label": label, "images": images, "params": [p],
+                "partners": [(q[0], partner_params(p, self.sampler)) if q is not None else None],
+                "target": target[None].numpy()}
 
-        def at(size: int) -> torch.Tensor:
-            return render_view(self.recipe, self.views, self.src.load_uint8, i, view, size, params=params, image=img)
-
-        out: Item = {"image": at(self.image_size)[None],
-                     "target": hard_target(self.recipe, params, label, partner_label, self.num_classes,
-                                           self.image_size)[None],
-                     "label": torch.tensor([label], dtype=torch.int64)}
-        if self.teacher_size is not None:
-            out["teacher_image"] = at(self.teacher_size)[None]
-        # which images a KD teacher sees: out-of-fold members are routed by them
-        out["index"] = torch.tensor([i], dtype=torch.int64)
-        out["partner"] = torch.tensor([partner[0] if partner is not None else -1])
-        return out
-
-    def item(self, pos: int) -> Item:
-        return self.render(pos, self.view())
-
-    def prefetch(self, positions: Sequence[int]) -> None:
-        """Draw a batch's views (and partners) at once before :meth:`item` renders them one by one."""
-        view = self.view()
-        self.views.prefetch([(int(p), view) for p in positions])
-
-    def raw(self) -> Any:
-        """Decoded images + sampled parameters, to render whole batches on the training device
-        (:mod:`drkit.train.replay`)."""
-        from .replay import RawAugmented
-
-        return RawAugmented(self)
-
-    def finish(self, batch: Item) -> Item:
-        return batch
-
-    def __getitem__(self, pos: int) -> tuple[torch.Tensor, torch.Tensor]:
-        it = self.item(pos)
-        return (it["image"][0] if self.as_uint8 else _to_float(it["image"][0])), it["target"][0]
+    def targets(self, batch: dict[str, Any]) -> torch.Tensor:
+        return batch["target"]
 
 
 # ----------------------------------------------------------------------------------------------
-# batches through a DataLoader
+# validation batches
 # ----------------------------------------------------------------------------------------------
-class BatchDataset(Dataset):
-    """DataLoader item ``b`` = the whole batch ``b`` built in one worker: no per-sample collate,
-    and the batch composition never depends on the number of workers."""
-
-    def __init__(self, ds: ReinforcedDataset | AugmentedDataset, batches: list[np.ndarray]):
-        self.ds, self.batches = ds, batches
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __getitem__(self, b: int) -> Item:
-        self.ds.prefetch(self.batches[b])
-        items = [self.ds.item(int(p)) for p in self.batches[b]]
-        return self.ds.finish({k: torch.cat([it[k] for it in items]) for k in items[0]})
-
-
 def plain_item(src: Source, i: int, size: int) -> tuple[torch.Tensor, int]:
     """Validation view: the plain eval transform, uint8."""
     return eval_transform(src.load_uint8(i), size), int(src.labels[i])
 
 
 class PlainBatches(Dataset):
-    """Validation batches (eval view), built whole in a worker like :class:`BatchDataset`."""
+    """Validation batches (eval view), built whole in a loader worker."""
 
     def __init__(self, src: Source, size: int, batches: list[np.ndarray]):
         self.src, self.size, self.batches = src, int(size), batches

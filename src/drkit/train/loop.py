@@ -26,10 +26,11 @@ from ..device import autocast, resolve_device
 from ..distributed import DistEnv, dist_env, init_process_group
 from ..errors import DrkitError
 from .config import TrainConfig
-from .data import BatchDataset, PlainBatches, epoch_batches
+from .data import PlainBatches
 from .optim import EMA, cosine_lr, create_optimizer, flatten_optimizer, set_lr, unflatten_optimizer
+from .order import epoch_batches
 from .outputs import finish, log_row, note, warn, write_curves, write_metrics
-from .replay import RawBatches, render, render_teacher_view
+from .replay import RawBatches, render_pixels
 from .setup import Run, build_run
 from .state import load_state, save_state, split_prefix, with_prefix
 
@@ -86,8 +87,7 @@ def _all_reduce(values: list[float], env: DistEnv, device: torch.device) -> list
 def _step(run: Run, model: nn.Module, fit: Fit, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One optimiser step on a batch; returns (loss, logits, labels)."""
     device = run.device
-    if "sizes" in batch:  # decoded images + view parameters: render the batch here
-        batch = _render_here(run, batch)
+    batch = _render_here(run, batch)
     set_lr(fit.optimizer, fit.lr())
     x = _to_input(batch["image"], device, run.channels_last)
     labels = batch["label"].to(device, non_blocking=True)
@@ -113,14 +113,13 @@ def _step(run: Run, model: nn.Module, fit: Fit, batch: dict[str, torch.Tensor]) 
     return loss, logits, labels
 
 
-def _render_here(run: Run, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A raw batch (:mod:`drkit.train.replay`) as the loop's usual batch, pixels on the device."""
-    source = run.dataset.store if hasattr(run.dataset, "store") else run.dataset.recipe
-    pixels, target = render(raw, source, run.device, run.image_size)
+def _render_here(run: Run, raw: dict[str, Any]) -> dict[str, Any]:
+    """A raw batch (:mod:`drkit.train.replay`) as pixels and targets on the training device."""
+    pixels, target = run.dataset.render(raw, run.device)
     out = {"image": pixels, "label": raw["label"], "target": target, "index": raw["sample"], "partner": raw["partner"]}
-    size = getattr(run.dataset, "teacher_size", None)
+    size = run.dataset.teacher_size
     if run.teacher is not None and size:
-        out["teacher_image"] = render_teacher_view(raw, run.dataset.recipe, size, run.device)
+        out["teacher_image"] = render_pixels(raw, run.dataset.recipe, size, run.device)
     return out
 
 
@@ -128,7 +127,7 @@ def _train_epoch(run: Run, model: nn.Module, fit: Fit, batches: list[np.ndarray]
     from tqdm.auto import tqdm
 
     device, env, cfg = run.device, run.env, run.cfg
-    data = RawBatches(run.dataset.raw(), batches) if run.device_render else BatchDataset(run.dataset, batches)
+    data = RawBatches(run.dataset, batches)
     loader = _loader(data, device, cfg.workers)
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -277,8 +276,7 @@ def _train(cfg: TrainConfig, env: DistEnv, device: torch.device) -> dict[str, An
                       **_distill_config(cfg), ema=cfg.ema, seed=cfg.seed,
                       limit_batches=cfg.limit_batches, world_size=env.world_size,
                       amp=str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "off",
-                      channels_last=cfg.channels_last, init=cfg.init,
-                      render="device" if run.device_render else "workers")
+                      channels_last=cfg.channels_last, init=cfg.init)
     per_rank_items = cfg.batch_size // env.world_size // cfg.views_per_image
     n_items = len(run.dataset)
     steps = len(epoch_batches(n_items, cfg.seed, 0, per_rank_items, env.rank, env.world_size))

@@ -54,11 +54,6 @@ class Run:
     def channels_last(self) -> bool:
         return self.cfg.channels_last
 
-    @property
-    def device_render(self) -> bool:
-        """DR batches rendered on the training device (:mod:`drkit.train.replay`)."""
-        return self.cfg.renders_on_device(self.device.type, self.image_size)
-
 
 def build_run(cfg: TrainConfig, env: DistEnv, device: torch.device) -> Run:
     """Sources, mode, dataset, model and loss: every refusal happens here, before any training."""
