@@ -84,18 +84,20 @@ def _all_reduce(values: list[float], env: DistEnv, device: torch.device) -> list
 # ----------------------------------------------------------------------------------------------
 # one epoch
 # ----------------------------------------------------------------------------------------------
-def _step(run: Run, model: nn.Module, fit: Fit, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One optimiser step on a batch; returns (loss, logits, labels)."""
-    device = run.device
-    batch = _render_here(run, batch)
+def _step(run: Run, model: nn.Module, fit: Fit, raw: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimiser step on a raw batch (decoded images + view parameters from a loader worker,
+    :mod:`drkit.train.replay`): its views are rendered here, on the training device, by the batched
+    renderer; the targets are the store's (DR), the recipe's hard ones (ERM) or the teacher's (KD).
+    Returns (loss, logits, labels)."""
+    device, ds = run.device, run.dataset
     set_lr(fit.optimizer, fit.lr())
-    x = _to_input(batch["image"], device, run.channels_last)
-    labels = batch["label"].to(device, non_blocking=True)
-    if run.teacher is not None:
-        xt = _to_input(batch["teacher_image"], device, True) if "teacher_image" in batch else x
-        target = run.teacher(xt, sample_ids=batch.get("index"), partner_ids=batch.get("partner")).float()
+    x = _to_input(render_pixels(raw, ds.recipe, ds.image_size, device), device, run.channels_last)
+    labels = raw["label"].to(device, non_blocking=True)
+    if run.teacher is not None:  # the teacher sees the same views, at its own input size
+        xt = _to_input(render_pixels(raw, ds.recipe, ds.teacher_size, device), device, True) if ds.teacher_size else x
+        target = run.teacher(xt, sample_ids=raw["sample"], partner_ids=raw["partner"]).float()
     else:
-        target = batch["target"].to(device, non_blocking=True)
+        target = ds.targets(raw).to(device, non_blocking=True)
     with autocast(device, run.amp_dtype):
         logits = model(x)
     loss = run.criterion(logits.float(), target)
@@ -111,16 +113,6 @@ def _step(run: Run, model: nn.Module, fit: Fit, batch: dict[str, torch.Tensor]) 
         fit.ema.update(run.model)
     fit.step += 1
     return loss, logits, labels
-
-
-def _render_here(run: Run, raw: dict[str, Any]) -> dict[str, Any]:
-    """A raw batch (:mod:`drkit.train.replay`) as pixels and targets on the training device."""
-    pixels, target = run.dataset.render(raw, run.device)
-    out = {"image": pixels, "label": raw["label"], "target": target, "index": raw["sample"], "partner": raw["partner"]}
-    size = run.dataset.teacher_size
-    if run.teacher is not None and size:
-        out["teacher_image"] = render_pixels(raw, run.dataset.recipe, size, run.device)
-    return out
 
 
 def _train_epoch(run: Run, model: nn.Module, fit: Fit, batches: list[np.ndarray], epoch: int) -> dict[str, float]:
