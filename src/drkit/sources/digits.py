@@ -3,6 +3,12 @@
 Pixels are 0..16 in the original; they become uint8 exactly as ``round(v * 255 / 16)``.
 Split (deterministic, no shuffling): the first 1,500 samples are ``train``, the remaining 297
 are ``test``.
+
+``digits:S`` (e.g. ``digits:28:train``) gives the same images at S x S pixels, so a student
+pretrained on 28-px Fashion-MNIST can be fine-tuned on them at its own resolution (the transfer
+benchmark). The upsampling is fixed, not a user choice, so the spec alone names the pixels: the
+0..255-scaled values are resized as 32-bit floats with PIL's bilinear filter and rounded half to
+even to uint8. ``digits:8`` is the original and canonicalises to ``digits``.
 """
 from __future__ import annotations
 
@@ -17,6 +23,9 @@ from .spec import canonical_spec, check_split
 
 TRAIN_SIZE = 1500
 CLASSES = [str(d) for d in range(10)]
+NATIVE_SIZE = 8
+#: largest S accepted by ``digits:S`` (1,797 images of 256 x 256 is 118 MB, still a small array)
+MAX_SIZE = 256
 
 
 def scale_to_uint8(values: np.ndarray) -> np.ndarray:
@@ -24,18 +33,41 @@ def scale_to_uint8(values: np.ndarray) -> np.ndarray:
     return np.rint(np.asarray(values, dtype=np.float64) * 255.0 / 16.0).astype(np.uint8)
 
 
+def parse_size(arg: Optional[str]) -> int:
+    """The side length named by ``digits:S``; one-line refusal of anything but an integer in 8..256."""
+    if not arg:
+        return NATIVE_SIZE
+    try:
+        size = int(arg)
+    except ValueError:
+        size = -1
+    if str(size) != arg.strip() or not NATIVE_SIZE <= size <= MAX_SIZE:
+        raise SourceError(f"digits takes no argument but an image size S in {NATIVE_SIZE}..{MAX_SIZE}, got "
+                          f"digits:{arg}; use digits[:S][:train|test], e.g. digits:28:train")
+    return size
+
+
+def upsample(values: np.ndarray, size: int) -> np.ndarray:
+    """(N, 8, 8) digits in 0..16 -> (N, size, size) uint8: bilinear on float32 (PIL), rounded."""
+    from PIL import Image
+
+    scaled = np.asarray(values, dtype=np.float32) * np.float32(255.0 / 16.0)
+    out = np.stack([np.asarray(Image.fromarray(img, mode="F").resize((size, size), Image.BILINEAR)) for img in scaled])
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
 @register_source("digits")
 def digits(arg: Optional[str], *, split: str, mode: Optional[str], download: bool = False) -> Source:
-    """``digits``: 1,797 8x8 grayscale digits; train = first 1,500, test = last 297."""
-    if arg:
-        raise SourceError(f"digits takes no argument, got digits:{arg}; use digits[:train|test]")
+    """``digits[:S]``: 1,797 grayscale digits at 8x8 (or S x S); train = first 1,500, test = last 297."""
+    size = parse_size(arg)
     check_split("digits", split, ("train", "test"))
     from sklearn.datasets import load_digits  # deferred: no work (or heavy import) at import time
 
     bunch = load_digits()
-    images = scale_to_uint8(bunch.images)
-    labels = np.asarray(bunch.target, dtype=np.int64)
     part = slice(0, TRAIN_SIZE) if split == "train" else slice(TRAIN_SIZE, None)
+    values = bunch.images[part]
+    images = scale_to_uint8(values) if size == NATIVE_SIZE else upsample(values, size)
+    labels = np.asarray(bunch.target, dtype=np.int64)
     mode = mode or "L"
-    spec = canonical_spec("digits", None, split, mode, "L")
-    return ArraySource(images=images[part], labels=labels[part], classes=CLASSES, spec=spec, split=split, mode=mode)
+    spec = canonical_spec("digits", None if size == NATIVE_SIZE else str(size), split, mode, "L")
+    return ArraySource(images=images, labels=labels[part], classes=CLASSES, spec=spec, split=split, mode=mode)
