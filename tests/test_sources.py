@@ -298,6 +298,36 @@ def test_subset_composes() -> None:
     assert not src.labels.flags.writeable
 
 
+def test_scheme_table_is_what_the_modules_register() -> None:
+    """The registry's static table (help texts, refusals) names every registered scheme and the module
+    that registers it; reading it imports no torch."""
+    import importlib
+    import pkgutil
+    import subprocess
+    import sys
+
+    import drkit.sources
+    from drkit.sources.registry import SCHEMES
+
+    for info in pkgutil.iter_modules(drkit.sources.__path__):
+        importlib.import_module(f"drkit.sources.{info.name}")
+    registered = {k: f.__module__ for k, f in SOURCES.items() if f.__module__.startswith("drkit.sources.")}
+    assert registered == {k: f"drkit.sources.{module}" for k, (module, _) in SCHEMES.items()}
+    code = "import sys, drkit.sources.registry; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+def test_data_help_lists_every_scheme(monkeypatch) -> None:
+    from drkit.cli import build_parser
+    from drkit.sources.registry import SCHEMES, scheme_help
+
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse wraps help at the terminal width (and at hyphens)
+    sub = next(a for a in build_parser()._actions if a.choices and "reinforce" in a.choices)
+    text = sub.choices["reinforce"].format_help()
+    for scheme, (_, usage) in SCHEMES.items():
+        assert usage.startswith(scheme) and usage in scheme_help() and usage in text, scheme
+
+
 def test_registry_accepts_new_scheme() -> None:
     from drkit.sources.base import ArraySource
 

@@ -381,7 +381,7 @@ def test_a_streamed_source_reinforces_in_one_pass_with_nearby_partners(tmp_path,
     window (recorded in the manifest); the store then trains from the folder of the same images;
     reading far out of order refuses with one line."""
     from drkit.reinforce import reinforce
-    from drkit.sources.stream import MAX_RESTARTS, hf_stream
+    from drkit.sources.hf import MAX_RESTARTS, hf_stream
     from drkit.store import open_store
     from drkit.train import train
 

@@ -8,6 +8,7 @@ from typing import Any, Callable, Sequence
 
 from . import __version__
 from .defaults import DISTILL_TEMPERATURE, LABEL_SMOOTHING, SMALL_SIDE
+from .sources.registry import scheme_help
 
 EPILOG = {
     "reinforce": "example:\n  drkit reinforce --data fashion-mnist:train --teacher ckpt:runs/t1 --teacher ckpt:runs/t2 \\\n"
@@ -108,8 +109,7 @@ def _cmd_demo(a: argparse.Namespace) -> Any:
 
 
 def _reinforce_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, metavar="SRC", help="imagefolder:PATH | fashion-mnist[:DIR] | "
-                   "torchvision:NAME:ROOT | digits, with :train/:test and ?n=N")
+    p.add_argument("--data", required=True, metavar="SRC", help=scheme_help())
     p.add_argument("--teacher", required=True, action="append", metavar="T",
                    help="timm:NAME[?file=W] | torchvision:NAME | ckpt:DIR; repeat for an ensemble")
     p.add_argument("--recipe", default="auto", help="augmentation recipe; auto (default): padcrop for images up to "

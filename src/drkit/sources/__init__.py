@@ -1,43 +1,24 @@
 """Images in: dataset sources named by spec strings, each with class names and a fingerprint.
 
-``load_source("fashion-mnist:test?n=1000")`` -> :class:`Source`. Schemes register themselves in
-:data:`SOURCES` via :func:`register_source`; importing the modules below only defines functions
-(datasets are read when a source is loaded, never at import).
-
-Layout: :mod:`.base` the source classes, :mod:`.spec` the spec grammar and :func:`load_source`,
-:mod:`.registry` the scheme table, :mod:`.images` image-mode normalisation, :mod:`.fingerprint`
-the fingerprint recipes; one module per scheme below them. ``hf:``, ``wds:`` and ``lmdb:`` read
-encoded images out of containers (Arrow tables, tar shards, an LMDB) through
-:class:`~drkit.sources.encoded.EncodedSource`, and ``hf-stream:`` streams a dataset in order
-(:mod:`.stream`); their libraries are imported only when one is opened.
+``load_source("digits:test?n=100")`` -> :class:`Source`. Names resolve on first use and a scheme's
+module loads when a spec names it, so importing this package imports no torch and no dataset library.
 """
 from __future__ import annotations
 
-from . import (  # noqa: F401  (registration)
-    digits,
-    fashion_mnist,
-    hf,
-    imagefolder,
-    lmdb_source,
-    stream,
-    torchvision_source,
-    webdataset_source,
-)
-from .base import ArraySource, FileSource, Source, SubsetSource
-from .images import IMAGE_EXTENSIONS, MODES
-from .registry import SOURCES, register_source
-from .spec import SPLITS, SourceSpec, load_source
+import importlib
+from typing import Any
 
-__all__ = [
-    "IMAGE_EXTENSIONS",
-    "MODES",
-    "SOURCES",
-    "SPLITS",
-    "ArraySource",
-    "FileSource",
-    "Source",
-    "SourceSpec",
-    "SubsetSource",
-    "load_source",
-    "register_source",
-]
+_EXPORTS = {
+    "ArraySource": "base", "FileSource": "encoded", "Source": "base", "SubsetSource": "base",
+    "IMAGE_EXTENSIONS": "encoded", "MODES": "spec", "SOURCES": "registry", "register_source": "registry",
+    "SPLITS": "spec", "SourceSpec": "spec", "load_source": "spec",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,16 +1,14 @@
 """The source classes: a fixed, ordered list of (image, label) pairs with one mode and a fingerprint.
 
-Why these live together: :class:`Source` defines the access contract (index checks, PIL or uint8
-access, sizes, subsets, ``describe()``) and the three concrete kinds differ only in where pixels
-come from: one uint8 array (:class:`ArraySource`), files under a root (:class:`FileSource`), or
-some samples of another source (:class:`SubsetSource`). The spec grammar lives in
-:mod:`drkit.sources.spec`, image modes in :mod:`drkit.sources.images`, fingerprints in
-:mod:`drkit.sources.fingerprint` and the scheme registry in :mod:`drkit.sources.registry`.
+Why together: :class:`Source` is the access contract (index checks, PIL or uint8 access, sizes,
+subsets, ``describe()``); kinds differ only in where pixels come from: one uint8 array
+(:class:`ArraySource`), some samples of another source (:class:`SubsetSource`), or encoded image
+bytes in files or containers (:mod:`.encoded`).
 """
 from __future__ import annotations
 
 import operator
-import os
+import sys
 from dataclasses import replace
 from functools import cached_property
 from typing import Any, Iterable, Optional, Sequence, Union
@@ -21,18 +19,26 @@ from PIL import Image
 
 from ..errors import SourceError
 from ..hashing import content_digest
-from .fingerprint import fingerprint_arrays, fingerprint_files, fingerprint_subset
-from .images import MODES, open_image, pil_to_uint8, read_file, read_image_size, uint8_to_pil
-from .spec import SourceSpec
+from .fingerprint import fingerprint_arrays, fingerprint_subset
+from .spec import MODES, SourceSpec
+
+
+def pil_to_uint8(img: Image.Image) -> torch.Tensor:
+    """PIL image in L or RGB -> uint8 CHW tensor (a fresh, writable copy)."""
+    arr = np.array(img, dtype=np.uint8)
+    return torch.from_numpy(arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def uint8_to_pil(t: torch.Tensor) -> Image.Image:
+    """uint8 CHW tensor with 1 or 3 channels -> PIL image in L or RGB."""
+    arr = t.numpy()
+    return Image.fromarray(np.ascontiguousarray(arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0)))
 
 
 class Source:
-    """A fixed, ordered list of (image, label) pairs with one image mode and a fingerprint.
-
-    Subclasses implement ``_pil(i)`` or ``_uint8(i)`` (the other derives from it), ``_size(i)``
-    when cheaper than decoding, ``_compute_fingerprint()``, and ``_uint8_digest(i)`` with a
-    ``digest_kind`` when they hold the bytes an image comes from. Public methods validate indices.
-    """
+    """Subclasses implement ``_pil(i)`` or ``_uint8(i)`` (the other derives from it), ``_size(i)`` when
+    cheaper than decoding, ``_compute_fingerprint()``, and ``_uint8_digest(i)`` with a ``digest_kind``
+    when they hold the bytes an image comes from. Public methods validate indices."""
 
     #: what :meth:`load_with_digest` hashes; ``None``: this source cannot digest its samples
     digest_kind: Optional[str] = None
@@ -44,15 +50,12 @@ class Source:
     def __init__(self, *, spec: str, split: str, classes: Sequence[str], mode: str, labels: np.ndarray):
         if mode not in MODES:
             raise SourceError(f"image mode must be L or RGB, not {mode!r}")
-        self.spec = spec
-        self.split = split
+        self.spec, self.split, self.mode = spec, split, mode
         self.classes: list[str] = [str(c) for c in classes]
-        self.mode = mode
         arr = np.asarray(labels, dtype=np.int64).copy()
         arr.setflags(write=False)  # shared with callers: keep the source immutable
         self._labels = arr
 
-    # -- properties ----------------------------------------------------------------------
     @property
     def channels(self) -> int:
         return 1 if self.mode == "L" else 3
@@ -71,7 +74,6 @@ class Source:
         """sha256 hex of what the source enumerates, in order (computed once, on first use)."""
         return self._compute_fingerprint()
 
-    # -- access --------------------------------------------------------------------------
     def __len__(self) -> int:
         return int(self._labels.shape[0])
 
@@ -93,9 +95,8 @@ class Source:
         return self._uint8(self._index(i))
 
     def load_with_digest(self, i: int) -> tuple[torch.Tensor, Optional[int]]:
-        """Sample ``i`` as uint8 CHW and the content digest (:func:`drkit.hashing.content_digest`)
-        of the bytes it was decoded from, taken from the same read: no extra I/O. The digest is
-        ``None`` where ``digest_kind`` is."""
+        """Sample ``i`` as uint8 CHW and the content digest of the bytes it was decoded from, from the
+        same read (``None`` where ``digest_kind`` is)."""
         return self._uint8_digest(self._index(i))
 
     def digest(self, i: int) -> Optional[int]:
@@ -111,8 +112,7 @@ class Source:
         return self._size(self._index(i))
 
     def typical_side(self, probes: int = 33) -> int:
-        """Median short side over up to ``probes`` evenly spaced samples (headers only where the
-        format allows): what size-aware recipe defaults look at."""
+        """Median short side over up to ``probes`` samples: what size-aware recipe defaults look at."""
         idx = self.probe_indices(probes).tolist()
         sides = []
         for i in idx:
@@ -125,20 +125,16 @@ class Source:
         return int(np.median(sides))
 
     def loader_workers(self, requested: int) -> int:
-        """How many DataLoader workers may read this source: ``requested``, or 0 for a source
-        that is read in order in one process (a stream), which is then said on stderr."""
+        """``requested`` DataLoader workers, or 0 (said on stderr) for a stream, read in one process."""
         if requested > 0 and self.sequential:
-            import sys
-
             print(f"drkit: {self.spec} is a stream, read in order in one process: --workers {requested} "
                   "is not used", file=sys.stderr)
             return 0
         return requested
 
     def probe_indices(self, count: int) -> np.ndarray:
-        """Up to ``count`` sample indices, ascending, for statistics and probes: evenly spaced over
-        the source (the first N of an ImageFolder would all be one class), or the first ``count``
-        of a source that is read in order (a stream)."""
+        """Up to ``count`` ascending indices for statistics and probes: evenly spaced (the first N of an
+        ImageFolder would all be one class), or the first ``count`` of a stream."""
         n = len(self)
         if self.sequential:
             return np.arange(min(n, count), dtype=np.int64)
@@ -150,19 +146,12 @@ class Source:
 
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable summary, what a store manifest records about its data."""
-        return {
-            "spec": self.spec,
-            "split": self.split,
-            "len": len(self),
-            "classes": list(self.classes),
-            "mode": self.mode,
-            "fingerprint": self.fingerprint,
-        }
+        return {"spec": self.spec, "split": self.split, "len": len(self), "classes": list(self.classes),
+                "mode": self.mode, "fingerprint": self.fingerprint}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec!r}, len={len(self)}, mode={self.mode})"
 
-    # -- hooks ---------------------------------------------------------------------------
     def _pil(self, i: int) -> Image.Image:
         return uint8_to_pil(self._uint8(i))
 
@@ -183,40 +172,12 @@ class Source:
         raise NotImplementedError
 
 
-class EncodedBytes(Source):
-    """Samples that are encoded image bytes (a file's, or a record's in a container), read by
-    ``_read(i)`` and named by ``_name(i)``: the digest is the CRC-32 of those bytes, taken from
-    the read that decodes them. One definition for files and containers alike, so the same image
-    files digest the same in every packaging."""
-
-    digest_kind = "crc32-file-v1"  # CRC-32 of the encoded image bytes (what a file holds)
-
-    def _read(self, i: int) -> bytes:
-        raise NotImplementedError
-
-    def _name(self, i: int) -> str:
-        raise NotImplementedError
-
-    def _uint8_digest(self, i: int) -> tuple[torch.Tensor, Optional[int]]:
-        data = self._read(i)
-        return pil_to_uint8(open_image(self._name(i), self.mode, data)), content_digest(data)
-
-    def _digest(self, i: int) -> Optional[int]:
-        return content_digest(self._read(i))
-
-
 class ArraySource(Source):
-    """Images held in one uint8 array: (N, H, W) for L or (N, H, W, 3) for RGB.
+    """Images in one uint8 array, (N, H, W) for L or (N, H, W, 3) for RGB: ``load_uint8`` is a slice. A
+    forced ``mode`` converts on access (RGB->L by PIL's luma, so both access paths agree)."""
 
-    Why: Fashion-MNIST, digits, MNIST and CIFAR arrive as arrays, so ``load_uint8`` is a slice
-    with no PIL round trip. A forced ``mode`` converts on access (L->RGB replicates the channel,
-    RGB->L uses PIL's ITU-R 601-2 luma so both access paths agree).
-    """
-
-    def __init__(
-        self, *, images: np.ndarray, labels: np.ndarray, classes: Sequence[str], spec: str, split: str,
-        mode: Optional[str] = None,
-    ):
+    def __init__(self, *, images: np.ndarray, labels: np.ndarray, classes: Sequence[str], spec: str, split: str,
+                 mode: Optional[str] = None):
         images = np.asarray(images)
         if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] != 3):
             raise SourceError(f"array source {spec!r} needs uint8 (N,H,W) or (N,H,W,3) images, got "
@@ -258,61 +219,15 @@ class ArraySource(Source):
         return fingerprint_arrays(self._images, self._labels, self.classes, self.mode)
 
 
-class FileSource(EncodedBytes):
-    """Images as files under ``root`` (relative paths), decoded with PIL on access.
-
-    Why relative paths: the fingerprint must survive moving the dataset to another disk.
-    """
-
-    def __init__(
-        self, *, root: str, relpaths: Sequence[str], labels: np.ndarray, classes: Sequence[str], spec: str,
-        split: str, mode: str,
-    ):
-        if len(relpaths) != len(labels):
-            raise SourceError(f"file source {spec!r} has {len(relpaths)} files but {len(labels)} labels")
-        super().__init__(spec=spec, split=split, classes=classes, mode=mode, labels=labels)
-        self.root = root
-        self._relpaths = list(relpaths)
-
-    def path(self, i: int) -> str:
-        """Absolute path of sample ``i``: what error messages and skip lists name."""
-        return os.path.join(self.root, self._relpaths[self._index(i)])
-
-    def where(self, i: int) -> str:
-        return self.path(i)
-
-    def _pil(self, i: int) -> Image.Image:
-        return open_image(os.path.join(self.root, self._relpaths[i]), self.mode)
-
-    def _name(self, i: int) -> str:
-        return os.path.join(self.root, self._relpaths[i])
-
-    def _read(self, i: int) -> bytes:
-        return read_file(self._name(i))
-
-    def _size(self, i: int) -> tuple[int, int]:
-        return read_image_size(os.path.join(self.root, self._relpaths[i]))
-
-    def _compute_fingerprint(self) -> str:
-        return fingerprint_files(self.root, self._relpaths, self._labels, self.classes, self.mode)
-
-
 class SubsetSource(Source):
-    """Some samples of a parent source, in a given order.
-
-    Subsets of subsets compose onto the root source, so the fingerprint depends only on which
-    samples are enumerated. A prefix ``range(k)`` gets the spec ``PARENT?n=k`` (it round-trips
-    through :func:`load_source`); any other selection keeps the parent's spec, which then does
-    *not* reload the subset — ``describe()`` says so under ``subset_of``.
-    """
+    """Some samples of a parent source, in a given order; subsets of subsets compose onto the root. A
+    prefix ``range(k)`` gets the spec ``PARENT?n=k``; any other selection keeps the parent's spec, which
+    does *not* reload it, and ``describe()`` says so under ``subset_of``."""
 
     def __init__(self, parent: Source, indices: Union[Iterable[int], np.ndarray]):
         if isinstance(indices, range):  # ?n=N on ImageNet: no 1.28M-element Python list
-            idx = np.arange(indices.start, indices.stop, indices.step, dtype=np.int64)
-        elif isinstance(indices, (np.ndarray, torch.Tensor)):
-            idx = np.asarray(indices)
-        else:
-            idx = np.asarray(list(indices))
+            indices = np.arange(indices.start, indices.stop, indices.step, dtype=np.int64)
+        idx = np.asarray(indices if isinstance(indices, (np.ndarray, torch.Tensor)) else list(indices))
         if idx.size == 0:
             idx = idx.astype(np.int64).reshape(0)
         if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
@@ -324,14 +239,15 @@ class SubsetSource(Source):
             idx = parent._indices[idx]
             parent = parent._parent
         idx.setflags(write=False)
-        self._parent = parent
-        self._indices = idx
+        self._parent, self._indices = parent, idx
         self.is_prefix = bool(idx.size) and bool(np.array_equal(idx, np.arange(idx.size)))
         spec = parent.spec
         if self.is_prefix:
             spec = replace(SourceSpec.parse(parent.spec), n=int(idx.size)).format()
         super().__init__(spec=spec, split=parent.split, classes=parent.classes, mode=parent.mode,
                          labels=parent.labels[idx])
+        self.digest_kind, self.sequential = parent.digest_kind, parent.sequential
+        self.partner_window = parent.partner_window
 
     @property
     def parent(self) -> Source:
@@ -350,18 +266,6 @@ class SubsetSource(Source):
 
     def _size(self, i: int) -> tuple[int, int]:
         return self._parent._size(int(self._indices[i]))
-
-    @property
-    def digest_kind(self) -> Optional[str]:  # type: ignore[override]
-        return self._parent.digest_kind
-
-    @property
-    def sequential(self) -> bool:  # type: ignore[override]
-        return self._parent.sequential
-
-    @property
-    def partner_window(self) -> int:  # type: ignore[override]
-        return self._parent.partner_window
 
     def _uint8_digest(self, i: int) -> tuple[torch.Tensor, Optional[int]]:
         return self._parent._uint8_digest(int(self._indices[i]))

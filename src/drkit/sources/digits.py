@@ -1,14 +1,8 @@
 """scikit-learn's bundled 8x8 digits: a dataset that is always there, for tests and smoke runs.
 
-Pixels are 0..16 in the original; they become uint8 exactly as ``round(v * 255 / 16)``.
-Split (deterministic, no shuffling): the first 1,500 samples are ``train``, the remaining 297
-are ``test``.
-
-``digits:S`` (e.g. ``digits:28:train``) gives the same images at S x S pixels, so a student
-pretrained on 28-px Fashion-MNIST can be fine-tuned on them at its own resolution (the transfer
-benchmark). The upsampling is fixed, not a user choice, so the spec alone names the pixels: the
-0..255-scaled values are resized as 32-bit floats with PIL's bilinear filter and rounded half to
-even to uint8. ``digits:8`` is the original and canonicalises to ``digits``.
+Pixels 0..16 become uint8 as ``round(v * 255 / 16)``; train = the first 1,500, test = the last 297.
+``digits:S`` gives them at S x S (a fine-tuning target at a student's resolution; ``digits:8`` is
+``digits``); the resize is fixed (bilinear on float32, rounded half to even), so the spec names the pixels.
 """
 from __future__ import annotations
 
@@ -58,7 +52,6 @@ def upsample(values: np.ndarray, size: int) -> np.ndarray:
 
 @register_source("digits")
 def digits(arg: Optional[str], *, split: str, mode: Optional[str], download: bool = False) -> Source:
-    """``digits[:S]``: 1,797 grayscale digits at 8x8 (or S x S); train = first 1,500, test = last 297."""
     size = parse_size(arg)
     check_split("digits", split, ("train", "test"))
     from sklearn.datasets import load_digits  # deferred: no work (or heavy import) at import time

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import SourceError
 from .base import ArraySource, Source
 from .registry import register_source
-from .spec import canonical_spec, check_split
+from .spec import check_split, stamp
 
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 #: torchvision's names, so the same data gives the same fingerprint through either source.
@@ -42,16 +42,12 @@ def read_idx(path: str, ndim: int) -> np.ndarray:
 
 
 def _find(directory: str, name: str) -> Optional[str]:
-    for candidate in (name + ".gz", name):
-        path = os.path.join(directory, candidate)
-        if os.path.isfile(path):
-            return path
-    return None
+    paths = (os.path.join(directory, name + ".gz"), os.path.join(directory, name))
+    return next((p for p in paths if os.path.isfile(p)), None)
 
 
 @register_source("fashion-mnist")
 def fashion_mnist(arg: Optional[str], *, split: str, mode: Optional[str], download: bool = False) -> Source:
-    """``fashion-mnist[:DIR]``: 60,000 train / 10,000 test 28x28 grayscale images, 10 classes."""
     check_split("fashion-mnist", split, tuple(_PREFIX))
     directory = os.path.abspath(os.path.expanduser(arg)) if arg else DEFAULT_DIR
     prefix = _PREFIX[split]
@@ -70,6 +66,5 @@ def fashion_mnist(arg: Optional[str], *, split: str, mode: Optional[str], downlo
         raise SourceError(f"{paths[0]} has {images.shape[0]} images but {paths[1]} has {labels.shape[0]} labels")
     if labels.size and labels.max() >= len(CLASSES):
         raise SourceError(f"{paths[1]} has label {int(labels.max())}, Fashion-MNIST has {len(CLASSES)} classes")
-    mode = mode or "L"
-    spec = canonical_spec("fashion-mnist", directory if arg else None, split, mode, "L")
-    return ArraySource(images=images, labels=labels, classes=CLASSES, spec=spec, split=split, mode=mode)
+    return ArraySource(images=images, labels=labels, classes=CLASSES,
+                       **stamp("fashion-mnist", directory if arg else None, split, mode, "L"))

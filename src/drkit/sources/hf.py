@@ -1,45 +1,35 @@
-"""``hf:PATH[:train|val|test]`` — a Hugging Face ``datasets`` dataset saved with ``save_to_disk``.
+"""Hugging Face ``datasets``: ``hf:PATH`` written by ``save_to_disk``, and ``hf-stream:PATH_OR_NAME``.
 
-PATH holds one ``Dataset`` or a ``DatasetDict``; a DatasetDict picks the split (``val`` also finds
-``validation``), a single Dataset only records it (as ``imagefolder`` does with a folder that has
-no split subfolders). Access is by row, so only map-style (Arrow) datasets are supported; a
-streamed ``IterableDataset`` has no random access.
-
-Columns: the image comes from ``image`` or ``img`` (an ``Image`` feature, or raw encoded bytes), the
-label from ``label``, ``labels`` or ``fine_label`` (CIFAR-100's fine classes); the spec grammar has
-no column options, so a dataset with none or several of them is refused with the fix (rename).
-Class names are the label's ``ClassLabel`` names, else the stringified integers ``0..max``.
-
-The image column is read *without* decoding through ``datasets`` (``Image(decode=False)``), so
-drkit decodes the stored bytes itself (one mode rule, :mod:`drkit.sources.images`) and the content
-digest is the CRC-32 of those encoded bytes, as an ImageFolder of the same files would give.
-
+Images come from an ``image``/``img`` column, labels from ``label``/``labels``/``fine_label`` (none or
+several is refused with the fix), read undecoded so drkit decodes and digests the bytes as an
+ImageFolder of the same files would. Why a stream works for reinforce: labels come from one
+label-only pass, images from a window of the ``WINDOW`` latest, and reinforce reads in order with
+mixing partners within that window; more than ``MAX_RESTARTS`` restarts (reading out of order) refuse.
 """
 from __future__ import annotations
 
+import atexit
+import hashlib
 import os
-from typing import Any, Optional, Sequence
+import weakref
+from collections import OrderedDict
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
 from ..errors import SourceError, one_line
 from .base import Source
-from .encoded import EncodedSource, check_labels
+from .encoded import EncodedSource, check_labels, import_optional, read_file
 from .fingerprint import fingerprint_records
-from .images import read_file
 from .registry import register_source
-from .spec import canonical_spec
+from .spec import local_path, stamp
 
 IMAGE_COLUMNS: tuple[str, ...] = ("image", "img")
 LABEL_COLUMNS: tuple[str, ...] = ("label", "labels", "fine_label")
-
-
-def _import_datasets() -> Any:
-    try:
-        import datasets  # deferred: a heavy import, and an optional dependency
-    except ImportError:
-        raise SourceError("the hf: source needs the Hugging Face datasets library: pip install 'drkit[hf]'") from None
-    return datasets
+WINDOW = 1024
+MAX_RESTARTS = 3
+#: sources with an open stream, closed at exit while the libraries are still there to close it
+_OPEN: "weakref.WeakSet[StreamedSource]" = weakref.WeakSet()
 
 
 def _open_split(datasets: Any, root: str, split: str) -> Any:
@@ -59,24 +49,40 @@ def _open_split(datasets: Any, root: str, split: str) -> Any:
     return obj
 
 
-def _pick(columns: Sequence[str], candidates: Sequence[str], what: str, root: str) -> str:
+def _pick(columns: Sequence[str], candidates: Sequence[str], what: str, where: str) -> str:
     """The one column of ``candidates`` present; none or several is refused with the fix."""
     found = [c for c in candidates if c in columns]
     if len(found) == 1:
         return found[0]
     if not found:
-        raise SourceError(f"hf {root} has no {what} column (looked for {', '.join(candidates)}; it has "
+        raise SourceError(f"{where} has no {what} column (looked for {', '.join(candidates)}; it has "
                           f"{', '.join(columns)}): rename yours with Dataset.rename_column and save again")
-    raise SourceError(f"hf {root} has several {what} columns ({', '.join(found)}): drop or rename all but "
+    raise SourceError(f"{where} has several {what} columns ({', '.join(found)}): drop or rename all but "
                       f"one with Dataset.remove_columns / rename_column and save again")
+
+
+def _columns(columns: Sequence[str], where: str) -> tuple[str, str]:
+    return _pick(columns, IMAGE_COLUMNS, "image", where), _pick(columns, LABEL_COLUMNS, "label", where)
+
+
+def image_bytes(value: Any, name: str, column: str) -> bytes:
+    """The encoded image of a row's ``column``: raw bytes, or an Image feature's ``{"bytes", "path"}``
+    (a path-only value is read as given)."""
+    if isinstance(value, dict):
+        data, path = value.get("bytes"), value.get("path")
+        if data is None and path:
+            return read_file(path)
+        value = data
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise SourceError(f"{name} holds no image bytes ({type(value).__name__}); check the {column!r} column")
+    return bytes(value)
 
 
 def _labels(datasets: Any, ds: Any, col: str, root: str) -> tuple[np.ndarray, list[str]]:
     """All labels (one Arrow read) and the class names of the label column."""
     feature = ds.features[col]
     names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
-    dtype = getattr(feature, "dtype", "")
-    if names is None and not (isinstance(feature, datasets.Value) and "int" in str(dtype)):
+    if names is None and not (isinstance(feature, datasets.Value) and "int" in str(feature.dtype)):
         raise SourceError(f"hf {root}: label column {col!r} is {feature}, not integer class ids")
     column = ds.select_columns([col]).with_format("arrow")[:].column(col)
     if column.null_count:
@@ -96,16 +102,7 @@ class HFSource(EncodedSource):
         return f"hf {self.root}:{self.split} row {i}"
 
     def _read(self, i: int) -> bytes:
-        value = self._images[i][self._column]
-        if isinstance(value, dict):  # an Image feature: {"bytes", "path"}; bytes absent for a path-only row
-            data, path = value.get("bytes"), value.get("path")
-            if data is None and path:
-                return read_file(path)  # save_to_disk normally embeds the bytes; a path is read as given
-            value = data
-        if not isinstance(value, (bytes, bytearray, memoryview)):
-            raise SourceError(f"{self._name(i)} holds no image bytes ({type(value).__name__}); "
-                              f"check the {self._column!r} column")
-        return bytes(value)
+        return image_bytes(self._images[i][self._column], self._name(i), self._column)
 
     def _compute_fingerprint(self) -> str:
         import pyarrow.compute as pc  # datasets' own dependency: present whenever this source is
@@ -124,18 +121,14 @@ class HFSource(EncodedSource):
 
 @register_source("hf")
 def hf(arg: Optional[str], *, split: str, mode: Optional[str], download: bool = False) -> Source:
-    """``hf:PATH[:train|val|test][?mode=L|RGB]`` for a dataset written by ``save_to_disk``."""
-    if not arg:
-        raise SourceError("hf needs a path: hf:PATH[:train|val|test] (a folder written by Dataset.save_to_disk)")
-    root = os.path.abspath(os.path.expanduser(arg))
+    root = local_path(arg, "hf needs a path: hf:PATH[:train|val|test] (a folder written by Dataset.save_to_disk)")
     if not os.path.isdir(root):
         head, _, tail = root.rpartition(":")
         hint = f" (split {tail!r}? the spec names train, val or test)" if tail and os.path.isdir(head) else ""
         raise SourceError(f"hf {root} is not a directory{hint}")
-    datasets = _import_datasets()
+    datasets = import_optional("datasets", "hf", "Hugging Face datasets", "hf")
     ds = _open_split(datasets, root, split)
-    image_col = _pick(ds.column_names, IMAGE_COLUMNS, "image", root)
-    label_col = _pick(ds.column_names, LABEL_COLUMNS, "label", root)
+    image_col, label_col = _columns(ds.column_names, f"hf {root}")
     labels, classes = _labels(datasets, ds, label_col, root)
     images = ds.select_columns([image_col])
     feature = images.features[image_col]
@@ -143,7 +136,113 @@ def hf(arg: Optional[str], *, split: str, mode: Optional[str], download: bool = 
         images = images.cast_column(image_col, datasets.Image(decode=False))  # encoded bytes, not PIL
     elif not (isinstance(feature, datasets.Value) and "binary" in str(feature.dtype)):
         raise SourceError(f"hf {root}: column {image_col!r} is {feature}, not an Image feature or encoded bytes")
-    mode = mode or "RGB"
-    spec = canonical_spec("hf", root, split, mode, "RGB")
-    return HFSource(images=images, column=image_col, root=root, spec=spec, split=split, classes=classes,
-                    mode=mode, labels=labels)
+    return HFSource(images=images, column=image_col, root=root, classes=classes, labels=labels,
+                    **stamp("hf", root, split, mode, "RGB"))
+
+
+def _close_all() -> None:
+    for src in list(_OPEN):
+        src.close()
+
+
+class StreamedSource(EncodedSource):
+    """Samples of an in-order stream of ``(encoded bytes, label)``, ``window`` of them kept."""
+
+    sequential = True  # statistics and probes read the first samples, not evenly spaced ones
+
+    def __init__(self, open_stream: Callable[[], Iterator[tuple[bytes, int]]], *, window: int = WINDOW,
+                 fingerprint: str, **kw: Any):
+        super().__init__(**kw)
+        self._open_stream, self.partner_window, self._fp = open_stream, int(window), fingerprint
+        self._state: dict[int, dict[str, Any]] = {}  # per process: iterator, next index, window, restarts
+
+    def _compute_fingerprint(self) -> str:
+        return self._fp
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the open streams: the receiving process opens its own."""
+        return {**self.__dict__, "_state": {}}
+
+    def _name(self, i: int) -> str:
+        return f"{self.spec} sample {i}"
+
+    def _restart(self) -> dict[str, Any]:
+        old = self._state.get(os.getpid())
+        restarts = 0 if old is None else old["restarts"] + 1
+        if restarts > MAX_RESTARTS:
+            raise SourceError(f"{self.spec} is a stream read out of order (restarted {MAX_RESTARTS} times): "
+                              "keep a random-access copy (hf: via save_to_disk, wds:, lmdb:, a folder) for this")
+        if old is not None:
+            old["it"].close()
+        state = {"it": self._open_stream(), "next": 0, "cache": OrderedDict(), "restarts": restarts}
+        self._state[os.getpid()] = state
+        if not _OPEN:
+            atexit.register(_close_all)
+        _OPEN.add(self)
+        return state
+
+    def close(self) -> None:
+        """Close this process's stream (reading again opens it anew)."""
+        state = self._state.pop(os.getpid(), None)
+        if state is not None:
+            state["it"].close()
+
+    def _read(self, i: int) -> bytes:
+        state = self._state.get(os.getpid()) or self._restart()
+        if i in state["cache"]:
+            return state["cache"][i]
+        if i < state["next"]:  # behind the window: from the beginning again
+            state = self._restart()
+        cache = state["cache"]
+        while state["next"] <= i:
+            try:
+                data, _ = next(state["it"])
+            except StopIteration:
+                raise SourceError(f"{self.spec} ended after {state['next']} samples; it listed {len(self)}: "
+                                  "the dataset changed since the source was opened") from None
+            cache[state["next"]] = data
+            state["next"] += 1
+            if len(cache) > self.partner_window * 2 + 1:  # the window either side of the latest index
+                cache.popitem(last=False)
+        return cache[i]
+
+
+class HFRows:
+    """``(encoded bytes, label)`` of every row of a streamed split, in order; a class, not a closure,
+    so a source pickles (``spawn`` start method)."""
+
+    def __init__(self, ds: Any, image: str, label: str, where: str):
+        self.ds, self.image, self.label, self.where = ds, image, label, where
+
+    def __call__(self) -> Iterator[tuple[bytes, int]]:
+        for k, row in enumerate(self.ds):
+            yield image_bytes(row[self.image], f"hf-stream {self.where} row {k}", self.image), int(row[self.label])
+
+
+def _load(datasets: Any, where: str, split: str) -> Any:
+    """The streamed split at ``where`` (a folder of data files, or a hub name)."""
+    split_name = "validation" if split == "val" else split
+    try:
+        ds = datasets.load_dataset(where, split=split_name, streaming=True)
+    except Exception as exc:  # datasets raises many types for a missing or foreign dataset
+        raise SourceError(f"hf-stream {where}: cannot stream split {split_name!r} ({one_line(exc)})") from exc
+    image, label = _columns(list(ds.column_names or ds.features or []), f"hf-stream {where}")
+    return ds.cast_column(image, datasets.Image(decode=False)), image, label
+
+
+@register_source("hf-stream")
+def hf_stream(arg: Optional[str], *, split: str, mode: Optional[str], download: bool = False,
+              window: int = WINDOW) -> StreamedSource:
+    if not arg:
+        raise SourceError("hf-stream needs a dataset: hf-stream:PATH_OR_NAME[:train|val|test]")
+    where = os.path.abspath(os.path.expanduser(arg)) if os.path.exists(os.path.expanduser(arg)) else arg
+    ds, image, label = _load(import_optional("datasets", "hf-stream", "Hugging Face datasets", "hf"), where, split)
+    labels = np.asarray([int(row[label]) for row in ds.select_columns([label])], dtype=np.int64)
+    if labels.size == 0:
+        raise SourceError(f"hf-stream {where}: split {split!r} is empty")
+    feature = (ds.features or {}).get(label)
+    classes = check_labels(labels, getattr(feature, "names", None), f"hf-stream {where}")
+    h = hashlib.sha256(f"hf-stream-v1\n{where}\n{split}\n{len(labels)}\n".encode())
+    h.update(np.ascontiguousarray(labels, dtype="<i8").tobytes())
+    return StreamedSource(HFRows(ds, image, label, where), window=window, fingerprint=h.hexdigest(),
+                          classes=classes, labels=labels, **stamp("hf-stream", where, split, mode, "RGB"))

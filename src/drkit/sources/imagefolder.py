@@ -1,16 +1,8 @@
-"""``imagefolder:PATH`` — the ImageNet layout, PATH/CLASS/.../IMAGE.
+"""``imagefolder:PATH`` — the ImageNet layout, PATH/CLASS/.../IMAGE (PATH/SPLIT/... when it has splits).
 
-Enumeration order is torchvision's ``ImageFolder`` order (classes sorted by folder name; files by
-``sorted(os.walk(...))`` then by name), so indices line up with torchvision's, except that
-hidden entries (``.name``, e.g. ``.ipynb_checkpoints`` or macOS ``._x.jpg``) are skipped and
-``.gif`` counts as an image. Class folders that hold no image stay in ``classes`` so label ids do
-not shift when one split lacks a class. No EXIF rotation is applied (torchvision does not either).
-
-If PATH holds ``train/`` and ``val/`` or ``test/``, the split picks that subfolder; otherwise PATH
-itself is the class root and the split is only recorded.
-
-One mode for the whole folder: RGB, or L with ``?mode=L``; every file is converted to it by
-:func:`drkit.sources.images.to_mode` (alpha dropped, 16-bit scaled by >> 8).
+Why torchvision's ``ImageFolder`` order: indices line up with torchvision's (except that hidden
+entries are skipped and ``.gif`` counts). Class folders without images stay in ``classes``, so
+label ids do not shift when one split lacks a class.
 """
 from __future__ import annotations
 
@@ -20,11 +12,11 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import SourceError
-from .base import FileSource, Source
-from .images import IMAGE_EXTENSIONS
+from .base import Source
+from .encoded import IMAGE_EXTENSIONS, FileSource
 from .listing import Listing, load_listing, save_listing
 from .registry import register_source
-from .spec import canonical_spec, split_folder
+from .spec import local_path, split_folder, stamp
 
 
 def scan_image_folder(root: str) -> Listing:
@@ -52,9 +44,7 @@ def scan_image_folder(root: str) -> Listing:
                 relpaths.append(os.path.join(rel_dir, fname).replace(os.sep, "/"))
                 labels.append(label)
     if not relpaths:
-        raise SourceError(
-            f"imagefolder {root} holds no images (extensions: {' '.join(IMAGE_EXTENSIONS)})"
-        )
+        raise SourceError(f"imagefolder {root} holds no images (extensions: {' '.join(IMAGE_EXTENSIONS)})")
     return Listing(classes, relpaths, np.asarray(labels, dtype=np.int64), dirs)
 
 
@@ -66,9 +56,8 @@ def _mtime_ns(path: str) -> int:
 
 
 def _walk(top: str) -> list[tuple[str, int, list[str]]]:
-    """(folder, its mtime, file names) under ``top`` following symlinks, sorted by folder path as
-    ``sorted(os.walk(top, followlinks=True))`` is (torchvision's order), hidden folders skipped;
-    a symlink that leads back into its own ancestry is refused instead of walked again and again."""
+    """(folder, its mtime, file names) under ``top`` in ``sorted(os.walk(top, followlinks=True))``
+    order, hidden folders skipped; a symlink back into its own ancestry is refused."""
     found: list[tuple[str, int, list[str]]] = []
 
     def visit(path: str, ancestors: frozenset[str]) -> None:
@@ -91,8 +80,7 @@ def _walk(top: str) -> list[tuple[str, int, list[str]]]:
 
 
 class ImageFolderSource(FileSource):
-    """A folder source whose listing and fingerprint are cached between commands
-    (:mod:`drkit.sources.listing`)."""
+    """A folder source whose listing and fingerprint are cached between commands (:mod:`.listing`)."""
 
     def __init__(self, listing: Listing, fingerprint: Optional[str], **kw: Any):
         super().__init__(relpaths=listing.relpaths, labels=listing.labels, classes=listing.classes, **kw)
@@ -108,16 +96,12 @@ class ImageFolderSource(FileSource):
 
 @register_source("imagefolder")
 def imagefolder(arg: Optional[str], *, split: str, mode: Optional[str], download: bool = False) -> Source:
-    """``imagefolder:PATH[:train|val|test][?mode=L|RGB]``."""
-    if not arg:
-        raise SourceError("imagefolder needs a path: imagefolder:PATH[:train|val|test] "
-                          "(write imagefolder:./train for a relative folder named like a split)")
-    root = os.path.abspath(os.path.expanduser(arg))
+    root = local_path(arg, "imagefolder needs a path: imagefolder:PATH[:train|val|test] "
+                           "(write imagefolder:./train for a relative folder named like a split)")
     if not os.path.isdir(root):
         raise SourceError(f"imagefolder {root} is not a directory")
     split_root = split_folder(root, split, "imagefolder")
-    mode = mode or "RGB"
-    cached = load_listing(split_root, mode)
+    fields = stamp("imagefolder", root, split, mode, "RGB")
+    cached = load_listing(split_root, fields["mode"])
     listing, fingerprint = cached if cached is not None else (scan_image_folder(split_root), None)
-    spec = canonical_spec("imagefolder", root, split, mode, "RGB")
-    return ImageFolderSource(listing, fingerprint, root=split_root, spec=spec, split=split, mode=mode)
+    return ImageFolderSource(listing, fingerprint, root=split_root, **fields)

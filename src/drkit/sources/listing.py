@@ -1,14 +1,9 @@
-"""Cached image-folder listings: list a 1.28 M-file folder once, not on every rank and command.
+"""Cached listings: list a 1.28 M-file folder (or index a tar shard) once, not on every rank and command.
 
-A listing (classes, relative paths, labels) and its fingerprint are kept in
-``$DRKIT_CACHE_DIR`` (default ``$XDG_CACHE_HOME/drkit`` or ``~/.cache/drkit``; ``off`` disables
-it) together with the modification time of every folder that was walked. Adding, removing or
-renaming a file or folder changes its parent folder's time, so a listing is reused only while
-every folder's time is unchanged: one ``stat`` per folder (about a thousand on ImageNet) instead
-of a walk and a ``stat`` per file. A file rewritten in place keeps its folder's time; the
-per-sample content digests catch that when the image is read. Listings taken less than
-``RACY_S`` seconds after a folder changed are not cached (coarse file-system clocks), as git does
-with its index.
+Entries live in ``$DRKIT_CACHE_DIR`` (default ``~/.cache/drkit``; ``off`` disables it), stamped with
+what must be unchanged for reuse: every folder's modification time (adding, removing or renaming a
+file changes it: one ``stat`` per folder, not per file), a shard's size and time. Entries taken
+within ``RACY_S`` of a change are not kept (coarse clocks), as git does with its index.
 """
 from __future__ import annotations
 
@@ -18,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import numpy as np
 
@@ -38,47 +33,40 @@ class Listing:
     dirs: dict[str, int]  # folder (relative to the root, "." for the root) -> st_mtime_ns
 
 
-def cache_dir() -> Optional[Path]:
-    """Where listings are kept, or ``None`` when ``DRKIT_CACHE_DIR=off``."""
-    env = os.environ.get("DRKIT_CACHE_DIR")
-    if env is not None:
-        return None if env.strip().lower() in ("off", "0", "") else Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "drkit"
-
-
 def cache_file(kind: str, key: str) -> Optional[Path]:
-    """The cache entry for ``key`` among ``kind`` (``listings``, ``wds-index``), or ``None`` when
-    caching is off."""
-    where = cache_dir()
-    if where is None:
+    """The cache entry for ``key`` among ``kind`` (``listings``, ``wds-index``); ``None``: caching is off."""
+    env = os.environ.get("DRKIT_CACHE_DIR")
+    if env is not None and env.strip().lower() in ("off", "0", ""):
         return None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    where = Path(env).expanduser() if env is not None else Path(base) / "drkit"
     return where / kind / f"{hashlib.sha256(key.encode('utf-8', 'surrogateescape')).hexdigest()[:32]}.json"
 
 
-def read_entry(path: Optional[Path]) -> Optional[dict[str, Any]]:
-    """A cache entry's JSON object; ``None`` when absent or unreadable (a miss, never an error)."""
+def load_cached(kind: str, key: str, stamp: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The entry for ``key`` while its ``stamp`` fields are unchanged; ``None`` (a miss, never an
+    error) when absent, unreadable or stale."""
+    path = cache_file(kind, key)
     if path is None or not path.is_file():
         return None
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    ok = isinstance(data, dict) and all(data.get(k) == v for k, v in stamp.items())
+    return data if ok else None
 
 
-def write_entry(path: Optional[Path], entry: dict[str, Any]) -> None:
-    """Keep ``entry`` (compact JSON, written atomically); a read-only cache only means no cache."""
-    if path is None:
+def save_cached(kind: str, key: str, entry: dict[str, Any], changed_ns: Iterable[int]) -> None:
+    """Keep ``entry`` (compact JSON, written atomically) unless something it stamps changed within
+    ``RACY_S``; a read-only cache only means no cache."""
+    path, now = cache_file(kind, key), time.time_ns()
+    if path is None or any(now - t < RACY_S * 1e9 for t in changed_ns):
         return
     try:
         atomic_write_bytes(path, json.dumps(entry, separators=(",", ":")).encode("utf-8", "surrogateescape"))
     except OSError:
         pass
-
-
-def _cache_file(root: str, mode: str) -> Optional[Path]:
-    return cache_file("listings", f"{os.path.realpath(root)}\0{mode}")
 
 
 def _mtime(path: str) -> Optional[int]:
@@ -88,14 +76,17 @@ def _mtime(path: str) -> Optional[int]:
         return None
 
 
+def _stamp(root: str, mode: str) -> dict[str, Any]:
+    return {"version": VERSION, "root": os.path.realpath(root), "mode": mode}
+
+
 def load_listing(root: str, mode: str) -> Optional[tuple[Listing, str]]:
     """(listing, fingerprint) cached for ``root`` in ``mode`` while no folder of it changed, else ``None``."""
-    data = read_entry(_cache_file(root, mode))
+    stamp = _stamp(root, mode)
+    data = load_cached("listings", f"{stamp['root']}\0{mode}", stamp)
     if data is None:
         return None
     try:
-        if data.get("version") != VERSION or data.get("root") != os.path.realpath(root) or data.get("mode") != mode:
-            return None
         dirs = {str(k): int(v) for k, v in data["dirs"].items()}
         relpaths, labels, classes = list(data["relpaths"]), data["labels"], list(data["classes"])
         fingerprint = str(data["fingerprint"])
@@ -110,11 +101,7 @@ def load_listing(root: str, mode: str) -> Optional[tuple[Listing, str]]:
 
 def save_listing(root: str, mode: str, listing: Listing, fingerprint: str) -> None:
     """Keep ``listing`` for the next command, unless a folder changed too recently to trust its time."""
-    path = _cache_file(root, mode)
-    now = time.time_ns()
-    if path is None or any(now - t < RACY_S * 1e9 for t in listing.dirs.values()):
-        return
-    entry = {"version": VERSION, "root": os.path.realpath(root), "mode": mode, "fingerprint": fingerprint,
-             "classes": listing.classes, "dirs": listing.dirs, "relpaths": listing.relpaths,
-             "labels": listing.labels.tolist()}
-    write_entry(path, entry)  # a read-only home: every command lists the folder, as without a cache
+    stamp = _stamp(root, mode)
+    entry = {**stamp, "fingerprint": fingerprint, "classes": listing.classes, "dirs": listing.dirs,
+             "relpaths": listing.relpaths, "labels": listing.labels.tolist()}
+    save_cached("listings", f"{stamp['root']}\0{mode}", entry, listing.dirs.values())

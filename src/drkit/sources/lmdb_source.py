@@ -1,20 +1,12 @@
-"""``lmdb:PATH[:train|val|test]`` — encoded images in an LMDB environment (the split is only recorded).
-
-Layout (all values bytes; PATH is the environment's folder, or its data file when written with
-``subdir=False``)::
+"""``lmdb:PATH`` — encoded images in an LMDB environment (the split is only recorded). Layout::
 
     b"__len__"                  -> ASCII integer N
-    b"__classes__"              -> JSON list of N_CLASSES names (optional: else "0".."max")
-    f"{i:08d}".encode()         -> the encoded image (PNG, JPEG, ... file bytes), i = 0..N-1
+    b"__classes__"              -> JSON list of class names (optional: else "0".."max")
+    f"{i:08d}".encode()         -> the encoded image (the file's bytes), i = 0..N-1
     f"{i:08d}.cls".encode()     -> ASCII integer label
 
-Why this layout: zero-padded keys sort in sample order, the label sits beside its image, and the
-image is the file's bytes, so digests agree with an ImageFolder of the same files.
-
-Labels and image sizes are read once at construction; pixels on access. The environment is opened
-read-only without locks, once per process and path, on first use (:func:`transaction`). An LMDB
-handle must not cross a ``fork``: every open handle is closed just before the process forks, so a
-DataLoader worker opens its own and the parent reopens on its next read.
+Why: keys sort in sample order and images are file bytes, so digests agree with an ImageFolder of
+the same files. Opened read-only once per process, closed before every ``fork``.
 """
 from __future__ import annotations
 
@@ -28,16 +20,15 @@ import numpy as np
 
 from ..errors import SourceError, one_line
 from .base import Source
-from .encoded import EncodedSource, check_labels
+from .encoded import EncodedSource, ascii_int, check_labels, import_optional
 from .fingerprint import fingerprint_records
 from .registry import register_source
-from .spec import canonical_spec
+from .spec import local_path, stamp
 
 LEN_KEY = b"__len__"
 CLASSES_KEY = b"__classes__"
 
-#: open environments by (real path, process id): closed before every fork (:func:`_before_fork`), and
-#: a child that forked without the hook would not find its parent's handle but fail to open its own
+#: open environments by (real path, process id), closed before every fork (:func:`_before_fork`)
 _ENVS: dict[tuple[str, int], Any] = {}
 #: held while an environment is opened, read or closed, so a fork in another thread waits for reads
 _LOCK = threading.Lock()
@@ -53,30 +44,22 @@ def label_key(i: int) -> bytes:
 
 
 def _before_fork() -> None:
-    """Close this process's environments before it forks. Why: py-lmdb remembers every open
-    environment in a process-wide table that a forked child inherits, so a DataLoader worker could
-    neither use its parent's handle (LMDB forbids it) nor open its own ("already open in this
-    process"); closed first, the parent reopens on its next read and each child opens its own."""
+    """Close this process's environments before it forks. Why: py-lmdb keeps a process-wide table of
+    open environments that a child inherits, so a worker could neither use its parent's handle nor
+    open its own; closed first, the parent reopens on its next read and each child opens its own."""
     _LOCK.acquire()
     for env in _ENVS.values():
         env.close()
     _ENVS.clear()
 
 
-def _after_fork() -> None:
-    _LOCK.release()
-
-
 def _open(path: str) -> Any:
-    try:
-        import lmdb  # deferred: an optional dependency
-    except ImportError:
-        raise SourceError("the lmdb: source needs the lmdb library: pip install 'drkit[lmdb]'") from None
+    lmdb = import_optional("lmdb", "lmdb", "lmdb", "lmdb")
     subdir = os.path.isdir(path)
     if subdir and not os.path.isfile(os.path.join(path, "data.mdb")):
         raise SourceError(f"lmdb {path} is not an LMDB environment (no data.mdb inside)")
     if not _FORK_HOOKED:  # once per process, on first use: no work at import
-        os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork)
+        os.register_at_fork(before=_before_fork, after_in_parent=_LOCK.release, after_in_child=_LOCK.release)
         _FORK_HOOKED.append(True)
     try:
         return lmdb.open(path, subdir=subdir, readonly=True, lock=False, readahead=False, max_dbs=0)
@@ -86,8 +69,7 @@ def _open(path: str) -> Any:
 
 @contextmanager
 def transaction(path: str, buffers: bool = False) -> Iterator[Any]:
-    """A read transaction on this process's read-only, lock-free handle on the LMDB at ``path``,
-    opened on first use (in a forked worker: by the worker)."""
+    """A read transaction on this process's read-only, lock-free handle on ``path``, opened on first use."""
     key = (os.path.realpath(path), os.getpid())
     with _LOCK:
         env = _ENVS.get(key)
@@ -104,17 +86,14 @@ def _get(txn: Any, key: bytes, path: str) -> Any:
     return value
 
 
-def _int(value: Any, key: bytes, path: str) -> int:
-    try:
-        return int(bytes(value).decode("ascii").strip())
-    except (UnicodeDecodeError, ValueError):
-        raise SourceError(f"lmdb {path} key {key.decode()!r} holds {bytes(value)[:20]!r}, not an integer") from None
+def _int(txn: Any, key: bytes, path: str) -> int:
+    return ascii_int(_get(txn, key, path), f"lmdb {path} key {key.decode()!r}")
 
 
 def _read_index(path: str) -> tuple[np.ndarray, np.ndarray, Optional[list[str]]]:
     """(labels, image byte sizes, class names or None), every key of the layout checked."""
     with transaction(path, buffers=True) as txn:  # buffers: sizes without copying the images
-        n = _int(_get(txn, LEN_KEY, path), LEN_KEY, path)
+        n = _int(txn, LEN_KEY, path)
         if n < 1:
             raise SourceError(f"lmdb {path} says __len__ = {n}; it needs at least one sample")
         raw = txn.get(CLASSES_KEY)
@@ -126,11 +105,8 @@ def _read_index(path: str) -> tuple[np.ndarray, np.ndarray, Optional[list[str]]]
                 classes = None
             if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
                 raise SourceError(f"lmdb {path} key '__classes__' is not a JSON list of names")
-        labels = np.empty(n, np.int64)
-        sizes = np.empty(n, np.int64)
-        for i in range(n):
-            labels[i] = _int(_get(txn, label_key(i), path), label_key(i), path)
-            sizes[i] = len(_get(txn, image_key(i), path))
+        rows = [(_int(txn, label_key(i), path), len(_get(txn, image_key(i), path))) for i in range(n)]
+    labels, sizes = np.ascontiguousarray(np.asarray(rows, np.int64).T)
     return labels, sizes, classes
 
 
@@ -155,14 +131,9 @@ class LmdbSource(EncodedSource):
 
 @register_source("lmdb")
 def lmdb_source(arg: Optional[str], *, split: str, mode: Optional[str], download: bool = False) -> Source:
-    """``lmdb:PATH[:train|val|test][?mode=L|RGB]`` for an LMDB in the layout above."""
-    if not arg:
-        raise SourceError("lmdb needs a path: lmdb:PATH (an LMDB environment in drkit's layout)")
-    path = os.path.abspath(os.path.expanduser(arg))
+    path = local_path(arg, "lmdb needs a path: lmdb:PATH (an LMDB environment in drkit's layout)")
     if not os.path.exists(path):
         raise SourceError(f"lmdb {path} does not exist")
     labels, sizes, classes = _read_index(path)
     classes = check_labels(labels, classes, f"lmdb {path}")
-    mode = mode or "RGB"
-    spec = canonical_spec("lmdb", path, split, mode, "RGB")
-    return LmdbSource(path=path, sizes=sizes, spec=spec, split=split, classes=classes, mode=mode, labels=labels)
+    return LmdbSource(path=path, sizes=sizes, classes=classes, labels=labels, **stamp("lmdb", path, split, mode, "RGB"))

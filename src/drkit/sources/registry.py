@@ -1,15 +1,27 @@
-"""The table of source schemes: which spec schemes exist and the factory that opens each.
+"""The table of source schemes: which exist, the usage of each, and the factory that opens it.
 
-Why its own module: a new source is a factory plus ``@register_source("name")``, with no
-if/elif to edit; the table is the one place that knows the schemes, so the spec grammar's
-refusals (:mod:`drkit.sources.spec`) can name them without knowing any source.
+Why a static table beside the registrations: help texts and refusals list the schemes without
+importing torch or a dataset library (a test checks it against what the modules register).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+import importlib
+from typing import TYPE_CHECKING, Callable, Optional
 
 if TYPE_CHECKING:
     from .base import Source
+
+#: scheme -> (module of drkit.sources that registers it, one-line usage)
+SCHEMES: dict[str, tuple[str, str]] = {
+    "imagefolder": ("imagefolder", "imagefolder:PATH (PATH/CLASS/IMAGE)"),
+    "fashion-mnist": ("fashion_mnist", "fashion-mnist[:DIR] (IDX files, Debian's by default)"),
+    "torchvision": ("torchvision_source", "torchvision:NAME:ROOT (CIFAR100, Flowers102, ...)"),
+    "digits": ("digits", "digits[:S] (scikit-learn's 8x8 digits, or at S x S)"),
+    "hf": ("hf", "hf:PATH (a Hugging Face dataset saved with save_to_disk)"),
+    "hf-stream": ("hf", "hf-stream:PATH_OR_NAME (a Hugging Face dataset, streamed)"),
+    "wds": ("webdataset_source", "wds:DIR|SHARDS (WebDataset .tar shards)"),
+    "lmdb": ("lmdb_source", "lmdb:PATH (an LMDB in drkit's layout)"),
+}
 
 #: A factory builds the full (un-truncated) source: ``factory(arg, split=, mode=, download=)``.
 SourceFactory = Callable[..., "Source"]
@@ -29,6 +41,18 @@ def register_source(name: str) -> Callable[[SourceFactory], SourceFactory]:
     return decorate
 
 
+def source_factory(scheme: str) -> Optional[SourceFactory]:
+    """The factory of ``scheme``; a built-in scheme's module is imported on first use."""
+    if scheme not in SOURCES and scheme in SCHEMES:
+        importlib.import_module(f"{__package__}.{SCHEMES[scheme][0]}")
+    return SOURCES.get(scheme)
+
+
 def known_sources() -> str:
-    """The registered schemes, sorted and comma-separated, for refusals that list them."""
-    return ", ".join(sorted(SOURCES)) or "(none registered)"
+    """The schemes, sorted and comma-separated, for refusals that list them."""
+    return ", ".join(sorted({*SCHEMES, *SOURCES})) or "(none registered)"
+
+
+def scheme_help() -> str:
+    """Every built-in scheme with its usage: the ``--data`` help text."""
+    return " | ".join(usage for _, usage in SCHEMES.values()) + "; each takes :train|:val|:test and ?n=N&mode=L|RGB"

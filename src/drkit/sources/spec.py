@@ -1,13 +1,7 @@
-"""Source spec strings: what ``SCHEME[:ARG][:SPLIT][?n=N&mode=L|RGB]`` means, and opening one.
+"""Source spec strings, ``SCHEME[:ARG][:SPLIT][?n=N&mode=L|RGB]``, and opening one.
 
-Why its own module: a spec string is how a user, a store manifest and a checkpoint name a
-dataset, and it must round-trip (``load_source(src.spec)`` gives the same samples). The
-``?key=value`` syntax is :mod:`drkit.textspec`'s, shared with teacher and recipe specs; what is
-source-specific (splits, ``n``, ``mode``, the scheme table lookup) is here.
-
-``SPLIT`` is one of ``train``/``val``/``test``; ``?n=N`` keeps the first N samples and is
-implemented as ``subset(range(N))`` of the full source, so its fingerprint is derived from the
-full source's fingerprint; ``?mode=`` forces the image mode (``L`` or ``RGB``).
+Why its own module: a spec is how a user, a store manifest and a checkpoint name a dataset, and it
+must round-trip; ``?n=N`` is ``subset(range(N))``, its fingerprint derived from the full source's.
 """
 from __future__ import annotations
 
@@ -17,13 +11,13 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 from ..errors import SourceError
 from ..textspec import format_query, split_head, split_query
-from .images import MODES
-from .registry import SOURCES, known_sources
+from .registry import known_sources, source_factory
 
 if TYPE_CHECKING:
     from .base import Source
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+MODES: tuple[str, ...] = ("L", "RGB")
 _QUERY_KEYS = ("n", "mode")
 
 
@@ -43,7 +37,7 @@ class SourceSpec:
         if not isinstance(spec, str) or not spec.strip():
             raise SourceError(f"empty source spec {spec!r}; known sources: {known_sources()}")
         text, query = split_query(spec.strip(), context=f"query of source spec {spec!r}", error=SourceError,
-                                  key=_query_key, value=str.strip, keep_empty=True)
+                                  key=lambda k: k.strip().lower(), value=str.strip, keep_empty=True)
         n, mode = _query_values(query, spec)
         scheme, rest = split_head(text, ":")
         scheme = scheme.strip().lower()
@@ -61,17 +55,9 @@ class SourceSpec:
 
     def format(self) -> str:
         """The canonical string: ``scheme[:arg][:split][?n=N&mode=M]``."""
-        out = self.scheme
-        if self.arg:
-            out += ":" + self.arg
-        if self.split:
-            out += ":" + self.split
+        out = ":".join(part for part in (self.scheme, self.arg, self.split) if part)
         query = {key: value for key, value in (("n", self.n), ("mode", self.mode)) if value is not None}
         return format_query(out, query)
-
-
-def _query_key(key: str) -> str:
-    return key.strip().lower()
 
 
 def _query_values(values: dict[str, str], spec: str) -> tuple[Optional[int], Optional[str]]:
@@ -79,19 +65,15 @@ def _query_values(values: dict[str, str], spec: str) -> tuple[Optional[int], Opt
     for key in values:
         if key not in _QUERY_KEYS:
             raise SourceError(f"unknown query key {key!r} in source spec {spec!r}; known: n, mode")
-    n: Optional[int] = None
-    if "n" in values:
-        try:
-            n = int(values["n"])
-        except ValueError:
-            raise SourceError(f"?n= must be a positive integer in source spec {spec!r}") from None
-        if n < 1:
-            raise SourceError(f"?n= must be a positive integer in source spec {spec!r}")
-    mode: Optional[str] = None
-    if "mode" in values:
-        mode = values["mode"].upper()
-        if mode not in MODES:
-            raise SourceError(f"?mode= must be L or RGB in source spec {spec!r}")
+    try:
+        n = int(values["n"]) if "n" in values else None
+    except ValueError:
+        n = 0
+    if n is not None and n < 1:
+        raise SourceError(f"?n= must be a positive integer in source spec {spec!r}")
+    mode = values["mode"].upper() if "mode" in values else None
+    if mode is not None and mode not in MODES:
+        raise SourceError(f"?mode= must be L or RGB in source spec {spec!r}")
     return n, mode
 
 
@@ -101,21 +83,15 @@ def load_source(spec: str, split: Optional[str] = None, download: bool = False) 
     if split is not None and split not in SPLITS:
         raise SourceError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     if parsed.split is not None and split is not None and parsed.split != split:
-        raise SourceError(
-            f"source spec {spec!r} names split {parsed.split!r} but split {split!r} was also given"
-        )
-    factory = SOURCES.get(parsed.scheme)
+        raise SourceError(f"source spec {spec!r} names split {parsed.split!r} but split {split!r} was also given")
+    factory = source_factory(parsed.scheme)
     if factory is None:
-        raise SourceError(
-            f"unknown source scheme {parsed.scheme!r} in {spec!r}; known sources: {known_sources()}"
-        )
+        raise SourceError(f"unknown source scheme {parsed.scheme!r} in {spec!r}; known sources: {known_sources()}")
     chosen = parsed.split or split or "train"
     source = factory(parsed.arg, split=chosen, mode=parsed.mode, download=download)
     if parsed.n is not None:
         if parsed.n > len(source):
-            raise SourceError(
-                f"?n={parsed.n} asks for more than the {len(source)} samples of {source.spec!r}"
-            )
+            raise SourceError(f"?n={parsed.n} asks for more than the {len(source)} samples of {source.spec!r}")
         source = source.subset(range(parsed.n))
     return source
 
@@ -125,10 +101,22 @@ def canonical_spec(scheme: str, arg: Optional[str], split: str, mode: str, defau
     return SourceSpec(scheme, arg, split, None, None if mode == default_mode else mode).format()
 
 
+def stamp(scheme: str, arg: Optional[str], split: str, mode: Optional[str], default_mode: str) -> dict[str, str]:
+    """The ``spec``, ``split`` and ``mode`` a factory gives its source (``mode`` defaulted)."""
+    mode = mode or default_mode
+    return {"spec": canonical_spec(scheme, arg, split, mode, default_mode), "split": split, "mode": mode}
+
+
+def local_path(arg: Optional[str], needs: str) -> str:
+    """``arg`` as an absolute path; a missing ``arg`` is refused with ``needs``, the form it takes."""
+    if not arg:
+        raise SourceError(needs)
+    return os.path.abspath(os.path.expanduser(arg))
+
+
 def split_folder(root: str, split: str, scheme: str) -> str:
-    """The folder a split reads: ROOT/SPLIT in a train/ + val|test/ layout, else ROOT itself (the
-    split is then only recorded)."""
-    present = [s for s in ("train", "val", "test") if os.path.isdir(os.path.join(root, s))]
+    """ROOT/SPLIT in a train/ + val|test/ layout, else ROOT itself (the split is only recorded)."""
+    present = [s for s in SPLITS if os.path.isdir(os.path.join(root, s))]
     if "train" in present and ("val" in present or "test" in present):
         if split not in present:
             raise SourceError(f"{scheme} {root} has no {split}/ folder; available splits: {', '.join(present)}")

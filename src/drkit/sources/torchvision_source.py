@@ -1,71 +1,52 @@
-"""``torchvision:NAME:ROOT`` — datasets through ``torchvision.datasets``.
-
-Array-backed datasets (CIFAR10/100, MNIST, FashionMNIST) become :class:`ArraySource` (their pixel
-arrays are hashed); file-backed ones (Flowers102, Food101) become :class:`FileSource` (file list
-relative to ROOT + labels + sizes). Nothing is downloaded unless ``download=True`` (CLI
-``--download``). Note that torchvision reads CIFAR's official files with pickle; drkit itself
-writes none.
+"""``torchvision:NAME:ROOT`` — ``torchvision.datasets`` (downloaded only with ``--download``): CIFAR and
+MNIST as pixel arrays, Flowers102 and Food101 as files under ROOT.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from ..errors import SourceError
-from .base import ArraySource, FileSource, Source
+from .base import ArraySource, Source
+from .encoded import FileSource
 from .registry import register_source
-from .spec import canonical_spec, check_split
+from .spec import check_split, stamp
+
+#: Supported datasets and their splits. File-backed ones take ``split=`` and list their files; the
+#: others take ``train=`` and hold pixel arrays.
+DATASETS: dict[str, tuple[str, ...]] = {
+    "CIFAR10": ("train", "test"), "CIFAR100": ("train", "test"), "MNIST": ("train", "test"),
+    "FashionMNIST": ("train", "test"), "Flowers102": ("train", "val", "test"), "Food101": ("train", "test"),
+}
+FILE_BACKED = ("Flowers102", "Food101")
 
 
-def _train_flag(split: str) -> dict[str, Any]:
-    return {"train": split == "train"}
-
-
-def _split_name(split: str) -> dict[str, Any]:
-    return {"split": split}
-
-
-def _from_arrays(ds: Any, root: str) -> dict[str, Any]:
-    data = ds.data
-    images = data.numpy() if hasattr(data, "numpy") else np.asarray(data)
-    targets = ds.targets
-    labels = targets.numpy() if hasattr(targets, "numpy") else np.asarray(targets)
-    return {"images": np.ascontiguousarray(images, dtype=np.uint8), "labels": labels.astype(np.int64)}
-
-
-def _from_files(ds: Any, root: str) -> dict[str, Any]:
+def _files(ds: Any, root: str) -> tuple[list[str], Any]:
     try:
         files, labels = ds._image_files, ds._labels  # torchvision keeps these private; no public list
     except AttributeError as exc:
         raise SourceError(f"this torchvision version hides the file list of {type(ds).__name__}") from exc
-    relpaths = [os.path.relpath(os.fspath(p), root).replace(os.sep, "/") for p in files]
-    return {"relpaths": relpaths, "labels": np.asarray(labels, dtype=np.int64)}
+    return [os.path.relpath(os.fspath(p), root).replace(os.sep, "/") for p in files], labels
 
 
-@dataclass(frozen=True)
-class _Dataset:
-    splits: tuple[str, ...]
-    split_kwargs: Callable[[str], dict[str, Any]]
-    extract: Callable[[Any, str], dict[str, Any]]
+def _open(name: str, root: str, split: str, download: bool) -> Any:
+    import torchvision.datasets  # deferred: no heavy import at drkit import time
 
-
-#: Supported torchvision datasets: how to ask for a split, how to read what it enumerates.
-DATASETS: dict[str, _Dataset] = {
-    "CIFAR10": _Dataset(("train", "test"), _train_flag, _from_arrays),
-    "CIFAR100": _Dataset(("train", "test"), _train_flag, _from_arrays),
-    "MNIST": _Dataset(("train", "test"), _train_flag, _from_arrays),
-    "FashionMNIST": _Dataset(("train", "test"), _train_flag, _from_arrays),
-    "Flowers102": _Dataset(("train", "val", "test"), _split_name, _from_files),
-    "Food101": _Dataset(("train", "test"), _split_name, _from_files),
-}
+    kwargs = {"split": split} if name in FILE_BACKED else {"train": split == "train"}
+    try:
+        return getattr(torchvision.datasets, name)(root, download=download, **kwargs)
+    except (RuntimeError, OSError, ValueError, ImportError) as exc:
+        reason = " ".join(str(exc).split())
+        if download:
+            raise SourceError(f"torchvision:{name}: download to {root} failed: {reason}") from exc
+        raise SourceError(f"torchvision:{name} not found under {root} ({reason}); "
+                          f"pass --download (download=True) to fetch it") from exc
 
 
 @register_source("torchvision")
 def torchvision_source(arg: Optional[str], *, split: str, mode: Optional[str], download: bool = False) -> Source:
-    """``torchvision:NAME:ROOT[:split]``; NAME is case-insensitive (CIFAR100, Flowers102, ...)."""
     name, _, root = (arg or "").partition(":")
     if not name or not root:
         raise SourceError(f"torchvision source needs NAME and ROOT: torchvision:NAME:ROOT "
@@ -73,30 +54,15 @@ def torchvision_source(arg: Optional[str], *, split: str, mode: Optional[str], d
     canonical = {k.lower(): k for k in DATASETS}.get(name.lower())
     if canonical is None:
         raise SourceError(f"unsupported torchvision dataset {name!r}; supported: {', '.join(DATASETS)}")
-    entry = DATASETS[canonical]
-    check_split(f"torchvision:{canonical}", split, entry.splits)
+    check_split(f"torchvision:{canonical}", split, DATASETS[canonical])
     root = os.path.abspath(os.path.expanduser(root))
-    import torchvision.datasets  # deferred: no heavy import at drkit import time
-
-    cls = getattr(torchvision.datasets, canonical)
-    try:
-        ds = cls(root, download=download, **entry.split_kwargs(split))
-    except (RuntimeError, OSError, ValueError, ImportError) as exc:
-        reason = " ".join(str(exc).split())
-        if download:
-            raise SourceError(f"torchvision:{canonical}: download to {root} failed: {reason}") from exc
-        raise SourceError(f"torchvision:{canonical} not found under {root} ({reason}); "
-                          f"pass --download (download=True) to fetch it") from exc
-    fields = entry.extract(ds, root)
-    labels = fields["labels"]
+    ds = _open(canonical, root, split, download)
+    relpaths, labels = _files(ds, root) if canonical in FILE_BACKED else (None, ds.targets)
+    labels = (labels.numpy() if hasattr(labels, "numpy") else np.asarray(labels)).astype(np.int64)
     classes = list(getattr(ds, "classes", None) or [str(c) for c in range(int(labels.max()) + 1)])
-    if "images" in fields:
-        images = fields["images"]
-        native = "L" if images.ndim == 3 else "RGB"
-        mode = mode or native
-        spec = canonical_spec("torchvision", f"{canonical}:{root}", split, mode, native)
-        return ArraySource(images=images, labels=labels, classes=classes, spec=spec, split=split, mode=mode)
-    mode = mode or "RGB"
-    spec = canonical_spec("torchvision", f"{canonical}:{root}", split, mode, "RGB")
-    return FileSource(root=root, relpaths=fields["relpaths"], labels=labels, classes=classes, spec=spec,
-                      split=split, mode=mode)
+    images = None if relpaths is not None else np.ascontiguousarray(np.asarray(ds.data), dtype=np.uint8)
+    native = "L" if images is not None and images.ndim == 3 else "RGB"
+    fields = stamp("torchvision", f"{canonical}:{root}", split, mode, native)
+    if relpaths is not None:
+        return FileSource(root=root, relpaths=relpaths, labels=labels, classes=classes, **fields)
+    return ArraySource(images=images, labels=labels, classes=classes, **fields)

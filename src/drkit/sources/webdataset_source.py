@@ -1,22 +1,10 @@
-"""``wds:PATH`` — WebDataset tar shards, read by random access.
+"""``wds:PATH`` — uncompressed WebDataset tar shards, read by random access.
 
-PATH is a folder of ``.tar`` shards, one shard, a brace range (``/data/train-{000000..000009}.tar``,
-also ``{a,b}`` lists) or a glob (``*``, ``[..]``; ``?`` would start the spec's query). Shards are
-sorted by path; samples keep their order inside each shard. A folder that holds ``train/`` and
-``val/`` or ``test/`` picks the split's subfolder; otherwise the split is only recorded.
-
-A sample is WebDataset's: the members sharing a key (the name up to the first dot of its last path
-part). Each needs exactly one image member (jpg, jpeg, png, webp, bmp, gif, tif, tiff, ppm, pgm)
-and one label member (``.cls``, ``.cls.txt`` or ``.label``: an ASCII integer); other members
-(``.json``, ...) are ignored. Class names come from ``classes.txt`` (one per line) beside the first
-shard, else they are the stringified integers ``0..max``.
-
-Why random access works: an uncompressed tar stores each member contiguously, so one pass over the
-headers (``tarfile`` seeks past the data; only the tiny label members are read) gives every
-image's offset and size, and a sample is then one seek and read. Compressed shards (``.tar.gz``)
-cannot be seeked and are refused. The index of each shard is cached like folder listings
-(:mod:`drkit.sources.listing`), reused while the shard's size and modification time are unchanged.
-Reading needs no WebDataset library: only the tests write shards with ``webdataset.TarWriter``.
+PATH: a folder of ``.tar`` shards (or its split subfolder), one shard, a brace range or a glob. A
+sample is the members sharing a key: one image and one label (``.cls``, ``.cls.txt``, ``.label``);
+class names from ``classes.txt`` beside the first shard. Why random access works: a tar stores each
+member contiguously, so one pass over the headers (cached, :mod:`.listing`) gives every image's
+offset and size; compressed shards cannot be seeked and are refused. No WebDataset library needed.
 """
 from __future__ import annotations
 
@@ -24,27 +12,25 @@ import glob
 import os
 import re
 import tarfile
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 
 from ..errors import SourceError, one_line
 from .base import Source
-from .encoded import EncodedSource, check_labels
+from .encoded import IMAGE_EXTENSIONS, EncodedSource, ascii_int, check_labels
 from .fingerprint import fingerprint_records
-from .images import IMAGE_EXTENSIONS
-from .listing import RACY_S, cache_file, read_entry, write_entry
+from .listing import load_cached, save_cached
 from .registry import register_source
-from .spec import canonical_spec, split_folder
+from .spec import local_path, split_folder, stamp
 
 #: WebDataset's split of a member name into sample key and extension (``webdataset.tariterators``)
 _KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
 IMAGE_EXTS = frozenset(e.lstrip(".") for e in IMAGE_EXTENSIONS)
 LABEL_EXTS: tuple[str, ...] = ("cls", "cls.txt", "label")
 INDEX_VERSION = 1
+INDEX_FIELDS = ("keys", "members", "offsets", "sizes", "labels")
 
 
 @dataclass(frozen=True)
@@ -56,6 +42,10 @@ class ShardIndex:
     offsets: np.ndarray
     sizes: np.ndarray
     labels: np.ndarray
+
+    @classmethod
+    def of(cls, keys: Any, members: Any, *arrays: Any) -> "ShardIndex":
+        return cls(list(keys), list(members), *(np.asarray(a, np.int64) for a in arrays))
 
 
 def expand_braces(pattern: str) -> list[str]:
@@ -79,9 +69,8 @@ def expand_braces(pattern: str) -> list[str]:
     return [out for part in parts for out in expand_braces(head + part + tail)]
 
 
-def resolve_shards(arg: str, split: str) -> list[str]:
-    """The shard files PATH names, sorted; a name that matches nothing is refused."""
-    path = os.path.abspath(os.path.expanduser(arg))
+def resolve_shards(path: str, split: str) -> list[str]:
+    """The shard files an absolute PATH names, sorted; a name that matches nothing is refused."""
     if os.path.isdir(path):
         folder = split_folder(path, split, "wds")
         shards = sorted(os.path.join(folder, n) for n in os.listdir(folder)
@@ -120,14 +109,6 @@ def _group(tf: tarfile.TarFile, shard: str) -> dict[str, dict[str, Any]]:
     return samples
 
 
-def _is_image(ext: str) -> bool:
-    return ext.rsplit(".", 1)[-1] in IMAGE_EXTS  # "jpg", also "input.jpg"
-
-
-def _is_label(ext: str) -> bool:
-    return ext in LABEL_EXTS
-
-
 def _one(parts: dict[str, Any], wanted: Callable[[str], bool], what: str, shard: str, key: str) -> Any:
     """The one member of a sample that ``wanted`` accepts; none or several is refused."""
     found = [e for e in parts if wanted(e)]
@@ -135,13 +116,6 @@ def _one(parts: dict[str, Any], wanted: Callable[[str], bool], what: str, shard:
         have = ", ".join(sorted(parts)) or "nothing"
         raise SourceError(f"wds {shard}:{key} needs exactly one {what} member, has {have}")
     return parts[found[0]]
-
-
-def _parse_label(name: str, data: bytes, shard: str) -> int:
-    try:
-        return int(data.decode("ascii").strip())
-    except (UnicodeDecodeError, ValueError):
-        raise SourceError(f"wds {shard}:{name} is not an integer class id ({data[:20]!r})") from None
 
 
 def scan_shard(shard: str) -> ShardIndex:
@@ -152,47 +126,34 @@ def scan_shard(shard: str) -> ShardIndex:
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise SourceError(f"wds {shard} is not a readable uncompressed tar ({one_line(exc)}); "
                           f"unpack .tar.gz shards to .tar, and replace truncated ones") from exc
-    keys, members, offsets, sizes, labels = [], [], [], [], []
+    rows = []
     for key, parts in samples.items():
-        image = _one(parts, _is_image, "image (jpg, png, webp, ...)", shard, key)
-        name, data = _one(parts, _is_label, "label (cls, cls.txt, label)", shard, key)
-        keys.append(key)
-        members.append(image.name)
-        offsets.append(image.offset_data)
-        sizes.append(image.size)
-        labels.append(_parse_label(name, data, shard))
-    if not keys:
+        image = _one(parts, lambda e: e.rsplit(".", 1)[-1] in IMAGE_EXTS, "image (jpg, png, webp, ...)", shard, key)
+        name, data = _one(parts, LABEL_EXTS.__contains__, "label (cls, cls.txt, label)", shard, key)
+        rows.append((key, image.name, image.offset_data, image.size, ascii_int(data, f"wds {shard}:{name}")))
+    if not rows:
         raise SourceError(f"wds {shard} holds no samples (members named KEY.EXT)")
-    return ShardIndex(keys, members, np.asarray(offsets, np.int64), np.asarray(sizes, np.int64),
-                      np.asarray(labels, np.int64))
-
-
-def _index_file(shard: str) -> Optional[Path]:
-    return cache_file("wds-index", os.path.realpath(shard))
+    return ShardIndex.of(*zip(*rows))
 
 
 def load_index(shard: str) -> ShardIndex:
-    """The shard's index from the cache while its size and time are unchanged, else a fresh scan
-    (cached unless the shard changed too recently to trust its time)."""
+    """The shard's index, cached while its size and time are unchanged, else a fresh scan."""
     try:
         st = os.stat(shard)
     except OSError as exc:
         raise SourceError(f"cannot read wds shard {shard}: {exc.strerror or exc}") from exc
-    stamp = {"version": INDEX_VERSION, "shard": os.path.realpath(shard), "size": st.st_size,
-             "mtime_ns": st.st_mtime_ns}
-    path = _index_file(shard)
-    data = read_entry(path) or {}
+    real = os.path.realpath(shard)
+    stamp = {"version": INDEX_VERSION, "shard": real, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    data = load_cached("wds-index", real, stamp) or {}
     try:
-        lists = [data.get(k) for k in ("keys", "members", "offsets", "sizes", "labels")]
-        if all(data.get(k) == v for k, v in stamp.items()) and len({len(x) for x in lists}) == 1:
-            return ShardIndex(list(data["keys"]), list(data["members"]), np.asarray(data["offsets"], np.int64),
-                              np.asarray(data["sizes"], np.int64), np.asarray(data["labels"], np.int64))
+        if len({len(data.get(k)) for k in INDEX_FIELDS}) == 1:
+            return ShardIndex.of(*(data[k] for k in INDEX_FIELDS))
     except (ValueError, KeyError, TypeError):
-        pass  # a malformed cache entry is a miss
+        pass  # a malformed cache entry (or none) is a miss
     index = scan_shard(shard)
-    if path is not None and time.time_ns() - st.st_mtime_ns >= RACY_S * 1e9:
-        write_entry(path, {**stamp, "keys": index.keys, "members": index.members, "offsets": index.offsets.tolist(),
-                           "sizes": index.sizes.tolist(), "labels": index.labels.tolist()})
+    fields = {k: getattr(index, k) for k in INDEX_FIELDS}
+    entry = {**stamp, **{k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in fields.items()}}
+    save_cached("wds-index", real, entry, [st.st_mtime_ns])
     return index
 
 
@@ -242,14 +203,10 @@ class WdsSource(EncodedSource):
 
 @register_source("wds")
 def wds(arg: Optional[str], *, split: str, mode: Optional[str], download: bool = False) -> Source:
-    """``wds:PATH_OR_PATTERN[:train|val|test][?mode=L|RGB]`` for uncompressed WebDataset shards."""
-    if not arg:
-        raise SourceError("wds needs shards: wds:DIR, wds:/data/train-{000000..000009}.tar or wds:/data/*.tar")
-    shards = resolve_shards(arg, split)
+    path = local_path(arg, "wds needs shards: wds:DIR, wds:/data/train-{000000..000009}.tar or wds:/data/*.tar")
+    shards = resolve_shards(path, split)
     indexes = [load_index(s) for s in shards]
     labels = np.concatenate([x.labels for x in indexes])
     classes = check_labels(labels, read_classes(os.path.dirname(shards[0])), f"wds {arg}")
-    mode = mode or "RGB"
-    spec = canonical_spec("wds", os.path.abspath(os.path.expanduser(arg)), split, mode, "RGB")
-    return WdsSource(shards=shards, indexes=indexes, spec=spec, split=split, classes=classes, mode=mode,
-                     labels=labels)
+    return WdsSource(shards=shards, indexes=indexes, classes=classes, labels=labels,
+                     **stamp("wds", path, split, mode, "RGB"))
