@@ -10,6 +10,7 @@ import torch
 
 from drkit.augment import ViewSampler, get_recipe
 from drkit.augment.batch import RENDERER_VERSION, render_batch
+from drkit.errors import StoreError
 from drkit.hashing import noise_bytes
 from drkit.reinforce import reinforce
 from drkit.store import open_store
@@ -78,25 +79,32 @@ def test_hash_noise_is_counter_based_and_fixed():
 PINNED_NOISE = [231, 216, 164, 15, 135, 165, 211, 234]
 
 
-def test_store_records_its_renderer_and_a_renderer1_store_replays_exactly(tmp_path, digits_train, teacher_pair,
-                                                                         monkeypatch):
-    from drkit.augment.erasing import RandomErasing
-
-    kw = dict(recipe="rrc+ra+re", samples=3, topk=4, batch_size=16, workers=0, samples_per_shard=16,
-              device="cpu", progress=False, command=["t"])
-    new = open_store(reinforce(digits_train, teacher_pair, tmp_path / "v2", **kw))
+def test_store_records_its_renderer_and_a_renderer1_store_replays_exactly(tmp_path, digits_train, teacher_pair):
+    """A format-1 store from before the renderer was recorded (erasing noise from a CPU generator)
+    is upgraded when read: its recipe says ``fill='generator'`` and its views replay exactly."""
+    kw = dict(samples=3, topk=4, batch_size=16, workers=0, samples_per_shard=16, device="cpu", progress=False,
+              command=["t"])
+    new = open_store(reinforce(digits_train, teacher_pair, tmp_path / "v2", recipe="rrc+ra+re", **kw))
     assert new.renderer["version"] == RENDERER_VERSION and new.renderer["device"] == "cpu"
-    assert {"torch", "torchvision", "name"} <= set(new.renderer)
-    # a store from before the renderer was recorded: erasing noise from a CPU generator
-    with monkeypatch.context() as m:
-        m.setattr(RandomErasing, "noise", "generator")
-        root = reinforce(digits_train, teacher_pair, tmp_path / "v1", **kw)
-    for name in ("manifest.json", "run.json"):
-        doc = json.loads((root / name).read_text())
-        doc.pop("renderer")
-        (root / name).write_text(json.dumps(doc))
+    assert {"torch", "torchvision", "name"} <= set(new.renderer) and new.manifest["format_version"] == 2
+    assert new.recipe.ops[2].settings["fill"] == "hash"
+    root = reinforce(digits_train, teacher_pair, tmp_path / "v1", recipe="rrc+ra+re@fill=generator", **kw)
+    doc = json.loads((root / "manifest.json").read_text())
+    for key in ("renderer", "sampler", "recipe_side", "content_digest", "replay", "partner_window"):
+        doc.pop(key)  # what format 1 left out
+    doc["format_version"] = 1
+    doc["recipe"]["spec"] = doc["recipe"]["spec"].replace(",fill='generator'", "")
+    (root / "manifest.json").write_text(json.dumps(doc))
     old = open_store(root)
-    assert old.renderer["version"] == 1
+    assert old.renderer["version"] == 1 and old.recipe.ops[2].settings["fill"] == "generator"
+    assert old.manifest["replay"] == "exact" and old.digest_kind is None and old.manifest["sampler"] == 1
+    doc["format_version"] = 3
+    (root / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(StoreError, match="format version 3; this drkit reads versions 1..2"):
+        open_store(root)
+    doc["format_version"] = 1
+    (root / "manifest.json").write_text(json.dumps(doc))
+    old = open_store(root)
     ens = load_teacher(teacher_pair, device="cpu")
     flat = [(i, v) for i in range(old.num_samples) for v in range(old.num_views)]
     erased = 0
@@ -363,7 +371,7 @@ def test_one_resampling_per_stage_gives_each_views_own_bytes(spec, shape):
     sharpen with one smoothing (up to 64 x 64 px; above, each group through the reference op):
     every (op, bin, sign) of the table, on square and non-square images, equals the op alone."""
     from drkit.augment.autoaugment import AA_OPS, apply_aa
-    from drkit.augment.batch import augment_batch
+    from drkit.augment.autoaugment import augment_batch
 
     op = get_recipe(spec).ops[1]
     wide = op.name == "ta"

@@ -40,7 +40,7 @@ def inspect_store(path: str | Path, data: str | None = None, grid: str | Path | 
         "mean_top1_prob": views["mean_top1_prob"], "skipped": len(store.skipped),
         "out_of_fold": bool(diagnostics.get("out_of_fold")),
         "replay": "exact" if store.exact_replay else f"approximate (imported from {store.renderer.get('name')})",
-        "content_digests": store.digest_kind, "partner_window": m.get("partner_window"),
+        "content_digests": store.digest_kind, "partner_window": m["partner_window"],
         "plain_teacher_top1": plain.get("top1") if plain else None,
         "plain_mean_top1_prob": plain.get("mean_top1_prob") if plain else None,
         "warnings": label_warnings(plain, views, out_of_fold=bool(diagnostics.get("out_of_fold"))),

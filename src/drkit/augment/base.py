@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from ..defaults import SMALL_SIDE
 from ..errors import RecipeError
 from .codec import Field
 from .draws import BatchContext, Draws
@@ -64,6 +65,11 @@ class Op:
     def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
         raise NotImplementedError
 
+    def apply_batch(self, x: torch.Tensor, params: list[dict[str, int]], out_size: int) -> torch.Tensor:
+        """:meth:`apply` of a batch ``[N, C, S, S]`` (the batched renderer's step for this op): an op
+        with a faster batched form overrides it, with the same bytes on the CPU."""
+        return torch.stack([self.apply(x[r], params[r], out_size) for r in range(x.shape[0])])
+
     def describe(self) -> dict[str, Any]:
         return {"op": self.name, **self.settings}
 
@@ -89,6 +95,10 @@ def create_op(name: str, side: int | None = None, **settings: Any) -> Op:
         settings = {**cls.size_defaults(int(side)), **settings}
     return cls(**settings)
 
+
+#: on the CPU, up to this many pixels the batched ops fuse warps and sharpenings and index erased
+#: pixels flat; above, per-view grids and flat indices cost more than they save
+FUSE_MAX_PIXELS = SMALL_SIDE * SMALL_SIDE
 
 #: the side the reference recipes' magnitudes were tuned for (ImageNet training crops)
 REFERENCE_SIDE = 224

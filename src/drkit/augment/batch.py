@@ -19,19 +19,13 @@ shear) follow that device's kernels, which is why a store records its renderer a
 """
 from __future__ import annotations
 
-import functools
 from collections import defaultdict
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from ..defaults import SMALL_SIDE
 from ..device import to_device
-from ..hashing import noise_at
-from .autoaugment import AA_OP_NAMES, apply_aa, signed_magnitude
-from .device_ops import inverse_matrix, sharpness_runs, warp
-from .erasing import erase_box, hash_fill
 from .geometric import crop_resize
 from .mixing import MODE_CUTMIX, MODE_MIXUP, bits_to_lam, cut_box_pixels
 from .recipe import Recipe, ViewParams
@@ -107,14 +101,8 @@ def render_base(recipe: Recipe, images: Sequence[torch.Tensor], index: Sequence[
         x = crop_batch(images, index, [p[first.name] for p in params], size)
     else:  # a crop laid out otherwise (an imported store's rcrop): the reference, view by view
         x = torch.stack([first.apply(images[i], p[first.name], size) for i, p in zip(index, params)])
-    for op in rest:
-        group = [p[op.name] for p in params]
-        if op.name in ("ra", "ta"):
-            x = augment_batch(x, op, group)
-        elif op.name == "re" and getattr(op, "noise", "hash") == "hash":
-            x = erase_batch(x, group)
-        else:  # an op without a batched form: the reference, view by view
-            x = torch.stack([op.apply(x[r], group[r], size) for r in range(x.shape[0])])
+    for op in rest:  # each op's batched form (the reference view by view, for an op without one)
+        x = op.apply_batch(x, [p[op.name] for p in params], size)
     return x
 
 
@@ -309,102 +297,6 @@ def _resize_into(out: torch.Tensor, rows: Sequence[int], crops: Sequence[np.ndar
         joined = torch.from_numpy(np.concatenate([parts[k] for k in ks], axis=2))[None]
         wide = _interpolate(joined, (size, joined.shape[-1]))[0]  # [C, size, len(ks) * size]
         out[idx] = wide.unflatten(-1, (len(ks), size)).permute(2, 0, 1, 3)
-
-
-def augment_batch(x: torch.Tensor, op: Any, params: Sequence[dict[str, int]]) -> torch.Tensor:
-    """RandAugment / TrivialAugment. Each stage sorts the views by (op, signed magnitude), so that
-    every group is a slice of one gathered copy, applies the reference table op to each slice at
-    once (unsigned ops ignore the sign, some the bin), and warps all shears, translations and
-    rotations with one grid sample and a matrix per view, and all sharpenings with one smoothing;
-    each view gets the bytes its own op call gives. On the CPU, images above 64 x 64 px skip the
-    fusing: per-view grids and one big smoothing cost more there than the calls they save."""
-    wide = op.name == "ta"
-    stages = [("op", "mag", "sign")] if wide else [(f"op{k}", f"mag{k}", f"sign{k}") for k in range(op.settings["n"])]
-    bins = op.settings["bins"]
-    table = _magnitude_table(bins, wide)
-    h, w = x.shape[-2:]
-    n = len(params)
-    fuse = x.device.type != "cpu" or h * w <= _FUSE_MAX_PIXELS
-    every = [k for keys in stages for k in keys]
-    codes = np.array([[p[k] for k in every] for p in params], dtype=np.int64).reshape(n, len(every))
-    for s in range(len(stages)):
-        choice, mag, sign = codes[:, 3 * s:3 * s + 3].T
-        m = table[choice, mag, sign]
-        order = np.lexsort((m, choice))
-        choice, mag, sign, m = choice[order], mag[order], sign[order], m[order]
-        starts = np.flatnonzero(np.r_[True, (choice[1:] != choice[:-1]) | (m[1:] != m[:-1])])
-        xs = x[to_device(order, x.device)]
-        warped: list[int] = []
-        matrices: list[tuple[float, ...]] = []
-        sharpen: list[tuple[int, int, float]] = []
-        for a, b in zip(starts.tolist(), np.r_[starts[1:], n].tolist()):
-            name = AA_OP_NAMES[choice[a]]
-            matrix = inverse_matrix(name, float(m[a]), h, w) if fuse else None
-            if matrix is not None:
-                warped += range(a, b)
-                matrices += [matrix] * (b - a)
-            elif fuse and name == "Sharpness":  # one smoothing for every magnitude
-                sharpen.append((a, b, float(m[a])))
-            elif name != "Identity":
-                xs[a:b] = apply_aa(xs[a:b], int(choice[a]), int(mag[a]), int(sign[a]), bins, wide)
-        if warped:
-            idx = _run_or_index(warped, x.device)  # the table's warps are ops 1-5: one run once sorted
-            xs[idx] = warp(xs[idx], matrices)
-        if sharpen:
-            span = slice(sharpen[0][0], sharpen[-1][1])
-            xs[span] = sharpness_runs(xs[span], [(a - span.start, b - span.start, v) for a, b, v in sharpen])
-        back = np.empty_like(order)
-        back[order] = np.arange(n)
-        x = xs[to_device(back, x.device)]  # a gather back: cheaper than scattering into a new tensor
-    return x
-
-
-def _run_or_index(rows: list[int], device: torch.device) -> slice | torch.Tensor:
-    """Ascending ``rows`` as a slice when they are one run, else as an index."""
-    return slice(rows[0], rows[-1] + 1) if rows[-1] - rows[0] + 1 == len(rows) else to_device(rows, device)
-
-
-#: on the CPU, up to this many pixels a stage fuses its warps and sharpenings and erasing indexes
-#: pixels flat; above, per-view grids and flat indices cost more than they save (``SMALL_SIDE``)
-_FUSE_MAX_PIXELS = SMALL_SIDE * SMALL_SIDE
-
-
-@functools.lru_cache(maxsize=None)
-def _magnitude_table(bins: int, wide: bool) -> np.ndarray:
-    """``[op, bin, sign]`` -> the signed magnitude :func:`apply_aa` applies (float64)."""
-    return np.array([[[signed_magnitude(o, b, s, bins, wide) for s in (0, 1)] for b in range(bins)]
-                     for o in range(len(AA_OP_NAMES))], dtype=np.float64)
-
-
-def erase_batch(x: torch.Tensor, params: Sequence[dict[str, int]]) -> torch.Tensor:
-    """RandomErasing with hash noise: every erased pixel of the batch listed flat, hashed in one
-    call and written with one indexed store (only box pixels are computed)."""
-    rows = [r for r, p in enumerate(params) if p["on"]]
-    if not rows:
-        return x
-    c, h, w = x.shape[1], x.shape[2], x.shape[3]
-    dev = x.device
-    if dev.type == "cpu" and h * w >= _FUSE_MAX_PIXELS:  # big images: slices beat flat index arithmetic
-        out = x.clone()
-        for r in rows:
-            hash_fill(out[r], params[r]["seed"], *erase_box(params[r], h, w))
-        return out
-    fields = {k: np.array([params[r][k] for r in rows], dtype=np.int64) for k in ("top", "left", "h", "w")}
-    host = np.stack(erase_box(fields, h, w), axis=1)  # [E, 4]: y0, x0, y1, x1
-    total = int((c * (host[:, 2] - host[:, 0]) * (host[:, 3] - host[:, 1])).sum())  # known here: no device sync
-    boxes = to_device(host, dev)
-    bh, bw = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    counts = c * bh * bw
-    owner = torch.repeat_interleave(torch.arange(len(rows), device=dev), counts, output_size=total)
-    local = torch.arange(total, device=dev) - (torch.cumsum(counts, 0) - counts)[owner]
-    area = (bh * bw)[owner]
-    ch, rest = local // area, local % area
-    ys = boxes[owner, 0] + rest // bw[owner]
-    xs = boxes[owner, 1] + rest % bw[owner]
-    seeds = to_device([params[r]["seed"] for r in rows], dev)[owner]
-    out = x.clone()
-    out[to_device(rows, dev)[owner], ch, ys, xs] = noise_at(seeds, ch, ys, xs, h, w)
-    return out
 
 
 def mix_batch(out: torch.Tensor, rows: torch.Tensor, partners: torch.Tensor, mixes: Sequence[dict[str, int]]) -> torch.Tensor:

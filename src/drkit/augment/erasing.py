@@ -3,23 +3,28 @@
 The box is quantised to 1/255 of the output side, so the same relative region is erased at
 any replay size. The fill is per-pixel uniform noise from a recorded 16-bit seed: since renderer
 version 2 a counter-based integer hash of (seed, pixel) (:func:`drkit.hashing.noise_bytes`),
-identical on every device and computable for a whole batch at once; stores written by renderer
-version 1 drew it from a CPU ``torch.Generator`` and replay that way (``noise = "generator"``).
+identical on every device and computable for a whole batch at once (``fill="hash"``); stores
+written by renderer version 1 drew it from a CPU ``torch.Generator`` (``fill="generator"``, which
+the store reader puts in their recipe spec).
 """
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from ..errors import RecipeError
 from ..hashing import noise_at
-from .base import Op, register_op
+from ..device import to_device
+from .base import FUSE_MAX_PIXELS, Op, register_op
 from .codec import Field
 from .draws import BatchContext, Draws, integers
 
 Q = 255  # box quantisation steps per output side
+#: erasing noise: renderer 2's counter-based hash, or renderer 1's CPU generator (old stores)
+FILLS = ("hash", "generator")
 
 
 def box_to_pixels(top: Any, left: Any, h: Any, w: Any, size: int) -> tuple[Any, Any, Any, Any]:
@@ -53,11 +58,14 @@ class RandomErasing(Op):
     """timm/torchvision-style erasing (area scale, log-ratio) with per-pixel noise fill."""
 
     name = "re"
-    #: "hash" (renderer 2) or "generator" (renderer 1): set by the renderer, not part of the recipe
-    noise = "hash"
-    defaults = {"p": 0.25, "scale_min": 0.02, "scale_max": 1 / 3, "ratio_min": 0.3, "ratio_max": 3.3}
+    defaults = {"p": 0.25, "scale_min": 0.02, "scale_max": 1 / 3, "ratio_min": 0.3, "ratio_max": 3.3, "fill": "hash"}
     limits = {"p": (0.0, 1.0), "scale_min": (0.0, 1.0), "scale_max": (0.0, 1.0), "ratio_min": (1e-2, 1e2),
               "ratio_max": (1e-2, 1e2)}
+
+    def __init__(self, **settings: Any):
+        super().__init__(**settings)
+        if self.settings["fill"] not in FILLS:
+            raise RecipeError(f"op 're': fill={self.settings['fill']!r} must be one of {', '.join(FILLS)}")
 
     def fields(self) -> list[Field]:
         return [Field("on", 0, 1), Field("top", 0, Q - 1), Field("left", 0, Q - 1),
@@ -87,10 +95,44 @@ class RandomErasing(Op):
             return img
         y0, x0, y1, x1 = erase_box(params, *img.shape[-2:])
         out = img.clone()
-        if self.noise == "generator":
+        if self.settings["fill"] == "generator":
             gen = torch.Generator().manual_seed(params["seed"])
             out[:, y0:y1, x0:x1] = torch.randint(0, 256, (img.shape[0], y1 - y0, x1 - x0), generator=gen,
                                                  dtype=torch.uint8)
         else:
             hash_fill(out, params["seed"], y0, x0, y1, x1)
         return out
+
+    def apply_batch(self, x: torch.Tensor, params: list[dict[str, int]], out_size: int) -> torch.Tensor:
+        return erase_batch(x, params) if self.settings["fill"] == "hash" else super().apply_batch(x, params, out_size)
+
+
+def erase_batch(x: torch.Tensor, params: Sequence[dict[str, int]]) -> torch.Tensor:
+    """RandomErasing with hash noise: every erased pixel of the batch listed flat, hashed in one
+    call and written with one indexed store (only box pixels are computed)."""
+    rows = [r for r, p in enumerate(params) if p["on"]]
+    if not rows:
+        return x
+    c, h, w = x.shape[1], x.shape[2], x.shape[3]
+    dev = x.device
+    if dev.type == "cpu" and h * w >= FUSE_MAX_PIXELS:  # big images: slices beat flat index arithmetic
+        out = x.clone()
+        for r in rows:
+            hash_fill(out[r], params[r]["seed"], *erase_box(params[r], h, w))
+        return out
+    fields = {k: np.array([params[r][k] for r in rows], dtype=np.int64) for k in ("top", "left", "h", "w")}
+    host = np.stack(erase_box(fields, h, w), axis=1)  # [E, 4]: y0, x0, y1, x1
+    total = int((c * (host[:, 2] - host[:, 0]) * (host[:, 3] - host[:, 1])).sum())  # known here: no device sync
+    boxes = to_device(host, dev)
+    bh, bw = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    counts = c * bh * bw
+    owner = torch.repeat_interleave(torch.arange(len(rows), device=dev), counts, output_size=total)
+    local = torch.arange(total, device=dev) - (torch.cumsum(counts, 0) - counts)[owner]
+    area = (bh * bw)[owner]
+    ch, rest = local // area, local % area
+    ys = boxes[owner, 0] + rest // bw[owner]
+    xs = boxes[owner, 1] + rest % bw[owner]
+    seeds = to_device([params[r]["seed"] for r in rows], dev)[owner]
+    out = x.clone()
+    out[to_device(rows, dev)[owner], ch, ys, xs] = noise_at(seeds, ch, ys, xs, h, w)
+    return out

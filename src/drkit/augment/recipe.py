@@ -86,14 +86,6 @@ class Recipe:
     def __repr__(self) -> str:
         return f"Recipe({self.spec!r})"
 
-    def with_renderer(self, version: int) -> Recipe:
-        """Make pixels as renderer ``version`` did (1: erasing noise from a CPU generator;
-        2: counter-based hash noise); returns ``self``."""
-        for op in self.ops:
-            if hasattr(op, "noise"):
-                op.noise = "generator" if version < 2 else "hash"  # type: ignore[attr-defined]
-        return self
-
     # -- parameters -----------------------------------------------------------------------
     def sample(self, seed: int, sample_id: int, view: int, src_hw: tuple[int, int],
                num_samples: int, num_views: int, window: int = 0) -> ViewParams:

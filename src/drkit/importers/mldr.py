@@ -34,7 +34,8 @@ from ..augment import Recipe, get_recipe
 from ..augment.autoaugment import AA_OP_NAMES, magnitudes
 from ..augment.reference_ops import REF_CUTMIX, REF_MIXUP
 from ..errors import DrkitError
-from ..store import StoreWriter, array_schema, ids_dtype, shard_ranges
+from ..store import StoreWriter, ids_dtype, shard_ranges
+from ..store.format import store_header
 from .safe_pickle import load_torch_save
 
 #: the reference's fixed op order, and the ops that record no parameters
@@ -268,17 +269,14 @@ def store_config(src: Any, config: dict[str, Any], recipe: Recipe, size: int, pa
 
     r = config["reinforce"]
     teacher = plain(config.get("teacher", {}))
-    return {"source": src.describe(), "num_classes": len(src.classes),
-            "teachers": [{"spec": f"ml-dr:{json.dumps(teacher, sort_keys=True)}", "imported": True}],
-            "image_size": size, "in_chans": src.channels, "recipe": recipe.describe(),
-            "recipe_request": "import-mldr", "recipe_side": size, "num_samples": len(src),
-            "num_views": int(r["num_samples"]), "topk": int(r["topk"]), "seed": 0,
-            "samples_per_shard": int(samples_per_shard),
-            "arrays": array_schema(recipe.code_bytes, int(r["topk"]), len(src.classes), recipe.mix_layout),
-            "renderer": {"name": "ml-dr", "version": 2, "device": "cpu", "torch": torch.__version__,
-                         "torchvision": torchvision.__version__},
-            "content_digest": src.digest_kind if digests else None, "replay": "approximate",
-            "imported_from": {"format": "ml-dr", "path": str(path), "config": plain(r)}}
+    renderer = {"name": "ml-dr", "version": 2, "device": "cpu", "torch": torch.__version__,
+                "torchvision": torchvision.__version__}
+    return store_header(src, [{"spec": f"ml-dr:{json.dumps(teacher, sort_keys=True)}", "imported": True}], recipe,
+                        image_size=size, recipe_request="import-mldr", recipe_side=size,
+                        num_views=int(r["num_samples"]), topk=int(r["topk"]), seed=0,
+                        samples_per_shard=samples_per_shard, renderer=renderer, sampler=None,
+                        content_digest=src.digest_kind if digests else None, replay="approximate",
+                        imported_from={"format": "ml-dr", "path": str(path), "config": plain(r)})
 
 
 def import_mldr(path: str | Path, data: Any, out: str | Path, samples_per_shard: int = 1024,

@@ -26,7 +26,8 @@ from ..configs import positional
 from ..device import default_workers, on_side_stream, resolve_device
 from ..distributed import dist_env
 from ..errors import DrkitError
-from ..store import StoreWriter, array_schema, format_diagnostics, partner_ids
+from ..store import StoreWriter, format_diagnostics, partner_ids
+from ..store.format import store_header
 from .ahead import render_ahead
 from .config import ReinforceConfig, parse_shard
 from .diagnose import diagnose
@@ -107,21 +108,10 @@ def _open(cfg: ReinforceConfig, device: torch.device) -> tuple[Any, torch.nn.Mod
 def store_config(cfg: ReinforceConfig, src: Any, ens: torch.nn.Module, rec: Recipe, size: int, side: int,
                  device: torch.device) -> dict[str, Any]:
     """The store's content-determining configuration (``run.json``; the manifest starts with it)."""
-    num_classes = len(src.classes)
-    window = int(getattr(src, "partner_window", 0))  # a streamed source: partners drawn nearby
-    return {
-        **({"partner_window": window} if window else {}),
-        "source": src.describe(), "num_classes": num_classes,
-        "teachers": ens.describe() if hasattr(ens, "describe") else [{"spec": type(ens).__name__}],
-        "image_size": size, "in_chans": src.channels, "recipe": rec.describe(),
-        "recipe_request": cfg.recipe or "auto", "recipe_side": side, "num_samples": len(src),
-        "num_views": cfg.samples, "topk": cfg.topk, "seed": int(cfg.seed),
-        "samples_per_shard": int(cfg.samples_per_shard),
-        "arrays": array_schema(rec.code_bytes, cfg.topk, num_classes, rec.mixes),
-        "renderer": renderer_info(device),
-        "sampler": SAMPLER,
-        "content_digest": src.digest_kind,
-    }
+    teachers = ens.describe() if hasattr(ens, "describe") else [{"spec": type(ens).__name__}]
+    return store_header(src, teachers, rec, image_size=size, recipe_request=cfg.recipe or "auto", recipe_side=side,
+                        num_views=cfg.samples, topk=cfg.topk, seed=cfg.seed, samples_per_shard=cfg.samples_per_shard,
+                        renderer=renderer_info(device), sampler=SAMPLER, content_digest=src.digest_kind)
 
 
 def label_views(writer: StoreWriter, views: ViewBatches, size: int, ens: torch.nn.Module, device: torch.device,

@@ -103,7 +103,7 @@ def manifest_problem(m: dict[str, Any]) -> str | None:
     for s in shards:
         if not isinstance(s.get("bytes"), int) or not isinstance(s.get("sha256"), str):
             return "a shard entry lacks its byte size or sha256"
-    kind = m.get("content_digest")
+    kind = m["content_digest"]
     if kind is not None and not isinstance(kind, str):
         return "content_digest is not a digest name"
     for s in shards if kind else []:

@@ -13,7 +13,10 @@ if TYPE_CHECKING:
     from ..augment import Recipe, ViewParams
 
 FORMAT_NAME = "drkit-store"
-FORMAT_VERSION = 1
+#: 2: every manifest spells out its renderer, sampler, recipe side, content digests, replay kind and
+#: partner window, and renderer 1's erasing noise is a recipe setting (``re@fill='generator'``).
+#: Version 1 manifests are upgraded once, when read (:func:`upgrade_manifest`).
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 RUN_CONFIG = "run.json"
 SHARD_DIR = "shards"
@@ -21,7 +24,49 @@ SHARD_DIR = "shards"
 MIX_ARRAYS = ("partner", "partner_view", "lam", "box", "mix_mode")
 REQUIRED_MANIFEST_KEYS = ("format", "format_version", "drkit_version", "source", "num_classes", "teachers",
                           "image_size", "recipe", "num_samples", "num_views", "topk", "seed",
-                          "samples_per_shard", "arrays", "shards")
+                          "samples_per_shard", "arrays", "shards", "renderer", "sampler", "recipe_side",
+                          "content_digest", "replay", "partner_window")
+#: what a version-1 manifest meant by leaving a key out
+V1_DEFAULTS: dict[str, Any] = {"renderer": {"name": "drkit", "version": 1, "device": "cpu"}, "sampler": 1,
+                               "recipe_side": None, "content_digest": None, "replay": "exact", "partner_window": 0}
+
+
+#: the settings a store header takes from its maker, in manifest order (``replay`` defaults to exact)
+HEADER_FIELDS = ("image_size", "recipe_request", "recipe_side", "num_views", "topk", "seed", "samples_per_shard",
+                 "renderer", "sampler", "content_digest", "replay")
+
+
+def store_header(src: Any, teachers: list[dict[str, Any]], recipe: Recipe, **fields: Any) -> dict[str, Any]:
+    """What determines a store's content (``run.json``; the manifest starts with it): the one
+    builder for ``reinforce`` and the importers. ``fields``: every name in :data:`HEADER_FIELDS`
+    (``replay`` may be left out), then any extra keys (an importer's provenance)."""
+    f = {"replay": "exact", **fields}
+    missing = [k for k in HEADER_FIELDS if k not in f]
+    if missing:
+        raise TypeError(f"store_header needs {missing}")
+    num_classes = len(src.classes)
+    head = {"source": src.describe(), "num_classes": num_classes, "teachers": teachers, "in_chans": src.channels,
+            "recipe": recipe.describe(), "num_samples": len(src),
+            "arrays": array_schema(recipe.code_bytes, int(f["topk"]), num_classes, recipe.mix_layout),
+            "partner_window": int(getattr(src, "partner_window", 0))}
+    for k in ("image_size", "num_views", "topk", "seed", "samples_per_shard"):
+        f[k] = int(f[k])
+    return {**head, **f}
+
+
+def upgrade_manifest(m: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 manifest as version 2 says it: the keys it left out filled in with what their
+    absence meant, and renderer 1's erasing noise put into the recipe spec (in memory only)."""
+    from ..augment import get_recipe
+
+    out = {**V1_DEFAULTS, **m, "format_version": FORMAT_VERSION}
+    out["renderer"] = dict(out["renderer"] or V1_DEFAULTS["renderer"])
+    if int(out["renderer"].get("version", 1)) < 2 and isinstance(m.get("recipe"), dict):
+        spec = str(m["recipe"].get("spec", ""))
+        rec = get_recipe("+".join(t + (",fill=generator" if "@" in t else "@fill=generator") if t.split("@")[0] == "re"
+                                  else t for t in spec.split("+")))
+        out["recipe"] = {**m["recipe"], **rec.describe()}
+    return out
 
 
 def ids_dtype(num_classes: int) -> np.dtype:

@@ -11,7 +11,7 @@ import torch
 
 from ..augment import Recipe, ViewParams, get_recipe, partner_of
 from ..augment import partner_params as partner_view_params
-from ..errors import StoreError
+from ..errors import DrkitError, StoreError
 from .check import manifest_problem, open_content, open_shard
 from .format import (
     FORMAT_NAME,
@@ -22,6 +22,7 @@ from .format import (
     bytes_per_record,
     unpack,
     unpack_many,
+    upgrade_manifest,
 )
 from .shards import ShardReader
 
@@ -49,9 +50,14 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         raise StoreError(f"{mpath} is not valid JSON ({e.msg} at line {e.lineno})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise StoreError(f"{mpath} is not a drkit store manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise StoreError(f"store {root} has format version {manifest.get('format_version')}; "
-                         f"this drkit reads version {FORMAT_VERSION}")
+    version = manifest.get("format_version")
+    if version not in (1, FORMAT_VERSION):
+        raise StoreError(f"store {root} has format version {version}; this drkit reads versions 1..{FORMAT_VERSION}")
+    if version == 1:
+        try:
+            manifest = upgrade_manifest(manifest)
+        except (DrkitError, AttributeError, TypeError, ValueError) as e:
+            raise StoreError(f"{mpath} is not a manifest drkit writes ({e}): the store was edited; rebuild it") from None
     missing = [k for k in REQUIRED_MANIFEST_KEYS if k not in manifest]
     if missing:
         raise StoreError(f"{mpath} lacks required keys {missing}")
@@ -84,9 +90,9 @@ class Store:
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
         m = self.manifest
-        #: the renderer that made the pixels the teacher labelled (stores before it was recorded: version 1)
-        self.renderer: dict[str, Any] = dict(m.get("renderer") or {"name": "drkit", "version": 1, "device": "cpu"})
-        self.recipe: Recipe = get_recipe(m["recipe"]).with_renderer(int(self.renderer.get("version", 1)))
+        #: the renderer that made the pixels the teacher labelled
+        self.renderer: dict[str, Any] = dict(m["renderer"])
+        self.recipe: Recipe = get_recipe(m["recipe"])
         self.num_samples: int = int(m["num_samples"])
         self.num_views: int = int(m["num_views"])
         self.topk: int = int(m["topk"])
@@ -104,9 +110,9 @@ class Store:
         self._per_shard = int(m["samples_per_shard"])
         self._checked_sources: set[int] = set()
         #: how the per-sample content digests were taken (``None``: a store made before they were recorded)
-        self.digest_kind: str | None = m.get("content_digest")
+        self.digest_kind: str | None = m["content_digest"]
         #: False for an imported store whose views drkit's ops reproduce only approximately
-        self.exact_replay: bool = m.get("replay", "exact") == "exact"
+        self.exact_replay: bool = m["replay"] == "exact"
 
     # -- description ----------------------------------------------------------------------
     @property

@@ -14,9 +14,10 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from .. import __version__
-from ..errors import StoreError
+from ..errors import DrkitError, StoreError
 from ..fileio import atomic_write_json, sha256_file
-from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, RUN_CONFIG, SHARD_DIR, content_name, shard_name, shard_ranges
+from .format import (FORMAT_NAME, FORMAT_VERSION, MANIFEST, RUN_CONFIG, SHARD_DIR, V1_DEFAULTS, content_name, shard_name,
+                     shard_ranges)
 from .shards import ShardReader, shard_metadata, write_shard
 
 
@@ -164,7 +165,7 @@ def _prepare(root: Path, config: dict[str, Any], resume: bool, shared: bool) -> 
     if root.exists() and any(not p.name.startswith(".") for p in root.iterdir()):
         if not run_path.exists():
             raise StoreError(f"{root} exists and is not a drkit store in progress; choose another --out")
-        existing = json.loads(run_path.read_text())
+        existing = _as_current(json.loads(run_path.read_text()), config)
         if existing != config:
             diff = sorted(k for k in set(existing) | set(config) if existing.get(k) != config.get(k))
             if "sampler" in diff:  # absent: a run begun before sampler 2, whose sampler 1 is gone
@@ -180,3 +181,20 @@ def _prepare(root: Path, config: dict[str, Any], resume: bool, shared: bool) -> 
     atomic_write_json(run_path, config)  # first, so a parallel job never sees a bare directory
     (root / SHARD_DIR).mkdir(exist_ok=True)
     return root
+
+
+def _as_current(run: Any, config: dict[str, Any]) -> Any:
+    """A ``run.json`` written by an earlier drkit as this one writes ``config``: the keys format 2
+    added with the values their absence meant, the recipe re-described (its settings spelled out),
+    so that a run begun before an upgrade resumes when nothing that determines its content changed."""
+    if not isinstance(run, dict):
+        return run
+    from ..augment import get_recipe
+
+    out = {**{k: v for k, v in V1_DEFAULTS.items() if k in ("replay", "partner_window") and k in config}, **run}
+    if "recipe" in config:
+        try:
+            out["recipe"] = get_recipe(run["recipe"]["spec"]).describe()
+        except (DrkitError, KeyError, TypeError):
+            pass  # not a recipe drkit reads: the comparison refuses the run
+    return out

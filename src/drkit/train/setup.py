@@ -94,7 +94,7 @@ def _dr_data(cfg: TrainConfig, src: Source, config: dict[str, Any]) -> tuple[Any
 
     store = open_store(cfg.reinforced)
     store.check_source(src)
-    side = store.manifest.get("recipe_side")  # absent in stores written before size-aware recipes
+    side = store.manifest["recipe_side"]  # None in stores written before size-aware recipes
     if cfg.recipe is not None and (resolve_recipe(cfg.recipe, int(side), strong=True) if side is not None
                                    else get_recipe(cfg.recipe)).spec != store.recipe.spec:
         raise DrkitError(f"--recipe {cfg.recipe} differs from the store's recipe {store.recipe.spec}: "
