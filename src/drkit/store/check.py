@@ -5,13 +5,15 @@ values are ones drkit could have written (class ids below the class count, proba
 merge and replay therefore never run on a damaged or edited store."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import StoreError
+from ..errors import DrkitError, StoreError
 from ..fileio import inside, sha256_file
+from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, REQUIRED_MANIFEST_KEYS, upgrade_manifest
 from .shards import ShardReader
 
 
@@ -111,3 +113,34 @@ def manifest_problem(m: dict[str, Any]) -> str | None:
         if not isinstance(c, dict) or not isinstance(c.get("bytes"), int) or not isinstance(c.get("sha256"), str):
             return "a shard entry lacks its content digests' file, byte size or sha256"
     return None
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """Load and schema-check ``manifest.json`` (a missing one means the store is incomplete)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise StoreError(f"store {root} does not exist")
+    mpath = root / MANIFEST
+    if not mpath.exists():
+        raise StoreError(f"store {root} is incomplete (no {MANIFEST}): finish it with `drkit reinforce --resume`")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except json.JSONDecodeError as e:
+        raise StoreError(f"{mpath} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise StoreError(f"{mpath} is not a drkit store manifest")
+    version = manifest.get("format_version")
+    if version not in (1, FORMAT_VERSION):
+        raise StoreError(f"store {root} has format version {version}; this drkit reads versions 1..{FORMAT_VERSION}")
+    if version == 1:
+        try:
+            manifest = upgrade_manifest(manifest)
+        except (DrkitError, AttributeError, TypeError, ValueError) as e:
+            raise StoreError(f"{mpath} is not a manifest drkit writes ({e}): the store was edited; rebuild it") from None
+    missing = [k for k in REQUIRED_MANIFEST_KEYS if k not in manifest]
+    if missing:
+        raise StoreError(f"{mpath} lacks required keys {missing}")
+    problem = manifest_problem(manifest)
+    if problem:
+        raise StoreError(f"{mpath} is not a manifest drkit writes ({problem}): the store was edited; rebuild it")
+    return manifest

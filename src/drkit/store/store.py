@@ -1,7 +1,6 @@
 """Reading a reinforced store: manifest, random access to records, replay, verification."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -11,18 +10,13 @@ import torch
 
 from ..augment import Recipe, ViewParams, get_recipe, partner_of
 from ..augment import partner_params as partner_view_params
-from ..errors import DrkitError, StoreError
-from .check import manifest_problem, open_content, open_shard
+from ..errors import StoreError
+from .check import open_content, open_shard, read_manifest
 from .format import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    MANIFEST,
-    REQUIRED_MANIFEST_KEYS,
     array_schema,
     bytes_per_record,
     unpack,
     unpack_many,
-    upgrade_manifest,
 )
 from .shards import ShardReader
 
@@ -34,37 +28,6 @@ if TYPE_CHECKING:
 _LABELS = ("topk_ids", "topk_probs")
 #: stores whose other-device replay was already announced in this process
 _WARNED: set[str] = set()
-
-
-def read_manifest(path: str | Path) -> dict[str, Any]:
-    """Load and schema-check ``manifest.json`` (a missing one means the store is incomplete)."""
-    root = Path(path)
-    if not root.is_dir():
-        raise StoreError(f"store {root} does not exist")
-    mpath = root / MANIFEST
-    if not mpath.exists():
-        raise StoreError(f"store {root} is incomplete (no {MANIFEST}): finish it with `drkit reinforce --resume`")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except json.JSONDecodeError as e:
-        raise StoreError(f"{mpath} is not valid JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise StoreError(f"{mpath} is not a drkit store manifest")
-    version = manifest.get("format_version")
-    if version not in (1, FORMAT_VERSION):
-        raise StoreError(f"store {root} has format version {version}; this drkit reads versions 1..{FORMAT_VERSION}")
-    if version == 1:
-        try:
-            manifest = upgrade_manifest(manifest)
-        except (DrkitError, AttributeError, TypeError, ValueError) as e:
-            raise StoreError(f"{mpath} is not a manifest drkit writes ({e}): the store was edited; rebuild it") from None
-    missing = [k for k in REQUIRED_MANIFEST_KEYS if k not in manifest]
-    if missing:
-        raise StoreError(f"{mpath} lacks required keys {missing}")
-    problem = manifest_problem(manifest)
-    if problem:
-        raise StoreError(f"{mpath} is not a manifest drkit writes ({problem}): the store was edited; rebuild it")
-    return manifest
 
 
 #: below this many records, :meth:`Store.records` reads them one by one
