@@ -1,17 +1,9 @@
 """Model factory and the input-normalising wrapper every drkit model goes through.
 
-Three families share one entry point, :func:`create_model`:
-
-* ``drkit_*`` — small CNNs for tiny images (28–32 px), in drkit's own registry (:data:`MODELS`),
-  sized for a laptop CPU;
-* ``torchvision:NAME`` — any torchvision classification model;
-* ``timm:NAME`` or a bare name — any timm model (``timm.create_model``).
-
-Prefixes are resolved through a table (:data:`MODEL_FAMILIES`), not an if/elif chain, so a new
-family is one more entry.
-
-Models consume float NCHW tensors in [0, 1] (= uint8 / 255). The normalisation lives *inside*
-:class:`ImageModel`, so "what the teacher saw" is the [0, 1] tensor, and mean/std travel with the
+:func:`create_model` resolves a name through :data:`MODEL_FAMILIES` (a table, not an if/elif
+chain): ``drkit_*`` small CNNs for tiny images (:data:`MODELS`), ``torchvision:NAME``, and
+``timm:NAME`` or a bare name. Models take float NCHW in [0, 1]; the normalisation lives inside
+:class:`ImageModel`, so "what the teacher saw" is the [0, 1] tensor and mean/std travel with the
 weights in :class:`ModelConfig` instead of living in every data pipeline.
 """
 from __future__ import annotations
@@ -27,16 +19,8 @@ from torch import nn
 from .errors import CheckpointError
 from .errors import one_line as _one_line
 
-__all__ = [
-    "MODELS",
-    "MODEL_FAMILIES",
-    "DrkitCNN",
-    "ImageModel",
-    "ModelConfig",
-    "create_model",
-    "list_models",
-    "register_model",
-]
+__all__ = ["MODELS", "MODEL_FAMILIES", "DrkitCNN", "ImageModel", "ModelConfig", "create_model", "list_models",
+           "register_model"]
 
 ModelFn = Callable[..., nn.Module]
 
@@ -60,19 +44,9 @@ def list_models() -> list[str]:
     return sorted(MODELS)
 
 
-# ----------------------------------------------------------------------------------------------
-# drkit CNNs
-# ----------------------------------------------------------------------------------------------
-
-
 def _conv_bn_act(cin: int, cout: int, stride: int = 1, act: bool = True) -> nn.Sequential:
-    layers: list[nn.Module] = [
-        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-    ]
-    if act:
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
+    layers = [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout)]
+    return nn.Sequential(*layers, *([nn.ReLU(inplace=True)] if act else []))
 
 
 class _ResBlock(nn.Module):
@@ -91,22 +65,15 @@ class _ResBlock(nn.Module):
 
 
 class DrkitCNN(nn.Module):
-    """Plain conv-bn-relu stages (+ optional residual blocks), global average pool, linear head.
+    """Conv-bn-relu stages (+ optional residual blocks), global average pool, linear head.
 
-    ``stages`` is a list of ``(width, stride, residual_blocks)``: one transition conv to ``width``
-    with ``stride``, followed by ``residual_blocks`` :class:`_ResBlock`. Inputs are already
-    normalised (see :class:`ImageModel`). The ``get_classifier``/``reset_classifier`` names follow
-    timm so teacher and training code can treat every backbone alike.
+    ``stages``: ``(width, stride, residual_blocks)`` each, a transition conv then that many
+    :class:`_ResBlock`. The ``get_classifier``/``reset_classifier`` names follow timm so teacher
+    and training code treat every backbone alike.
     """
 
-    def __init__(
-        self,
-        stem: tuple[int, int],
-        stages: Sequence[tuple[int, int, int]],
-        num_classes: int = 10,
-        in_chans: int = 3,
-        drop_rate: float = 0.0,
-    ) -> None:
+    def __init__(self, stem: tuple[int, int], stages: Sequence[tuple[int, int, int]], num_classes: int = 10,
+                 in_chans: int = 3, drop_rate: float = 0.0) -> None:
         super().__init__()
         if num_classes < 1 or in_chans < 1:
             raise ValueError(f"num_classes and in_chans must be >= 1, got {num_classes}, {in_chans}")
@@ -137,8 +104,7 @@ class DrkitCNN(nn.Module):
         return self.stages(self.stem(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.forward_features(x)).flatten(1)
-        return self.head(self.drop(x))
+        return self.head(self.drop(self.pool(self.forward_features(x)).flatten(1)))
 
 
 @register_model
@@ -154,11 +120,6 @@ def drkit_cnn_small(num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> 
     return DrkitCNN((32, 1), [(64, 2, 1), (128, 2, 1)], num_classes, in_chans, **kwargs)
 
 
-# ----------------------------------------------------------------------------------------------
-# Factory
-# ----------------------------------------------------------------------------------------------
-
-
 def _create_drkit(name: str, num_classes: int, in_chans: int, pretrained: bool, **kwargs: Any) -> nn.Module:
     if name not in MODELS:
         raise CheckpointError(f"unknown drkit model {name!r}; known: {', '.join(list_models())}")
@@ -168,10 +129,7 @@ def _create_drkit(name: str, num_classes: int, in_chans: int, pretrained: bool, 
 
 
 def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
-    for module_name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d):
-            return module_name, module
-    return None
+    return next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
 
 
 def _adapt_first_conv(model: nn.Module, in_chans: int) -> None:
@@ -187,18 +145,9 @@ def _adapt_first_conv(model: nn.Module, in_chans: int) -> None:
         return
     if conv.groups != 1:
         raise CheckpointError(f"cannot adapt grouped input conv {conv_name!r} to in_chans={in_chans}")
-    new = nn.Conv2d(
-        in_chans,
-        conv.out_channels,
-        conv.kernel_size,  # type: ignore[arg-type]
-        stride=conv.stride,  # type: ignore[arg-type]
-        padding=conv.padding,  # type: ignore[arg-type]
-        dilation=conv.dilation,  # type: ignore[arg-type]
-        bias=conv.bias is not None,
-        padding_mode=conv.padding_mode,
-        device=conv.weight.device,
-        dtype=conv.weight.dtype,
-    )
+    new = nn.Conv2d(in_chans, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,  # type: ignore[arg-type]
+                    conv.dilation, bias=conv.bias is not None, padding_mode=conv.padding_mode,  # type: ignore[arg-type]
+                    device=conv.weight.device, dtype=conv.weight.dtype)
     from timm.models import adapt_input_conv
 
     with torch.no_grad():
@@ -210,17 +159,15 @@ def _adapt_first_conv(model: nn.Module, in_chans: int) -> None:
 
 
 def _create_torchvision(name: str, num_classes: int, in_chans: int, pretrained: bool, **kwargs: Any) -> nn.Module:
-    """``torchvision:NAME``. ``pretrained=True`` loads the DEFAULT weights (then ``num_classes``
-    must be the weights' class count). ``in_chans != 3`` replaces the first conv (see
-    :func:`_adapt_first_conv`)."""
+    """``pretrained=True`` loads the DEFAULT weights (``num_classes`` must then be theirs);
+    ``in_chans != 3`` replaces the first conv (:func:`_adapt_first_conv`)."""
     import torchvision
 
-    known = torchvision.models.list_models(module=torchvision.models)
-    if name not in known:
+    if name not in torchvision.models.list_models(module=torchvision.models):
         raise CheckpointError(f"unknown torchvision classification model {name!r}")
-    weights = "DEFAULT" if pretrained else None
     try:
-        model = torchvision.models.get_model(name, weights=weights, num_classes=num_classes, **kwargs)
+        model = torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None,
+                                             num_classes=num_classes, **kwargs)
     except (ValueError, TypeError, RuntimeError, OSError) as exc:
         raise CheckpointError(f"cannot build torchvision:{name}: {_one_line(exc)}") from exc
     if in_chans != 3:
@@ -229,15 +176,12 @@ def _create_torchvision(name: str, num_classes: int, in_chans: int, pretrained: 
 
 
 def _create_timm(name: str, num_classes: int, in_chans: int, pretrained: bool, **kwargs: Any) -> nn.Module:
-    """``timm:NAME`` or a bare name: ``timm.create_model`` with ``num_classes``/``in_chans``;
-    ``kwargs`` go to the model (e.g. ``img_size``, ``embed_dim``, ``depth`` for tiny ViTs)."""
+    """``kwargs`` go to the model (e.g. ``img_size``, ``embed_dim``, ``depth`` for tiny ViTs)."""
     import timm
 
     if not timm.is_model(name):
-        raise CheckpointError(
-            f"unknown model {name!r}: not a drkit model ({', '.join(list_models())}), "
-            "a timm model, or torchvision:NAME"
-        )
+        raise CheckpointError(f"unknown model {name!r}: not a drkit model ({', '.join(list_models())}), "
+                              "a timm model, or torchvision:NAME")
     try:
         return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs)
     except (ValueError, TypeError, RuntimeError, AssertionError, OSError) as exc:
@@ -256,57 +200,40 @@ def split_model_name(name: str) -> tuple[str, str]:
     """``"torchvision:resnet18"`` -> ``("torchvision", "resnet18")``; bare names resolve to
     ``drkit`` when registered, else ``timm``."""
     family, sep, rest = name.partition(":")
-    if sep:
-        if family not in MODEL_FAMILIES:
-            raise CheckpointError(
-                f"unknown model family {family!r} in {name!r}; use one of: {', '.join(sorted(MODEL_FAMILIES))}"
-            )
-        return family, rest
-    return ("drkit" if name in MODELS or name.startswith("drkit_") else "timm"), name
+    if not sep:
+        return ("drkit" if name in MODELS or name.startswith("drkit_") else "timm"), name
+    if family not in MODEL_FAMILIES:
+        raise CheckpointError(
+            f"unknown model family {family!r} in {name!r}; use one of: {', '.join(sorted(MODEL_FAMILIES))}"
+        )
+    return family, rest
 
 
 @contextlib.contextmanager
 def _seeded(seed: int | None) -> Iterator[None]:
     """Deterministic init without touching the caller's RNG state."""
-    if seed is None:
-        yield
-        return
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
         yield
 
 
-def create_model(
-    name: str,
-    num_classes: int,
-    in_chans: int = 3,
-    pretrained: bool = False,
-    seed: int | None = None,
-    **kwargs: Any,
-) -> nn.Module:
+def create_model(name: str, num_classes: int, in_chans: int = 3, pretrained: bool = False, seed: int | None = None,
+                 **kwargs: Any) -> nn.Module:
     """Build a backbone (logits out, expects *normalised* input; wrap in :class:`ImageModel`).
 
     ``seed`` makes the initialisation deterministic inside a forked RNG (the global torch RNG is
-    left as it was); without it, init draws from torch's default generator as usual.
-    Unknown names raise :class:`~drkit.errors.CheckpointError` with a one-line reason.
+    left as it was). Unknown names raise :class:`~drkit.errors.CheckpointError` with a one-line reason.
     """
     family, arch = split_model_name(name)
     with _seeded(seed):
         return MODEL_FAMILIES[family](arch, num_classes=num_classes, in_chans=in_chans, pretrained=pretrained, **kwargs)
 
 
-# ----------------------------------------------------------------------------------------------
-# Config + wrapper
-# ----------------------------------------------------------------------------------------------
-
-
 @dataclass
 class ModelConfig:
-    """Everything needed to rebuild a model and feed it: architecture, classes, input config.
-
-    JSON-serialisable via :meth:`to_dict` / :meth:`from_dict` (this is ``config.json`` in a
-    checkpoint). ``image_size`` is the square input side the model was trained/evaluated at.
-    """
+    """Everything needed to rebuild a model and feed it (``config.json`` in a checkpoint);
+    ``image_size`` is the square input side the model was trained/evaluated at."""
 
     model: str
     num_classes: int
@@ -324,8 +251,7 @@ class ModelConfig:
         self.mean = [float(v) for v in self.mean]
         self.std = [float(v) for v in self.std]
         self.classes = [str(c) for c in self.classes]
-        self.num_classes = int(self.num_classes)
-        self.in_chans = int(self.in_chans)
+        self.num_classes, self.in_chans = int(self.num_classes), int(self.in_chans)
         self.image_size = int(self.image_size)
 
     def to_dict(self) -> dict[str, Any]:
@@ -333,19 +259,18 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        """Build from a dict; keys that are not fields (e.g. file-format bookkeeping) are ignored,
-        missing required ones raise :class:`~drkit.errors.CheckpointError`."""
-        names = {f.name for f in dataclasses.fields(cls)}
+        """Keys that are not fields (file-format bookkeeping) are ignored; missing required ones
+        raise :class:`~drkit.errors.CheckpointError`."""
         missing = [n for n in ("model", "num_classes") if n not in data]
         if missing:
             raise CheckpointError(f"model config lacks {', '.join(missing)}")
+        names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
 def _stat_buffer(values: Sequence[float], in_chans: int, what: str) -> torch.Tensor:
     vals = [float(v) for v in values]
-    if len(vals) == 1:
-        vals = vals * in_chans
+    vals = vals * in_chans if len(vals) == 1 else vals
     if len(vals) != in_chans:
         raise ValueError(f"{what} has {len(vals)} values but the model takes {in_chans} channels")
     return torch.tensor(vals, dtype=torch.float32).view(1, in_chans, 1, 1)
@@ -354,20 +279,12 @@ def _stat_buffer(values: Sequence[float], in_chans: int, what: str) -> torch.Ten
 class ImageModel(nn.Module):
     """Backbone + input normalisation: ``forward(x)`` takes float NCHW in [0, 1], returns logits.
 
-    ``mean``/``std`` are non-persistent buffers: the state dict is exactly the backbone's
-    (prefixed ``backbone.``), and checkpoints store the bare backbone so its weights also load
-    into timm/torchvision directly. The normalisation is elementwise, so channels_last input stays
-    channels_last.
+    ``mean``/``std`` are non-persistent buffers, so the state dict is exactly the backbone's and
+    checkpoints store the bare backbone, loadable into timm/torchvision directly.
     """
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        mean: Sequence[float],
-        std: Sequence[float],
-        config: ModelConfig | None = None,
-        in_chans: int | None = None,
-    ) -> None:
+    def __init__(self, backbone: nn.Module, mean: Sequence[float], std: Sequence[float],
+                 config: ModelConfig | None = None, in_chans: int | None = None) -> None:
         super().__init__()
         if in_chans is None:
             in_chans = config.in_chans if config is not None else max(len(mean), len(std))

@@ -37,14 +37,13 @@ class TeacherEnsemble(nn.Module):
         if not members or len(members) != len(infos):
             raise TeacherError("a teacher ensemble needs at least one member")
         first = infos[0]
+        agree = (("image_size", "input size"), ("in_chans", "input channels"), ("num_classes", "classes"))
         for info in infos[1:]:
-            for attr, what in (("image_size", "input size"), ("in_chans", "input channels"), ("num_classes", "classes")):
-                a, b = getattr(first, attr), getattr(info, attr)
-                if a != b:
-                    raise TeacherError(
-                        f"teachers disagree on {what}: {first.spec} has {a}, {info.spec} has {b}"
-                        + ("; align them with &size=S" if attr == "image_size" else "")
-                    )
+            for attr, what in agree:
+                if getattr(first, attr) != getattr(info, attr):
+                    raise TeacherError(f"teachers disagree on {what}: {first.spec} has {getattr(first, attr)}, "
+                                       f"{info.spec} has {getattr(info, attr)}"
+                                       + ("; align them with &size=S" if attr == "image_size" else ""))
         known = [i for i in infos if i.classes]
         for info in known[1:]:
             if info.classes != known[0].classes:
@@ -52,9 +51,7 @@ class TeacherEnsemble(nn.Module):
         self.members = nn.ModuleList(members)
         self.infos = list(infos)
         self.specs = [i.spec for i in infos]
-        self.image_size = first.image_size
-        self.in_chans = first.in_chans
-        self.num_classes = first.num_classes
+        self.image_size, self.in_chans, self.num_classes = first.image_size, first.in_chans, first.num_classes
         self.classes: list[str] | None = list(known[0].classes) if known else None  # type: ignore[arg-type]
         self.interpolation = first.interpolation  # the first member's; members may differ
         self.amp = amp
@@ -73,11 +70,7 @@ class TeacherEnsemble(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        for t in self.parameters():
-            return t.device
-        for t in self.buffers():
-            return t.device
-        return torch.device("cpu")
+        return next((t.device for t in (*self.parameters(), *self.buffers())), torch.device("cpu"))
 
     def describe(self) -> list[dict[str, Any]]:
         """Per-member provenance and input config, JSON-ready (the store manifest's teachers)."""
@@ -131,54 +124,38 @@ class TeacherEnsemble(nn.Module):
             fallback |= ~strict
         return mask, fallback
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        # The spatial size is not enforced: ``image_size`` is the members' native size, and a
-        # caller may deliberately feed another one (``drkit reinforce --image-size``). Fixed-size
-        # members (ViT) then fail in their own forward.
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            s = self.image_size
-            raise TeacherError(
-                f"teacher input must be N x {self.in_chans} x H x W (native {s} x {s}), "
-                f"got {' x '.join(map(str, x.shape))}"
-            )
+    def _probs(self, member: int, x: torch.Tensor) -> torch.Tensor:
+        with autocast(x.device, amp_dtype(self.amp, x.device)):
+            logits = self.members[member](x)
+        return logits.float().softmax(dim=-1)
 
     @torch.no_grad()
     def forward(self, x01: torch.Tensor, sample_ids: Any = None, partner_ids: Any = None) -> torch.Tensor:
         """``x01``: float NCHW in [0, 1] (uint8 is accepted and divided by 255). ``sample_ids``
         (indices into the bound source) are required when the ensemble routes out-of-fold members;
         ``partner_ids`` name each mixed view's partner (-1: none)."""
-        self._check_input(x01)
-        device = self.device
-        x = x01.to(device, non_blocking=True)
-        x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
-        x = x.contiguous(memory_format=torch.channels_last)
-        if self.routed:
-            if sample_ids is None:
-                raise TeacherError("this teacher routes out-of-fold members by sample: pass sample_ids")
-            return self._routed_forward(x, _as_numpy(sample_ids), None if partner_ids is None else _as_numpy(partner_ids))
-        total: torch.Tensor | None = None
-        for member in self.members:
-            with autocast(device, amp_dtype(self.amp, device)):
-                logits = member(x)
-            probs = logits.float().softmax(dim=-1)
-            total = probs if total is None else total + probs
-        assert total is not None
-        return total / len(self.members)
-
-    def _routed_forward(self, x: torch.Tensor, ids: np.ndarray, partners: np.ndarray | None) -> torch.Tensor:
-        mask, _ = self.eligible(ids, partners)
+        # The spatial size is not enforced: a caller may deliberately feed another one than the
+        # members' native size (``drkit reinforce --image-size``); fixed-size members (ViT) then fail.
+        if x01.ndim != 4 or x01.shape[1] != self.in_chans:
+            s = self.image_size
+            raise TeacherError(f"teacher input must be N x {self.in_chans} x H x W (native {s} x {s}), "
+                               f"got {' x '.join(map(str, x01.shape))}")
+        x = x01.to(self.device, non_blocking=True)
+        x = (x.float().div_(255) if x.dtype == torch.uint8 else x.float()).contiguous(memory_format=torch.channels_last)
+        if not self.routed:
+            return sum(self._probs(m, x) for m in range(len(self.members))) / len(self.members)
+        if sample_ids is None:
+            raise TeacherError("this teacher routes out-of-fold members by sample: pass sample_ids")
+        mask, _ = self.eligible(_as_numpy(sample_ids), None if partner_ids is None else _as_numpy(partner_ids))
         out = torch.zeros(x.shape[0], self.num_classes, dtype=torch.float32, device=x.device)
         for group in self.groups:
             total = torch.zeros_like(out)
             count = torch.zeros(x.shape[0], 1, dtype=torch.float32, device=x.device)
             for m in group:
                 rows = torch.from_numpy(np.flatnonzero(mask[:, m])).to(x.device)
-                if rows.numel() == 0:
-                    continue
-                with autocast(x.device, amp_dtype(self.amp, x.device)):
-                    logits = self.members[m](x.index_select(0, rows))
-                total.index_add_(0, rows, logits.float().softmax(dim=-1))
-                count.index_add_(0, rows, torch.ones(rows.numel(), 1, device=x.device))
+                if rows.numel():
+                    total.index_add_(0, rows, self._probs(m, x.index_select(0, rows)))
+                    count.index_add_(0, rows, torch.ones(rows.numel(), 1, device=x.device))
             out += total / count
         return out / len(self.groups)
 
@@ -223,12 +200,14 @@ def predict(ensemble: TeacherEnsemble, x01_batch: torch.Tensor, out_device: str 
     return ensemble(x01_batch).to(out_device)
 
 
-def _check_classes(info: TeacherInfo, classes: list[str]) -> None:
-    if info.classes is None or info.classes == classes:
+def _check_member(info: TeacherInfo, num_classes: int | None, classes: list[str] | None) -> None:
+    if num_classes is not None and info.num_classes != num_classes:
+        raise TeacherError(f"teacher {info.spec} predicts {info.num_classes} classes but the source has {num_classes}")
+    if classes is None or info.classes is None or info.classes == classes:
         return
-    diff = next((i for i, (a, b) in enumerate(zip(info.classes, classes)) if a != b), min(len(info.classes), len(classes)))
-    ours = info.classes[diff] if diff < len(info.classes) else "<end>"
-    theirs = classes[diff] if diff < len(classes) else "<end>"
+    diff = next((i for i, (a, b) in enumerate(zip(info.classes, classes)) if a != b),
+                min(len(info.classes), len(classes)))
+    ours, theirs = ((names[diff] if diff < len(names) else "<end>") for names in (info.classes, classes))
     raise TeacherError(
         f"teacher {info.spec} was trained on other classes than the source: class {diff} is {ours!r} vs {theirs!r}"
     )
@@ -256,20 +235,12 @@ def load_teacher(
             raise TeacherError(f"num_classes={num_classes} but {len(class_list)} class names were given")
         num_classes = len(class_list)
     dev = resolve_device(device)
-    members: list[ImageModel] = []
-    infos: list[TeacherInfo] = []
     loaded = []
     for raw in spec_list:
         spec = parse_teacher_spec(raw)
         got = TEACHER_SCHEMES[spec.scheme].loader(spec)
         loaded += got if isinstance(got, list) else [got]
-    for model, info in loaded:
-        raw = info.spec
-        if num_classes is not None and info.num_classes != num_classes:
-            raise TeacherError(f"teacher {raw} predicts {info.num_classes} classes but the source has {num_classes}")
-        if class_list is not None:
-            _check_classes(info, class_list)
-        members.append(model.eval())
-        infos.append(info)
-    return TeacherEnsemble(members, infos, amp=amp).to(dev)
+    for _, info in loaded:
+        _check_member(info, num_classes, class_list)
+    return TeacherEnsemble([model.eval() for model, _ in loaded], [info for _, info in loaded], amp=amp).to(dev)
 

@@ -5,33 +5,20 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
-from ..checkpoint import WEIGHTS_NAME, load_checkpoint, mismatch_reason, read_config
+from ..checkpoint import WEIGHTS_NAME, load_checkpoint, load_strict, read_config
 from ..errors import CheckpointError, DrkitError, TeacherError
 from ..errors import one_line as _one_line
 from ..folds import load_split, read_folds
 from ..models import ImageModel, ModelConfig, create_model, first_conv
 from .spec import FoldRoute, Member, TeacherInfo, TeacherSpec, register_teacher_scheme
-from .weights import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    WeightFile,
-    as_tuple,
-    build_probe,
-    check_head,
-    classifier_classes,
-    first_conv_chans,
-    fit_stats,
-    scheme_options,
-    size_option,
-    square_side,
-    weights_path,
-)
+from .weights import (IMAGENET_MEAN, IMAGENET_STD, WeightFile, as_tuple, build_probe, check_head, classifier_classes,
+                      first_conv_chans, fit_stats, scheme_options, size_option, square_side, weights_path)
 
 
 def _timm_cached_file(cfg: dict[str, Any]) -> Path | None:
@@ -44,10 +31,9 @@ def _timm_cached_file(cfg: dict[str, Any]) -> Path | None:
             pass
         else:
             for filename in (cfg.get("hf_hub_filename"), "model.safetensors", "pytorch_model.bin"):
-                if filename:
-                    found = try_to_load_from_cache(hub_id, filename)
-                    if isinstance(found, str) and os.path.isfile(found):
-                        return Path(found)
+                found = try_to_load_from_cache(hub_id, filename) if filename else None
+                if isinstance(found, str) and os.path.isfile(found):
+                    return Path(found)
     return _torch_hub_cached_file(cfg.get("url"))
 
 
@@ -82,7 +68,11 @@ def _load_timm(spec: TeacherSpec) -> Member:
     size = size_option(spec, options)
     if size is None and isinstance(kwargs.get("img_size"), int):
         size = kwargs["img_size"]
-    cfg = _timm_pretrained_cfg(spec, name)
+    try:  # ``NAME.tag`` picks a tag; {} when the model has no pretrained cfg
+        pcfg = timm.models.get_pretrained_cfg(name)
+    except RuntimeError as exc:  # invalid pretrained tag
+        raise TeacherError(f"teacher {spec.raw}: {_one_line(exc)}") from exc
+    cfg = pcfg.to_dict() if pcfg is not None else {}
     plan = _timm_plan(spec, name, cfg, options, kwargs)
     if size is not None:
         plan.overlay["input_size"] = (plan.in_chans, size, size)
@@ -95,20 +85,8 @@ def _load_timm(spec: TeacherSpec) -> Member:
     return _wrap(model, info, f"timm:{name}", kwargs), info
 
 
-def _timm_pretrained_cfg(spec: TeacherSpec, name: str) -> dict[str, Any]:
-    """timm's pretrained cfg of ``name`` (``NAME.tag`` picks a tag) as a dict; {} when it has none."""
-    import timm
-
-    try:
-        pcfg = timm.models.get_pretrained_cfg(name)
-    except RuntimeError as exc:  # invalid pretrained tag
-        raise TeacherError(f"teacher {spec.raw}: {_one_line(exc)}") from exc
-    return pcfg.to_dict() if pcfg is not None else {}
-
-
-def _timm_plan(
-    spec: TeacherSpec, name: str, cfg: dict[str, Any], options: dict[str, str], kwargs: dict[str, Any]
-) -> _TimmPlan:
+def _timm_plan(spec: TeacherSpec, name: str, cfg: dict[str, Any], options: dict[str, str],
+               kwargs: dict[str, Any]) -> _TimmPlan:
     """Class count and input channels from the ``?file=`` weights (``kwargs`` loses ``in_chans``
     there), else from the pretrained cfg of hub weights."""
     import timm
@@ -139,14 +117,8 @@ def _timm_create(spec: TeacherSpec, name: str, plan: _TimmPlan, kwargs: dict[str
     import timm
 
     try:
-        model = timm.create_model(
-            name,
-            pretrained=True,
-            pretrained_cfg_overlay=plan.overlay or None,
-            num_classes=plan.num_classes,
-            in_chans=plan.in_chans,
-            **kwargs,
-        )
+        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=plan.overlay or None,
+                                  num_classes=plan.num_classes, in_chans=plan.in_chans, **kwargs)
     except DrkitError:
         raise
     except Exception as exc:
@@ -162,32 +134,18 @@ def _timm_info(spec: TeacherSpec, name: str, model: nn.Module, plan: _TimmPlan) 
     from timm.data import resolve_data_config
 
     data = resolve_data_config(model=model)
-    info = TeacherInfo(
-        spec=spec.raw,
-        num_classes=plan.num_classes,
-        in_chans=plan.in_chans,
+    if plan.weights is not None:
+        weights_file, marker = str(plan.weights.path), None
+    else:
+        cached = _timm_cached_file(model.pretrained_cfg)
+        weights_file, marker = (str(cached) if cached else None), f"hub:timm:{name}"
+    return TeacherInfo(
+        spec=spec.raw, num_classes=plan.num_classes, in_chans=plan.in_chans,
         image_size=square_side(spec, data["input_size"][1:]),
         mean=fit_stats(data["mean"], plan.in_chans, spec, "mean"),
         std=fit_stats(data["std"], plan.in_chans, spec, "std"),
-        interpolation=str(data.get("interpolation") or "bicubic"),
-        crop_pct=float(data.get("crop_pct") or 1.0),
-    )
-    if plan.weights is not None:
-        info.weights_file = str(plan.weights.path)
-    else:
-        cached = _timm_cached_file(model.pretrained_cfg)
-        info.weights_file = str(cached) if cached else None
-        info.weights_marker = f"hub:timm:{name}"
-    return info
-
-
-class _TorchvisionModel(NamedTuple):
-    """A built torchvision model and what its weights fixed."""
-
-    model: nn.Module
-    num_classes: int
-    in_chans: int
-    weights_file: str | None
+        interpolation=str(data.get("interpolation") or "bicubic"), crop_pct=float(data.get("crop_pct") or 1.0),
+        weights_file=weights_file, weights_marker=marker)
 
 
 @register_teacher_scheme(
@@ -203,23 +161,15 @@ def _load_torchvision(spec: TeacherSpec) -> Member:
     size = size_option(spec, options)
     tv_weights = _torchvision_weights(spec, name, options.get("weights", "DEFAULT"))
     if "file" in options:
-        built = _torchvision_from_file(spec, name, options["file"])
+        model, num_classes, in_chans, weights_file = _torchvision_from_file(spec, name, options["file"])
     else:
-        built = _torchvision_from_hub(spec, name, tv_weights)
+        model, num_classes, in_chans, weights_file = _torchvision_from_hub(spec, name, tv_weights)
     image_size, mean, std, interp, crop_pct = _torchvision_input_config(tv_weights)
     info = TeacherInfo(
-        spec=spec.raw,
-        num_classes=built.num_classes,
-        in_chans=built.in_chans,
-        image_size=size or image_size,
-        mean=fit_stats(mean, built.in_chans, spec, "mean"),
-        std=fit_stats(std, built.in_chans, spec, "std"),
-        interpolation=interp,
-        crop_pct=crop_pct,
-        weights_file=built.weights_file,
-        weights_marker=f"hub:torchvision:{name}",
-    )
-    return _wrap(built.model, info, f"torchvision:{name}", {}), info
+        spec=spec.raw, num_classes=num_classes, in_chans=in_chans, image_size=size or image_size,
+        mean=fit_stats(mean, in_chans, spec, "mean"), std=fit_stats(std, in_chans, spec, "std"),
+        interpolation=interp, crop_pct=crop_pct, weights_file=weights_file, weights_marker=f"hub:torchvision:{name}")
+    return _wrap(model, info, f"torchvision:{name}", {}), info
 
 
 def _torchvision_weights(spec: TeacherSpec, name: str, tag: str) -> Any:
@@ -238,8 +188,9 @@ def _torchvision_weights(spec: TeacherSpec, name: str, tag: str) -> Any:
         raise TeacherError(f"teacher {spec.raw}: unknown weights {tag!r} (known: {tags})") from exc
 
 
-def _torchvision_from_file(spec: TeacherSpec, name: str, value: str) -> _TorchvisionModel:
-    """A torchvision architecture built with the class count and channels of a local state dict."""
+def _torchvision_from_file(spec: TeacherSpec, name: str, value: str) -> tuple[nn.Module, int, int, str | None]:
+    """(model, classes, channels, weights file): an architecture built with the class count and
+    channels of a local state dict, which is then loaded strictly."""
     import torchvision
 
     weights = WeightFile(spec, weights_path(spec, value))
@@ -247,18 +198,19 @@ def _torchvision_from_file(spec: TeacherSpec, name: str, value: str) -> _Torchvi
     def build(n: int) -> nn.Module:
         return torchvision.models.get_model(name, weights=None, num_classes=n)
 
-    head_key, num_classes = classifier_classes(spec, weights, (), build)
+    _, num_classes = classifier_classes(spec, weights, (), build)
     first = first_conv(build_probe(build, 1000))
     in_chans = first_conv_chans(weights, (first[0],) if first else (), 3)
     try:
         model = create_model(f"torchvision:{name}", num_classes=num_classes, in_chans=in_chans)
     except CheckpointError as exc:
         raise TeacherError(f"teacher {spec.raw}: {exc}") from exc
-    _load_strict(spec, model, weights)
-    return _TorchvisionModel(model, num_classes, in_chans, str(weights.path))
+    load_strict(model, weights.state_dict(), f"teacher {spec.raw}: weights {weights.path} do not fit the model",
+                TeacherError)
+    return model, num_classes, in_chans, str(weights.path)
 
 
-def _torchvision_from_hub(spec: TeacherSpec, name: str, tv_weights: Any) -> _TorchvisionModel:
+def _torchvision_from_hub(spec: TeacherSpec, name: str, tv_weights: Any) -> tuple[nn.Module, int, int, str | None]:
     """torchvision's own pretrained weights (downloaded or from the torch.hub cache)."""
     import torchvision
 
@@ -271,7 +223,7 @@ def _torchvision_from_hub(spec: TeacherSpec, name: str, tv_weights: Any) -> _Tor
             f"teacher {spec.raw}: cannot load {tv_weights} (no network? use ?file=PATH): {_one_line(exc)}"
         ) from exc
     cached = _torch_hub_cached_file(tv_weights.url)
-    return _TorchvisionModel(model, len(tv_weights.meta["categories"]), 3, str(cached) if cached else None)
+    return model, len(tv_weights.meta["categories"]), 3, str(cached) if cached else None
 
 
 def _torchvision_input_config(tv_weights: Any) -> tuple[int, tuple[float, ...], tuple[float, ...], str, float]:
@@ -287,14 +239,6 @@ def _torchvision_input_config(tv_weights: Any) -> tuple[int, tuple[float, ...], 
         mode = getattr(tf, "interpolation", None)
         interp = str(getattr(mode, "value", mode or interp))
     return image_size, mean, std, interp, crop_pct
-
-
-def _load_strict(spec: TeacherSpec, model: nn.Module, weights: WeightFile) -> None:
-    state = weights.state_dict()
-    reason = mismatch_reason(model.state_dict(), state)
-    if reason:
-        raise TeacherError(f"teacher {spec.raw}: weights {weights.path} do not fit the model: {reason}")
-    model.load_state_dict(state, strict=True)
 
 
 @register_teacher_scheme("ckpt", options=("folds",), usage="DIR[?folds=all]")
@@ -329,13 +273,14 @@ def _load_ckpt(spec: TeacherSpec) -> Member | list[Member]:
 def _group_of_member(directory: Path) -> FoldRoute | None:
     """The fold a plain checkpoint holds in the ``--folds`` directory around it, if it is a member:
     loaded alone it labels everything, including the images it trained on."""
+    parent = directory.resolve().parent
     try:
-        doc = read_folds(directory.resolve().parent)
+        doc = read_folds(parent)
     except DrkitError:
         return None
     for m in (doc or {}).get("members", []):
-        if (directory.resolve().parent / m["dir"]).resolve() == directory.resolve():
-            return FoldRoute(group=f"ckpt:{directory.resolve().parent}", fold=int(m["fold"]), split=load_split(doc))
+        if (parent / m["dir"]).resolve() == directory.resolve():
+            return FoldRoute(group=f"ckpt:{parent}", fold=int(m["fold"]), split=load_split(doc))
     return None
 
 
@@ -345,35 +290,20 @@ def _load_ckpt_dir(spec: TeacherSpec, directory: Path, name: str) -> Member:
         _, doc = read_config(directory)
     except CheckpointError as exc:
         raise TeacherError(f"teacher {spec.raw}: {exc}") from exc
-    weights = directory / str(doc.get("weights", WEIGHTS_NAME))
     recorded = doc.get("weights_sha256")  # load_checkpoint verified it against the file
     info = TeacherInfo(
-        spec=name,
-        num_classes=config.num_classes,
-        in_chans=config.in_chans,
-        image_size=config.image_size,
-        mean=list(config.mean),
-        std=list(config.std),
-        interpolation=config.interpolation,
-        crop_pct=float(config.extra.get("crop_pct", 1.0)),
-        classes=list(config.classes) or None,
-        weights_file=str(weights),
-        weights_sha256_known=str(recorded) if recorded else None,
-    )
+        spec=name, num_classes=config.num_classes, in_chans=config.in_chans, image_size=config.image_size,
+        mean=list(config.mean), std=list(config.std), interpolation=config.interpolation,
+        crop_pct=float(config.extra.get("crop_pct", 1.0)), classes=list(config.classes) or None,
+        weights_file=str(directory / str(doc.get("weights", WEIGHTS_NAME))),
+        weights_sha256_known=str(recorded) if recorded else None)
     return model, info
 
 
 def _wrap(backbone: nn.Module, info: TeacherInfo, model_name: str, kwargs: dict[str, Any]) -> ImageModel:
     config = ModelConfig(
-        model=model_name,
-        num_classes=info.num_classes,
-        in_chans=info.in_chans,
-        image_size=info.image_size,
-        mean=info.mean,
-        std=info.std,
-        interpolation=info.interpolation,
+        model=model_name, num_classes=info.num_classes, in_chans=info.in_chans, image_size=info.image_size,
+        mean=info.mean, std=info.std, interpolation=info.interpolation,
         model_kwargs={k: v for k, v in kwargs.items() if isinstance(v, (int, float, bool, str))},
-        extra={"crop_pct": info.crop_pct, "teacher_spec": info.spec},
-    )
+        extra={"crop_pct": info.crop_pct, "teacher_spec": info.spec})
     return ImageModel(backbone, info.mean, info.std, config=config)
-

@@ -28,10 +28,8 @@ def parse_teacher_spec(spec: str) -> TeacherSpec:
     """Split a spec string. Unknown schemes raise :class:`TeacherError` listing the known ones."""
     scheme, rest = split_head(spec, ":")
     if rest is None or scheme not in TEACHER_SCHEMES:
-        raise TeacherError(
-            f"unknown teacher spec {spec!r}; use one of: "
-            + ", ".join(f"{s}:{TEACHER_SCHEMES[s].usage}" for s in sorted(TEACHER_SCHEMES))
-        )
+        raise TeacherError(f"unknown teacher spec {spec!r}; use one of: "
+                           + ", ".join(f"{s}:{TEACHER_SCHEMES[s].usage}" for s in sorted(TEACHER_SCHEMES)))
     target, options = split_query(rest, context=f"teacher {spec}", error=TeacherError, key=unquote, value=unquote)
     if not target:
         raise TeacherError(f"teacher {spec}: missing name after '{scheme}:'")
@@ -64,26 +62,16 @@ class TeacherInfo:
     def weights_sha256(self) -> str:
         """sha256 of the weight file (computed once, lazily), else the hub marker string."""
         if self.weights_sha256_known is None:
-            if self.weights_file is not None:
-                self.weights_sha256_known = sha256_file(self.weights_file)
-            else:
-                self.weights_sha256_known = self.weights_marker or f"hub:{self.spec}"
+            self.weights_sha256_known = (sha256_file(self.weights_file) if self.weights_file is not None
+                                         else self.weights_marker or f"hub:{self.spec}")
         return self.weights_sha256_known
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "spec": self.spec,
-            "weights_sha256": self.weights_sha256,
-            "weights_file": self.weights_file,
-            "num_classes": self.num_classes,
-            "in_chans": self.in_chans,
-            "image_size": self.image_size,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "interpolation": self.interpolation,
-            "crop_pct": self.crop_pct,
-            **({"out_of_fold": self.route.describe()} if self.route is not None else {}),
-        }
+        return {"spec": self.spec, "weights_sha256": self.weights_sha256, "weights_file": self.weights_file,
+                "num_classes": self.num_classes, "in_chans": self.in_chans, "image_size": self.image_size,
+                "mean": list(self.mean), "std": list(self.std), "interpolation": self.interpolation,
+                "crop_pct": self.crop_pct,
+                **({"out_of_fold": self.route.describe()} if self.route is not None else {})}
 
 
 @dataclass(frozen=True)
@@ -120,9 +108,8 @@ class TeacherScheme:
 TEACHER_SCHEMES: dict[str, TeacherScheme] = {}
 
 
-def register_teacher_scheme(
-    name: str, options: Sequence[str] = (), usage: str = "NAME", model_kwargs: bool = False
-) -> Callable[[Loader], Loader]:
+def register_teacher_scheme(name: str, options: Sequence[str] = (), usage: str = "NAME",
+                            model_kwargs: bool = False) -> Callable[[Loader], Loader]:
     """Decorator adding a spec scheme. ``options`` are the query keys it accepts."""
 
     def deco(fn: Loader) -> Loader:
