@@ -1,39 +1,29 @@
 """ImageNet-C style corruptions (Hendrycks & Dietterich, 2019) with an explicit RNG.
 
-Why not the ``imagecorruptions`` package: it draws from numpy's *global* RNG (so results depend on
-whatever ran before) and hard-codes 224-px constants (so a 28-px image at severity 5 is a smear).
-Here every corruption takes a ``numpy.random.Generator`` and is a pure function of
-``(image, family, severity, rng state)``; :func:`corruption_seed` derives a per-image generator from
-``(seed, family, severity, index)`` so an evaluation is byte-identical whatever the batching.
+Why not the ``imagecorruptions`` package: it draws from numpy's *global* RNG and hard-codes 224-px
+constants (a 28-px image at severity 5 is a smear). Here every corruption is a pure function of
+``(image, family, severity, rng)``, and :func:`corruption_seed` derives a per-image generator from
+``(seed, family, severity, index)``, so an evaluation is byte-identical whatever the batching.
 
-Families (:data:`CORRUPTIONS`): ImageNet-C's noise (gaussian, shot, impulse, speckle), blur
-(gaussian, defocus, motion, zoom) and digital (contrast, brightness, jpeg_compression, pixelate,
-elastic_transform) families. Left out: frost (needs ImageNet-C's frost photographs), snow and
-spatter (ImageMagick/OpenCV pipelines), saturate (a no-op on grey images), and fog and glass blur,
-whose distortion is not monotone in severity (fog: same strength at severities 3 and 4 and a
-randomly normalised texture; glass blur: at 28-32 px the scaled swap distance rounds to 1 and the
-iteration count, not monotone in ImageNet-C's table, takes over).
+Families (:data:`CORRUPTIONS`): ImageNet-C's noise, blur and digital ones. Left out: frost (needs
+ImageNet-C's photographs), snow and spatter (ImageMagick/OpenCV pipelines), saturate (a no-op on grey
+images), fog and glass blur (not monotone in severity: fog has the same strength at 3 and 4 and a
+randomly normalised texture; glass blur's swap distance rounds to 1 px at 28-32 px and the
+non-monotone iteration count takes over).
 
-Severity constants are ImageNet-C's (``make_imagenet_c.py``), except elastic_transform's (see
-:func:`elastic_transform`). Photometric constants (noise scales, contrast factor, brightness
-shift, JPEG quality) are used as they are: they act per pixel and do not depend on resolution.
-Spatial constants are rescaled to the image size:
+Severity constants are ImageNet-C's (``make_imagenet_c.py``; elastic_transform's: see there).
+Photometric ones (noise scales, contrast, brightness, JPEG quality) act per pixel and are used as
+they are. **Kernel extents** (blur radii and sigmas, pixelate block size, elastic displacement and
+smoothing) are multiplied by ``s = sqrt(min(H, W) / 224)`` (:func:`spatial_scale`: 1 at 224 px,
+0.38 at 32, 0.35 at 28; for pixelate the block size's excess over identity, ``b' = 1 + (b - 1) * s``).
+Why the square root: ImageNet's pixel extents destroy a 28-px image (σ = 6 px), linear scaling makes
+low severities sub-pixel no-ops on uint8 (σ = 0.14 px); the square root lands, at 32 px, near what
+CIFAR-10-C hand-tuned (Gaussian blur σ 0.38 vs 0.4). Zoom-blur factors are relative already.
 
-* **Kernel extents** (Gaussian/defocus/motion blur radii and sigmas, pixelate block size,
-  elastic displacement and its smoothing) are multiplied by ``s = sqrt(min(H, W) / 224)``
-  (:func:`spatial_scale`; ``s = 1`` at 224 px, 0.38 at 32 px, 0.35 at 28 px). For pixelate the
-  scaled quantity is the block size's excess over identity, ``b' = 1 + (b - 1) * s`` with
-  ``b = 1 / c``. Why the square root: keeping ImageNet's pixel extents destroys a 28-px image
-  (σ = 6 px), while scaling them linearly with size makes low severities sub-pixel no-ops on
-  uint8 (σ = 0.14 px changes nothing). The square root sits between the two and, at 32 px, lands
-  near the values CIFAR-10-C hand-tuned for its low severities (Gaussian blur σ 0.38 vs 0.4).
-* **Relative constants** (zoom-blur factors) already scale with the image and are unchanged.
-
-Other small departures, each for a reason: the defocus disk is area-weighted (supersampled) so
-the kernel varies continuously with a non-integer scaled radius; motion blur is ImageMagick's
-kernel rebuilt in numpy; brightness is the exact HSV value shift computed without a colour-space
-round trip (identical maths, works for 1 channel); results are rounded to the nearest integer
-rather than truncated.
+Small departures, each for a reason: the defocus disk is area-weighted so the kernel varies
+continuously with a non-integer radius; motion blur is ImageMagick's kernel rebuilt in numpy;
+brightness is the exact HSV value shift without a colour-space round trip (works for 1 channel);
+results are rounded rather than truncated.
 """
 from __future__ import annotations
 
@@ -56,15 +46,7 @@ CorruptionFn = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
 """``fn(x, severity, rng) -> y``: ``x`` float32 CHW in [0, 1]; ``y`` float CHW (clipped later)."""
 
 CORRUPTIONS: Dict[str, CorruptionFn] = {}
-"""Registry: family name -> corruption function (see :data:`CorruptionFn`). Use :func:`corrupt`."""
-
-
-def _register(name: str) -> Callable[[CorruptionFn], CorruptionFn]:
-    def deco(fn: CorruptionFn) -> CorruptionFn:
-        CORRUPTIONS[name] = fn
-        return fn
-
-    return deco
+"""Registry: family name -> corruption function (filled at the end of the module). Use :func:`corrupt`."""
 
 
 def spatial_scale(height: int, width: int) -> float:
@@ -100,10 +82,7 @@ def corrupt(img: torch.Tensor, family: str, severity: int, rng: np.random.Genera
         raise ValueError(f"corrupt() expects 1 or 3 channels, got {img.shape[0]}")
     x = img.detach().cpu().numpy().astype(np.float32) / 255.0
     y = np.asarray(fn(x, int(severity), rng), dtype=np.float64)
-    if y.shape != x.shape:  # pragma: no cover - guards new registry entries
-        raise AssertionError(f"corruption {family!r} changed the shape {x.shape} -> {y.shape}")
-    out = np.rint(np.clip(y, 0.0, 1.0) * 255.0).astype(np.uint8)
-    return torch.from_numpy(out)
+    return torch.from_numpy(np.rint(np.clip(y, 0.0, 1.0) * 255.0).astype(np.uint8))
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -119,9 +98,7 @@ def _to_pil(x: np.ndarray):
 
 def _from_pil(im, channels: int) -> np.ndarray:
     arr = np.asarray(im, dtype=np.float32) / 255.0
-    if channels == 1:
-        return arr[None]
-    return arr.transpose(2, 0, 1)
+    return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
 def _disk(radius: float, alias_blur: float) -> np.ndarray:
@@ -154,20 +131,17 @@ _IMPULSE_NOISE = (0.03, 0.06, 0.09, 0.17, 0.27)
 _SPECKLE_NOISE = (0.15, 0.2, 0.35, 0.45, 0.6)
 
 
-@_register("gaussian_noise")
 def gaussian_noise(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """Additive N(0, c²) noise per pixel and channel."""
     return x + rng.normal(0.0, _GAUSSIAN_NOISE[severity - 1], size=x.shape)
 
 
-@_register("shot_noise")
 def shot_noise(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """Poisson photon noise with ``c`` photons at full intensity."""
     c = _SHOT_NOISE[severity - 1]
     return rng.poisson(x * c) / c
 
 
-@_register("impulse_noise")
 def impulse_noise(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """Salt-and-pepper on a fraction ``c`` of the values (skimage's ``s&p``, half salt)."""
     c = _IMPULSE_NOISE[severity - 1]
@@ -179,7 +153,6 @@ def impulse_noise(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.
     return out
 
 
-@_register("speckle_noise")
 def speckle_noise(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """Multiplicative Gaussian noise ``x + x * N(0, c²)``."""
     return x + x * rng.normal(0.0, _SPECKLE_NOISE[severity - 1], size=x.shape)
@@ -200,7 +173,6 @@ _ZOOM_BLUR = (
 )  # zoom factors: relative to the image already, not rescaled
 
 
-@_register("gaussian_blur")
 def gaussian_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """Gaussian blur, σ = ImageNet-C σ × s (edge pixels repeated, as skimage does)."""
     from scipy import ndimage
@@ -209,7 +181,6 @@ def gaussian_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.
     return ndimage.gaussian_filter(x, sigma=(0, sigma, sigma), mode="nearest", truncate=4.0)
 
 
-@_register("defocus_blur")
 def defocus_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """Disk (out-of-focus) blur, radius and anti-alias σ × s; borders mirrored like cv2."""
     from scipy import ndimage
@@ -220,7 +191,6 @@ def defocus_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.n
     return ndimage.correlate(x, kernel[None], mode="mirror")
 
 
-@_register("motion_blur")
 def motion_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """One-sided motion blur at a random angle in [-45°, 45°], like ImageMagick's ``-motion-blur``.
 
@@ -249,7 +219,6 @@ def motion_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.nd
     return ndimage.correlate(x, kernel[None], mode="nearest")
 
 
-@_register("zoom_blur")
 def zoom_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """Average of the image zoomed about its centre by each factor (radial streaks)."""
     from scipy import ndimage
@@ -273,14 +242,12 @@ _JPEG_QUALITY = (25, 18, 15, 10, 7)
 _PIXELATE = (0.6, 0.5, 0.4, 0.3, 0.25)  # ImageNet-C resize factor c; block size b = 1/c px
 
 
-@_register("contrast")
 def contrast(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """Pull each channel towards its spatial mean by factor ``c``."""
     means = x.mean(axis=(1, 2), keepdims=True)
     return (x - means) * _CONTRAST[severity - 1] + means
 
 
-@_register("brightness")
 def brightness(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """Raise HSV value by ``c`` (clipped at 1), keeping hue and saturation.
 
@@ -293,7 +260,6 @@ def brightness(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.nda
     return np.where(v > 0, x * ratio, v_new)
 
 
-@_register("jpeg_compression")
 def jpeg_compression(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """Encode and decode as JPEG at ImageNet-C's quality (Pillow, deterministic)."""
     from PIL import Image
@@ -306,7 +272,6 @@ def jpeg_compression(x: np.ndarray, severity: int, rng: np.random.Generator) -> 
         return _from_pil(im, x.shape[0])
 
 
-@_register("pixelate")
 def pixelate(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """Box-downsample then box-upsample; block size ``b' = 1 + (1/c - 1) * s`` px."""
     from PIL import Image
@@ -333,7 +298,6 @@ def _smoothed_unit_rms(sigma: float) -> float:
     return math.sqrt(1.0 / 3.0) * float((k**2).sum())  # separable: sqrt(sum k2d^2) = sum k1d^2
 
 
-@_register("elastic_transform")
 def elastic_transform(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """Smoothed random displacement field (Simard et al. 2003), displacement growing with severity.
 
@@ -364,3 +328,8 @@ def elastic_transform(x: np.ndarray, severity: int, rng: np.random.Generator) ->
     yy, xx = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
     coords = [yy + dy, xx + dx]
     return np.stack([ndimage.map_coordinates(ch, coords, order=1, mode="reflect") for ch in x])
+
+
+CORRUPTIONS.update((fn.__name__, fn) for fn in (
+    gaussian_noise, shot_noise, impulse_noise, speckle_noise, gaussian_blur, defocus_blur, motion_blur, zoom_blur,
+    contrast, brightness, jpeg_compression, pixelate, elastic_transform))

@@ -1,14 +1,12 @@
 """Classification metrics from predicted probabilities: top-1/top-5, NLL, ECE, reliability bins.
 
-Everything is computed from *sufficient statistics* (counts and per-bin sums) so evaluation can
-stream over a dataset of any size in constant memory, and so the one-shot functions and the
-streaming :class:`MetricAccumulator` are the same code and agree exactly.
+Everything is computed from *sufficient statistics* (counts and per-bin sums), so evaluation streams
+over a dataset of any size in constant memory and the one-shot functions are the streaming code.
 
 ECE follows Guo et al. (2017): ``M`` equal-width bins over the top-1 confidence, bin ``m`` holding
-confidences in ``((m-1)/M, m/M]``; ``ECE = sum_m |B_m|/N * |acc(B_m) - conf(B_m)|``. This is the
-definition ``torchmetrics.functional.classification.multiclass_calibration_error(norm="l1")``
-computes (the tests use it as an independent oracle); torchmetrics is not a runtime dependency,
-because its functional form needs every prediction in memory at once.
+confidences in ``((m-1)/M, m/M]``; ``ECE = sum_m |B_m|/N * |acc(B_m) - conf(B_m)|``, what
+``torchmetrics``' ``multiclass_calibration_error(norm="l1")`` computes (the tests' oracle; not a
+runtime dependency, because its functional form needs every prediction in memory at once).
 """
 from __future__ import annotations
 
@@ -20,14 +18,15 @@ import torch
 NLL_EPS = 1e-12
 """Floor on p(label) before the log, so a confidently wrong prediction gives a finite NLL."""
 
+#: the additive statistics (what ``merge`` sums)
+_SUMS = ("count", "correct_top1", "correct_topk", "nll_sum", "bin_count", "bin_conf_sum", "bin_correct")
+
 
 def _check(probs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if probs.ndim != 2:
         raise ValueError(f"probs must be [N, C], got shape {tuple(probs.shape)}")
     if labels.ndim != 1 or labels.shape[0] != probs.shape[0]:
-        raise ValueError(
-            f"labels must be [N] with N = {probs.shape[0]}, got shape {tuple(labels.shape)}"
-        )
+        raise ValueError(f"labels must be [N] with N = {probs.shape[0]}, got shape {tuple(labels.shape)}")
     if labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise ValueError(f"labels must be an integer tensor, got {labels.dtype}")
     labels = labels.detach().to("cpu", torch.int64)
@@ -41,11 +40,8 @@ def _bin_edges(n_bins: int) -> torch.Tensor:
 
 
 class MetricAccumulator:
-    """Streams ``(probs, labels)`` batches; keeps only counts and per-bin sums.
-
-    ``update`` per batch, then ``compute()`` for the metric dict and ``bins()`` for the
-    reliability diagram. ``merge`` adds another accumulator's state (e.g. from another rank).
-    """
+    """Streams ``(probs, labels)`` batches: ``update`` per batch, then ``compute()`` for the metric
+    dict and ``bins()`` for the reliability diagram; ``merge`` adds another's state (another rank)."""
 
     def __init__(self, n_bins: int = 15, topk: int = 5) -> None:
         if n_bins < 1:
@@ -77,8 +73,7 @@ class MetricAccumulator:
             return
         conf, pred = probs.max(dim=1)  # first index on ties, like argmax
         hit = pred == labels
-        k = min(self.topk, c)
-        in_topk = (probs.topk(k, dim=1).indices == labels[:, None]).any(dim=1)
+        in_topk = (probs.topk(min(self.topk, c), dim=1).indices == labels[:, None]).any(dim=1)
         p_label = probs.gather(1, labels[:, None]).squeeze(1)
         # bucketize(right=False) on the inner edges gives bin m for conf in ((m-1)/M, m/M]
         idx = torch.bucketize(conf, _bin_edges(self.n_bins)[1:-1], right=False)
@@ -99,13 +94,8 @@ class MetricAccumulator:
         if self.num_classes is not None and other.num_classes != self.num_classes:
             raise ValueError("cannot merge accumulators over different class counts")
         self.num_classes = other.num_classes
-        self.count += other.count
-        self.correct_top1 += other.correct_top1
-        self.correct_topk += other.correct_topk
-        self.nll_sum += other.nll_sum
-        self.bin_count += other.bin_count
-        self.bin_conf_sum += other.bin_conf_sum
-        self.bin_correct += other.bin_correct
+        for name in _SUMS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def ece(self) -> float:
         """Expected calibration error (L1, bins weighted by their share of the samples)."""
@@ -115,25 +105,16 @@ class MetricAccumulator:
         return float(gap.sum() / self.count)
 
     def compute(self) -> Dict[str, float]:
-        """``{"top1", "top5", "nll", "ece"}`` as floats, fractions in 0..1 (NaN when empty).
-
-        ``top5`` is top-min(5, C): with fewer than 5 classes it is 1.0 by definition.
-        """
+        """``{"top1", "top5", "nll", "ece"}``, fractions in 0..1 (NaN when empty); ``top5`` is
+        top-min(5, C), so 1.0 by definition with fewer than 5 classes."""
         if self.count == 0:
             return {"top1": math.nan, "top5": math.nan, "nll": math.nan, "ece": math.nan}
-        return {
-            "top1": self.correct_top1 / self.count,
-            "top5": self.correct_topk / self.count,
-            "nll": self.nll_sum / self.count,
-            "ece": self.ece(),
-        }
+        return {"top1": self.correct_top1 / self.count, "top5": self.correct_topk / self.count,
+                "nll": self.nll_sum / self.count, "ece": self.ece()}
 
     def bins(self) -> Dict[str, object]:
-        """Per-bin statistics for :func:`drkit.evaluate.plots.reliability_diagram`.
-
-        ``edges`` (M+1 floats), ``confidence`` and ``accuracy`` (M floats, mean per bin; 0.0 for
-        an empty bin), ``count`` (M ints), ``ece`` (float). Plain lists, so it dumps to JSON.
-        """
+        """JSON-ready per-bin statistics for :func:`drkit.plots.reliability_diagram`: ``edges``
+        (M+1), mean ``confidence`` and ``accuracy`` per bin (0.0 when empty), ``count``, ``ece``."""
         counts = self.bin_count.to(torch.float64)
         safe = counts.clamp_min(1.0)
         return {
@@ -145,18 +126,20 @@ class MetricAccumulator:
         }
 
 
-def compute_metrics(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> Dict[str, float]:
-    """Top-1, top-min(5, C), mean NLL and ECE (``n_bins`` equal-width bins) of ``probs`` [N, C]."""
+def _one_pass(probs: torch.Tensor, labels: torch.Tensor, n_bins: int) -> MetricAccumulator:
     acc = MetricAccumulator(n_bins=n_bins)
     acc.update(probs, labels)
-    return acc.compute()
+    return acc
+
+
+def compute_metrics(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> Dict[str, float]:
+    """Top-1, top-min(5, C), mean NLL and ECE (``n_bins`` equal-width bins) of ``probs`` [N, C]."""
+    return _one_pass(probs, labels, n_bins).compute()
 
 
 def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> Dict[str, object]:
     """Per-bin mean confidence, accuracy and count (plus edges and ECE); see ``MetricAccumulator.bins``."""
-    acc = MetricAccumulator(n_bins=n_bins)
-    acc.update(probs, labels)
-    return acc.bins()
+    return _one_pass(probs, labels, n_bins).bins()
 
 
 __all__: List[str] = ["MetricAccumulator", "compute_metrics", "reliability_bins", "NLL_EPS"]

@@ -72,13 +72,10 @@ def _run(model: torch.nn.Module, ds: Dataset, batch_size: int, device: torch.dev
     return acc
 
 
-def _label_map(model_classes: list[str], src: Any, allow_subset: bool) -> tuple[np.ndarray | None, np.ndarray | None,
-                                                                                   np.ndarray]:
-    """(label map src->eval index, model class subset, kept sample indices) for a source."""
+def _label_map(model_classes: list[str], src: Any, allow_subset: bool) -> tuple[Any, Any, np.ndarray]:
+    """(label map src->eval index or None, model class subset or None, kept sample indices) for a source."""
     src_classes = list(src.classes)
     if not model_classes or src_classes == model_classes:
-        if model_classes and len(src_classes) != len(model_classes):
-            raise DrkitError(f"{src.spec} has {len(src_classes)} classes, the checkpoint {len(model_classes)}")
         return None, None, np.arange(len(src))
     if not allow_subset:
         raise DrkitError(f"{src.spec}'s class names differ from the checkpoint's; use --shift for a mapped set")
@@ -151,14 +148,10 @@ def evaluate(cfg: EvalConfig | Any = None, data: Any = None, /, **options: Any) 
     device = resolve_device(cfg.device)
     model, mcfg = load_checkpoint(cfg.checkpoint, device=device)
     model = model.to(device).eval().to(memory_format=torch.channels_last)
-    crop_pct = float(mcfg.extra.get("crop_pct", 1.0)) if isinstance(mcfg.extra, dict) else 1.0
     src = load_source(cfg.data, split=cfg.split, download=cfg.download) if isinstance(cfg.data, str) else cfg.data
     if src.channels != mcfg.in_chans:
         raise DrkitError(f"{src.spec} has {src.channels} channel(s), the checkpoint takes {mcfg.in_chans}")
-    label_map, subset, keep = _label_map(list(mcfg.classes), src, allow_subset=False)
-    keep = keep[:cfg.limit] if cfg.limit is not None else keep
-    views = functools.partial(EvalViews, src, mcfg.image_size, crop_pct, keep, label_map, skip_bad=cfg.skip_bad)
-    run = functools.partial(_run, model, batch_size=cfg.batch_size, device=device, class_subset=subset)
+    views, run, keep, _ = _views_and_run(cfg, model, mcfg, src, device)
     workers = src.loader_workers(cfg.workers)
     clean = run(views(), workers=workers, desc="eval", progress=cfg.progress)
     if len(clean.skipped) == len(keep):
@@ -176,7 +169,7 @@ def evaluate(cfg: EvalConfig | Any = None, data: Any = None, /, **options: Any) 
         report["mean_corruption_top1"] = float(np.mean([v for row in report["corruptions"].values()
                                                         for v in row.values()]))
     if cfg.shift is not None:
-        report["shift"] = _shifted(cfg, model, mcfg, crop_pct, device)
+        report["shift"] = _shifted(cfg, model, mcfg, device)
     if cfg.plot is not None:
         report["reliability_png"] = str(reliability_diagram(clean.bins(), cfg.plot,
                                                             title=f"{Path(cfg.checkpoint).name} on {src.spec}"))
@@ -205,19 +198,26 @@ def _corruption_table(cfg: EvalConfig, views: Callable[..., Dataset],
     return table
 
 
-def _shifted(cfg: EvalConfig, model: torch.nn.Module, mcfg: Any, crop_pct: float,
-             device: torch.device) -> dict[str, Any]:
-    """Metrics on another labelled set, classes mapped by name (softmax over the shared ones)."""
+def _views_and_run(cfg: EvalConfig, model: Any, mcfg: Any, src: Any, device: Any, shifted: bool = False) -> tuple:
+    """(views of ``src``'s kept samples, runner, kept indices, model class subset); a ``shifted``
+    set's classes are mapped by name (softmax over the shared ones), else they must be the model's."""
+    crop_pct = float(mcfg.extra.get("crop_pct", 1.0)) if isinstance(mcfg.extra, dict) else 1.0
+    label_map, subset, keep = _label_map(list(mcfg.classes), src, allow_subset=shifted)
+    keep = keep[:cfg.limit] if cfg.limit is not None else keep
+    views = functools.partial(EvalViews, src, mcfg.image_size, crop_pct, keep, label_map, skip_bad=cfg.skip_bad)
+    run = functools.partial(_run, model, batch_size=cfg.batch_size, device=device, class_subset=subset)
+    return views, run, keep, subset
+
+
+def _shifted(cfg: EvalConfig, model: Any, mcfg: Any, device: Any) -> dict[str, Any]:
+    """Metrics on another labelled set, classes mapped by name."""
     from ..sources import load_source
 
-    ssrc = load_source(cfg.shift, download=cfg.download)
-    smap, ssub, skeep = _label_map(list(mcfg.classes), ssrc, allow_subset=True)
-    skeep = skeep[:cfg.limit] if cfg.limit is not None else skeep
-    sres = _run(model, EvalViews(ssrc, mcfg.image_size, crop_pct, skeep, smap, skip_bad=cfg.skip_bad),
-                batch_size=cfg.batch_size, device=device, workers=ssrc.loader_workers(cfg.workers),
-                class_subset=ssub, desc="shift", progress=cfg.progress)
-    return {"data": ssrc.spec, "images": len(skeep) - len(sres.skipped),
-            "classes": int(len(ssub) if ssub is not None else len(ssrc.classes)), **sres.compute()}
+    src = load_source(cfg.shift, download=cfg.download)
+    views, run, keep, subset = _views_and_run(cfg, model, mcfg, src, device, shifted=True)
+    res = run(views(), workers=src.loader_workers(cfg.workers), desc="shift", progress=cfg.progress)
+    return {"data": src.spec, "images": len(keep) - len(res.skipped),
+            "classes": int(len(subset) if subset is not None else len(src.classes)), **res.compute()}
 
 
 def format_report(r: dict[str, Any]) -> str:
