@@ -1,22 +1,17 @@
 """``drkit export CKPT --out DIR``: a trained student's backbone, without its classifier, in the form
-the ecosystem's own tools load as a feature extractor (the reference work's transfer half: a backbone
-pretrained on a reinforced dataset, handed to detection and segmentation).
+the ecosystem's own tools load as a feature extractor (the reference work's transfer half).
 
-``DIR`` holds ``backbone.safetensors`` (the model's weights less the classifier, under timm's own
-names) and, written last, ``config.json`` (format ``drkit.backbone``): the timm model name and
-arguments, input channels, size and mean/std, the classifier keys that were removed, the source
-checkpoint and its weights' sha256, and the multi-scale ``feature_info`` (channels and stride of
-each map). timm loads it with its own local-file mechanism, strictly (a key that does not fit is an
-error, not a silently random layer)::
+``DIR`` holds ``backbone.safetensors`` (weights less the classifier, under timm's names) and, written
+last, ``config.json`` (format ``drkit.backbone``: timm model name and arguments, input config, the
+removed classifier keys, the source checkpoint and its sha256, and each feature map's channels and
+stride). timm loads it strictly with its own local-file mechanism, as :func:`load_features` does::
 
     timm.create_model(NAME, features_only=True, num_classes=0, in_chans=C, pretrained=True,
                       pretrained_cfg_overlay={"file": "DIR/backbone.safetensors", "num_classes": 0,
                                               "input_size": (C, S, S)}, **model_kwargs)
 
-which :func:`load_features` does from the config; :func:`detection_backbone` puts torchvision's
-feature pyramid on those maps, giving the ``out_channels`` backbone that torchvision's Faster R-CNN,
-FCOS or RetinaNet take. Only timm models give multi-scale features this way: a drkit CNN or a
-torchvision classifier is refused in one line.
+:func:`detection_backbone` puts torchvision's feature pyramid on those maps (the backbone torchvision's
+detectors take). Only timm models give multi-scale features this way; others are refused in one line.
 """
 from __future__ import annotations
 
@@ -27,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import checkpoint_dir, load_checkpoint
+from .checkpoint import checkpoint_dir, load_checkpoint, read_config
 from .errors import DrkitError
 from .fileio import atomic_write_bytes, atomic_write_json, sha256_bytes
 from .models import split_model_name
@@ -61,7 +56,8 @@ def export_backbone(checkpoint: str | Path, out: str | Path) -> dict[str, Any]:
         "weights_sha256": sha256_bytes(data), "model": name, "model_kwargs": dict(cfg.model_kwargs or {}),
         "in_chans": cfg.in_chans, "image_size": cfg.image_size, "mean": list(cfg.mean), "std": list(cfg.std),
         "classifier_removed": dropped, "source_checkpoint": str(Path(ckpt).resolve()),
-        "source_weights_sha256": _recorded_sha(ckpt), "source_data": (cfg.extra or {}).get("data"),
+        "source_weights_sha256": read_config(ckpt)[1].get("weights_sha256"),
+        "source_data": (cfg.extra or {}).get("data"),
     }
     out = Path(out)
     if (out / "config.json").exists():
@@ -80,10 +76,6 @@ def export_backbone(checkpoint: str | Path, out: str | Path) -> dict[str, Any]:
         feats.feature_info.channels(), feats.feature_info.reduction(), feats.feature_info.module_name())]
     atomic_write_json(out / "config.json", doc)
     return doc
-
-
-def _recorded_sha(ckpt: str) -> str | None:
-    return json.loads((Path(ckpt) / "config.json").read_text()).get("weights_sha256")
 
 
 def read_export(directory: str | Path) -> dict[str, Any]:

@@ -1,8 +1,7 @@
 """PNG figures: reliability diagram (calibration) and training curves.
 
-Figures are built on a bare ``matplotlib.figure.Figure`` with an explicit Agg canvas, imported
-inside each function: nothing happens at import, no display is needed, and the caller's global
-pyplot backend and state (a notebook's, say) are left alone.
+Figures are bare ``matplotlib.figure.Figure``\\ s on an explicit Agg canvas, imported inside each
+function: nothing happens at import, no display is needed, and the caller's pyplot state is left alone.
 """
 from __future__ import annotations
 
@@ -31,45 +30,33 @@ def _save(fig: Any, path: PathLike) -> Path:
 
 
 def reliability_diagram(bins: Mapping[str, Any], path: PathLike, title: str = "") -> Path:
-    """Write a reliability diagram for ``bins`` (from ``reliability_bins`` / ``MetricAccumulator.bins``).
+    """Write a reliability diagram for ``bins`` (``MetricAccumulator.bins``); returns the path.
 
-    Top: per-bin accuracy bars against the diagonal (perfect calibration), the gap to each bin's
-    mean confidence shaded, ECE in the title. Bottom: how many samples fall in each bin, so
-    sparsely populated bins are read with care. Returns the path written.
+    Top: per-bin accuracy against the diagonal, the gap to each bin's mean confidence shaded, ECE
+    in the title. Bottom: samples per bin, so sparsely populated bins are read with care.
     """
     edges = [float(e) for e in bins["edges"]]
-    acc = [float(a) for a in bins["accuracy"]]
-    conf = [float(c) for c in bins["confidence"]]
     count = [int(n) for n in bins["count"]]
-    left, width = edges[:-1], [b - a for a, b in zip(edges[:-1], edges[1:])]
     filled = [i for i, n in enumerate(count) if n > 0]
-
+    left, width = edges[:-1], [b - a for a, b in zip(edges[:-1], edges[1:])]
+    acc, conf = ([float(v[i]) for i in filled] for v in (bins["accuracy"], bins["confidence"]))
+    fleft, fwidth = [left[i] for i in filled], [width[i] for i in filled]
     fig = _new_figure(5.0, 6.0)
     grid = fig.add_gridspec(2, 1, height_ratios=(3, 1), hspace=0.08)
     ax = fig.add_subplot(grid[0])
-    ax.bar(
-        [left[i] for i in filled], [acc[i] for i in filled], width=[width[i] for i in filled],
-        align="edge", color="#4477aa", edgecolor="black", linewidth=0.6, label="accuracy",
-    )
-    ax.bar(
-        [left[i] for i in filled], [conf[i] - acc[i] for i in filled], width=[width[i] for i in filled],
-        bottom=[acc[i] for i in filled], align="edge", color="#ee6677", alpha=0.45,
-        edgecolor="#cc3311", hatch="//", linewidth=0.6, label="gap to confidence",
-    )
+    ax.bar(fleft, acc, width=fwidth, align="edge", color="#4477aa", edgecolor="black", linewidth=0.6,
+           label="accuracy")
+    ax.bar(fleft, [c - a for a, c in zip(acc, conf)], width=fwidth, bottom=acc, align="edge", color="#ee6677",
+           alpha=0.45, edgecolor="#cc3311", hatch="//", linewidth=0.6, label="gap to confidence")
     ax.plot([0, 1], [0, 1], linestyle="--", color="gray", linewidth=1, label="perfect calibration")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("accuracy")
+    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy")
     ax.tick_params(labelbottom=False)
     ax.legend(loc="upper left", fontsize=8)
-    ece = float(bins.get("ece", math.nan))
     head = f"{title} — " if title else ""
-    ax.set_title(f"{head}ECE {100 * ece:.2f}%")
-
+    ax.set_title(f"{head}ECE {100 * float(bins.get('ece', math.nan)):.2f}%")
     hist = fig.add_subplot(grid[1], sharex=ax)
     hist.bar(left, count, width=width, align="edge", color="#888888", edgecolor="black", linewidth=0.4)
-    hist.set_xlabel("confidence")
-    hist.set_ylabel("count")
+    hist.set(xlabel="confidence", ylabel="count")
     return _save(fig, path)
 
 
@@ -88,25 +75,14 @@ def _is_number(v: Any) -> bool:
 def plot_curves(metrics_rows: Sequence[Mapping[str, Any]], path: PathLike, title: str = "") -> Path:
     """Plot per-epoch training curves from dict rows (as the trainer logs them) to a PNG.
 
-    Rows may carry any subset of ``epoch``, ``train_loss``, ``val_top1``, ``lr`` and similar:
-    keys containing ``loss`` share a panel, ``top1``/``top5``/``acc`` another, ``lr`` gets its
-    own (log scale when positive). Missing or non-finite values are skipped, so a row logged
-    before the first validation is fine. The x axis is ``epoch`` (else ``step``, else the row
-    index). Returns the path written.
+    Keys containing ``loss`` share a panel, ``top1``/``top5``/``acc`` another, ``lr`` gets its own
+    (log scale when positive); missing or non-finite values are skipped. The x axis is ``epoch``
+    (else ``step``, else the row index). Returns the path written.
     """
     rows: List[Mapping[str, Any]] = list(metrics_rows)
     x_key = next((k for k in _X_KEYS if any(k in r for r in rows)), None)
-    keys: List[str] = []
-    for r in rows:
-        for k, v in r.items():
-            if k not in keys and k not in _X_KEYS and _is_number(v):
-                keys.append(k)
-    panels: List[tuple[str, List[str]]] = []
-    for name, match in _CURVE_PANELS:
-        members = [k for k in keys if match(k)]
-        if members:
-            panels.append((name, members))
-
+    keys = list(dict.fromkeys(k for r in rows for k, v in r.items() if k not in _X_KEYS and _is_number(v)))
+    panels = [(name, members) for name, match in _CURVE_PANELS if (members := [k for k in keys if match(k)])]
     fig = _new_figure(4.0 * max(1, len(panels)), 3.2)
     if not panels:
         ax = fig.add_subplot(1, 1, 1)
@@ -115,19 +91,13 @@ def plot_curves(metrics_rows: Sequence[Mapping[str, Any]], path: PathLike, title
     for i, (name, members) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         for k in members:
-            pts = [
-                (r[x_key] if x_key and _is_number(r.get(x_key)) else j, r[k])
-                for j, r in enumerate(rows)
-                if _is_number(r.get(k))
-            ]
+            pts = [(r[x_key] if x_key and _is_number(r.get(x_key)) else j, r[k])
+                   for j, r in enumerate(rows) if _is_number(r.get(k))]
             xs, ys = zip(*pts)
             ax.plot(xs, ys, marker="o" if len(pts) < 30 else None, markersize=3, label=k)
-        if name == "learning rate" and all(
-            r["lr"] > 0 for r in rows if _is_number(r.get("lr"))
-        ):
+        if name == "learning rate" and all(r["lr"] > 0 for r in rows if _is_number(r.get("lr"))):
             ax.set_yscale("log")
-        ax.set_title(name)
-        ax.set_xlabel(x_key or "row")
+        ax.set(title=name, xlabel=x_key or "row")
         ax.grid(True, alpha=0.3)
         if len(members) > 1 or name != "learning rate":
             ax.legend(fontsize=8)
