@@ -1,6 +1,7 @@
 """Loaded members -> one frozen module that averages their probabilities."""
 from __future__ import annotations
 
+import itertools
 import sys
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -70,7 +71,7 @@ class TeacherEnsemble(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next((t.device for t in (*self.parameters(), *self.buffers())), torch.device("cpu"))
+        return next((t.device for t in itertools.chain(self.parameters(), self.buffers())), torch.device("cpu"))
 
     def describe(self) -> list[dict[str, Any]]:
         """Per-member provenance and input config, JSON-ready (the store manifest's teachers)."""
@@ -117,9 +118,7 @@ class TeacherEnsemble(nn.Module):
             own = np.stack([~self._trained(m, ids) for m in group], 1)
             both = own & np.stack([~has_partner | ~self._trained(m, np.where(has_partner, partners, 0))
                                    for m in group], 1)
-            strict = both.any(1)
-            if not own.any(1).all():
-                raise TeacherError("internal error: an image has no out-of-fold member")
+            strict = both.any(1)  # own.any(1) holds always: each image's fold has a member that never saw it
             mask[:, group] = np.where(strict[:, None], both, own)
             fallback |= ~strict
         return mask, fallback
@@ -208,18 +207,12 @@ def _check_member(info: TeacherInfo, num_classes: int | None, classes: list[str]
     diff = next((i for i, (a, b) in enumerate(zip(info.classes, classes)) if a != b),
                 min(len(info.classes), len(classes)))
     ours, theirs = ((names[diff] if diff < len(names) else "<end>") for names in (info.classes, classes))
-    raise TeacherError(
-        f"teacher {info.spec} was trained on other classes than the source: class {diff} is {ours!r} vs {theirs!r}"
-    )
+    raise TeacherError(f"teacher {info.spec} was trained on other classes than the source: "
+                       f"class {diff} is {ours!r} vs {theirs!r}")
 
 
-def load_teacher(
-    specs: str | Sequence[str],
-    device: str | torch.device = "cpu",
-    num_classes: int | None = None,
-    classes: Sequence[str] | None = None,
-    amp: bool = True,
-) -> TeacherEnsemble:
+def load_teacher(specs: str | Sequence[str], device: str | torch.device = "cpu", num_classes: int | None = None,
+                 classes: Sequence[str] | None = None, amp: bool = True) -> TeacherEnsemble:
     """Load one or several teacher specs into a :class:`TeacherEnsemble` on ``device``.
 
     ``num_classes`` (or ``len(classes)``) is the source's class count: a member predicting any
@@ -236,8 +229,7 @@ def load_teacher(
         num_classes = len(class_list)
     dev = resolve_device(device)
     loaded = []
-    for raw in spec_list:
-        spec = parse_teacher_spec(raw)
+    for spec in map(parse_teacher_spec, spec_list):
         got = TEACHER_SCHEMES[spec.scheme].loader(spec)
         loaded += got if isinstance(got, list) else [got]
     for _, info in loaded:
