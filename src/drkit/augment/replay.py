@@ -24,23 +24,17 @@ class ViewLookup(Protocol):
 class ViewSampler:
     """Fresh views: ``recipe.sample(seed, sample, view, hw, N, NS)`` where ``hw`` is the sample's
     source size from ``image_hw`` — the same pure function a store was generated with. Sampling a
-    batch at once (:meth:`batch`, :meth:`prefetch`) is ~50x cheaper per view than one at a time
-    and gives the same parameters."""
+    batch at once (:meth:`batch`) is ~50x cheaper per view than one at a time and gives the same
+    parameters."""
 
     def __init__(self, recipe: Recipe, seed: int, num_samples: int, num_views: int,
                  image_hw: Callable[[int], tuple[int, int]], window: int = 0):
         self.recipe, self.seed = recipe, int(seed)
         self.num_samples, self.num_views, self.image_hw = int(num_samples), int(num_views), image_hw
         self.window = int(window)  # mixing partners within this many samples (0: anywhere)
-        self._ready: dict[tuple[int, int], ViewParams] = {}  # the last prefetch
 
     def __call__(self, sample: int, view: int) -> ViewParams:
-        ready = self._ready.get((sample, view))
-        if ready is not None:
-            return ready
-        hw = self.image_hw(sample)
-        return self.recipe.sample(self.seed, sample, view, (int(hw[0]), int(hw[1])), self.num_samples,
-                                  self.num_views, self.window)
+        return self.batch([(sample, view)])[0]
 
     def batch(self, pairs: Sequence[tuple[int, int]]) -> list[ViewParams]:
         """The parameters of views ``(sample, view)``, drawn together."""
@@ -48,15 +42,6 @@ class ViewSampler:
         hws = [hw[i] for i, _ in pairs]
         return self.recipe.sample_batch(self.seed, [i for i, _ in pairs], [v for _, v in pairs], hws,
                                         self.num_samples, self.num_views, self.window)
-
-    def prefetch(self, pairs: Sequence[tuple[int, int]]) -> None:
-        """Draw these views and their mixing partners at once; until the next prefetch, calls for
-        them are lookups (a batch loader calls this first, then renders view by view)."""
-        pairs = [(int(i), int(v)) for i, v in pairs]
-        ready = dict(zip(pairs, self.batch(pairs)))
-        partners = [q for q in dict.fromkeys(partner_of(p) for p in ready.values()) if q is not None and q not in ready]
-        ready.update(zip(partners, self.batch(partners)))
-        self._ready = ready
 
 
 def partner_of(params: ViewParams) -> tuple[int, int] | None:

@@ -274,11 +274,12 @@ class AugmentedDataset(TrainViews):
         ERM on the same views)."""
         view = self.view() if view is None else int(view)
         positions = [int(p) for p in positions]
-        self.sampler.prefetch([(p, view) for p in positions])
-        return [self._item(i, self.sampler(i, view) if params is None else params[r])
-                for r, i in enumerate(positions)]
+        drawn = self.sampler.batch([(p, view) for p in positions]) if params is None else list(params)
+        partners = [q for q in dict.fromkeys(partner_of(p) for p in drawn) if q is not None]
+        partner_views = dict(zip(partners, self.sampler.batch(partners)))  # drawn together, once each
+        return [self._item(i, p, partner_views) for i, p in zip(positions, drawn)]
 
-    def _item(self, i: int, p: ViewParams) -> Item:
+    def _item(self, i: int, p: ViewParams, partner_views: dict[tuple[int, int], ViewParams]) -> Item:
         q = partner_of(p)
         images = {i: self.src.load_uint8(i)}
         if q is not None:
@@ -287,7 +288,7 @@ class AugmentedDataset(TrainViews):
         target = hard_target(self.recipe, p, label, int(self.labels[q[0]]) if q is not None else None,
                              self.num_classes, self.image_size)
         return {"sample": i, "label": label, "images": images, "params": [p],
-                "partners": [(q[0], partner_params(p, self.sampler)) if q is not None else None],
+                "partners": [(q[0], partner_params(p, lambda s, v: partner_views[(s, v)])) if q is not None else None],
                 "target": target[None].numpy()}
 
     def targets(self, batch: dict[str, Any]) -> torch.Tensor:
