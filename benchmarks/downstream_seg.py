@@ -360,8 +360,10 @@ def main(argv: list[str] | None = None) -> None:
     results = finished(out, args)
     device = f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores), {args.threads} threads"
     header = [
-        f"command: `{' '.join(['benchmarks/downstream_seg.py', *sys.argv[1:]])}`; written at commit {commit_id()} "
-        f"(each row names the commits that ran its runs); device {device}; seeds {args.seeds}",
+        f"command: `benchmarks/downstream_seg.py --out {out}{' --smoke' if args.smoke else ''}` (resumable; each "
+        f"row names the commits that ran its runs); this file written by "
+        f"`{' '.join(['benchmarks/downstream_seg.py', *sys.argv[1:]])}` at commit {commit_id()}; device {device}; "
+        f"seeds {args.seeds}",
         "",
         f"{CANVAS}x{CANVAS} canvases with 1-3 Fashion-MNIST items (pixels > {THRESHOLD} labelled class + 1, "
         f"{NUM_CLASSES} classes with background): {plan.train_canvases} training canvases from train images "

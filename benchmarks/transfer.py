@@ -72,7 +72,7 @@ class Family:
     ft_epochs: int
 
 
-FAMILIES: dict[str, Family] = {"drkit CNN": Family("drkit_cnn_tiny", 0.1, 10, 10),
+FAMILIES: dict[str, Family] = {"drkit CNN": Family("drkit_cnn_tiny", 0.1, 5, 10),
                                "ResNet": Family("resnet10t", 0.1, 5, 6)}
 
 
@@ -406,9 +406,10 @@ def report(out: Path, plan: Plan, args: argparse.Namespace, figures: bool = True
               f"{args.threads} thread(s) per process")
     per_family = ", ".join(f"{f.model} {f.lr:g}; {epochs(f, plan)[0]}, {epochs(f, plan)[1]}" for f in FAMILIES.values())
     header = [
-        f"command: `{' '.join(['benchmarks/transfer.py', *sys.argv[1:]])}` (runs accumulate across calls in "
-        f"{out}/runs; each row names the commits that trained its runs); written at commit {commit_id()}; "
-        f"device {device}; seeds {args.seeds}",
+        f"command: `benchmarks/transfer.py --out {out}{' --smoke' if args.smoke else ''}` (resumable: runs "
+        f"accumulate across calls, here one per family with --threads 1, and each row names the commits that "
+        f"trained its runs); this file written by `{' '.join(['benchmarks/transfer.py', *sys.argv[1:]])}` at "
+        f"commit {commit_id()}; device {device}; seeds {args.seeds}",
         "",
         f"pretrain: first {plan.source_n} Fashion-MNIST training images, batch 128, SGD (lr; pretraining, "
         f"fine-tuning epochs per family: {per_family}); ERM padcrop + label "
