@@ -1,13 +1,8 @@
 """drkit — dataset reinforcement toolkit.
 
-One table, ``_EXPORTS``, says where every public name lives; names resolve on first use so
-``import drkit`` stays cheap (no torch import, no work).
-
-The verbs are also packages (``drkit.train`` holds the loop, ``drkit.reinforce`` the writer
-run, ``drkit.evaluate`` the metrics): importing a package binds its module to the name, so each
-verb package marks itself callable with :func:`callable_verb` and ``drkit.train(...)`` stays
-the verb however it was first imported (design.md: the verbs mirror the CLI).
-"""
+``_EXPORTS`` says where every public name lives; names resolve on first use so ``import drkit``
+stays cheap. The verbs are also packages, and importing a package binds its module to the name, so
+each marks itself callable (:func:`callable_verb`): ``drkit.train(...)`` stays the verb."""
 from __future__ import annotations
 
 import importlib
@@ -56,6 +51,5 @@ class _VerbModule(types.ModuleType):
 
 
 def callable_verb(module_name: str) -> None:
-    """Make the verb package ``module_name`` callable (the module-``__class__`` hook the Python
-    data model documents for customising a module)."""
+    """Make the verb package ``module_name`` callable (the data model's module-``__class__`` hook)."""
     sys.modules[module_name].__class__ = _VerbModule

@@ -1,10 +1,6 @@
-"""What the verbs share about their configs: frozen dataclasses built from keywords or argparse,
-compared field by field on resume, refused in one line when a keyword is unknown.
-
-Each verb owns one config (``ReinforceConfig``, ``TrainConfig``, ``EvalConfig``) with one
-``validate()`` that makes every refusal decidable from the options alone; data-dependent checks
-(a top-k above the class count) happen where the data is opened, before anything is written.
-"""
+"""What the verbs' configs share: frozen dataclasses built from keywords or argparse, compared
+field by field on resume, refused in one line when a keyword is unknown. Each verb's ``validate()``
+decides every refusal from the options alone; data-dependent checks happen where data is opened."""
 from __future__ import annotations
 
 import dataclasses
@@ -48,8 +44,7 @@ class VerbConfig:
         return cls.build(**picked)
 
     def replace(self: C, **changes: Any) -> C:
-        self.build(**{k: getattr(self, k) for k in self.names()} | changes)  # refuses unknown keys
-        return dataclasses.replace(self, **changes)
+        return self.build(**{k: getattr(self, k) for k in self.names()} | changes)  # refuses unknown keys
 
     def to_dict(self, include_free: bool = True) -> dict[str, Any]:
         """JSON-friendly values (tuples as lists, objects such as an in-memory source by their ``spec``)."""
@@ -78,12 +73,10 @@ def _jsonable(v: Any) -> Any:
 
 
 def check(condition: bool, message: str) -> None:
-    """One refusal: ``DrkitError(message)`` unless ``condition``."""
     if not condition:
         raise DrkitError(message)
 
 
 def positional(**given: Any) -> dict[str, Any]:
-    """The convenience forms' positional arguments that were given (``None`` = not given), so
-    ``train(src, out, ...)`` and ``train(data=src, out=out, ...)`` build the same config."""
+    """The given (not ``None``) positional arguments: ``train(src, out)`` == ``train(data=src, out=out)``."""
     return {k: v for k, v in given.items() if v is not None}

@@ -1,10 +1,8 @@
 """RandAugment and TrivialAugmentWide as replayable ops.
 
 The op list and magnitude tables follow torchvision's ``_AutoAugmentBase`` (14 ops, 31 bins by
-default). Two deliberate differences, both so replay works at any size: translations are stored
-as a *fraction* of the image side (torchvision's RandAugment already uses 150/331 of the side;
-TrivialAugmentWide's 32 px is taken as 32/224 of the side), and the op index, magnitude bin and
-sign are integers drawn once per view, so the pixel work is a pure function of the record.
+default), except that translations are a *fraction* of the image side (TrivialAugmentWide's 32 px
+as 32/224) so replay works at any size; op, bin and sign are integers drawn once per view.
 """
 from __future__ import annotations
 
@@ -26,56 +24,50 @@ from .draws import BatchContext, Draws, chance, integers, normal
 NEAREST = InterpolationMode.NEAREST
 
 
-def _shear_x(img: torch.Tensor, m: float) -> torch.Tensor:
-    return F.affine(img, angle=0.0, translate=[0, 0], scale=1.0, shear=[math.degrees(math.atan(m)), 0.0],
-                    interpolation=NEAREST, center=[0, 0])
+def _shear(axis: int) -> Callable[[torch.Tensor, float], torch.Tensor]:
+    def op(img: torch.Tensor, m: float) -> torch.Tensor:
+        shear = [math.degrees(math.atan(m)), 0.0]
+        return F.affine(img, angle=0.0, translate=[0, 0], scale=1.0, shear=shear if axis == 0 else shear[::-1],
+                        interpolation=NEAREST, center=[0, 0])
+    return op
 
 
-def _shear_y(img: torch.Tensor, m: float) -> torch.Tensor:
-    return F.affine(img, angle=0.0, translate=[0, 0], scale=1.0, shear=[0.0, math.degrees(math.atan(m))],
-                    interpolation=NEAREST, center=[0, 0])
+def _translate(axis: int) -> Callable[[torch.Tensor, float], torch.Tensor]:
+    def op(img: torch.Tensor, m: float) -> torch.Tensor:
+        px = int(m * img.shape[-1 - axis])
+        return F.affine(img, angle=0.0, translate=[px, 0] if axis == 0 else [0, px], scale=1.0, shear=[0.0, 0.0],
+                        interpolation=NEAREST)
+    return op
 
 
-def _translate_x(img: torch.Tensor, m: float) -> torch.Tensor:
-    px = int(m * img.shape[-1])
-    return F.affine(img, angle=0.0, translate=[px, 0], scale=1.0, shear=[0.0, 0.0], interpolation=NEAREST)
-
-
-def _translate_y(img: torch.Tensor, m: float) -> torch.Tensor:
-    px = int(m * img.shape[-2])
-    return F.affine(img, angle=0.0, translate=[0, px], scale=1.0, shear=[0.0, 0.0], interpolation=NEAREST)
-
-
-def _rotate(img: torch.Tensor, m: float) -> torch.Tensor:
-    return F.rotate(img, m, interpolation=NEAREST)
-
-
-# name -> (apply(img, magnitude), magnitude table(num_bins) for RA, for TA-wide, signed)
 _Table = Callable[[int], torch.Tensor]
+
+
+def _lin(ra: float, ta: float, start: float = 0.0) -> tuple[_Table, _Table]:
+    return lambda b: torch.linspace(start, ra, b), lambda b: torch.linspace(start, ta, b)
+
+
+_ZERO: tuple[_Table, _Table] = (torch.zeros, torch.zeros)
+_ENHANCE = _lin(0.9, 0.99)
+_POSTERIZE = tuple(lambda b, q=q: 8 - (torch.arange(b) / ((b - 1) / q)).round().int() for q in (4, 6))
+# name -> (apply(img, magnitude), magnitude table(num_bins) for RA, for TA-wide, signed)
 AA_OPS: list[tuple[str, Callable[[torch.Tensor, float], torch.Tensor], _Table, _Table, bool]] = [
-    ("Identity", lambda x, m: x, lambda b: torch.zeros(b), lambda b: torch.zeros(b), False),
-    ("ShearX", _shear_x, lambda b: torch.linspace(0.0, 0.3, b), lambda b: torch.linspace(0.0, 0.99, b), True),
-    ("ShearY", _shear_y, lambda b: torch.linspace(0.0, 0.3, b), lambda b: torch.linspace(0.0, 0.99, b), True),
-    ("TranslateX", _translate_x, lambda b: torch.linspace(0.0, 150.0 / 331.0, b),
-     lambda b: torch.linspace(0.0, 32.0 / 224.0, b), True),
-    ("TranslateY", _translate_y, lambda b: torch.linspace(0.0, 150.0 / 331.0, b),
-     lambda b: torch.linspace(0.0, 32.0 / 224.0, b), True),
-    ("Rotate", _rotate, lambda b: torch.linspace(0.0, 30.0, b), lambda b: torch.linspace(0.0, 135.0, b), True),
-    ("Brightness", lambda x, m: F.adjust_brightness(x, 1.0 + m), lambda b: torch.linspace(0.0, 0.9, b),
-     lambda b: torch.linspace(0.0, 0.99, b), True),
-    ("Color", lambda x, m: F.adjust_saturation(x, 1.0 + m), lambda b: torch.linspace(0.0, 0.9, b),
-     lambda b: torch.linspace(0.0, 0.99, b), True),
-    ("Contrast", lambda x, m: F.adjust_contrast(x, 1.0 + m), lambda b: torch.linspace(0.0, 0.9, b),
-     lambda b: torch.linspace(0.0, 0.99, b), True),
-    ("Sharpness", lambda x, m: F.adjust_sharpness(x, 1.0 + m), lambda b: torch.linspace(0.0, 0.9, b),
-     lambda b: torch.linspace(0.0, 0.99, b), True),
-    ("Posterize", lambda x, m: F.posterize(x, int(m)),
-     lambda b: 8 - (torch.arange(b) / ((b - 1) / 4)).round().int(),
-     lambda b: 8 - (torch.arange(b) / ((b - 1) / 6)).round().int(), False),
-    ("Solarize", lambda x, m: F.solarize(x, m), lambda b: torch.linspace(255.0, 0.0, b),
-     lambda b: torch.linspace(255.0, 0.0, b), False),
-    ("AutoContrast", lambda x, m: F.autocontrast(x), lambda b: torch.zeros(b), lambda b: torch.zeros(b), False),
-    ("Equalize", lambda x, m: F.equalize(x), lambda b: torch.zeros(b), lambda b: torch.zeros(b), False),
+    (name, fn, *tables, signed) for name, fn, tables, signed in [
+        ("Identity", lambda x, m: x, _ZERO, False),
+        ("ShearX", _shear(0), _lin(0.3, 0.99), True),
+        ("ShearY", _shear(1), _lin(0.3, 0.99), True),
+        ("TranslateX", _translate(0), _lin(150.0 / 331.0, 32.0 / 224.0), True),
+        ("TranslateY", _translate(1), _lin(150.0 / 331.0, 32.0 / 224.0), True),
+        ("Rotate", lambda x, m: F.rotate(x, m, interpolation=NEAREST), _lin(30.0, 135.0), True),
+        ("Brightness", lambda x, m: F.adjust_brightness(x, 1.0 + m), _ENHANCE, True),
+        ("Color", lambda x, m: F.adjust_saturation(x, 1.0 + m), _ENHANCE, True),
+        ("Contrast", lambda x, m: F.adjust_contrast(x, 1.0 + m), _ENHANCE, True),
+        ("Sharpness", lambda x, m: F.adjust_sharpness(x, 1.0 + m), _ENHANCE, True),
+        ("Posterize", lambda x, m: F.posterize(x, int(m)), _POSTERIZE, False),
+        ("Solarize", lambda x, m: F.solarize(x, m), _lin(0.0, 0.0, start=255.0), False),
+        ("AutoContrast", lambda x, m: F.autocontrast(x), _ZERO, False),
+        ("Equalize", lambda x, m: F.equalize(x), _ZERO, False),
+    ]
 ]
 AA_OP_NAMES = [o[0] for o in AA_OPS]
 
@@ -87,17 +79,10 @@ def magnitudes(op: int, num_bins: int, wide: bool) -> tuple[float, ...]:
     return tuple(float(v) for v in (ta_table if wide else ra_table)(num_bins))
 
 
-def signed_magnitude(op: int, mag_bin: int, sign: int, num_bins: int, wide: bool) -> float:
-    """Table op ``op``'s magnitude at bin ``mag_bin``, negated when ``sign`` and the op is signed."""
-    m = magnitudes(op, num_bins, wide)[mag_bin]
-    return -m if AA_OPS[op][4] and sign else m
-
-
 def apply_aa(img: torch.Tensor, op: int, mag_bin: int, sign: int, num_bins: int, wide: bool) -> torch.Tensor:
-    """Apply table op ``op`` at magnitude bin ``mag_bin`` (negated when ``sign`` and signed);
-    ``img`` is one CHW image or a batch of them."""
+    """Table op ``op`` at magnitude bin ``mag_bin`` (negated when ``sign`` and signed), CHW or NCHW."""
     name, fn = AA_OPS[op][:2]
-    m = signed_magnitude(op, mag_bin, sign, num_bins, wide)
+    m = float(_magnitude_table(num_bins, wide)[op, mag_bin, sign])
     if img.device.type != "cpu" and name in TWINS:  # same pixels without synchronising the stream
         return TWINS[name](img, m)
     return fn(img, m)
@@ -183,12 +168,9 @@ class TrivialAugmentWide(Op):
 # the batched form (the batched renderer's RandAugment / TrivialAugment step)
 # ----------------------------------------------------------------------------------------------
 def augment_batch(x: torch.Tensor, op: Op, params: Sequence[dict[str, int]]) -> torch.Tensor:
-    """RandAugment / TrivialAugment. Each stage sorts the views by (op, signed magnitude), so that
-    every group is a slice of one gathered copy, applies the reference table op to each slice at
-    once (unsigned ops ignore the sign, some the bin), and warps all shears, translations and
-    rotations with one grid sample and a matrix per view, and all sharpenings with one smoothing;
-    each view gets the bytes its own op call gives. On the CPU, images above 64 x 64 px skip the
-    fusing: per-view grids and one big smoothing cost more there than the calls they save."""
+    """Each stage sorts the views by (op, signed magnitude) and applies the table op to each group's
+    slice, all warps with one grid sample and all sharpenings with one smoothing (on the CPU only up
+    to ``FUSE_MAX_PIXELS``): each view gets the bytes its own op call gives."""
     wide = op.name == "ta"
     stages = [("op", "mag", "sign")] if wide else [(f"op{k}", f"mag{k}", f"sign{k}") for k in range(op.settings["n"])]
     bins = op.settings["bins"]
@@ -231,14 +213,12 @@ def augment_batch(x: torch.Tensor, op: Op, params: Sequence[dict[str, int]]) -> 
 
 
 def _run_or_index(rows: list[int], device: torch.device) -> slice | torch.Tensor:
-    """Ascending ``rows`` as a slice when they are one run, else as an index."""
     return slice(rows[0], rows[-1] + 1) if rows[-1] - rows[0] + 1 == len(rows) else to_device(rows, device)
-
-
 
 
 @functools.lru_cache(maxsize=None)
 def _magnitude_table(bins: int, wide: bool) -> np.ndarray:
     """``[op, bin, sign]`` -> the signed magnitude :func:`apply_aa` applies (float64)."""
-    return np.array([[[signed_magnitude(o, b, s, bins, wide) for s in (0, 1)] for b in range(bins)]
-                     for o in range(len(AA_OP_NAMES))], dtype=np.float64)
+    table = np.array([magnitudes(o, bins, wide) for o in range(len(AA_OPS))], dtype=np.float64)
+    signed = np.array([o[4] for o in AA_OPS])[:, None]
+    return np.stack([table, np.where(signed, -table, table)], axis=-1)

@@ -1,10 +1,6 @@
-"""The replayable-op protocol and its registry.
-
-An op draws integer parameters for a batch of views from counter-based draws (``draw``) and
-applies one view's parameters to a uint8 CHW tensor (``apply``). Generation and training call
-the same ``apply`` (or its batched twin), which is what makes replay bit-exact. An op without a
-``draw`` (the imported reference ops) replays stored views only.
-"""
+"""The replayable-op protocol and its registry: an op draws integer parameters for a batch of
+views (``draw``) and applies one view's to a uint8 CHW tensor (``apply``); generation and training
+call the same ``apply`` (or its batched twin), which makes replay bit-exact."""
 from __future__ import annotations
 
 from typing import Any, ClassVar
@@ -49,16 +45,14 @@ class Op:
 
     @classmethod
     def size_defaults(cls, side: int) -> dict[str, Any]:
-        """Settings that follow the image side when a recipe is resolved for data of that size
-        (:func:`~drkit.augment.recipe.resolve_recipe`); explicit settings always win."""
+        """Settings that follow the image side (:func:`~drkit.augment.recipe.resolve_recipe`)."""
         return {}
 
     def fields(self) -> list[Field]:
         raise NotImplementedError
 
     def draw(self, d: Draws, ctx: BatchContext) -> dict[str, np.ndarray]:
-        """Every view of a batch at once, as int64 columns (``d`` is scoped to this op, so a view's
-        parameters do not depend on its batch)."""
+        """Every view of a batch at once, as int64 columns (a view's do not depend on its batch)."""
         raise RecipeError(f"{self.name} replays imported views only: it cannot draw new ones (reinforce "
                           "or train ERM with a drkit recipe instead)")
 
@@ -66,8 +60,7 @@ class Op:
         raise NotImplementedError
 
     def apply_batch(self, x: torch.Tensor, params: list[dict[str, int]], out_size: int) -> torch.Tensor:
-        """:meth:`apply` of a batch ``[N, C, S, S]`` (the batched renderer's step for this op): an op
-        with a faster batched form overrides it, with the same bytes on the CPU."""
+        """:meth:`apply` of a batch ``[N, C, S, S]``; overridden, same bytes, where faster."""
         return torch.stack([self.apply(x[r], params[r], out_size) for r in range(x.shape[0])])
 
     def describe(self) -> dict[str, Any]:

@@ -2,20 +2,12 @@
 per-view reference (:meth:`Recipe.render`).
 
 Input is what a loader worker can produce cheaply: decoded uint8 source images (each decoded
-once, however many of the batch's views use it) and every view's parameters. The pixel work then
-runs as tensor ops on the images' device:
-
-* crops are cut per view and resized in groups of equal crop size (the same ``resize`` call the
-  reference makes, so the same arithmetic), flips as one indexed flip;
-* RandAugment / TrivialAugment views are grouped by their (op, magnitude bin, sign) choice and
-  each group goes through the reference op once (RandAugment at a fixed magnitude has at most
-  28 groups per stage);
-* erasing fills come from the counter-based hash of (seed, pixel), computed for all erased views
-  in one call; MixUp / CutMix mix the whole batch with per-view λ and boxes.
-
-There is no device RNG anywhere. On the CPU the result equals the reference bit for bit (tested
-for every op); on CUDA the integer ops agree exactly and interpolating ops (resize, rotate,
-shear) follow that device's kernels, which is why a store records its renderer and device kind.
+once, however many of the batch's views use it) and every view's parameters. Crops are resized in
+groups of equal size, RandAugment / TrivialAugment views grouped by their table choice, erasing
+noise hashed for all erased views in one call, mixing done for the whole batch. There is no device
+RNG anywhere. On the CPU the result equals the reference bit for bit (tested for every op); on CUDA
+the integer ops agree exactly and interpolating ops (resize, rotate, shear) follow that device's
+kernels, which is why a store records its renderer and device kind.
 """
 from __future__ import annotations
 
@@ -36,7 +28,6 @@ RENDERER_VERSION = 2
 
 
 def renderer_info(device: torch.device | str) -> dict[str, Any]:
-    """What a store records about the renderer that made its pixels."""
     import torchvision
 
     return {"name": RENDERER_NAME, "version": RENDERER_VERSION, "device": torch.device(device).type,
@@ -44,16 +35,14 @@ def renderer_info(device: torch.device | str) -> dict[str, Any]:
 
 
 class Parameters:
-    """A batch's view parameters (own and partners') handed from a loader worker as one object:
-    the DataLoader's ``default_convert`` walks plain lists of dicts element by element (~70 µs a view)."""
+    """A batch's view parameters as one object (``default_convert`` walks lists of dicts: ~70 µs a view)."""
 
     def __init__(self, own: list[ViewParams], partners: list[ViewParams | None]):
         self.own, self.partners = own, partners
 
 
 def stack_images(images: list[torch.Tensor]) -> tuple[torch.Tensor, np.ndarray]:
-    """One zero-padded ``[U, C, Hmax, Wmax]`` tensor and the true ``[U, 2]`` sizes: built in the
-    worker, it crosses to the main process (and to the device) as a single block."""
+    """One zero-padded ``[U, C, Hmax, Wmax]`` tensor (one block to move) and the true ``[U, 2]`` sizes."""
     sizes = np.array([img.shape[-2:] for img in images], dtype=np.int64)
     if (sizes == sizes[0]).all():
         return torch.stack(images), sizes
@@ -70,11 +59,8 @@ def unstack_images(stack: torch.Tensor, sizes: Any, device: torch.device | None 
 def render_batch(recipe: Recipe, images: Sequence[torch.Tensor], index: Sequence[int], params: Sequence[ViewParams],
                  size: int, partner_index: Sequence[int] | None = None,
                  partner_params: Sequence[ViewParams | None] | None = None) -> torch.Tensor:
-    """uint8 ``[N, C, size, size]``: view ``r`` is ``params[r]`` applied to ``images[index[r]]``,
-    mixed with ``partner_params[r]`` on ``images[partner_index[r]]`` when ``params[r]`` mixes.
-
-    ``images`` are uint8 CHW on the device that should do the work (sizes may differ). A view's
-    pixels do not depend on which other views share its batch."""
+    """uint8 ``[N, C, size, size]``: view ``r`` is ``params[r]`` applied to ``images[index[r]]`` (uint8
+    CHW on the working device), mixed with ``partner_params[r]`` on ``images[partner_index[r]]``."""
     out = render_base(recipe, images, index, params, size)
     if recipe.mixer is None:
         return out
@@ -95,7 +81,6 @@ def render_batch(recipe: Recipe, images: Sequence[torch.Tensor], index: Sequence
 
 def render_base(recipe: Recipe, images: Sequence[torch.Tensor], index: Sequence[int], params: Sequence[ViewParams],
                 size: int) -> torch.Tensor:
-    """The recipe's base ops (crop first, then the rest in order) on a batch of views."""
     first, rest = recipe.ops[0], recipe.ops[1:]
     if "height" in {f.name for f in first.fields()}:  # a source-pixel box: rrc, padcrop, resize
         x = crop_batch(images, index, [p[first.name] for p in params], size)
@@ -108,15 +93,11 @@ def render_base(recipe: Recipe, images: Sequence[torch.Tensor], index: Sequence[
 
 def crop_batch(images: Sequence[torch.Tensor], index: Sequence[int], boxes: Sequence[dict[str, int]],
                size: int) -> torch.Tensor:
-    """Crop, resize and flip. Views whose crop needs no resize are gathered by pure indexing
-    (exact everywhere). Resized crops: on the CPU the reference ``resize`` per group of equal crop
-    size (bit-exact); on an accelerator one ``roi_align`` for all of them (bilinear, with
-    ``ceil(crop / size)`` samples per output pixel and axis when shrinking: close to the
-    antialiased reference, not equal; the bound is measured in tests/test_renderer.py)."""
-    channels = images[index[0]].shape[0] if len(index) else 1
-    device = images[index[0]].device if len(index) else torch.device("cpu")
+    """Crop, resize and flip: crops that need no resize by pure indexing, others by the reference
+    ``resize`` on the CPU, by :func:`_sample_resize` (close, not equal) on an accelerator."""
     if not len(index):
-        return torch.empty((0, channels, size, size), dtype=torch.uint8, device=device)
+        return torch.empty((0, 1, size, size), dtype=torch.uint8)
+    channels, device = images[index[0]].shape[0], images[index[0]].device
     same = [r for r, b in enumerate(boxes) if (b["height"], b["width"]) == (size, size)]
     other = [r for r, b in enumerate(boxes) if (b["height"], b["width"]) != (size, size)]
     out = torch.empty((len(index), channels, size, size), dtype=torch.uint8, device=device)
@@ -131,7 +112,7 @@ def crop_batch(images: Sequence[torch.Tensor], index: Sequence[int], boxes: Sequ
                                                           [boxes[r] for r in rows], size, n)
     elif other:
         pixels = {i: images[i].numpy() for i in dict.fromkeys(index[r] for r in other)}  # numpy slices: ~10x cheaper
-        _resize_into(out, other, [_crop_array(pixels[index[r]], boxes[r]) for r in other])
+        _resize_into(out, other, [_crop(pixels[index[r]], boxes[r]) for r in other])
     flip = [r for r, box in enumerate(boxes) if box["flip"]]
     if flip:
         idx = to_device(flip, device)
@@ -140,8 +121,7 @@ def crop_batch(images: Sequence[torch.Tensor], index: Sequence[int], boxes: Sequ
 
 
 def _stack(images: Sequence[torch.Tensor], used: Sequence[int], pad: int = 0) -> tuple[torch.Tensor, dict[int, int]]:
-    """The used images as one ``[U, C, H, W]`` tensor (zero-padded by ``pad`` all round and on the
-    bottom/right to the largest size), and each image's position in it."""
+    """The used images as one zero-padded ``[U, C, H, W]`` tensor, and each image's position in it."""
     order = {u: k for k, u in enumerate(dict.fromkeys(used))}
     hs = max(images[u].shape[-2] for u in order)
     ws = max(images[u].shape[-1] for u in order)
@@ -154,20 +134,20 @@ def _stack(images: Sequence[torch.Tensor], used: Sequence[int], pad: int = 0) ->
     return stack, order
 
 
-def _padding(images: Sequence[torch.Tensor], index: Sequence[int], boxes: Sequence[dict[str, int]]) -> int:
-    """How far any box reaches outside its image: the zero border the stack needs."""
-    return max([0] + [max(-b["top"], -b["left"], b["top"] + b["height"] - images[i].shape[-2],
-                          b["left"] + b["width"] - images[i].shape[-1]) for i, b in zip(index, boxes)])
+def _padded(images: Sequence[torch.Tensor], index: Sequence[int],
+            boxes: Sequence[dict[str, int]]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """:func:`_stack` with a zero border as wide as any box reaches out, each view's position, the border."""
+    pad = max([0] + [max(-b["top"], -b["left"], b["top"] + b["height"] - images[i].shape[-2],
+                         b["left"] + b["width"] - images[i].shape[-1]) for i, b in zip(index, boxes)])
+    stack, order = _stack(images, index, pad)
+    return stack, to_device([order[i] for i in index], stack.device), pad
 
 
 def _gather(images: Sequence[torch.Tensor], index: Sequence[int], boxes: Sequence[dict[str, int]],
             size: int) -> torch.Tensor:
-    """Crops of exactly ``size`` x ``size`` (pad-crop at the native side): one indexed gather
-    from the zero-padded stack. Pure indexing, so every device gives the reference's bytes."""
-    pad = _padding(images, index, boxes)
-    stack, order = _stack(images, index, pad)
+    """Crops of exactly ``size`` x ``size``: one indexed gather, exact on every device."""
+    stack, u, pad = _padded(images, index, boxes)
     dev = stack.device
-    u = to_device([order[i] for i in index], dev)
     top = to_device([b["top"] + pad for b in boxes], dev)
     left = to_device([b["left"] + pad for b in boxes], dev)
     ar = torch.arange(size, device=dev)
@@ -183,19 +163,12 @@ def _samples_per_pixel(box: dict[str, int], size: int) -> int:
 
 def _sample_resize(images: Sequence[torch.Tensor], index: Sequence[int], boxes: Sequence[dict[str, int]],
                    size: int, n: int) -> torch.Tensor:
-    """All resized crops at once (accelerator path), as crop-then-resize does it: bilinear
-    (half-pixel centres, clamped to the crop's own edge, zero outside the image), averaging
-    ``n`` (:func:`_samples_per_pixel`) evenly spaced samples per output pixel and axis when
-    shrinking (a box-of-bilinear stand-in for the reference's antialiasing). Separable: rows, then
-    columns."""
-    pad = _padding(images, index, boxes)
-    stack, order = _stack(images, index, pad)
+    """All resized crops at once (accelerator): separable bilinear averaging ``n`` samples per output
+    pixel and axis, a box-of-bilinear stand-in for the reference's antialiasing."""
+    stack, u, pad = _padded(images, index, boxes)
     dev = stack.device
-    u = to_device([order[i] for i in index], dev)
-    lo_y, len_y = _axis(boxes, "top", "height", pad, dev)
-    lo_x, len_x = _axis(boxes, "left", "width", pad, dev)
-    y0, y1, wy = _taps(lo_y, len_y, size, n, dev)  # [N, S*n]
-    x0, x1, wx = _taps(lo_x, len_x, size, n, dev)
+    y0, y1, wy = _taps(boxes, ("top", "height"), pad, size, n, dev)  # [N, S*n]
+    x0, x1, wx = _taps(boxes, ("left", "width"), pad, size, n, dev)
     src = stack.to(torch.float32)
     rows = src[u[:, None], :, y0].permute(0, 2, 1, 3) * (1 - wy)[:, None, :, None] + \
         src[u[:, None], :, y1].permute(0, 2, 1, 3) * wy[:, None, :, None]  # [N, C, S*n, W]
@@ -206,16 +179,11 @@ def _sample_resize(images: Sequence[torch.Tensor], index: Sequence[int], boxes: 
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def _axis(boxes: Sequence[dict[str, int]], start: str, length: str, pad: int,
-          dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    return (to_device([b[start] + pad for b in boxes], dev, torch.float32),
-            to_device([b[length] for b in boxes], dev, torch.float32))
-
-
-def _taps(lo: torch.Tensor, length: torch.Tensor, size: int, n: int,
+def _taps(boxes: Sequence[dict[str, int]], keys: tuple[str, str], pad: int, size: int, n: int,
           dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Bilinear taps along one axis: for output pixel j and sub-sample k the source position
-    ``(j + (k + 0.5) / n) * length / size - 0.5`` in crop coordinates, clamped to the crop."""
+    """Bilinear taps along box ``keys`` (start, length): ``(j + (k + 0.5) / n) * length / size - 0.5``."""
+    lo = to_device([b[keys[0]] + pad for b in boxes], dev, torch.float32)
+    length = to_device([b[keys[1]] for b in boxes], dev, torch.float32)
     j = torch.arange(size * n, device=dev, dtype=torch.float32)
     pos = ((j[None, :] + 0.5) / n) * (length[:, None] / size) - 0.5
     pos = torch.minimum(pos.clamp(min=0.0), length[:, None] - 1)
@@ -226,48 +194,33 @@ def _taps(lo: torch.Tensor, length: torch.Tensor, size: int, n: int,
     return first, second, w
 
 
-def _inside(box: dict[str, int], h: int, w: int) -> bool:
-    """Whether ``box`` lies within an ``h`` x ``w`` image (then a crop is a plain slice)."""
-    return box["top"] >= 0 and box["left"] >= 0 and box["top"] + box["height"] <= h and box["left"] + box["width"] <= w
-
-
-def _crop_array(img: np.ndarray, box: dict[str, int]) -> np.ndarray:
-    """:func:`_crop` of a CHW numpy image (a numpy slice when the box lies inside it)."""
-    if _inside(box, *img.shape[-2:]):
-        return img[:, box["top"]:box["top"] + box["height"], box["left"]:box["left"] + box["width"]]
-    return _crop(torch.from_numpy(img), box).numpy()
-
-
-def _crop(img: torch.Tensor, box: dict[str, int]) -> torch.Tensor:
-    """``F.crop``: zero outside the image (a plain slice when the box lies inside)."""
+def _crop(img: torch.Tensor | np.ndarray, box: dict[str, int]) -> torch.Tensor | np.ndarray:
+    """``F.crop`` of a CHW tensor or numpy image (~10x cheaper): a plain slice when the box lies inside."""
     top, left, h, w = box["top"], box["left"], box["height"], box["width"]
-    if _inside(box, *img.shape[-2:]):
+    if top >= 0 and left >= 0 and top + h <= img.shape[-2] and left + w <= img.shape[-1]:
         return img[:, top:top + h, left:left + w]
+    if isinstance(img, np.ndarray):
+        return _crop(torch.from_numpy(img), box).numpy()
     from torchvision.transforms.v2 import functional as F
 
     return F.crop(img, top, left, h, w)
 
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    """The reference resize (bilinear, antialiased) of an NCHW uint8 batch."""
     if x.device.type == "cpu":
         return _interpolate(x, (size, size))
     return crop_resize(x, {"top": 0, "left": 0, "height": x.shape[-2], "width": x.shape[-1], "flip": 0}, size)
 
 
 def _interpolate(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-    """The reference resize of an NCHW uint8 batch to ``hw`` on the CPU: torchvision hands uint8
-    straight to ``interpolate``, so calling it directly is the same arithmetic without the dispatch."""
+    """The reference resize on the CPU: torchvision hands uint8 straight to ``interpolate``."""
     return torch.nn.functional.interpolate(x, size=hw, mode="bilinear", antialias=True, align_corners=False)
 
 
 def _resize_into(out: torch.Tensor, rows: Sequence[int], crops: Sequence[np.ndarray]) -> None:
-    """``out[rows[k]] = _resize(crops[k])`` for CHW uint8 crops (numpy) of any sizes, in a few
-    calls, same bytes (CPU). torch's antialiased uint8 resize is separable: along x first, a uint8
-    image between the passes, then along y, and each pass treats rows (columns) on their own. So
-    crops of one width are resized along x as one tall image, then crops of one height along y as
-    one wide image (``test_grouped_resize_gives_the_bytes_of_one_call_per_crop``), unless crops of
-    one size are as many calls (big sources, where nearly every crop size is new)."""
+    """``out[rows[k]] = _resize(crops[k])`` for numpy crops of any sizes, same bytes (CPU): torch's uint8
+    resize is separable, x then y, so crops of one width go along x as one tall image, then crops of
+    one height along y as one wide image, unless crops of one size are as few calls."""
     size = out.shape[-1]
     parts = list(crops)
     by_width: dict[int, list[int]] = defaultdict(list)
@@ -279,8 +232,8 @@ def _resize_into(out: torch.Tensor, rows: Sequence[int], crops: Sequence[np.ndar
         by_size[c.shape[-2:]].append(k)
     if len(by_size) <= len(by_width) + len(by_height):
         for ks in by_size.values():
-            out[to_device([rows[k] for k in ks], out.device)] = _resize(torch.from_numpy(np.stack([parts[k] for k in ks])),
-                                                                        size)
+            crops = torch.from_numpy(np.stack([parts[k] for k in ks]))
+            out[to_device([rows[k] for k in ks], out.device)] = _resize(crops, size)
         return
     for width, ks in by_width.items():
         if width != size:
@@ -299,9 +252,9 @@ def _resize_into(out: torch.Tensor, rows: Sequence[int], crops: Sequence[np.ndar
         out[idx] = wide.unflatten(-1, (len(ks), size)).permute(2, 0, 1, 3)
 
 
-def mix_batch(out: torch.Tensor, rows: torch.Tensor, partners: torch.Tensor, mixes: Sequence[dict[str, int]]) -> torch.Tensor:
-    """MixUp (per-view λ, the reference's float32 arithmetic) and CutMix (per-view box) of views
-    ``rows`` of ``out`` with their rendered partners."""
+def mix_batch(out: torch.Tensor, rows: torch.Tensor, partners: torch.Tensor,
+              mixes: Sequence[dict[str, int]]) -> torch.Tensor:
+    """MixUp (the reference's float32 arithmetic) and CutMix of views ``rows`` with their partners."""
     out = out.clone()
     dev = out.device
     h, w = out.shape[-2:]
@@ -315,12 +268,7 @@ def mix_batch(out: torch.Tensor, rows: torch.Tensor, partners: torch.Tensor, mix
         rest_t = to_device((1.0 - lam).astype(np.float32), dev)[:, None, None, None]
         blend = out[rows[k]].to(torch.float32) * lam_t + partners[k].to(torch.float32) * rest_t
         out[rows[k]] = blend.round_().clamp_(0, 255).to(torch.uint8)
-    if cutmix and dev.type == "cpu":
-        for j in cutmix:
-            y0, x0, y1, x1 = cut_box_pixels(mixes[j], h, w)
-            if y1 > y0 and x1 > x0:
-                out[int(rows[j]), :, y0:y1, x0:x1] = partners[j, :, y0:y1, x0:x1]
-    elif cutmix:
+    if cutmix:
         k = to_device(cutmix, dev)
         boxes = to_device([cut_box_pixels(mixes[j], h, w) for j in cutmix], dev)  # y0, x0, y1, x1
         ys = torch.arange(h, device=dev)[None, :, None]

@@ -1,9 +1,5 @@
-"""Lossless fixed-width packing of a view's integer parameters.
-
-Every op declares its parameters as integer fields with an inclusive range. Sampling produces
-those integers directly (continuous draws are quantised at sampling time), so packing is exact:
-``decode(encode(p)) == p`` and a record has the same width for every view of a recipe.
-"""
+"""Lossless fixed-width packing of a view's integer parameters (ops declare integer fields with an
+inclusive range and sample integers directly, so ``decode(encode(p)) == p``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,20 +36,10 @@ class BitCodec:
         self.num_bytes = max(1, (offset + 7) // 8)
 
     def encode(self, params: dict[str, dict[str, int]]) -> np.ndarray:
-        word = 0
-        for group, f, offset in self.layout:
-            try:
-                v = int(params[group][f.name])
-            except KeyError as e:
-                raise RecipeError(f"view parameters lack {group}.{f.name}") from e
-            if not f.lo <= v <= f.hi:
-                raise RecipeError(f"{group}.{f.name}={v} outside [{f.lo}, {f.hi}]")
-            word |= (v - f.lo) << offset
-        return np.frombuffer(word.to_bytes(self.num_bytes, "little"), dtype=np.uint8).copy()
+        return self.encode_many([params])[0]
 
     def encode_many(self, params: list[dict[str, dict[str, int]]]) -> np.ndarray:
-        """:meth:`encode` of many views at once, ``[len(params), num_bytes]``: one column per field
-        spread into its bits, then packed (a batch of views costs a few array operations)."""
+        """``[len(params), num_bytes]``: one column per field spread into its bits, then packed."""
         n = len(params)
         bits = np.zeros((n, self.num_bytes * 8), dtype=np.uint8)
         columns: dict[tuple[str, str], np.ndarray] = {}
@@ -73,8 +59,7 @@ class BitCodec:
         return np.packbits(bits, axis=1, bitorder="little")
 
     def decode(self, code: np.ndarray | bytes) -> dict[str, dict[str, int]]:
-        """One view's code -> its parameters, with plain integers (~10x cheaper for one view than
-        :meth:`decode_many`, which a batch uses; the two are tested equal)."""
+        """One view's code -> its parameters (~10x cheaper for one view than :meth:`decode_many`)."""
         raw = bytes(np.asarray(code, dtype=np.uint8)) if not isinstance(code, bytes) else code
         if len(raw) != self.num_bytes:
             raise RecipeError(f"parameter code has {len(raw)} bytes, recipe expects {self.num_bytes}")
@@ -90,9 +75,7 @@ class BitCodec:
         return out
 
     def decode_many(self, codes: np.ndarray) -> list[dict[str, dict[str, int]]]:
-        """``[n, num_bytes]`` codes -> n views' parameters: each field's bits gathered as one column
-        (a DR batch decodes in a few array operations, not field by field per view). Refuses stray
-        bits beyond the recipe's fields and values outside a field's range."""
+        """``[n, num_bytes]`` codes -> n views' parameters, each field's bits gathered as one column."""
         codes = np.asarray(codes, dtype=np.uint8)
         if codes.ndim != 2 or codes.shape[1] != self.num_bytes:
             raise RecipeError(f"parameter codes have shape {codes.shape}, recipe expects [n, {self.num_bytes}]")

@@ -1,13 +1,10 @@
 """Synchronisation-free twins of the torchvision ops that RandAugment / TrivialAugment reach with
 host-side values (affine for shears and translations, rotate, sharpness), used on an accelerator.
 
-Why: torchvision builds each call's 2x3 matrix, grid scale or 3x3 kernel with
-``torch.tensor(..., device=...)``, a copy that synchronises the stream. A batch of views makes some
-forty such calls, and each one waits for every render kernel queued before it, kernels that share
-the device with the teacher. The twins send the same float32 values through pinned memory
-(:func:`drkit.device.to_device`) and otherwise do torchvision's arithmetic in torchvision's order
-(its inverse affine matrix and grid sampling are called directly), so the pixels are identical:
-tested against torchvision on the CPU and, where a GPU exists, on CUDA.
+Why: torchvision builds each call's matrix or kernel with ``torch.tensor(..., device=...)``, a
+copy that synchronises the stream (some forty per batch, each waiting for every queued render
+kernel). The twins send the same float32 values through pinned memory and otherwise do
+torchvision's arithmetic in its order, so the pixels are identical (tested on the CPU and CUDA).
 """
 from __future__ import annotations
 
@@ -22,10 +19,8 @@ from ..device import to_device
 
 
 def warp(img: torch.Tensor, matrices: Sequence[Sequence[float]]) -> torch.Tensor:
-    """Nearest-neighbour resampling of ``img`` (uint8, [N,] C, H, W) through inverse affine
-    matrices (one for all images, or one per image), zero outside: the output grid is the pixel
-    centres about the image centre, mapped by the matrix and normalised by half the image size.
-    Per image the arithmetic is the single-matrix one, so a batch gives each image's own bytes."""
+    """Nearest-neighbour resampling of ``img`` (uint8, [N,] C, H, W) through inverse affine matrices
+    (one for all images, or one per image), zero outside, as torchvision's affine does it."""
     h, w = img.shape[-2:]
     dev = img.device
     theta = to_device(matrices, dev, torch.float32).reshape(-1, 2, 3)
@@ -41,9 +36,8 @@ def warp(img: torch.Tensor, matrices: Sequence[Sequence[float]]) -> torch.Tensor
 
 @functools.lru_cache(maxsize=4096)
 def inverse_matrix(name: str, m: float, h: int, w: int) -> tuple[float, ...] | None:
-    """torchvision's inverse affine matrix of table op ``name`` at signed magnitude ``m`` on an
-    ``h`` x ``w`` image; ``None`` for ops that are not a warp (rotations by multiples of 90
-    degrees are index operations, as in torchvision)."""
+    """torchvision's inverse affine matrix of table op ``name`` at magnitude ``m``; ``None`` for ops
+    that are not a warp (rotations by multiples of 90 degrees are index operations)."""
     geo = tv_geometry._get_inverse_affine_matrix
     if name in ("ShearX", "ShearY"):
         shear = [math.degrees(math.atan(m)), 0.0] if name == "ShearX" else [0.0, math.degrees(math.atan(m))]
@@ -63,28 +57,16 @@ def inverse_matrix(name: str, m: float, h: int, w: int) -> tuple[float, ...] | N
 def _geometric(name: str) -> Callable[[torch.Tensor, float], torch.Tensor]:
     def twin(img: torch.Tensor, m: float) -> torch.Tensor:
         matrix = inverse_matrix(name, m, *img.shape[-2:])
-        return warp(img, [matrix]) if matrix is not None else rotate_by_quarters(img, m)
+        if matrix is not None:
+            return warp(img, [matrix])
+        quarters = int(m % 360) // 90  # rotations torchvision does without resampling
+        return torch.rot90(img, k=quarters, dims=(-2, -1)) if quarters else img.clone()
     return twin
 
 
-def rotate_by_quarters(img: torch.Tensor, m: float) -> torch.Tensor:
-    """Rotations torchvision does without resampling: none, a half turn, a quarter turn of a square."""
-    angle = m % 360
-    if angle == 0:
-        return img.clone()
-    if angle == 180:
-        return torch.rot90(img, k=2, dims=(-2, -1))
-    return torch.rot90(img, k=1 if angle == 90 else 3, dims=(-2, -1))
-
-
-def sharpness(img: torch.Tensor, m: float) -> torch.Tensor:
-    """Blend with the 3x3 smoothing (1s round a 5, over 13) of the inner pixels by factor 1 + m."""
-    return sharpness_runs(img, [(0, img.shape[0] if img.ndim == 4 else 1, m)])
-
-
 def sharpness_runs(img: torch.Tensor, runs: list[tuple[int, int, float]]) -> torch.Tensor:
-    """:func:`sharpness` of images ``[a, b)`` of a batch at magnitude ``m``, for each ``(a, b, m)``
-    run, smoothing the whole batch in one convolution: torchvision's arithmetic per image."""
+    """Sharpness (blend with the 3x3 smoothing of the inner pixels by 1 + m) of images ``[a, b)``
+    at magnitude ``m`` for each run, in one convolution."""
     c, h, w = img.shape[-3:]
     if img.numel() == 0 or h <= 2 or w <= 2:
         return img
@@ -104,5 +86,5 @@ def sharpness_runs(img: torch.Tensor, runs: list[tuple[int, int, float]]) -> tor
 #: table op name -> twin taking (uint8 image or batch, signed magnitude)
 TWINS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
     **{name: _geometric(name) for name in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")},
-    "Sharpness": sharpness,
+    "Sharpness": lambda img, m: sharpness_runs(img, [(0, img.shape[0] if img.ndim == 4 else 1, m)]),
 }

@@ -1,18 +1,14 @@
 """Sampler 2: counter-based draws for a whole batch of views at once.
 
 Draw ``slot`` of op ``k`` for view ``(seed, sample, view)`` is SplitMix64 of those integers and
-nothing else. Why not a numpy ``Generator`` per view (sampler 1): creating one costs ~9 µs and
-every scalar draw ~1 µs of Python, which made parameter sampling as expensive as a small
-teacher's forward pass; and numpy promises the same stream only "on the same build of numpy", so a
-store resumed after an upgrade could silently mix two streams. Here a view draws the same numbers
-alone or in any batch, with any numpy, and a batch of views costs a handful of array operations.
-Floats are ``(bits >> 11) * 2**-53`` in [0, 1); integers in ``[lo, hi]`` are ``lo + floor(u * (hi
-- lo + 1))``; normals are Box-Muller and Beta is a ratio of Marsaglia-Tsang gammas, all with a
-fixed number of slots per view.
+nothing else. Why not a numpy ``Generator`` per view (sampler 1): it cost as much as a small
+teacher's forward pass, and numpy keeps a stream only "on the same build of numpy". Here a view
+draws the same numbers alone or in any batch, with any numpy, in a handful of array operations.
 """
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -25,9 +21,8 @@ _UNIT = float(2.0 ** -53)
 
 @dataclass(frozen=True)
 class BatchContext:
-    """What a batch sampler may look at: per-view source sizes and sample ids, and the dataset /
-    view counts. ``window`` > 0 keeps mixing partners within that many samples of the view's own
-    (a streamed source holds only a window of recent images); 0 lets them be any sample."""
+    """What a batch sampler may look at. ``window`` > 0 keeps mixing partners within that many
+    samples of the view's own (a streamed source holds only recent images); 0: any sample."""
 
     src_h: np.ndarray  # int64 [n]
     src_w: np.ndarray  # int64 [n]
@@ -48,7 +43,6 @@ def _op_salt(position: int) -> int:
 
 @functools.lru_cache(maxsize=256)
 def _salts(salt: int, count: int) -> np.ndarray:
-    """An op's hashed slot numbers ``0 .. count - 1`` (one array per op of a recipe: cached)."""
     out = np.array([mix64(salt ^ j) for j in range(count)], dtype=np.uint64)
     out.flags.writeable = False
     return out
@@ -74,8 +68,7 @@ class Draws:
         return Draws(0, (), (), salt=_op_salt(position), keys=self.keys)
 
     def uniform(self, count: int) -> np.ndarray:
-        """``[n, count]`` floats in [0, 1): slots ``0 .. count - 1`` of every view (an op takes
-        all its slots in one call and reads columns)."""
+        """``[n, count]`` floats ``(bits >> 11) * 2**-53`` in [0, 1): slots ``0 .. count - 1``."""
         bits = mix64_np(self.keys[:, None] ^ _salts(self.salt, count)[None, :])
         return (bits >> np.uint64(11)).astype(np.float64) * _UNIT
 
@@ -87,8 +80,19 @@ def integers(u: np.ndarray, lo: int | np.ndarray, hi: int | np.ndarray) -> np.nd
 
 
 def chance(u: np.ndarray, p: float) -> np.ndarray:
-    """Bernoulli(p) as int64 0/1."""
     return (u < p).astype(np.int64)
+
+
+def area_aspect_tries(u: np.ndarray, s: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """torchvision's box tries from ``[n, tries, 2]`` uniforms: area share, log-uniform aspect ratio."""
+    lo, hi = math.log(s["ratio_min"]), math.log(s["ratio_max"])
+    return s["scale_min"] + (s["scale_max"] - s["scale_min"]) * u[..., 0], np.exp(lo + (hi - lo) * u[..., 1])
+
+
+def first_fit(fits: np.ndarray, *tries: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Whether any of a view's tries fits (``fits``: ``[n, tries]``), then each array at the first that does."""
+    rows, first = np.arange(fits.shape[0]), fits.argmax(axis=1)
+    return (fits.any(axis=1), *(t[rows, first] for t in tries))
 
 
 def normal(u1: np.ndarray, u2: np.ndarray) -> np.ndarray:
@@ -101,8 +105,7 @@ GAMMA_SLOTS = 25
 
 
 def gamma(u: np.ndarray, shape: float) -> np.ndarray:
-    """Gamma(shape, 1) by Marsaglia-Tsang from ``[n, GAMMA_SLOTS]`` uniforms: 8 proposals at once,
-    the first accepted wins (all rejected, probability below 0.05**8: the mean)."""
+    """Gamma(shape, 1) by Marsaglia-Tsang: 8 proposals at once, the first accepted wins (else the mean)."""
     boost = shape < 1.0  # Gamma(a) = Gamma(a + 1) * U**(1 / a)
     d = (shape + 1.0 if boost else shape) - 1.0 / 3.0
     c = 1.0 / np.sqrt(9.0 * d)

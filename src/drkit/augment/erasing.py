@@ -1,15 +1,12 @@
 """RandomErasing with its box relative to the output size and its noise fill recorded.
 
 The box is quantised to 1/255 of the output side, so the same relative region is erased at
-any replay size. The fill is per-pixel uniform noise from a recorded 16-bit seed: since renderer
-version 2 a counter-based integer hash of (seed, pixel) (:func:`drkit.hashing.noise_bytes`),
-identical on every device and computable for a whole batch at once (``fill="hash"``); stores
-written by renderer version 1 drew it from a CPU ``torch.Generator`` (``fill="generator"``, which
-the store reader puts in their recipe spec).
+any replay size. The fill is per-pixel noise from a recorded 16-bit seed: a counter-based hash of
+(seed, pixel), identical on every device and batchable (``fill="hash"``, renderer 2), or, for
+stores of renderer 1, a CPU ``torch.Generator`` (``fill="generator"``).
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -20,7 +17,7 @@ from ..hashing import noise_at
 from ..device import to_device
 from .base import FUSE_MAX_PIXELS, Op, register_op
 from .codec import Field
-from .draws import BatchContext, Draws, integers
+from .draws import BatchContext, Draws, area_aspect_tries, first_fit, integers
 
 Q = 255  # box quantisation steps per output side
 #: erasing noise: renderer 2's counter-based hash, or renderer 1's CPU generator (old stores)
@@ -28,8 +25,7 @@ FILLS = ("hash", "generator")
 
 
 def box_to_pixels(top: Any, left: Any, h: Any, w: Any, size: int) -> tuple[Any, Any, Any, Any]:
-    """Quantised box (units of size/255) -> pixel box, at least one pixel when non-empty
-    (integers, or int64 arrays of many boxes)."""
+    """Quantised box (units of size/255) -> pixel box, at least one pixel (ints or int64 arrays)."""
     y0 = (top * size + Q // 2) // Q
     x0 = (left * size + Q // 2) // Q
     y1 = np.maximum(y0 + 1, ((top + h) * size + Q // 2) // Q)
@@ -38,19 +34,10 @@ def box_to_pixels(top: Any, left: Any, h: Any, w: Any, size: int) -> tuple[Any, 
 
 
 def erase_box(p: dict[str, Any], h: int, w: int) -> tuple[int, int, int, int]:
-    """The erased box ``(y0, x0, y1, x1)`` of record ``p`` in an ``h`` x ``w`` output (its fields may
-    also be int64 arrays: then the boxes of many records)."""
+    """The erased box ``(y0, x0, y1, x1)`` of record(s) ``p`` in an ``h`` x ``w`` output."""
     y0, x0, y1, _ = box_to_pixels(p["top"], p["left"], p["h"], p["w"], h)
     _, x0, _, x1 = box_to_pixels(p["top"], p["left"], p["h"], p["w"], w)
     return y0, x0, y1, x1
-
-
-def hash_fill(img: torch.Tensor, seed: int, y0: int, x0: int, y1: int, x1: int) -> None:
-    """Fill box ``[y0:y1, x0:x1]`` of the CHW ``img`` in place with its renderer-2 noise."""
-    dev = img.device
-    c, y, x = torch.meshgrid(torch.arange(img.shape[0], device=dev), torch.arange(y0, y1, device=dev),
-                             torch.arange(x0, x1, device=dev), indexing="ij")
-    img[:, y0:y1, x0:x1] = noise_at(torch.full_like(c, seed), c, y, x, img.shape[-2], img.shape[-1])
 
 
 @register_op
@@ -72,35 +59,26 @@ class RandomErasing(Op):
                 Field("h", 0, Q), Field("w", 0, Q), Field("seed", 0, 65535)]
 
     def draw(self, d: Draws, ctx: BatchContext) -> dict[str, np.ndarray]:
-        """Sampler 2: the same 10 box tries for every view at once; the first that fits wins."""
         s = self.settings
         slots = d.uniform(24)  # on, 10 tries of (area, ratio), top, left, noise seed
-        u = slots[:, 1:21].reshape(ctx.n, 10, 2)
-        area = s["scale_min"] + (s["scale_max"] - s["scale_min"]) * u[..., 0]
-        lo, hi = math.log(s["ratio_min"]), math.log(s["ratio_max"])
-        aspect = np.exp(lo + (hi - lo) * u[..., 1])
+        area, aspect = area_aspect_tries(slots[:, 1:21].reshape(ctx.n, 10, 2), s)
         h = np.rint(np.sqrt(area / aspect) * Q).astype(np.int64)
         w = np.rint(np.sqrt(area * aspect) * Q).astype(np.int64)
-        fits = (h >= 1) & (h < Q) & (w >= 1) & (w < Q)
-        rows, first = np.arange(ctx.n), fits.argmax(axis=1)
-        on = (slots[:, 0] < s["p"]) & fits.any(axis=1)
-        h, w = np.where(on, h[rows, first], 0), np.where(on, w[rows, first], 0)
+        found, h, w = first_fit((h >= 1) & (h < Q) & (w >= 1) & (w < Q), h, w)
+        on = (slots[:, 0] < s["p"]) & found
+        h, w = np.where(on, h, 0), np.where(on, w, 0)
         top = np.minimum(integers(slots[:, 21], 0, Q - h), Q - 1)
         left = np.minimum(integers(slots[:, 22], 0, Q - w), Q - 1)
         return {"on": on.astype(np.int64), "top": np.where(on, top, 0), "left": np.where(on, left, 0), "h": h, "w": w,
                 "seed": np.where(on, integers(slots[:, 23], 0, 65535), 0)}
 
     def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
-        if not params["on"]:
-            return img
+        if self.settings["fill"] == "hash" or not params["on"]:
+            return erase_batch(img[None], [params])[0]
         y0, x0, y1, x1 = erase_box(params, *img.shape[-2:])
         out = img.clone()
-        if self.settings["fill"] == "generator":
-            gen = torch.Generator().manual_seed(params["seed"])
-            out[:, y0:y1, x0:x1] = torch.randint(0, 256, (img.shape[0], y1 - y0, x1 - x0), generator=gen,
-                                                 dtype=torch.uint8)
-        else:
-            hash_fill(out, params["seed"], y0, x0, y1, x1)
+        gen = torch.Generator().manual_seed(params["seed"])
+        out[:, y0:y1, x0:x1] = torch.randint(0, 256, (img.shape[0], y1 - y0, x1 - x0), generator=gen, dtype=torch.uint8)
         return out
 
     def apply_batch(self, x: torch.Tensor, params: list[dict[str, int]], out_size: int) -> torch.Tensor:
@@ -108,8 +86,7 @@ class RandomErasing(Op):
 
 
 def erase_batch(x: torch.Tensor, params: Sequence[dict[str, int]]) -> torch.Tensor:
-    """RandomErasing with hash noise: every erased pixel of the batch listed flat, hashed in one
-    call and written with one indexed store (only box pixels are computed)."""
+    """Hash-noise erasing: every erased pixel of the batch listed flat, hashed and stored at once."""
     rows = [r for r, p in enumerate(params) if p["on"]]
     if not rows:
         return x
@@ -118,7 +95,10 @@ def erase_batch(x: torch.Tensor, params: Sequence[dict[str, int]]) -> torch.Tens
     if dev.type == "cpu" and h * w >= FUSE_MAX_PIXELS:  # big images: slices beat flat index arithmetic
         out = x.clone()
         for r in rows:
-            hash_fill(out[r], params[r]["seed"], *erase_box(params[r], h, w))
+            y0, x0, y1, x1 = erase_box(params[r], h, w)
+            cy, yy, xx = torch.meshgrid(torch.arange(c, device=dev), torch.arange(y0, y1, device=dev),
+                                        torch.arange(x0, x1, device=dev), indexing="ij")
+            out[r, :, y0:y1, x0:x1] = noise_at(torch.full_like(cy, params[r]["seed"]), cy, yy, xx, h, w)
         return out
     fields = {k: np.array([params[r][k] for r in rows], dtype=np.int64) for k in ("top", "left", "h", "w")}
     host = np.stack(erase_box(fields, h, w), axis=1)  # [E, 4]: y0, x0, y1, x1

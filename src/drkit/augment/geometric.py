@@ -1,9 +1,6 @@
-"""Crops that map the source image to the output size: RandomResizedCrop and pad-crop.
-
-Boxes are stored in *source* pixel coordinates, so a student replaying at its own input size
-crops exactly the region the teacher saw. A box may extend past the image (pad-crop): the
-outside is zero, as with CIFAR-style padding. Both crops carry the horizontal flip bit.
-"""
+"""Crops that map the source image to the output size. Boxes are in *source* pixels, so a student
+replaying at its own input size crops exactly the region the teacher saw; a box may extend past
+the image (pad-crop), the outside being zero."""
 from __future__ import annotations
 
 import math
@@ -15,7 +12,7 @@ from torchvision.transforms.v2 import functional as F
 
 from .base import REFERENCE_SIDE, Op, register_op
 from .codec import Field
-from .draws import BatchContext, Draws, chance, integers
+from .draws import BatchContext, Draws, area_aspect_tries, chance, first_fit, integers
 
 # 16-bit box fields: offsets may be negative (padding), sizes up to 65,536 px.
 _BOX_FIELDS = [Field("top", -4096, 61439), Field("left", -4096, 61439),
@@ -32,70 +29,57 @@ def crop_resize(img: torch.Tensor, p: dict[str, int], out_size: int) -> torch.Te
     return x.contiguous()
 
 
-@register_op
-class RandomResizedCrop(Op):
-    """torchvision's RandomResizedCrop sampling (10 tries, then centre fallback) + flip."""
-
-    name = "rrc"
-    defaults = {"scale_min": 0.08, "scale_max": 1.0, "ratio_min": 3 / 4, "ratio_max": 4 / 3, "flip": 0.5}
-    limits = {"scale_min": (1e-4, 1.0), "scale_max": (1e-4, 1.0), "ratio_min": (1e-2, 1e2), "ratio_max": (1e-2, 1e2),
-              "flip": (0.0, 1.0)}
+class _BoxCrop(Op):
     geometric_source = True
-
-    @classmethod
-    def size_defaults(cls, side: int) -> dict[str, float]:
-        """Below 224 px the smallest crop grows in inverse proportion to the side (capped at half
-        the image): 8 % of a 28-px image is an 8 x 8 blob no teacher can label."""
-        if side >= REFERENCE_SIDE:
-            return {}
-        return {"scale_min": round(min(0.5, 0.08 * REFERENCE_SIDE / side), 3)}
 
     def fields(self) -> list[Field]:
         return list(_BOX_FIELDS)
-
-    def draw(self, d: Draws, ctx: BatchContext) -> dict[str, np.ndarray]:
-        """Sampler 2: the same 10 tries for every view at once; the first that fits wins."""
-        s = self.settings
-        height, width = ctx.src_h[:, None], ctx.src_w[:, None]
-        slots = d.uniform(23)  # 10 tries of (scale, ratio), then top, left, flip
-        u = slots[:, :20].reshape(ctx.n, 10, 2)
-        target = (height * width) * (s["scale_min"] + (s["scale_max"] - s["scale_min"]) * u[..., 0])
-        lo, hi = math.log(s["ratio_min"]), math.log(s["ratio_max"])
-        aspect = np.exp(lo + (hi - lo) * u[..., 1])
-        w = np.rint(np.sqrt(target * aspect)).astype(np.int64)
-        h = np.rint(np.sqrt(target / aspect)).astype(np.int64)
-        fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-        rows, first = np.arange(ctx.n), fits.argmax(axis=1)
-        found = fits.any(axis=1)
-        in_ratio = ctx.src_w / ctx.src_h  # the fallback: centre crop at the clamped ratio, as torchvision
-        cw = np.where(in_ratio > s["ratio_max"], np.rint(ctx.src_h * s["ratio_max"]).astype(np.int64), ctx.src_w)
-        ch = np.where(in_ratio < s["ratio_min"], np.rint(ctx.src_w / s["ratio_min"]).astype(np.int64), ctx.src_h)
-        h = np.where(found, h[rows, first], ch)
-        w = np.where(found, w[rows, first], cw)
-        top = np.where(found, integers(slots[:, 20], 0, ctx.src_h - h), (ctx.src_h - h) // 2)
-        left = np.where(found, integers(slots[:, 21], 0, ctx.src_w - w), (ctx.src_w - w) // 2)
-        return {"top": top, "left": left, "height": h, "width": w, "flip": chance(slots[:, 22], s["flip"])}
 
     def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
         return crop_resize(img, params, out_size)
 
 
 @register_op
-class PadCrop(Op):
-    """CIFAR-style: pad the source by ``pad`` (pixels, or ``pad_frac`` of the short side), crop
-    a source-sized box, resize to the output size, flip."""
+class RandomResizedCrop(_BoxCrop):
+    """torchvision's RandomResizedCrop sampling (10 tries, then centre fallback) + flip."""
+
+    name = "rrc"
+    defaults = {"scale_min": 0.08, "scale_max": 1.0, "ratio_min": 3 / 4, "ratio_max": 4 / 3, "flip": 0.5}
+    limits = {"scale_min": (1e-4, 1.0), "scale_max": (1e-4, 1.0), "ratio_min": (1e-2, 1e2), "ratio_max": (1e-2, 1e2),
+              "flip": (0.0, 1.0)}
+
+    @classmethod
+    def size_defaults(cls, side: int) -> dict[str, float]:
+        """Below 224 px the smallest crop grows as 1 / side (at most 0.5): 8 % of 28 px is unlabelable."""
+        if side >= REFERENCE_SIDE:
+            return {}
+        return {"scale_min": round(min(0.5, 0.08 * REFERENCE_SIDE / side), 3)}
+
+    def draw(self, d: Draws, ctx: BatchContext) -> dict[str, np.ndarray]:
+        s = self.settings
+        height, width = ctx.src_h[:, None], ctx.src_w[:, None]
+        slots = d.uniform(23)  # 10 tries of (scale, ratio), then top, left, flip
+        area, aspect = area_aspect_tries(slots[:, :20].reshape(ctx.n, 10, 2), s)
+        target = (height * width) * area
+        w = np.rint(np.sqrt(target * aspect)).astype(np.int64)
+        h = np.rint(np.sqrt(target / aspect)).astype(np.int64)
+        found, h, w = first_fit((w > 0) & (w <= width) & (h > 0) & (h <= height), h, w)
+        in_ratio = ctx.src_w / ctx.src_h  # the fallback: centre crop at the clamped ratio, as torchvision
+        cw = np.where(in_ratio > s["ratio_max"], np.rint(ctx.src_h * s["ratio_max"]).astype(np.int64), ctx.src_w)
+        ch = np.where(in_ratio < s["ratio_min"], np.rint(ctx.src_w / s["ratio_min"]).astype(np.int64), ctx.src_h)
+        h, w = np.where(found, h, ch), np.where(found, w, cw)
+        top = np.where(found, integers(slots[:, 20], 0, ctx.src_h - h), (ctx.src_h - h) // 2)
+        left = np.where(found, integers(slots[:, 21], 0, ctx.src_w - w), (ctx.src_w - w) // 2)
+        return {"top": top, "left": left, "height": h, "width": w, "flip": chance(slots[:, 22], s["flip"])}
+
+
+@register_op
+class PadCrop(_BoxCrop):
+    """CIFAR-style: pad by ``pad`` px (or ``pad_frac`` of the short side), crop a source-sized box."""
 
     name = "padcrop"
     defaults = {"pad": -1, "pad_frac": 0.125, "flip": 0.5}
     limits = {"pad": (-1, 4096), "pad_frac": (0.0, 1.0), "flip": (0.0, 1.0)}
-    geometric_source = True
-
-    def fields(self) -> list[Field]:
-        return list(_BOX_FIELDS)
-
-    def _pad(self, hw: tuple[int, int]) -> int:
-        pad = self.settings["pad"]
-        return pad if pad >= 0 else int(round(self.settings["pad_frac"] * min(hw)))
 
     def draw(self, d: Draws, ctx: BatchContext) -> dict[str, np.ndarray]:
         pad = self.settings["pad"]
@@ -105,29 +89,19 @@ class PadCrop(Op):
         return {"top": integers(u[:, 0], -pad, pad), "left": integers(u[:, 1], -pad, pad), "height": ctx.src_h.copy(),
                 "width": ctx.src_w.copy(), "flip": chance(u[:, 2], self.settings["flip"])}
 
-    def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
-        return crop_resize(img, params, out_size)
-
 
 @register_op
-class Resize(Op):
+class Resize(_BoxCrop):
     """No augmentation: the whole image resized to the output size (a recipe of plain views)."""
 
     name = "resize"
     defaults = {"flip": 0.0}
     limits = {"flip": (0.0, 1.0)}
-    geometric_source = True
-
-    def fields(self) -> list[Field]:
-        return list(_BOX_FIELDS)
 
     def draw(self, d: Draws, ctx: BatchContext) -> dict[str, np.ndarray]:
         zero = np.zeros(ctx.n, np.int64)
         return {"top": zero, "left": zero.copy(), "height": ctx.src_h.copy(), "width": ctx.src_w.copy(),
                 "flip": chance(d.uniform(1)[:, 0], self.settings["flip"])}
-
-    def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
-        return crop_resize(img, params, out_size)
 
 
 def eval_transform(img: torch.Tensor, out_size: int, crop_pct: float = 1.0) -> torch.Tensor:

@@ -1,13 +1,8 @@
-"""MixUp / CutMix between two stored views.
-
-A mixed view pairs view ``v`` of sample ``i`` with view ``partner_view`` of sample ``partner``
-(any sample of the dataset, never ``i`` itself). Both halves are rendered with their own base
-parameters; the teacher labels the *mixed* image. λ is kept as the bit pattern of a float16, so
-the stored ``lam`` (float16) is exactly the value used; the CutMix box is quantised to 1/255 of
-the output side like the erasing box.
-"""
+"""MixUp / CutMix between two stored views: view ``v`` of sample ``i`` with view ``partner_view``
+of another sample ``partner``, each rendered with its own base parameters. λ is kept as float16
+bits, so the stored ``lam`` is exactly the value used; the CutMix box is quantised to 1/255 of the
+output side like the erasing box."""
 from __future__ import annotations
-
 
 import numpy as np
 import torch
@@ -18,10 +13,6 @@ from .draws import GAMMA_SLOTS, BatchContext, Draws, beta, integers
 
 Q = 255
 MODE_NONE, MODE_MIXUP, MODE_CUTMIX = 0, 1, 2
-
-
-def lam_to_bits(lam: float) -> int:
-    return int(np.array([lam], dtype=np.float16).view(np.uint16)[0])
 
 
 def bits_to_lam(bits: int) -> float:
@@ -52,8 +43,6 @@ class MixUpCutMix(Op):
                 Field("h", 0, Q), Field("w", 0, Q)]
 
     def draw(self, d: Draws, ctx: BatchContext) -> dict[str, np.ndarray]:
-        """Sampler 2: every view's switch, partner, λ and box drawn at once (λ from the
-        counter-based Beta of :func:`~drkit.augment.draws.beta`)."""
         s, n, sid = self.settings, ctx.n, ctx.sample_ids
         u = d.uniform(6 + 4 * GAMMA_SLOTS)  # on, partner, its view, switch, box centre; two Betas
         on = (u[:, 0] < s["p"]) & (ctx.num_samples >= 2)
@@ -77,12 +66,11 @@ class MixUpCutMix(Op):
         return {"mode": np.where(on, np.where(cut, MODE_CUTMIX, MODE_MIXUP), MODE_NONE).astype(np.int64),
                 "partner": np.where(on, partner, sid),
                 "partner_view": np.where(on, integers(u[:, 2], 0, ctx.num_views - 1), 0),
-                "lam": np.where(on, lam.astype(np.float16).view(np.uint16).astype(np.int64), lam_to_bits(1.0)),
+                "lam": np.where(on, lam, 1.0).astype(np.float16).view(np.uint16).astype(np.int64),
                 "top": np.where(boxed, y0, zero), "left": np.where(boxed, x0, zero),
                 "h": np.where(boxed, y1 - y0, zero), "w": np.where(boxed, x1 - x0, zero)}
 
     def mix(self, img: torch.Tensor, partner: torch.Tensor, p: dict[str, int]) -> torch.Tensor:
-        """Combine two rendered uint8 views according to the record."""
         if p["mode"] == MODE_MIXUP:
             lam = bits_to_lam(p["lam"])
             out = img.to(torch.float32) * lam + partner.to(torch.float32) * (1.0 - lam)

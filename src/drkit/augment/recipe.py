@@ -1,10 +1,8 @@
 """Recipes: an ordered list of replayable ops, parsed from specs like ``rrc+ra@m=5+re``.
 
 A view's randomness comes from ``(seed, sample_id, view)`` and nothing else, so any worker, rank
-or resumed run draws the same parameters for the same view: the parameter sampler (version 2,
-recorded in every store) hashes those integers per draw and samples whole batches at once
-(:mod:`~drkit.augment.draws`). Sampler 1 (a numpy generator per view) is gone: a store keeps its
-parameters, so only a ``reinforce`` run begun before sampler 2 needed it, and it is refused.
+or resumed run draws the same parameters for the same view (sampler 2, :mod:`~drkit.augment.draws`;
+a ``reinforce`` run begun with sampler 1 is refused).
 """
 from __future__ import annotations
 
@@ -27,16 +25,8 @@ ViewParams = dict[str, dict[str, int]]
 SAMPLER = 2
 
 # Named recipes (design.md). Any `+`-joined op list is valid; these are the documented ones.
-RECIPES: dict[str, str] = {
-    "rrc": "rrc",
-    "padcrop": "padcrop",
-    "rrc+ra+re": "rrc+ra+re",
-    "rrc+ta": "rrc+ta",
-    "rrc+mix": "rrc+mix",
-    "rrc+ra+re+mix": "rrc+ra+re+mix",
-    "padcrop+ra+re": "padcrop+ra+re",
-    "none": "resize",
-}
+RECIPES: dict[str, str] = {**{k: k for k in ("rrc", "padcrop", "rrc+ra+re", "rrc+ta", "rrc+mix", "rrc+ra+re+mix",
+                                             "padcrop+ra+re")}, "none": "resize"}
 
 
 class Recipe:
@@ -54,7 +44,6 @@ class Recipe:
         self.mixer = mix
         self.codec = BitCodec([(op.name, op.fields()) for op in ops])
 
-    # -- identity -----------------------------------------------------------------------
     @property
     def spec(self) -> str:
         """Canonical spec with every setting spelled out (round-trips through get_recipe)."""
@@ -65,9 +54,8 @@ class Recipe:
         return "+".join(parts)
 
     def describe(self) -> dict[str, Any]:
-        ops = [op.describe() for op in self.ops]
-        return {"spec": self.spec, "ops": ops, "mix": self.mixer.describe() if self.mixer else None,
-                "code_bytes": self.code_bytes}
+        return {"spec": self.spec, "ops": [op.describe() for op in self.ops],
+                "mix": self.mixer.describe() if self.mixer else None, "code_bytes": self.code_bytes}
 
     @property
     def mixes(self) -> bool:
@@ -75,8 +63,7 @@ class Recipe:
 
     @property
     def mix_layout(self) -> str | None:
-        """How mixed records are stored: ``"drkit"`` (partner view, 1/255 box), ``"reference"``
-        (an imported view: pixel box, the partner's own parameters inline), or ``None``."""
+        """``"drkit"`` (partner view, 1/255 box), ``"reference"`` (imported: pixel box, inline partner), ``None``."""
         return None if self.mixer is None else getattr(self.mixer, "layout", "drkit")
 
     @property
@@ -86,11 +73,9 @@ class Recipe:
     def __repr__(self) -> str:
         return f"Recipe({self.spec!r})"
 
-    # -- parameters -----------------------------------------------------------------------
     def sample(self, seed: int, sample_id: int, view: int, src_hw: tuple[int, int],
                num_samples: int, num_views: int, window: int = 0) -> ViewParams:
-        """All parameters of one view, a pure function of its arguments (``window``: see
-        :class:`~drkit.augment.draws.BatchContext`)."""
+        """All parameters of one view, a pure function of its arguments."""
         return self.sample_batch(seed, [sample_id], [view], [src_hw], num_samples, num_views, window)[0]
 
     def sample_batch(self, seed: int, samples: Sequence[int], views: Sequence[int], src_hw: Sequence[tuple[int, int]],
@@ -112,15 +97,12 @@ class Recipe:
         return [dict(zip(names, view)) for view in zip(*per_op)]
 
     def encode(self, params: ViewParams) -> np.ndarray:
-        """Base-op parameters -> ``code_bytes`` uint8 (mixing fields are stored separately)."""
         return self.codec.encode(params)
 
     def decode(self, code: np.ndarray | bytes) -> ViewParams:
         return self.codec.decode(code)
 
-    # -- pixels ---------------------------------------------------------------------------
     def render_base(self, img: torch.Tensor, params: ViewParams, out_size: int) -> torch.Tensor:
-        """Apply the base ops to a uint8 CHW source image; returns uint8 CHW at ``out_size``."""
         if img.dtype != torch.uint8 or img.ndim != 3:
             raise RecipeError(f"render expects a uint8 CHW tensor, got {img.dtype} {tuple(img.shape)}")
         for op in self.ops:
@@ -140,26 +122,22 @@ class Recipe:
         return self.mixer.mix(out, partner, mix)
 
     def mix_weight(self, params: ViewParams, out_size: int) -> float:
-        """Weight of the view's own label in a mixed view (1.0 when it does not mix)."""
         if self.mixer is None or "mix" not in params:
             return 1.0
         return self.mixer.weight(params["mix"], out_size)
 
 
 def default_recipe(side: int, strong: bool = False) -> str:
-    """The size-aware default: pad-crop + flip for small images (RandAugment, erasing and small
-    crops destroy 28-32 px images); random-resized crop (``strong``: + RandAugment + erasing,
-    the ImageNet+ recipe) for larger ones."""
+    """Pad-crop + flip for small images (RandAugment, erasing and small crops destroy 28-32 px
+    images); random-resized crop (``strong``: + RandAugment + erasing) for larger ones."""
     if side <= SMALL_SIDE:
         return "padcrop"
     return "rrc+ra+re" if strong else "rrc"
 
 
 def resolve_recipe(spec: str | None, side: int, strong: bool = False) -> Recipe:
-    """What a user's ``--recipe`` means for data whose images have this side: ``None``/``auto``
-    picks :func:`default_recipe`; settings left unspecified that depend on the image size (RRC's
-    minimum scale, RandAugment's magnitude, TrivialAugment's top bin) follow ``side``. The
-    result's canonical spec spells every setting out, so a store replays it without ``side``."""
+    """What ``--recipe`` means for images of this side: ``None``/``auto`` picks :func:`default_recipe`;
+    size-dependent settings left unspecified follow ``side`` (the spec then spells them out)."""
     if side < 1:
         raise RecipeError(f"image side must be positive, got {side}")
     name = default_recipe(side, strong) if spec is None or spec.strip() in ("", "auto") else spec
@@ -167,9 +145,8 @@ def resolve_recipe(spec: str | None, side: int, strong: bool = False) -> Recipe:
 
 
 def get_recipe(spec: str | dict[str, Any] | Recipe, side: int | None = None) -> Recipe:
-    """Build a recipe from a spec string (``padcrop+ra@m=5,n=1+re@p=0.5``) or a manifest dict.
-    ``side`` resolves size-dependent defaults (see :func:`resolve_recipe`); stored specs are
-    complete and are read without it."""
+    """A recipe from a spec string (``padcrop+ra@m=5,n=1+re@p=0.5``) or a manifest dict; ``side``
+    resolves size-dependent defaults (see :func:`resolve_recipe`)."""
     if isinstance(spec, Recipe):
         return spec
     if isinstance(spec, dict):

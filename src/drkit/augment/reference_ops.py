@@ -1,16 +1,7 @@
 """Ops the reference work (apple/ml-dr) stores that drkit's own ops do not express, so that an
-imported store (``drkit import-mldr``) replays what its teacher saw.
-
-``rcrop``: torchvision ``Resize(resize)`` of the short side, zero padding of ``pad``, then a crop of
-the output size whose corner ``(top, left)`` is recorded in *padded output* coordinates (the
-reference's CIFAR-style ``random_crop``; drkit's ``padcrop`` records boxes in source pixels, which
-this layout cannot be converted to exactly). ``erase``: a box in output pixels filled with zeros
-(the reference's ``random_erase``; drkit's ``re`` records a size-relative box and noise).
-``refmix``: the reference's MixUp and CutMix, which may both apply to one view, with the
-partner's own parameters inside the record.
-"""
+imported store (``drkit import-mldr``) replays what its teacher saw: their boxes are in output
+pixels (drkit's are in source pixels or 1/255 of the side) and cannot be converted exactly."""
 from __future__ import annotations
-
 
 import torch
 from torchvision.transforms.v2 import InterpolationMode
@@ -25,8 +16,7 @@ _SIDE = 65535  # 16-bit pixel coordinates
 
 @register_op
 class ResizePadCrop(Op):
-    """Resize the short side to ``resize``, pad by ``pad`` zeros, crop the output size at a
-    recorded corner, maybe flip. ``resize`` 0 means the output size."""
+    """The reference's ``random_crop``: resize the short side (0: output size), pad, crop, flip."""
 
     name = "rcrop"
     defaults = {"resize": 0, "pad": 0, "flip": 0.5}
@@ -36,11 +26,8 @@ class ResizePadCrop(Op):
     def fields(self) -> list[Field]:
         return [Field("top", 0, _SIDE), Field("left", 0, _SIDE), Field("flip", 0, 1)]
 
-    def _short(self, out_size: int) -> int:
-        return int(self.settings["resize"]) or out_size
-
     def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
-        short = self._short(out_size)
+        short = int(self.settings["resize"]) or out_size
         x = F.resize(img, short, interpolation=InterpolationMode.BILINEAR, antialias=True)
         pad = int(self.settings["pad"])
         x = F.crop(x, params["top"] - pad, params["left"] - pad, out_size, out_size)
@@ -51,8 +38,7 @@ class ResizePadCrop(Op):
 
 @register_op
 class ZeroErase(Op):
-    """Random erasing with a box in output pixels and zero fill (torchvision's sampling: area
-    ``scale``, log-uniform ``ratio``, 10 tries; no box when all tries fail)."""
+    """The reference's ``random_erase``: a box in output pixels, zero fill."""
 
     name = "erase"
     defaults = {"p": 0.25, "scale_min": 0.02, "scale_max": 0.33, "ratio_min": 0.3, "ratio_max": 3.3}
@@ -77,10 +63,8 @@ REF_MIXUP, REF_CUTMIX = 1, 2
 
 @register_op
 class ReferenceMix(MixUpCutMix):
-    """The reference's mixing, replayed from an imported record only: MixUp (λ, blended in
-    float) and then CutMix (a box in output pixels pasted from the partner's unmixed view), either
-    or both in one view, with the partner rendered from its own per-view parameters stored in the
-    record (not one of the partner's stored views)."""
+    """The reference's mixing, replayed from imported records only: MixUp, then CutMix (a pixel box
+    from the partner's unmixed view, rendered from parameters stored in the record), or either."""
 
     name = "refmix"
     layout = "reference"

@@ -1,8 +1,6 @@
-"""Where a view's parameters come from — sampled from the recipe (:class:`ViewSampler`) or read
-back from a store's records (a :class:`ViewLookup`) — and how a mixed view finds its partner's
-(:func:`partner_params`). Pixels are made by the batched renderer (:mod:`drkit.augment.batch`);
-:func:`render_view`, one view through the per-view ``Recipe.render``, is its oracle in the tests.
-"""
+"""Where a view's parameters come from (sampled: :class:`ViewSampler`; stored: a
+:class:`ViewLookup`), how a mixed view finds its partner's, and :func:`render_view`, one view
+through ``Recipe.render``: the batched renderer's oracle in the tests."""
 from __future__ import annotations
 
 from typing import Callable, Protocol, Sequence
@@ -22,10 +20,7 @@ class ViewLookup(Protocol):
 
 
 class ViewSampler:
-    """Fresh views: ``recipe.sample(seed, sample, view, hw, N, NS)`` where ``hw`` is the sample's
-    source size from ``image_hw`` — the same pure function a store was generated with. Sampling a
-    batch at once (:meth:`batch`) is ~50x cheaper per view than one at a time and gives the same
-    parameters."""
+    """Fresh views, drawn as a store was generated; :meth:`batch` is ~50x cheaper per view than one."""
 
     def __init__(self, recipe: Recipe, seed: int, num_samples: int, num_views: int,
                  image_hw: Callable[[int], tuple[int, int]], window: int = 0):
@@ -37,7 +32,6 @@ class ViewSampler:
         return self.batch([(sample, view)])[0]
 
     def batch(self, pairs: Sequence[tuple[int, int]]) -> list[ViewParams]:
-        """The parameters of views ``(sample, view)``, drawn together."""
         hw = {i: self.image_hw(i) for i in dict.fromkeys(i for i, _ in pairs)}  # NS views share a sample
         hws = [hw[i] for i, _ in pairs]
         return self.recipe.sample_batch(self.seed, [i for i, _ in pairs], [v for _, v in pairs], hws,
@@ -45,7 +39,6 @@ class ViewSampler:
 
 
 def partner_of(params: ViewParams) -> tuple[int, int] | None:
-    """(partner sample, partner view) of a mixed view, else ``None``."""
     mix = params.get("mix")
     if mix is None or not mix["mode"]:
         return None
@@ -53,8 +46,7 @@ def partner_of(params: ViewParams) -> tuple[int, int] | None:
 
 
 def partner_params(params: ViewParams, lookup: ViewLookup) -> ViewParams | None:
-    """The parameters the partner of a mixed view is rendered with: the ones stored inside the
-    record (an imported view), else the partner's stored (or sampled) view ``partner_view``."""
+    """The partner's parameters: stored inside the record (an imported view), else its view ``partner_view``."""
     partner = partner_of(params)
     if partner is None:
         return None
@@ -64,10 +56,8 @@ def partner_params(params: ViewParams, lookup: ViewLookup) -> ViewParams | None:
 
 def render_view(recipe: Recipe, lookup: ViewLookup, load: ImageLoader, sample: int, view: int, size: int, *,
                 params: ViewParams | None = None, image: torch.Tensor | None = None) -> torch.Tensor | None:
-    """uint8 CHW at ``size``: view ``view`` of ``sample``, mixed with its partner's view when the
-    record says so. ``params`` (``lookup(sample, view)`` when omitted) and the decoded ``image``
-    save work a caller has already done. ``None`` when the image or its partner's is missing
-    (``load`` returned ``None``: an image skipped with ``--skip-bad``)."""
+    """uint8 CHW at ``size``: view ``view`` of ``sample``, mixed with its partner's when it mixes;
+    ``None`` when ``load`` returned ``None`` for it or its partner (skipped with ``--skip-bad``)."""
     params = lookup(sample, view) if params is None else params
     img = load(sample) if image is None else image
     if img is None:

@@ -30,7 +30,6 @@ def scheme_options(spec: TeacherSpec) -> tuple[dict[str, str], dict[str, Any]]:
 
 
 def size_option(spec: TeacherSpec, options: dict[str, str]) -> int | None:
-    """The ``size=S`` option as a positive int, or None when not given."""
     if "size" not in options:
         return None
     try:
@@ -43,7 +42,6 @@ def size_option(spec: TeacherSpec, options: dict[str, str]) -> int | None:
 
 
 def weights_path(spec: TeacherSpec, value: str) -> Path:
-    """The ``file=PATH`` option as an existing file's path (``~`` expanded)."""
     path = Path(value).expanduser()
     if not path.is_file():
         raise TeacherError(f"teacher {spec.raw}: weights file {path} does not exist")
@@ -51,8 +49,7 @@ def weights_path(spec: TeacherSpec, value: str) -> Path:
 
 
 def fit_stats(values: Sequence[float], in_chans: int, spec: TeacherSpec, what: str) -> list[float]:
-    """Per-channel stats for ``in_chans``: one value is broadcast; RGB stats for a one-channel
-    model are averaged (a grayscale model fine-tuned with ImageNet defaults)."""
+    """Per-channel stats for ``in_chans``: one value is broadcast; RGB stats for one channel averaged."""
     vals = [float(v) for v in values]
     if len(vals) == in_chans:
         return vals
@@ -64,7 +61,6 @@ def fit_stats(values: Sequence[float], in_chans: int, spec: TeacherSpec, what: s
 
 
 def square_side(spec: TeacherSpec, hw: Sequence[int]) -> int:
-    """The side of a square (H, W) input; a non-square one is refused."""
     h, w = int(hw[0]), int(hw[1])
     if h != w:
         raise TeacherError(f"teacher {spec.raw}: expects a non-square {h}x{w} input; pass &size=S for a square one")
@@ -72,18 +68,13 @@ def square_side(spec: TeacherSpec, hw: Sequence[int]) -> int:
 
 
 class WeightFile:
-    """Shapes (and single tensors) of a local weight file, keyed like timm's loader sees them.
-
-    safetensors: header only (no tensor is read until asked for). Other files: the state dict as
-    timm's ``load_state_dict`` returns it (``torch.load(weights_only=True)``, EMA/``state_dict``
-    unwrapping, DDP prefixes stripped) — never unrestricted pickle.
-    """
+    """Shapes (and tensors) of a local weight file, keyed as timm's loader sees them: safetensors by
+    header, others through timm's ``load_state_dict`` (``weights_only``: never unrestricted pickle)."""
 
     _PREFIXES = ("_orig_mod.", "module.")
 
     def __init__(self, spec: TeacherSpec, path: Path) -> None:
-        self.spec = spec
-        self.path = path
+        self.spec, self.path = spec, path
         self._state: dict[str, torch.Tensor] | None = None
         self._names: dict[str, str] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
@@ -126,8 +117,7 @@ class WeightFile:
 
 
 def build_probe(build: Callable[[int], nn.Module], num_classes: int) -> nn.Module:
-    """Build cheaply on the meta device (no memory, no init cost); some architectures compute
-    Python numbers from tensors at init, which meta cannot do — those are built on CPU."""
+    """Build on the meta device (no memory, no init cost), or on the CPU when meta cannot."""
     try:
         with torch.device("meta"):
             return build(num_classes)
@@ -136,8 +126,7 @@ def build_probe(build: Callable[[int], nn.Module], num_classes: int) -> nn.Modul
 
 
 def _probe_classifier_key(build: Callable[[int], nn.Module]) -> str | None:
-    """The classifier weight key of an architecture: the ``*.weight`` whose leading dimension
-    follows ``num_classes`` (found by building with 1000 and 1001 classes and diffing)."""
+    """The ``*.weight`` whose leading dimension follows ``num_classes`` (1000 vs 1001 classes)."""
     a = build_probe(build, 1000).state_dict()
     b = build_probe(build, 1001).state_dict()
     for key, tensor in a.items():
@@ -146,9 +135,8 @@ def _probe_classifier_key(build: Callable[[int], nn.Module]) -> str | None:
     return None
 
 
-def classifier_classes(
-    spec: TeacherSpec, weights: WeightFile, candidates: Sequence[str], build: Callable[[int], nn.Module]
-) -> tuple[str, int]:
+def classifier_classes(spec: TeacherSpec, weights: WeightFile, candidates: Sequence[str],
+                       build: Callable[[int], nn.Module]) -> tuple[str, int]:
     """(classifier weight key, class count) read from the weight file."""
     for name in candidates:
         key = name if name.endswith(".weight") else f"{name}.weight"
@@ -156,15 +144,12 @@ def classifier_classes(
             return key, int(weights.shapes[key][0])
     key = _probe_classifier_key(build)
     if key is None or key not in weights.shapes:
-        raise TeacherError(
-            f"teacher {spec.raw}: cannot find the classifier weights ({key or 'unknown key'}) in {weights.path}; "
-            "a headless checkpoint cannot label a dataset"
-        )
+        raise TeacherError(f"teacher {spec.raw}: cannot find the classifier weights ({key or 'unknown key'}) in "
+                           f"{weights.path}; a headless checkpoint cannot label a dataset")
     return key, int(weights.shapes[key][0])
 
 
 def first_conv_chans(weights: WeightFile, candidates: Sequence[str], default: int) -> int:
-    """Input channels of the first conv found among ``candidates`` in the file, else ``default``."""
     for name in candidates:
         shape = weights.shapes.get(f"{name}.weight")
         if shape is not None and len(shape) == 4:
@@ -184,7 +169,6 @@ def check_head(spec: TeacherSpec, model: nn.Module, weights: WeightFile, key: st
 
 
 def as_tuple(value: Any) -> tuple[str, ...]:
-    """A pretrained cfg's str-or-sequence field (``classifier``, ``first_conv``) as a tuple."""
     if not value:
         return ()
     return (value,) if isinstance(value, str) else tuple(value)
