@@ -88,8 +88,13 @@ def apply_aa(img: torch.Tensor, op: int, mag_bin: int, sign: int, num_bins: int,
     return fn(img, m)
 
 
+class _TableOp(Op):
+    def apply_batch(self, x: torch.Tensor, params: list[dict[str, int]], out_size: int) -> torch.Tensor:
+        return augment_batch(x, self, params)
+
+
 @register_op
-class RandAugment(Op):
+class RandAugment(_TableOp):
     """RandAugment: ``n`` ops, magnitude ``m`` of ``bins`` (``mstd`` > 0 jitters it per op)."""
 
     name = "ra"
@@ -127,12 +132,9 @@ class RandAugment(Op):
                            self.settings["bins"], wide=False)
         return img
 
-    def apply_batch(self, x: torch.Tensor, params: list[dict[str, int]], out_size: int) -> torch.Tensor:
-        return augment_batch(x, self, params)
-
 
 @register_op
-class TrivialAugmentWide(Op):
+class TrivialAugmentWide(_TableOp):
     """TrivialAugmentWide: one op, uniformly random magnitude bin from the wide table."""
 
     name = "ta"
@@ -159,9 +161,6 @@ class TrivialAugmentWide(Op):
 
     def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
         return apply_aa(img, params["op"], params["mag"], params["sign"], self.settings["bins"], wide=True)
-
-    def apply_batch(self, x: torch.Tensor, params: list[dict[str, int]], out_size: int) -> torch.Tensor:
-        return augment_batch(x, self, params)
 
 
 # ----------------------------------------------------------------------------------------------

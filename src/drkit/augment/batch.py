@@ -62,9 +62,7 @@ def render_batch(recipe: Recipe, images: Sequence[torch.Tensor], index: Sequence
     """uint8 ``[N, C, size, size]``: view ``r`` is ``params[r]`` applied to ``images[index[r]]`` (uint8
     CHW on the working device), mixed with ``partner_params[r]`` on ``images[partner_index[r]]``."""
     out = render_base(recipe, images, index, params, size)
-    if recipe.mixer is None:
-        return out
-    mixed = [r for r, p in enumerate(params) if p.get("mix") and p["mix"]["mode"]]
+    mixed = [r for r, p in enumerate(params) if p.get("mix") and p["mix"]["mode"]] if recipe.mixer else []
     if not mixed:
         return out
     if partner_index is None or partner_params is None:

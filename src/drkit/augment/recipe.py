@@ -40,8 +40,7 @@ class Recipe:
         names = [op.name for op in ops]
         if len(set(names)) != len(names):
             raise RecipeError(f"recipe repeats an op: {'+'.join(names)}")
-        self.ops = ops
-        self.mixer = mix
+        self.ops, self.mixer = ops, mix
         self.codec = BitCodec([(op.name, op.fields()) for op in ops])
 
     @property
@@ -91,10 +90,8 @@ class Recipe:
         per_op = []
         for k, op in enumerate(ops):
             cols = op.draw(d.op(k), ctx)
-            keys = list(cols)
-            per_op.append([dict(zip(keys, row)) for row in zip(*(np.asarray(c).tolist() for c in cols.values()))])
-        names = [op.name for op in ops]
-        return [dict(zip(names, view)) for view in zip(*per_op)]
+            per_op.append([dict(zip(cols, row)) for row in zip(*(np.asarray(c).tolist() for c in cols.values()))])
+        return [dict(zip([op.name for op in ops], view)) for view in zip(*per_op)]
 
     def encode(self, params: ViewParams) -> np.ndarray:
         return self.codec.encode(params)
