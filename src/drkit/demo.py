@@ -1,19 +1,11 @@
 """``drkit demo``: the whole story on Fashion-MNIST, end to end on a 2-core CPU in under 10 minutes.
 
-1. teachers: the shipped out-of-fold pair ``drkit/assets/teachers/fmnist_oof`` (``drkit train
-   --folds 2``: each member trained on the half of the 60,000 training images outside its fold;
-   the exact command is in the README and in ``folds.json``); their test accuracy is measured here,
-   not quoted;
-2. reinforce a 10,000-image training subset: NS views per image with ``padcrop``, top-5, each image
-   labelled only by the member that never trained on it (a teacher that trained on the images it
-   labels has memorised them: its labels are near one-hot and teach little);
-3. train the same student (``drkit_cnn_tiny``, ~76k params) for the same epochs and learning rate
-   three ways, each with seeds 0, 1 and 2: ERM with label smoothing 0.1, ERM without, and on the
-   reinforced store (DR at ``drkit train``'s default distillation settings, no flags: targets
-   softened at T = 2 on both sides);
-4. evaluate each on the 10,000 test images (top-1, NLL, ECE) and on corrupted test images;
-5. print the table (means and seed ranges; DR against the better ERM, called a difference only
-   when it exceeds the seed spread) and the paths of the PNGs (inspect grid, curves, reliability).
+1. measure the shipped out-of-fold teacher pair (``assets/teachers/fmnist_oof``) on the test set;
+2. reinforce 10,000 training images (``padcrop``, top-5), each labelled only by the member that
+   never trained on it (a teacher's labels of its own training images are near one-hot);
+3. train ``drkit_cnn_tiny`` three ways, seeds 0, 1, 2: ERM with and without label smoothing, and DR
+   on the store at ``drkit train``'s defaults;
+4. evaluate each (top-1, NLL, ECE, corruptions); 5. print the table and the PNGs' paths.
 """
 from __future__ import annotations
 
@@ -54,7 +46,7 @@ class DemoConfig:
 
 
 def teacher_dirs() -> list[Path]:
-    """The shipped teacher directory (package data): one ``drkit train --folds`` output."""
+    """The shipped teacher directory: one ``drkit train --folds`` output."""
     d = Path(__file__).resolve().parent / "assets" / "teachers" / TEACHER
     if not (d / "folds.json").exists():
         raise DrkitError(f"demo teacher weights are missing: {d} has no folds.json")
@@ -103,8 +95,7 @@ def run_demo(out: str | Path = "demo-out", data_dir: str | None = None, smoke: b
 
     rows = _students(cfg, out, store, {"train": train_src, "val": val_src, "test": test_src}, device, eval_kw)
     table = format_table(rows, teacher_rows, cfg, device=_device_line(device))
-    print("\n" + table)
-    print(f"\ninspect grid:  {out / 'inspect_grid.png'}")
+    print(f"\n{table}\n\ninspect grid:  {out / 'inspect_grid.png'}")
     for row in rows:
         print(f"{row['run']}:\n  curves       {row['curves']}\n  reliability  {row['reliability']}")
     print(f"\ntotal demo time: {(time.perf_counter() - t_all) / 60:.1f} min")
@@ -116,8 +107,7 @@ def run_demo(out: str | Path = "demo-out", data_dir: str | None = None, smoke: b
 
 
 def _fresh(path: Path) -> Path:
-    """The demo owns its output folder and runs everything again: what an earlier demo left there
-    (perhaps made by another drkit) is replaced, with a line saying so."""
+    """What an earlier demo left at ``path`` is replaced, with a line saying so."""
     if path.exists():
         print(f"drkit demo: replacing {path} (left by an earlier run)", file=sys.stderr)
         shutil.rmtree(path)
@@ -128,19 +118,18 @@ def _measure_teachers(test_src: str, limit: int, eval_kw: dict[str, Any]) -> lis
     """The shipped teachers' accuracy, measured on the test split (never a hard-coded figure)."""
     from .evaluate import evaluate
 
-    teacher_rows = []
+    rows = []
     for member in teacher_members(teacher_dirs()[0]):
         r = evaluate(member, test_src, limit=limit, **eval_kw)
-        teacher_rows.append({"teacher": f"{member.parent.name}/{member.name}", "top1": r["top1"], "nll": r["nll"],
-                             "ece": r["ece"], "images": r["images"]})
-        print(f"  {member.parent.name}/{member.name}: top-1 {100 * r['top1']:.2f} % on {r['images']} test images")
-    return teacher_rows
+        rows.append({"teacher": f"{member.parent.name}/{member.name}", "top1": r["top1"], "nll": r["nll"],
+                     "ece": r["ece"], "images": r["images"]})
+        print(f"  {rows[-1]['teacher']}: top-1 {100 * r['top1']:.2f} % on {r['images']} test images")
+    return rows
 
 
 def _students(cfg: DemoConfig, out: Path, store: Path, data: dict[str, str], device: str,
               eval_kw: dict[str, Any]) -> list[dict[str, Any]]:
-    """ERM (with and without label smoothing) and DR students, one per seed, each trained then
-    evaluated; one row per run with the per-seed figures and their means."""
+    """One row per run (ERM with/without label smoothing, DR): per-seed figures and their means."""
     runs = {
         "ERM (padcrop, label smoothing 0.1)": ("erm_ls", dict(recipe="padcrop", label_smoothing=0.1)),
         "ERM (padcrop, no label smoothing)": ("erm", dict(recipe="padcrop", label_smoothing=0.0)),
@@ -150,11 +139,10 @@ def _students(cfg: DemoConfig, out: Path, store: Path, data: dict[str, str], dev
     for name, (folder, extra) in runs.items():
         per_seed = [_student(cfg, name, out / folder / f"seed{seed}", seed, data, device, eval_kw, extra)
                     for seed in cfg.seeds]
-        row: dict[str, Any] = {"run": name, "seeds": list(cfg.seeds), "curves": per_seed[0]["curves"],
-                               "reliability": per_seed[0]["reliability"], "per_seed": per_seed}
-        for key in ("top1", "nll", "ece", "corruption_top1", "train_seconds"):
-            row[key] = sum(r[key] for r in per_seed) / len(per_seed)
-        rows.append(row)
+        rows.append({"run": name, "seeds": list(cfg.seeds), "curves": per_seed[0]["curves"],
+                     "reliability": per_seed[0]["reliability"], "per_seed": per_seed,
+                     **{k: sum(r[k] for r in per_seed) / len(per_seed)
+                        for k in ("top1", "nll", "ece", "corruption_top1", "train_seconds")}})
     return rows
 
 
@@ -180,8 +168,7 @@ def _student(cfg: DemoConfig, name: str, run_dir: Path, seed: int, data: dict[st
 
 def format_table(rows: list[dict[str, Any]], teachers: list[dict[str, Any]], cfg: DemoConfig,
                  device: str = "") -> str:
-    """Markdown table of what the run measured: per run the mean over seeds and, with several
-    seeds, the range; then DR against the better ERM."""
+    """Markdown table: per run the mean (and range) over seeds, then DR against the better ERM."""
     seeds = ", ".join(str(s) for s in cfg.seeds)
     lines = [f"command: `drkit demo{' --smoke' if cfg.train_n < 10_000 else ''}`; commit {_commit()}; seeds {seeds}; "
              f"device {device}; SGD lr {cfg.lr} batch {cfg.batch_size}; "
@@ -209,10 +196,8 @@ def _cell(row: dict[str, Any], key: str, scale: float, digits: int) -> str:
 
 
 def _verdict(rows: list[dict[str, Any]]) -> str:
-    """DR's mean top-1 against the better ERM's, called a difference only when it exceeds the seed
-    spread (the wider of the two runs' top-1 ranges); DR's ECE against the best-calibrated ERM's
-    and its NLL against the best ERM's (a student that copies a stronger teacher's confidence is
-    judged against the ERM that is best at what it claims)."""
+    """DR's mean top-1 against the better ERM's, a difference only beyond the wider seed range; its
+    ECE and NLL against the ERM that is best at each."""
     dr = rows[-1]
     erm = max(rows[:-1], key=lambda r: r["top1"])
     calibrated = min(rows[:-1], key=lambda r: r["ece"])
@@ -228,8 +213,7 @@ def _verdict(rows: list[dict[str, Any]]) -> str:
 
 
 def _commit() -> str:
-    """The git commit of this checkout (an installed wheel has none)."""
-    import subprocess
+    import subprocess  # the checkout's commit (an installed wheel has none)
 
     try:
         res = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -240,7 +224,6 @@ def _commit() -> str:
 
 
 def _device_line(device: str) -> str:
-    """What ran the demo: the resolved torch device and the host's processor and core count."""
     import os
     import platform
 

@@ -34,8 +34,7 @@ def init_process_group(device: "torch.device | str") -> bool:
     """Start the default process group (NCCL on CUDA, gloo on CPU) if under torchrun."""
     import torch.distributed as dist
 
-    device = str(device)
-    env = dist_env()
+    device, env = str(device), dist_env()
     if not env.is_distributed or dist.is_initialized():
         return dist.is_initialized()
     if device.startswith("cuda"):

@@ -1,6 +1,7 @@
 """Atomic file writes and hashing: a reader never sees half a file, a crash never leaves one."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -25,20 +26,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, tag: str = "") -> N
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    try:
+    with contextlib.suppress(OSError):  # some filesystems refuse directory fsync; the rename is still atomic
         dfd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dfd)
         finally:
             os.close(dfd)
-    except OSError:  # some filesystems refuse directory fsync; the rename is still atomic
-        pass
 
 
 def inside(root: str | os.PathLike, name: Any, what: str, error: type[Exception]) -> Path:
-    """``root / name`` for a relative ``name`` that resolves inside ``root`` (symlinks followed);
-    anything else -- absolute, ``..``, not a string -- is refused with ``error``: paths read from a
-    manifest or a config must never reach outside the directory that holds them."""
+    """``root / name`` for a relative ``name`` that resolves inside ``root`` (symlinks followed), else
+    ``error``: paths read from a manifest or config must never reach outside their directory."""
     base = Path(root).resolve()
     if not isinstance(name, str) or not name or "\x00" in name or Path(name).is_absolute():
         raise error(f"{what} names {name!r}, not a relative path inside {root}")

@@ -1,5 +1,5 @@
-"""SplitMix64: the one cheap, well-mixed integer hash behind per-item choices that must not depend
-on any RNG state (DR view order, plain-sample masks, fold assignment)."""
+"""Integer hashes behind choices that must not depend on RNG state (SplitMix64: view order, masks,
+folds; lowbias32: device-independent erasing noise) and the per-sample content digest."""
 from __future__ import annotations
 
 import zlib
@@ -10,7 +10,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-MASK64 = (1 << 64) - 1
+MASK64, MASK32 = (1 << 64) - 1, 0xFFFFFFFF
 GOLDEN = 0x9E3779B97F4A7C15
 
 
@@ -30,28 +30,22 @@ def mix64_np(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-MASK32 = 0xFFFFFFFF
-
-
 def content_digest(data: bytes | memoryview | np.ndarray) -> int:
-    """CRC-32 of an image's stored bytes (a file's bytes, or a sample's pixel array): the per-sample
-    content digest a store records. Why CRC-32: it runs at memory speed on bytes that are read
-    anyway and catches any accidental change; it is not meant to resist a forger."""
+    """CRC-32 of an image's stored bytes (file bytes or pixel array): memory speed, catches any
+    accidental change, not meant to resist a forger."""
     if isinstance(data, np.ndarray) and not data.flags.c_contiguous:
         data = np.ascontiguousarray(data)
     return zlib.crc32(data) & MASK32
 
 
 def _mul32(x: "torch.Tensor", c: int) -> "torch.Tensor":
-    """``(x * c) mod 2**32`` for int64 tensors holding 32-bit values, with every intermediate
-    below 2**49: no int64 overflow, so CPU and CUDA give the same bits."""
+    """``(x * c) mod 2**32`` on 32-bit values in int64, every intermediate below 2**49 (no overflow)."""
     lo, hi = x & 0xFFFF, x >> 16
     return (lo * c + ((hi * c) & 0xFFFF) * 65536) & MASK32
 
 
 def hash32(x: "torch.Tensor") -> "torch.Tensor":
-    """The ``lowbias32`` integer hash (Wellons) of int64 tensors holding 32-bit values, in pure
-    integer tensor arithmetic: a counter-based random source identical on every device."""
+    """The ``lowbias32`` hash (Wellons) of 32-bit values in int64 tensors: identical on every device."""
     x = x & MASK32
     x = x ^ (x >> 16)
     x = _mul32(x, 0x7FEB352D)
@@ -63,8 +57,7 @@ def hash32(x: "torch.Tensor") -> "torch.Tensor":
 def noise_at(seeds: "torch.Tensor", c: "torch.Tensor", y: "torch.Tensor", x: "torch.Tensor", height: int,
              width: int) -> "torch.Tensor":
     """Erasing noise, one uint8 per listed pixel: the top 8 bits of ``hash32(pixel ^ hash32(seed ^
-    0xA511E9B3))`` with ``pixel = (c * height + y) * width + x``. A view's noise depends only on its
-    16-bit seed and the absolute pixel, so any box cut from it is the same whoever asks."""
+    0xA511E9B3))``, ``pixel = (c * height + y) * width + x``: the same for any box cut from it."""
     import torch
 
     key = hash32(seeds.to(torch.int64) ^ 0xA511E9B3)
@@ -76,8 +69,7 @@ def noise_bytes(seeds: "torch.Tensor", channels: int, height: int, width: int) -
     """The whole noise image ``[len(seeds), C, H, W]`` of :func:`noise_at` (tests, small images)."""
     import torch
 
-    dev = seeds.device
-    n = seeds.shape[0]
+    dev, n = seeds.device, seeds.shape[0]
     c, y, x = torch.meshgrid(torch.arange(channels, device=dev), torch.arange(height, device=dev),
                              torch.arange(width, device=dev), indexing="ij")
     flat = [t.reshape(1, -1).expand(n, -1) for t in (c, y, x)]

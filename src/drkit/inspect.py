@@ -13,12 +13,8 @@ from .store import label_warnings, open_store, view_label_stats
 def inspect_store(path: str | Path, data: str | None = None, grid: str | Path | None = None,
                   json_path: str | Path | None = None, samples: int = 6, max_records: int = 200_000,
                   views_per_row: int = 4) -> dict[str, Any]:
-    """Statistics of a store (and, with ``grid``, a PNG of replayed views with the teacher's top-3).
-
-    Teacher agreement, entropy and top-1 probability are computed over the stored views of the
-    first ``max_records`` records (all of them for stores up to that size). Entropy is that of
-    the densified target (residual mass spread uniformly), in nats.
-    """
+    """Statistics of a store over its first ``max_records`` records (and, with ``grid``, a PNG of
+    replayed views with the teacher's top-3)."""
     from .sources import load_source
 
     store = open_store(path)
@@ -67,21 +63,15 @@ def render_grid(store: Any, src: Any, path: str | Path, samples: int = 6, views:
     load = store.image_loader(src)
     for r, i in enumerate(ids):
         img = load(int(i))
-        ax = axes[r][0]
-        ax.imshow(_to_hwc(img), cmap="gray" if img.shape[0] == 1 else None, vmin=0, vmax=255)
-        ax.set_title(f"#{i} original\n{classes[int(src.labels[i])]}", fontsize=7)
-        ax.axis("off")
+        _show(axes[r][0], img, f"#{i} original\n{classes[int(src.labels[i])]}", 7)
         for v in range(views):
             rec = store.record(int(i), v)
             x = store.render_uint8(src, int(i), v, record=rec, image=img)
-            ax = axes[r][v + 1]
-            ax.imshow(_to_hwc(x), cmap="gray" if x.shape[0] == 1 else None, vmin=0, vmax=255)
             lines = [f"{classes[int(c)][:12]} {p:.2f}" for c, p in zip(rec["topk_ids"][:3], rec["topk_probs"][:3])]
             if rec.get("mix_mode"):
                 kind = "mixup" if rec["mix_mode"] == 1 else "cutmix"
                 lines.insert(0, f"{kind} #{i}+#{rec['partner']} λ={rec['lam']:.2f}")
-            ax.set_title("\n".join(lines), fontsize=6.5)
-            ax.axis("off")
+            _show(axes[r][v + 1], x, "\n".join(lines), 6.5)
     fig.suptitle(f"{Path(store.path).name}: {store.manifest['recipe']['spec'].split('@')[0]}… "
                  f"views with teacher top-3", fontsize=9)
     fig.tight_layout()
@@ -92,9 +82,13 @@ def render_grid(store: Any, src: Any, path: str | Path, samples: int = 6, views:
     return path
 
 
-def _to_hwc(x: Any) -> np.ndarray:
+def _show(ax: Any, x: Any, title: str, fontsize: float) -> None:
+    """A uint8 CHW image in a titled panel without axes."""
     a = x.numpy()
-    return a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)
+    ax.imshow(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0), cmap="gray" if a.shape[0] == 1 else None,
+              vmin=0, vmax=255)
+    ax.set_title(title, fontsize=fontsize)
+    ax.axis("off")
 
 
 def format_stats(s: dict[str, Any]) -> str:

@@ -1,13 +1,6 @@
-"""The one grammar of drkit's spec strings: a head, then ``key=value`` settings.
-
-Why one module: source specs (``digits:test?n=7&mode=RGB``), teacher specs
-(``timm:NAME?file=PATH&size=S``) and recipe specs (``rrc+ra@m=5,n=1``) all hang ``key=value``
-settings off a head. Splitting the head off, reading the pairs and refusing a malformed, empty or
-repeated key happen here once, so the three refuse the same mistakes the same way. What a key
-*means* (``n`` is a sample count, ``size`` a side, ``m`` a magnitude) stays with each parser,
-which passes its own error class so its callers keep catching what they caught before.
-
-Grammar::
+"""The one grammar of drkit's spec strings (sources, teachers, recipes): a head, then ``key=value``
+settings, refused the same way everywhere. What a key *means* stays with each parser, which
+passes its own error class::
 
     query spec:   HEAD[?KEY=VALUE[&KEY=VALUE...]]     (sources, teachers)
     op options:   HEAD[@KEY=VALUE[,KEY=VALUE...]]     (recipe ops, joined by ``+``)
@@ -17,11 +10,6 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, Optional, TypeVar
 
 V = TypeVar("V")
-
-QUERY_SEP = "?"
-QUERY_PAIR_SEP = "&"
-OPTIONS_SEP = "@"
-OPTIONS_PAIR_SEP = ","
 
 
 class SpecSyntaxError(ValueError):
@@ -46,8 +34,7 @@ def parse_scalar(text: str) -> bool | int | float | str:
 
 
 def parse_value(text: str) -> bool | int | float | str:
-    """A typed setting: surrounding blanks and quotes dropped (``'bilinear'`` reads back as written
-    by ``repr``), then :func:`parse_scalar`."""
+    """A typed setting: surrounding blanks and quotes dropped, then :func:`parse_scalar`."""
     return parse_scalar(text.strip().strip("'\""))
 
 
@@ -57,22 +44,11 @@ def split_head(text: str, sep: str) -> tuple[str, Optional[str]]:
     return head, (rest if found else None)
 
 
-def parse_pairs(
-    text: str,
-    sep: str,
-    *,
-    context: str = "spec",
-    error: ErrorClass = SpecSyntaxError,
-    key: Callable[[str], str] = str.strip,
-    value: Callable[[str], V] = parse_value,  # type: ignore[assignment]
-    keep_empty: bool = False,
-) -> dict[str, V]:
-    """``k=v<sep>k2=v2`` -> ``{key(k): value(v), ...}`` in order.
-
-    An item without ``=``, an empty key (after ``key``) or a key given twice raises ``error``
-    with a message starting ``context:``. Empty items (``a=1<sep><sep>b=2``, a trailing ``sep``)
-    are skipped unless ``keep_empty``, which refuses them as malformed.
-    """
+def parse_pairs(text: str, sep: str, *, context: str = "spec", error: ErrorClass = SpecSyntaxError,
+                key: Callable[[str], str] = str.strip, value: Callable[[str], V] = parse_value,  # type: ignore
+                keep_empty: bool = False) -> dict[str, V]:
+    """``k=v<sep>k2=v2`` -> ``{key(k): value(v), ...}`` in order. An item without ``=``, an empty or
+    repeated key raises ``error("context: ...")``; empty items are skipped unless ``keep_empty``."""
     out: dict[str, V] = {}
     for item in text.split(sep):
         if not item and not keep_empty:
@@ -90,14 +66,13 @@ def parse_pairs(
 
 
 def split_query(text: str, **how: Any) -> tuple[str, dict[str, Any]]:
-    """``HEAD?k=v&k2=v2`` -> ``(HEAD, {k: v, k2: v2})``; no ``?`` gives ``(text, {})``.
-    ``how`` is :func:`parse_pairs`'s keywords (context, error, key, value, keep_empty)."""
-    return _split(text, QUERY_SEP, QUERY_PAIR_SEP, how)
+    """``HEAD?k=v&k2=v2`` -> ``(HEAD, {k: v, k2: v2})``; no ``?``: ``(text, {})``; ``how``: parse_pairs's."""
+    return _split(text, "?", "&", how)
 
 
 def split_options(text: str, **how: Any) -> tuple[str, dict[str, Any]]:
     """``HEAD@k=v,k2=v2`` -> ``(HEAD, {k: v, k2: v2})``; no ``@`` gives ``(text, {})``."""
-    return _split(text, OPTIONS_SEP, OPTIONS_PAIR_SEP, how)
+    return _split(text, "@", ",", how)
 
 
 def _split(text: str, head_sep: str, pair_sep: str, how: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -105,12 +80,6 @@ def _split(text: str, head_sep: str, pair_sep: str, how: dict[str, Any]) -> tupl
     return head, ({} if rest is None else parse_pairs(rest, pair_sep, **how))
 
 
-def format_pairs(pairs: Mapping[str, Any], sep: str) -> str:
-    """``{k: v, k2: v2}`` -> ``k=v<sep>k2=v2`` (values through ``str``): what :func:`parse_pairs`
-    reads back."""
-    return sep.join(f"{k}={v}" for k, v in pairs.items())
-
-
 def format_query(head: str, pairs: Mapping[str, Any]) -> str:
     """``HEAD`` plus ``?k=v&k2=v2`` when there are pairs: what :func:`split_query` reads back."""
-    return head + (QUERY_SEP + format_pairs(pairs, QUERY_PAIR_SEP) if pairs else "")
+    return head + ("?" + "&".join(f"{k}={v}" for k, v in pairs.items()) if pairs else "")

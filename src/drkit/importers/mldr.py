@@ -1,22 +1,18 @@
 """``drkit import-mldr``: the reference work's reinforcement files (apple/ml-dr) as a drkit store.
 
-The reference writes one ``{index}.pth.tar`` per training image, ``torch.save((index, samples))``
-with pickle protocol 4, where each of the NS samples is ``{"params": [...], "prob": (probs, ids)}``
-(top-k, unsorted), plus ``config.pth.tar`` with the generation config. With ``compress`` on,
-``params`` is positional: the mixing partner's id (or ``None``) when the config mixes, then one
-entry per op with parameters, in the reference's fixed op order::
+The reference writes one ``{index}.pth.tar`` per training image, ``torch.save((index, samples))``,
+each of the NS samples ``{"params": [...], "prob": (probs, ids)}`` (top-k, unsorted), plus
+``config.pth.tar``. With ``compress`` on, ``params`` is positional: the mixing partner's id (or
+``None``) when the config mixes, then one entry per op with parameters, in the fixed op order::
 
     resize: its size | random_crop: (top, left) in padded, resized pixels |
     random_resized_crop: (i, j, h, w) in source pixels | random_horizontal_flip: bool |
     rand_augment: [(op index, signed magnitude)] x num_ops or None | random_erase: (x, y, h, w)
     in output pixels, zero fill, or None | mixup: lambda or None | cutmix: [lambda, x1, y1, x2, y2] or None
 
-A view that mixes stores ``[own, partner]`` pairs per op (the partner's are its own draws, kept
-in the record), and may apply MixUp and then CutMix. Files are read with a data-only
-unpickler (:mod:`.safe_pickle`), from a directory or streamed out of a ``.tar.gz`` without
-extracting it. The reference generated its views from uint8 tensors and replays them through
-PIL, so an imported store is marked ``"replay": "approximate"``: drkit replays the same
-parameters with its own ops, close to but not bit-equal with the reference's pixels.
+A mixed view stores ``[own, partner]`` pairs per op, and may apply MixUp and then CutMix. Files
+are read with a data-only unpickler, from a directory or streamed out of a ``.tar.gz``. The
+reference replays through PIL, so an imported store is ``"replay": "approximate"``.
 """
 from __future__ import annotations
 
@@ -108,12 +104,10 @@ def recipe_for(ops: dict[str, dict[str, Any]]) -> tuple[Recipe, int]:
 
 
 def ra_bin(op: int, magnitude: float, bins: int, size: int) -> tuple[int, int]:
-    """(magnitude bin, sign) of a stored signed RandAugment magnitude (translations in pixels of
-    the ``size``-pixel output, as torchvision computes them)."""
-    table = magnitudes(op, bins, False)
+    """(magnitude bin, sign) of a stored signed RandAugment magnitude (translations in output pixels)."""
     scale = size if AA_OP_NAMES[op] in ("TranslateX", "TranslateY") else 1.0
     value = abs(float(magnitude))
-    for b, m in enumerate(table):
+    for b, m in enumerate(magnitudes(op, bins, False)):
         if abs(m * scale - value) <= 1e-3 * max(1.0, value):
             return b, int(float(magnitude) < 0)
     raise DrkitError(f"RandAugment {AA_OP_NAMES[op]} magnitude {magnitude} is not in the {bins}-bin table")
@@ -121,24 +115,22 @@ def ra_bin(op: int, magnitude: float, bins: int, size: int) -> tuple[int, int]:
 
 def view_params(recipe: Recipe, values: dict[str, Any], size: int) -> dict[str, dict[str, int]]:
     """drkit base-op parameters of one image of a reference view (``values``: op name -> its entry)."""
-    out: dict[str, dict[str, int]] = {}
-    first = recipe.ops[0].name
     flip = int(bool(values.get("random_horizontal_flip", False)))
-    if first == "rrc":
+    if recipe.ops[0].name == "rrc":
         i, j, h, w = (int(v) for v in values["random_resized_crop"])
-        out["rrc"] = {"top": i, "left": j, "height": h, "width": w, "flip": flip}
+        out: dict[str, dict[str, int]] = {"rrc": {"top": i, "left": j, "height": h, "width": w, "flip": flip}}
     else:
         top, left = (int(v) for v in values["random_crop"])
-        out["rcrop"] = {"top": top, "left": left, "flip": flip}
+        out = {"rcrop": {"top": top, "left": left, "flip": flip}}
     ops = {op.name: op for op in recipe.ops}
     if "ra" in ops:
-        ra = ops["ra"]
-        chosen = values.get("rand_augment") or [(0, 0.0)] * ra.settings["n"]  # None: skipped, identity ops
-        if len(chosen) != ra.settings["n"]:
-            raise DrkitError(f"a view has {len(chosen)} RandAugment ops, the config {ra.settings['n']}")
+        n = ops["ra"].settings["n"]
+        chosen = values.get("rand_augment") or [(0, 0.0)] * n  # None: skipped, identity ops
+        if len(chosen) != n:
+            raise DrkitError(f"a view has {len(chosen)} RandAugment ops, the config {n}")
         out["ra"] = {}
         for k, (op, m) in enumerate(chosen):
-            b, sign = ra_bin(int(op), m, ra.settings["bins"], size)
+            b, sign = ra_bin(int(op), m, ops["ra"].settings["bins"], size)
             out["ra"].update({f"op{k}": int(op), f"mag{k}": b, f"sign{k}": sign})
     if "erase" in ops:
         box = values.get("random_erase")
@@ -163,11 +155,10 @@ def sample_records(recipe: Recipe, names: list[str], obj: Any, index: int, ctx: 
     """The stored arrays (``[NS, ...]``) of one reference file's ``(index, samples)``."""
     if not (isinstance(obj, tuple) and len(obj) == 2 and obj[0] == index and isinstance(obj[1], list)):
         raise DrkitError(f"{where}: expected (index {index}, [samples]), found something else")
-    views = obj[1]
-    if len(views) != ctx["views"]:
-        raise DrkitError(f"{where}: {len(views)} samples, the config says {ctx['views']}")
+    if len(obj[1]) != ctx["views"]:
+        raise DrkitError(f"{where}: {len(obj[1])} samples, the config says {ctx['views']}")
     rows: dict[str, list[Any]] = {}
-    for v in views:
+    for v in obj[1]:
         params = list(v["params"])
         partner = params.pop(0) if recipe.mixes else None
         if partner is not None and not 0 <= int(partner) < ctx["samples"]:
@@ -193,8 +184,7 @@ def sample_records(recipe: Recipe, names: list[str], obj: Any, index: int, ctx: 
 
 def checked_records(recipe: Recipe, names: list[str], obj: Any, index: int, ctx: dict[str, int],
                     where: str) -> dict[str, np.ndarray]:
-    """:func:`sample_records`, any malformed entry (a wrong type, length or range anywhere in the
-    file's data) refused with one line naming the file."""
+    """:func:`sample_records`, any malformed entry refused with one line naming the file."""
     try:
         return sample_records(recipe, names, obj, index, ctx, where)
     except DrkitError:
@@ -224,7 +214,6 @@ def plain(obj: Any) -> Any:
     return obj if isinstance(obj, (str, int, float, bool)) or obj is None else str(obj)
 
 
-# -- reading the reference's files -------------------------------------------------------------
 def _members(path: Path) -> Iterator[tuple[str, bytes]]:
     """(file name, bytes) of every ``*.pth.tar`` in a directory or a ``.tar.gz`` (streamed)."""
     if path.is_dir():
@@ -254,14 +243,6 @@ def read_config(path: Path) -> dict[str, Any]:
     raise DrkitError(f"{path} holds no config.pth.tar: is it a reference reinforcement directory?")
 
 
-def samples(path: Path) -> Iterator[tuple[int, str, bytes]]:
-    """(index, name, bytes) of every ``{index}.pth.tar``."""
-    for name, data in _members(path):
-        m = _SAMPLE.match(name)
-        if m:
-            yield int(m.group(1)), name, data
-
-
 def store_config(src: Any, config: dict[str, Any], recipe: Recipe, size: int, path: Path,
                  samples_per_shard: int, digests: bool = False) -> dict[str, Any]:
     """The imported store's configuration (what ``run.json`` and the manifest start with)."""
@@ -282,12 +263,9 @@ def store_config(src: Any, config: dict[str, Any], recipe: Recipe, size: int, pa
 def import_mldr(path: str | Path, data: Any, out: str | Path, samples_per_shard: int = 1024,
                 progress: bool = True, command: list[str] | None = None, digests: bool = False,
                 resume: bool = False) -> Path:
-    """Convert a reference reinforcement directory or ``.tar.gz`` into a drkit store at ``out``.
-    ``data`` is the source the reference reinforced (spec or Source): its fingerprint and class
-    names go into the manifest, and its length must match the files. ``digests`` also reads every
-    image once to record its content digest, so that replay refuses a changed image as it does
-    for a store drkit made. ``resume`` continues an import that was killed, keeping its finished
-    shards."""
+    """Convert a reference reinforcement directory or ``.tar.gz`` into a store at ``out``. ``data``
+    is the source it reinforced (spec or Source); ``digests`` reads every image once to record its
+    content digest; ``resume`` keeps the finished shards of an import that was killed."""
     from ..sources import load_source
 
     path, out = Path(path), Path(out)
@@ -319,18 +297,18 @@ def _convert(path: Path, src: Any, ops: dict[str, Any], recipe: Recipe, size: in
     """Every sample file into the writer; each shard sealed when its last sample is in."""
     from tqdm.auto import tqdm
 
-    r = writer.config
-    names = [n for n in ORDER if n in ops and n not in NO_PARAMS]
+    r, n = writer.config, len(src)
+    names = [k for k in ORDER if k in ops and k not in NO_PARAMS]
     ctx = {"views": int(r["num_views"]), "topk": int(r["topk"]), "classes": int(r["num_classes"]), "size": size,
-           "samples": len(src)}
-    ranges = shard_ranges(len(src), int(r["samples_per_shard"]))
-    left = [b - a for a, b in ranges]
-    seen = np.zeros(len(src), dtype=bool)
+           "samples": n}
     per = int(r["samples_per_shard"])
-    for index, name, data in tqdm(samples(path), total=len(src), unit="img", desc="import", disable=not progress):
+    left = [b - a for a, b in shard_ranges(n, per)]
+    seen = np.zeros(n, dtype=bool)
+    files = ((int(m.group(1)), name, data) for name, data in _members(path) if (m := _SAMPLE.match(name)))
+    for index, name, data in tqdm(files, total=n, unit="img", desc="import", disable=not progress):
         where = f"{path}:{name}"
-        if not 0 <= index < len(src) or seen[index]:
-            raise DrkitError(f"{where}: index {index} is outside 0..{len(src) - 1} or repeated")
+        if not 0 <= index < n or seen[index]:
+            raise DrkitError(f"{where}: index {index} is outside 0..{n - 1} or repeated")
         k = index // per
         seen[index] = True
         if writer.done(k):  # --resume: this shard was written before the import was stopped
@@ -343,5 +321,5 @@ def _convert(path: Path, src: Any, ops: dict[str, Any], recipe: Recipe, size: in
             writer.seal(k)
     if not seen.all():
         missing = np.flatnonzero(~seen)
-        raise DrkitError(f"{path} lacks {missing.size} of {len(src)} sample files (first: {missing[0]}.pth.tar): "
+        raise DrkitError(f"{path} lacks {missing.size} of {n} sample files (first: {missing[0]}.pth.tar): "
                          "is --data the dataset it reinforced?")

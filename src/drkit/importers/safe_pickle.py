@@ -1,12 +1,7 @@
-"""Reading ``torch.save`` files without running their code.
-
-A ``torch.save`` file (the zip format of torch >= 1.6) is a zip archive whose ``*/data.pkl`` member
-is a pickle. Unpickling executes whatever callables the pickle names, so a file from elsewhere
-must never reach ``torch.load(weights_only=False)`` or ``pickle.load``. The reference work's
-reinforcement files hold only lists, tuples, dicts, numbers, strings and numpy scalars, so the
-unpickler here resolves exactly those globals and refuses everything else, including persistent
-references (tensor storages). Why not ``torch.load(weights_only=True)``: it refuses the numpy
-scalars these files contain under torch >= 2.6 defaults.
+"""Reading ``torch.save`` files (zip archives with a ``data.pkl`` pickle) without running their code:
+the reference's files hold only plain data and numpy scalars, so exactly those globals resolve and
+everything else, persistent references included, is refused. (``torch.load(weights_only=True)``
+refuses the numpy scalars under torch >= 2.6.)
 """
 from __future__ import annotations
 
@@ -61,8 +56,7 @@ def loads_data(data: bytes) -> Any:
 
 
 def load_torch_save(data: bytes, name: str) -> Any:
-    """The object in a zip-format ``torch.save`` file's bytes, plain data only; ``name`` (the
-    file's path) goes into every refusal."""
+    """The object in a ``torch.save`` file's bytes, plain data only; ``name`` goes into every refusal."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as z:
             pkl = [n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]

@@ -1,11 +1,6 @@
-"""Render ahead: on an accelerator a thread takes batches from the loader and renders them while
-the main thread runs the teacher on the previous batch and hands its records to the writer.
-
-Why a thread: rendering a batch is host work (grouping views, launching a few hundred small
-kernels, and the small synchronising copies inside torchvision's ops). torch releases the GIL
-inside its ops, so a second thread overlaps that work with the teacher's launches and the writer;
-on the device the render runs on its own stream (:func:`drkit.device.on_side_stream`). The pixels
-of a batch depend only on the batch, so the order of work cannot change a byte.
+"""Render ahead: on an accelerator a thread renders batches while the main thread labels the
+previous one. Rendering is host work (hundreds of small kernel launches) and torch releases the
+GIL in its ops, so the two overlap; a batch's pixels depend only on the batch, never on the order.
 """
 from __future__ import annotations
 
@@ -13,20 +8,12 @@ import queue
 import threading
 from typing import Any, Callable, Iterable, Iterator
 
-_END = object()
-
-
-class _Failed:
-    """An exception raised in the render thread, re-raised in the consumer's."""
-
-    def __init__(self, error: BaseException):
-        self.error = error
-
+_END, _FAILED = object(), object()  # markers: the items are done; (_FAILED, error) raised in the render thread
 
 def render_ahead(items: Iterable[Any], render: Callable[[Any], Any], threaded: bool,
                  depth: int = 2) -> Iterator[tuple[Any, Any]]:
-    """``(item, render(item))`` for every item in order; with ``threaded`` up to ``depth`` batches
-    are rendered ahead in a second thread (errors there are raised here, in order)."""
+    """``(item, render(item))`` for every item in order; with ``threaded`` up to ``depth`` rendered
+    ahead in a second thread (its errors raised here, in order)."""
     if not threaded:
         for item in items:
             yield item, render(item)
@@ -49,7 +36,7 @@ def render_ahead(items: Iterable[Any], render: Callable[[Any], Any], threaded: b
                 if not put((item, render(item))):
                     return
         except BaseException as error:  # noqa: BLE001 - handed over and raised by the consumer
-            put(_Failed(error))
+            put((_FAILED, error))
             return
         put(_END)
 
@@ -57,8 +44,8 @@ def render_ahead(items: Iterable[Any], render: Callable[[Any], Any], threaded: b
     thread.start()
     try:
         while (got := out.get()) is not _END:
-            if isinstance(got, _Failed):
-                raise got.error
+            if got[0] is _FAILED:
+                raise got[1]
             yield got
     finally:
         stop.set()

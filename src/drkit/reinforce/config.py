@@ -26,12 +26,8 @@ def parse_shard(spec: str | tuple[int, int] | None) -> tuple[int, int]:
 
 @dataclasses.dataclass(frozen=True)
 class ReinforceConfig(VerbConfig):
-    """What to reinforce, with which teachers, how many views, where to (see ``drkit reinforce --help``).
-
-    ``data`` is a source spec or a :class:`~drkit.sources.Source`; ``teacher`` one or several
-    teacher specs or a ready ``nn.Module`` (batch in [0, 1] -> probabilities). ``recipe`` ``auto``
-    resolves for the data's image side (the manifest records the request, side and result).
-    """
+    """``drkit reinforce``'s options: ``data`` a source spec or Source; ``teacher`` specs or a ready
+    ``nn.Module`` (batch in [0, 1] -> probabilities); recipe ``auto`` resolves for the image side."""
 
     data: Any
     teacher: Any
@@ -54,8 +50,7 @@ class ReinforceConfig(VerbConfig):
     command: Any = dataclasses.field(default=None, metadata=FREE)
 
     def validate(self) -> ReinforceConfig:
-        """Refuse what the options alone rule out (top-k against the class count is checked when
-        the source is open); returns ``self``."""
+        """Refuse what the options alone rule out; returns ``self``."""
         check(self.out is not None and str(self.out) != "", "reinforce needs an output directory (--out DIR)")
         check(1 <= self.samples <= 65535, f"--samples must be in 1..65535, got {self.samples}")
         check(self.topk >= 1, f"--topk must be positive, got {self.topk}")
@@ -70,8 +65,5 @@ class ReinforceConfig(VerbConfig):
     @property
     def teacher_specs(self) -> list[str] | None:
         """The teacher as a list of spec strings, or ``None`` for a ready module."""
-        if isinstance(self.teacher, str):
-            return [self.teacher]
-        if isinstance(self.teacher, (list, tuple)):
-            return list(self.teacher)
-        return None
+        t = self.teacher
+        return [t] if isinstance(t, str) else list(t) if isinstance(t, (list, tuple)) else None

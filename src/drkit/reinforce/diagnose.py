@@ -1,5 +1,4 @@
-"""How good a finished store's labels are, said when it is written: teacher accuracy and
-confidence on plain images and on the stored views, and the warnings that follow."""
+"""How good a finished store's labels are, said when it is written (plain images, stored views, warnings)."""
 from __future__ import annotations
 
 from typing import Any
@@ -28,8 +27,7 @@ def diagnose(writer: StoreWriter, src: Any, ens: torch.nn.Module, size: int, bat
 
 
 def partner_fallbacks(ens: Any, shards: Any) -> int:
-    """Mixed views whose partner was seen by every member that never saw the view's own image
-    (with K folds: a partner from another fold); those members labelled it all the same."""
+    """Mixed views whose partner every member that never saw the view's own image had seen."""
     count = 0
     for start, arrays in shards:
         partners = partner_ids(arrays)

@@ -1,12 +1,9 @@
 """The teacher's top-k for rendered uint8 batches, queued so that the host never waits for it.
 
-On CUDA the forward pass of a full batch is captured once as a CUDA graph and replayed: launching
-an eager ensemble of two ResNet-50s costs ~10 ms of host time per batch, time the render thread
-needs (``ahead.py``). A graph replays the very kernels the eager pass launches, so labels do not
-change; it is captured before the render thread starts (capture forbids other work on the device);
-batches of another size (a shard's last) and routed (out-of-fold) ensembles, whose members
-see data-dependent rows, run eagerly. The top-k is copied to pinned host memory behind the forward
-pass; :meth:`Labels.result` waits for it, while the host renders the next batch.
+On CUDA a full batch's forward pass is captured once as a CUDA graph and replayed (eager launches
+of two ResNet-50s cost ~10 ms of host time a batch; a graph replays the same kernels, so labels do
+not change). Other batch sizes and routed (out-of-fold) ensembles run eagerly. The top-k is copied
+to pinned memory behind the forward pass; :meth:`Labels.result` waits for it.
 """
 from __future__ import annotations
 
@@ -23,9 +20,8 @@ class Labels:
     def __init__(self, ids: torch.Tensor, probs: torch.Tensor):
         self.event = None
         if ids.device.type == "cuda":
-            host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in (ids, probs)]
-            for h, t in zip(host, (ids, probs)):
-                h.copy_(t, non_blocking=True)
+            host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True)
+                    for t in (ids, probs)]
             self.event = torch.cuda.Event()
             self.event.record()
             ids, probs = host
@@ -48,9 +44,8 @@ class Labeller:
 
     @torch.inference_mode()
     def prepare(self, shape: tuple[int, ...]) -> None:
-        """Capture the graph for batches of ``shape`` (the batch size) before any other thread
-        uses the device: capture forbids other work on it. A model that cannot be captured is
-        labelled eagerly, with a one-line warning."""
+        """Capture the graph for batches of ``shape`` before another thread uses the device (capture
+        forbids other work); a model that cannot be captured is labelled eagerly, with a warning."""
         if not self.graphs or shape in self.captured:
             return
         try:

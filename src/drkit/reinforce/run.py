@@ -1,10 +1,8 @@
 """``drkit reinforce``: label NS augmented views per image with a teacher ensemble, once.
 
-DataLoader workers decode images and sample view parameters; the main process renders each batch
-on the teacher's device (on CUDA in a thread, one batch ahead), labels it and hands the records to
-the :class:`~drkit.store.StoreWriter` while the teacher labels the next batch. Shards are written
-atomically, so a killed run resumes by redoing only unfinished shards and ends byte-identical to an
-uninterrupted one.
+Loader workers decode images and sample view parameters; the main process renders each batch on
+the teacher's device (on CUDA a batch ahead, in a thread), labels it and hands the records to the
+writer. Shards are atomic, so a killed run resumes byte-identically, redoing only unfinished ones.
 """
 from __future__ import annotations
 
@@ -36,13 +34,8 @@ from .views import Task, ViewBatches, batch_tasks, render_item
 
 
 def reinforce(cfg: ReinforceConfig | Any = None, teacher: Any = None, out: Any = None, /, **options: Any) -> Path:
-    """Write a reinforced store; returns its path (see ``drkit reinforce --help``).
-
-    ``reinforce(ReinforceConfig(...))``, or the convenience form ``reinforce(data, teacher, out,
-    **options)`` that builds the config. When the store is complete the teachers' accuracy on
-    plain images and on the stored views is printed and recorded, with a warning when the views
-    destroy labels or the labels are near one-hot (memorised training images).
-    """
+    """Write a reinforced store and return its path: ``reinforce(ReinforceConfig(...))`` or
+    ``reinforce(data, teacher, out, **options)``. A complete store's label diagnostics are printed."""
     if not isinstance(cfg, ReinforceConfig):
         cfg = ReinforceConfig.build(**positional(data=cfg, teacher=teacher, out=out), **options)
     elif teacher is not None or out is not None or options:
@@ -71,11 +64,10 @@ def reinforce(cfg: ReinforceConfig | Any = None, teacher: Any = None, out: Any =
     diagnostics = None
     if writer.complete():
         diagnostics = diagnose(writer, src, ens, size, cfg.batch_size)
-        if env.is_main:
-            for line in format_diagnostics(diagnostics):
-                print(f"drkit reinforce: {line}", file=sys.stderr)
-            for line in diagnostics["warnings"]:
-                print(f"drkit: warning: {line}", file=sys.stderr)
+        lines = [f"drkit reinforce: {x}" for x in format_diagnostics(diagnostics)]
+        lines += [f"drkit: warning: {x}" for x in diagnostics["warnings"]]
+        if env.is_main and lines:
+            print("\n".join(lines), file=sys.stderr)
     writer.close(provenance, extra={"diagnostics": diagnostics} if diagnostics else None)
     skipped = writer.skipped()
     if skipped and env.is_main:
@@ -116,8 +108,7 @@ def store_config(cfg: ReinforceConfig, src: Any, ens: torch.nn.Module, rec: Reci
 
 def label_views(writer: StoreWriter, views: ViewBatches, size: int, ens: torch.nn.Module, device: torch.device,
                 workers: int, progress: bool, rank: int) -> None:
-    """Decode and sample (workers), render and label (here, on the teacher's device), and hand
-    every record to the writer; seal each shard when its last batch is in."""
+    """Decode and sample (workers), render and label (here), hand every record to the writer."""
     tasks: list[Task] = views.tasks
     if not tasks:
         return
@@ -154,8 +145,7 @@ def _render(recipe: Recipe, size: int, device: torch.device, item: dict[str, Any
 
 def _hand_over(writer: StoreWriter, task: Task, item: dict[str, Any], records: dict[str, np.ndarray], labels: Labels,
                remaining: Counter) -> int:
-    """A labelled batch's records to the writer; its shard is sealed when this was its last batch.
-    Returns the batch's view count."""
+    """A labelled batch's records to the writer, sealing its shard after its last batch; its view count."""
     ids, probs = labels.result()
     samples, bad = np.asarray(item["samples"]), np.asarray(item["bad"])
     ids[bad], probs[bad] = 0, 0.0

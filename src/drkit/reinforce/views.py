@@ -1,11 +1,7 @@
-"""The views ``reinforce`` labels: for each batch, the decoded source images and every view's
-parameters (a loader worker's cheap part), rendered into pixels by the batched renderer on the
-teacher's device in the main process.
-
-One DataLoader item is one whole batch (so the batches, and therefore the teacher's arithmetic,
-do not depend on the worker count). Batches never cross a shard boundary, so a shard is complete
-exactly when its last batch is labelled. Each image is decoded once per batch, however many of
-the batch's views (its own NS views, or views that mix with it) use it.
+"""The views ``reinforce`` labels: per batch, the decoded images and every view's parameters (in a
+loader worker), rendered on the teacher's device in the main process. One loader item is one whole
+batch (so the teacher's arithmetic does not depend on the worker count); batches never cross a
+shard boundary; each image is decoded once per batch.
 """
 from __future__ import annotations
 
@@ -33,12 +29,8 @@ class Task(NamedTuple):
 
 def batch_tasks(shards: list[tuple[int, int, int]], num_views: int, batch_size: int) -> list[Task]:
     """Batches aligned to shard starts, in shard order."""
-    tasks = []
-    for k, start, stop in shards:
-        total = (stop - start) * num_views
-        for a in range(0, total, batch_size):
-            tasks.append(Task(k, a, min(a + batch_size, total), start))
-    return tasks
+    return [Task(k, a, min(a + batch_size, (stop - start) * num_views), start)
+            for k, start, stop in shards for a in range(0, (stop - start) * num_views, batch_size)]
 
 
 class ViewBatches(Dataset):
@@ -52,10 +44,9 @@ class ViewBatches(Dataset):
         return len(self.tasks)
 
     def _redraw(self, i: int, q: tuple[int, int], params: ViewParams, load: Any) -> tuple[int, int] | None:
-        """A good image whose mixing partner is undecodable keeps its view: the partner moves to
-        the next decodable sample (deterministic: it depends only on which images are bad) and the
-        record stores it; with none left the view is not mixed."""
-        j = _next_partner(i, q[0], len(self.src), load)
+        """An undecodable mixing partner moves to the next decodable sample (recorded); none: unmixed."""
+        n = len(self.src)  # the first sample after q[0], cyclically, never i
+        j = next((j for j in ((q[0] + k) % n for k in range(1, n)) if j != i and load(j) is not None), None)
         if j is None:
             params["mix"]["mode"] = 0
             return None
@@ -104,15 +95,6 @@ class ViewBatches(Dataset):
                 "params": Parameters(params, partner_params), "records": pack(self.recipe, params),
                 "samples": samples, "views": views, "bad": bad,
                 "digests": np.array([digests.get(i, -1) for i in samples.tolist()], dtype=np.int64)}
-
-
-def _next_partner(i: int, start: int, n: int, load: Any) -> int | None:
-    """The first sample after ``start`` (cyclically, never ``i``) whose image decodes."""
-    for k in range(1, n):
-        j = (start + k) % n
-        if j != i and load(j) is not None:
-            return j
-    return None
 
 
 def render_item(recipe: Recipe, item: dict[str, Any], size: int, device: torch.device) -> torch.Tensor:

@@ -1,8 +1,5 @@
-"""The reinforced store: manifest + fixed-size-record shards, random access, verify, merge.
-
-The public door for everything outside ``store/``: :class:`StoreWriter` writes, :class:`Store`
-(``open_store``) reads, :func:`pack` turns view parameters into stored arrays.
-"""
+"""The reinforced store (manifest + fixed-size-record shards), the door for everything outside
+``store/``: :class:`StoreWriter` writes, :class:`Store` reads, :func:`pack` packs view parameters."""
 from __future__ import annotations
 
 from .check import read_manifest

@@ -1,8 +1,5 @@
-"""A shard is checked the first time it is used, not only by ``drkit verify``: its path stays
-inside the store, its size and sha256 match the manifest, its arrays match the schema, and its
-values are ones drkit could have written (class ids below the class count, probabilities in
-[0, 1], parameter codes without stray bits, partners and views that exist). Training, inspect,
-merge and replay therefore never run on a damaged or edited store."""
+"""A shard is checked the first time it is used, not only by ``drkit verify`` (path inside the
+store, size, sha256, schema, values drkit could have written), so nothing runs on an edited store."""
 from __future__ import annotations
 
 import json
@@ -13,13 +10,13 @@ import numpy as np
 
 from ..errors import DrkitError, StoreError
 from ..fileio import inside, sha256_file
-from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, REQUIRED_MANIFEST_KEYS, upgrade_manifest
+from .format import (CONTENT_SCHEMA, FORMAT_NAME, FORMAT_VERSION, MANIFEST, REQUIRED_MANIFEST_KEYS, shard_ranges,
+                     upgrade_manifest)
 from .shards import ShardReader
 
 
 def checked_file(root: Path, info: dict[str, Any], checksums: bool = True) -> Path:
-    """The file a manifest entry names (``file``, ``bytes``, ``sha256``), inside the store, of the
-    recorded size and, with ``checksums``, sha256."""
+    """The file a manifest entry names, inside the store, of the recorded size and (``checksums``) sha256."""
     path = inside(root, info.get("file"), f"store {root} manifest", StoreError)
     if not path.is_file():
         raise StoreError(f"shard {path} is missing: the store is incomplete; rebuild or re-copy it")
@@ -34,8 +31,6 @@ def checked_file(root: Path, info: dict[str, Any], checksums: bool = True) -> Pa
 
 def open_content(root: Path, info: dict[str, Any], checksums: bool = True) -> np.ndarray:
     """The per-sample content digests (uint32 ``[samples]``) beside shard ``info``, checked like a shard."""
-    from .format import CONTENT_SCHEMA
-
     path = checked_file(root, info["content"], checksums)
     return ShardReader(path, CONTENT_SCHEMA, int(info["stop"]) - int(info["start"]), 1).arrays["content"][:, 0]
 
@@ -85,8 +80,6 @@ _INT_FIELDS = {"num_classes": (1, 2**31 - 1), "image_size": (1, 4096), "num_samp
 
 def manifest_problem(m: dict[str, Any]) -> str | None:
     """What makes a manifest one drkit never writes (types, ranges, shard layout), or ``None``."""
-    from .format import shard_ranges
-
     for key, (lo, hi) in _INT_FIELDS.items():
         v = m[key]
         if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
@@ -98,29 +91,27 @@ def manifest_problem(m: dict[str, Any]) -> str | None:
     shards = m["shards"]
     if not isinstance(shards, list) or not all(isinstance(s, dict) for s in shards):
         return "shards is not a list of entries"
-    want = shard_ranges(m["num_samples"], m["samples_per_shard"])
-    got = [(s.get("start"), s.get("stop")) for s in shards]
-    if got != want:
+    if [(s.get("start"), s.get("stop")) for s in shards] != shard_ranges(m["num_samples"], m["samples_per_shard"]):
         return "the shard list does not cover the samples in order"
-    for s in shards:
-        if not isinstance(s.get("bytes"), int) or not isinstance(s.get("sha256"), str):
-            return "a shard entry lacks its byte size or sha256"
+    def recorded(e: Any) -> bool:
+        return isinstance(e, dict) and isinstance(e.get("bytes"), int) and isinstance(e.get("sha256"), str)
+
+    if not all(recorded(s) for s in shards):
+        return "a shard entry lacks its byte size or sha256"
     kind = m["content_digest"]
     if kind is not None and not isinstance(kind, str):
         return "content_digest is not a digest name"
-    for s in shards if kind else []:
-        c = s.get("content")
-        if not isinstance(c, dict) or not isinstance(c.get("bytes"), int) or not isinstance(c.get("sha256"), str):
-            return "a shard entry lacks its content digests' file, byte size or sha256"
+    if kind and not all(recorded(s.get("content")) for s in shards):
+        return "a shard entry lacks its content digests' file, byte size or sha256"
     return None
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """Load and schema-check ``manifest.json`` (a missing one means the store is incomplete)."""
     root = Path(path)
+    mpath = root / MANIFEST
     if not root.is_dir():
         raise StoreError(f"store {root} does not exist")
-    mpath = root / MANIFEST
     if not mpath.exists():
         raise StoreError(f"store {root} is incomplete (no {MANIFEST}): finish it with `drkit reinforce --resume`")
     try:

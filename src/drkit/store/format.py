@@ -1,8 +1,5 @@
-"""The store format: array names, dtypes and per-record shapes, and the manifest schema.
-
-Every array in a shard is ``[samples, views, *per_record]`` with a fixed width, so one record
-is a fixed-size slice that can be read without touching the other NS-1 views.
-"""
+"""The store format: every shard array is ``[samples, views, *per_record]`` with a fixed width, so
+one record is a fixed-size slice read without touching the other NS-1 views; and the manifest."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -13,15 +10,13 @@ if TYPE_CHECKING:
     from ..augment import Recipe, ViewParams
 
 FORMAT_NAME = "drkit-store"
-#: 2: every manifest spells out its renderer, sampler, recipe side, content digests, replay kind and
-#: partner window, and renderer 1's erasing noise is a recipe setting (``re@fill='generator'``).
-#: Version 1 manifests are upgraded once, when read (:func:`upgrade_manifest`).
+#: 2: the manifest spells out renderer, sampler, recipe side, digests, replay and partner window;
+#: version 1 manifests are upgraded when read (:func:`upgrade_manifest`)
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 RUN_CONFIG = "run.json"
 SHARD_DIR = "shards"
 
-MIX_ARRAYS = ("partner", "partner_view", "lam", "box", "mix_mode")
 REQUIRED_MANIFEST_KEYS = ("format", "format_version", "drkit_version", "source", "num_classes", "teachers",
                           "image_size", "recipe", "num_samples", "num_views", "topk", "seed",
                           "samples_per_shard", "arrays", "shards", "renderer", "sampler", "recipe_side",
@@ -29,17 +24,14 @@ REQUIRED_MANIFEST_KEYS = ("format", "format_version", "drkit_version", "source",
 #: what a version-1 manifest meant by leaving a key out
 V1_DEFAULTS: dict[str, Any] = {"renderer": {"name": "drkit", "version": 1, "device": "cpu"}, "sampler": 1,
                                "recipe_side": None, "content_digest": None, "replay": "exact", "partner_window": 0}
-
-
 #: the settings a store header takes from its maker, in manifest order (``replay`` defaults to exact)
 HEADER_FIELDS = ("image_size", "recipe_request", "recipe_side", "num_views", "topk", "seed", "samples_per_shard",
                  "renderer", "sampler", "content_digest", "replay")
 
 
 def store_header(src: Any, teachers: list[dict[str, Any]], recipe: Recipe, **fields: Any) -> dict[str, Any]:
-    """What determines a store's content (``run.json``; the manifest starts with it): the one
-    builder for ``reinforce`` and the importers. ``fields``: every name in :data:`HEADER_FIELDS`
-    (``replay`` may be left out), then any extra keys (an importer's provenance)."""
+    """What determines a store's content (``run.json``), for ``reinforce`` and the importers:
+    ``fields`` names all of :data:`HEADER_FIELDS` (``replay`` optional), then any extra keys."""
     f = {"replay": "exact", **fields}
     missing = [k for k in HEADER_FIELDS if k not in f]
     if missing:
@@ -55,8 +47,8 @@ def store_header(src: Any, teachers: list[dict[str, Any]], recipe: Recipe, **fie
 
 
 def upgrade_manifest(m: dict[str, Any]) -> dict[str, Any]:
-    """A version-1 manifest as version 2 says it: the keys it left out filled in with what their
-    absence meant, and renderer 1's erasing noise put into the recipe spec (in memory only)."""
+    """A version-1 manifest as version 2 says it (in memory): missing keys filled in, and renderer
+    1's erasing noise put into the recipe spec."""
     from ..augment import get_recipe
 
     out = {**V1_DEFAULTS, **m, "format_version": FORMAT_VERSION}
@@ -75,30 +67,17 @@ def ids_dtype(num_classes: int) -> np.dtype:
 
 
 def array_schema(code_bytes: int, topk: int, num_classes: int, mixes: bool | str | None) -> dict[str, dict[str, Any]]:
-    """name -> {dtype, shape per record}. The manifest records it; readers check shards against it.
-    ``mixes``: the recipe's mix layout (``"drkit"`` or True, ``"reference"`` for imported views)."""
-    schema: dict[str, dict[str, Any]] = {
-        "params": {"dtype": "uint8", "shape": [code_bytes]},
-        "topk_ids": {"dtype": ids_dtype(num_classes).name, "shape": [topk]},
-        "topk_probs": {"dtype": "float16", "shape": [topk]},
-    }
-    if mixes == "reference":  # imported: pixel box, MixUp and CutMix bits, the partner's own code
-        schema.update({
-            "partner": {"dtype": "uint32", "shape": []},
-            "lam": {"dtype": "float16", "shape": []},
-            "box": {"dtype": "uint16", "shape": [4]},
-            "mix_mode": {"dtype": "uint8", "shape": []},
-            "partner_params": {"dtype": "uint8", "shape": [code_bytes]},
-        })
+    """name -> {dtype, shape per record}, which readers check shards against. ``mixes``: the recipe's
+    mix layout (``"drkit"`` or True; ``"reference"``, imported: pixel box, the partner's own code)."""
+    arrays = [("params", "uint8", [code_bytes]), ("topk_ids", ids_dtype(num_classes).name, [topk]),
+              ("topk_probs", "float16", [topk])]
+    if mixes == "reference":
+        arrays += [("partner", "uint32", []), ("lam", "float16", []), ("box", "uint16", [4]),
+                   ("mix_mode", "uint8", []), ("partner_params", "uint8", [code_bytes])]
     elif mixes:
-        schema.update({
-            "partner": {"dtype": "uint32", "shape": []},
-            "partner_view": {"dtype": "uint16", "shape": []},
-            "lam": {"dtype": "float16", "shape": []},
-            "box": {"dtype": "uint8", "shape": [4]},
-            "mix_mode": {"dtype": "uint8", "shape": []},
-        })
-    return schema
+        arrays += [("partner", "uint32", []), ("partner_view", "uint16", []), ("lam", "float16", []),
+                   ("box", "uint8", [4]), ("mix_mode", "uint8", [])]
+    return {name: {"dtype": dtype, "shape": shape} for name, dtype, shape in arrays}
 
 
 def bytes_per_record(schema: dict[str, dict[str, Any]]) -> int:
@@ -114,8 +93,7 @@ def shard_name(index: int) -> str:
     return f"{SHARD_DIR}/{index:05d}.safetensors"
 
 
-#: per-sample content digests of a shard's samples, in a file beside it (``[samples, 1]`` uint32;
-#: 0 for a sample skipped with --skip-bad). A file of its own: records keep their size and bytes.
+#: per-sample content digests, in a file beside the shard (records keep their bytes); 0: skipped
 CONTENT_SCHEMA: dict[str, dict[str, Any]] = {"content": {"dtype": "uint32", "shape": []}}
 
 
@@ -123,13 +101,10 @@ def content_name(index: int) -> str:
     return f"{SHARD_DIR}/{index:05d}.content.safetensors"
 
 
-# ----------------------------------------------------------------------------------------------
-# the record: one pack/unpack pair, the only place that knows how a view's parameters are stored
-# ----------------------------------------------------------------------------------------------
+# -- the record: the only place that knows how a view's parameters are stored --------------------
 def pack(recipe: Recipe, views: Sequence[ViewParams]) -> dict[str, np.ndarray]:
-    """Stored arrays of a run of views (``[len(views), ...]``): the base-op code and, when the
-    recipe mixes, the partner, its view, λ (float16 bits, so the stored value is the one used),
-    the CutMix box (1/255 units) and the mode."""
+    """Stored arrays of views (``[len(views), ...]``): the base-op code and, when the recipe mixes,
+    partner, its view, λ (float16 bits: the stored value is the one used), box (1/255 units), mode."""
     out = {"params": recipe.codec.encode_many(list(views))}
     if recipe.mixes:
         mix = [p["mix"] for p in views]
@@ -142,8 +117,7 @@ def pack(recipe: Recipe, views: Sequence[ViewParams]) -> dict[str, np.ndarray]:
 
 
 def unpack(recipe: Recipe, row: Mapping[str, Any]) -> ViewParams:
-    """One stored record (arrays indexed down to a single view) -> the view's parameters (one view
-    at a time; :func:`unpack_many` is the batch form, tested equal)."""
+    """One stored record (arrays indexed down to one view) -> its parameters (:func:`unpack_many` batched)."""
     params = recipe.decode(row["params"])
     if recipe.mixes:
         lam = int(np.asarray(row["lam"], dtype=np.float16).view(np.uint16))
@@ -155,8 +129,7 @@ def unpack(recipe: Recipe, row: Mapping[str, Any]) -> ViewParams:
 
 
 def unpack_many(recipe: Recipe, rows: Mapping[str, Any]) -> list[ViewParams]:
-    """Stored records (arrays ``[n, ...]``, one row a view) -> the views' parameters: the codes
-    decoded in one pass, mixing fields joined from their columns."""
+    """Stored records (arrays ``[n, ...]``) -> the views' parameters, the codes decoded in one pass."""
     params = recipe.codec.decode_many(np.asarray(rows["params"]))
     if not recipe.mixes:
         return params
@@ -173,8 +146,7 @@ def unpack_many(recipe: Recipe, rows: Mapping[str, Any]) -> list[ViewParams]:
 
 def _mix(recipe: Recipe, mode: int, partner: int, view: int, lam: int, box: list[int],
          partner_params: ViewParams | None) -> dict[str, Any]:
-    """A view's ``"mix"`` entry from its stored fields. An imported view (``"reference"`` layout)
-    stores pixel corners and the partner's own parameters; drkit's stores a box in 1/255 units."""
+    """A view's ``"mix"`` entry: an imported view's box is pixel corners, drkit's in 1/255 units."""
     if recipe.mix_layout == "reference":
         top, left, bottom, right = box
         return {"mode": mode, "partner": partner, "partner_view": 0, "lam": lam, "top": top, "left": left,
@@ -185,8 +157,7 @@ def _mix(recipe: Recipe, mode: int, partner: int, view: int, lam: int, box: list
 
 
 def partner_ids(arrays: Mapping[str, Any]) -> np.ndarray | None:
-    """Mixing partner of every record in ``arrays`` (``-1`` where the view does not mix), or
-    ``None`` when the recipe never mixes."""
+    """Mixing partner of every record (``-1``: unmixed), or ``None`` when the recipe never mixes."""
     if "mix_mode" not in arrays:
         return None
     mode = np.asarray(arrays["mix_mode"])

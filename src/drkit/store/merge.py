@@ -1,8 +1,5 @@
-"""Merging stores: NS adds up. Same source, recipe, teachers, K and shard layout, distinct views.
-
-Views of B follow A's; a mixed view's ``partner_view`` is shifted by the same offset, so it still
-names the partner's view it was rendered with.
-"""
+"""Merging stores: NS adds up (same source, recipe, teachers, K, shard layout; distinct seeds). Views of
+B follow A's; a mixed view's ``partner_view`` shifts with them, so it still names its partner's view."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,9 +29,7 @@ def merge_stores(inputs: list[str | Path], out: str | Path, provenance: dict[str
         if s.digest_kind != stores[0].digest_kind:
             raise StoreError(f"cannot merge {s.path} into {stores[0].path}: different content digests "
                              f"({s.digest_kind} vs {stores[0].digest_kind})")
-    parts: list[dict[str, Any]] = []
-    for s in stores:
-        parts += s.manifest.get("parts") or [{"seed": s.seed, "views": s.num_views}]
+    parts = [p for s in stores for p in (s.manifest.get("parts") or [{"seed": s.seed, "views": s.num_views}])]
     seen = [(p["seed"], p.get("first_view", 0)) for p in parts]
     if len(set(seen)) != len(seen):
         raise StoreError("cannot merge stores made with the same seed: their views would repeat")
@@ -63,12 +58,11 @@ def merge_stores(inputs: list[str | Path], out: str | Path, provenance: dict[str
 def _merge_shards(writer: StoreWriter, stores: list[Any]) -> None:
     """Every shard of the merged store: the inputs' views side by side, partner views renumbered."""
     offsets = np.cumsum([0] + [s.num_views for s in stores])[:-1]
+
+    def shifted(name: str, a: np.ndarray, off: int) -> np.ndarray:
+        return (np.asarray(a).astype(np.int64) + off).astype(np.uint16) if name == "partner_view" else np.asarray(a)
+
     for k, parts_k in enumerate(zip(*(s.shard_arrays() for s in stores))):
-        chunks = []
-        for (_, arrays), off in zip(parts_k, offsets):
-            arrays = dict(arrays)
-            if "partner_view" in arrays:
-                arrays["partner_view"] = (np.asarray(arrays["partner_view"]).astype(np.int64) + off).astype(np.uint16)
-            chunks.append(arrays)
-        writer.write(k, {name: np.concatenate([np.asarray(c[name]) for c in chunks], axis=1) for name in chunks[0]},
+        writer.write(k, {name: np.concatenate([shifted(name, arrays[name], off) for (_, arrays), off
+                                               in zip(parts_k, offsets)], axis=1) for name in parts_k[0][1]},
                      digests=stores[0].content_digests(k))

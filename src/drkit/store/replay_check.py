@@ -1,13 +1,9 @@
 """``drkit verify DIR --data SRC --replay N``: do the stored labels still follow from the stored views?
 
-N views spread over the store are replayed from the source, labelled again by the store's teachers
-(or the ones given) and compared with their records. A store drkit made replays exactly: the same
-top-k classes and probabilities equal to fp16 rounding (batch composition may move the last
-bits), so any other result is refused with one line naming a view: a different torch or
-torchvision, a changed image, a teacher file that is not the one recorded. An imported store
-(``"replay": "approximate"``) replays through drkit's ops rather than the reference's, and a store
-rendered on a GPU replays approximately on a machine without one, so their check reports how often
-the replayed top-1 agrees and refuses nothing.
+N views spread over the store are replayed, labelled again and compared. A store drkit made
+replays exactly (same top-k, probabilities to fp16 rounding), so anything else is refused naming a
+view. An imported store, or a GPU-rendered one on a machine without a GPU, replays approximately:
+its check reports the top-1 agreement and refuses nothing.
 """
 from __future__ import annotations
 
@@ -33,8 +29,7 @@ def replay_views(store: Store, count: int) -> list[tuple[int, int]]:
 
 
 def recorded_specs(recorded: Sequence[dict[str, Any]]) -> list[str]:
-    """The teacher specs to load again: each out-of-fold member is named by its group (the folds
-    directory, which routes), once; other members by their own spec."""
+    """The teacher specs to load again: out-of-fold members by their group (once), others by their spec."""
     out: list[str] = []
     for t in recorded:
         spec = (t.get("out_of_fold") or {}).get("group") or t["spec"]
@@ -64,14 +59,13 @@ def replay_check(store: Store, src: Any, count: int, teachers: Sequence[str] | N
         arrays = {k: np.stack([raw[k][v] for raw, v in rows]) for k in store.schema}
         with torch.inference_mode():
             p, ids = teacher_topk(ens, x, store.topk, np.array([i for i, _ in chunk]), partner_ids(arrays))
-        p, ids = p.cpu(), ids.cpu()
-        for r, (i, v) in enumerate(chunk):
-            want_ids, want_p = arrays["topk_ids"][r].astype(np.int64), arrays["topk_probs"][r].astype(np.float32)
-            agree += int(ids[r, 0].item() == want_ids[0])
-            same = np.array_equal(ids[r].numpy(), want_ids) and np.abs(p[r].numpy() - want_p).max() <= PROB_TOLERANCE
-            close += int(same)
-            if not same and worst is None:
-                worst = (i, v)
+        want_ids, want_p = arrays["topk_ids"].astype(np.int64), arrays["topk_probs"].astype(np.float32)
+        ids, p = ids.cpu().numpy(), p.cpu().numpy()
+        agree += int((ids[:, 0] == want_ids[:, 0]).sum())
+        same = (ids == want_ids).all(1) & (np.abs(p - want_p).max(1) <= PROB_TOLERANCE)
+        close += int(same.sum())
+        if worst is None and not same.all():
+            worst = chunk[int(np.flatnonzero(~same)[0])]
     # a store rendered on an accelerator replays bit-exactly only where one is present
     same_device = store.renderer.get("device", "cpu") == "cpu" or torch.cuda.is_available()
     exact = store.exact_replay and same_device

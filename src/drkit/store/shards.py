@@ -1,8 +1,5 @@
-"""Shard files: safetensors written atomically, read back as memory maps.
-
-Reading goes through the safetensors header (a length-prefixed JSON) and ``numpy.memmap``, so
-``record(i, v)`` touches a few dozen bytes of one file rather than loading the shard.
-"""
+"""Shard files: safetensors written atomically, read back through the header and ``numpy.memmap``,
+so ``record(i, v)`` touches a few dozen bytes of one file rather than loading the shard."""
 from __future__ import annotations
 
 import json
@@ -22,8 +19,7 @@ _ST_DTYPES = {"U8": np.uint8, "I8": np.int8, "U16": np.uint16, "I16": np.int16, 
 
 
 def shard_metadata(start: int, stop: int) -> dict[str, str]:
-    """One metadata key only: safetensors serialises metadata from a hash map, so several keys
-    would come out in a different order from run to run and break byte-identical shards."""
+    """One key only: safetensors writes metadata from a hash map, so several keys would vary in order."""
     return {"drkit": f"drkit-store v1 samples {start}:{stop}"}
 
 
@@ -69,8 +65,6 @@ class ShardReader:
                 raise StoreError(f"shard {self.path} lacks array {name!r}")
             self.arrays[name] = self._array(header[name], name, spec, [num_samples, num_views, *spec["shape"]],
                                             offset, size)
-        meta = header.get("__metadata__", {})
-        self.metadata = meta if isinstance(meta, dict) else {}
 
     def _array(self, info: Any, name: str, spec: dict[str, Any], want: list[int], offset: int, size: int) -> np.ndarray:
         """One array's memory map, after its header entry is checked against the schema."""

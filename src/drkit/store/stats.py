@@ -1,9 +1,5 @@
-"""How good a store's labels are: teacher agreement, confidence and entropy over stored views,
-and the warnings that tell a user when a store will not make a better student.
-
-Used by ``reinforce`` (printed, and recorded in the manifest under ``diagnostics``) and by
-``inspect``. Pure numpy over the shard arrays, so it is the same whoever computes it.
-"""
+"""How good a store's labels are (teacher agreement, confidence, entropy over stored views) and the
+warnings when it will not make a better student; pure numpy, for ``reinforce`` and ``inspect``."""
 from __future__ import annotations
 
 import math
@@ -23,9 +19,8 @@ ONE_HOT_PROB = 0.95
 def view_label_stats(shards: Iterable[tuple[int, dict[str, np.ndarray]]], labels: np.ndarray | None,
                      num_classes: int, topk: int, num_views: int, skipped: Iterable[int] = (),
                      max_records: int = 200_000) -> dict[str, Any]:
-    """Agreement of the stored top-1 with the label (a mixed view's label is its dominant
-    image's), mean top-1 probability and mean entropy of the densified target (nats), over the
-    views of the first ``max_records`` records."""
+    """Agreement of the stored top-1 with the label (a mixed view's: its dominant image's), mean top-1
+    probability and mean entropy of the densified target (nats), over the first ``max_records``."""
     agree = total = 0
     ent_sum = top1_sum = 0.0
     budget = max_records
@@ -68,8 +63,7 @@ def _dense_entropy(probs: np.ndarray, num_classes: int, topk: int) -> np.ndarray
 
 
 def label_warnings(plain: dict[str, Any] | None, views: dict[str, Any], out_of_fold: bool = False) -> list[str]:
-    """One line each, with what to do, for the three ways a store fails to teach: views that
-    destroy the label, weak teachers, and labels that are near one-hot on the training images."""
+    """One line each, with what to do: views that destroy the label, weak teachers, near one-hot labels."""
     out: list[str] = []
     if plain is None or plain.get("top1") is None or views.get("top1") is None:
         return out

@@ -12,12 +12,7 @@ from ..augment import Recipe, ViewParams, get_recipe, partner_of
 from ..augment import partner_params as partner_view_params
 from ..errors import StoreError
 from .check import open_content, open_shard, read_manifest
-from .format import (
-    array_schema,
-    bytes_per_record,
-    unpack,
-    unpack_many,
-)
+from .format import array_schema, bytes_per_record, unpack, unpack_many
 from .shards import ShardReader
 
 if TYPE_CHECKING:
@@ -26,10 +21,8 @@ if TYPE_CHECKING:
 
 
 _LABELS = ("topk_ids", "topk_probs")
-#: stores whose other-device replay was already announced in this process
+#: stores whose approximate replay was already announced in this process
 _WARNED: set[str] = set()
-
-
 #: below this many records, :meth:`Store.records` reads them one by one
 _FEW_RECORDS = 8
 
@@ -51,17 +44,12 @@ class Store:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.manifest = read_manifest(self.path)
-        m = self.manifest
+        self.manifest = m = read_manifest(self.path)
         #: the renderer that made the pixels the teacher labelled
         self.renderer: dict[str, Any] = dict(m["renderer"])
         self.recipe: Recipe = get_recipe(m["recipe"])
-        self.num_samples: int = int(m["num_samples"])
-        self.num_views: int = int(m["num_views"])
-        self.topk: int = int(m["topk"])
-        self.num_classes: int = int(m["num_classes"])
-        self.image_size: int = int(m["image_size"])
-        self.seed: int = int(m["seed"])
+        self.num_samples, self.num_views, self.topk, self.num_classes, self.image_size, self.seed = (
+            int(m[k]) for k in ("num_samples", "num_views", "topk", "num_classes", "image_size", "seed"))
         self.schema: dict[str, dict[str, Any]] = m["arrays"]
         self.classes: list[str] = list(m["source"].get("classes", []))
         if self.schema != array_schema(self.recipe.code_bytes, self.topk, self.num_classes, self.recipe.mix_layout):
@@ -72,15 +60,8 @@ class Store:
         self._content: dict[int, np.ndarray] = {}
         self._per_shard = int(m["samples_per_shard"])
         self._checked_sources: set[int] = set()
-        #: how the per-sample content digests were taken (``None``: a store made before they were recorded)
-        self.digest_kind: str | None = m["content_digest"]
-        #: False for an imported store whose views drkit's ops reproduce only approximately
+        self.digest_kind: str | None = m["content_digest"]  # None: made before digests were recorded
         self.exact_replay: bool = m["replay"] == "exact"
-
-    # -- description ----------------------------------------------------------------------
-    @property
-    def mixes(self) -> bool:
-        return self.recipe.mixes
 
     @property
     def bytes_per_record(self) -> int:
@@ -101,10 +82,13 @@ class Store:
         return (f"Store({str(self.path)!r}, samples={self.num_samples}, views={self.num_views}, "
                 f"topk={self.topk}, recipe={self.manifest['recipe']['spec']!r})")
 
-    # -- records --------------------------------------------------------------------------
+    @staticmethod
+    def _check_index(i: int, n: int, what: str) -> None:
+        if not 0 <= i < n:
+            raise IndexError(f"{what} {i} outside 0..{n - 1}")
+
     def _shard_of(self, sample_id: int) -> tuple[ShardReader, int]:
-        if not 0 <= sample_id < self.num_samples:
-            raise IndexError(f"sample {sample_id} outside 0..{self.num_samples - 1}")
+        self._check_index(sample_id, self.num_samples, "sample")
         k = int(np.searchsorted(self._starts, sample_id, side="right") - 1)
         return self._reader(k), sample_id - int(self._starts[k])
 
@@ -117,8 +101,7 @@ class Store:
         return reader
 
     def content_digests(self, k: int) -> np.ndarray | None:
-        """Shard ``k``'s per-sample content digests (uint32), checked on first use; ``None`` when
-        the store has none."""
+        """Shard ``k``'s per-sample content digests (uint32), checked on first use, or ``None``."""
         if not self.digest_kind:
             return None
         if k not in self._content:
@@ -127,16 +110,14 @@ class Store:
 
     def content_digest(self, sample_id: int) -> int | None:
         """The content digest recorded for ``sample_id``'s image, or ``None``."""
-        if not 0 <= sample_id < self.num_samples:
-            raise IndexError(f"sample {sample_id} outside 0..{self.num_samples - 1}")
+        self._check_index(sample_id, self.num_samples, "sample")
         k, local = divmod(sample_id, self._per_shard)  # shards hold samples_per_shard samples each
         digests = self.content_digests(k)
         return None if digests is None else int(digests[local])
 
     def image_loader(self, src: Source) -> ImageLoader:
-        """``load(i)``: sample ``i`` of ``src`` as uint8 CHW, refused when its bytes differ from what
-        the store was made from (content digest, from the same read). Sources that digest another
-        way, and stores made before digests were recorded, load unchecked."""
+        """``load(i)``: sample ``i`` of ``src`` as uint8 CHW, refused when its content digest differs
+        from the recorded one (unchecked where the digests cannot be compared)."""
         self.check_source(src)
         if not self.digest_kind or src.digest_kind != self.digest_kind:
             return src.load_uint8
@@ -154,21 +135,18 @@ class Store:
 
     def view_params(self, sample_id: int, view: int) -> ViewParams:
         """The stored parameters of one view (a ``"mix"`` entry when the recipe mixes)."""
-        if not 0 <= view < self.num_views:
-            raise IndexError(f"view {view} outside 0..{self.num_views - 1}")
+        self._check_index(view, self.num_views, "view")
         reader, local = self._shard_of(sample_id)
         return unpack(self.recipe, {k: a[local, view] for k, a in reader.arrays.items() if k not in _LABELS})
 
     def gather(self, sample_ids: Sequence[int] | np.ndarray,
                views: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
         """The arrays of many records, row r = view ``views[r]`` of ``sample_ids[r]`` (copies): one
-        indexed read per shard touched, so a training batch reads its records in a few operations."""
+        indexed read per shard touched."""
         ids, vs = np.asarray(sample_ids, dtype=np.int64).reshape(-1), np.asarray(views, dtype=np.int64).reshape(-1)
-        if ids.size and not (0 <= ids.min() and ids.max() < self.num_samples):
-            raise IndexError(f"sample {int(ids[(ids < 0) | (ids >= self.num_samples)][0])} outside "
-                             f"0..{self.num_samples - 1}")
-        if vs.size and not (0 <= vs.min() and vs.max() < self.num_views):
-            raise IndexError(f"view {int(vs[(vs < 0) | (vs >= self.num_views)][0])} outside 0..{self.num_views - 1}")
+        for values, n, what in ((ids, self.num_samples, "sample"), (vs, self.num_views, "view")):
+            if values.size and not (0 <= values.min() and values.max() < n):
+                self._check_index(int(values[(values < 0) | (values >= n)][0]), n, what)
         shard = np.searchsorted(self._starts, ids, side="right") - 1
         out: dict[str, np.ndarray] = {}
         for k in np.unique(shard).tolist():
@@ -180,8 +158,7 @@ class Store:
 
     def records(self, sample_ids: Sequence[int] | np.ndarray,
                 views: Sequence[int] | np.ndarray) -> list[dict[str, Any]]:
-        """:meth:`record` of many views: one gather and one decode for a batch (a handful of views
-        go one by one, where numpy's per-call cost would outweigh the saving)."""
+        """:meth:`record` of many views: one gather and one decode (a handful go one by one)."""
         ids, vs = np.asarray(sample_ids, dtype=np.int64).reshape(-1), np.asarray(views, dtype=np.int64).reshape(-1)
         if ids.size <= _FEW_RECORDS:
             return [self.record(int(i), int(v)) for i, v in zip(ids, vs)]
@@ -202,12 +179,9 @@ class Store:
         rec = self.record(sample_id, view)
         return densify(rec["topk_ids"], rec["topk_probs"], self.num_classes, smooth)
 
-    # -- pixels ---------------------------------------------------------------------------
     def check_source(self, src: Source) -> None:
-        """Refuse a source that is not the one the store was made from. Another packaging of the
-        same images (a folder vs. tar shards, an LMDB, an HF dataset) has another fingerprint; it
-        is accepted when its class names match and every image's content digest equals the one
-        the store recorded (one pass over the data, said on stderr)."""
+        """Refuse a source that is not the one the store was made from. Another packaging of the same
+        images (another fingerprint) is accepted when its classes and every content digest match."""
         if id(src) in self._checked_sources:
             return
         want = self.manifest["source"]
@@ -233,66 +207,53 @@ class Store:
 
     def render_uint8(self, src: Source, sample_id: int, view: int, image_size: int | None = None,
                      record: dict[str, Any] | None = None, image: torch.Tensor | None = None) -> torch.Tensor:
-        """Replay a view as uint8 CHW at ``image_size`` (default: the teacher's size); ``image`` is
-        the sample's decoded image when the caller already has it.
+        """Replay a view as uint8 CHW at ``image_size`` (default: the teacher's) through the batched
+        renderer; ``image`` is the sample's decoded image when the caller has it. A store rendered
+        on an accelerator replays there bit-exactly when this process has one and is not a loader
+        worker; elsewhere on the CPU, approximately, said once."""
+        from ..augment.batch import render_batch
 
-        A store rendered on an accelerator replays there (bit-exact) when this process has one
-        and is not a loader worker; elsewhere it replays on the CPU, which matches only
-        approximately and says so once."""
         self.check_source(src)
         params = record["params"] if record is not None else self.view_params(sample_id, view)
-        size = image_size or self.image_size
         device = torch.device("cpu")
         if self.renderer.get("device") == "cuda" and torch.cuda.is_available() and \
                 torch.utils.data.get_worker_info() is None:
             device = torch.device("cuda")
         else:
-            self._warn_other_device("cpu")
-        return self._render_batched(src, sample_id, params, size, image, device).cpu()
-
-    def _render_batched(self, src: Source, sample_id: int, params: Any, size: int, image: torch.Tensor | None,
-                        device: torch.device) -> torch.Tensor:
-        """One view through the batched renderer on ``device`` (what reinforce ran)."""
-        from ..augment.batch import render_batch
-
+            self._warn_cpu_replay()
         load = self.image_loader(src)
-        img = load(sample_id) if image is None else image
         partner = partner_of(params)
-        images = [img.to(device)] + ([load(partner[0]).to(device)] if partner else [])
+        images = [(load(sample_id) if image is None else image).to(device)]
+        images += [load(partner[0]).to(device)] if partner else []
         partner_params = [partner_view_params(params, self.view_params)] if partner else [None]
-        return render_batch(self.recipe, images, [0], [params], size, [1 if partner else -1], partner_params)[0]
+        return render_batch(self.recipe, images, [0], [params], image_size or self.image_size,
+                            [1 if partner else -1], partner_params)[0].cpu()
 
-    def _warn_other_device(self, kind: str) -> None:
-        """Replay on another device kind than the store's renderer is allowed, not bit-exact: say so
-        once per store and process (forked loader workers inherit that it was said)."""
-        made_on = self.renderer.get("device", "cpu")
-        key = str(self.path.resolve())
-        if not self.exact_replay and key not in _WARNED:
-            _WARNED.add(key)
+    def _warn_cpu_replay(self) -> None:
+        """Say once per store and process (forked workers inherit it) that a CPU replay is approximate."""
+        made_on, key = self.renderer.get("device", "cpu"), str(self.path.resolve())
+        if key in _WARNED or (self.exact_replay and made_on == "cpu"):
+            return
+        _WARNED.add(key)
+        if not self.exact_replay:
             print(f"drkit: warning: store {self.path} was imported from {self.renderer.get('name')}; drkit "
                   "replays its views approximately (README 'Importing ImageNet+')", file=sys.stderr)
-        elif made_on != kind and key not in _WARNED:
-            _WARNED.add(key)
-            print(f"drkit: warning: store {self.path} was rendered on {made_on}; replaying on {kind} matches "
+        else:
+            print(f"drkit: warning: store {self.path} was rendered on {made_on}; replaying on cpu matches "
                   "its pixels only approximately (resizes differ by device: README 'Renderers')", file=sys.stderr)
 
     def replay(self, src: Source, sample_id: int, view: int, image_size: int | None = None) -> torch.Tensor:
         """CHW float in [0, 1]: exactly the tensor the teacher saw (at the teacher's size)."""
         return self.render_uint8(src, sample_id, view, image_size).to(torch.float32).div_(255)
 
-    # -- integrity ------------------------------------------------------------------------
     def verify(self, src: Source | None = None, checksums: bool = True, content: bool = False,
                progress: bool = False) -> dict[str, Any]:
-        """Check every shard's size, sha256 and schema (and the source, if given; with ``content``
-        every image's bytes against its recorded digest); raise on the first fault."""
-        total = 0
-        for info in self.manifest["shards"]:
+        """Check every shard (and the source, if given; with ``content`` every image's digest); raise
+        on the first fault."""
+        for info in self.manifest["shards"]:  # read_manifest checked that they cover the samples in order
             open_shard(self.path, info, self.manifest, self.recipe.codec.num_bits, checksums=checksums)
             if self.digest_kind:
                 open_content(self.path, info, checksums=checksums)
-            total += info["stop"] - info["start"]
-        if total != self.num_samples:
-            raise StoreError(f"store {self.path}: shards cover {total} samples, manifest says {self.num_samples}")
         report = {"store": str(self.path), "shards": len(self.manifest["shards"]), "samples": self.num_samples,
                   "views": self.num_views, "ok": True, "replay": "exact" if self.exact_replay else "approximate"}
         if src is not None:
@@ -318,8 +279,7 @@ class Store:
         return len(ids)
 
     def check_digest(self, src: Source, i: int, got: int | None) -> None:
-        """Refuse sample ``i`` of ``src`` when ``got``, the digest of the bytes just read, is not the
-        one the store recorded."""
+        """Refuse sample ``i`` of ``src`` when ``got``, the digest of the bytes just read, is not the recorded one."""
         want = self.content_digest(int(i))
         if got != want:
             raise StoreError(f"{src.where(i)} changed since store {self.path} was made (content crc32 "
@@ -328,8 +288,7 @@ class Store:
 
 
 class CheckedLoader:
-    """A source's images, each compared with the content digest its store recorded (picklable:
-    loader workers get their own)."""
+    """A source's images, each checked against its recorded content digest (picklable, for workers)."""
 
     def __init__(self, store: Store, src: Source):
         self.store, self.src = store, src
@@ -342,11 +301,8 @@ class CheckedLoader:
 
 def densify(ids: np.ndarray | torch.Tensor, probs: np.ndarray | torch.Tensor, num_classes: int,
             smooth: bool = True) -> torch.Tensor:
-    """Sparse top-k -> dense distribution over ``num_classes`` (works on ``[..., K]`` batches).
-
-    ``smooth`` spreads the mass the top-k misses uniformly over the other classes ("smooth"
-    target in design.md); otherwise the top-k is renormalised to sum to one.
-    """
+    """Sparse top-k -> dense distribution over ``num_classes`` (``[..., K]`` batches): ``smooth``
+    spreads the missing mass over the other classes, else the top-k is renormalised."""
     ids_t = torch.as_tensor(np.asarray(ids, dtype=np.int64) if isinstance(ids, np.ndarray) else ids).long()
     p = torch.as_tensor(np.asarray(probs, dtype=np.float32) if isinstance(probs, np.ndarray) else probs).float()
     k = ids_t.shape[-1]

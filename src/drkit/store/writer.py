@@ -1,9 +1,6 @@
-"""Writing a store: the front door. ``StoreWriter`` owns the run configuration, the refusal to
-mix runs, per-shard buffers, atomic shards, skip lists, temp-file cleanup and the manifest.
-
-``run.json`` holds everything that determines the store's content. A resumed or parallel job
-must present the same configuration or is refused; ``manifest.json`` is written only once every
-shard exists, by whichever job completes the set, so a visible manifest means a complete store.
+"""Writing a store. ``run.json`` holds everything that determines the content: a resumed or
+parallel job must present the same or is refused. ``manifest.json`` is written once every shard
+exists, by whichever job completes the set, so a visible manifest means a complete store.
 """
 from __future__ import annotations
 
@@ -22,14 +19,9 @@ from .shards import ShardReader, shard_metadata, write_shard
 
 
 class StoreWriter:
-    """Writes the shards of one store run (this job's share of them) and, last, its manifest.
-
-    ``config`` is the run's content-determining configuration (``run.json``). ``resume``
-    continues an unfinished run; ``shared`` lets parallel jobs of one run (``--shard i/n``,
-    torchrun ranks) join a directory another job created. Records arrive with :meth:`add`
-    (any order, any batching), a shard is written atomically by :meth:`seal`, and :meth:`close`
-    writes the manifest once every shard of the run exists.
-    """
+    """This job's shards of one store run and, last, its manifest. ``config`` is ``run.json``;
+    ``resume`` continues an unfinished run; ``shared`` lets parallel jobs join one directory.
+    Records arrive with :meth:`add` (any order), :meth:`seal` writes a shard atomically."""
 
     def __init__(self, out: str | Path, config: dict[str, Any], *, resume: bool = False, shared: bool = False,
                  job: int = 0, jobs: int = 1):
@@ -46,7 +38,6 @@ class StoreWriter:
         self._content: dict[int, np.ndarray] = {}
         self._remove_debris()
 
-    # -- what is left to do ---------------------------------------------------------------
     def done(self, shard: int) -> bool:
         return (self.root / shard_name(shard)).exists()
 
@@ -54,16 +45,13 @@ class StoreWriter:
         """(shard, first sample, stop) of the unfinished shards that job ``job`` of ``jobs`` owns."""
         return [(k, a, b) for k, (a, b) in enumerate(self.ranges) if k % jobs == job and not self.done(k)]
 
-    def complete(self) -> bool:
-        """Whether every shard of the run exists (written by this job or another)."""
+    def complete(self) -> bool:  # every shard of the run exists (written by this job or another)
         return all(self.done(k) for k in range(len(self.ranges)))
 
-    # -- records --------------------------------------------------------------------------
     def add(self, shard: int, samples: np.ndarray, views: np.ndarray, arrays: dict[str, np.ndarray],
             bad: Iterable[int] = (), digests: np.ndarray | None = None) -> None:
-        """Store records ``(samples[r], views[r]) <- arrays[name][r]``; ``bad`` are sample ids
-        skipped with ``--skip-bad`` (their records stay zero, the manifest lists them);
-        ``digests[r]`` is the content digest of ``samples[r]``'s image (-1: none, a skipped image)."""
+        """Records ``(samples[r], views[r]) <- arrays[name][r]``; ``bad``: ids skipped with
+        ``--skip-bad`` (zero records); ``digests[r]``: ``samples[r]``'s content digest (-1: none)."""
         start, stop = self.ranges[shard]
         if self.digests:
             if digests is None:
@@ -105,7 +93,6 @@ class StoreWriter:
         self.add(shard, ids[:, None], views[None, :], arrays, skips, digests)
         self.seal(shard)
 
-    # -- reading back what exists (diagnostics before the manifest) -------------------------
     def skipped(self) -> list[int]:
         """Samples skipped with --skip-bad so far, over every finished shard."""
         out: list[int] = []
@@ -116,25 +103,21 @@ class StoreWriter:
     def shard_arrays(self) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
         """(first sample id, memory-mapped arrays) of every shard of a complete run."""
         for k, (a, b) in enumerate(self.ranges):
-            reader = ShardReader(self.root / shard_name(k), self.config["arrays"], b - a, int(self.config["num_views"]))
-            yield a, reader.arrays
+            yield a, ShardReader(self.root / shard_name(k), self.config["arrays"], b - a,
+                                 int(self.config["num_views"])).arrays
 
-    # -- the end --------------------------------------------------------------------------
     def close(self, provenance: dict[str, Any], extra: dict[str, Any] | None = None,
               skipped: Iterable[int] = ()) -> bool:
-        """Write the manifest when every shard exists; returns whether the store is complete.
-        ``extra`` adds keys that describe, not determine, the content (diagnostics)."""
+        """Write the manifest when every shard exists (returns whether it did); ``extra``: keys that
+        describe, not determine, the content."""
         if not self.complete():
             return False
-        shards = []
-        for k, (start, stop) in enumerate(self.ranges):
-            path = self.root / shard_name(k)
-            entry = {"index": k, "file": shard_name(k), "start": start, "stop": stop,
-                     "bytes": path.stat().st_size, "sha256": sha256_file(path)}
-            if self.digests:
-                side = self.root / content_name(k)
-                entry["content"] = {"file": content_name(k), "bytes": side.stat().st_size, "sha256": sha256_file(side)}
-            shards.append(entry)
+        def entry(name: str) -> dict[str, Any]:
+            return {"file": name, "bytes": (self.root / name).stat().st_size, "sha256": sha256_file(self.root / name)}
+
+        shards = [{"index": k, "start": start, "stop": stop, **entry(shard_name(k)),
+                   **({"content": entry(content_name(k))} if self.digests else {})}
+                  for k, (start, stop) in enumerate(self.ranges)]
         manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "drkit_version": __version__,
                     **self.config, **(extra or {}), "shards": shards,
                     "skipped": sorted(set(skipped) | set(self.skipped())), "provenance": provenance}
@@ -142,10 +125,8 @@ class StoreWriter:
         return True
 
     def abandon(self, keep_finished: bool = True) -> None:
-        """After a failed run: remove the directory this writer created, so that nothing
-        half-written is left and a corrected rerun may use the same ``out``. With
-        ``keep_finished`` a run that finished a shard stays, to be resumed (``--resume``). A
-        directory that existed before, or that parallel jobs share, is never removed."""
+        """After a failed run: remove the directory this writer created (with ``keep_finished``, not
+        once a shard is finished: ``--resume``). One that existed before or is shared stays."""
         if not self.created or (keep_finished and any(self.done(k) for k in range(len(self.ranges)))):
             return
         import shutil
@@ -153,8 +134,7 @@ class StoreWriter:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _remove_debris(self) -> None:
-        """This job's temp files from a killed write (never part of a store). Another job's are
-        left alone: it may be writing them right now."""
+        """This job's temp files from a killed write (another job may be writing its own now)."""
         for tmp in (self.root / SHARD_DIR).glob(f".*.{self.tag}.*.tmp"):
             tmp.unlink(missing_ok=True)
 
@@ -184,9 +164,8 @@ def _prepare(root: Path, config: dict[str, Any], resume: bool, shared: bool) -> 
 
 
 def _as_current(run: Any, config: dict[str, Any]) -> Any:
-    """A ``run.json`` written by an earlier drkit as this one writes ``config``: the keys format 2
-    added with the values their absence meant, the recipe re-described (its settings spelled out),
-    so that a run begun before an upgrade resumes when nothing that determines its content changed."""
+    """An earlier drkit's ``run.json`` as this one writes it (format 2's keys filled in, the recipe
+    re-described), so that a run begun before an upgrade resumes."""
     if not isinstance(run, dict):
         return run
     from ..augment import get_recipe
