@@ -1,14 +1,17 @@
 """Ops the reference work (apple/ml-dr) stores that drkit's own ops do not express, so that an
 imported store (``drkit import-mldr``) replays what its teacher saw: their boxes are in output
-pixels (drkit's are in source pixels or 1/255 of the side) and cannot be converted exactly."""
+pixels (drkit's are in source pixels or 1/255 of the side) and cannot be converted exactly.
+``rcrop`` also draws new views (the reference's CIFAR recipe); ``erase`` and ``refmix`` only replay."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from .base import Op, register_op
 from .codec import Field
+from .draws import BatchContext, Draws, chance, integers
 from .mixing import MODE_MIXUP, MixUpCutMix, bits_to_lam
 
 _SIDE = 65535  # 16-bit pixel coordinates
@@ -25,6 +28,18 @@ class ResizePadCrop(Op):
 
     def fields(self) -> list[Field]:
         return [Field("top", 0, _SIDE), Field("left", 0, _SIDE), Field("flip", 0, 1)]
+
+    def draw(self, d: Draws, ctx: BatchContext) -> dict[str, np.ndarray]:
+        """torchvision ``RandomCrop(padding=pad)`` corners on the resized image, for the output
+        side ``resize`` implies (0: the source's short side; the output size is not known here).
+        ``recipes/cifar100_plus.py`` reinforces with it."""
+        h, w, pad = ctx.src_h, ctx.src_w, int(self.settings["pad"])
+        short = np.full(ctx.n, self.settings["resize"], np.int64) if self.settings["resize"] else np.minimum(h, w)
+        rh, rw = np.where(h <= w, short, short * h // w), np.where(h <= w, short * w // h, short)
+        u = d.uniform(3)
+        return {"top": integers(u[:, 0], 0, np.maximum(0, rh + 2 * pad - short)),
+                "left": integers(u[:, 1], 0, np.maximum(0, rw + 2 * pad - short)),
+                "flip": chance(u[:, 2], self.settings["flip"])}
 
     def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
         short = int(self.settings["resize"]) or out_size
@@ -71,6 +86,8 @@ class ReferenceMix(MixUpCutMix):
     defaults = {"mixup": 1.0, "div_by": 1.0, "mixup_p": 1.0, "cutmix": 1.0, "cutmix_p": 1.0}
     limits = {"mixup": (0.0, 100.0), "div_by": (1.0, 100.0), "mixup_p": (0.0, 1.0), "cutmix": (0.0, 100.0),
               "cutmix_p": (0.0, 1.0)}
+
+    draw = Op.draw  # replays imported views only: refuses to draw new ones
 
     def mix(self, img: torch.Tensor, partner: torch.Tensor, p: dict[str, int]) -> torch.Tensor:
         out = super().mix(img, partner, {**p, "mode": MODE_MIXUP}) if p["mode"] & REF_MIXUP else img  # drkit's blend
