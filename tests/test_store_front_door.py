@@ -33,7 +33,9 @@ def _config(num_views: int = 2) -> dict:
     return {"source": {"spec": "test", "fingerprint": "0" * 64, "classes": [str(c) for c in range(10)]},
             "teachers": [{"spec": "test"}], "image_size": 8, "seed": 0,
             "recipe": rec.describe(), "num_samples": 10, "num_views": num_views, "samples_per_shard": 4,
-            "num_classes": 10, "topk": 2, "arrays": array_schema(rec.code_bytes, 2, 10, False)}
+            "num_classes": 10, "topk": 2, "arrays": array_schema(rec.code_bytes, 2, 10, False),
+            "renderer": {"name": "drkit", "version": 2, "device": "cpu"}, "sampler": 2, "recipe_side": 8,
+            "content_digest": None, "replay": "exact", "partner_window": 0}  # what format 2 spells out
 
 
 def _write(out, order, config):
