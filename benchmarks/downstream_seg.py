@@ -64,7 +64,7 @@ class SegPlan:
     train_canvases: int = 1000
     test_canvases: int = 500
     frozen_epochs: int = 15
-    tuned_epochs: int = 3  # resnet10t trains at ~15 canvases/s on one contended core: 3 epochs fit
+    tuned_epochs: int = 8  # resnet10t trains at ~15-30 canvases/s on one shared core: 8 epochs fit
     lr: float = 2e-3
     batch: int = 64
 
@@ -316,6 +316,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--readme", default=str(HERE.parent / "README.md"), help="README whose block is rewritten ('' off)")
     ap.add_argument("--archive", default=str(HERE / "results" / "downstream_seg_runs"),
                     help="folder of finished runs' result rows, committed: runs found there are not run again")
+    ap.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS),
+                    help="run only these settings (e.g. one process per seed and setting on a shared CPU)")
     ap.add_argument("--wait-pretrain", action="store_true", help="wait for a transfer.py call running beside this "
                     "one to finish each pretraining run (polling its result.json) instead of training it here")
     ap.add_argument("--report", action="store_true", help="only rewrite the table, PNG and README block")
@@ -343,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
         fam = transfer.FAMILIES["ResNet"]
         for seed in args.seeds:
             for method in ("erm", "dr"):
-                keys = {s: run_key(method, s, seed, plan, tplan) for s in SETTINGS}
+                keys = {s: run_key(method, s, seed, plan, tplan) for s in args.settings}
                 if all(k in done for k in keys.values()):
                     continue
                 if args.wait_pretrain:
@@ -358,7 +360,8 @@ def main(argv: list[str] | None = None) -> None:
                     transfer._say(f"  {key}: mIoU {100 * r['miou']:.2f} %  pixel acc {100 * r['pixel_acc']:.2f} %  "
                                   f"({r['train_s']:.0f} s)")
     results = finished(out, args)
-    device = f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores), {args.threads} threads"
+    device = (f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores), {args.threads} "
+              "thread(s) per process")
     header = [
         f"command: `benchmarks/downstream_seg.py --out {out}{' --smoke' if args.smoke else ''}` (resumable; each "
         f"row names the commits that ran its runs); this file written by "
