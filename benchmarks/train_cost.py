@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--recipe", default="padcrop+ra+re")
     p.add_argument("--model", default="drkit_cnn_tiny")
     p.add_argument("--epochs", type=int, default=4, help="per mode and repeat (first dropped)")
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats (issue 21: median of >= 3 pairs)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="cpu")
