@@ -47,6 +47,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import transfer  # noqa: E402
 from provenance import commit_id  # noqa: E402
+from run_archive import archive, finished  # noqa: E402
 from readme_block import replace_block  # noqa: E402
 
 CANVAS = 56
@@ -233,15 +234,6 @@ def run_key(method: str, setting: str, seed: int, plan: SegPlan, tplan: transfer
     return f"seg-resnet10t-{method}-pe{pe}-{setting}-e{e}-n{plan.train_canvases}-s{seed}"
 
 
-def finished(out: Path, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    results = {p.stem: json.loads(p.read_text()) for p in Path(args.archive).glob("*.json")}
-    for p in (out / "seg_runs").glob("*/result.json"):
-        if p.parent.name not in results:
-            results[p.parent.name] = json.loads(p.read_text())
-            transfer.archive(args, results[p.parent.name])
-    return results
-
-
 def table(results: dict[str, dict[str, Any]], plan: SegPlan, tplan: transfer.Plan, args: argparse.Namespace,
           header: list[str]) -> tuple[str, list[dict[str, Any]]]:
     lines = header + ["", "| setting | backbone | seeds | mIoU % | pixel acc % | DR − ERM mIoU (pp) | verdict "
@@ -341,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.report:
         tplan_args = argparse.Namespace(**{**vars(args), "archive": str(Path(args.archive).parent / "transfer_runs")
                                            if not args.smoke else str(Path(args.out) / "results" / "transfer_runs")})
-        done = finished(out, args)
+        done = finished(out, args, "seg_runs")
         fam = transfer.FAMILIES["ResNet"]
         for seed in args.seeds:
             for method in ("erm", "dr"):
@@ -356,10 +348,10 @@ def main(argv: list[str] | None = None) -> None:
                         continue
                     transfer._say(f"seg {key}")
                     r = one_run(key, export, setting, seed, data, plan, out / "seg_runs" / key, args)
-                    transfer.archive(args, r)
+                    archive(args, r)
                     transfer._say(f"  {key}: mIoU {100 * r['miou']:.2f} %  pixel acc {100 * r['pixel_acc']:.2f} %  "
                                   f"({r['train_s']:.0f} s)")
-    results = finished(out, args)
+    results = finished(out, args, "seg_runs")
     device = (f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores), {args.threads} "
               "thread(s) per process")
     header = [

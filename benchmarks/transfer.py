@@ -48,6 +48,7 @@ from typing import Any, Iterator
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from provenance import commit_id  # noqa: E402
+from run_archive import archive, finished  # noqa: E402
 from readme_block import replace_block  # noqa: E402
 
 SOURCE_TRAIN = "fashion-mnist:train?n=10000"
@@ -296,23 +297,6 @@ def teacher_rows(out: Path, plan: Plan, args: argparse.Namespace) -> list[dict[s
 # ----------------------------------------------------------------------------------------------
 # archive, table, figure
 # ----------------------------------------------------------------------------------------------
-def archive(args: argparse.Namespace, result: dict[str, Any]) -> None:
-    """A finished run's result row, committed (``--archive``): later calls anywhere skip it."""
-    path = Path(args.archive) / f"{result['key']}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1) + "\n")
-
-
-def finished(out: Path, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """Every finished run: the archive, plus this machine's runs (archived as they are read)."""
-    results = {p.stem: json.loads(p.read_text()) for p in Path(args.archive).glob("*.json")}
-    for p in (out / "runs").glob("*/result.json"):
-        if p.parent.name not in results:
-            results[p.parent.name] = json.loads(p.read_text())
-            archive(args, results[p.parent.name])
-    return results
-
-
 def _ms(values: list[float], scale: float = 100.0, fmt: str = ".2f") -> str:
     vals = [scale * v for v in values]
     if len(vals) == 1:

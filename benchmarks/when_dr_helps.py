@@ -55,6 +55,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from provenance import commit_id  # noqa: E402
+from run_archive import archive, finished  # noqa: E402
 from readme_block import replace_block  # noqa: E402
 
 from drkit.defaults import DISTILL_TEMPERATURE  # noqa: E402
@@ -475,25 +476,6 @@ def main(argv: list[str] | None = None) -> None:
             archive(args, r)
             report(out, args, quiet=True, figures=False)  # a call cut short still leaves its table
     report(out, args)
-
-
-def archive(args: argparse.Namespace, result: dict[str, Any]) -> None:
-    """A finished run's result row, kept in the repository (``--archive``): the sweep takes hours,
-    sessions end, machines change; a later call anywhere skips the runs archived here."""
-    path = Path(args.archive) / f"{result['key']}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1) + "\n")
-
-
-def finished(out: Path, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """Every finished run's result: the archive, and this machine's runs (archived as they are read)."""
-    results = {p.stem: json.loads(p.read_text()) for p in Path(args.archive).glob("*.json")}
-    for p in (out / "runs").glob("*/result.json"):
-        r = json.loads(p.read_text())
-        if p.parent.name not in results:
-            archive(args, r)
-        results[p.parent.name] = r
-    return results
 
 
 def report(out: Path, args: argparse.Namespace, quiet: bool = False, figures: bool = True) -> None:
