@@ -134,7 +134,7 @@ def _reinforce_args(p: argparse.ArgumentParser) -> None:
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, metavar="SRC")
+    p.add_argument("--data", required=True, metavar="SRC", help=scheme_help())
     p.add_argument("--val", default=None, metavar="SRC")
     p.add_argument("--model", required=True, help="drkit_* | timm name | torchvision:NAME")
     p.add_argument("--model-kwargs", default=None, metavar="JSON",
@@ -176,7 +176,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, metavar="DIR")
-    p.add_argument("--data", required=True, metavar="SRC")
+    p.add_argument("--data", required=True, metavar="SRC", help=scheme_help())
     p.add_argument("--corruptions", action="store_true", help="also evaluate -C style corruptions")
     p.add_argument("--families", nargs="*", default=None, help="corruption families (default: all)")
     p.add_argument("--severities", type=int, nargs="*", default=[1, 2, 3, 4, 5])
