@@ -87,7 +87,7 @@ class _EpochMixin:
 
 
 # ----------------------------------------------------------------------------------------------
-# DR: stored views
+# what both modes share
 # ----------------------------------------------------------------------------------------------
 class TrainViews(_EpochMixin, Dataset):
     """What both training modes share: a loader worker's item is *raw* — decoded images, view
@@ -113,14 +113,13 @@ class TrainViews(_EpochMixin, Dataset):
         """Raw items one position at a time, for a user's ``DataLoader(ds.raw(), collate_fn=collate_raw)``."""
         return RawItems(self)
 
-    def render(self, batch: dict[str, Any], device: torch.device | str = "cpu",
-               size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def render(self, batch: dict[str, Any], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """A collated raw batch (:func:`~drkit.train.replay.collate_raw`) as uint8 ``[B, C, S, S]``
         views and dense targets ``[B, classes]``, both on ``device``."""
         from .replay import render_pixels
 
         device = torch.device(device)
-        pixels = render_pixels(batch, self.recipe, int(size or self.image_size), device)
+        pixels = render_pixels(batch, self.recipe, self.image_size, device)
         return pixels, self.targets(batch).to(device, non_blocking=True)
 
     def __getitem__(self, pos: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,6 +143,9 @@ class RawItems(Dataset):
         return self.ds.raw_batch([pos])[0]
 
 
+# ----------------------------------------------------------------------------------------------
+# DR: stored views
+# ----------------------------------------------------------------------------------------------
 class ReinforcedDataset(TrainViews):
     """A reinforced store as a dataset: ``ds[j] -> (image, dense soft target)``.
 
