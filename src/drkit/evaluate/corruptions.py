@@ -1,29 +1,23 @@
 """ImageNet-C style corruptions (Hendrycks & Dietterich, 2019) with an explicit RNG.
 
 Why not the ``imagecorruptions`` package: it draws from numpy's *global* RNG and hard-codes 224-px
-constants (a 28-px image at severity 5 is a smear). Here every corruption is a pure function of
-``(image, family, severity, rng)``, and :func:`corruption_seed` derives a per-image generator from
-``(seed, family, severity, index)``, so an evaluation is byte-identical whatever the batching.
+constants (a 28-px image at severity 5 is a smear). Here a corruption is a pure function of
+``(image, family, severity, rng)`` and :func:`corruption_seed` keys the generator per image, so an
+evaluation is byte-identical whatever the batching.
 
-Families (:data:`CORRUPTIONS`): ImageNet-C's noise, blur and digital ones. Left out: frost (needs
-ImageNet-C's photographs), snow and spatter (ImageMagick/OpenCV pipelines), saturate (a no-op on grey
-images), fog and glass blur (not monotone in severity: fog has the same strength at 3 and 4 and a
-randomly normalised texture; glass blur's swap distance rounds to 1 px at 28-32 px and the
-non-monotone iteration count takes over).
+Families: ImageNet-C's noise, blur and digital ones. Left out: frost (needs ImageNet-C's photographs),
+snow and spatter (ImageMagick/OpenCV pipelines), saturate (a no-op on grey images), fog and glass blur
+(not monotone in severity at 28-32 px).
 
-Severity constants are ImageNet-C's (``make_imagenet_c.py``; elastic_transform's: see there).
-Photometric ones (noise scales, contrast, brightness, JPEG quality) act per pixel and are used as
-they are. **Kernel extents** (blur radii and sigmas, pixelate block size, elastic displacement and
-smoothing) are multiplied by ``s = sqrt(min(H, W) / 224)`` (:func:`spatial_scale`: 1 at 224 px,
-0.38 at 32, 0.35 at 28; for pixelate the block size's excess over identity, ``b' = 1 + (b - 1) * s``).
-Why the square root: ImageNet's pixel extents destroy a 28-px image (σ = 6 px), linear scaling makes
-low severities sub-pixel no-ops on uint8 (σ = 0.14 px); the square root lands, at 32 px, near what
-CIFAR-10-C hand-tuned (Gaussian blur σ 0.38 vs 0.4). Zoom-blur factors are relative already.
+Severity constants are ImageNet-C's. Photometric ones act per pixel and are used as they are; kernel
+extents (blur radii and sigmas, pixelate's block size excess ``b - 1``, elastic displacement and
+smoothing) are multiplied by ``s = sqrt(min(H, W) / 224)`` (:func:`spatial_scale`). Why the square root:
+ImageNet's extents destroy a 28-px image, linear scaling makes low severities sub-pixel no-ops on uint8;
+at 32 px it lands near what CIFAR-10-C hand-tuned (Gaussian blur σ 0.38 vs 0.4).
 
-Small departures, each for a reason: the defocus disk is area-weighted so the kernel varies
-continuously with a non-integer radius; motion blur is ImageMagick's kernel rebuilt in numpy;
-brightness is the exact HSV value shift without a colour-space round trip (works for 1 channel);
-results are rounded rather than truncated.
+Small departures, each for a reason: the defocus disk is area-weighted (continuous in a non-integer
+radius); motion blur is ImageMagick's kernel rebuilt in numpy; brightness is the exact HSV value shift
+without a colour-space round trip (works for 1 channel); results are rounded rather than truncated.
 """
 from __future__ import annotations
 
@@ -37,16 +31,13 @@ import torch
 
 from ..errors import DrkitError
 
-REFERENCE_SIZE = 224
-"""Side length ImageNet-C's constants were tuned for."""
-
+REFERENCE_SIZE = 224  # side length ImageNet-C's constants were tuned for
 SEVERITIES = (1, 2, 3, 4, 5)
 
+#: ``fn(x, severity, rng) -> y``: ``x`` float32 CHW in [0, 1]; ``y`` float CHW (clipped later)
 CorruptionFn = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
-"""``fn(x, severity, rng) -> y``: ``x`` float32 CHW in [0, 1]; ``y`` float CHW (clipped later)."""
-
+#: family name -> corruption function (filled at the end of the module); use :func:`corrupt`
 CORRUPTIONS: Dict[str, CorruptionFn] = {}
-"""Registry: family name -> corruption function (filled at the end of the module). Use :func:`corrupt`."""
 
 
 def spatial_scale(height: int, width: int) -> float:
@@ -55,25 +46,15 @@ def spatial_scale(height: int, width: int) -> float:
 
 
 def corruption_seed(seed: int, family: str, severity: int, index: int) -> np.random.Generator:
-    """Per-image generator keyed by ``(seed, family, severity, index)``.
-
-    The family enters as the CRC-32 of its name rather than its position in the registry, so
-    adding a family never changes the corruptions drawn for the existing ones.
-    """
-    family_key = zlib.crc32(family.encode("utf-8"))
-    return np.random.default_rng([int(seed), family_key, int(severity), int(index)])
+    """Per-image generator; the family enters as the CRC-32 of its name, so adding one changes no other's draws."""
+    return np.random.default_rng([int(seed), zlib.crc32(family.encode("utf-8")), int(severity), int(index)])
 
 
 def corrupt(img: torch.Tensor, family: str, severity: int, rng: np.random.Generator) -> torch.Tensor:
-    """Apply ``family`` at ``severity`` (1..5) to a uint8 CHW image (1 or 3 channels).
-
-    Returns a new uint8 CHW tensor of the same shape. All randomness comes from ``rng``.
-    """
+    """``family`` at ``severity`` (1..5) on a uint8 CHW image (1 or 3 channels): a new uint8 CHW tensor."""
     fn = CORRUPTIONS.get(family)
     if fn is None:
-        raise DrkitError(
-            f"unknown corruption {family!r}; choose from {', '.join(sorted(CORRUPTIONS))}"
-        )
+        raise DrkitError(f"unknown corruption {family!r}; choose from {', '.join(sorted(CORRUPTIONS))}")
     if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or not 1 <= severity <= 5:
         raise DrkitError(f"corruption severity must be an integer 1..5, got {severity!r}")
     if not isinstance(img, torch.Tensor) or img.dtype != torch.uint8 or img.ndim != 3:
@@ -164,13 +145,9 @@ def speckle_noise(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.
 _GAUSSIAN_BLUR = (1, 2, 3, 4, 6)  # sigma, px at 224
 _DEFOCUS_BLUR = ((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5))  # disk radius, alias blur
 _MOTION_BLUR = ((10, 3), (15, 5), (15, 8), (15, 12), (20, 15))  # ImageMagick radius, sigma
-_ZOOM_BLUR = (
-    np.arange(1, 1.11, 0.01),
-    np.arange(1, 1.16, 0.01),
-    np.arange(1, 1.21, 0.02),
-    np.arange(1, 1.26, 0.02),
-    np.arange(1, 1.31, 0.03),
-)  # zoom factors: relative to the image already, not rescaled
+# zoom factors: relative to the image already, not rescaled
+_ZOOM_BLUR = tuple(np.arange(1, stop, step) for stop, step in ((1.11, .01), (1.16, .01), (1.21, .02), (1.26, .02),
+                                                              (1.31, .03)))
 
 
 def gaussian_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
@@ -192,12 +169,8 @@ def defocus_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.n
 
 
 def motion_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
-    """One-sided motion blur at a random angle in [-45°, 45°], like ImageMagick's ``-motion-blur``.
-
-    ImageMagick's kernel: ``2*ceil(radius)+1`` taps along a ray, weights ``exp(-i²/2σ²)``; here
-    radius and σ are × s and the taps are splatted bilinearly so the kernel is continuous in the
-    angle and the scaled radius.
-    """
+    """ImageMagick's ``-motion-blur`` at a random angle in [-45°, 45°]: ``2*ceil(radius)+1`` taps along a
+    ray weighted ``exp(-i²/2σ²)``, radius and σ × s, taps splatted bilinearly (continuous in both)."""
     from scipy import ndimage
 
     s = spatial_scale(*x.shape[1:])
@@ -249,11 +222,8 @@ def contrast(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarr
 
 
 def brightness(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
-    """Raise HSV value by ``c`` (clipped at 1), keeping hue and saturation.
-
-    With H and S fixed, RGB scales with V, so ``rgb * V'/V`` is exactly skimage's hsv round trip;
-    black pixels (V = 0, S = 0) become grey ``V'``. For one channel V is the pixel itself.
-    """
+    """Raise HSV value by ``c`` (clipped at 1): with H and S fixed RGB scales with V, so ``rgb * V'/V`` is
+    skimage's hsv round trip exactly; black (V = 0) becomes grey ``V'``; one channel's V is the pixel."""
     v = x.max(axis=0, keepdims=True)
     v_new = np.minimum(v + _BRIGHTNESS[severity - 1], 1.0)
     ratio = np.divide(v_new, v, out=np.zeros_like(v), where=v > 0)
@@ -299,20 +269,13 @@ def _smoothed_unit_rms(sigma: float) -> float:
 
 
 def elastic_transform(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
-    """Smoothed random displacement field (Simard et al. 2003), displacement growing with severity.
+    """Smoothed random displacement field (Simard et al. 2003), growing with severity.
 
-    Severity table: ``imagecorruptions``' variant (Michaelis et al. 2019) rather than
-    ``make_imagenet_c.py``'s, on purpose: ImageNet-C's elastic mixes an affine warp that *shrinks*
-    with severity (±0.1/±0.2 of the image at 1-2, ±0.02 at 3-5) with a field that grows, so its
-    distortion is not monotone in severity (mean |Δ| to the clean image at 224 px, measured:
-    16.6, 23.0, 3.6, 3.7, 3.5 grey levels).
-
-    At 224 px this is that variant's field: σ = 2.24 px, per-axis RMS displacement
-    ``alpha * 1.12 px * rms(unit field)`` = 1.0-2.5 px. Both lengths are kernel extents, so at
-    other sizes they are × s; the field is rescaled to that RMS explicitly, because below
-    σ ≈ 1 px the smoothing no longer shrinks the noise and the raw recipe would jitter 32-px
-    images by the full 224-px amount.
-    """
+    Severities: ``imagecorruptions``' variant (Michaelis et al. 2019), because ``make_imagenet_c.py``'s
+    adds an affine warp that *shrinks* with severity (mean |Δ| at 224 px: 16.6, 23.0, 3.6, 3.7, 3.5 grey
+    levels). At 224 px: σ = 2.24 px, per-axis RMS displacement 1.0-2.5 px; both × s at other sizes, the
+    RMS rescaled explicitly (below σ ≈ 1 px smoothing no longer shrinks the noise, and 32-px images
+    would jitter by the full 224-px amount)."""
     from scipy import ndimage
 
     _, h, w = x.shape
@@ -320,11 +283,8 @@ def elastic_transform(x: np.ndarray, severity: int, rng: np.random.Generator) ->
     rms_224 = _ELASTIC_ALPHA[severity - 1] * _ELASTIC_MAX_D * _smoothed_unit_rms(_ELASTIC_SIGMA)
     sigma = _ELASTIC_SIGMA * s
     gain = rms_224 * s / _smoothed_unit_rms(sigma)
-    dy, dx = (
-        ndimage.gaussian_filter(rng.uniform(-1.0, 1.0, (h, w)), sigma, mode="reflect", truncate=3)
-        * gain
-        for _ in range(2)
-    )
+    dy, dx = (ndimage.gaussian_filter(rng.uniform(-1.0, 1.0, (h, w)), sigma, mode="reflect", truncate=3) * gain
+              for _ in range(2))
     yy, xx = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
     coords = [yy + dy, xx + dx]
     return np.stack([ndimage.map_coordinates(ch, coords, order=1, mode="reflect") for ch in x])
