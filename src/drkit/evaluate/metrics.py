@@ -1,12 +1,10 @@
 """Classification metrics from predicted probabilities: top-1/top-5, NLL, ECE, reliability bins.
 
-Everything is computed from *sufficient statistics* (counts and per-bin sums), so evaluation streams
-over a dataset of any size in constant memory and the one-shot functions are the streaming code.
-
-ECE follows Guo et al. (2017): ``M`` equal-width bins over the top-1 confidence, bin ``m`` holding
-confidences in ``((m-1)/M, m/M]``; ``ECE = sum_m |B_m|/N * |acc(B_m) - conf(B_m)|``, what
-``torchmetrics``' ``multiclass_calibration_error(norm="l1")`` computes (the tests' oracle; not a
-runtime dependency, because its functional form needs every prediction in memory at once).
+Everything is computed from additive statistics (counts and per-bin sums), so evaluation streams in
+constant memory and the one-shot functions are the streaming code. ECE (Guo et al. 2017): ``M``
+equal-width bins ``((m-1)/M, m/M]`` over the top-1 confidence, ``sum_m |B_m|/N * |acc(B_m) - conf(B_m)|``,
+torchmetrics' ``multiclass_calibration_error(norm="l1")`` (the tests' oracle; not used here, because it
+needs every prediction in memory at once).
 """
 from __future__ import annotations
 
@@ -48,9 +46,6 @@ class MetricAccumulator:
             raise ValueError("n_bins must be >= 1")
         self.n_bins = int(n_bins)
         self.topk = int(topk)
-        self.reset()
-
-    def reset(self) -> None:
         self.count = 0
         self.skipped: list[int] = []  # samples the caller left out (undecodable images, eval --skip-bad)
         self.num_classes: int | None = None
