@@ -14,38 +14,23 @@ from ..hashing import GOLDEN, MASK64, mix64, mix64_np
 # also never equals a recipe's three-word [seed, sample, view]).
 TAG_ORDER, TAG_VIEW, TAG_PLAIN = 0x0D5E, 0x71E3, 0x9A17
 
-_SMALL_NS = 24  # below this, plain Python integers beat numpy's per-call overhead
-
-
-def view_permutation(seed: int, sample_id: int, cycle: int, num_views: int) -> np.ndarray:
-    """A uniform random permutation of the NS views for one (seed, sample, cycle): the views
-    sorted by NS hashed keys. ~10 µs at NS = 10, where a ``default_rng`` per DR item would cost
-    ~30 µs — a visible share of a small image's replay (design.md guarantee 4)."""
-    h = _hash_words(seed, TAG_VIEW, sample_id, cycle)
-    if num_views <= _SMALL_NS:
-        keys = [mix64((h + v * GOLDEN) & MASK64) for v in range(num_views)]
-        return np.array(sorted(range(num_views), key=keys.__getitem__), dtype=np.int64)
-    arr = np.uint64(h) + np.arange(num_views, dtype=np.uint64) * np.uint64(GOLDEN)
-    return np.argsort(mix64_np(arr), kind="stable")
-
-
-def view_at(seed: int, sample_id: int, t: int, num_views: int) -> int:
-    """The ``t``-th stored view a sample visits: a fresh permutation of the NS views per cycle,
-    so no view repeats before all NS have been used."""
-    cycle, pos = divmod(int(t), int(num_views))
-    return int(view_permutation(seed, sample_id, cycle, num_views)[pos])
-
 
 def epoch_views(seed: int, sample_id: int, epoch: int, num_views: int, per_image: int = 1) -> list[int]:
-    """Views of one sample in ``epoch``: positions ``epoch*k .. epoch*k+k-1`` of its view sequence
-    (``k = 1``: ``perm_{seed,i,epoch//NS}[epoch % NS]``)."""
-    first = int(epoch) * per_image
-    return [view_at(seed, sample_id, first + j, num_views) for j in range(per_image)]
+    """Views of one sample in ``epoch``: positions ``epoch*k .. epoch*k+k-1`` of its view sequence, a fresh
+    permutation of the NS views (sorted by NS hashed keys) per cycle, so no view repeats before all NS are
+    used. The per-sample test oracle of :func:`epoch_views_many`."""
+    out = []
+    for t in range(int(epoch) * per_image, (int(epoch) + 1) * per_image):
+        cycle, pos = divmod(t, int(num_views))
+        h = _hash_words(seed, TAG_VIEW, sample_id, cycle)
+        keys = [mix64((h + v * GOLDEN) & MASK64) for v in range(num_views)]
+        out.append(sorted(range(num_views), key=keys.__getitem__)[pos])
+    return out
 
 
 def epoch_views_many(seed: int, sample_ids: np.ndarray, epoch: int, num_views: int, per_image: int = 1) -> np.ndarray:
     """:func:`epoch_views` of many samples at once, ``[n, per_image]``: the same SplitMix64 keys in
-    uint64 arrays and a stable argsort per row (the per-sample function is the test oracle)."""
+    uint64 arrays and a stable argsort per row."""
     ids = np.asarray(sample_ids, dtype=np.int64).astype(np.uint64)
     out = np.empty((ids.size, per_image), dtype=np.int64)
     steps = np.arange(num_views, dtype=np.uint64) * np.uint64(GOLDEN)
@@ -74,22 +59,16 @@ def plain_mask(seed: int, sample_id: int, epoch: int, per_image: int, fraction: 
     return np.array([mix64((h + j * GOLDEN) & MASK64) / 2.0**64 < fraction for j in range(per_image)])
 
 
-def epoch_order(num_items: int, seed: int, epoch: int) -> np.ndarray:
-    """The epoch's shuffled order of dataset positions (identical on every rank)."""
-    return np.random.default_rng([int(seed), TAG_ORDER, int(epoch), 0]).permutation(num_items)
-
-
 def epoch_batches(num_items: int, seed: int, epoch: int, batch_items: int, rank: int = 0, world: int = 1,
                   drop_last: bool = True) -> list[np.ndarray]:
-    """This rank's batches: a strided slice of the epoch order (padded by wrapping so every rank
-    has the same number of steps), cut into ``batch_items``; a short last batch is dropped when
-    at least one full batch exists."""
-    order = epoch_order(num_items, seed, epoch)
+    """This rank's batches: a strided slice of the epoch's shuffled order (the same on every rank, padded
+    by wrapping so every rank has the same number of steps), cut into ``batch_items``; a short last
+    batch is dropped when at least one full batch exists."""
+    order = np.random.default_rng([int(seed), TAG_ORDER, int(epoch), 0]).permutation(num_items)
     if world > 1 and len(order) % world:
         order = np.concatenate([order, order[: world - len(order) % world]])
     mine = order[rank::world]
-    cuts = list(range(0, len(mine), batch_items))
-    batches = [mine[a:a + batch_items] for a in cuts]
+    batches = [mine[a:a + batch_items] for a in range(0, len(mine), batch_items)]
     if drop_last and len(batches) > 1 and len(batches[-1]) < batch_items:
         batches.pop()
     return batches
