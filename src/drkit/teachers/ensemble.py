@@ -1,4 +1,4 @@
-"""Loaded members -> one frozen module that averages their probabilities."""
+"""Loaded members -> one frozen module that averages their probabilities; the ensemble on plain images."""
 from __future__ import annotations
 
 import itertools
@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..augment import eval_transform
 from ..device import amp_dtype, autocast, resolve_device
 from ..errors import TeacherError
 from ..folds import root_indices
@@ -22,15 +23,11 @@ if TYPE_CHECKING:
 class TeacherEnsemble(nn.Module):
     """Members' softmax probabilities averaged in float32: ``forward(x01) -> (N, num_classes)``.
 
-    Always in eval mode (``train()`` is a no-op: a teacher's BatchNorm statistics must never
-    move), parameters frozen, channels_last. Runs under ``torch.no_grad`` rather than
-    ``inference_mode`` so online-KD losses may use the probabilities as targets.
-
-    **Out-of-fold routing.** Members of a ``drkit train --folds`` directory form one *group*;
-    every other member is a group of its own. After :meth:`bind` to the data being labelled,
-    ``forward(x, sample_ids)`` averages, per image, only the group members that never trained on
-    that image (nor, where possible, on its mixing partner), then averages the groups, so an
-    external teacher and a folds directory weigh the same as two ordinary teachers.
+    Always in eval mode (BatchNorm statistics must never move), frozen, channels_last; ``no_grad``
+    rather than ``inference_mode`` so online-KD losses may use the probabilities as targets.
+    Out-of-fold routing: a ``--folds`` directory's members form one group, every other member its own;
+    after :meth:`bind`, each image averages the group members that never trained on it (nor, where
+    possible, on its mixing partner), then the groups, so a folds directory weighs as one teacher.
     """
 
     def __init__(self, members: Sequence[ImageModel], infos: Sequence[TeacherInfo], amp: bool = True) -> None:
@@ -204,9 +201,8 @@ def _check_member(info: TeacherInfo, num_classes: int | None, classes: list[str]
         raise TeacherError(f"teacher {info.spec} predicts {info.num_classes} classes but the source has {num_classes}")
     if classes is None or info.classes is None or info.classes == classes:
         return
-    diff = next((i for i, (a, b) in enumerate(zip(info.classes, classes)) if a != b),
-                min(len(info.classes), len(classes)))
-    ours, theirs = ((names[diff] if diff < len(names) else "<end>") for names in (info.classes, classes))
+    diff, ours, theirs = next((i, a, b) for i, (a, b) in enumerate(
+        itertools.zip_longest(info.classes, classes, fillvalue="<end>")) if a != b)
     raise TeacherError(f"teacher {info.spec} was trained on other classes than the source: "
                        f"class {diff} is {ours!r} vs {theirs!r}")
 
@@ -236,3 +232,24 @@ def load_teacher(specs: str | Sequence[str], device: str | torch.device = "cpu",
         _check_member(info, num_classes, class_list)
     return TeacherEnsemble([model.eval() for model, _ in loaded], [info for _, info in loaded], amp=amp).to(dev)
 
+
+#: plain images the diagnostics look at (evenly strided: the first N of a folder are one class)
+PLAIN_IMAGES = 1024
+
+
+@torch.inference_mode()
+def plain_stats(ens: nn.Module, src: Source, image_size: int, max_images: int = PLAIN_IMAGES,
+                batch_size: int = 256, skipped: set[int] | None = None) -> dict[str, Any]:
+    """Top-1 accuracy and mean top-1 probability of the (routed) ensemble on plain (un-augmented) images:
+    the yardstick that tells whether a recipe destroys labels and whether the teachers memorised them."""
+    idx = np.array([i for i in src.probe_indices(max_images) if i not in (skipped or set())], dtype=np.int64)
+    correct, prob_sum = 0, 0.0
+    for a in range(0, idx.size, batch_size):
+        chunk = idx[a:a + batch_size]
+        x = torch.stack([eval_transform(src.load_uint8(int(i)), image_size) for i in chunk])
+        top_p, top_id = call_teacher(ens, x, sample_ids=chunk).float().cpu().max(-1)
+        correct += int((top_id.numpy() == np.asarray(src.labels)[chunk]).sum())
+        prob_sum += float(top_p.sum())
+    count = int(idx.size)
+    return {"images": count, "top1": correct / count if count else None,
+            "mean_top1_prob": prob_sum / count if count else None}

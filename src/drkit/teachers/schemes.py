@@ -23,17 +23,12 @@ from .weights import (IMAGENET_MEAN, IMAGENET_STD, WeightFile, as_tuple, build_p
 
 def _timm_cached_file(cfg: dict[str, Any]) -> Path | None:
     """Best effort: the local file timm's hub load used (HF cache first, then torch.hub's)."""
-    hub_id = cfg.get("hf_hub_id")
-    if hub_id:
-        try:
-            from huggingface_hub import try_to_load_from_cache
-        except ImportError:
-            pass
-        else:
-            for filename in (cfg.get("hf_hub_filename"), "model.safetensors", "pytorch_model.bin"):
-                found = try_to_load_from_cache(hub_id, filename) if filename else None
-                if isinstance(found, str) and os.path.isfile(found):
-                    return Path(found)
+    from huggingface_hub import try_to_load_from_cache  # a dependency of timm
+
+    for filename in (cfg.get("hf_hub_filename"), "model.safetensors", "pytorch_model.bin"):
+        found = try_to_load_from_cache(cfg["hf_hub_id"], filename) if filename and cfg.get("hf_hub_id") else None
+        if isinstance(found, str) and os.path.isfile(found):
+            return Path(found)
     return _torch_hub_cached_file(cfg.get("url"))
 
 
@@ -46,8 +41,7 @@ def _torch_hub_cached_file(url: str | None) -> Path | None:
 
 @dataclass
 class _TimmPlan:
-    """What the weights fix before timm builds the model: class count, input channels, and the
-    ``pretrained_cfg_overlay`` that points timm at a local file (empty for hub weights)."""
+    """What the weights fix before timm builds the model (``overlay``: at a local file; empty for the hub)."""
 
     num_classes: int
     in_chans: int
