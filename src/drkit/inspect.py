@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from .fileio import atomic_write_json
+from .plots import new_figure, save_figure
 from .store import label_warnings, open_store, view_label_stats
 
 
@@ -50,16 +51,12 @@ def inspect_store(path: str | Path, data: str | None = None, grid: str | Path | 
 
 def render_grid(store: Any, src: Any, path: str | Path, samples: int = 6, views: int = 4) -> Path:
     """Replayed views (rows: samples, columns: views) titled with the teacher's top-3."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     classes = store.classes or [str(i) for i in range(store.num_classes)]
     usable = store.kept_samples()  # --skip-bad
     ids = usable[np.linspace(0, len(usable) - 1, num=min(samples, len(usable))).astype(int)]
     cols = views + 1
-    fig, axes = plt.subplots(len(ids), cols, figsize=(2.3 * cols, 2.6 * len(ids)), squeeze=False)
+    fig = new_figure(2.3 * cols, 2.6 * len(ids))
+    axes = fig.subplots(len(ids), cols, squeeze=False)
     load = store.image_loader(src)
     for r, i in enumerate(ids):
         img = load(int(i))
@@ -75,11 +72,7 @@ def render_grid(store: Any, src: Any, path: str | Path, samples: int = 6, views:
     fig.suptitle(f"{Path(store.path).name}: {store.manifest['recipe']['spec'].split('@')[0]}… "
                  f"views with teacher top-3", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def _show(ax: Any, x: Any, title: str, fontsize: float) -> None:

@@ -13,7 +13,7 @@ from typing import Any, List, Mapping, Sequence, Union
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def _new_figure(width: float, height: float) -> Any:
+def new_figure(width: float, height: float) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -22,26 +22,23 @@ def _new_figure(width: float, height: float) -> Any:
     return fig
 
 
-def _save(fig: Any, path: PathLike) -> Path:
+def save_figure(fig: Any, path: PathLike, dpi: float | None = None) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png")
+    fig.savefig(out, format="png", dpi=dpi or "figure")
     return out
 
 
 def reliability_diagram(bins: Mapping[str, Any], path: PathLike, title: str = "") -> Path:
-    """Write a reliability diagram for ``bins`` (``MetricAccumulator.bins``); returns the path.
-
-    Top: per-bin accuracy against the diagonal, the gap to each bin's mean confidence shaded, ECE
-    in the title. Bottom: samples per bin, so sparsely populated bins are read with care.
-    """
+    """A reliability diagram of ``bins`` (``MetricAccumulator.bins``): per-bin accuracy against the diagonal,
+    the gap to mean confidence shaded, ECE in the title; below, samples per bin (sparse bins read with care)."""
     edges = [float(e) for e in bins["edges"]]
     count = [int(n) for n in bins["count"]]
     filled = [i for i, n in enumerate(count) if n > 0]
     left, width = edges[:-1], [b - a for a, b in zip(edges[:-1], edges[1:])]
     acc, conf = ([float(v[i]) for i in filled] for v in (bins["accuracy"], bins["confidence"]))
     fleft, fwidth = [left[i] for i in filled], [width[i] for i in filled]
-    fig = _new_figure(5.0, 6.0)
+    fig = new_figure(5.0, 6.0)
     grid = fig.add_gridspec(2, 1, height_ratios=(3, 1), hspace=0.08)
     ax = fig.add_subplot(grid[0])
     ax.bar(fleft, acc, width=fwidth, align="edge", color="#4477aa", edgecolor="black", linewidth=0.6,
@@ -57,7 +54,7 @@ def reliability_diagram(bins: Mapping[str, Any], path: PathLike, title: str = ""
     hist = fig.add_subplot(grid[1], sharex=ax)
     hist.bar(left, count, width=width, align="edge", color="#888888", edgecolor="black", linewidth=0.4)
     hist.set(xlabel="confidence", ylabel="count")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 _CURVE_PANELS = (
@@ -73,17 +70,14 @@ def _is_number(v: Any) -> bool:
 
 
 def plot_curves(metrics_rows: Sequence[Mapping[str, Any]], path: PathLike, title: str = "") -> Path:
-    """Plot per-epoch training curves from dict rows (as the trainer logs them) to a PNG.
-
-    Keys containing ``loss`` share a panel, ``top1``/``top5``/``acc`` another, ``lr`` gets its own
-    (log scale when positive); missing or non-finite values are skipped. The x axis is ``epoch``
-    (else ``step``, else the row index). Returns the path written.
-    """
+    """Per-epoch training curves from the trainer's dict rows to a PNG: ``loss`` keys share a panel,
+    ``top1``/``top5``/``acc`` another, ``lr`` its own (log scale when positive); non-finite values skipped;
+    x is ``epoch``, else ``step``, else the row index."""
     rows: List[Mapping[str, Any]] = list(metrics_rows)
     x_key = next((k for k in _X_KEYS if any(k in r for r in rows)), None)
     keys = list(dict.fromkeys(k for r in rows for k, v in r.items() if k not in _X_KEYS and _is_number(v)))
     panels = [(name, members) for name, match in _CURVE_PANELS if (members := [k for k in keys if match(k)])]
-    fig = _new_figure(4.0 * max(1, len(panels)), 3.2)
+    fig = new_figure(4.0 * max(1, len(panels)), 3.2)
     if not panels:
         ax = fig.add_subplot(1, 1, 1)
         ax.text(0.5, 0.5, "no metrics to plot", ha="center", va="center")
@@ -104,7 +98,7 @@ def plot_curves(metrics_rows: Sequence[Mapping[str, Any]], path: PathLike, title
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-__all__: List[str] = ["reliability_diagram", "plot_curves"]
+__all__: List[str] = ["new_figure", "plot_curves", "reliability_diagram", "save_figure"]
