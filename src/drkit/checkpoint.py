@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from collections.abc import Collection
 from typing import Any
 
 import torch
@@ -33,18 +34,9 @@ def save_checkpoint(directory: str | os.PathLike[str], model: ImageModel | nn.Mo
     """Write ``model.safetensors`` then ``config.json`` into ``directory`` (created if needed);
     ``model`` is an :class:`ImageModel` (its backbone is saved) or a bare backbone, ``extra`` is
     merged into ``config.extra``. Returns the directory."""
-    from safetensors.torch import save as st_save
-
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    backbone = model.backbone if isinstance(model, ImageModel) else model
-    # CPU, contiguous, unshared copies: safetensors refuses views and shared storage, and
-    # channels_last conv weights must be stored in the canonical layout
-    state = {k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format)
-             for k, v in backbone.state_dict().items()}
-    # one metadata key: safetensors writes metadata from a hash map, so two keys would come out in a
-    # different order from call to call and the same weights would hash differently
-    data = st_save(state, metadata={"format": "pt"})
+    data = weights_bytes(model.backbone if isinstance(model, ImageModel) else model)
     atomic_write_bytes(out / WEIGHTS_NAME, data)
     cfg = config.to_dict()
     if extra:
@@ -56,10 +48,19 @@ def save_checkpoint(directory: str | os.PathLike[str], model: ImageModel | nn.Mo
     return out
 
 
+def weights_bytes(module: nn.Module, drop: Collection[str] = ()) -> bytes:
+    """safetensors bytes of ``module``'s state less ``drop``: CPU, contiguous, unshared copies (safetensors
+    refuses views and shared storage; channels_last weights are stored canonically) and one metadata key
+    (safetensors writes metadata from a hash map: two keys would vary in order, and the same weights in hash)."""
+    from safetensors.torch import save as st_save
+
+    return st_save({k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format)
+                    for k, v in module.state_dict().items() if k not in drop}, metadata={"format": "pt"})
+
+
 def checkpoint_dir(spec: str | os.PathLike[str]) -> str:
     """The directory a ``--init``/export argument names: ``ckpt:DIR`` or a bare ``DIR``."""
-    text = str(spec)
-    return text[len("ckpt:"):] if text.startswith("ckpt:") else text
+    return str(spec).removeprefix("ckpt:")
 
 
 def read_config(directory: str | os.PathLike[str]) -> tuple[ModelConfig, dict[str, Any]]:
@@ -78,9 +79,8 @@ def read_config(directory: str | os.PathLike[str]) -> tuple[ModelConfig, dict[st
     fmt = doc.get("format", FORMAT)
     version = doc.get("format_version", FORMAT_VERSION)
     if fmt != FORMAT or not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"checkpoint {path} has format {fmt!r} v{version}; this drkit reads {FORMAT!r} up to v{FORMAT_VERSION}"
-        )
+        raise CheckpointError(f"checkpoint {path} has format {fmt!r} v{version}; "
+                              f"this drkit reads {FORMAT!r} up to v{FORMAT_VERSION}")
     try:
         config = ModelConfig.from_dict(doc)
     except CheckpointError as exc:
@@ -131,9 +131,8 @@ def load_checkpoint(directory: str | os.PathLike[str], device: str | torch.devic
         raise CheckpointError(f"checkpoint {config_path} records no weights_sha256, so its weights "
                               "cannot be checked; save it again with drkit")
     if verify and (actual := sha256_file(weights)) != recorded:
-        raise CheckpointError(
-            f"checkpoint {weights} has sha256 {actual[:12]}… but {CONFIG_NAME} records {str(recorded)[:12]}…"
-        )
+        raise CheckpointError(f"checkpoint {weights} has sha256 {actual[:12]}… but {CONFIG_NAME} records "
+                              f"{str(recorded)[:12]}…")
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:

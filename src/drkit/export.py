@@ -1,17 +1,12 @@
-"""``drkit export CKPT --out DIR``: a trained student's backbone, without its classifier, in the form
-the ecosystem's own tools load as a feature extractor (the reference work's transfer half).
+"""``drkit export CKPT --out DIR``: a trained student's backbone, without its classifier, as the ecosystem's
+own tools load a feature extractor (the reference work's transfer half).
 
-``DIR`` holds ``backbone.safetensors`` (weights less the classifier, under timm's names) and, written
-last, ``config.json`` (format ``drkit.backbone``: timm model name and arguments, input config, the
-removed classifier keys, the source checkpoint and its sha256, and each feature map's channels and
-stride). timm loads it strictly with its own local-file mechanism, as :func:`load_features` does::
-
-    timm.create_model(NAME, features_only=True, num_classes=0, in_chans=C, pretrained=True,
-                      pretrained_cfg_overlay={"file": "DIR/backbone.safetensors", "num_classes": 0,
-                                              "input_size": (C, S, S)}, **model_kwargs)
-
-:func:`detection_backbone` puts torchvision's feature pyramid on those maps (the backbone torchvision's
-detectors take). Only timm models give multi-scale features this way; others are refused in one line.
+``DIR`` holds ``backbone.safetensors`` (weights less the classifier, timm's names) and, written last,
+``config.json`` (format ``drkit.backbone``: timm model and arguments, input config, removed classifier keys,
+source checkpoint and sha256, each feature map's channels and stride). timm loads it strictly from the local
+file (:func:`load_features`: ``features_only=True, pretrained=True, pretrained_cfg_overlay={"file": …}``);
+:func:`detection_backbone` adds torchvision's feature pyramid. Only timm models give multi-scale features
+this way; others are refused in one line.
 """
 from __future__ import annotations
 
@@ -22,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import checkpoint_dir, load_checkpoint, read_config
+from .checkpoint import checkpoint_dir, load_checkpoint, read_config, weights_bytes
 from .errors import DrkitError
 from .fileio import atomic_write_bytes, atomic_write_json, sha256_bytes
 from .models import split_model_name
@@ -33,11 +28,8 @@ BACKBONE_WEIGHTS = "backbone.safetensors"
 
 
 def export_backbone(checkpoint: str | Path, out: str | Path) -> dict[str, Any]:
-    """Write ``out/backbone.safetensors`` and ``out/config.json`` for ``checkpoint``; returns the
-    config. The export is loaded back through timm's ``features_only`` path before the config is
-    written, so a directory with a config is one that loads."""
-    from safetensors.torch import save as st_save
-
+    """Write ``out/backbone.safetensors``, load it back through timm's ``features_only``, then write
+    ``out/config.json`` (returned): a directory with a config is one that loads."""
     from .train.setup import classifier_keys
 
     ckpt = checkpoint_dir(checkpoint)
@@ -47,10 +39,8 @@ def export_backbone(checkpoint: str | Path, out: str | Path) -> dict[str, Any]:
         raise DrkitError(f"{ckpt}: model {cfg.model} cannot give multi-scale features (drkit export writes timm "
                          "backbones, which timm's features_only and torchvision's detectors load); train a timm "
                          "model (e.g. --model resnet18) to export it")
-    backbone = model.backbone
-    dropped = sorted(classifier_keys(backbone))
-    state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items() if k not in dropped}
-    data = st_save(state, metadata={"format": "pt"})
+    dropped = sorted(classifier_keys(model.backbone))
+    data = weights_bytes(model.backbone, dropped)
     doc: dict[str, Any] = {
         "format": BACKBONE_FORMAT, "format_version": BACKBONE_VERSION, "weights": BACKBONE_WEIGHTS,
         "weights_sha256": sha256_bytes(data), "model": name, "model_kwargs": dict(cfg.model_kwargs or {}),
