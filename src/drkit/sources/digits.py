@@ -13,18 +13,13 @@ import numpy as np
 from ..errors import SourceError
 from .base import ArraySource, Source
 from .registry import register_source
-from .spec import canonical_spec, check_split
+from .spec import check_split, stamp
 
 TRAIN_SIZE = 1500
 CLASSES = [str(d) for d in range(10)]
 NATIVE_SIZE = 8
 #: largest S accepted by ``digits:S`` (1,797 images of 256 x 256 is 118 MB, still a small array)
 MAX_SIZE = 256
-
-
-def scale_to_uint8(values: np.ndarray) -> np.ndarray:
-    """0..16 -> 0..255 by round(v*255/16); only v=8 is a half (127.5 -> 128 either way)."""
-    return np.rint(np.asarray(values, dtype=np.float64) * 255.0 / 16.0).astype(np.uint8)
 
 
 def parse_size(arg: Optional[str]) -> int:
@@ -41,26 +36,22 @@ def parse_size(arg: Optional[str]) -> int:
     return size
 
 
-def upsample(values: np.ndarray, size: int) -> np.ndarray:
-    """(N, 8, 8) digits in 0..16 -> (N, size, size) uint8: bilinear on float32 (PIL), rounded."""
-    from PIL import Image
-
-    scaled = np.asarray(values, dtype=np.float32) * np.float32(255.0 / 16.0)
-    out = np.stack([np.asarray(Image.fromarray(img, mode="F").resize((size, size), Image.BILINEAR)) for img in scaled])
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-
-
 @register_source("digits")
 def digits(arg: Optional[str], *, split: str, mode: Optional[str], download: bool = False) -> Source:
     size = parse_size(arg)
     check_split("digits", split, ("train", "test"))
+    from PIL import Image
     from sklearn.datasets import load_digits  # deferred: no work (or heavy import) at import time
 
     bunch = load_digits()
     part = slice(0, TRAIN_SIZE) if split == "train" else slice(TRAIN_SIZE, None)
     values = bunch.images[part]
-    images = scale_to_uint8(values) if size == NATIVE_SIZE else upsample(values, size)
-    labels = np.asarray(bunch.target, dtype=np.int64)
-    mode = mode or "L"
-    spec = canonical_spec("digits", None if size == NATIVE_SIZE else str(size), split, mode, "L")
-    return ArraySource(images=images, labels=labels[part], classes=CLASSES, spec=spec, split=split, mode=mode)
+    if size == NATIVE_SIZE:  # round(v*255/16): only v=8 is a half (127.5 -> 128 either way)
+        images = np.rint(np.asarray(values, dtype=np.float64) * 255.0 / 16.0).astype(np.uint8)
+    else:  # bilinear on float32 (PIL), rounded
+        scaled = np.asarray(values, dtype=np.float32) * np.float32(255.0 / 16.0)
+        out = [np.asarray(Image.fromarray(img, mode="F").resize((size, size), Image.BILINEAR)) for img in scaled]
+        images = np.clip(np.rint(np.stack(out)), 0, 255).astype(np.uint8)
+    labels = np.asarray(bunch.target, dtype=np.int64)[part]
+    fields = stamp("digits", None if size == NATIVE_SIZE else str(size), split, mode, "L")
+    return ArraySource(images=images, labels=labels, classes=CLASSES, **fields)

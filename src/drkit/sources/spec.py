@@ -96,15 +96,12 @@ def load_source(spec: str, split: Optional[str] = None, download: bool = False) 
     return source
 
 
-def canonical_spec(scheme: str, arg: Optional[str], split: str, mode: str, default_mode: str) -> str:
-    """Spec string a factory stamps on its source; the mode appears only when it is not the default."""
-    return SourceSpec(scheme, arg, split, None, None if mode == default_mode else mode).format()
-
-
 def stamp(scheme: str, arg: Optional[str], split: str, mode: Optional[str], default_mode: str) -> dict[str, str]:
-    """The ``spec``, ``split`` and ``mode`` a factory gives its source (``mode`` defaulted)."""
+    """The ``spec``, ``split`` and ``mode`` a factory gives its source (``mode`` defaulted); the spec
+    names the mode only when it is not the default."""
     mode = mode or default_mode
-    return {"spec": canonical_spec(scheme, arg, split, mode, default_mode), "split": split, "mode": mode}
+    spec = SourceSpec(scheme, arg, split, None, None if mode == default_mode else mode).format()
+    return {"spec": spec, "split": split, "mode": mode}
 
 
 def local_path(arg: Optional[str], needs: str) -> str:
