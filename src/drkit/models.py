@@ -8,10 +8,9 @@ weights in :class:`ModelConfig` instead of living in every data pipeline.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -65,12 +64,9 @@ class _ResBlock(nn.Module):
 
 
 class DrkitCNN(nn.Module):
-    """Conv-bn-relu stages (+ optional residual blocks), global average pool, linear head.
-
-    ``stages``: ``(width, stride, residual_blocks)`` each, a transition conv then that many
-    :class:`_ResBlock`. The ``get_classifier``/``reset_classifier`` names follow timm so teacher
-    and training code treat every backbone alike.
-    """
+    """Conv-bn-relu stages, each ``(width, stride, residual_blocks)``: a transition conv then that many
+    :class:`_ResBlock`; global average pool, linear head. ``get_classifier``/``reset_classifier``
+    follow timm so teacher and training code treat every backbone alike."""
 
     def __init__(self, stem: tuple[int, int], stages: Sequence[tuple[int, int, int]], num_classes: int = 10,
                  in_chans: int = 3, drop_rate: float = 0.0) -> None:
@@ -133,10 +129,9 @@ def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
 
 
 def _adapt_first_conv(model: nn.Module, in_chans: int) -> None:
-    """Replace the first ``Conv2d`` (in module order: the input conv of every torchvision
-    classifier) by one taking ``in_chans`` channels. Pretrained RGB weights are folded with timm's
-    ``adapt_input_conv`` (1 channel: sum over RGB; more: tiled and rescaled), so a grayscale input
-    replicated to RGB and the adapted conv give the same response."""
+    """Replace the first ``Conv2d`` (the input conv of every torchvision classifier) by one taking
+    ``in_chans`` channels, RGB weights folded by timm's ``adapt_input_conv`` (1 channel: summed, so a
+    grayscale input replicated to RGB and the adapted conv give the same response)."""
     found = first_conv(model)
     if found is None:
         raise CheckpointError(f"cannot adapt {type(model).__name__} to in_chans={in_chans}: no Conv2d found")
@@ -203,30 +198,19 @@ def split_model_name(name: str) -> tuple[str, str]:
     if not sep:
         return ("drkit" if name in MODELS or name.startswith("drkit_") else "timm"), name
     if family not in MODEL_FAMILIES:
-        raise CheckpointError(
-            f"unknown model family {family!r} in {name!r}; use one of: {', '.join(sorted(MODEL_FAMILIES))}"
-        )
+        raise CheckpointError(f"unknown model family {family!r} in {name!r}; use one of: "
+                              f"{', '.join(sorted(MODEL_FAMILIES))}")
     return family, rest
-
-
-@contextlib.contextmanager
-def _seeded(seed: int | None) -> Iterator[None]:
-    """Deterministic init without touching the caller's RNG state."""
-    with torch.random.fork_rng(devices=[], enabled=seed is not None):
-        if seed is not None:
-            torch.manual_seed(seed)
-        yield
 
 
 def create_model(name: str, num_classes: int, in_chans: int = 3, pretrained: bool = False, seed: int | None = None,
                  **kwargs: Any) -> nn.Module:
-    """Build a backbone (logits out, expects *normalised* input; wrap in :class:`ImageModel`).
-
-    ``seed`` makes the initialisation deterministic inside a forked RNG (the global torch RNG is
-    left as it was). Unknown names raise :class:`~drkit.errors.CheckpointError` with a one-line reason.
-    """
+    """Build a backbone (logits out, expects *normalised* input; wrap in :class:`ImageModel`); ``seed``
+    makes the initialisation deterministic inside a forked RNG, leaving the global torch RNG as it was."""
     family, arch = split_model_name(name)
-    with _seeded(seed):
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
         return MODEL_FAMILIES[family](arch, num_classes=num_classes, in_chans=in_chans, pretrained=pretrained, **kwargs)
 
 
@@ -277,11 +261,9 @@ def _stat_buffer(values: Sequence[float], in_chans: int, what: str) -> torch.Ten
 
 
 class ImageModel(nn.Module):
-    """Backbone + input normalisation: ``forward(x)`` takes float NCHW in [0, 1], returns logits.
-
-    ``mean``/``std`` are non-persistent buffers, so the state dict is exactly the backbone's and
-    checkpoints store the bare backbone, loadable into timm/torchvision directly.
-    """
+    """Backbone + input normalisation: ``forward(x)`` takes float NCHW in [0, 1], returns logits;
+    ``mean``/``std`` are non-persistent buffers, so checkpoints hold the bare backbone's state dict,
+    loadable into timm/torchvision directly."""
 
     def __init__(self, backbone: nn.Module, mean: Sequence[float], std: Sequence[float],
                  config: ModelConfig | None = None, in_chans: int | None = None) -> None:
@@ -297,9 +279,8 @@ class ImageModel(nn.Module):
     @classmethod
     def from_config(cls, config: ModelConfig, pretrained: bool = False, seed: int | None = None) -> "ImageModel":
         """Build the backbone named by ``config`` and wrap it."""
-        backbone = create_model(
-            config.model, config.num_classes, config.in_chans, pretrained=pretrained, seed=seed, **config.model_kwargs
-        )
+        backbone = create_model(config.model, config.num_classes, config.in_chans, pretrained=pretrained, seed=seed,
+                                **config.model_kwargs)
         return cls(backbone, config.mean, config.std, config=config)
 
     @property
