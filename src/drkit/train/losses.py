@@ -11,13 +11,9 @@ from torch import nn
 
 def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
                               soften_targets: bool = False) -> torch.Tensor:
-    """Mean over the batch of ``-sum_c p_c log softmax(z / T)_c``, times ``T**2`` when ``T != 1``.
-
-    The ``T**2`` factor (Hinton et al.) keeps gradient magnitudes comparable across temperatures.
-    By default ``targets`` are used as given (the stored/teacher probabilities) and the temperature
-    only softens the student; ``soften_targets`` also softens the targets, ``p**(1/T)``
-    renormalised (Hinton's both-sides softening, computed from stored probabilities).
-    """
+    """Mean over the batch of ``-sum_c p_c log softmax(z / T)_c``, times ``T**2`` (Hinton et al.: gradient
+    magnitudes comparable across temperatures) when ``T != 1``. ``T`` softens the student only, unless
+    ``soften_targets`` also softens the targets, ``p**(1/T)`` renormalised (Hinton's both sides)."""
     if logits.shape != targets.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} differ in shape")
     t = float(temperature)
@@ -31,29 +27,10 @@ def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, tempe
     return loss * (t * t) if t != 1.0 else loss
 
 
-def smooth_targets(targets: torch.Tensor, smoothing: float) -> torch.Tensor:
-    """Label smoothing on (possibly mixed) hard targets: ``(1 - e) * t + e / C``."""
-    if smoothing <= 0:
-        return targets
-    return targets * (1.0 - smoothing) + smoothing / targets.shape[-1]
-
-
-def flatten_views(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``views_per_image = k`` gives targets ``[B, k, C]`` while the model sees the images
-    flattened to ``[B * k, ...]``: flatten ``[B, k, C]`` logits/targets to ``[B * k, C]`` (the same
-    row order as ``images.flatten(0, 1)``). The loss is the mean over all ``B * k`` views either
-    way; shapes that still differ are refused by :func:`soft_target_cross_entropy`."""
-    if logits.ndim == 3:
-        logits = logits.flatten(0, 1)
-    if targets.ndim == 3:
-        targets = targets.flatten(0, 1)
-    return logits, targets
-
-
 class SoftTargetLoss(nn.Module):
-    """Drop-in loss for ``ReinforcedDataset`` targets: ``SoftTargetLoss()(logits, dense_probs)``.
-
-    ``[B, k, C]`` targets (``views_per_image = k``) are flattened to match ``[B * k, C]`` logits."""
+    """Drop-in loss for ``ReinforcedDataset`` targets: ``SoftTargetLoss()(logits, dense_probs)``. The
+    ``[B, k, C]`` targets of ``views_per_image = k`` (and such logits) are flattened to ``[B * k, C]``,
+    the row order of ``images.flatten(0, 1)``; shapes that still differ are refused."""
 
     def __init__(self, temperature: float = 1.0, soften_targets: bool = False):
         super().__init__()
@@ -63,7 +40,8 @@ class SoftTargetLoss(nn.Module):
         self.soften_targets = bool(soften_targets)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return soft_target_cross_entropy(*flatten_views(logits, targets), self.temperature, self.soften_targets)
+        logits, targets = (t.flatten(0, 1) if t.ndim == 3 else t for t in (logits, targets))
+        return soft_target_cross_entropy(logits, targets, self.temperature, self.soften_targets)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, soften_targets={self.soften_targets}"
@@ -71,10 +49,7 @@ class SoftTargetLoss(nn.Module):
 
 class SoftTargetCrossEntropy(SoftTargetLoss):
     """timm's ``SoftTargetCrossEntropy`` under its own name, so a timm script swaps the import and
-    nothing else: ``loss(logits, target)`` = ``-(target * log_softmax(logits)).sum(-1).mean()``.
-
-    Computed in float32 (like the rest of drkit's losses) whatever the logits' dtype, where timm
-    keeps the input dtype; ``[B, k, C]`` targets are flattened as in :class:`SoftTargetLoss`."""
+    nothing else; computed in float32 whatever the logits' dtype (timm keeps the input dtype)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -92,4 +67,6 @@ class LabelSmoothingCrossEntropy(nn.Module):
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if targets.ndim == 1:  # class indices
             targets = torch.nn.functional.one_hot(targets.long(), logits.shape[-1]).float()
-        return soft_target_cross_entropy(logits, smooth_targets(targets, self.smoothing))
+        if self.smoothing > 0:  # (1 - e) * t + e / C
+            targets = targets * (1.0 - self.smoothing) + self.smoothing / targets.shape[-1]
+        return soft_target_cross_entropy(logits, targets)
