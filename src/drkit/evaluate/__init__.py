@@ -1,8 +1,5 @@
-"""Evaluation: metrics and calibration, ImageNet-C style corruptions, the ``drkit eval`` verb.
-
-Nothing here loads a model or a dataset at import (scipy, Pillow and matplotlib are imported
-inside the functions that need them).
-"""
+"""Evaluation: metrics and calibration, ImageNet-C style corruptions, the ``drkit eval`` verb (nothing
+loads a model or a dataset at import: scipy, Pillow and matplotlib are imported where they are needed)."""
 from __future__ import annotations
 
 from .. import callable_verb

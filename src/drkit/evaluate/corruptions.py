@@ -125,13 +125,9 @@ def shot_noise(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.nda
 
 def impulse_noise(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """Salt-and-pepper on a fraction ``c`` of the values (skimage's ``s&p``, half salt)."""
-    c = _IMPULSE_NOISE[severity - 1]
-    flipped = rng.random(x.shape) < c
+    flipped = rng.random(x.shape) < _IMPULSE_NOISE[severity - 1]
     salt = rng.random(x.shape) < 0.5
-    out = x.copy()
-    out[flipped & salt] = 1.0
-    out[flipped & ~salt] = 0.0
-    return out
+    return np.where(flipped, salt, x)
 
 
 def speckle_noise(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
@@ -162,10 +158,8 @@ def defocus_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.n
     """Disk (out-of-focus) blur, radius and anti-alias σ × s; borders mirrored like cv2."""
     from scipy import ndimage
 
-    s = spatial_scale(*x.shape[1:])
-    radius, alias = _DEFOCUS_BLUR[severity - 1]
-    kernel = _disk(radius * s, alias * s)
-    return ndimage.correlate(x, kernel[None], mode="mirror")
+    radius, alias = (v * spatial_scale(*x.shape[1:]) for v in _DEFOCUS_BLUR[severity - 1])
+    return ndimage.correlate(x, _disk(radius, alias)[None], mode="mirror")
 
 
 def motion_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
@@ -236,10 +230,7 @@ def jpeg_compression(x: np.ndarray, severity: int, rng: np.random.Generator) -> 
 
     buf = io.BytesIO()
     _to_pil(x).save(buf, format="JPEG", quality=_JPEG_QUALITY[severity - 1])
-    buf.seek(0)
-    with Image.open(buf) as im:
-        im.load()
-        return _from_pil(im, x.shape[0])
+    return _from_pil(Image.open(buf), x.shape[0])  # Image.open rewinds the buffer
 
 
 def pixelate(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
@@ -247,8 +238,7 @@ def pixelate(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarr
     from PIL import Image
 
     _, h, w = x.shape
-    s = spatial_scale(h, w)
-    block = 1.0 + (1.0 / _PIXELATE[severity - 1] - 1.0) * s
+    block = 1.0 + (1.0 / _PIXELATE[severity - 1] - 1.0) * spatial_scale(h, w)
     small = (max(1, int(w / block)), max(1, int(h / block)))
     im = _to_pil(x).resize(small, Image.BOX).resize((w, h), Image.BOX)
     return _from_pil(im, x.shape[0])

@@ -1,8 +1,7 @@
 """``drkit verify DIR --data SRC --replay N``: do the stored labels still follow from the stored views?
 
-N views spread over the store are replayed, labelled again and compared. A store drkit made
-replays exactly (same top-k, probabilities to fp16 rounding), so anything else is refused naming a
-view. An imported store, or a GPU-rendered one on a machine without a GPU, replays approximately:
+A store drkit made replays exactly (same top-k, probabilities to fp16 rounding), so anything else is
+refused naming a view; an imported store, or a GPU-rendered one without a GPU, replays approximately:
 its check reports the top-1 agreement and refuses nothing.
 """
 from __future__ import annotations
@@ -28,16 +27,6 @@ def replay_views(store: Store, count: int) -> list[tuple[int, int]]:
     return [(int(ids[f // store.num_views]), int(f % store.num_views)) for f in flat]
 
 
-def recorded_specs(recorded: Sequence[dict[str, Any]]) -> list[str]:
-    """The teacher specs to load again: out-of-fold members by their group (once), others by their spec."""
-    out: list[str] = []
-    for t in recorded:
-        spec = (t.get("out_of_fold") or {}).get("group") or t["spec"]
-        if spec not in out:
-            out.append(spec)
-    return out
-
-
 def replay_check(store: Store, src: Any, count: int, teachers: Sequence[str] | None = None,
                  device: str = "cpu", batch_size: int = 64) -> dict[str, Any]:
     """Replay ``count`` views, label them again and compare (see the module docstring)."""
@@ -47,8 +36,9 @@ def replay_check(store: Store, src: Any, count: int, teachers: Sequence[str] | N
     if teachers is None and any(t.get("imported") for t in recorded):
         raise StoreError(f"store {store.path} was imported: its teachers cannot be loaded from the manifest; "
                          "name them with --teacher to compare")
-    ens = load_teacher(list(teachers or recorded_specs(recorded)), device=device,
-                       num_classes=store.num_classes).eval()
+    # out-of-fold members are loaded again by their group (once), others by their spec
+    specs = teachers or dict.fromkeys((t.get("out_of_fold") or {}).get("group") or t["spec"] for t in recorded)
+    ens = load_teacher(list(specs), device=device, num_classes=store.num_classes).eval()
     ens.bind(src)  # a folds group labels each image with the members that never saw it, as reinforce did
     pairs = replay_views(store, count)
     agree, close, worst = 0, 0, None
