@@ -16,9 +16,9 @@ from ..errors import CheckpointError, DrkitError, TeacherError
 from ..errors import one_line as _one_line
 from ..folds import load_split, read_folds
 from ..models import ImageModel, ModelConfig, create_model, first_conv
-from .spec import FoldRoute, Member, TeacherInfo, TeacherSpec, register_teacher_scheme
-from .weights import (IMAGENET_MEAN, IMAGENET_STD, WeightFile, as_tuple, build_probe, check_head, classifier_classes,
-                      first_conv_chans, fit_stats, scheme_options, size_option, square_side, weights_path)
+from .spec import (IMAGENET_MEAN, IMAGENET_STD, FoldRoute, Member, TeacherInfo, TeacherSpec, WeightFile, as_tuple,
+                   build_probe, check_head, classifier_classes, first_conv_chans, fit_stats, register_teacher_scheme,
+                   scheme_options, size_option, square_side, weights_path)
 
 
 def _timm_cached_file(cfg: dict[str, Any]) -> Path | None:

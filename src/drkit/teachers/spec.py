@@ -1,16 +1,24 @@
-"""Teacher spec strings and the scheme registry (``timm:``, ``torchvision:``, ``ckpt:`` and any
-registered by users)."""
+"""Teacher spec strings, the scheme registry (``timm:``, ``torchvision:``, ``ckpt:`` and any registered by
+users) and what scheme loaders share: option parsing, weight files, head and class-count checks."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 from urllib.parse import unquote
 
+import torch
+from torch import nn
+
 from ..errors import TeacherError
+from ..errors import one_line as _one_line
 from ..fileio import sha256_file
 from ..folds import FoldSplit
 from ..models import ImageModel
-from ..textspec import split_head, split_query
+from ..textspec import parse_scalar, split_head, split_query
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -119,3 +127,161 @@ def register_teacher_scheme(name: str, options: Sequence[str] = (), usage: str =
         return fn
 
     return deco
+
+
+# -- what scheme loaders share ------------------------------------------------------------
+def scheme_options(spec: TeacherSpec) -> tuple[dict[str, str], dict[str, Any]]:
+    """(known options, extra model kwargs); refuses keys the scheme does not take."""
+    scheme = TEACHER_SCHEMES[spec.scheme]
+    known = {k: v for k, v in spec.options.items() if k in scheme.options}
+    extra = {k: parse_scalar(v) for k, v in spec.options.items() if k not in scheme.options}
+    if extra and not scheme.model_kwargs:
+        allowed = ", ".join(sorted(scheme.options)) or "none"
+        raise TeacherError(f"teacher {spec.raw}: unknown option(s) {', '.join(sorted(extra))} (allowed: {allowed})")
+    return known, extra
+
+
+def size_option(spec: TeacherSpec, options: dict[str, str]) -> int | None:
+    if "size" not in options:
+        return None
+    try:
+        size = int(options["size"])
+    except ValueError:
+        size = 0
+    if size <= 0:
+        raise TeacherError(f"teacher {spec.raw}: size must be a positive integer, got {options['size']!r}")
+    return size
+
+
+def weights_path(spec: TeacherSpec, value: str) -> Path:
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise TeacherError(f"teacher {spec.raw}: weights file {path} does not exist")
+    return path
+
+
+def fit_stats(values: Sequence[float], in_chans: int, spec: TeacherSpec, what: str) -> list[float]:
+    """Per-channel stats for ``in_chans``: one value is broadcast; RGB stats for one channel averaged."""
+    vals = [float(v) for v in values]
+    if len(vals) == in_chans:
+        return vals
+    if len(vals) == 1:
+        return vals * in_chans
+    if in_chans == 1:
+        return [sum(vals) / len(vals)]
+    raise TeacherError(f"teacher {spec.raw}: {what} has {len(vals)} values for {in_chans} input channels")
+
+
+def square_side(spec: TeacherSpec, hw: Sequence[int]) -> int:
+    h, w = int(hw[0]), int(hw[1])
+    if h != w:
+        raise TeacherError(f"teacher {spec.raw}: expects a non-square {h}x{w} input; pass &size=S for a square one")
+    return h
+
+
+class WeightFile:
+    """Shapes (and tensors) of a local weight file, keyed as timm's loader sees them: safetensors by
+    header, others through timm's ``load_state_dict`` (``weights_only``: never unrestricted pickle)."""
+
+    _PREFIXES = ("_orig_mod.", "module.")
+
+    def __init__(self, spec: TeacherSpec, path: Path) -> None:
+        self.spec, self.path = spec, path
+        self._state: dict[str, torch.Tensor] | None = None
+        self._names: dict[str, str] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors import safe_open
+
+                with safe_open(str(path), framework="pt") as f:
+                    for raw in f.keys():
+                        key = raw
+                        while key.startswith(self._PREFIXES):
+                            key = key.split(".", 1)[1]
+                        self._names[key] = raw
+                        self.shapes[key] = tuple(f.get_slice(raw).get_shape())
+            else:
+                from timm.models import load_state_dict
+
+                self._state = {k: v for k, v in load_state_dict(str(path)).items() if torch.is_tensor(v)}
+                self.shapes = {k: tuple(v.shape) for k, v in self._state.items()}
+        except Exception as exc:  # corrupt / foreign file: one line naming it
+            raise TeacherError(f"teacher {spec.raw}: cannot read weights {path}: {_one_line(exc)}") from exc
+        if not self.shapes:
+            raise TeacherError(f"teacher {spec.raw}: weights file {path} holds no tensors")
+
+    def tensor(self, key: str) -> torch.Tensor:
+        if self._state is not None:
+            return self._state[key]
+        from safetensors import safe_open
+
+        with safe_open(str(self.path), framework="pt") as f:
+            return f.get_tensor(self._names[key])
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        if self._state is not None:
+            return dict(self._state)
+        from safetensors.torch import load_file
+
+        raw = load_file(str(self.path), device="cpu")
+        return {key: raw[name] for key, name in self._names.items()}
+
+
+def build_probe(build: Callable[[int], nn.Module], num_classes: int) -> nn.Module:
+    """Build on the meta device (no memory, no init cost), or on the CPU when meta cannot."""
+    try:
+        with torch.device("meta"):
+            return build(num_classes)
+    except Exception:
+        return build(num_classes)
+
+
+def _probe_classifier_key(build: Callable[[int], nn.Module]) -> str | None:
+    """The ``*.weight`` whose leading dimension follows ``num_classes`` (1000 vs 1001 classes)."""
+    a = build_probe(build, 1000).state_dict()
+    b = build_probe(build, 1001).state_dict()
+    for key, tensor in a.items():
+        if key.endswith(".weight") and key in b and tensor.shape[:1] == (1000,) and b[key].shape[:1] == (1001,):
+            return key
+    return None
+
+
+def classifier_classes(spec: TeacherSpec, weights: WeightFile, candidates: Sequence[str],
+                       build: Callable[[int], nn.Module]) -> tuple[str, int]:
+    """(classifier weight key, class count) read from the weight file."""
+    for name in candidates:
+        key = name if name.endswith(".weight") else f"{name}.weight"
+        if key in weights.shapes:
+            return key, int(weights.shapes[key][0])
+    key = _probe_classifier_key(build)
+    if key is None or key not in weights.shapes:
+        raise TeacherError(f"teacher {spec.raw}: cannot find the classifier weights ({key or 'unknown key'}) in "
+                           f"{weights.path}; a headless checkpoint cannot label a dataset")
+    return key, int(weights.shapes[key][0])
+
+
+def first_conv_chans(weights: WeightFile, candidates: Sequence[str], default: int) -> int:
+    for name in candidates:
+        shape = weights.shapes.get(f"{name}.weight")
+        if shape is not None and len(shape) == 4:
+            return int(shape[1])
+    return default
+
+
+def check_head(spec: TeacherSpec, model: nn.Module, weights: WeightFile, key: str, label_offset: int = 0) -> None:
+    """Final guard against a random head: the model's classifier must equal the file's."""
+    state = model.state_dict()
+    if key not in state:
+        raise TeacherError(f"teacher {spec.raw}: model has no {key} to check against {weights.path}")
+    expected = weights.tensor(key)[label_offset:]
+    got = state[key].detach().to("cpu")
+    if got.shape != expected.shape or not torch.equal(got, expected.to(got.dtype)):
+        raise TeacherError(f"teacher {spec.raw}: classifier {key} was not loaded from {weights.path}")
+
+
+def as_tuple(value: Any) -> tuple[str, ...]:
+    if not value:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
