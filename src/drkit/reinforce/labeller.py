@@ -1,10 +1,8 @@
 """The teacher's top-k for rendered uint8 batches, queued so that the host never waits for it.
 
-On CUDA a full batch's forward pass is captured once as a CUDA graph and replayed (eager launches
-of two ResNet-50s cost ~10 ms of host time a batch; a graph replays the same kernels, so labels do
-not change). Other batch sizes and routed (out-of-fold) ensembles run eagerly. The top-k is copied
-to pinned memory behind the forward pass; :meth:`Labels.result` waits for it.
-"""
+On CUDA a full batch's forward pass is a captured CUDA graph (eager launches of two ResNet-50s cost ~10 ms
+of host time a batch; the graph replays the same kernels, so labels do not change); other batch sizes and
+routed ensembles run eagerly. The top-k is copied to pinned memory behind the forward pass."""
 from __future__ import annotations
 
 import sys

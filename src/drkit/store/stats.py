@@ -28,13 +28,11 @@ def view_label_stats(shards: Iterable[tuple[int, dict[str, np.ndarray]]], labels
     for start, arrays in shards:
         if budget <= 0:
             break
-        count = arrays["topk_ids"].shape[0]
-        n = min(count, max(1, budget // num_views))
+        n = min(arrays["topk_ids"].shape[0], max(1, budget // num_views))
         ids = np.asarray(arrays["topk_ids"][:n]).astype(np.int64)
         probs = np.asarray(arrays["topk_probs"][:n]).astype(np.float64)
         sample_ids = np.arange(start, start + n)
         valid = (probs.sum(-1) > 0) & ~np.isin(sample_ids, skip)[:, None]
-        ent = _dense_entropy(probs, num_classes, topk)
         if labels is not None:
             truth = labels[sample_ids][:, None].repeat(num_views, 1)
             partner = partner_ids({k: arrays[k][:n] for k in ("mix_mode", "partner") if k in arrays})
@@ -43,7 +41,7 @@ def view_label_stats(shards: Iterable[tuple[int, dict[str, np.ndarray]]], labels
                 truth = np.where(take_partner, labels[np.clip(partner, 0, len(labels) - 1)], truth)
             agree += int(((ids[..., 0] == truth) & valid).sum())
         total += int(valid.sum())
-        ent_sum += float(ent[valid].sum())
+        ent_sum += float(_dense_entropy(probs, num_classes, topk)[valid].sum())
         top1_sum += float(probs[..., 0][valid].sum())
         budget -= n * num_views
     return {"views_read": total,
@@ -91,8 +89,7 @@ def label_warnings(plain: dict[str, Any] | None, views: dict[str, Any], out_of_f
 
 def format_diagnostics(d: dict[str, Any]) -> list[str]:
     """Human lines for the terminal."""
-    lines = []
-    p, v = d.get("plain"), d.get("views", {})
+    lines, p, v = [], d.get("plain"), d.get("views", {})
     if p is not None and p.get("top1") is not None:
         lines.append(f"teachers on {p['images']} plain training images: top-1 {100 * p['top1']:.2f} %, "
                      f"mean top-1 probability {p['mean_top1_prob']:.3f}")

@@ -5,6 +5,7 @@ exists, by whichever job completes the set, so a visible manifest means a comple
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -13,8 +14,8 @@ import numpy as np
 from .. import __version__
 from ..errors import DrkitError, StoreError
 from ..fileio import atomic_write_json, sha256_file
-from .format import (FORMAT_NAME, FORMAT_VERSION, MANIFEST, RUN_CONFIG, SHARD_DIR, V1_DEFAULTS, content_name, shard_name,
-                     shard_ranges)
+from .format import (FORMAT_NAME, FORMAT_VERSION, MANIFEST, RUN_CONFIG, SHARD_DIR, V1_DEFAULTS, content_name,
+                     shard_name, shard_ranges)
 from .shards import ShardReader, shard_metadata, write_shard
 
 
@@ -60,13 +61,11 @@ class StoreWriter:
             d = np.asarray(digests, dtype=np.int64).reshape(-1)
             rows = np.asarray(samples, dtype=np.int64).reshape(-1)[: d.size] - start
             content[rows[d >= 0]] = d[d >= 0].astype(np.uint32)
-        buf = self._buffers.get(shard)
-        if buf is None:
-            ns = int(self.config["num_views"])
-            buf = {name: np.zeros([stop - start, ns, *spec["shape"]], dtype=spec["dtype"])
-                   for name, spec in self.config["arrays"].items()}
-            self._buffers[shard] = buf
+        if shard not in self._buffers:
+            self._buffers[shard] = {name: np.zeros([stop - start, int(self.config["num_views"]), *spec["shape"]],
+                                                   dtype=spec["dtype"]) for name, spec in self.config["arrays"].items()}
             self._skips[shard] = set()
+        buf = self._buffers[shard]
         rows = np.asarray(samples, dtype=np.int64) - start
         for name, arr in arrays.items():
             buf[name][rows, views] = np.asarray(arr).astype(buf[name].dtype, copy=False)
@@ -127,11 +126,8 @@ class StoreWriter:
     def abandon(self, keep_finished: bool = True) -> None:
         """After a failed run: remove the directory this writer created (with ``keep_finished``, not
         once a shard is finished: ``--resume``). One that existed before or is shared stays."""
-        if not self.created or (keep_finished and any(self.done(k) for k in range(len(self.ranges)))):
-            return
-        import shutil
-
-        shutil.rmtree(self.root, ignore_errors=True)
+        if self.created and not (keep_finished and any(self.done(k) for k in range(len(self.ranges)))):
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def _remove_debris(self) -> None:
         """This job's temp files from a killed write (another job may be writing its own now)."""

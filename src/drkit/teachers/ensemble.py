@@ -51,15 +51,13 @@ class TeacherEnsemble(nn.Module):
         self.specs = [i.spec for i in infos]
         self.image_size, self.in_chans, self.num_classes = first.image_size, first.in_chans, first.num_classes
         self.classes: list[str] | None = list(known[0].classes) if known else None  # type: ignore[arg-type]
-        self.interpolation = first.interpolation  # the first member's; members may differ
         self.amp = amp
         self.routes = [info.route for info in infos]
         self.routed = any(r is not None and not r.use_all for r in self.routes)
         keys = [r.group if r is not None else f"member{m}" for m, r in enumerate(self.routes)]
         self.groups = [[m for m, key in enumerate(keys) if key == g] for g in dict.fromkeys(keys)]
         self._root_ids: np.ndarray | None = None
-        for p in self.parameters():
-            p.requires_grad_(False)
+        self.requires_grad_(False)
         self.to(memory_format=torch.channels_last)
         super().train(False)
 
