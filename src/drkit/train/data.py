@@ -32,30 +32,11 @@ def one_hot(labels: Sequence[int] | torch.Tensor, num_classes: int) -> torch.Ten
     return torch.nn.functional.one_hot(torch.as_tensor(labels, dtype=torch.int64), num_classes).float()
 
 
-def hard_target(recipe: Recipe, params: ViewParams, label: int, partner_label: int | None, num_classes: int,
-                size: int) -> torch.Tensor:
-    """ERM target of a view: one-hot, or λ-weighted two-hot when the view mixes (λ at ``size``)."""
-    out = one_hot([label], num_classes)[0]
-    if partner_of(params) is None or partner_label is None:
-        return out
-    lam = recipe.mix_weight(params, size)
-    return out * lam + one_hot([partner_label], num_classes)[0] * (1.0 - lam)
-
-
-def _to_float(x: torch.Tensor) -> torch.Tensor:
-    return x.to(torch.float32).div_(255)
-
-
 class SharedEpoch:
-    """The epoch as one int64 in shared memory, read on every item.
-
-    DataLoader workers get the dataset once — forked, or unpickled under ``spawn``/``forkserver`` —
-    and persistent workers (timm's ``create_loader`` default) keep it for the whole run: a plain
-    int set in the main process later never reaches them, and they would replay the same view
-    every epoch. The tensor's storage is mapped shared, so a fork inherits the mapping and
-    torch's multiprocessing pickler sends the same memory to spawned workers. Plain ``pickle`` or
-    ``copy.deepcopy`` give an independent copy (a copy is not the original).
-    """
+    """The epoch as one int64 in shared memory, read on every item. Why: DataLoader workers get the
+    dataset once and persistent ones keep it for the run, so a plain int set later in the main
+    process never reaches them; shared storage is inherited by a fork and sent as the same memory to
+    spawned workers by torch's pickler (plain ``pickle``/``deepcopy`` give an independent copy)."""
 
     def __init__(self, epoch: int = 0):
         self.value = torch.tensor([int(epoch)], dtype=torch.int64).share_memory_()
@@ -67,11 +48,19 @@ class SharedEpoch:
         self.value.fill_(int(epoch))
 
 
-class _EpochMixin:
-    """``epoch`` as a property over a :class:`SharedEpoch`, and ``set_epoch`` (call it before
-    iterating the loader each epoch)."""
+# ----------------------------------------------------------------------------------------------
+# what both modes share
+# ----------------------------------------------------------------------------------------------
+class TrainViews(Dataset):
+    """What both training modes share: a loader worker's item is *raw* — decoded images, view
+    parameters, targets (:meth:`raw_batch`) — and pixels are made by the one batched renderer
+    (:meth:`render`: on the training device, in the loop). ``ds[j]`` renders item ``j`` alone, for
+    library loops that want ``(image, target)`` pairs."""
 
+    image_size: int
+    as_uint8: bool
     shared_epoch: SharedEpoch
+    teacher_size: int | None = None
 
     @property
     def epoch(self) -> int:
@@ -82,22 +71,9 @@ class _EpochMixin:
         self.shared_epoch.set(epoch)
 
     def set_epoch(self, epoch: int) -> None:
-        """Every worker, persistent ones included, renders epoch ``epoch`` from its next item on."""
+        """Every worker, persistent ones included, renders epoch ``epoch`` from its next item on (call
+        it before iterating the loader each epoch)."""
         self.shared_epoch.set(epoch)
-
-
-# ----------------------------------------------------------------------------------------------
-# what both modes share
-# ----------------------------------------------------------------------------------------------
-class TrainViews(_EpochMixin, Dataset):
-    """What both training modes share: a loader worker's item is *raw* — decoded images, view
-    parameters, targets (:meth:`raw_batch`) — and pixels are made by the one batched renderer
-    (:meth:`render`: on the training device, in the loop). ``ds[j]`` renders item ``j`` alone, for
-    library loops that want ``(image, target)`` pairs."""
-
-    image_size: int
-    as_uint8: bool
-    teacher_size: int | None = None
 
     @property
     def recipe(self) -> Recipe:
@@ -126,7 +102,7 @@ class TrainViews(_EpochMixin, Dataset):
         from .replay import collate_raw
 
         images, target = self.render(collate_raw(self.raw_batch([pos])))
-        images = images if self.as_uint8 else _to_float(images)
+        images = images if self.as_uint8 else images.to(torch.float32).div_(255)
         return (images[0], target[0]) if len(images) == 1 else (images, target)
 
 
@@ -147,17 +123,12 @@ class RawItems(Dataset):
 # DR: stored views
 # ----------------------------------------------------------------------------------------------
 class ReinforcedDataset(TrainViews):
-    """A reinforced store as a dataset: ``ds[j] -> (image, dense soft target)``.
-
-    Position ``j`` indexes the store's samples minus those the manifest lists as skipped. Each
-    epoch (``set_epoch``, before iterating the loader; the epoch is shared with every DataLoader
-    worker, persistent ones included) replays one stored view per image, chosen by
-    :func:`epoch_views`. Recipes for timm, Lightning and DDP loops: docs/loops.md.
-    ``views_per_image = k > 1`` decodes an image once and returns ``k`` distinct stored views of it
-    (``[k, C, H, W]`` images, ``[k, C]`` targets): a DataLoader batch of ``B`` items then holds
-    ``B * k`` views — flatten the first two dims. ``plain_fraction = p`` returns a deterministic
-    share ``p`` of views as the plain image (eval view) with a hard one-hot target.
-    """
+    """A reinforced store as a dataset: ``ds[j] -> (image, dense soft target)``; position ``j`` indexes the
+    store's samples minus the skipped ones, and each epoch (``set_epoch``) replays one stored view per
+    image (:func:`~drkit.train.order.epoch_views`); loops for timm, Lightning, DDP: docs/loops.md.
+    ``views_per_image = k > 1``: ``k`` distinct stored views of one decoded image (``[k, C, H, W]``
+    images, ``[k, C]`` targets; flatten the first two dims of a batch). ``plain_fraction = p``: a
+    deterministic share ``p`` of plain images (eval view) with one-hot targets."""
 
     def __init__(self, src: Source, store: Store, image_size: int | None = None, epoch: int = 0,
                  seed: int | None = None, views_per_image: int = 1, plain_fraction: float = 0.0,
@@ -287,8 +258,10 @@ class AugmentedDataset(TrainViews):
         if q is not None:
             images.setdefault(q[0], self.src.load_uint8(q[0]))
         label = int(self.labels[i])
-        target = hard_target(self.recipe, p, label, int(self.labels[q[0]]) if q is not None else None,
-                             self.num_classes, self.image_size)
+        target = one_hot([label], self.num_classes)[0]  # hard, or λ-weighted two-hot when the view mixes
+        if q is not None:
+            lam = self.recipe.mix_weight(p, self.image_size)
+            target = target * lam + one_hot([int(self.labels[q[0]])], self.num_classes)[0] * (1.0 - lam)
         return {"sample": i, "label": label, "images": images, "params": [p],
                 "partners": [(q[0], partner_params(p, lambda s, v: partner_views[(s, v)])) if q is not None else None],
                 "target": target[None].numpy()}
@@ -300,13 +273,8 @@ class AugmentedDataset(TrainViews):
 # ----------------------------------------------------------------------------------------------
 # validation batches
 # ----------------------------------------------------------------------------------------------
-def plain_item(src: Source, i: int, size: int) -> tuple[torch.Tensor, int]:
-    """Validation view: the plain eval transform, uint8."""
-    return eval_transform(src.load_uint8(i), size), int(src.labels[i])
-
-
 class PlainBatches(Dataset):
-    """Validation batches (eval view), built whole in a loader worker."""
+    """Validation batches (the plain eval transform, uint8), built whole in a loader worker."""
 
     def __init__(self, src: Source, size: int, batches: list[np.ndarray]):
         self.src, self.size, self.batches = src, int(size), batches
@@ -315,6 +283,6 @@ class PlainBatches(Dataset):
         return len(self.batches)
 
     def __getitem__(self, b: int) -> Item:
-        pairs = [plain_item(self.src, int(i), self.size) for i in self.batches[b]]
-        return {"image": torch.stack([p[0] for p in pairs]),
-                "label": torch.tensor([p[1] for p in pairs], dtype=torch.int64)}
+        ids = self.batches[b].tolist()
+        return {"image": torch.stack([eval_transform(self.src.load_uint8(i), self.size) for i in ids]),
+                "label": torch.tensor([int(self.src.labels[i]) for i in ids], dtype=torch.int64)}
