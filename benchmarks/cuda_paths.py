@@ -46,7 +46,16 @@ def main() -> int:
     ap.add_argument("--out-file", default=None)
     ap.add_argument("--device", default="cuda")
     args = ap.parse_args()
-    from drkit import evaluate, load_source, open_store, reinforce, train
+    from drkit import (
+        EvalConfig,
+        ReinforceConfig,
+        TrainConfig,
+        evaluate,
+        load_source,
+        open_store,
+        reinforce,
+        train,
+    )
 
     lines: list[str] = []
 
@@ -76,25 +85,28 @@ def main() -> int:
     common = dict(model="drkit_cnn_tiny", epochs=2, batch_size=64, workers=2, seed=0, quiet=True)
     t0 = time.perf_counter()
     for amp in ("bf16", "fp16"):
-        s = train(src, tmp / f"erm_{amp}", device=args.device, amp=amp, recipe="padcrop+ra+re+mix", **common)
+        s = train(TrainConfig(data=src, out=tmp / f"erm_{amp}", device=args.device, amp=amp, recipe="padcrop+ra+re+mix",
+                              **common))
         say(f"{mark(trained(s), 'ERM')} ERM --amp {amp} channels_last: loss {s['final_train_loss']:.3f}, "
             f"{s['img_per_s']:.0f} img/s")
     stores = {}
     for name, dev in (("main", args.device), ("cpu", "cpu")):
-        stores[name] = reinforce(src, teachers, tmp / f"store_{name}", recipe="rrc+ra+re+mix", samples=4, topk=3,
-                                batch_size=128, workers=2, device=dev, progress=False, command=["cuda_paths"])
+        stores[name] = reinforce(ReinforceConfig(data=src, teacher=teachers, out=tmp / f"store_{name}",
+                                                 recipe="rrc+ra+re+mix", views=4, topk=3, batch_size=128, workers=2,
+                                                 device=dev, progress=False, command=["cuda_paths"]))
     a, b = open_store(stores["main"]), open_store(stores["cpu"])
     same_views = all(np.array_equal(a.raw(i)[k], b.raw(i)[k]) for i in range(a.num_samples)
                      for k in a.schema if k not in ("topk_ids", "topk_probs"))
     agree = np.mean([a.raw(i)["topk_ids"][:, 0] == b.raw(i)["topk_ids"][:, 0] for i in range(a.num_samples)])
     say(f"{mark(same_views, 'store')} store on {args.device} vs cpu: view and mixing arrays byte-identical = "
         f"{same_views}; stored top-1 agrees on {100 * agree:.2f} % of records")
-    s = train(src, tmp / "dr", device=args.device, reinforced=stores["main"], **common)
+    s = train(TrainConfig(data=src, out=tmp / "dr", device=args.device, reinforced=stores["main"], **common))
     say(f"{mark(trained(s), 'DR')} DR on {args.device}: loss {s['final_train_loss']:.3f}, {s['img_per_s']:.0f} img/s")
-    s = train(src, tmp / "kd", device=args.device, kd_teacher=teachers, recipe="padcrop", **common)
+    s = train(TrainConfig(data=src, out=tmp / "kd", device=args.device, kd_teacher=teachers, recipe="padcrop",
+                          **common))
     say(f"{mark(trained(s), 'KD')} KD on {args.device}: loss {s['final_train_loss']:.3f}, {s['img_per_s']:.0f} img/s")
-    r = evaluate(tmp / "dr", "digits:test", device=args.device, workers=2, progress=False, corruptions=True,
-                 families=["gaussian_noise"], severities=[3])
+    r = evaluate(EvalConfig(checkpoint=tmp / "dr", data="digits:test", device=args.device, workers=2, progress=False,
+                            corruptions=True, families=["gaussian_noise"], severities=[3]))
     evaluated = 0.0 <= r["top1"] <= 1.0 and math.isfinite(r["nll"])
     say(f"{mark(evaluated, 'eval')} eval on {args.device}: top-1 {100 * r['top1']:.2f} %, gaussian_noise@3 "
         f"{100 * r['mean_corruption_top1']:.2f} %")

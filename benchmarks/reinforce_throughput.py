@@ -76,7 +76,7 @@ def reinforce_rate(data: str, teacher: torch.nn.Module, size: int, views: int, b
                    device: torch.device, out: Path) -> float:
     """Views/s of ``drkit.reinforce`` with the already loaded ensemble (loading weights is a
     one-off cost, not throughput), end-of-run diagnostics timed apart."""
-    from drkit.reinforce import reinforce
+    from drkit.reinforce import ReinforceConfig, reinforce
     from drkit.sources import load_source
 
     samples = 4
@@ -100,8 +100,9 @@ def reinforce_rate(data: str, teacher: torch.nn.Module, size: int, views: int, b
     gc.collect()  # see the module docstring
     t = time.perf_counter()
     try:
-        reinforce(src, teacher, out, recipe="rrc+ra+re", samples=samples, topk=10, image_size=size, batch_size=batch,
-                  workers=workers, device=str(device), progress=False, samples_per_shard=1024, command=["benchmark"])
+        reinforce(ReinforceConfig(data=src, teacher=teacher, out=out, recipe="rrc+ra+re", views=samples, topk=10,
+                                  image_size=size, batch_size=batch, workers=workers, device=str(device),
+                                  progress=False, images_per_shard=1024, command=["benchmark"]))
     finally:
         run.diagnose = real
     return (views // samples) * samples / (time.perf_counter() - t - spent["diagnostics"])

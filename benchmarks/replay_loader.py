@@ -81,7 +81,7 @@ def main() -> None:
     args = ap.parse_args()
     from drkit.checkpoint import save_checkpoint
     from drkit.models import ImageModel, ModelConfig, create_model
-    from drkit.reinforce import reinforce
+    from drkit.reinforce import ReinforceConfig, reinforce
     from drkit.sources import load_source
     from drkit.store import open_store
     from drkit.train import ReinforcedDataset, collate_raw
@@ -103,8 +103,9 @@ def main() -> None:
     cfg = ModelConfig(model="drkit_cnn_small", num_classes=len(src.classes), in_chans=src.channels, image_size=size,
                       mean=[0.5] * src.channels, std=[0.25] * src.channels, classes=list(src.classes))
     save_checkpoint(tmp / "t", ImageModel.from_config(cfg, seed=0), cfg)
-    root = reinforce(src, f"ckpt:{tmp / 't'}", tmp / "store", recipe="padcrop+ra+re", samples=4, topk=5,
-                     device=str(device), workers=args.workers, progress=False, command=["replay_loader"])
+    root = reinforce(ReinforceConfig(data=src, teacher=f"ckpt:{tmp / 't'}", out=tmp / "store", recipe="padcrop+ra+re",
+                                     views=4, topk=5, device=str(device), workers=args.workers, progress=False,
+                                     command=["replay_loader"]))
     store = open_store(root)
     ds = ReinforcedDataset(src, store, as_uint8=True)
     common = dict(batch_size=args.batch_size, shuffle=True, num_workers=args.workers, drop_last=True,

@@ -76,18 +76,18 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out-file", default=None, help="also write the report here")
     a = p.parse_args(argv)
 
-    from drkit.reinforce import reinforce
+    from drkit.reinforce import ReinforceConfig, reinforce
     from drkit.sources import load_source
-    from drkit.train import read_metrics, train
+    from drkit.train import TrainConfig, read_metrics, train
 
     work = Path(a.work_dir or tempfile.mkdtemp(prefix="drkit-train-cost-"))
     src = load_source(a.data)
     size = int(src.image_size(0)[0])
     teachers = make_teachers(work, src, [a.seed + 1, a.seed + 2], size)
     t0 = time.perf_counter()
-    store = reinforce(src, teachers, work / "store", recipe=a.recipe, samples=a.samples, topk=5, image_size=size,
-                      seed=a.seed, batch_size=256, workers=a.workers, device=a.device, progress=False,
-                      command=["benchmarks/train_cost.py"])
+    store = reinforce(ReinforceConfig(data=src, teacher=teachers, out=work / "store", recipe=a.recipe, views=a.samples,
+                                      topk=5, image_size=size, seed=a.seed, batch_size=256, workers=a.workers,
+                                      device=a.device, progress=False, command=["benchmarks/train_cost.py"]))
     reinforce_s = time.perf_counter() - t0
 
     common = dict(model=a.model, image_size=size, epochs=a.epochs, batch_size=a.batch_size, workers=a.workers,
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
         order = MODES if r % 2 == 0 else ("dr", "erm", "kd")
         for m in order:
             out = work / f"{m}-{r}"
-            train(src, out, **common, **mode_kw[m])
+            train(TrainConfig(data=src, out=out, **common, **mode_kw[m]))
             rows = read_metrics(out)
             epochs[m] += [row["epoch_seconds"] for row in rows[1:]]
             rates[m] += [row["img_per_s"] for row in rows[1:]]

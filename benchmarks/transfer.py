@@ -145,14 +145,15 @@ def _say(msg: str) -> float:
 
 def ensure_store(data: str, teachers: list[str], root: Path, recipe: str, plan: Plan, args: argparse.Namespace) -> Path:
     """A reinforced store, made once (resumed when a call was cut short)."""
-    from drkit.reinforce import reinforce
+    from drkit.reinforce import ReinforceConfig, reinforce
 
     with _locked(root):
         if not (root / "manifest.json").exists():
             t = _say(f"reinforce {root.name}: {data}, {recipe}, NS {plan.samples}, top-{plan.topk}")
-            reinforce(data, teachers, root, recipe=recipe, samples=plan.samples, topk=plan.topk, seed=0,
-                      batch_size=512, workers=0, device=args.device, resume=root.exists(), progress=False,
-                      command=["benchmarks/transfer.py", *sys.argv[1:]])
+            reinforce(ReinforceConfig(data=data, teacher=teachers, out=root, recipe=recipe, views=plan.samples,
+                                      topk=plan.topk, seed=0, batch_size=512, workers=0, device=args.device,
+                                      resume=root.exists(), progress=False,
+                                      command=["benchmarks/transfer.py", *sys.argv[1:]]))
             _say(f"  done in {time.perf_counter() - t:.0f} s")
     return root
 
@@ -171,26 +172,26 @@ def _locked(path: Path) -> Iterator[None]:
 
 def ensure_target_teachers(out: Path, plan: Plan, args: argparse.Namespace) -> Path:
     """3 out-of-fold digits:28 teachers (``drkit train --folds 3``, no label smoothing: the folds default)."""
-    from drkit.train import train
+    from drkit.train import TrainConfig, train
 
     root = target_teachers(out, plan)
     with _locked(root):
         if not (root / "folds.json").exists():
             t = _say(f"digits teachers: {plan.teacher_model} --folds 3, {plan.teacher_epochs} epochs -> {root}")
-            train(data=specs(plan)["target"], model=plan.teacher_model, recipe=TARGET_RECIPE,
-                  epochs=plan.teacher_epochs, batch_size=64, lr=0.05, opt="sgd", folds=3, out=str(root), seed=0,
-                  device=args.device, workers=args.workers, quiet=True, resume=root.exists(),
-                  command=["benchmarks/transfer.py"])
+            train(TrainConfig(data=specs(plan)["target"], model=plan.teacher_model, recipe=TARGET_RECIPE,
+                              epochs=plan.teacher_epochs, batch_size=64, lr=0.05, opt="sgd", folds=3, out=str(root),
+                              seed=0, device=args.device, workers=args.workers, quiet=True, resume=root.exists(),
+                              command=["benchmarks/transfer.py"]))
             _say(f"  done in {time.perf_counter() - t:.0f} s")
     return root
 
 
 def _finish(key: str, run: Path, test: str, args: argparse.Namespace, extra: dict[str, Any]) -> dict[str, Any]:
     """Evaluate a trained run once; its result row (with the commit that trained it)."""
-    from drkit.evaluate import evaluate
+    from drkit.evaluate import EvalConfig, evaluate
     from drkit.train import read_metrics
 
-    r = evaluate(run, test, device=args.device, workers=0, progress=False)
+    r = evaluate(EvalConfig(checkpoint=run, data=test, device=args.device, workers=0, progress=False))
     rows = read_metrics(run)
     cfg = json.loads((run / "config.json").read_text())
     result = {"key": key, "commit": args.commit, "top1": r["top1"], "nll": r["nll"], "ece": r["ece"],
@@ -202,7 +203,7 @@ def _finish(key: str, run: Path, test: str, args: argparse.Namespace, extra: dic
 
 def ensure_pretrain(out: Path, fam: Family, method: str, seed: int, plan: Plan, args: argparse.Namespace) -> Path:
     """A pretraining run's checkpoint (trained or resumed here when missing); archived on finishing."""
-    from drkit.train import train
+    from drkit.train import TrainConfig, train
 
     key = pre_key(fam, method, plan, seed)
     pe = epochs(fam, plan)[0]
@@ -215,9 +216,9 @@ def ensure_pretrain(out: Path, fam: Family, method: str, seed: int, plan: Plan, 
                                                               "padcrop", plan, args))}
                               if method == "dr" else {"recipe": "padcrop", "label_smoothing": 0.1})
         t = _say(f"pretrain {key}: {fam.model} {METHOD[method]} on {data['source']}, {pe} epochs")
-        train(data=data["source"], model=fam.model, epochs=pe, batch_size=128, lr=fam.lr, opt="sgd",
-              out=str(run), seed=seed, device=args.device, workers=args.workers, quiet=True,
-              resume=(run / "state").exists(), command=["benchmarks/transfer.py"], **kw)
+        train(TrainConfig(data=data["source"], model=fam.model, epochs=pe, batch_size=128, lr=fam.lr, opt="sgd",
+                          out=str(run), seed=seed, device=args.device, workers=args.workers, quiet=True,
+                          resume=(run / "state").exists(), command=["benchmarks/transfer.py"], **kw))
         _say(f"  trained in {time.perf_counter() - t:.0f} s")
     r = _finish(key, run, data["source_test"], args, {"stage": "pretrain", "model": fam.model, "method": method,
                                                       "seed": seed, "epochs": pe})
@@ -243,7 +244,7 @@ def _oof_teachers() -> list[str]:
 def fine_tune(out: Path, fam: Family, pre: str, ft: str, seed: int, plan: Plan,
               args: argparse.Namespace) -> dict[str, Any]:
     """One chain: fine-tune the pretrained run on digits:28 with ERM or DR, evaluate on its test split."""
-    from drkit.train import train
+    from drkit.train import TrainConfig, train
 
     key = ft_key(fam, pre, ft, plan, seed)
     pe, fe = epochs(fam, plan)
@@ -262,10 +263,10 @@ def fine_tune(out: Path, fam: Family, pre: str, ft: str, seed: int, plan: Plan,
         else:
             kw = {"recipe": TARGET_RECIPE, "label_smoothing": 0.1}
         t = _say(f"fine-tune {key}: {chain_name(pre, ft)} on {data['target']}, {fe} epochs")
-        train(data=data["target"], model=fam.model, epochs=fe, batch_size=plan.ft_batch,
-              lr=fam.lr * plan.ft_lr_scale, opt="sgd", out=str(run), seed=seed, device=args.device,
-              workers=args.workers, quiet=True, resume=(run / "state").exists(), init=f"ckpt:{init}",
-              command=["benchmarks/transfer.py"], **kw)
+        train(TrainConfig(data=data["target"], model=fam.model, epochs=fe, batch_size=plan.ft_batch,
+                          lr=fam.lr * plan.ft_lr_scale, opt="sgd", out=str(run), seed=seed, device=args.device,
+                          workers=args.workers, quiet=True, resume=(run / "state").exists(), init=f"ckpt:{init}",
+                          command=["benchmarks/transfer.py"], **kw))
         _say(f"  trained in {time.perf_counter() - t:.0f} s")
     init_from = json.loads((run / "config.json").read_text()).get("init_from", {})
     r = _finish(key, run, data["target_test"], args, {
@@ -277,7 +278,7 @@ def fine_tune(out: Path, fam: Family, pre: str, ft: str, seed: int, plan: Plan,
 
 def teacher_rows(out: Path, plan: Plan, args: argparse.Namespace) -> list[dict[str, Any]]:
     """The digits teachers' test accuracy (measured, archived once) and the store's held-out label accuracy."""
-    from drkit.evaluate import evaluate
+    from drkit.evaluate import EvalConfig, evaluate
 
     rows = []
     root = target_teachers(out, plan)
@@ -287,7 +288,8 @@ def teacher_rows(out: Path, plan: Plan, args: argparse.Namespace) -> list[dict[s
         if path.exists():
             rows.append(json.loads(path.read_text()))
         elif (root / f"fold{k}" / "config.json").exists():
-            r = evaluate(root / f"fold{k}", specs(plan)["target_test"], device=args.device, workers=0, progress=False)
+            r = evaluate(EvalConfig(checkpoint=root / f"fold{k}", data=specs(plan)["target_test"], device=args.device,
+                                    workers=0, progress=False))
             row = {"key": key, "commit": args.commit, "top1": r["top1"], "images": r["images"]}
             archive(args, row)
             rows.append(row)

@@ -60,10 +60,10 @@ def main() -> None:
     import drkit.store.store as store_module
     from drkit.checkpoint import save_checkpoint
     from drkit.models import ImageModel, ModelConfig
-    from drkit.reinforce import reinforce
+    from drkit.reinforce import ReinforceConfig, reinforce
     from drkit.sources import load_source
     from drkit.store.shards import ShardReader
-    from drkit.train import read_metrics, train
+    from drkit.train import TrainConfig, read_metrics, train
 
     commit = commit_id()
     lines = [f"# command: {' '.join(sys.argv)}",
@@ -75,8 +75,8 @@ def main() -> None:
     cfg = ModelConfig(model="drkit_cnn_small", num_classes=10, in_chans=1, image_size=28, mean=[0.5], std=[0.25],
                       classes=list(src.classes))
     save_checkpoint(tmp / "t", ImageModel.from_config(cfg, seed=0), cfg)
-    root = reinforce(src, f"ckpt:{tmp / 't'}", tmp / "store", recipe="padcrop", samples=10, topk=5, progress=False,
-                     command=["verify_cost"])
+    root = reinforce(ReinforceConfig(data=src, teacher=f"ckpt:{tmp / 't'}", out=tmp / "store", recipe="padcrop",
+                                     views=10, topk=5, progress=False, command=["verify_cost"]))
     checked = store_module.open_shard
     checked_loader = store_module.Store.image_loader
 
@@ -94,8 +94,8 @@ def main() -> None:
             store_module.open_shard = checked if mode == "checked" else unchecked
             store_module.Store.image_loader = checked_loader if mode == "checked" else unchecked_loader
             out = tmp / f"{mode}{r}"
-            train(src, out, reinforced=root, model="drkit_cnn_tiny", epochs=3, batch_size=128, workers=2, seed=0,
-                  quiet=True, device="cpu")
+            train(TrainConfig(data=src, out=out, reinforced=root, model="drkit_cnn_tiny", epochs=3, batch_size=128,
+                              workers=2, seed=0, quiet=True, device="cpu"))
             seconds[mode] += [row["epoch_seconds"] for row in read_metrics(out)[1:]]
     store_module.open_shard = checked
     store_module.Store.image_loader = checked_loader

@@ -156,24 +156,25 @@ def one_run(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(job["threads"])
-    from drkit.evaluate import evaluate
-    from drkit.train import read_metrics, train
+    from drkit.evaluate import EvalConfig, evaluate
+    from drkit.train import TrainConfig, read_metrics, train
 
     out = Path(job["out"])
     done = out / "result.json"
     if done.exists():
         return json.loads(done.read_text())
     if not (out / "config.json").exists():
-        train(data=job["data"], val=job["val"], model=job["model"], model_kwargs=job["model_kwargs"],
-              epochs=job["epochs"], batch_size=128, out=out, seed=job["seed"], device=job["device"],
-              workers=job["workers"], quiet=True, resume=(out / "state").exists(),
-              command=["benchmarks/when_dr_helps.py"], **job["optim"], **job["kw"])
+        train(TrainConfig(data=job["data"], val=job["val"], model=job["model"], model_kwargs=job["model_kwargs"],
+                          epochs=job["epochs"], batch_size=128, out=out, seed=job["seed"], device=job["device"],
+                          workers=job["workers"], quiet=True, resume=(out / "state").exists(),
+                          command=["benchmarks/when_dr_helps.py"], **job["optim"], **job["kw"]))
     rows = read_metrics(out)
     if len(rows) != job["epochs"]:
         raise SystemExit(f"{out}: {len(rows)} epochs trained, this run needs {job['epochs']}; use another --out")
-    r = evaluate(out, job["test"], device=job["device"], workers=job["workers"], progress=False, limit=job["test_n"])
-    rc = evaluate(out, job["test"], corruptions=True, limit=job["corruption_n"], device=job["device"],
-                  workers=job["workers"], progress=False)
+    r = evaluate(EvalConfig(checkpoint=out, data=job["test"], device=job["device"], workers=job["workers"],
+                            progress=False, limit=job["test_n"]))
+    rc = evaluate(EvalConfig(checkpoint=out, data=job["test"], corruptions=True, limit=job["corruption_n"],
+                             device=job["device"], workers=job["workers"], progress=False))
     result = {"key": out.name, "commit": job["commit"], "top1": r["top1"], "nll": r["nll"], "ece": r["ece"],
               "reliability": r["reliability"], "corruption_top1": rc["mean_corruption_top1"],
               "wall_s": sum(row["epoch_seconds"] for row in rows),
@@ -231,16 +232,16 @@ def job_for(role: str, key: str, cell: Cell, seed: int, args: argparse.Namespace
 
 
 def make_stores(todo: list[Cell], out: Path, data: str, args: argparse.Namespace) -> None:
-    from drkit.reinforce import reinforce
+    from drkit.reinforce import ReinforceConfig, reinforce
 
     for cell in {store_dir(out, c): c for c in todo}.values():
         root = store_dir(out, cell)
         if (root / "manifest.json").exists():
             continue
         print(f"reinforce {root.name}", flush=True)
-        reinforce(data, teacher_specs(cell.teacher), root, recipe=cell.recipe, samples=args.samples, topk=5, seed=0,
-                  batch_size=512, workers=0, device=args.device, resume=root.exists(), progress=False,
-                  command=sys.argv)
+        reinforce(ReinforceConfig(data=data, teacher=teacher_specs(cell.teacher), out=root, recipe=cell.recipe,
+                                  views=args.samples, topk=5, seed=0, batch_size=512, workers=0, device=args.device,
+                                  resume=root.exists(), progress=False, command=sys.argv))
 
 
 # ----------------------------------------------------------------------------------------------

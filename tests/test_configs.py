@@ -48,7 +48,7 @@ def test_train_config_validate_refuses(tmp_path, options, message):
 
 
 @pytest.mark.parametrize("options, message", [
-    (dict(samples=0), "--samples must be in 1..65535"),
+    (dict(views=0), r"--samples \(views per image\) must be in 1..65535"),
     (dict(topk=0), "--topk must be positive"),
     (dict(batch_size=0), "must be positive"),
     (dict(image_size=0), "--image-size must be positive"),
@@ -90,11 +90,86 @@ def test_cli_builds_the_library_config():
     cfg = TrainConfig.from_args(args)
     assert cfg == TrainConfig(data="digits:train", out="runs/x", epochs=3, kd_teacher=["ckpt:t"],
                               channels_last=False, quiet=True)
+    assert cfg.mode == "kd" and cfg.kd_teacher == ("ckpt:t",)
     args = build_parser().parse_args(["eval", "--checkpoint", "c", "--data", "d", "--json", "r.json", "--quiet"])
-    ecfg = EvalConfig.from_args(args, progress=not args.quiet)
+    ecfg = EvalConfig.from_args(args)
     assert ecfg.json_path == "r.json" and ecfg.progress is False
-    args = build_parser().parse_args(["reinforce", "--data", "d", "--teacher", "t1", "--teacher", "t2", "--out", "o"])
-    assert ReinforceConfig.from_args(args).teacher_specs == ["t1", "t2"]
+    args = build_parser().parse_args(["reinforce", "--data", "d", "--teacher", "t1", "--teacher", "t2", "--out", "o",
+                                      "--samples", "3", "--samples-per-shard", "7", "--quiet"])
+    rcfg = ReinforceConfig.from_args(args)
+    assert rcfg.teacher_specs == ["t1", "t2"] and (rcfg.views, rcfg.images_per_shard, rcfg.progress) == (3, 7, False)
+
+
+#: fields without a flag: what the CLI fills in itself (the command line) or resolves (the mode)
+INTERNAL = {"train": {"command", "mode"}, "reinforce": {"command"}, "eval": set()}
+VERB_CONFIGS = [("train", TrainConfig), ("reinforce", ReinforceConfig), ("eval", EvalConfig)]
+
+
+def _verb_parser(verb):
+    from drkit.cli import build_parser
+
+    return next(a for a in build_parser()._actions if a.choices and verb in a.choices).choices[verb]
+
+
+@pytest.mark.parametrize("verb, cls", VERB_CONFIGS)
+def test_every_config_field_has_its_flag_with_the_config_default(verb, cls):
+    """The flags are generated from the config: each field (but the internal ones) is a flag whose
+    default, choices and help come from the field, so they cannot drift apart."""
+    parser = _verb_parser(verb)
+    text = parser.format_help()
+    actions = {a.dest: a for a in parser._actions}
+    fields = dataclasses.fields(cls)
+    assert {f.name for f in fields if f.metadata["internal"]} == INTERNAL[verb]
+    for f in fields:
+        if f.metadata["internal"]:
+            assert f.name not in actions
+            continue
+        action, cli = actions[f.name], f.metadata["cli"]
+        assert action.required or action.default == f.default, f.name
+        assert action.option_strings[0] == cli.get("flag", "--" + f.name.replace("_", "-"))
+        assert action.help == cli.get("help", action.help) and action.metavar == cli.get("metavar")
+        if "choices" in cli:
+            assert tuple(action.choices) == tuple(cli["choices"])
+            assert "{" + ",".join(cli["choices"]) + "}" in text
+    assert set(actions) - {f.name for f in fields} == {"help"}
+
+
+@pytest.mark.parametrize("verb, required, config", [
+    ("train", ["--data", "d", "--model", "drkit_cnn_tiny", "--out", "o"], TrainConfig(data="d", out="o")),
+    ("reinforce", ["--data", "d", "--teacher", "t", "--out", "o"], ReinforceConfig(data="d", teacher=["t"], out="o")),
+    ("eval", ["--checkpoint", "c", "--data", "d"], EvalConfig(checkpoint="c", data="d")),
+])
+def test_the_cli_defaults_are_the_library_defaults(verb, required, config):
+    from drkit.cli import build_parser
+
+    args = build_parser().parse_args([verb, *required])
+    assert type(config).from_args(args) == config
+
+
+def test_train_mode_is_explicit_and_checked():
+    assert TrainConfig(data="d").mode == "erm" and TrainConfig(data="d", reinforced="s").mode == "dr"
+    kd = TrainConfig(data="d", kd_teacher="ckpt:t")
+    assert kd.mode == "kd" and kd.kd_teacher == ("ckpt:t",) and kd.kd_specs == ["ckpt:t"]
+    with pytest.raises(DrkitError, match="mode 'dr' does not match"):
+        TrainConfig(data="d", out="o", mode="dr").validate()
+    # a run saved before the mode was a field resumes: its saved config is upgraded when compared
+    saved = {k: v for k, v in kd.to_dict().items() if k != "mode"} | {"kd_teacher": "ckpt:t"}
+    assert kd.diff(saved) == [] and kd.replace(seed=1).diff(saved) == ["seed"]
+
+
+def test_each_verb_takes_its_config_only():
+    import drkit
+
+    for verb, name in (("train", "TrainConfig"), ("reinforce", "ReinforceConfig"), ("evaluate", "EvalConfig")):
+        with pytest.raises(DrkitError, match=f"takes one {name}"):
+            getattr(drkit, verb)("digits:train")
+        with pytest.raises(TypeError):
+            getattr(drkit, verb)("digits:train", "out")
+
+
+def test_top_level_help_imports_no_torch():
+    code = "import sys; from drkit.cli import build_parser; build_parser().format_help(); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
 
 
 def test_diff_ignores_options_that_do_not_change_results():

@@ -23,14 +23,14 @@ def test_shipped_teachers_are_out_of_fold_over_all_training_images():
 @needs_fmnist
 @pytest.mark.parametrize("index", [0, 1])
 def test_shipped_teacher_has_its_stated_accuracy(index):
-    from drkit.evaluate import evaluate
+    from drkit.evaluate import EvalConfig, evaluate
 
     ckpt = teacher_members(teacher_dirs()[0])[index]
     cfg = json.loads((ckpt / "config.json").read_text())
     stated = cfg["extra"]["final_metrics"]["val_top1"]  # `drkit train --val fashion-mnist:test?n=2000`
-    r = evaluate(ckpt, "fashion-mnist:test?n=2000", workers=0, progress=False)
+    r = evaluate(EvalConfig(checkpoint=ckpt, data="fashion-mnist:test?n=2000", workers=0, progress=False))
     assert r["images"] == 2000 and abs(r["top1"] - stated) < 0.002, (r["top1"], stated)
-    full = evaluate(ckpt, "fashion-mnist:test", workers=0, progress=False)
+    full = evaluate(EvalConfig(checkpoint=ckpt, data="fashion-mnist:test", workers=0, progress=False))
     assert full["images"] == 10_000 and full["top1"] > 0.92
     assert cfg["model"] == "drkit_cnn_small" and cfg["extra"]["command"][:2] == ["drkit", "train"]
 

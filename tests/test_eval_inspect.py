@@ -10,16 +10,17 @@ import pytest
 from PIL import Image
 
 from drkit.errors import DrkitError
-from drkit.evaluate import evaluate
+from drkit.evaluate import EvalConfig, evaluate
 from drkit.inspect import format_stats, inspect_store
-from drkit.reinforce import reinforce
+from drkit.reinforce import ReinforceConfig, reinforce
 
 
 def test_eval_report_layout_and_corruptions(tmp_path, teacher_pair):
     ckpt = teacher_pair[0].split(":", 1)[1]
     out = tmp_path / "r.json"
-    r = evaluate(ckpt, "digits:test", corruptions=True, families=["gaussian_noise", "contrast"],
-                 severities=[1, 5], json_path=out, plot=tmp_path / "rel.png", limit=64, workers=0, progress=False)
+    r = evaluate(EvalConfig(checkpoint=ckpt, data="digits:test", corruptions=True,
+                            families=["gaussian_noise", "contrast"], severities=[1, 5], json_path=out,
+                            plot=tmp_path / "rel.png", limit=64, workers=0, progress=False))
     saved = json.loads(out.read_text())
     assert set(saved) >= {"top1", "top5", "nll", "ece", "corruptions", "mean_corruption_top1"}
     assert 0 <= saved["top1"] <= saved["top5"] <= 1 and saved["nll"] > 0 and 0 <= saved["ece"] <= 1
@@ -35,7 +36,8 @@ def test_eval_report_layout_and_corruptions(tmp_path, teacher_pair):
 def test_eval_refuses_wrong_classes_and_maps_a_shift_by_name(tmp_path, teacher_pair):
     ckpt = teacher_pair[0].split(":", 1)[1]
     with pytest.raises(DrkitError):
-        evaluate(ckpt, "fashion-mnist:test?n=10", workers=0, progress=False)  # other class names
+        # other class names
+        evaluate(EvalConfig(checkpoint=ckpt, data="fashion-mnist:test?n=10", workers=0, progress=False))
     # an imagefolder with a subset of the digit classes, named like the checkpoint's classes
     from drkit.sources import load_source
 
@@ -49,13 +51,15 @@ def test_eval_refuses_wrong_classes_and_maps_a_shift_by_name(tmp_path, teacher_p
             Image.fromarray(src.load_uint8(i)[0].numpy(), "L").save(d / f"{i}.png")
     (root / "unknown-class").mkdir()
     Image.fromarray(np.zeros((8, 8), np.uint8), "L").save(root / "unknown-class" / "x.png")
-    r = evaluate(ckpt, "digits:test", shift=f"imagefolder:{root}?mode=L", limit=16, workers=0, progress=False)
+    r = evaluate(EvalConfig(checkpoint=ckpt, data="digits:test", shift=f"imagefolder:{root}?mode=L", limit=16,
+                            workers=0, progress=False))
     assert r["shift"]["classes"] == 2 and r["shift"]["images"] == sum(1 for _ in root.rglob("[0-9]*.png"))
 
 
 def test_inspect_stats_grid_and_cli(tmp_path, digits_train, teacher_pair):
-    root = reinforce(digits_train, teacher_pair, tmp_path / "s", recipe="rrc+mix", samples=3, topk=5, workers=0,
-                     samples_per_shard=16, progress=False, device="cpu", command=["t"])
+    root = reinforce(ReinforceConfig(data=digits_train, teacher=teacher_pair, out=tmp_path / "s", recipe="rrc+mix",
+                                     views=3, topk=5, workers=0, images_per_shard=16, progress=False, device="cpu",
+                                     command=["t"]))
     stats = inspect_store(root, grid=tmp_path / "grid.png", json_path=tmp_path / "s.json", samples=3)
     assert stats["samples"] == 48 and stats["views"] == 3 and stats["topk"] == 5
     assert stats["records_read"] == 48 * 3

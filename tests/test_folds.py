@@ -10,7 +10,7 @@ import torch
 
 from drkit.cli import main
 from drkit.folds import fold_of, split_for
-from drkit.reinforce import reinforce
+from drkit.reinforce import ReinforceConfig, reinforce
 from drkit.sources import load_source
 from drkit.store import open_store
 from drkit.teachers import load_teacher
@@ -56,8 +56,9 @@ def test_train_folds_writes_members_and_split(fold_teacher):
 
 def test_reinforce_labels_each_image_only_with_members_that_never_saw_it(tmp_path, fold_teacher):
     src = load_source(DATA)
-    root = reinforce(src, [f"ckpt:{fold_teacher}"], tmp_path / "s", recipe="resize", samples=1, topk=10,
-                     workers=0, batch_size=64, progress=False, device="cpu", command=["test"])
+    root = reinforce(ReinforceConfig(data=src, teacher=[f"ckpt:{fold_teacher}"], out=tmp_path / "s", recipe="resize",
+                                     views=1, topk=10, workers=0, batch_size=64, progress=False, device="cpu",
+                                     command=["test"]))
     store = open_store(root)
     m = json.loads((root / "manifest.json").read_text())
     assert m["diagnostics"]["out_of_fold"] is True
@@ -113,8 +114,9 @@ def test_online_kd_routes_fold_members(tmp_path, fold_teacher):
 
 def test_mixed_views_count_partners_seen_by_the_labelling_member(tmp_path, fold_teacher):
     src = load_source(DATA)
-    root = reinforce(src, [f"ckpt:{fold_teacher}"], tmp_path / "m", recipe="resize+mix", samples=2, topk=3,
-                     workers=0, batch_size=64, progress=False, device="cpu", command=["test"])
+    root = reinforce(ReinforceConfig(data=src, teacher=[f"ckpt:{fold_teacher}"], out=tmp_path / "m",
+                                     recipe="resize+mix", views=2, topk=3, workers=0, batch_size=64, progress=False,
+                                     device="cpu", command=["test"]))
     m = json.loads((root / "manifest.json").read_text())
     store = open_store(root)
     f = fold_of(np.arange(len(src)), 2)
@@ -183,8 +185,9 @@ def test_stored_mixed_labels_come_from_the_member_that_never_saw_the_image(tmp_p
     (with 2 folds no member saw neither image nor a partner of the other fold: those views are the
     counted fallbacks)."""
     src = load_source(DATA)
-    root = reinforce(src, [f"ckpt:{fold_teacher}"], tmp_path / "m", recipe="resize+mix", samples=2, topk=10,
-                     workers=0, batch_size=64, progress=False, device="cpu", command=["test"])
+    root = reinforce(ReinforceConfig(data=src, teacher=[f"ckpt:{fold_teacher}"], out=tmp_path / "m",
+                                     recipe="resize+mix", views=2, topk=10, workers=0, batch_size=64, progress=False,
+                                     device="cpu", command=["test"]))
     store = open_store(root)
     members = [load_teacher(f"ckpt:{fold_teacher / f'fold{k}'}") for k in range(2)]
     f = fold_of(np.arange(len(src)), 2)
@@ -234,8 +237,9 @@ def test_online_kd_targets_come_from_the_member_that_never_saw_the_image(tmp_pat
 
 def test_verify_replay_works_on_a_folds_labelled_store(tmp_path, fold_teacher, capsys):
     src = load_source(DATA)
-    root = reinforce(src, [f"ckpt:{fold_teacher}"], tmp_path / "s", recipe="resize+mix", samples=2, topk=5,
-                     workers=0, batch_size=64, progress=False, device="cpu", command=["test"])
+    root = reinforce(ReinforceConfig(data=src, teacher=[f"ckpt:{fold_teacher}"], out=tmp_path / "s",
+                                     recipe="resize+mix", views=2, topk=5, workers=0, batch_size=64, progress=False,
+                                     device="cpu", command=["test"]))
     for extra in ([], ["--teacher", f"ckpt:{fold_teacher}"]):
         rc = main(["verify", str(root), "--data", DATA, "--replay", "40", *extra])
         out = capsys.readouterr()

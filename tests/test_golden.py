@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from conftest import make_teacher
 
-from drkit.reinforce import reinforce
-from drkit.train import train
+from drkit.reinforce import ReinforceConfig, reinforce
+from drkit.train import TrainConfig, train
 
 GOLDEN_SHARDS = {
     "00000.safetensors": "545594b4f34ec443cbe70895cf2a07027667a50694abb7717a5bd87f4fbbc2ed",
@@ -47,9 +47,9 @@ def _weights_sha(path: Path) -> str:
 
 def _golden(base: Path, src) -> Path:
     teacher = make_teacher(base / "teacher", src.classes, seed=7)
-    return reinforce(src, [teacher], base / "store", recipe="rrc+ra+re+mix", samples=4, topk=3,
-                     seed=11, batch_size=24, workers=0, samples_per_shard=32, progress=False, device="cpu",
-                     command=["golden"])
+    return reinforce(ReinforceConfig(data=src, teacher=[teacher], out=base / "store", recipe="rrc+ra+re+mix", views=4,
+                                     topk=3, seed=11, batch_size=24, workers=0, images_per_shard=32, progress=False,
+                                     device="cpu", command=["golden"]))
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +68,7 @@ def test_golden_store_shards(golden_store):
 
 def test_golden_dr_weights(tmp_path, digits_train, golden_store):
     out = tmp_path / "dr"
-    train(digits_train, out, reinforced=golden_store, model="drkit_cnn_tiny", epochs=2, batch_size=16, lr=0.05,
-          workers=0, device="cpu", seed=3, quiet=True, temperature=2.0, soften_targets=True)
+    train(TrainConfig(data=digits_train, out=out, reinforced=golden_store, model="drkit_cnn_tiny", epochs=2,
+                      batch_size=16, lr=0.05, workers=0, device="cpu", seed=3, quiet=True, temperature=2.0,
+                      soften_targets=True))
     assert _weights_sha(out / "model.safetensors") == GOLDEN_DR_WEIGHTS

@@ -107,7 +107,7 @@ def test_import_replays_the_reference_views(tmp_path, reference):
     level here and there, which histogram ops such as Equalize can amplify), and the stored top-k
     is the reference's, sorted."""
     src, root, rendered = reference
-    store = open_store(import_mldr(root, src, tmp_path / "store", samples_per_shard=10, progress=False))
+    store = open_store(import_mldr(root, src, tmp_path / "store", images_per_shard=10, progress=False))
     assert (store.num_samples, store.num_views, store.topk, store.image_size) == (24, 3, 4, SIZE)
     assert not store.exact_replay and store.manifest["replay"] == "approximate"
     diffs = []
@@ -156,11 +156,11 @@ def test_import_streams_a_tar_gz_and_trains(tmp_path, reference):
         assert a.manifest["shards"][k]["sha256"] == b.manifest["shards"][k]["sha256"]
     assert a.digest_kind is None and b.digest_kind == "crc32-array-v1"
     assert [b.content_digest(i) for i in range(24)] == [src.digest(i) for i in range(24)]
-    from drkit.train import read_metrics, train
+    from drkit.train import TrainConfig, read_metrics, train
 
     out = tmp_path / "run"
-    train(src, out, reinforced=tmp_path / "a", model="drkit_cnn_tiny", epochs=1, batch_size=8, workers=0,
-          device="cpu", quiet=True)
+    train(TrainConfig(data=src, out=out, reinforced=tmp_path / "a", model="drkit_cnn_tiny", epochs=1, batch_size=8,
+                      workers=0, device="cpu", quiet=True))
     assert np.isfinite(read_metrics(out)[-1]["train_loss"])
 
 
@@ -257,10 +257,11 @@ def test_mixed_views_replay_with_their_own_partner_parameters(tmp_path, referenc
     assert within_one > 0.95 and diffs.float().mean() < 1.0, (diffs.max(), within_one)
     rec = store.record(1, 2)
     assert rec["mix_mode"] in (2, 3) and rec["params"]["mix"]["partner_params"] != rec["params"]["mix"]
-    from drkit.train import read_metrics, train
+    from drkit.train import TrainConfig, read_metrics, train
 
-    train(src, tmp_path / "run", reinforced=tmp_path / "s", model="drkit_cnn_tiny", epochs=1, batch_size=8,
-          workers=0, device="cpu", quiet=True)  # the device renderer (auto at 16 px) mixes them too
+    # the device renderer (auto at 16 px) mixes them too
+    train(TrainConfig(data=src, out=tmp_path / "run", reinforced=tmp_path / "s", model="drkit_cnn_tiny", epochs=1,
+                      batch_size=8, workers=0, device="cpu", quiet=True))
     assert np.isfinite(read_metrics(tmp_path / "run")[-1]["train_loss"])
 
 
@@ -335,7 +336,7 @@ def test_a_killed_import_resumes_to_the_same_store(tmp_path, reference):
     one line asking for --resume; --resume keeps the finished shards and ends with the store a
     whole import gives."""
     src, root, _ = reference
-    whole = open_store(import_mldr(root, src, tmp_path / "whole", samples_per_shard=10, progress=False))
+    whole = open_store(import_mldr(root, src, tmp_path / "whole", images_per_shard=10, progress=False))
     killed = tmp_path / "killed"
     import shutil
 

@@ -23,14 +23,14 @@ def tiny(tmp_path_factory):
     """(source, store): 48 digits, NS = 4 ``padcrop`` views, top-3, a random teacher."""
     from conftest import make_teacher
 
-    from drkit.reinforce import reinforce
+    from drkit.reinforce import ReinforceConfig, reinforce
     from drkit.sources import load_source
 
     base = tmp_path_factory.mktemp("loops")
     src = load_source("digits:train?n=48")
     teacher = make_teacher(base / "t", src.classes, seed=1)
-    root = reinforce(src, [teacher], base / "store", recipe="padcrop", samples=NS, topk=3, workers=0, progress=False,
-                     device="cpu", command=["t"])
+    root = reinforce(ReinforceConfig(data=src, teacher=[teacher], out=base / "store", recipe="padcrop", views=NS,
+                                     topk=3, workers=0, progress=False, device="cpu", command=["t"]))
     return src, open_store(root)
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from drkit.errors import DrkitError, StoreError
-from drkit.reinforce import reinforce
+from drkit.reinforce import ReinforceConfig, reinforce
 from drkit.store import merge_stores, open_store
 from drkit.teachers import load_teacher
 
@@ -22,14 +22,14 @@ RECIPES = ["rrc+ra+re", "padcrop+ra+re", "rrc+ta", "rrc+mix", "rrc+ra+re+mix"]
 
 
 def _run(src, teachers, out, **kw):
-    kw.setdefault("samples", 3)
+    kw.setdefault("views", 3)
     kw.setdefault("topk", 5)
     kw.setdefault("workers", 0)
     kw.setdefault("batch_size", 32)
-    kw.setdefault("samples_per_shard", 16)
+    kw.setdefault("images_per_shard", 16)
     kw.setdefault("progress", False)
     kw.setdefault("device", "cpu")
-    return reinforce(src, teachers, out, command=["test"], **kw)
+    return reinforce(ReinforceConfig(data=src, teacher=teachers, out=out, command=["test"], **kw))
 
 
 def _shard_bytes(root: Path) -> dict[str, bytes]:
@@ -151,7 +151,7 @@ def test_sigkill_then_resume_is_byte_identical(tmp_path, teacher_pair):
 
     spec = "digits:train?n=600"
     src = load_source(spec)
-    ref = _run(src, teacher_pair, tmp_path / "ref", recipe="rrc+ra+re", samples=4, samples_per_shard=40)
+    ref = _run(src, teacher_pair, tmp_path / "ref", recipe="rrc+ra+re", views=4, images_per_shard=40)
     out = tmp_path / "killed"
     args = ["reinforce", "--data", spec, "--recipe", "rrc+ra+re", "--samples", "4", "--topk", "5",
             "--batch-size", "32", "--samples-per-shard", "40", "--workers", "0", "--device", "cpu",
@@ -216,8 +216,8 @@ def test_refusals_are_one_line_and_leave_no_store(tmp_path, digits_train, teache
 
 
 def test_merge_adds_views_and_refuses_mismatches(tmp_path, digits_train, teacher_pair):
-    a = _run(digits_train, teacher_pair, tmp_path / "a", recipe="rrc+mix", seed=0, samples=2)
-    b = _run(digits_train, teacher_pair, tmp_path / "b", recipe="rrc+mix", seed=1, samples=3)
+    a = _run(digits_train, teacher_pair, tmp_path / "a", recipe="rrc+mix", seed=0, views=2)
+    b = _run(digits_train, teacher_pair, tmp_path / "b", recipe="rrc+mix", seed=1, views=3)
     c = merge_stores([a, b], tmp_path / "c")
     sa, sb, sc = open_store(a), open_store(b), open_store(c)
     assert sc.num_views == 5 and sc.verify(digits_train)["ok"]
@@ -231,7 +231,7 @@ def test_merge_adds_views_and_refuses_mismatches(tmp_path, digits_train, teacher
             assert torch.equal(sc.replay(digits_train, i, v + 2), sb.replay(digits_train, i, v))
     with pytest.raises(StoreError, match="seed"):
         merge_stores([a, a], tmp_path / "d")
-    other = _run(digits_train, teacher_pair, tmp_path / "o", recipe="rrc", seed=2, samples=2)
+    other = _run(digits_train, teacher_pair, tmp_path / "o", recipe="rrc", seed=2, views=2)
     with pytest.raises(StoreError, match="recipe"):
         merge_stores([a, other], tmp_path / "e")
 

@@ -12,7 +12,7 @@ from drkit.augment import ViewSampler, get_recipe
 from drkit.augment.batch import RENDERER_VERSION, render_batch
 from drkit.errors import StoreError
 from drkit.hashing import noise_bytes
-from drkit.reinforce import reinforce
+from drkit.reinforce import ReinforceConfig, reinforce
 from drkit.store import open_store
 from drkit.teachers import load_teacher
 
@@ -82,13 +82,15 @@ PINNED_NOISE = [231, 216, 164, 15, 135, 165, 211, 234]
 def test_store_records_its_renderer_and_a_renderer1_store_replays_exactly(tmp_path, digits_train, teacher_pair):
     """A format-1 store from before the renderer was recorded (erasing noise from a CPU generator)
     is upgraded when read: its recipe says ``fill='generator'`` and its views replay exactly."""
-    kw = dict(samples=3, topk=4, batch_size=16, workers=0, samples_per_shard=16, device="cpu", progress=False,
+    kw = dict(views=3, topk=4, batch_size=16, workers=0, images_per_shard=16, device="cpu", progress=False,
               command=["t"])
-    new = open_store(reinforce(digits_train, teacher_pair, tmp_path / "v2", recipe="rrc+ra+re", **kw))
+    new = open_store(reinforce(ReinforceConfig(data=digits_train, teacher=teacher_pair, out=tmp_path / "v2",
+                                               recipe="rrc+ra+re", **kw)))
     assert new.renderer["version"] == RENDERER_VERSION and new.renderer["device"] == "cpu"
     assert {"torch", "torchvision", "name"} <= set(new.renderer) and new.manifest["format_version"] == 2
     assert new.recipe.ops[2].settings["fill"] == "hash"
-    root = reinforce(digits_train, teacher_pair, tmp_path / "v1", recipe="rrc+ra+re@fill=generator", **kw)
+    root = reinforce(ReinforceConfig(data=digits_train, teacher=teacher_pair, out=tmp_path / "v1",
+                                     recipe="rrc+ra+re@fill=generator", **kw))
     doc = json.loads((root / "manifest.json").read_text())
     for key in ("renderer", "sampler", "recipe_side", "content_digest", "replay", "partner_window"):
         doc.pop(key)  # what format 1 left out
@@ -121,8 +123,8 @@ def test_store_records_its_renderer_and_a_renderer1_store_replays_exactly(tmp_pa
 
 
 def test_replay_on_another_device_kind_warns_once(tmp_path, digits_train, teacher_pair, capsys):
-    root = reinforce(digits_train, teacher_pair, tmp_path / "s", recipe="padcrop", samples=2, topk=3, workers=0,
-                     device="cpu", progress=False, command=["t"])
+    root = reinforce(ReinforceConfig(data=digits_train, teacher=teacher_pair, out=tmp_path / "s", recipe="padcrop",
+                                     views=2, topk=3, workers=0, device="cpu", progress=False, command=["t"]))
     doc = json.loads((root / "manifest.json").read_text())
     doc["renderer"]["device"] = "cuda"
     (root / "manifest.json").write_text(json.dumps(doc))
@@ -197,10 +199,10 @@ def test_cuda_reinforce_is_deterministic_and_replays_exactly(tmp_path, digits_tr
     writes the same bytes at any worker count, and replaying on CUDA reproduces the stored top-k."""
     from drkit.store.replay_check import replay_check
 
-    kw = dict(recipe="rrc+ra+re+mix", samples=3, topk=4, batch_size=16, samples_per_shard=16, device="cuda",
+    kw = dict(recipe="rrc+ra+re+mix", views=3, topk=4, batch_size=16, images_per_shard=16, device="cuda",
               progress=False, command=["t"])
-    a = reinforce(digits_train, teacher_pair, tmp_path / "a", workers=0, **kw)
-    b = reinforce(digits_train, teacher_pair, tmp_path / "b", workers=2, **kw)
+    a = reinforce(ReinforceConfig(data=digits_train, teacher=teacher_pair, out=tmp_path / "a", workers=0, **kw))
+    b = reinforce(ReinforceConfig(data=digits_train, teacher=teacher_pair, out=tmp_path / "b", workers=2, **kw))
     shards = sorted((a / "shards").glob("*.safetensors"))
     assert shards and all(p.read_bytes() == (b / "shards" / p.name).read_bytes() for p in shards)
     store = open_store(a)
@@ -235,8 +237,9 @@ def test_device_replay_path_matches_the_dataset(tmp_path, digits_train, teacher_
     from drkit.augment import render_view
     from drkit.train import ReinforcedDataset, collate_raw
 
-    root = reinforce(digits_train, teacher_pair, tmp_path / "s", recipe="rrc+ra+re+mix", samples=3, topk=4,
-                     workers=0, batch_size=16, samples_per_shard=16, device="cpu", progress=False, command=["t"])
+    root = reinforce(ReinforceConfig(data=digits_train, teacher=teacher_pair, out=tmp_path / "s",
+                                     recipe="rrc+ra+re+mix", views=3, topk=4, workers=0, batch_size=16,
+                                     images_per_shard=16, device="cpu", progress=False, command=["t"]))
     store = open_store(root)
     for k in (1, 2):
         ds = ReinforcedDataset(digits_train, store, views_per_image=k, as_uint8=True)
@@ -262,14 +265,15 @@ def test_dr_weights_do_not_depend_on_where_batches_are_built(tmp_path, digits_tr
     depend on the worker count)."""
     from safetensors.numpy import load_file
 
-    from drkit.train import train
+    from drkit.train import TrainConfig, train
 
-    root = reinforce(digits_train, teacher_pair, tmp_path / "s", recipe="rrc+ra+re+mix", samples=3, topk=4,
-                     workers=0, batch_size=16, samples_per_shard=16, device="cpu", progress=False, command=["t"])
+    root = reinforce(ReinforceConfig(data=digits_train, teacher=teacher_pair, out=tmp_path / "s",
+                                     recipe="rrc+ra+re+mix", views=3, topk=4, workers=0, batch_size=16,
+                                     images_per_shard=16, device="cpu", progress=False, command=["t"]))
     kw = dict(reinforced=root, model="drkit_cnn_tiny", epochs=2, batch_size=16, views_per_image=2,
               device="cpu", seed=1, quiet=True, limit_batches=4)
-    a = train(digits_train, tmp_path / "w0", workers=0, **kw)
-    b = train(digits_train, tmp_path / "w1", workers=1, **kw)
+    a = train(TrainConfig(data=digits_train, out=tmp_path / "w0", workers=0, **kw))
+    b = train(TrainConfig(data=digits_train, out=tmp_path / "w1", workers=1, **kw))
     wa, wb = load_file(str(tmp_path / "w0" / "model.safetensors")), load_file(str(tmp_path / "w1" / "model.safetensors"))
     assert wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)
     assert a["final_train_loss"] == b["final_train_loss"]
@@ -281,7 +285,7 @@ def test_erm_and_kd_steps_see_the_per_view_oracle_s_pixels(tmp_path, digits_trai
     (and the KD teacher) is handed equals ``Recipe.render`` of that view's parameters."""
     import drkit.train.loop as loop
     from drkit.augment import render_view
-    from drkit.train import train
+    from drkit.train import TrainConfig, train
 
     seen = []
     real = loop.render_pixels
@@ -296,7 +300,7 @@ def test_erm_and_kd_steps_see_the_per_view_oracle_s_pixels(tmp_path, digits_trai
               limit_batches=2, recipe="rrc+ra+re+mix")
     if mode == "kd":
         kw.update(kd_teacher=teacher_pair, image_size=12)  # the teachers take 16 px: two renders per view
-    train(digits_train, tmp_path / "run", **kw)
+    train(TrainConfig(data=digits_train, out=tmp_path / "run", **kw))
     assert len(seen) == (2 if mode == "erm" else 4)  # KD: the student's and the teacher's size
     mixed = 0
     for recipe, raw, size, out in seen:

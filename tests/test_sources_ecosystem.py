@@ -294,18 +294,18 @@ def test_optional_libraries_are_not_imported_with_drkit():
 # ------------------------------------------------------------------ end to end
 @pytest.mark.parametrize("kind", KINDS)
 def test_reinforce_and_train(kind, specs, tmp_path):
-    from drkit.reinforce import reinforce
+    from drkit.reinforce import ReinforceConfig, reinforce
     from drkit.store import open_store
-    from drkit.train import train
+    from drkit.train import TrainConfig, train
 
     src: Source = load_source(specs[kind] + "?mode=L")
     teacher = make_teacher(tmp_path / "t", src.classes, seed=1, image_size=16, in_chans=src.channels)
-    store = reinforce(src, [teacher], tmp_path / "store", recipe="padcrop", samples=2, topk=2, workers=0,
-                      progress=False, device="cpu", command=["t"])
+    store = reinforce(ReinforceConfig(data=src, teacher=[teacher], out=tmp_path / "store", recipe="padcrop", views=2,
+                                      topk=2, workers=0, progress=False, device="cpu", command=["t"]))
     opened = open_store(store)
     assert opened.verify(src)["ok"] and opened.num_samples == N
-    summary = train(src, tmp_path / "run", reinforced=store, model="drkit_cnn_tiny", epochs=1, batch_size=8,
-                    workers=0, device="cpu", quiet=True)
+    summary = train(TrainConfig(data=src, out=tmp_path / "run", reinforced=store, model="drkit_cnn_tiny", epochs=1,
+                                batch_size=8, workers=0, device="cpu", quiet=True))
     assert (tmp_path / "run" / "model.safetensors").is_file() and summary
 
 
@@ -339,22 +339,22 @@ def test_lmdb_handles_do_not_cross_a_fork(specs):
 def test_a_store_serves_another_packaging_of_the_same_images(specs, folder, records, tmp_path):
     """A store made from the image folder trains from the tar shards (other fingerprint, same
     content digests); a packaging in which one image differs is refused, naming it."""
-    from drkit.reinforce import reinforce
+    from drkit.reinforce import ReinforceConfig, reinforce
     from drkit.store import open_store
-    from drkit.train import train
+    from drkit.train import TrainConfig, train
 
     src = load_source(f"imagefolder:{folder}?mode=L")
     teacher = make_teacher(tmp_path / "t", src.classes, seed=1, image_size=16, in_chans=1)
-    made = reinforce(src, [teacher], tmp_path / "store", recipe="padcrop", samples=2, topk=2, workers=0,
-                     progress=False, device="cpu", command=["t"])
+    made = reinforce(ReinforceConfig(data=src, teacher=[teacher], out=tmp_path / "store", recipe="padcrop", views=2,
+                                     topk=2, workers=0, progress=False, device="cpu", command=["t"]))
     for kind in KINDS:
         other = load_source(specs[kind] + "?mode=L")
         assert other.fingerprint != src.fingerprint
         store = open_store(made)
         store.check_source(other)  # accepted: every digest matches
         assert torch.equal(store.render_uint8(other, 5, 1), open_store(made).render_uint8(src, 5, 1))
-    train(load_source(specs["wds"] + "?mode=L"), tmp_path / "run", reinforced=made, model="drkit_cnn_tiny",
-          epochs=1, batch_size=8, workers=0, device="cpu", quiet=True)
+    train(TrainConfig(data=load_source(specs["wds"] + "?mode=L"), out=tmp_path / "run", reinforced=made,
+                      model="drkit_cnn_tiny", epochs=1, batch_size=8, workers=0, device="cpu", quiet=True))
     changed = list(records)
     ext, label, _ = changed[7]
     changed[7] = (ext, label, changed[8][2])  # one image replaced by another
@@ -380,10 +380,10 @@ def test_a_streamed_source_reinforces_in_one_pass_with_nearby_partners(tmp_path,
     """hf-stream: labels from one label-only pass; images read in order; mixing partners within the
     window (recorded in the manifest); the store then trains from the folder of the same images;
     reading far out of order refuses with one line."""
-    from drkit.reinforce import reinforce
+    from drkit.reinforce import ReinforceConfig, reinforce
     from drkit.sources.hf import MAX_RESTARTS, hf_stream
     from drkit.store import open_store
-    from drkit.train import train
+    from drkit.train import TrainConfig, train
 
     root = _parquet(tmp_path / "pq", records)
     src = hf_stream(str(root), split="train", mode="L", window=3)
@@ -399,8 +399,8 @@ def test_a_streamed_source_reinforces_in_one_pass_with_nearby_partners(tmp_path,
     prefix = load_source(f"hf-stream:{root}?n=10&mode=L")  # ?n= keeps it a stream
     assert prefix.sequential and prefix.partner_window == 1024 and prefix.probe_indices(4).tolist() == [0, 1, 2, 3]
     teacher = make_teacher(tmp_path / "t", src.classes, seed=1, image_size=16, in_chans=1)
-    made = reinforce(src, [teacher], tmp_path / "store", recipe="padcrop+mix", samples=3, topk=2, workers=0,
-                     batch_size=6, progress=False, device="cpu", command=["t"])
+    made = reinforce(ReinforceConfig(data=src, teacher=[teacher], out=tmp_path / "store", recipe="padcrop+mix", views=3,
+                                     topk=2, workers=0, batch_size=6, progress=False, device="cpu", command=["t"]))
     store = open_store(made)
     assert store.manifest["partner_window"] == 3
     for i in range(N):
@@ -408,8 +408,9 @@ def test_a_streamed_source_reinforces_in_one_pass_with_nearby_partners(tmp_path,
         mixed = rec["mix_mode"] > 0
         assert (np.abs(rec["partner"][mixed].astype(int) - i) <= 3).all()
     assert (store.raw(5)["mix_mode"] > 0).any()
-    train(plain, tmp_path / "run", reinforced=made, model="drkit_cnn_tiny", epochs=1, batch_size=8, workers=0,
-          device="cpu", quiet=True)  # the folder serves the store made from the stream (same digests)
+    # the folder serves the store made from the stream (same digests)
+    train(TrainConfig(data=plain, out=tmp_path / "run", reinforced=made, model="drkit_cnn_tiny", epochs=1, batch_size=8,
+                      workers=0, device="cpu", quiet=True))
     fresh = hf_stream(str(root), split="train", mode="L", window=3)
     with pytest.raises(SourceError, match="read out of order"):
         for i in list(range(N - 1, -1, -1)) * (MAX_RESTARTS + 1):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from drkit.augment import ViewSampler, get_recipe, render_view
-from drkit.reinforce import reinforce
+from drkit.reinforce import ReinforceConfig, reinforce
 from drkit.store import StoreWriter, array_schema, open_store, pack, partner_ids, unpack
 from drkit.train import AugmentedDataset, ReinforcedDataset, collate_raw
 
@@ -81,8 +81,9 @@ def test_writer_writes_no_manifest_until_every_shard_exists(tmp_path):
 
 
 def test_every_consumer_replays_through_the_same_path(tmp_path, digits_train, teacher_pair):
-    root = reinforce(digits_train, teacher_pair, tmp_path / "s", recipe=MIX, samples=3, topk=3, workers=0,
-                     samples_per_shard=16, batch_size=16, device="cpu", progress=False, command=["t"])
+    root = reinforce(ReinforceConfig(data=digits_train, teacher=teacher_pair, out=tmp_path / "s", recipe=MIX, views=3,
+                                     topk=3, workers=0, images_per_shard=16, batch_size=16, device="cpu",
+                                     progress=False, command=["t"]))
     store = open_store(root)
     ds = ReinforcedDataset(digits_train, store, as_uint8=True)
     aug = AugmentedDataset(digits_train, store.recipe, store.image_size, seed=store.seed, as_uint8=True)
@@ -120,8 +121,9 @@ def test_record_size_is_pinned_exactly():
 def test_batch_and_single_record_reads_agree(tmp_path, digits_train, teacher_pair):
     """``Store.records`` (one gather, ``BitCodec.decode_many``, ``unpack_many``) gives what
     ``Store.record`` gives view by view (plain integers), for a mixing recipe across shards."""
-    root = reinforce(digits_train, teacher_pair, tmp_path / "s", recipe="rrc+ra+re+mix", samples=3, topk=3,
-                     workers=0, samples_per_shard=16, device="cpu", progress=False, command=["t"])
+    root = reinforce(ReinforceConfig(data=digits_train, teacher=teacher_pair, out=tmp_path / "s",
+                                     recipe="rrc+ra+re+mix", views=3, topk=3, workers=0, images_per_shard=16,
+                                     device="cpu", progress=False, command=["t"]))
     store = open_store(root)
     ids = np.array([40, 2, 17, 33, 0, 16, 47, 5, 5, 31])
     views = np.array([2, 0, 1, 2, 1, 0, 2, 1, 2, 0])

@@ -16,9 +16,10 @@ from PIL import Image
 
 from drkit.augment import eval_transform
 from drkit.errors import DrkitError
-from drkit.reinforce import reinforce
+from drkit.reinforce import ReinforceConfig, reinforce
 from drkit.store import densify, open_store
-from drkit.train import AugmentedDataset, ReinforcedDataset, SoftTargetLoss, collate_raw, read_metrics, train
+from drkit.train import (AugmentedDataset, ReinforcedDataset, SoftTargetLoss, TrainConfig, collate_raw, read_metrics,
+                         train)
 from drkit.train import loop as train_loop
 from drkit.train.losses import LabelSmoothingCrossEntropy
 from drkit.train.order import epoch_batches, epoch_views
@@ -49,8 +50,8 @@ def erm_run(tmp_path_factory):
     """ERM on all 1,500 training digits: the 'ERM learns' run and the DR/KD teacher."""
     out = tmp_path_factory.mktemp("erm") / "run"
     torch.set_num_threads(2)
-    summary = train("digits:train", out, val="digits:test", model="drkit_cnn_tiny", recipe="padcrop", epochs=6,
-                    batch_size=64, opt="adamw", lr=4e-3, seed=0, **FAST)
+    summary = train(TrainConfig(data="digits:train", out=out, val="digits:test", model="drkit_cnn_tiny",
+                                recipe="padcrop", epochs=6, batch_size=64, opt="adamw", lr=4e-3, seed=0, **FAST))
     return summary, out
 
 
@@ -58,9 +59,9 @@ def erm_run(tmp_path_factory):
 def dr_store(tmp_path_factory, erm_run):
     out = tmp_path_factory.mktemp("store") / "digits+"
     torch.set_num_threads(2)
-    return reinforce("digits:train", [f"ckpt:{erm_run[1]}"], out, recipe="padcrop+ra+re", samples=4, topk=3,
-                     image_size=S, workers=0, batch_size=256, samples_per_shard=512, device="cpu", progress=False,
-                     command=["test"])
+    return reinforce(ReinforceConfig(data="digits:train", teacher=[f"ckpt:{erm_run[1]}"], out=out,
+                                     recipe="padcrop+ra+re", views=4, topk=3, image_size=S, workers=0, batch_size=256,
+                                     images_per_shard=512, device="cpu", progress=False, command=["test"]))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -80,8 +81,8 @@ def test_erm_learns_and_writes_layout(erm_run):
 
 def test_dr_learns(tmp_path, dr_store):
     out = tmp_path / "dr"
-    summary = train("digits:train", out, val="digits:test", reinforced=dr_store, model="drkit_cnn_tiny", epochs=5,
-                    batch_size=64, opt="adamw", lr=4e-3, **FAST)
+    summary = train(TrainConfig(data="digits:train", out=out, val="digits:test", reinforced=dr_store,
+                                model="drkit_cnn_tiny", epochs=5, batch_size=64, opt="adamw", lr=4e-3, **FAST))
     assert summary["mode"] == "dr"
     _assert_learned(summary, out)
     from drkit.teachers import load_teacher
@@ -92,9 +93,9 @@ def test_dr_learns(tmp_path, dr_store):
 
 def test_kd_learns_with_student_smaller_than_teacher(tmp_path, erm_run):
     out = tmp_path / "kd"
-    summary = train("digits:train", out, val="digits:test", kd_teacher=[f"ckpt:{erm_run[1]}"],
-                    model="drkit_cnn_tiny", recipe="padcrop", epochs=5, batch_size=64, opt="adamw", lr=4e-3,
-                    **{**FAST, "image_size": 12})
+    summary = train(TrainConfig(data="digits:train", out=out, val="digits:test", kd_teacher=[f"ckpt:{erm_run[1]}"],
+                                model="drkit_cnn_tiny", recipe="padcrop", epochs=5, batch_size=64, opt="adamw", lr=4e-3,
+                                **{**FAST, "image_size": 12}))
     assert summary["mode"] == "kd" and summary["image_size"] == 12
     _assert_learned(summary, out)
 
@@ -126,8 +127,8 @@ def test_student_families_train_on_store(tmp_path, dr_store, name):
                    "--device", "cpu", "--quiet", "--out", str(out)])
         assert rc == 0
     else:
-        train("digits:train", out, reinforced=dr_store, model=name, model_kwargs=kwargs, epochs=1, batch_size=16,
-              limit_batches=2, opt="sgd", **{**FAST, "image_size": size})
+        train(TrainConfig(data="digits:train", out=out, reinforced=dr_store, model=name, model_kwargs=kwargs, epochs=1,
+                          batch_size=16, limit_batches=2, opt="sgd", **{**FAST, "image_size": size}))
     row = read_metrics(out)[-1]
     assert math.isfinite(row["train_loss"]) and row["train_samples"] == 32
     fresh = create_model(name, num_classes=10, in_chans=1, seed=0, **kwargs).state_dict()
@@ -152,7 +153,7 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, dr_store, monk
         kw = dict(recipe="rrc+ra+re+mix", opt="adamw")
     kw.update(model="drkit_cnn_tiny", val="digits:test?n=64", epochs=3, batch_size=32, limit_batches=3, seed=3,
               **FAST)
-    train("digits:train", tmp_path / "a", **kw)
+    train(TrainConfig(data="digits:train", out=tmp_path / "a", **kw))
 
     real = train_loop.save_state
     calls = {"n": 0}
@@ -165,13 +166,13 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, dr_store, monk
 
     monkeypatch.setattr(train_loop, "save_state", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train("digits:train", tmp_path / "b", **kw)
+        train(TrainConfig(data="digits:train", out=tmp_path / "b", **kw))
     assert not (tmp_path / "b" / "model.safetensors").exists()
     with pytest.raises(DrkitError, match="already holds"):
-        train("digits:train", tmp_path / "b", **kw)
+        train(TrainConfig(data="digits:train", out=tmp_path / "b", **kw))
     with pytest.raises(DrkitError, match="other settings"):
-        train("digits:train", tmp_path / "b", resume=True, **{**kw, "seed": 4})
-    train("digits:train", tmp_path / "b", resume=True, **kw)
+        train(TrainConfig(data="digits:train", out=tmp_path / "b", resume=True, **{**kw, "seed": 4}))
+    train(TrainConfig(data="digits:train", out=tmp_path / "b", resume=True, **kw))
     wa, wb = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
@@ -189,8 +190,9 @@ def _one_hot_store(src, teachers, out: Path) -> Path:
     from drkit.fileio import atomic_write_json, sha256_file
     from drkit.store.shards import shard_metadata, write_shard
 
-    root = reinforce(src, teachers, out, recipe="padcrop+ra+re", samples=3, topk=3, image_size=S, workers=0,
-                     samples_per_shard=16, device="cpu", progress=False, command=["test"])
+    root = reinforce(ReinforceConfig(data=src, teacher=teachers, out=out, recipe="padcrop+ra+re", views=3, topk=3,
+                                     image_size=S, workers=0, images_per_shard=16, device="cpu", progress=False,
+                                     command=["test"]))
     manifest = json.loads((root / "manifest.json").read_text())
     labels = src.labels
     for info in manifest["shards"]:
@@ -238,8 +240,9 @@ def test_reinforced_dataset_library_use(tmp_path, digits_train, teacher_pair):
     from drkit.sources import load_source
 
     assert drkit.ReinforcedDataset is ReinforcedDataset and drkit.SoftTargetLoss is SoftTargetLoss
-    root = reinforce(digits_train, teacher_pair, tmp_path / "mix", recipe="rrc+mix", samples=2, topk=4, image_size=S,
-                     workers=0, samples_per_shard=16, device="cpu", progress=False, command=["test"])
+    root = reinforce(ReinforceConfig(data=digits_train, teacher=teacher_pair, out=tmp_path / "mix", recipe="rrc+mix",
+                                     views=2, topk=4, image_size=S, workers=0, images_per_shard=16, device="cpu",
+                                     progress=False, command=["test"]))
     store = open_store(root)
     ds = ReinforcedDataset(digits_train, store)  # library defaults: float images, store's size and seed
     mixed = 0
@@ -376,8 +379,8 @@ def test_init_reinitialises_a_head_of_another_class_count(tmp_path, capsys):
 
     spec = make_teacher(tmp_path / "five", [str(i) for i in range(5)], seed=1)
     out = tmp_path / "ft"
-    train("digits:train", out, model="drkit_cnn_tiny", init=spec, epochs=1, limit_batches=1, batch_size=16,
-          lr=1e-12, **{**FAST, "quiet": False})
+    train(TrainConfig(data="digits:train", out=out, model="drkit_cnn_tiny", init=spec, epochs=1, limit_batches=1,
+                      batch_size=16, lr=1e-12, **{**FAST, "quiet": False}))
     assert "re-initialised the head" in capsys.readouterr().err
     src_model, _ = load_checkpoint(tmp_path / "five")
     got = _weights(out)
@@ -391,27 +394,29 @@ def test_init_reinitialises_a_head_of_another_class_count(tmp_path, capsys):
 def test_refusals(tmp_path, dr_store, erm_run):
     base = dict(model="drkit_cnn_tiny", epochs=1, limit_batches=1, batch_size=16, **FAST)
     with pytest.raises(DrkitError, match="exclude each other"):
-        train("digits:train", tmp_path / "x", reinforced=dr_store, kd_teacher=[f"ckpt:{erm_run[1]}"], **base)
+        train(TrainConfig(data="digits:train", out=tmp_path / "x", reinforced=dr_store,
+                          kd_teacher=[f"ckpt:{erm_run[1]}"], **base))
     with pytest.raises(DrkitError, match="fingerprint|samples"):
-        train("digits:train?n=48", tmp_path / "x", reinforced=dr_store, **base)
+        train(TrainConfig(data="digits:train?n=48", out=tmp_path / "x", reinforced=dr_store, **base))
     with pytest.raises(DrkitError, match="unknown model"):
-        train("digits:train", tmp_path / "x", **{**base, "model": "no_such_net"})
+        train(TrainConfig(data="digits:train", out=tmp_path / "x", **{**base, "model": "no_such_net"}))
     with pytest.raises(DrkitError, match="no training state"):
-        train("digits:train", tmp_path / "x", resume=True, **base)
+        train(TrainConfig(data="digits:train", out=tmp_path / "x", resume=True, **base))
     with pytest.raises(DrkitError, match="views_per_image"):
-        train("digits:train", tmp_path / "x", reinforced=dr_store, views_per_image=8, **{**base, "batch_size": 16})
+        train(TrainConfig(data="digits:train", out=tmp_path / "x", reinforced=dr_store, views_per_image=8,
+                          **{**base, "batch_size": 16}))
     with pytest.raises(DrkitError, match="DR .*only"):
-        train("digits:train", tmp_path / "x", plain_fraction=0.2, **base)
+        train(TrainConfig(data="digits:train", out=tmp_path / "x", plain_fraction=0.2, **base))
     with pytest.raises(DrkitError, match="model-kwargs"):
-        train("digits:train", tmp_path / "x", model_kwargs="{depth: 1}", **base)
+        train(TrainConfig(data="digits:train", out=tmp_path / "x", model_kwargs="{depth: 1}", **base))
     other = tmp_path / "other-classes"  # a validation folder whose class names are not the digits'
     for name in ("cat", "dog"):
         (other / name).mkdir(parents=True)
         Image.new("L", (8, 8), 128).save(other / name / "a.png")
     with pytest.raises(DrkitError, match="other classes"):
-        train("digits:train", tmp_path / "x", val=f"imagefolder:{other}?mode=L", **base)
+        train(TrainConfig(data="digits:train", out=tmp_path / "x", val=f"imagefolder:{other}?mode=L", **base))
     with pytest.raises(DrkitError, match="already holds"):
-        train("digits:train", erm_run[1], **base)
+        train(TrainConfig(data="digits:train", out=erm_run[1], **base))
     assert not (tmp_path / "x").exists()
 
 
@@ -435,8 +440,9 @@ def test_soften_targets_is_both_sided_hinton_softening():
 def test_batched_dr_items_equal_the_per_record_oracle(tmp_path, digits_train, teacher_pair, recipe, per_image):
     """A DR batch's loader work (views chosen, records read and decoded at once, across shards)
     gives exactly the items that record-by-record reading gives (issue 21: DR at ERM's cost)."""
-    root = reinforce(digits_train, teacher_pair, tmp_path / "s", recipe=recipe, samples=3, topk=3, image_size=S,
-                     workers=0, samples_per_shard=20, device="cpu", progress=False, command=["t"])
+    root = reinforce(ReinforceConfig(data=digits_train, teacher=teacher_pair, out=tmp_path / "s", recipe=recipe,
+                                     views=3, topk=3, image_size=S, workers=0, images_per_shard=20, device="cpu",
+                                     progress=False, command=["t"]))
     store = open_store(root)
     ds = ReinforcedDataset(digits_train, store, seed=5, views_per_image=per_image, as_uint8=True)
     ds.set_epoch(4)

@@ -14,7 +14,7 @@ import pytest
 from conftest import make_teacher
 
 from drkit.fileio import sha256_file
-from drkit.reinforce import reinforce
+from drkit.reinforce import ReinforceConfig, reinforce
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -32,8 +32,9 @@ def _one_line_error(r: subprocess.CompletedProcess, *words: str) -> None:
 def store(tmp_path_factory, digits_train) -> Path:
     base = tmp_path_factory.mktemp("trust")
     teacher = make_teacher(base / "t", digits_train.classes, seed=3)
-    return reinforce(digits_train, [teacher], base / "store", recipe="padcrop+ra+mix", samples=2, topk=3,
-                     workers=0, samples_per_shard=16, device="cpu", progress=False, command=["t"])
+    return reinforce(ReinforceConfig(data=digits_train, teacher=[teacher], out=base / "store", recipe="padcrop+ra+mix",
+                                     views=2, topk=3, workers=0, images_per_shard=16, device="cpu", progress=False,
+                                     command=["t"]))
 
 
 def _copy(store: Path, tmp: Path) -> Path:
@@ -87,8 +88,9 @@ def test_training_refuses_class_ids_past_the_class_count_even_with_a_fixed_check
 
 def test_merge_checks_its_inputs_before_writing(tmp_path, store, digits_train):
     teacher = make_teacher(tmp_path / "t", digits_train.classes, seed=3)
-    other = reinforce(digits_train, [teacher], tmp_path / "other", recipe="padcrop+ra+mix", samples=2, topk=3,
-                      workers=0, samples_per_shard=16, device="cpu", progress=False, seed=5, command=["t"])
+    other = reinforce(ReinforceConfig(data=digits_train, teacher=[teacher], out=tmp_path / "other",
+                                      recipe="padcrop+ra+mix", views=2, topk=3, workers=0, images_per_shard=16,
+                                      device="cpu", progress=False, seed=5, command=["t"]))
     root = _copy(store, tmp_path)
 
     def flip(a):
@@ -352,8 +354,9 @@ def test_merge_refuses_stores_of_different_images_and_keeps_digests(tmp_path, st
     from drkit.store import merge_stores, open_store
 
     teacher = json.loads((store / "manifest.json").read_text())["teachers"][0]["spec"]
-    other = reinforce(digits_train, [teacher], tmp_path / "b", recipe="padcrop+ra+mix", samples=2, topk=3, seed=5,
-                      workers=0, samples_per_shard=16, device="cpu", progress=False, command=["t"])
+    other = reinforce(ReinforceConfig(data=digits_train, teacher=[teacher], out=tmp_path / "b", recipe="padcrop+ra+mix",
+                                      views=2, topk=3, seed=5, workers=0, images_per_shard=16, device="cpu",
+                                      progress=False, command=["t"]))
     merged = open_store(merge_stores([store, other], tmp_path / "m"))
     assert [merged.content_digest(i) for i in range(48)] == [open_store(store).content_digest(i) for i in range(48)]
     changed = _copy(other, tmp_path / "c")

@@ -104,7 +104,7 @@ def loop_phases(workers: int) -> None:
 
     import drkit.reinforce.labeller as labeller
     import drkit.reinforce.run as run
-    from drkit.reinforce import reinforce
+    from drkit.reinforce import ReinforceConfig, reinforce
     from drkit.sources import load_source
     from drkit.teachers import load_teacher
 
@@ -130,8 +130,8 @@ def loop_phases(workers: int) -> None:
     labeller.Labeller.__call__ = timed("launch teacher", call)
     t = time.perf_counter()
     try:
-        reinforce(src, ens, tmp / "s", recipe="rrc+ra+re", samples=4, topk=10, image_size=224, batch_size=256,
-                  workers=workers, device="cuda", progress=False)
+        reinforce(ReinforceConfig(data=src, teacher=ens, out=tmp / "s", recipe="rrc+ra+re", views=4, topk=10,
+                                  image_size=224, batch_size=256, workers=workers, device="cuda", progress=False))
     finally:
         for k, v in real.items():
             setattr(run, k, v)

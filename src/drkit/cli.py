@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
+from functools import partial
 from typing import Any, Callable, Sequence
 
 from . import __version__
-from .defaults import DISTILL_TEMPERATURE, LABEL_SMOOTHING, SMALL_SIDE
+from .configs import DOWNLOAD_HELP, SPLIT_HELP, add_options
 from .sources.registry import scheme_help
 
 EPILOG = {
@@ -31,28 +33,26 @@ EPILOG = {
 
 
 def _common_data(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--split", default=None, help="train|test|val when SRC has no :split suffix")
-    p.add_argument("--download", action="store_true", help="let torchvision sources download their files")
+    p.add_argument("--split", default=None, help=SPLIT_HELP)
+    p.add_argument("--download", action="store_true", help=DOWNLOAD_HELP)
 
 
 def _cmd_reinforce(a: argparse.Namespace) -> Any:
     from .reinforce import ReinforceConfig, reinforce
 
-    root = reinforce(ReinforceConfig.from_args(a, progress=not a.quiet, command=["drkit", *sys.argv[1:]]))
-    print(f"store: {root}")
+    print(f"store: {reinforce(ReinforceConfig.from_args(a, command=['drkit', *sys.argv[1:]]))}")
 
 
 def _cmd_train(a: argparse.Namespace) -> Any:
     from .train import TrainConfig, train
 
-    result = train(TrainConfig.from_args(a, command=["drkit", *sys.argv[1:]]))
-    print(json.dumps(result, indent=2))
+    print(json.dumps(train(TrainConfig.from_args(a, command=["drkit", *sys.argv[1:]])), indent=2))
 
 
 def _cmd_eval(a: argparse.Namespace) -> Any:
     from .evaluate import EvalConfig, evaluate, format_report
 
-    print(format_report(evaluate(EvalConfig.from_args(a, progress=not a.quiet))))
+    print(format_report(evaluate(EvalConfig.from_args(a))))
 
 
 def _cmd_inspect(a: argparse.Namespace) -> Any:
@@ -90,7 +90,7 @@ def _cmd_import_mldr(a: argparse.Namespace) -> Any:
     from .sources import load_source
 
     src = load_source(a.data, split=a.split, download=a.download)
-    root = import_mldr(a.path, src, a.out, samples_per_shard=a.samples_per_shard, progress=not a.quiet,
+    root = import_mldr(a.path, src, a.out, images_per_shard=a.samples_per_shard, progress=not a.quiet,
                        command=["drkit", *sys.argv[1:]], digests=a.digests, resume=a.resume)
     print(f"imported {a.path} into {root} (views replay approximately: the reference rendered them its own way)")
 
@@ -108,90 +108,9 @@ def _cmd_demo(a: argparse.Namespace) -> Any:
     run_demo(a.out, data_dir=a.data_dir, smoke=a.smoke, device=a.device)
 
 
-def _reinforce_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, metavar="SRC", help=scheme_help())
-    p.add_argument("--teacher", required=True, action="append", metavar="T",
-                   help="timm:NAME[?file=W] | torchvision:NAME | ckpt:DIR; repeat for an ensemble")
-    p.add_argument("--recipe", default="auto", help="augmentation recipe; auto (default): padcrop for images up to "
-                   f"{SMALL_SIDE} px, rrc+ra+re above; unset crop scale and RandAugment/TrivialAugment magnitudes follow the "
-                   "image size (the resolved recipe is recorded)")
-    p.add_argument("--samples", type=int, default=10, metavar="NS", help="views per image (default %(default)s)")
-    p.add_argument("--topk", type=int, default=10, metavar="K", help="stored probabilities per view (default %(default)s)")
-    p.add_argument("--image-size", type=int, default=None, metavar="S", help="teacher input size (default: the teacher's)")
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=256, help="views per teacher batch")
-    p.add_argument("--workers", type=int, default=None, help="DataLoader workers decoding images and sampling "
-                   "views (default: 0 on a CPU, where workers take cores from the teacher; on a GPU one per core "
-                   "but two, at most 8)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--shard", default=None, metavar="i/n", help="this job's part of an n-way split")
-    p.add_argument("--samples-per-shard", type=int, default=1024)
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    p.add_argument("--skip-bad", action="store_true", help="skip undecodable images (listed in the manifest)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    _common_data(p)
-
-
-def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, metavar="SRC", help=scheme_help())
-    p.add_argument("--val", default=None, metavar="SRC")
-    p.add_argument("--model", required=True, help="drkit_* | timm name | torchvision:NAME")
-    p.add_argument("--model-kwargs", default=None, metavar="JSON",
-                   help='extra model arguments as a JSON object, e.g. \'{"img_size": 16, "depth": 1}\'')
-    p.add_argument("--reinforced", default=None, metavar="DIR", help="train on this store's soft labels")
-    p.add_argument("--kd-teacher", action="append", default=None, metavar="T", help="online KD from this teacher")
-    p.add_argument("--recipe", default=None, help="augmentation for ERM/KD (default: padcrop for small images, rrc else)")
-    p.add_argument("--image-size", type=int, default=None)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 0.1 sgd, 2e-3 adamw, scaled by batch/256)")
-    p.add_argument("--opt", choices=["sgd", "adamw"], default="sgd")
-    p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--warmup-epochs", type=float, default=1.0)
-    p.add_argument("--label-smoothing", type=float, default=None,
-                   help=f"ERM only (default {LABEL_SMOOTHING}; 0 with --folds: teachers' probabilities become labels)")
-    p.add_argument("--temperature", type=float, default=None,
-                   help=f"KD/DR softmax temperature (default {DISTILL_TEMPERATURE:g}, the measured best; 1 = plain CE)")
-    p.add_argument("--soften-targets", action=argparse.BooleanOptionalAction, default=None,
-                   help="KD/DR: also soften the targets, p**(1/T) renormalised (default: on when T != 1)")
-    p.add_argument("--views-per-image", type=int, default=1, help="DR: stored views per decoded image")
-    p.add_argument("--plain-fraction", type=float, default=0.0, help="DR: share of plain hard-label samples")
-    p.add_argument("--ema", type=float, default=None, metavar="DECAY", help="keep an EMA of the weights")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default="auto")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--init", default=None, metavar="CKPT", help="start from these weights (fine-tuning)")
-    p.add_argument("--limit-batches", type=int, default=None, help="stop each epoch after this many batches (smoke runs)")
-    p.add_argument("--folds", type=int, default=None, metavar="K",
-                   help="train K out-of-fold teachers into OUT/fold{k} (member k never sees fold k); "
-                        "--teacher ckpt:OUT then labels each image only with members that never saw it")
-    p.add_argument("--quiet", action="store_true")
-    _common_data(p)
-
-
-def _eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, metavar="DIR")
-    p.add_argument("--data", required=True, metavar="SRC", help=scheme_help())
-    p.add_argument("--corruptions", action="store_true", help="also evaluate -C style corruptions")
-    p.add_argument("--families", nargs="*", default=None, help="corruption families (default: all)")
-    p.add_argument("--severities", type=int, nargs="*", default=[1, 2, 3, 4, 5])
-    p.add_argument("--shift", default=None, metavar="SRC", help="another labelled set, classes mapped by name")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding images")
-    p.add_argument("--skip-bad", action="store_true", help="leave undecodable images out of every metric (counted "
-                   "and listed under 'skipped' in --json) instead of stopping at the first")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0, help="corruption noise seed")
-    p.add_argument("--json", dest="json_path", default=None, metavar="PATH")
-    p.add_argument("--plot", default=None, metavar="PNG", help="reliability diagram")
-    p.add_argument("--quiet", action="store_true")
-    _common_data(p)
+def _config_args(module: str, name: str, p: argparse.ArgumentParser) -> None:
+    """A verb's flags generated from its config class (defaults, choices and help live there)."""
+    add_options(p, getattr(importlib.import_module(module), name), data=scheme_help())
 
 
 def _inspect_args(p: argparse.ArgumentParser) -> None:
@@ -260,10 +179,12 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
 
 #: name, one-line help, handler, arguments: the table ``build_parser`` turns into subcommands
 VERBS: list[tuple[str, str, Callable[[argparse.Namespace], Any], Callable[[argparse.ArgumentParser], None]]] = [
-    ("reinforce", "write a reinforced store: NS teacher-labelled views per image", _cmd_reinforce, _reinforce_args),
+    ("reinforce", "write a reinforced store: NS teacher-labelled views per image", _cmd_reinforce,
+     partial(_config_args, "drkit.reinforce", "ReinforceConfig")),
     ("train", "train a student: ERM, on a reinforced store (--reinforced) or with online KD", _cmd_train,
-     _train_args),
-    ("eval", "top-1/5, NLL, ECE and corruption accuracy of a checkpoint", _cmd_eval, _eval_args),
+     partial(_config_args, "drkit.train", "TrainConfig")),
+    ("eval", "top-1/5, NLL, ECE and corruption accuracy of a checkpoint", _cmd_eval,
+     partial(_config_args, "drkit.evaluate", "EvalConfig")),
     ("inspect", "statistics of a store; --grid renders views with the teacher's top-3", _cmd_inspect, _inspect_args),
     ("verify", "check a store's checksums, schema and (with --data) source fingerprint", _cmd_verify, _verify_args),
     ("merge", "merge stores of the same data/recipe/teachers: NS adds up", _cmd_merge, _merge_args),
@@ -275,21 +196,35 @@ VERBS: list[tuple[str, str, Callable[[argparse.Namespace], Any], Callable[[argpa
 ]
 
 
+class _VerbParser(argparse.ArgumentParser):
+    """A verb's parser that adds its arguments when first used (parsed, or its help shown): the
+    verb configs' packages import torch, and ``drkit --help`` should not."""
+
+    add_arguments: Callable[[argparse.ArgumentParser], None]  # set by build_parser, called once
+
+    def _fill(self) -> None:
+        self.__dict__.pop("add_arguments", lambda p: None)(self)
+
+    def parse_known_args(self, *args: Any, **kwargs: Any) -> Any:
+        self._fill()
+        return super().parse_known_args(*args, **kwargs)
+
+    def format_help(self) -> str:
+        self._fill()
+        return super().format_help()
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(prog="drkit", description="Dataset reinforcement: label augmented views once, "
                                      "train any student on them at ordinary cost.", formatter_class=fmt)
     parser.add_argument("--version", action="version", version=f"drkit {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-
-    def verb(name: str, help_: str, fn: Callable[[argparse.Namespace], Any]) -> argparse.ArgumentParser:
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB", parser_class=_VerbParser)
+    for name, help_, fn, add_args in VERBS:
         p = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG[name], formatter_class=fmt)
         p.set_defaults(func=fn)
-        return p
-
-    for name, help_, fn, add_args in VERBS:
-        add_args(verb(name, help_, fn))
+        p.add_arguments = add_args
     return parser
 
 

@@ -1,17 +1,68 @@
 """What the verbs' configs share: frozen dataclasses built from keywords or argparse, compared
 field by field on resume, refused in one line when a keyword is unknown. Each verb's ``validate()``
-decides every refusal from the options alone; data-dependent checks happen where data is opened."""
+decides every refusal from the options alone; data-dependent checks happen where data is opened.
+A field's :func:`option` is its flag too (:func:`add_options`): a default, a choice list and a help
+text exist only in the config. No torch here (``drkit --help`` stays cheap)."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import sys
 from typing import Any, Mapping, TypeVar
 
 from .errors import DrkitError
 
 C = TypeVar("C", bound="VerbConfig")
 
-#: field metadata: options that do not change a run's result (free to differ on --resume)
-FREE = {"free": True}
+#: verb configs take keywords only (Python >= 3.10; 3.9 also accepts them in field order)
+KW_ONLY: dict[str, bool] = {"kw_only": True} if sys.version_info >= (3, 10) else {}
+
+
+def option(default: Any = dataclasses.MISSING, *, free: bool = False, internal: bool = False, derived: bool = False,
+           **cli: Any) -> Any:
+    """A config field. ``free``: does not change a run's result (may differ on resume); ``internal``:
+    no flag; ``derived``: resolved from the others unless given (again by ``replace``). ``cli``:
+    argparse keywords (``help``, ``metavar``, ``choices``, ``required``, ``nargs``, ``action``), ``flag``."""
+    return dataclasses.field(default=default, metadata={"free": free, "internal": internal, "derived": derived,
+                                                        "cli": cli})
+
+
+#: the help of ``--split`` and ``--download``, which every verb that reads a source has
+SPLIT_HELP = "train|test|val when SRC has no :split suffix"
+DOWNLOAD_HELP = "let torchvision sources download their files"
+
+
+def add_options(parser: argparse.ArgumentParser, cls: type[VerbConfig], **help_: str) -> None:
+    """``cls``'s fields as flags: type from the annotation (a tuple repeats, or takes ``nargs``), a bool
+    a switch (with ``--no-…`` unless False by default), default from the field; ``help_`` by field name."""
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("internal"):
+            continue
+        kw = dict(f.metadata.get("cli", {}))
+        flag = kw.pop("flag", "--" + f.name.replace("_", "-"))
+        kw.update(dest=f.name, **({"help": help_[f.name]} if f.name in help_ else {}))
+        if not kw.get("required"):
+            kw["default"] = f.default
+        kind, item = _flag_type(str(f.type))
+        if kind is bool:
+            kw.setdefault("action", "store_true" if f.default is False else argparse.BooleanOptionalAction)
+        elif kind is tuple:
+            kw.update(type=item, **({} if "nargs" in kw else {"action": "append"}))
+        else:
+            kw["type"] = kind
+        parser.add_argument(flag, **kw)
+
+
+def _flag_type(annotation: str) -> tuple[type, type]:
+    """(bool | tuple | int | float | str, a tuple's item type) from a field's annotation text: its
+    first alternative that a flag can give (a ``Source`` or a module reads as str)."""
+    scalars = {t.__name__: t for t in (bool, int, float, str)}
+    for part in (p.strip() for p in annotation.split("|")):
+        if part.startswith("tuple["):
+            return tuple, scalars.get(part[6:].split(",")[0].strip(" ]"), str)
+        if part in scalars:
+            return scalars[part], scalars[part]
+    return str, str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,16 +70,12 @@ class VerbConfig:
     """Base of the verb configs: construction from keywords, argparse and JSON; ``diff``."""
 
     @classmethod
-    def names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
     def build(cls: type[C], **options: Any) -> C:
         """``cls(**options)``, refusing unknown keywords with the list of known ones."""
-        unknown = sorted(set(options) - set(cls.names()))
+        unknown = sorted(set(options) - set(cls.__dataclass_fields__))
         if unknown:
             raise DrkitError(f"{cls.__name__} has no option {', '.join(unknown)} "
-                             f"(options: {', '.join(cls.names())})")
+                             f"(options: {', '.join(cls.__dataclass_fields__)})")
         missing = [f.name for f in dataclasses.fields(cls) if f.name not in options
                    and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
         if missing:
@@ -39,12 +86,13 @@ class VerbConfig:
     def from_args(cls: type[C], args: Any, **overrides: Any) -> C:
         """From an ``argparse.Namespace`` (or mapping): fields named like its dests, then overrides."""
         values = vars(args) if not isinstance(args, Mapping) else dict(args)
-        picked = {k: v for k, v in values.items() if k in cls.names()}
+        picked = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
         picked.update(overrides)
         return cls.build(**picked)
 
     def replace(self: C, **changes: Any) -> C:
-        return self.build(**{k: getattr(self, k) for k in self.names()} | changes)  # refuses unknown keys
+        kept = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.metadata.get("derived")}
+        return self.build(**kept | changes)  # refuses unknown keys
 
     def to_dict(self, include_free: bool = True) -> dict[str, Any]:
         """JSON-friendly values (tuples as lists, objects such as an in-memory source by their ``spec``)."""
@@ -55,9 +103,14 @@ class VerbConfig:
             out[f.name] = _jsonable(getattr(self, f.name))
         return out
 
+    @classmethod
+    def upgrade(cls, saved: Mapping[str, Any]) -> dict[str, Any]:
+        """An older release's saved ``to_dict()`` in this one's form (a config with new fields says how)."""
+        return dict(saved)
+
     def diff(self, saved: Mapping[str, Any]) -> list[str]:
-        """Result-determining fields whose value differs from ``saved`` (a ``to_dict()``)."""
-        mine = self.to_dict(include_free=False)
+        """Result-determining fields whose value differs from ``saved`` (a ``to_dict()``, upgraded)."""
+        mine, saved = self.to_dict(include_free=False), self.upgrade(saved)
         return sorted(k for k in mine if saved.get(k) != mine[k])
 
 
@@ -76,7 +129,3 @@ def check(condition: bool, message: str) -> None:
     if not condition:
         raise DrkitError(message)
 
-
-def positional(**given: Any) -> dict[str, Any]:
-    """The given (not ``None``) positional arguments: ``train(src, out)`` == ``train(data=src, out=out)``."""
-    return {k: v for k, v in given.items() if v is not None}

@@ -27,3 +27,7 @@ FOLDS_MIN_STEPS = 1000
 #: teachers whose held-out (out-of-fold) or plain-image top-1 is below this are called weak by
 #: reinforce: a student trained on their labels learns at most about what they know
 WEAK_TEACHER_TOP1 = 0.75
+
+#: peak lr per 256 images (linear scaling rule) and default weight decay, per optimiser (``--opt``'s choices)
+OPTIMIZERS: dict[str, dict[str, float]] = {"sgd": {"lr": 0.1, "weight_decay": 5e-4},
+                                           "adamw": {"lr": 2e-3, "weight_decay": 0.05}}

@@ -67,7 +67,7 @@ def run_demo(out: str | Path = "demo-out", data_dir: str | None = None, smoke: b
              device: str = "auto", config: DemoConfig | None = None) -> dict[str, Any]:
     """Run the demo into ``out``; returns the table rows (also written to ``out/results.json``)."""
     from .inspect import format_stats, inspect_store
-    from .reinforce import reinforce
+    from .reinforce import ReinforceConfig, reinforce
 
     cfg = config or (DemoConfig.smoke() if smoke else DemoConfig())
     out = Path(out)
@@ -87,8 +87,9 @@ def run_demo(out: str | Path = "demo-out", data_dir: str | None = None, smoke: b
 
     t = _step(f"2/5 reinforce {cfg.train_n} training images x {cfg.samples} views (padcrop, top-{cfg.topk})")
     store = _fresh(out / "fmnist+")
-    reinforce(train_src, teachers, store, recipe="padcrop", samples=cfg.samples, topk=cfg.topk, seed=0,
-              batch_size=512, workers=1, device=device, progress=True, command=["drkit", "demo"])
+    reinforce(ReinforceConfig(data=train_src, teacher=teachers, out=store, recipe="padcrop", views=cfg.samples,
+                              topk=cfg.topk, seed=0, batch_size=512, workers=1, device=device, progress=True,
+                              command=["drkit", "demo"]))
     stats = inspect_store(store, grid=out / "inspect_grid.png", json_path=out / "inspect.json", samples=5)
     print(format_stats(stats))
     timings["reinforce"] = time.perf_counter() - t
@@ -116,11 +117,11 @@ def _fresh(path: Path) -> Path:
 
 def _measure_teachers(test_src: str, limit: int, eval_kw: dict[str, Any]) -> list[dict[str, Any]]:
     """The shipped teachers' accuracy, measured on the test split (never a hard-coded figure)."""
-    from .evaluate import evaluate
+    from .evaluate import EvalConfig, evaluate
 
     rows = []
     for member in teacher_members(teacher_dirs()[0]):
-        r = evaluate(member, test_src, limit=limit, **eval_kw)
+        r = evaluate(EvalConfig(checkpoint=member, data=test_src, limit=limit, **eval_kw))
         rows.append({"teacher": f"{member.parent.name}/{member.name}", "top1": r["top1"], "nll": r["nll"],
                      "ece": r["ece"], "images": r["images"]})
         print(f"  {rows[-1]['teacher']}: top-1 {100 * r['top1']:.2f} % on {r['images']} test images")
@@ -148,18 +149,19 @@ def _students(cfg: DemoConfig, out: Path, store: Path, data: dict[str, str], dev
 
 def _student(cfg: DemoConfig, name: str, run_dir: Path, seed: int, data: dict[str, str], device: str,
              eval_kw: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    from .evaluate import evaluate
-    from .train import train
+    from .evaluate import EvalConfig, evaluate
+    from .train import TrainConfig, train
 
     t = _step(f"3-4/5 train + evaluate {name}, seed {seed}: drkit_cnn_tiny, {cfg.epochs} epochs")
     _fresh(run_dir)
-    summary = train(data=data["train"], val=data["val"], model="drkit_cnn_tiny", epochs=cfg.epochs,
-                    batch_size=cfg.batch_size, lr=cfg.lr, opt="sgd", out=str(run_dir), seed=seed, device=device,
-                    workers=1, quiet=False, command=["drkit", "demo"], **extra)
+    summary = train(TrainConfig(data=data["train"], val=data["val"], model="drkit_cnn_tiny", epochs=cfg.epochs,
+                                batch_size=cfg.batch_size, lr=cfg.lr, opt="sgd", out=str(run_dir), seed=seed,
+                                device=device, workers=1, quiet=False, command=["drkit", "demo"], **extra))
     train_s = time.perf_counter() - t
-    r = evaluate(run_dir, data["test"], plot=run_dir / "reliability.png", json_path=run_dir / "eval.json", **eval_kw)
-    rc = evaluate(run_dir, data["test"], corruptions=True, families=cfg.families, limit=cfg.corruption_n,
-                  json_path=run_dir / "eval_corruptions.json", **eval_kw)
+    r = evaluate(EvalConfig(checkpoint=run_dir, data=data["test"], plot=run_dir / "reliability.png",
+                            json_path=run_dir / "eval.json", **eval_kw))
+    rc = evaluate(EvalConfig(checkpoint=run_dir, data=data["test"], corruptions=True, families=cfg.families,
+                             limit=cfg.corruption_n, json_path=run_dir / "eval_corruptions.json", **eval_kw))
     return {"seed": seed, "top1": r["top1"], "nll": r["nll"], "ece": r["ece"],
             "corruption_top1": rc["mean_corruption_top1"], "train_seconds": train_s,
             "curves": str(run_dir / "curves.png"), "reliability": str(run_dir / "reliability.png"),

@@ -1,23 +1,27 @@
 """The ``drkit eval`` verb: a checkpoint on a labelled split, clean, corrupted and shifted."""
 from __future__ import annotations
 
+# ruff: noqa: RUF009  (option() returns a dataclasses.field)
 import dataclasses
 import functools
 import os
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..configs import FREE, VerbConfig, check, positional
+from ..configs import DOWNLOAD_HELP, KW_ONLY, SPLIT_HELP, VerbConfig, check, option
 from ..device import resolve_device
 from ..errors import DrkitError, SourceError
 from ..fileio import atomic_write_json
 from ..plots import reliability_diagram
 from .corruptions import CORRUPTIONS, SEVERITIES, corrupt, corruption_seed
 from .metrics import MetricAccumulator
+
+if TYPE_CHECKING:
+    from ..sources import Source
 
 
 class EvalViews(Dataset):
@@ -94,28 +98,29 @@ def _label_map(model_classes: list[str], src: Any, allow_subset: bool) -> tuple[
 SMALL_SET = 2048
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, **KW_ONLY)
 class EvalConfig(VerbConfig):
-    """A checkpoint on a labelled split (see ``drkit eval --help``): clean metrics, optionally per
-    corruption family and severity and on a shifted set (classes mapped by name)."""
+    """A checkpoint on a labelled split (see ``drkit eval --help``, generated from the fields): clean
+    metrics, optionally per corruption family and severity and on a shifted set (classes mapped by name)."""
 
-    checkpoint: Any
-    data: Any
-    split: str | None = None
-    download: bool = dataclasses.field(default=False, metadata=FREE)
-    corruptions: bool = False
-    severities: Sequence[int] = (1, 2, 3, 4, 5)
-    families: Sequence[str] | None = None
-    shift: str | None = None
-    batch_size: int = 256
-    device: str = dataclasses.field(default="auto", metadata=FREE)
-    json_path: Any = None
-    plot: Any = None
-    limit: int | None = None
-    seed: int = 0
-    workers: int = dataclasses.field(default=2, metadata=FREE)
-    progress: bool = dataclasses.field(default=True, metadata=FREE)
-    skip_bad: bool = False
+    checkpoint: str | Path = option(required=True, metavar="DIR")
+    data: str | Source = option(required=True, metavar="SRC")
+    corruptions: bool = option(False, help="also evaluate -C style corruptions")
+    families: tuple[str, ...] | None = option(None, nargs="*", help="corruption families (default: all)")
+    severities: tuple[int, ...] = option((1, 2, 3, 4, 5), nargs="*")
+    shift: str | None = option(None, metavar="SRC", help="another labelled set, classes mapped by name")
+    batch_size: int = option(256)
+    limit: int | None = option(None, help="evaluate the first N images only")
+    workers: int = option(2, free=True, help="DataLoader workers decoding images")
+    skip_bad: bool = option(False, help="leave undecodable images out of every metric (counted and listed under "
+                            "'skipped' in --json) instead of stopping at the first")
+    device: str = option("auto", free=True)
+    seed: int = option(0, help="corruption noise seed")
+    json_path: str | Path | None = option(None, flag="--json", metavar="PATH")
+    plot: str | Path | None = option(None, metavar="PNG", help="reliability diagram")
+    progress: bool = option(True, free=True, flag="--quiet", action="store_false")
+    split: str | None = option(None, help=SPLIT_HELP)
+    download: bool = option(False, free=True, help=DOWNLOAD_HELP)
 
     def validate(self) -> EvalConfig:
         """Refuse what the options alone rule out, before the model is loaded; returns ``self``."""
@@ -135,15 +140,14 @@ class EvalConfig(VerbConfig):
         return self
 
 
-def evaluate(cfg: EvalConfig | Any = None, data: Any = None, /, **options: Any) -> dict[str, Any]:
+def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """Top-1/5, NLL, ECE (15 bins) of a checkpoint; optionally per corruption family/severity and on a
-    shifted set. ``evaluate(EvalConfig(...))`` or ``evaluate(checkpoint, data, **options)``.
-    Returns the JSON report (fractions in 0..1)."""
+    shifted set: ``evaluate(EvalConfig(checkpoint=..., data=...))``. Returns the JSON report
+    (fractions in 0..1)."""
     from ..checkpoint import load_checkpoint
     from ..sources import load_source
 
-    if not isinstance(cfg, EvalConfig):
-        cfg = EvalConfig.build(**positional(checkpoint=cfg, data=data), **options)
+    check(isinstance(cfg, EvalConfig), "evaluate takes one EvalConfig: evaluate(EvalConfig(checkpoint=..., data=...))")
     cfg.validate()
     device = resolve_device(cfg.device)
     model, mcfg = load_checkpoint(cfg.checkpoint, device=device)

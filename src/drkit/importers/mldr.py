@@ -260,7 +260,7 @@ def store_config(src: Any, config: dict[str, Any], recipe: Recipe, size: int, pa
                         imported_from={"format": "ml-dr", "path": str(path), "config": plain(r)})
 
 
-def import_mldr(path: str | Path, data: Any, out: str | Path, samples_per_shard: int = 1024,
+def import_mldr(path: str | Path, data: Any, out: str | Path, images_per_shard: int = 1024,
                 progress: bool = True, command: list[str] | None = None, digests: bool = False,
                 resume: bool = False) -> Path:
     """Convert a reference reinforcement directory or ``.tar.gz`` into a store at ``out``. ``data``
@@ -281,7 +281,7 @@ def import_mldr(path: str | Path, data: Any, out: str | Path, samples_per_shard:
     recipe, size = recipe_for(ops)
     if digests and src.digest_kind is None:
         raise DrkitError(f"{src.spec} cannot digest its images: import without --digests")
-    writer = StoreWriter(out, store_config(src, config, recipe, size, path, samples_per_shard, digests),
+    writer = StoreWriter(out, store_config(src, config, recipe, size, path, images_per_shard, digests),
                          resume=resume)
     try:
         _convert(path, src, ops, recipe, size, writer, progress)

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from ..augment import Recipe, resolve_recipe
 from ..augment.recipe import SAMPLER
 from ..augment.batch import renderer_info
-from ..configs import positional
+from ..configs import check
 from ..device import default_workers, on_side_stream, resolve_device
 from ..distributed import dist_env
 from ..errors import DrkitError
@@ -33,13 +33,11 @@ from .labeller import Labeller, Labels
 from .views import Task, ViewBatches, batch_tasks, render_item
 
 
-def reinforce(cfg: ReinforceConfig | Any = None, teacher: Any = None, out: Any = None, /, **options: Any) -> Path:
-    """Write a reinforced store and return its path: ``reinforce(ReinforceConfig(...))`` or
-    ``reinforce(data, teacher, out, **options)``. A complete store's label diagnostics are printed."""
-    if not isinstance(cfg, ReinforceConfig):
-        cfg = ReinforceConfig.build(**positional(data=cfg, teacher=teacher, out=out), **options)
-    elif teacher is not None or out is not None or options:
-        raise DrkitError("reinforce(config) takes no further arguments: use config.replace(...)")
+def reinforce(cfg: ReinforceConfig) -> Path:
+    """Write a reinforced store and return its path: ``reinforce(ReinforceConfig(data=..., teacher=...,
+    out=...))``. A complete store's label diagnostics are printed."""
+    check(isinstance(cfg, ReinforceConfig), "reinforce takes one ReinforceConfig: "
+          "reinforce(ReinforceConfig(data=..., teacher=..., out=...))")
     cfg.validate()
     env = dist_env()
     device = resolve_device(cfg.device, env)
@@ -52,7 +50,7 @@ def reinforce(cfg: ReinforceConfig | Any = None, teacher: Any = None, out: Any =
     job, jobs = shard_i * env.world_size + env.rank, shard_n * env.world_size
     writer = StoreWriter(cfg.out, config, resume=cfg.resume, shared=jobs > 1, job=job, jobs=jobs)
     mine = writer.todo(job, jobs)
-    views = ViewBatches(src, rec, cfg.seed, cfg.samples, batch_tasks(mine, cfg.samples, cfg.batch_size), cfg.skip_bad)
+    views = ViewBatches(src, rec, cfg.seed, cfg.views, batch_tasks(mine, cfg.views, cfg.batch_size), cfg.skip_bad)
     workers = default_workers(device) if cfg.workers is None else cfg.workers
     try:
         label_views(writer, views, size, ens, device, src.loader_workers(workers), cfg.progress, env.rank)
@@ -102,7 +100,7 @@ def store_config(cfg: ReinforceConfig, src: Any, ens: torch.nn.Module, rec: Reci
     """The store's content-determining configuration (``run.json``; the manifest starts with it)."""
     teachers = ens.describe() if hasattr(ens, "describe") else [{"spec": type(ens).__name__}]
     return store_header(src, teachers, rec, image_size=size, recipe_request=cfg.recipe or "auto", recipe_side=side,
-                        num_views=cfg.samples, topk=cfg.topk, seed=cfg.seed, samples_per_shard=cfg.samples_per_shard,
+                        num_views=cfg.views, topk=cfg.topk, seed=cfg.seed, samples_per_shard=cfg.images_per_shard,
                         renderer=renderer_info(device), sampler=SAMPLER, content_digest=src.digest_kind)
 
 

@@ -1,77 +1,122 @@
-"""``TrainConfig``: every option of ``drkit train``, checked in one place before any work."""
+"""``TrainConfig``: every option of ``drkit train`` (its flags are generated from the fields),
+checked in one place before any work. Imports no torch."""
 from __future__ import annotations
 
+# ruff: noqa: RUF009  (option() returns a dataclasses.field)
 import dataclasses
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from ..configs import FREE, VerbConfig, check
-from ..defaults import DISTILL_TEMPERATURE, LABEL_SMOOTHING
+from ..configs import DOWNLOAD_HELP, KW_ONLY, SPLIT_HELP, VerbConfig, check, option
+from ..defaults import DISTILL_TEMPERATURE, LABEL_SMOOTHING, OPTIMIZERS
 from ..device import AMP_MODES
 from ..errors import DrkitError
-from .optim import DEFAULTS, default_lr
-from .outputs import METRICS
-from .state import has_state
+
+if TYPE_CHECKING:
+    from ..sources import Source
+
+Mode = Literal["erm", "dr", "kd"]
 
 
-@dataclasses.dataclass(frozen=True)
+def implied_mode(reinforced: Any, kd_teacher: Any) -> Mode:
+    """The mode the data options ask for: DR with a store, KD with a teacher, else ERM."""
+    return "dr" if reinforced is not None else "kd" if kd_teacher else "erm"
+
+
+def json_object(value: dict[str, Any] | str | None) -> dict[str, Any]:
+    """``--model-kwargs``: a dict, or the JSON text of one (empty or ``None``: no arguments)."""
+    if not isinstance(value, str):
+        return dict(value or {})
+    try:
+        parsed = json.loads(value or "{}")
+    except json.JSONDecodeError as e:
+        raise DrkitError(f"--model-kwargs is not valid JSON ({e.msg}): {value!r}") from None
+    check(isinstance(parsed, dict), f"--model-kwargs must be a JSON object, got {value!r}")
+    return parsed
+
+
+@dataclasses.dataclass(frozen=True, **KW_ONLY)
 class TrainConfig(VerbConfig):
     """One student run (see ``drkit train --help``).
 
-    Mode: DR with ``reinforced`` (the store's views and soft labels), online KD with
+    ``mode`` is DR with ``reinforced`` (the store's views and soft labels), online KD with
     ``kd_teacher`` (the teacher labels each augmented batch), else ERM (``recipe`` views, hard or
-    λ-mixed labels, ``label_smoothing``). ``batch_size`` is the global batch in *views*: split
+    λ-mixed labels, ``label_smoothing``); left out, it is set from those options at construction,
+    given, it must agree with them. ``batch_size`` is the global batch in *views*: split
     evenly across torchrun ranks, and with ``views_per_image = k`` each rank's batch is
     ``batch_size / ranks / k`` decoded images x k stored views each. Defaults: lr 0.1 (SGD) or
     2e-3 (AdamW) times ``batch_size / 256``, weight decay 5e-4 / 0.05, image size the store's
-    (DR) or the source's native side. ``model_kwargs`` (dict or JSON text) go to the model
-    factory. ``folds = K`` trains K out-of-fold members into ``out/fold{k}`` plus ``folds.json``.
+    (DR) or the source's native side. ``model_kwargs`` (a dict, or JSON text read into one at
+    construction) go to the model factory. ``folds = K`` trains K out-of-fold members into
+    ``out/fold{k}`` plus ``folds.json``.
     """
 
-    data: Any
-    out: Any = None
-    val: Any = None
-    model: str = "drkit_cnn_tiny"
-    model_kwargs: Any = None
-    reinforced: Any = None
-    kd_teacher: Any = None
-    recipe: str | None = None
-    image_size: int | None = None
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float | None = None
-    opt: str = "sgd"
-    weight_decay: float | None = None
-    warmup_epochs: float = 1.0
-    label_smoothing: float | None = None
-    temperature: float | None = None
-    soften_targets: bool | None = None
-    views_per_image: int = 1
-    plain_fraction: float = 0.0
-    ema: float | None = None
-    workers: int = dataclasses.field(default=2, metadata=FREE)
-    device: str = dataclasses.field(default="auto", metadata=FREE)
-    amp: str = "auto"
-    channels_last: bool = True
-    seed: int = 0
-    resume: bool = dataclasses.field(default=False, metadata=FREE)
-    init: str | None = None
-    limit_batches: int | None = None
-    folds: int | None = None
-    quiet: bool = dataclasses.field(default=False, metadata=FREE)
-    split: str | None = None
-    download: bool = dataclasses.field(default=False, metadata=FREE)
-    command: Any = dataclasses.field(default=None, metadata=FREE)
+    data: str | Source = option(required=True, metavar="SRC")
+    val: str | Source | None = option(None, metavar="SRC")
+    model: str = option("drkit_cnn_tiny", required=True, help="drkit_* | timm name | torchvision:NAME")
+    model_kwargs: dict[str, Any] | str | None = option(
+        None, metavar="JSON", help='extra model arguments as a JSON object, e.g. \'{"img_size": 16, "depth": 1}\'')
+    reinforced: str | Path | None = option(None, metavar="DIR", help="train on this store's soft labels")
+    kd_teacher: tuple[str, ...] | None = option(None, metavar="T", help="online KD from this teacher")
+    recipe: str | None = option(None, help="augmentation for ERM/KD (default: padcrop for small images, rrc else)")
+    image_size: int | None = option(None)
+    epochs: int = option(10)
+    batch_size: int = option(128)
+    lr: float | None = option(None, help="peak learning rate (default: 0.1 sgd, 2e-3 adamw, scaled by batch/256)")
+    opt: str = option("sgd", choices=tuple(OPTIMIZERS))
+    weight_decay: float | None = option(None)
+    warmup_epochs: float = option(1.0)
+    label_smoothing: float | None = option(None, help=f"ERM only (default {LABEL_SMOOTHING}; 0 with --folds: "
+                                           "teachers' probabilities become labels)")
+    temperature: float | None = option(None, help=f"KD/DR softmax temperature (default {DISTILL_TEMPERATURE:g}, "
+                                       "the measured best; 1 = plain CE)")
+    soften_targets: bool | None = option(None, help="KD/DR: also soften the targets, p**(1/T) renormalised "
+                                         "(default: on when T != 1)")
+    views_per_image: int = option(1, help="DR: stored views per decoded image")
+    plain_fraction: float = option(0.0, help="DR: share of plain hard-label samples")
+    ema: float | None = option(None, metavar="DECAY", help="keep an EMA of the weights")
+    workers: int = option(2, free=True)
+    device: str = option("auto", free=True)
+    amp: str = option("auto", choices=AMP_MODES)
+    channels_last: bool = option(True)
+    out: str | Path | None = option(None, required=True, metavar="DIR")
+    seed: int = option(0)
+    resume: bool = option(False, free=True)
+    init: str | None = option(None, metavar="CKPT", help="start from these weights (fine-tuning)")
+    limit_batches: int | None = option(None, help="stop each epoch after this many batches (smoke runs)")
+    folds: int | None = option(None, metavar="K", help="train K out-of-fold teachers into OUT/fold{k} (member k never "
+                               "sees fold k); --teacher ckpt:OUT then labels each image only with members that never "
+                               "saw it")
+    quiet: bool = option(False, free=True)
+    split: str | None = option(None, help=SPLIT_HELP)
+    download: bool = option(False, free=True, help=DOWNLOAD_HELP)
+    command: Sequence[str] | None = option(None, free=True, internal=True)
+    mode: Mode | None = option(None, internal=True, derived=True)
+
+    def __post_init__(self) -> None:
+        teachers = self.kd_teacher
+        if teachers is not None:  # one spec or several: a tuple
+            object.__setattr__(self, "kd_teacher", (teachers,) if isinstance(teachers, str) else tuple(teachers))
+        object.__setattr__(self, "model_kwargs", json_object(self.model_kwargs))
+        if self.mode is None:
+            object.__setattr__(self, "mode", implied_mode(self.reinforced, self.kd_teacher))
+
+    @classmethod
+    def upgrade(cls, saved: Mapping[str, Any]) -> dict[str, Any]:
+        """A ``to_dict()`` saved before ``mode`` was a field, ``kd_teacher`` a list and ``model_kwargs`` a dict."""
+        out = dict(saved)
+        if isinstance(out.get("kd_teacher"), str):
+            out["kd_teacher"] = [out["kd_teacher"]]
+        out["model_kwargs"] = json_object(out.get("model_kwargs"))
+        out.setdefault("mode", implied_mode(out.get("reinforced"), out.get("kd_teacher")))
+        return out
 
     # -- resolved views of options ----------------------------------------------------------
     @property
     def kd_specs(self) -> list[str]:
-        return [self.kd_teacher] if isinstance(self.kd_teacher, str) else list(self.kd_teacher or [])
-
-    @property
-    def mode(self) -> str:
-        return "dr" if self.reinforced is not None else "kd" if self.kd_specs else "erm"
+        return list(self.kd_teacher or ())
 
     @property
     def smoothing(self) -> float:
@@ -91,27 +136,11 @@ class TrainConfig(VerbConfig):
 
     @property
     def peak_lr(self) -> float:
-        return float(self.lr if self.lr is not None else default_lr(self.opt, self.batch_size))
+        return float(self.lr if self.lr is not None else OPTIMIZERS[self.opt]["lr"] * self.batch_size / 256)
 
     @property
     def decay(self) -> float:
-        return float(self.weight_decay if self.weight_decay is not None else DEFAULTS[self.opt]["weight_decay"])
-
-    @property
-    def model_options(self) -> dict[str, Any]:
-        """``model_kwargs`` as a dict (``--model-kwargs`` arrives as JSON text)."""
-        value = self.model_kwargs
-        if value is None or value == "":
-            return {}
-        if isinstance(value, dict):
-            return dict(value)
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError as e:
-            raise DrkitError(f"--model-kwargs is not valid JSON ({e.msg}): {value!r}") from None
-        if not isinstance(parsed, dict):
-            raise DrkitError(f"--model-kwargs must be a JSON object, got {value!r}")
-        return parsed
+        return float(self.weight_decay if self.weight_decay is not None else OPTIMIZERS[self.opt]["weight_decay"])
 
     # -- refusals ----------------------------------------------------------------------------
     def validate(self, world_size: int = 1) -> TrainConfig:
@@ -119,9 +148,11 @@ class TrainConfig(VerbConfig):
         check(self.out is not None and str(self.out) != "", "train needs an output directory (--out DIR)")
         check(self.reinforced is None or not self.kd_specs, "--reinforced and --kd-teacher exclude each other: "
               "DR replays stored labels, KD runs the teacher online")
+        check(self.mode == implied_mode(self.reinforced, self.kd_teacher), f"mode {self.mode!r} does not match the "
+              "options: DR needs reinforced (--reinforced DIR), KD kd_teacher (--kd-teacher T), ERM neither")
         check(self.epochs >= 1 and self.batch_size >= 1, "--epochs and --batch-size must be positive")
         check(self.workers >= 0, f"--workers must be 0 or more, got {self.workers}")
-        check(self.opt in DEFAULTS, f"--opt must be one of {', '.join(DEFAULTS)}, got {self.opt!r}")
+        check(self.opt in OPTIMIZERS, f"--opt must be one of {', '.join(OPTIMIZERS)}, got {self.opt!r}")
         check(self.amp in AMP_MODES, f"--amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
         check(self.batch_size % (world_size * self.views_per_image) == 0,
               f"--batch-size {self.batch_size} must be a multiple of ranks x views per image "
@@ -133,8 +164,10 @@ class TrainConfig(VerbConfig):
         check(self.limit_batches is None or self.limit_batches >= 1, "--limit-batches must be positive")
         check(self.image_size is None or self.image_size >= 1, f"--image-size must be positive, got {self.image_size}")
         check(self.folds is None or self.folds >= 2, f"--folds must be at least 2, got {self.folds}")
-        self.model_options  # noqa: B018  (refuses malformed --model-kwargs)
         if self.folds is None:
+            from .outputs import METRICS
+            from .state import has_state
+
             out = Path(self.out)
             if self.resume:
                 check(has_state(out), f"--resume: {out} has no training state to resume (no {out}/state/state.json)")

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..configs import positional
+from ..configs import check
 from ..device import autocast, resolve_device
 from ..distributed import DistEnv, dist_env, init_process_group
 from ..errors import DrkitError
@@ -211,18 +211,13 @@ def _restore(run: Run, fit: Fit) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 # the verb
 # ----------------------------------------------------------------------------------------------
-def train(cfg: TrainConfig | Any = None, out: Any = None, /, **options: Any) -> dict[str, Any]:
-    """Train a student; returns a JSON-serialisable summary (see :class:`TrainConfig`).
-
-    ``train(TrainConfig(...))``, or the convenience form ``train(data, out, **options)`` that
-    builds the config. Writes ``out/{model.safetensors, config.json, metrics.jsonl, curves.png,
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train a student, ``train(TrainConfig(data=..., out=...))``; returns a JSON-serialisable summary
+    (see :class:`TrainConfig`). Writes ``out/{model.safetensors, config.json, metrics.jsonl, curves.png,
     state/}``; ``resume`` continues from ``out/state``. ``folds = K`` trains K out-of-fold members
     (:mod:`drkit.train.folds`): teachers that never saw the images they later label.
     """
-    if not isinstance(cfg, TrainConfig):
-        cfg = TrainConfig.build(**positional(data=cfg, out=out), **options)
-    elif out is not None or options:
-        raise DrkitError("train(config) takes no further arguments: use config.replace(...)")
+    check(isinstance(cfg, TrainConfig), "train takes one TrainConfig: train(TrainConfig(data=..., out=...))")
     env = dist_env()
     if cfg.folds is not None:
         from .folds import train_folds
@@ -304,7 +299,7 @@ def _train(cfg: TrainConfig, env: DistEnv, device: torch.device) -> dict[str, An
             write_metrics(out, rows)
             _save(run, fit, rows, epoch + 1)
             if epoch + 1 == cfg.epochs or time.perf_counter() - last_plot > 60:
-                write_curves(out, rows, f"{run.mode} {cfg.model}")
+                write_curves(out, rows, f"{cfg.mode} {cfg.model}")
                 last_plot = time.perf_counter()
     return finish(run, rows, fit.ema, time.perf_counter() - t_start)
 

@@ -12,15 +12,6 @@ from torch import nn
 
 from ..errors import DrkitError
 
-#: peak lr per 256 images and default weight decay, per optimiser
-DEFAULTS: dict[str, dict[str, float]] = {"sgd": {"lr": 0.1, "weight_decay": 5e-4},
-                                         "adamw": {"lr": 2e-3, "weight_decay": 0.05}}
-
-
-def default_lr(opt: str, batch_size: int) -> float:
-    """Linear scaling rule: the optimiser's base lr times ``batch / 256``."""
-    return DEFAULTS[opt]["lr"] * batch_size / 256
-
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Two groups: decayed weights, and no decay for norm/bias/1-D params and what the model's

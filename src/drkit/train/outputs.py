@@ -72,28 +72,24 @@ def log_row(row: dict[str, Any], epochs: int, quiet: bool) -> None:
 def finish(run: Run, rows: list[dict[str, Any]], ema_model: EMA | None, wall: float) -> dict[str, Any]:
     """Write the final checkpoint (EMA weights when kept) and return the run's summary."""
     from ..checkpoint import save_checkpoint
-    from ..models import ModelConfig
 
-    out, epochs, seed, command = Path(run.cfg.out), run.cfg.epochs, run.cfg.seed, run.cfg.command
+    cfg = run.cfg
+    out, epochs, seed, command = Path(cfg.out), cfg.epochs, cfg.seed, cfg.command
 
     last = rows[-1] if rows else {}
     prefix = "val_ema_" if ema_model is not None else "val_"
     final = {k[len(prefix):]: last[k] for k in (f"{prefix}top1", f"{prefix}nll") if k in last}
-    summary = {"out": str(out), "mode": run.mode, "model": run.config["model"], "epochs": epochs,
+    summary = {"out": str(out), "mode": cfg.mode, "model": cfg.model, "epochs": epochs,
                "image_size": run.image_size, "final_val": final, "final_train_loss": last.get("train_loss"),
                "wall_seconds": wall, "img_per_s": float(np.mean([r["img_per_s"] for r in rows])) if rows else None,
                "weights": "ema" if ema_model is not None else "model"}
     if run.env.is_main:
-        cfg = ModelConfig(model=run.config["model"], num_classes=len(run.src.classes), in_chans=run.src.channels,
-                          image_size=run.image_size, mean=run.extra["mean"], std=run.extra["std"],
-                          interpolation="bilinear", classes=list(run.src.classes),
-                          model_kwargs=run.config["model_kwargs"], source_fingerprint=run.src.fingerprint)
-        extra = {"crop_pct": 1.0, "mode": run.mode, "recipe": run.config["recipe"], "store": run.config.get("store"),
+        extra = {"crop_pct": 1.0, "mode": cfg.mode, "recipe": run.config["recipe"], "store": run.config.get("store"),
                  "kd_teacher": run.config.get("kd_teacher"), "data": run.config["data"], "epochs": epochs,
                  "seed": seed, "final_metrics": {k: jsonable(v) for k, v in last.items()},
                  "weights": summary["weights"], "command": list(command) if command is not None else None,
                  # every setting as trained, defaults resolved (which distillation settings were defaults too)
                  "train": {k: jsonable(v) for k, v in run.config.items()}}
         weights = ema_model.module if ema_model is not None else run.model
-        save_checkpoint(out, weights, cfg, extra=extra)
+        save_checkpoint(out, weights, run.model_config, extra=extra)
     return summary

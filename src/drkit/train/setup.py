@@ -6,7 +6,7 @@ option handling.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,7 @@ from .losses import LabelSmoothingCrossEntropy, SoftTargetLoss
 from .outputs import note
 
 if TYPE_CHECKING:
-    from ..models import ImageModel
+    from ..models import ImageModel, ModelConfig
     from ..sources import Source
 
 #: images averaged for the model's input mean/std (evenly strided over the training source)
@@ -36,7 +36,6 @@ class Run:
     """What the loop needs, resolved once (so the loop itself has no option handling)."""
 
     cfg: TrainConfig
-    mode: str
     src: Any
     val_src: Any
     dataset: Any
@@ -47,8 +46,8 @@ class Run:
     env: DistEnv
     device: torch.device
     amp_dtype: torch.dtype | None
-    config: dict[str, Any]
-    extra: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any]  # the settings as trained, defaults resolved (state, checkpoint's extra.train)
+    model_config: ModelConfig  # the student's, built once: the checkpoint's config.json
 
     @property
     def channels_last(self) -> bool:
@@ -72,19 +71,19 @@ def build_run(cfg: TrainConfig, env: DistEnv, device: torch.device) -> Run:
         note(f"--amp {cfg.amp} ignored: mixed precision is used on CUDA only", env.rank, cfg.quiet)
     config: dict[str, Any] = {"data": src.spec, "data_fingerprint": src.fingerprint,
                               "val": val_src.spec if val_src is not None else None,
-                              "model": cfg.model, "model_kwargs": cfg.model_options}
-    if cfg.reinforced is not None:
+                              "model": cfg.model, "model_kwargs": cfg.model_kwargs}
+    if cfg.mode == "dr":
         dataset, criterion, teacher, size = _dr_data(cfg, src, config)
     else:
         dataset, criterion, teacher, size = _augmented_data(cfg, src, device, amp is not None, config)
     config.update(mode=cfg.mode, image_size=size)
-    skip = set(dataset.store.skipped) if cfg.reinforced is not None else set()  # --skip-bad stores
-    net, mean, std = _model(cfg, src, size, env, device, skip)
+    skip = set(dataset.store.skipped) if cfg.mode == "dr" else set()  # --skip-bad stores
+    net = _model(cfg, src, size, env, device, skip)
     if cfg.init is not None:
         config["init_from"] = init_provenance(cfg.init)
-    return Run(cfg=cfg, mode=cfg.mode, src=src, val_src=val_src, dataset=dataset, model=net,
+    return Run(cfg=cfg, src=src, val_src=val_src, dataset=dataset, model=net,
                criterion=criterion.to(device), teacher=teacher, image_size=size, env=env, device=device,
-               amp_dtype=amp, config=config, extra={"mean": mean, "std": std})
+               amp_dtype=amp, config=config, model_config=net.config)
 
 
 def _dr_data(cfg: TrainConfig, src: Source, config: dict[str, Any]) -> tuple[Any, nn.Module, Any, int]:
@@ -118,7 +117,7 @@ def _augmented_data(cfg: TrainConfig, src: Source, device: torch.device, amp: bo
     rec = resolve_recipe(cfg.recipe, side=min(src.typical_side(), size))
     teacher, teacher_size = None, None
     criterion: nn.Module = LabelSmoothingCrossEntropy(cfg.smoothing)
-    if cfg.kd_specs:
+    if cfg.mode == "kd":
         from ..teachers import load_teacher
 
         teacher = load_teacher(cfg.kd_specs, device=device, classes=list(src.classes), amp=amp)
@@ -140,8 +139,9 @@ def distill_loss(cfg: TrainConfig) -> SoftTargetLoss:
 
 
 def _model(cfg: TrainConfig, src: Source, size: int, env: DistEnv, device: torch.device,
-           skip: set[int]) -> tuple[ImageModel, list[float], list[float]]:
-    """The student (seeded init; ``--init`` weights), normalising with the data's statistics."""
+           skip: set[int]) -> ImageModel:
+    """The student (seeded init; ``--init`` weights), normalising with the data's statistics; its
+    ``config`` is the run's one :class:`ModelConfig`, the checkpoint's ``config.json``."""
     from ..models import ImageModel, ModelConfig, create_model
 
     if cfg.init is not None:
@@ -149,17 +149,18 @@ def _model(cfg: TrainConfig, src: Source, size: int, env: DistEnv, device: torch
         mean, std = list(init_cfg.mean), list(init_cfg.std)
     else:
         mean, std = source_stats(src, skip=skip)
-    kwargs = cfg.model_options
+    kwargs = cfg.model_kwargs
     backbone = create_model(cfg.model, num_classes=len(src.classes), in_chans=src.channels, seed=cfg.seed, **kwargs)
     mcfg = ModelConfig(model=cfg.model, num_classes=len(src.classes), in_chans=src.channels, image_size=size,
-                       mean=mean, std=std, classes=list(src.classes), model_kwargs=kwargs)
+                       mean=mean, std=std, classes=list(src.classes), model_kwargs=kwargs,
+                       source_fingerprint=src.fingerprint)
     net = ImageModel(backbone, mean, std, config=mcfg)
     if cfg.init is not None:
         load_init(net, cfg.init, env.rank)
     net = net.to(device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    return net, mean, std
+    return net
 
 
 def open_source(spec: Any, split: str | None = None, download: bool = False) -> Source:
