@@ -8,7 +8,7 @@ then costs what training it without drkit costs.
     python recipes/cifar100_plus.py --dry-run
     python recipes/cifar100_plus.py --smoke
 
-Reference settings: images resized to 224 and cropped at 224 with 16 px padding (the ``rcrop`` op,
+Reference settings: images resized to 224 and cropped at 224 with 16 px padding (``padcrop@resize``,
 corners in padded output pixels, as the reference records them) + flip + RandAugment (m 9) +
 random erasing (p 0.25); NS 100, top-10; teachers resnet50d fine-tuned from ImageNet weights (SGD
 lr 0.002, weight decay 5e-4, 1000 epochs); student resnet50d, 1000 epochs, SGD lr 0.2 at batch 256,
@@ -21,7 +21,7 @@ from _plan import Plan, main
 PLAN = Plan(
     name="CIFAR-100+", data="torchvision:CIFAR100:{root}:train", val="torchvision:CIFAR100:{root}:test",
     train_images=50_000, num_classes=100, teachers=("resnet50d",) * 4,
-    recipe="rcrop@resize=224,pad=16+ra@m=9+re@p=0.25", samples=100,
+    recipe="padcrop@resize=224,pad=16+ra@m=9+re@p=0.25", samples=100,
     finetune={"epochs": 1000, "lr": 0.002, "weight_decay": 5e-4, "folds": 4},
     student="resnet50d", epochs=1000, batch_size=256, lr=0.2, weight_decay=5e-4, warmup_epochs=0,
     note="Add --download to the data commands to let torchvision fetch CIFAR-100.")

@@ -27,6 +27,16 @@ def make_teacher(root: Path, classes: list[str], seed: int, image_size: int = 16
     return f"ckpt:{root}"
 
 
+def op_recipes(drawing: bool = False) -> list[str]:
+    """One valid recipe per registered op (``drkit.augment.OPS``), so an op added in its own file is
+    tested without editing a list: a geometric source op alone, any other after ``rrc``; ``drawing``:
+    only ops that draw new views (an imported view's op keeps ``Op.draw``, which refuses)."""
+    from drkit.augment import OPS, Op
+
+    return [name if cls.geometric_source else f"rrc+{name}" for name, cls in sorted(OPS.items())
+            if not (drawing and cls.draw is Op.draw)]
+
+
 @pytest.fixture(scope="session")
 def teacher_pair(tmp_path_factory, digits_train) -> list[str]:
     base = tmp_path_factory.mktemp("teachers")

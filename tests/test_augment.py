@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import op_recipes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,7 +16,10 @@ from drkit.augment import OPS, RECIPES, BitCodec, Field, eval_transform, get_rec
 from drkit.augment.autoaugment import AA_OPS
 from drkit.errors import RecipeError
 
-ALL_RECIPES = list(RECIPES) + ["rrc+ta+re@p=1.0", "padcrop@pad=4+ra@n=3,mstd=2.0", "rrc+mix@p=0.5,mixup=0.0"]
+#: every op that draws (from the registry), the named recipes, and settings worth a recipe of their own
+ALL_RECIPES = list(dict.fromkeys(op_recipes(drawing=True) + list(RECIPES) + [
+    "rrc+ta+re@p=1.0", "padcrop@pad=4+ra@n=3,mstd=2.0", "rrc+mix@p=0.5,mixup=0.0",
+    "padcrop@resize=24,pad=4+re@fill=zero"]))
 
 
 def _img(c: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -164,11 +168,12 @@ def test_same_seed_id_view_gives_same_params_in_another_process_and_order() -> N
 
 
 def test_recipe_spec_round_trips_and_bad_specs_are_refused() -> None:
-    for name in ALL_RECIPES:
+    for name in ALL_RECIPES + op_recipes() + ["rrc+re@units=px,fill=zero"]:
         r = get_recipe(name)
         assert get_recipe(r.spec).spec == r.spec
         assert get_recipe(r.describe()).spec == r.spec
-    for bad in ["", "ra", "rrc+rrc", "rrc+padcrop", "rrc+mix+ra", "rrc+nope", "rrc@bogus=1", "rrc@scale_min"]:
+    for bad in ["", "ra", "rrc+rrc", "rrc+padcrop", "rrc+mix+ra", "rrc+nope", "rrc@bogus=1", "rrc@scale_min",
+                "padcrop@resize=24", "rrc+re@units=cm", "rrc+re@fill=ink"]:
         with pytest.raises(RecipeError):
             get_recipe(bad)
     assert set(OPS) >= {"rrc", "padcrop", "ra", "ta", "re", "mix"}

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import op_recipes
 
 from drkit.augment import get_recipe, resolve_recipe
 from drkit.augment.draws import Draws, beta, integers
 
-RECIPES = ["rrc", "padcrop", "none", "rrc+ra+re", "rrc+ta", "rrc+ra+re+mix", "padcrop+ra+re", "rrc+ta+re@p=1.0",
-           "padcrop@pad=4+ra@n=3,mstd=2.0", "rrc+mix@p=0.5,mixup=0.0", "resize+mix@mixup=0.4,cutmix=0.0",
-           "rcrop@resize=24,pad=4+ra+re"]  # the last: the reference's CIFAR crop (recipes/cifar100_plus.py)
+#: every op that draws (from the registry), then recipes with settings; the last: the reference's
+#: CIFAR crop (recipes/cifar100_plus.py)
+RECIPES = list(dict.fromkeys(op_recipes(drawing=True) + [
+    "none", "rrc+ra+re", "rrc+ra+re+mix", "padcrop+ra+re", "rrc+ta+re@p=1.0", "padcrop@pad=4+ra@n=3,mstd=2.0",
+    "rrc+mix@p=0.5,mixup=0.0", "resize+mix@mixup=0.4,cutmix=0.0", "rrc+re@fill=zero", "padcrop@resize=24,pad=4+ra+re"]))
 
 
 def _views(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
@@ -30,7 +33,7 @@ def test_a_view_draws_the_same_alone_and_in_any_batch(name: str) -> None:
     part = recipe.sample_batch(5, samples[pick], views[pick], [hws[k] for k in pick], 10**6 + 1, 50)
     assert part == [whole[k] for k in pick]
     other_seed = recipe.sample_batch(6, samples, views, hws, 10**6 + 1, 50)
-    if name != "none":  # (plain resize draws nothing)
+    if name not in ("none", "resize"):  # (plain resize draws nothing)
         assert sum(a != b for a, b in zip(whole, other_seed)) > 40  # the seed matters
     for p in whole:  # every drawn value fits the record
         recipe.encode(p)
@@ -105,9 +108,10 @@ def test_counter_draws_are_uniform_and_independent_of_the_slot() -> None:
     assert abs(b.mean() - 0.2) < 0.005 and abs(b.var() - 0.5 * 2.0 / (2.5**2 * 3.5)) < 0.003
 
 
-@pytest.mark.parametrize("spec", ["rcrop+refmix", "resize+erase"])
+@pytest.mark.parametrize("spec", [s for s in op_recipes() if s not in op_recipes(drawing=True)] +
+                         ["resize+re@units=px,fill=zero"])
 def test_imported_reference_ops_cannot_draw(spec: str) -> None:
-    """The reference's ops only replay imported views: drawing new ones is refused in one line."""
+    """Ops and settings that only replay imported views refuse to draw new ones, in one line."""
     from drkit.errors import RecipeError
 
     recipe = get_recipe(spec)

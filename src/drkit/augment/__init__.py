@@ -2,7 +2,7 @@
 recipes that chain them, and a lossless fixed-width codec for the parameters."""
 from __future__ import annotations
 
-from . import autoaugment, erasing, geometric, mixing, reference_ops  # noqa: F401  (register the ops)
+from . import autoaugment, erasing, geometric, mixing  # noqa: F401  (register the ops)
 from .base import OPS, Op, create_op, register_op
 from .codec import BitCodec, Field
 from .geometric import eval_transform

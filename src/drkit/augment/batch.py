@@ -19,7 +19,7 @@ import torch
 
 from ..device import to_device
 from .geometric import crop_resize
-from .mixing import MODE_CUTMIX, MODE_MIXUP, bits_to_lam, cut_box_pixels
+from .mixing import MODE_CUTMIX, MODE_MIXUP, MixUpCutMix, bits_to_lam
 from .recipe import Recipe, ViewParams
 
 #: name and version of the pixel arithmetic; stores record it with the device kind
@@ -69,12 +69,7 @@ def render_batch(recipe: Recipe, images: Sequence[torch.Tensor], index: Sequence
         raise ValueError("mixed views need partner_index and partner_params")
     partners = render_base(recipe, images, [partner_index[r] for r in mixed],
                            [partner_params[r] for r in mixed], size)  # type: ignore[misc]
-    if recipe.mix_layout == "reference":  # an imported store's mixing: the reference, view by view
-        out = out.clone()
-        for k, r in enumerate(mixed):
-            out[r] = recipe.mixer.mix(out[r], partners[k], params[r]["mix"])
-        return out
-    return mix_batch(out, to_device(mixed, out.device), partners, [params[r]["mix"] for r in mixed])
+    return mix_batch(recipe.mixer, out, to_device(mixed, out.device), partners, [params[r]["mix"] for r in mixed])
 
 
 def render_base(recipe: Recipe, images: Sequence[torch.Tensor], index: Sequence[int], params: Sequence[ViewParams],
@@ -82,7 +77,7 @@ def render_base(recipe: Recipe, images: Sequence[torch.Tensor], index: Sequence[
     first, rest = recipe.ops[0], recipe.ops[1:]
     if "height" in {f.name for f in first.fields()}:  # a source-pixel box: rrc, padcrop, resize
         x = crop_batch(images, index, [p[first.name] for p in params], size)
-    else:  # a crop laid out otherwise (an imported store's rcrop): the reference, view by view
+    else:  # a crop in other pixels (padcrop@resize: the resized image's): the reference, view by view
         x = torch.stack([first.apply(images[i], p[first.name], size) for i, p in zip(index, params)])
     for op in rest:  # each op's batched form (the reference view by view, for an op without one)
         x = op.apply_batch(x, [p[op.name] for p in params], size)
@@ -250,14 +245,14 @@ def _resize_into(out: torch.Tensor, rows: Sequence[int], crops: Sequence[np.ndar
         out[idx] = wide.unflatten(-1, (len(ks), size)).permute(2, 0, 1, 3)
 
 
-def mix_batch(out: torch.Tensor, rows: torch.Tensor, partners: torch.Tensor,
+def mix_batch(mixer: MixUpCutMix, out: torch.Tensor, rows: torch.Tensor, partners: torch.Tensor,
               mixes: Sequence[dict[str, int]]) -> torch.Tensor:
-    """MixUp (the reference's float32 arithmetic) and CutMix of views ``rows`` with their partners."""
+    """MixUp (the reference's float32 arithmetic), then CutMix of views ``rows`` with their partners."""
     out = out.clone()
     dev = out.device
     h, w = out.shape[-2:]
-    mixup = [k for k, m in enumerate(mixes) if m["mode"] == MODE_MIXUP]
-    cutmix = [k for k, m in enumerate(mixes) if m["mode"] == MODE_CUTMIX]
+    mixup = [k for k, m in enumerate(mixes) if m["mode"] & MODE_MIXUP]
+    cutmix = [k for k, m in enumerate(mixes) if m["mode"] & MODE_CUTMIX]
     if mixup:
         k = to_device(mixup, dev)
         lam = np.array([bits_to_lam(mixes[j]["lam"]) for j in mixup], dtype=np.float64)
@@ -268,7 +263,7 @@ def mix_batch(out: torch.Tensor, rows: torch.Tensor, partners: torch.Tensor,
         out[rows[k]] = blend.round_().clamp_(0, 255).to(torch.uint8)
     if cutmix:
         k = to_device(cutmix, dev)
-        boxes = to_device([cut_box_pixels(mixes[j], h, w) for j in cutmix], dev)  # y0, x0, y1, x1
+        boxes = to_device([mixer.cut_box(mixes[j], h, w) for j in cutmix], dev)  # y0, x0, y1, x1
         ys = torch.arange(h, device=dev)[None, :, None]
         xs = torch.arange(w, device=dev)[None, None, :]
         inside = (ys >= boxes[:, 0, None, None]) & (ys < boxes[:, 2, None, None]) & \

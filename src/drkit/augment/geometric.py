@@ -4,12 +4,14 @@ the image (pad-crop), the outside being zero."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
+from ..errors import RecipeError
 from .base import REFERENCE_SIDE, Op, register_op
 from .codec import Field
 from .draws import BatchContext, Draws, area_aspect_tries, chance, first_fit, integers
@@ -75,19 +77,49 @@ class RandomResizedCrop(_BoxCrop):
 
 @register_op
 class PadCrop(_BoxCrop):
-    """CIFAR-style: pad by ``pad`` px (or ``pad_frac`` of the short side), crop a source-sized box."""
+    """CIFAR-style: pad by ``pad`` px (or ``pad_frac`` of the short side), crop a source-sized box.
+
+    ``resize`` >= 0 is the reference's ``Resize`` then ``RandomCrop(padding=pad)`` (its CIFAR recipe,
+    ``drkit import-mldr``): the short side resized to ``resize`` (0: the output size) and an
+    output-sized crop whose corner is stored in padded, resized pixels. Resize-then-crop has no
+    source-pixel box, so such views replay at the size they were drawn for."""
 
     name = "padcrop"
-    defaults = {"pad": -1, "pad_frac": 0.125, "flip": 0.5}
-    limits = {"pad": (-1, 4096), "pad_frac": (0.0, 1.0), "flip": (0.0, 1.0)}
+    defaults = {"pad": -1, "pad_frac": 0.125, "flip": 0.5, "resize": -1}
+    limits = {"pad": (-1, 4096), "pad_frac": (0.0, 1.0), "flip": (0.0, 1.0), "resize": (-1, 16384)}
+
+    def __init__(self, **settings: Any):
+        super().__init__(**settings)
+        if self.settings["resize"] >= 0 and self.settings["pad"] < 0:
+            raise RecipeError("op 'padcrop': resize needs pad in pixels (pad_frac would depend on the output size)")
+
+    def fields(self) -> list[Field]:
+        if self.settings["resize"] < 0:
+            return super().fields()
+        return [Field("top", 0, 65535), Field("left", 0, 65535), Field("flip", 0, 1)]
 
     def draw(self, d: Draws, ctx: BatchContext) -> dict[str, np.ndarray]:
-        pad = self.settings["pad"]
-        if pad < 0:
-            pad = np.rint(self.settings["pad_frac"] * np.minimum(ctx.src_h, ctx.src_w)).astype(np.int64)
+        """``resize`` >= 0: torchvision ``RandomCrop`` corners for the output side ``resize`` implies
+        (0: the source's short side; the output size is not known here)."""
+        s, h, w = self.settings, ctx.src_h, ctx.src_w
+        short = np.full(ctx.n, s["resize"], np.int64) if s["resize"] > 0 else np.minimum(h, w)
+        pad = s["pad"] if s["pad"] >= 0 else np.rint(s["pad_frac"] * short).astype(np.int64)
         u = d.uniform(3)
-        return {"top": integers(u[:, 0], -pad, pad), "left": integers(u[:, 1], -pad, pad), "height": ctx.src_h.copy(),
-                "width": ctx.src_w.copy(), "flip": chance(u[:, 2], self.settings["flip"])}
+        flip = chance(u[:, 2], s["flip"])
+        if s["resize"] < 0:
+            return {"top": integers(u[:, 0], -pad, pad), "left": integers(u[:, 1], -pad, pad), "height": h.copy(),
+                    "width": w.copy(), "flip": flip}
+        rh, rw = np.where(h <= w, short, short * h // w), np.where(h <= w, short * w // h, short)
+        return {"top": integers(u[:, 0], 0, np.maximum(0, rh + 2 * pad - short)),
+                "left": integers(u[:, 1], 0, np.maximum(0, rw + 2 * pad - short)), "flip": flip}
+
+    def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
+        if self.settings["resize"] < 0:
+            return crop_resize(img, params, out_size)
+        x = F.resize(img, self.settings["resize"] or out_size, interpolation=InterpolationMode.BILINEAR, antialias=True)
+        pad = self.settings["pad"]
+        x = F.crop(x, params["top"] - pad, params["left"] - pad, out_size, out_size)
+        return (F.horizontal_flip(x) if params["flip"] else x).contiguous()
 
 
 @register_op

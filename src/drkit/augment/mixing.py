@@ -1,7 +1,8 @@
 """MixUp / CutMix between two stored views: view ``v`` of sample ``i`` with view ``partner_view``
 of another sample ``partner``, each rendered with its own base parameters. λ is kept as float16
 bits, so the stored ``lam`` is exactly the value used; the CutMix box is quantised to 1/255 of the
-output side like the erasing box."""
+output side like the erasing box. ``mode`` is bits: MixUp, then CutMix from the unmixed partner;
+drkit draws one or the other, an imported view (``refmix``) may do both."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +13,7 @@ from .codec import Field
 from .draws import GAMMA_SLOTS, BatchContext, Draws, beta, integers
 
 Q = 255
-MODE_NONE, MODE_MIXUP, MODE_CUTMIX = 0, 1, 2
+MODE_NONE, MODE_MIXUP, MODE_CUTMIX = 0, 1, 2  # bits
 
 
 def bits_to_lam(bits: int) -> float:
@@ -70,27 +71,50 @@ class MixUpCutMix(Op):
                 "top": np.where(boxed, y0, zero), "left": np.where(boxed, x0, zero),
                 "h": np.where(boxed, y1 - y0, zero), "w": np.where(boxed, x1 - x0, zero)}
 
+    def cut_box(self, p: dict[str, int], h: int, w: int) -> tuple[int, int, int, int]:
+        """The CutMix box ``(y0, x0, y1, x1)`` in pixels of an ``h`` x ``w`` output (may be empty)."""
+        return cut_box_pixels(p, h, w)
+
     def mix(self, img: torch.Tensor, partner: torch.Tensor, p: dict[str, int]) -> torch.Tensor:
-        if p["mode"] == MODE_MIXUP:
+        out = img
+        if p["mode"] & MODE_MIXUP:
             lam = bits_to_lam(p["lam"])
-            out = img.to(torch.float32) * lam + partner.to(torch.float32) * (1.0 - lam)
-            return out.round_().clamp_(0, 255).to(torch.uint8)
-        if p["mode"] == MODE_CUTMIX:
-            y0, x0, y1, x1 = cut_box_pixels(p, img.shape[-2], img.shape[-1])
-            out = img.clone()
+            out = (img.to(torch.float32) * lam + partner.to(torch.float32) * (1.0 - lam)).round_().clamp_(0, 255)
+            out = out.to(torch.uint8)
+        if p["mode"] & MODE_CUTMIX:
+            y0, x0, y1, x1 = self.cut_box(p, img.shape[-2], img.shape[-1])
+            out = out.clone()
             if y1 > y0 and x1 > x0:
                 out[:, y0:y1, x0:x1] = partner[:, y0:y1, x0:x1]
-            return out
-        return img
+        return out
 
     def weight(self, p: dict[str, int], out_size: int) -> float:
-        """Share of the first image in the mix at this size (CutMix: by pasted area)."""
-        if p["mode"] == MODE_MIXUP:
-            return bits_to_lam(p["lam"])
-        if p["mode"] == MODE_CUTMIX:
-            y0, x0, y1, x1 = cut_box_pixels(p, out_size, out_size)
-            return 1.0 - max(0, y1 - y0) * max(0, x1 - x0) / float(out_size * out_size)
-        return 1.0
+        """Share of the first image in the mix at this size: λ, times the uncut share (CutMix by pasted area)."""
+        share = bits_to_lam(p["lam"]) if p["mode"] & MODE_MIXUP else 1.0
+        if p["mode"] & MODE_CUTMIX:
+            y0, x0, y1, x1 = self.cut_box(p, out_size, out_size)
+            share *= 1.0 - max(0, y1 - y0) * max(0, x1 - x0) / float(out_size * out_size)
+        return share
 
     def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
         raise TypeError("mixing needs the partner view: use Recipe.render")
+
+
+@register_op
+class ReferenceMix(MixUpCutMix):
+    """The reference's mixing, replayed from imported records only (``drkit import-mldr``). Kept apart
+    from ``mix`` because neither its settings nor its records are ``mix``'s: it applies MixUp and
+    CutMix each with its own probability (``mix`` switches between them), its box is in output
+    pixels, and each record stores the partner's own parameters rather than a stored partner view."""
+
+    name = "refmix"
+    layout = "reference"
+    defaults = {"mixup": 1.0, "div_by": 1.0, "mixup_p": 1.0, "cutmix": 1.0, "cutmix_p": 1.0}
+    limits = {"mixup": (0.0, 100.0), "div_by": (1.0, 100.0), "mixup_p": (0.0, 1.0), "cutmix": (0.0, 100.0),
+              "cutmix_p": (0.0, 1.0)}
+
+    draw = Op.draw  # replays imported views only: refuses to draw new ones
+
+    def cut_box(self, p: dict[str, int], h: int, w: int) -> tuple[int, int, int, int]:
+        """The stored pixel box, as a slice reads it."""
+        return p["top"], p["left"], p["top"] + p["h"], p["left"] + p["w"]

@@ -121,9 +121,9 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise StoreError(f"{mpath} is not a drkit store manifest")
     version = manifest.get("format_version")
-    if version not in (1, FORMAT_VERSION):
+    if version not in range(1, FORMAT_VERSION + 1):
         raise StoreError(f"store {root} has format version {version}; this drkit reads versions 1..{FORMAT_VERSION}")
-    if version == 1:
+    if version < FORMAT_VERSION:
         try:
             manifest = upgrade_manifest(manifest)
         except (DrkitError, AttributeError, TypeError, ValueError) as e:

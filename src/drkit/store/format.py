@@ -6,13 +6,17 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from ..errors import RecipeError
+from ..textspec import split_options
+
 if TYPE_CHECKING:
     from ..augment import Recipe, ViewParams
 
 FORMAT_NAME = "drkit-store"
 #: 2: the manifest spells out renderer, sampler, recipe side, digests, replay and partner window;
-#: version 1 manifests are upgraded when read (:func:`upgrade_manifest`)
-FORMAT_VERSION = 2
+#: 3: the importer's crop and erasing are settings of drkit's ops (:data:`RESPELT`);
+#: older manifests are upgraded when read (:func:`upgrade_manifest`)
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 RUN_CONFIG = "run.json"
 SHARD_DIR = "shards"
@@ -46,18 +50,35 @@ def store_header(src: Any, teachers: list[dict[str, Any]], recipe: Recipe, **fie
     return {**head, **f}
 
 
+#: format 2's importer-only ops -> (format 3's op, the old op's defaults, the settings it implies)
+RESPELT: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "rcrop": ("padcrop", {"resize": 0, "pad": 0, "flip": 0.5}, {}),
+    "erase": ("re", {"p": 0.25, "scale_min": 0.02, "scale_max": 0.33, "ratio_min": 0.3, "ratio_max": 3.3},
+              {"fill": "zero", "units": "px"})}
+
+
+def respell(spec: str, renderer: int) -> str:
+    """A format-1/2 recipe spec in format 3's words: :data:`RESPELT`, and renderer 1's erasing noise."""
+    parts = []
+    for token in spec.split("+"):
+        name, settings = split_options(token, context="recipe op", error=RecipeError)
+        name = name.strip()
+        noise = {"fill": "generator"} if name == "re" and renderer < 2 else {}
+        new, then, implied = RESPELT.get(name, (name, {}, noise))
+        parts.append(f"{new}@" + ",".join(f"{k}={v}" for k, v in {**then, **settings, **implied}.items()))
+    return "+".join(p.rstrip("@") for p in parts)
+
+
 def upgrade_manifest(m: dict[str, Any]) -> dict[str, Any]:
-    """A version-1 manifest as version 2 says it (in memory): missing keys filled in, and renderer
-    1's erasing noise put into the recipe spec."""
+    """A format-1 or 2 manifest as format 3 says it (in memory): format 1's missing keys filled in,
+    the recipe respelt (:func:`respell`) and described with every setting this drkit has."""
     from ..augment import get_recipe
 
     out = {**V1_DEFAULTS, **m, "format_version": FORMAT_VERSION}
     out["renderer"] = dict(out["renderer"] or V1_DEFAULTS["renderer"])
-    if int(out["renderer"].get("version", 1)) < 2 and isinstance(m.get("recipe"), dict):
-        spec = str(m["recipe"].get("spec", ""))
-        rec = get_recipe("+".join(t + (",fill=generator" if "@" in t else "@fill=generator") if t.split("@")[0] == "re"
-                                  else t for t in spec.split("+")))
-        out["recipe"] = {**m["recipe"], **rec.describe()}
+    if isinstance(m.get("recipe"), dict):
+        spec = respell(str(m["recipe"].get("spec", "")), int(out["renderer"].get("version", 1)))
+        out["recipe"] = {**m["recipe"], **get_recipe(spec).describe()}
     return out
 
 
@@ -146,14 +167,13 @@ def unpack_many(recipe: Recipe, rows: Mapping[str, Any]) -> list[ViewParams]:
 
 def _mix(recipe: Recipe, mode: int, partner: int, view: int, lam: int, box: list[int],
          partner_params: ViewParams | None) -> dict[str, Any]:
-    """A view's ``"mix"`` entry: an imported view's box is pixel corners, drkit's in 1/255 units."""
-    if recipe.mix_layout == "reference":
-        top, left, bottom, right = box
-        return {"mode": mode, "partner": partner, "partner_view": 0, "lam": lam, "top": top, "left": left,
-                "bottom": bottom, "right": right, "partner_params": partner_params}
+    """A view's ``"mix"`` entry (box: top, left, height, width): an imported view's box is stored as
+    pixel corners, with the partner's own parameters; drkit's in 1/255 units, with the partner's view."""
     top, left, h, w = box
-    return {"mode": mode, "partner": partner, "partner_view": view, "lam": lam, "top": top, "left": left,
-            "h": h, "w": w}
+    mix = {"mode": mode, "partner": partner, "partner_view": view, "lam": lam, "top": top, "left": left}
+    if recipe.mix_layout == "reference":
+        return {**mix, "h": h - top, "w": w - left, "partner_params": partner_params}
+    return {**mix, "h": h, "w": w}
 
 
 def partner_ids(arrays: Mapping[str, Any]) -> np.ndarray | None:

@@ -32,10 +32,9 @@ def _record(params: ViewParams, topk_ids: np.ndarray, topk_probs: np.ndarray) ->
     rec: dict[str, Any] = {"params": params, "topk_ids": topk_ids, "topk_probs": topk_probs}
     mix = params.get("mix")
     if mix is not None:
-        box = [mix["top"], mix["left"], mix["h"], mix["w"]] if "h" in mix else \
-            [mix["top"], mix["left"], mix["bottom"], mix["right"]]  # an imported view: pixel corners
         rec.update(partner=mix["partner"], partner_view=mix["partner_view"],
-                   lam=float(np.array([mix["lam"]], np.uint16).view(np.float16)[0]), box=box, mix_mode=mix["mode"])
+                   lam=float(np.array([mix["lam"]], np.uint16).view(np.float16)[0]),
+                   box=[mix["top"], mix["left"], mix["h"], mix["w"]], mix_mode=mix["mode"])
     return rec
 
 
