@@ -41,18 +41,13 @@ def read_idx(path: str, ndim: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(dims)
 
 
-def _find(directory: str, name: str) -> Optional[str]:
-    paths = (os.path.join(directory, name + ".gz"), os.path.join(directory, name))
-    return next((p for p in paths if os.path.isfile(p)), None)
-
-
 @register_source("fashion-mnist")
 def fashion_mnist(arg: Optional[str], *, split: str, mode: Optional[str], download: bool = False) -> Source:
     check_split("fashion-mnist", split, tuple(_PREFIX))
     directory = os.path.abspath(os.path.expanduser(arg)) if arg else DEFAULT_DIR
     prefix = _PREFIX[split]
     names = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
-    paths = [_find(directory, name) for name in names]
+    paths = [next((p for p in (f"{directory}/{n}.gz", f"{directory}/{n}") if os.path.isfile(p)), None) for n in names]
     if None in paths:
         missing = names[paths.index(None)] + ".gz"
         raise SourceError(

@@ -78,19 +78,6 @@ def image_bytes(value: Any, name: str, column: str) -> bytes:
     return bytes(value)
 
 
-def _labels(datasets: Any, ds: Any, col: str, root: str) -> tuple[np.ndarray, list[str]]:
-    """All labels (one Arrow read) and the class names of the label column."""
-    feature = ds.features[col]
-    names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
-    if names is None and not (isinstance(feature, datasets.Value) and "int" in str(feature.dtype)):
-        raise SourceError(f"hf {root}: label column {col!r} is {feature}, not integer class ids")
-    column = ds.select_columns([col]).with_format("arrow")[:].column(col)
-    if column.null_count:
-        raise SourceError(f"hf {root}: label column {col!r} has {column.null_count} missing labels")
-    labels = np.asarray(column.to_numpy(), dtype=np.int64)
-    return labels, check_labels(labels, names, f"hf {root} column {col!r}")
-
-
 class HFSource(EncodedSource):
     """Rows of an Arrow-backed ``datasets.Dataset``: image bytes read per row, decoded by drkit."""
 
@@ -129,7 +116,15 @@ def hf(arg: Optional[str], *, split: str, mode: Optional[str], download: bool = 
     datasets = import_optional("datasets", "hf", "Hugging Face datasets", "hf")
     ds = _open_split(datasets, root, split)
     image_col, label_col = _columns(ds.column_names, f"hf {root}")
-    labels, classes = _labels(datasets, ds, label_col, root)
+    feature = ds.features[label_col]
+    names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+    if names is None and not (isinstance(feature, datasets.Value) and "int" in str(feature.dtype)):
+        raise SourceError(f"hf {root}: label column {label_col!r} is {feature}, not integer class ids")
+    column = ds.select_columns([label_col]).with_format("arrow")[:].column(label_col)  # all labels, one read
+    if column.null_count:
+        raise SourceError(f"hf {root}: label column {label_col!r} has {column.null_count} missing labels")
+    labels = np.asarray(column.to_numpy(), dtype=np.int64)
+    classes = check_labels(labels, names, f"hf {root} column {label_col!r}")
     images = ds.select_columns([image_col])
     feature = images.features[image_col]
     if isinstance(feature, datasets.Image):
@@ -219,24 +214,20 @@ class HFRows:
             yield image_bytes(row[self.image], f"hf-stream {self.where} row {k}", self.image), int(row[self.label])
 
 
-def _load(datasets: Any, where: str, split: str) -> Any:
-    """The streamed split at ``where`` (a folder of data files, or a hub name)."""
-    split_name = "validation" if split == "val" else split
-    try:
-        ds = datasets.load_dataset(where, split=split_name, streaming=True)
-    except Exception as exc:  # datasets raises many types for a missing or foreign dataset
-        raise SourceError(f"hf-stream {where}: cannot stream split {split_name!r} ({one_line(exc)})") from exc
-    image, label = _columns(list(ds.column_names or ds.features or []), f"hf-stream {where}")
-    return ds.cast_column(image, datasets.Image(decode=False)), image, label
-
-
 @register_source("hf-stream")
 def hf_stream(arg: Optional[str], *, split: str, mode: Optional[str], download: bool = False,
               window: int = WINDOW) -> StreamedSource:
     if not arg:
         raise SourceError("hf-stream needs a dataset: hf-stream:PATH_OR_NAME[:train|val|test]")
     where = os.path.abspath(os.path.expanduser(arg)) if os.path.exists(os.path.expanduser(arg)) else arg
-    ds, image, label = _load(import_optional("datasets", "hf-stream", "Hugging Face datasets", "hf"), where, split)
+    datasets = import_optional("datasets", "hf-stream", "Hugging Face datasets", "hf")
+    split_name = "validation" if split == "val" else split
+    try:  # a folder of data files, or a hub name
+        ds = datasets.load_dataset(where, split=split_name, streaming=True)
+    except Exception as exc:  # datasets raises many types for a missing or foreign dataset
+        raise SourceError(f"hf-stream {where}: cannot stream split {split_name!r} ({one_line(exc)})") from exc
+    image, label = _columns(list(ds.column_names or ds.features or []), f"hf-stream {where}")
+    ds = ds.cast_column(image, datasets.Image(decode=False))
     labels = np.asarray([int(row[label]) for row in ds.select_columns([label])], dtype=np.int64)
     if labels.size == 0:
         raise SourceError(f"hf-stream {where}: split {split!r} is empty")

@@ -35,14 +35,6 @@ _LOCK = threading.Lock()
 _FORK_HOOKED: list[bool] = []
 
 
-def image_key(i: int) -> bytes:
-    return f"{i:08d}".encode()
-
-
-def label_key(i: int) -> bytes:
-    return f"{i:08d}.cls".encode()
-
-
 def _before_fork() -> None:
     """Close this process's environments before it forks. Why: py-lmdb keeps a process-wide table of
     open environments that a child inherits, so a worker could neither use its parent's handle nor
@@ -105,7 +97,7 @@ def _read_index(path: str) -> tuple[np.ndarray, np.ndarray, Optional[list[str]]]
                 classes = None
             if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
                 raise SourceError(f"lmdb {path} key '__classes__' is not a JSON list of names")
-        rows = [(_int(txn, label_key(i), path), len(_get(txn, image_key(i), path))) for i in range(n)]
+        rows = [(_int(txn, f"{i:08d}.cls".encode(), path), len(_get(txn, f"{i:08d}".encode(), path))) for i in range(n)]
     labels, sizes = np.ascontiguousarray(np.asarray(rows, np.int64).T)
     return labels, sizes, classes
 
@@ -122,7 +114,7 @@ class LmdbSource(EncodedSource):
 
     def _read(self, i: int) -> bytes:
         with transaction(self.path) as txn:
-            return bytes(_get(txn, image_key(i), self.path))
+            return bytes(_get(txn, f"{i:08d}".encode(), self.path))
 
     def _compute_fingerprint(self) -> str:
         keys = [f"{i:08d}" for i in range(len(self))]

@@ -23,14 +23,6 @@ DATASETS: dict[str, tuple[str, ...]] = {
 FILE_BACKED = ("Flowers102", "Food101")
 
 
-def _files(ds: Any, root: str) -> tuple[list[str], Any]:
-    try:
-        files, labels = ds._image_files, ds._labels  # torchvision keeps these private; no public list
-    except AttributeError as exc:
-        raise SourceError(f"this torchvision version hides the file list of {type(ds).__name__}") from exc
-    return [os.path.relpath(os.fspath(p), root).replace(os.sep, "/") for p in files], labels
-
-
 def _open(name: str, root: str, split: str, download: bool) -> Any:
     import torchvision.datasets  # deferred: no heavy import at drkit import time
 
@@ -57,7 +49,15 @@ def torchvision_source(arg: Optional[str], *, split: str, mode: Optional[str], d
     check_split(f"torchvision:{canonical}", split, DATASETS[canonical])
     root = os.path.abspath(os.path.expanduser(root))
     ds = _open(canonical, root, split, download)
-    relpaths, labels = _files(ds, root) if canonical in FILE_BACKED else (None, ds.targets)
+    relpaths = None
+    if canonical in FILE_BACKED:
+        try:
+            files, labels = ds._image_files, ds._labels  # torchvision keeps these private; no public list
+        except AttributeError as exc:
+            raise SourceError(f"this torchvision version hides the file list of {type(ds).__name__}") from exc
+        relpaths = [os.path.relpath(os.fspath(p), root).replace(os.sep, "/") for p in files]
+    else:
+        labels = ds.targets
     labels = (labels.numpy() if hasattr(labels, "numpy") else np.asarray(labels)).astype(np.int64)
     classes = list(getattr(ds, "classes", None) or [str(c) for c in range(int(labels.max()) + 1)])
     images = None if relpaths is not None else np.ascontiguousarray(np.asarray(ds.data), dtype=np.uint8)

@@ -92,23 +92,6 @@ def resolve_shards(path: str, split: str) -> list[str]:
     return sorted(found)
 
 
-def _group(tf: tarfile.TarFile, shard: str) -> dict[str, dict[str, Any]]:
-    """key -> {extension: TarInfo, or the label member's bytes}, in the shard's order."""
-    samples: dict[str, dict[str, Any]] = {}
-    for info in tf:  # headers only: tarfile seeks past member data in an uncompressed file
-        hit = _KEY_EXT.match(info.name) if info.isfile() else None
-        if hit is None:
-            continue
-        key, ext = hit.group(1), hit.group(2).lower()
-        parts = samples.setdefault(key, {})
-        if ext in parts:
-            raise SourceError(f"wds {shard} holds {info.name} twice (sample keys must be unique in a shard)")
-        parts[ext] = info
-        if ext in LABEL_EXTS:
-            parts[ext] = (info.name, tf.extractfile(info).read())  # type: ignore[union-attr]
-    return samples
-
-
 def _one(parts: dict[str, Any], wanted: Callable[[str], bool], what: str, shard: str, key: str) -> Any:
     """The one member of a sample that ``wanted`` accepts; none or several is refused."""
     found = [e for e in parts if wanted(e)]
@@ -120,9 +103,18 @@ def _one(parts: dict[str, Any], wanted: Callable[[str], bool], what: str, shard:
 
 def scan_shard(shard: str) -> ShardIndex:
     """Read the member headers (and label members) of one uncompressed tar shard."""
+    samples: dict[str, dict[str, Any]] = {}  # key -> {extension: TarInfo, or the label member's bytes}
     try:
         with tarfile.open(shard, "r:") as tf:
-            samples = _group(tf, shard)
+            for info in tf:  # headers only: tarfile seeks past member data in an uncompressed file
+                hit = _KEY_EXT.match(info.name) if info.isfile() else None
+                if hit is None:
+                    continue
+                key, ext = hit.group(1), hit.group(2).lower()
+                parts = samples.setdefault(key, {})
+                if ext in parts:
+                    raise SourceError(f"wds {shard} holds {info.name} twice (sample keys must be unique in a shard)")
+                parts[ext] = (info.name, tf.extractfile(info).read()) if ext in LABEL_EXTS else info  # type: ignore
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise SourceError(f"wds {shard} is not a readable uncompressed tar ({one_line(exc)}); "
                           f"unpack .tar.gz shards to .tar, and replace truncated ones") from exc
