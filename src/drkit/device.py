@@ -49,9 +49,8 @@ def amp_dtype(mode: str | bool, device: torch.device) -> torch.dtype | None:
 
 
 def default_workers(device: torch.device) -> int:
-    """Loader workers for labelling on ``device`` when none are asked for. On a CPU none: workers
-    share the teacher's cores and stall its parallel regions. On an accelerator one per core but
-    two (the main process renders and labels), at most 8 (6 and 8 beat 12 on a 16-core H200 box)."""
+    """Loader workers for labelling on ``device`` when none are asked for: none on a CPU (they would
+    stall the teacher's parallel regions); else one per core but two, at most 8 (beats 12 on 16 cores)."""
     import os
 
     return 0 if device.type == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 2))
@@ -65,10 +64,9 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 
 
 def on_side_stream(device: torch.device, source: torch.Tensor, fn: Any, *args: Any) -> Any:
-    """``fn(*args)`` (one tensor) queued on a second CUDA stream and handed to the current one. Why:
-    torchvision's small synchronising host copies then wait only for the render's kernels, not the
-    teacher's forward pass. ``source`` (what ``fn`` reads) must be a host tensor, since the side
-    stream does not wait for the current one; otherwise, and on a CPU, it is just ``fn(*args)``."""
+    """``fn(*args)`` (one tensor) queued on a second CUDA stream and handed to the current one, so that
+    torchvision's synchronising host copies wait only for the render, not the teacher's forward pass;
+    ``source`` (what ``fn`` reads) must be on the host (the side stream does not wait), else a plain call."""
     if device.type != "cuda" or source.device.type != "cpu":
         return fn(*args)
     import torch
@@ -93,9 +91,9 @@ def to_device(values: Any, device: torch.device, dtype: torch.dtype | None = Non
 
 
 def tune_host_allocator() -> bool:
-    """Make glibc keep freed host memory instead of unmapping it (returns whether anything changed):
-    else every CPU forward pass page-faults its activations afresh, ~25 % slower inside reinforce
-    (``benchmarks/reinforce_throughput.py``). A no-op off glibc or with ``MALLOC_*``/``LD_PRELOAD`` set."""
+    """Make glibc keep freed host memory (returns whether anything changed): else every CPU forward
+    pass page-faults its activations afresh (reinforce ~25 % slower). No-op off glibc, or with
+    ``MALLOC_*``/``LD_PRELOAD`` set."""
     import ctypes
     import os
     import platform
@@ -109,4 +107,3 @@ def tune_host_allocator() -> bool:
         return False
     m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
     return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
-

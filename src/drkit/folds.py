@@ -1,11 +1,9 @@
 """Out-of-fold splits: which samples each member of a ``drkit train --folds K`` directory saw.
 
-A teacher that trained on the very images it labels has memorised them: its "soft" labels are
-near one-hot and carry little beyond the hard label. ``--folds K`` trains K members, member k on
-every sample whose fold is not k; reinforcing the same data then labels each image only with the
-member(s) that never saw it. The fold of a sample is a fixed hash of its index in the *root*
-source (the full dataset a ``?n=N`` prefix is cut from), so a prefix of the training data has the
-same folds as the whole, and nothing depends on a seed or an RNG.
+Why: a teacher's "soft" labels on images it trained on are near one-hot. Member k trains on every sample
+whose fold is not k, and reinforcing labels each image only with the member(s) that never saw it. A
+sample's fold is a fixed hash of its index in the *root* source (the dataset a ``?n=N`` prefix is cut
+from), so a prefix has the same folds as the whole, with no seed or RNG.
 """
 from __future__ import annotations
 

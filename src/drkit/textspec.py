@@ -67,17 +67,14 @@ def parse_pairs(text: str, sep: str, *, context: str = "spec", error: ErrorClass
 
 def split_query(text: str, **how: Any) -> tuple[str, dict[str, Any]]:
     """``HEAD?k=v&k2=v2`` -> ``(HEAD, {k: v, k2: v2})``; no ``?``: ``(text, {})``; ``how``: parse_pairs's."""
-    return _split(text, "?", "&", how)
+    head, rest = split_head(text, "?")
+    return head, ({} if rest is None else parse_pairs(rest, "&", **how))
 
 
 def split_options(text: str, **how: Any) -> tuple[str, dict[str, Any]]:
     """``HEAD@k=v,k2=v2`` -> ``(HEAD, {k: v, k2: v2})``; no ``@`` gives ``(text, {})``."""
-    return _split(text, "@", ",", how)
-
-
-def _split(text: str, head_sep: str, pair_sep: str, how: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    head, rest = split_head(text, head_sep)
-    return head, ({} if rest is None else parse_pairs(rest, pair_sep, **how))
+    head, rest = split_head(text, "@")
+    return head, ({} if rest is None else parse_pairs(rest, ",", **how))
 
 
 def format_query(head: str, pairs: Mapping[str, Any]) -> str:

@@ -163,9 +163,7 @@ class TrivialAugmentWide(_TableOp):
         return apply_aa(img, params["op"], params["mag"], params["sign"], self.settings["bins"], wide=True)
 
 
-# ----------------------------------------------------------------------------------------------
-# the batched form (the batched renderer's RandAugment / TrivialAugment step)
-# ----------------------------------------------------------------------------------------------
+# --- the batched form (the batched renderer's RandAugment / TrivialAugment step) ---
 def augment_batch(x: torch.Tensor, op: Op, params: Sequence[dict[str, int]]) -> torch.Tensor:
     """Each stage sorts the views by (op, signed magnitude) and applies the table op to each group's
     slice, all warps with one grid sample and all sharpenings with one smoothing (on the CPU only up
@@ -199,8 +197,9 @@ def augment_batch(x: torch.Tensor, op: Op, params: Sequence[dict[str, int]]) -> 
                 sharpen.append((a, b, float(m[a])))
             elif name != "Identity":
                 xs[a:b] = apply_aa(xs[a:b], int(choice[a]), int(mag[a]), int(sign[a]), bins, wide)
-        if warped:
-            idx = _run_or_index(warped, x.device)  # the table's warps are ops 1-5: one run once sorted
+        if warped:  # the table's warps are ops 1-5: one run once sorted (a slice), else an index
+            run = warped[-1] - warped[0] + 1 == len(warped)
+            idx = slice(warped[0], warped[-1] + 1) if run else to_device(warped, x.device)
             xs[idx] = warp(xs[idx], matrices)
         if sharpen:
             span = slice(sharpen[0][0], sharpen[-1][1])
@@ -209,10 +208,6 @@ def augment_batch(x: torch.Tensor, op: Op, params: Sequence[dict[str, int]]) -> 
         back[order] = np.arange(n)
         x = xs[to_device(back, x.device)]  # a gather back: cheaper than scattering into a new tensor
     return x
-
-
-def _run_or_index(rows: list[int], device: torch.device) -> slice | torch.Tensor:
-    return slice(rows[0], rows[-1] + 1) if rows[-1] - rows[0] + 1 == len(rows) else to_device(rows, device)
 
 
 @functools.lru_cache(maxsize=None)

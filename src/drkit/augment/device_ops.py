@@ -1,10 +1,8 @@
-"""Synchronisation-free twins of the torchvision ops that RandAugment / TrivialAugment reach with
-host-side values (affine for shears and translations, rotate, sharpness), used on an accelerator.
-
-Why: torchvision builds each call's matrix or kernel with ``torch.tensor(..., device=...)``, a
-copy that synchronises the stream (some forty per batch, each waiting for every queued render
-kernel). The twins send the same float32 values through pinned memory and otherwise do
-torchvision's arithmetic in its order, so the pixels are identical (tested on the CPU and CUDA).
+"""Synchronisation-free twins of torchvision's affine (shears, translations), rotate and sharpness for
+RandAugment / TrivialAugment on an accelerator. Why: torchvision builds each call's matrix or kernel with
+``torch.tensor(..., device=...)``, a copy that waits for every queued render kernel (~40 per batch); the
+twins send the same float32 values through pinned memory and do torchvision's arithmetic in its order,
+so the pixels are identical (tested on the CPU and CUDA).
 """
 from __future__ import annotations
 
