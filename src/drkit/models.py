@@ -1,9 +1,6 @@
-"""Model factory and the input-normalising wrapper every drkit model goes through.
-
-:func:`create_model` resolves a name through :data:`MODEL_FAMILIES` (a table, not an if/elif
-chain): ``drkit_*`` small CNNs for tiny images (:data:`MODELS`), ``torchvision:NAME``, and
-``timm:NAME`` or a bare name. Models take float NCHW in [0, 1]; the normalisation lives inside
-:class:`ImageModel`, so "what the teacher saw" is the [0, 1] tensor and mean/std travel with the
+"""Model factory (:data:`MODEL_FAMILIES`: ``drkit_*`` small CNNs, ``torchvision:NAME``, ``timm:NAME`` or a
+bare name) and the input-normalising wrapper every drkit model goes through. Why normalise inside
+:class:`ImageModel`: "what the teacher saw" is then the [0, 1] tensor, and mean/std travel with the
 weights in :class:`ModelConfig` instead of living in every data pipeline.
 """
 from __future__ import annotations

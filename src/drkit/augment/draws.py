@@ -59,10 +59,6 @@ class Draws:
             keys = mix64_np(mix64_np(np.full(s.shape, mix64(int(seed) & (2**64 - 1)), np.uint64) ^ s) ^ v)
         self.keys, self.salt = keys, salt
 
-    @property
-    def n(self) -> int:
-        return int(self.keys.shape[0])
-
     def op(self, position: int) -> Draws:
         """The draws of the recipe's op number ``position`` (the mixer is the last position)."""
         return Draws(0, (), (), salt=_op_salt(position), keys=self.keys)

@@ -1,7 +1,5 @@
-"""Losses on dense soft targets: one formula for ERM (smoothed one-hot), DR (stored top-k) and KD.
-
-Why one loss: ERM, DR and online KD then differ only in where the target comes from, so a
-comparison between them measures the targets, not three slightly different loss functions.
+"""Losses on dense soft targets: one formula for ERM (smoothed one-hot), DR (stored top-k) and KD, so a
+comparison between them measures where the targets come from, not three slightly different losses.
 """
 from __future__ import annotations
 

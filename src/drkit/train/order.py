@@ -1,8 +1,6 @@
-"""The epoch's order and each sample's views in it: pure functions of ``(seed, epoch, sample)``.
-
-``numpy.random.default_rng`` seeded with those words gives the epoch order; a SplitMix64 hash of
-them gives the per-item DR choices (cheaper, same role). Never a global RNG, so a worker, a rank
-or a resumed run makes the same choice for the same sample and epoch.
+"""The epoch's order and each sample's views in it: pure functions of ``(seed, epoch, sample)`` (a seeded
+``default_rng`` for the order, cheaper SplitMix64 hashes for the per-item DR choices), never a global
+RNG, so a worker, a rank or a resumed run makes the same choice for the same sample and epoch.
 """
 from __future__ import annotations
 
