@@ -202,15 +202,12 @@ class _VerbParser(argparse.ArgumentParser):
 
     add_arguments: Callable[[argparse.ArgumentParser], None]  # set by build_parser, called once
 
-    def _fill(self) -> None:
-        self.__dict__.pop("add_arguments", lambda p: None)(self)
-
     def parse_known_args(self, *args: Any, **kwargs: Any) -> Any:
-        self._fill()
+        self.format_help()  # adds the arguments
         return super().parse_known_args(*args, **kwargs)
 
     def format_help(self) -> str:
-        self._fill()
+        self.__dict__.pop("add_arguments", lambda p: None)(self)
         return super().format_help()
 
 

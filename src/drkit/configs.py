@@ -14,8 +14,7 @@ from .errors import DrkitError
 
 C = TypeVar("C", bound="VerbConfig")
 
-#: verb configs take keywords only (Python >= 3.10; 3.9 also accepts them in field order)
-KW_ONLY: dict[str, bool] = {"kw_only": True} if sys.version_info >= (3, 10) else {}
+KW_ONLY: dict[str, bool] = {"kw_only": True} if sys.version_info >= (3, 10) else {}  # configs take keywords (3.10+)
 
 
 def option(default: Any = dataclasses.MISSING, *, free: bool = False, internal: bool = False, derived: bool = False,
@@ -27,8 +26,7 @@ def option(default: Any = dataclasses.MISSING, *, free: bool = False, internal: 
                                                         "cli": cli})
 
 
-#: the help of ``--split`` and ``--download``, which every verb that reads a source has
-SPLIT_HELP = "train|test|val when SRC has no :split suffix"
+SPLIT_HELP = "train|test|val when SRC has no :split suffix"  # --split, --download: every verb that reads a source
 DOWNLOAD_HELP = "let torchvision sources download their files"
 
 

@@ -33,10 +33,9 @@ def parse_shard(spec: str | tuple[int, int] | None) -> tuple[int, int]:
 
 @dataclasses.dataclass(frozen=True, **KW_ONLY)
 class ReinforceConfig(VerbConfig):
-    """``drkit reinforce``'s options (its flags are generated from the fields): ``data`` a source
-    spec or Source; ``teacher`` specs or a ready ``nn.Module`` (batch in [0, 1] -> probabilities);
-    ``views`` per image (``--samples NS``), ``images_per_shard`` per shard file; recipe ``auto``
-    resolves for the image side."""
+    """``drkit reinforce``'s options (its flags): ``data`` a source spec or Source; ``teacher`` specs or a
+    ready ``nn.Module`` (batch in [0, 1] -> probabilities); ``views`` per image (``--samples NS``),
+    ``images_per_shard`` per shard file; recipe ``auto`` resolves for the image side."""
 
     data: str | Source = option(required=True, metavar="SRC")
     teacher: tuple[str, ...] | Callable[..., Any] = option(

@@ -36,8 +36,7 @@ from .views import Task, ViewBatches, batch_tasks, render_item
 def reinforce(cfg: ReinforceConfig) -> Path:
     """Write a reinforced store and return its path: ``reinforce(ReinforceConfig(data=..., teacher=...,
     out=...))``. A complete store's label diagnostics are printed."""
-    check(isinstance(cfg, ReinforceConfig), "reinforce takes one ReinforceConfig: "
-          "reinforce(ReinforceConfig(data=..., teacher=..., out=...))")
+    check(isinstance(cfg, ReinforceConfig), "reinforce takes one ReinforceConfig: reinforce(ReinforceConfig(...))")
     cfg.validate()
     env = dist_env()
     device = resolve_device(cfg.device, env)

@@ -27,10 +27,8 @@ def implied_mode(reinforced: Any, kd_teacher: Any) -> Mode:
 
 def json_object(value: dict[str, Any] | str | None) -> dict[str, Any]:
     """``--model-kwargs``: a dict, or the JSON text of one (empty or ``None``: no arguments)."""
-    if not isinstance(value, str):
-        return dict(value or {})
     try:
-        parsed = json.loads(value or "{}")
+        parsed = json.loads(value or "{}") if isinstance(value, str) else dict(value or {})
     except json.JSONDecodeError as e:
         raise DrkitError(f"--model-kwargs is not valid JSON ({e.msg}): {value!r}") from None
     check(isinstance(parsed, dict), f"--model-kwargs must be a JSON object, got {value!r}")
@@ -48,9 +46,8 @@ class TrainConfig(VerbConfig):
     evenly across torchrun ranks, and with ``views_per_image = k`` each rank's batch is
     ``batch_size / ranks / k`` decoded images x k stored views each. Defaults: lr 0.1 (SGD) or
     2e-3 (AdamW) times ``batch_size / 256``, weight decay 5e-4 / 0.05, image size the store's
-    (DR) or the source's native side. ``model_kwargs`` (a dict, or JSON text read into one at
-    construction) go to the model factory. ``folds = K`` trains K out-of-fold members into
-    ``out/fold{k}`` plus ``folds.json``.
+    (DR) or the source's native side. ``model_kwargs`` (a dict, or its JSON text) go to the model
+    factory. ``folds = K`` trains K out-of-fold members into ``out/fold{k}`` plus ``folds.json``.
     """
 
     data: str | Source = option(required=True, metavar="SRC")
@@ -106,18 +103,11 @@ class TrainConfig(VerbConfig):
     @classmethod
     def upgrade(cls, saved: Mapping[str, Any]) -> dict[str, Any]:
         """A ``to_dict()`` saved before ``mode`` was a field, ``kd_teacher`` a list and ``model_kwargs`` a dict."""
-        out = dict(saved)
-        if isinstance(out.get("kd_teacher"), str):
-            out["kd_teacher"] = [out["kd_teacher"]]
-        out["model_kwargs"] = json_object(out.get("model_kwargs"))
-        out.setdefault("mode", implied_mode(out.get("reinforced"), out.get("kd_teacher")))
-        return out
+        kd = [saved["kd_teacher"]] if isinstance(saved.get("kd_teacher"), str) else saved.get("kd_teacher")
+        out = {**saved, "kd_teacher": kd, "model_kwargs": json_object(saved.get("model_kwargs"))}
+        return {"mode": implied_mode(out.get("reinforced"), kd), **out}
 
     # -- resolved views of options ----------------------------------------------------------
-    @property
-    def kd_specs(self) -> list[str]:
-        return list(self.kd_teacher or ())
-
     @property
     def smoothing(self) -> float:
         """ERM label smoothing, resolved: ``LABEL_SMOOTHING``, or 0 for ``--folds`` teachers."""
@@ -146,7 +136,7 @@ class TrainConfig(VerbConfig):
     def validate(self, world_size: int = 1) -> TrainConfig:
         """Refuse what the options (and ``out``'s state) rule out; returns ``self``."""
         check(self.out is not None and str(self.out) != "", "train needs an output directory (--out DIR)")
-        check(self.reinforced is None or not self.kd_specs, "--reinforced and --kd-teacher exclude each other: "
+        check(self.reinforced is None or not self.kd_teacher, "--reinforced and --kd-teacher exclude each other: "
               "DR replays stored labels, KD runs the teacher online")
         check(self.mode == implied_mode(self.reinforced, self.kd_teacher), f"mode {self.mode!r} does not match the "
               "options: DR needs reinforced (--reinforced DIR), KD kd_teacher (--kd-teacher T), ERM neither")

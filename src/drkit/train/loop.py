@@ -91,7 +91,7 @@ def _step(run: Run, model: nn.Module, fit: Fit, raw: dict[str, Any]) -> tuple[to
     Returns (loss, logits, labels)."""
     device, ds = run.device, run.dataset
     set_lr(fit.optimizer, fit.lr())
-    x = _to_input(render_pixels(raw, ds.recipe, ds.image_size, device), device, run.channels_last)
+    x = _to_input(render_pixels(raw, ds.recipe, ds.image_size, device), device, run.cfg.channels_last)
     labels = raw["label"].to(device, non_blocking=True)
     if run.teacher is not None:  # the teacher sees the same views, at its own input size
         xt = _to_input(render_pixels(raw, ds.recipe, ds.teacher_size, device), device, True) if ds.teacher_size else x
@@ -161,7 +161,7 @@ def _validate(run: Run, model: nn.Module) -> dict[str, float]:
     model.eval()
     nll = correct = count = 0.0
     for batch in _loader(PlainBatches(run.val_src, run.image_size, batches), device, run.cfg.workers):
-        x = _to_input(batch["image"], device, run.channels_last)
+        x = _to_input(batch["image"], device, run.cfg.channels_last)
         labels = batch["label"].to(device)
         with autocast(device, run.amp_dtype):
             logits = model(x)
@@ -242,8 +242,7 @@ def _distill_config(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.mode == "erm":
         return {"temperature": None, "soften_targets": None}
     d = cfg.distill
-    return {"temperature": d["temperature"], "soften_targets": d["soften_targets"],
-            "distill_defaults": d["defaulted"]}
+    return {"temperature": d["temperature"], "soften_targets": d["soften_targets"], "distill_defaults": d["defaulted"]}
 
 
 def _fit(run: Run, steps: int) -> Fit:

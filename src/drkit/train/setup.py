@@ -49,10 +49,6 @@ class Run:
     config: dict[str, Any]  # the settings as trained, defaults resolved (state, checkpoint's extra.train)
     model_config: ModelConfig  # the student's, built once: the checkpoint's config.json
 
-    @property
-    def channels_last(self) -> bool:
-        return self.cfg.channels_last
-
 
 def build_run(cfg: TrainConfig, env: DistEnv, device: torch.device) -> Run:
     """Sources, mode, dataset, model and loss: every refusal happens here, before any training."""
@@ -120,12 +116,12 @@ def _augmented_data(cfg: TrainConfig, src: Source, device: torch.device, amp: bo
     if cfg.mode == "kd":
         from ..teachers import load_teacher
 
-        teacher = load_teacher(cfg.kd_specs, device=device, classes=list(src.classes), amp=amp)
+        teacher = load_teacher(cfg.kd_teacher, device=device, classes=list(src.classes), amp=amp)
         teacher.bind(src)  # out-of-fold members label only the images they never trained on
         if teacher.in_chans != src.channels:
             raise DrkitError(f"--kd-teacher takes {teacher.in_chans}-channel input, {src.spec} has {src.channels}")
         teacher_size = teacher.image_size
-        config.update(kd_teacher=cfg.kd_specs, teacher_size=teacher_size)
+        config.update(kd_teacher=list(cfg.kd_teacher), teacher_size=teacher_size)
         criterion = distill_loss(cfg)
     dataset = AugmentedDataset(src, rec, size, seed=cfg.seed, teacher_size=teacher_size, as_uint8=True)
     config.update(recipe=rec.spec)
