@@ -265,12 +265,8 @@ def test_mixed_views_replay_with_their_own_partner_parameters(tmp_path, referenc
     assert np.isfinite(read_metrics(tmp_path / "run")[-1]["train_loss"])
 
 
-def test_cifar_style_resize_and_padded_crop(tmp_path):
-    """The reference's CIFAR recipe: Resize(24) then RandomCrop(24, padding=4): corners recorded in
-    padded, resized pixels replay through drkit's rcrop (up to a level of resize rounding between
-    torchvision's v1 and v2 tensor paths; a corner one pixel off would differ by far more)."""
-    src = load_source("digits:train?n=6")
-    root = tmp_path / "r"
+def _cifar_reference(root: Path, src) -> dict:
+    """The reference's CIFAR recipe: Resize(24) then RandomCrop(24, padding=4), 2 views an image."""
     root.mkdir()
     aug = {"uint8": {}, "resize": {"size": 24}, "random_crop": {"size": 24, "padding": 4},
            "random_horizontal_flip": {"p": 0.5}, "to_tensor": {}}
@@ -278,7 +274,7 @@ def test_cifar_style_resize_and_padded_crop(tmp_path):
           root / "config.pth.tar")
     rng = np.random.default_rng(1)
     want = {}
-    for i in range(6):
+    for i in range(len(src)):
         img, views = TF.resize(src.load_uint8(i), 24, antialias=True), []
         for v in range(2):
             top, left, flip = int(rng.integers(0, 9)), int(rng.integers(0, 9)), bool(rng.random() < 0.5)
@@ -286,12 +282,63 @@ def test_cifar_style_resize_and_padded_crop(tmp_path):
             want[i, v] = TF.hflip(x) if flip else x
             views.append({"params": [24, (top, left), flip], "prob": ([0.7, 0.3], [1, 2])})
         _save((i, views), root / f"{i}.pth.tar")
-    store = open_store(import_mldr(root, src, tmp_path / "s", progress=False))
-    assert store.image_size == 24 and store.recipe.ops[0].name == "rcrop"
+    return want
+
+
+def test_cifar_style_resize_and_padded_crop(tmp_path):
+    """Corners recorded in padded, resized pixels replay through ``padcrop@resize`` (up to a level of
+    resize rounding between torchvision's v1 and v2 tensor paths; a corner one pixel off would
+    differ by far more)."""
+    src = load_source("digits:train?n=6")
+    want = _cifar_reference(tmp_path / "r", src)
+    store = open_store(import_mldr(tmp_path / "r", src, tmp_path / "s", progress=False))
+    assert store.image_size == 24 and store.recipe.ops[0].name == "padcrop"
+    assert store.recipe.ops[0].settings["resize"] == 24
     for (i, v), x in want.items():
         assert (store.render_uint8(src, i, v).int() - x.int()).abs().max() <= 1
     manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
     assert manifest["imported_from"]["format"] == "ml-dr"
+
+
+#: what format 2 spelled the importer's ops (rcrop, erase), and the sha256 of every view those
+#: stores rendered then (drkit at a9a77df, before the ops became padcrop@resize and re@units=px)
+FORMAT2 = {"cifar": ("rcrop@resize=24,pad=4,flip=0.5",
+                     "f90f39b7b3237ebbeddd7402b3e501bad098217c6a5d1205f4442ce7a3512290"),
+           "mixed": ("rrc@scale_min=0.08,scale_max=1.0,ratio_min=0.75,ratio_max=1.3333333333333333,flip=0.5+"
+                     "ra@n=2,m=9,bins=31,mstd=0.0+erase@p=0.5,scale_min=0.02,scale_max=0.33,ratio_min=0.3,"
+                     "ratio_max=3.3+refmix@mixup=1.0,div_by=2.0,mixup_p=0.5,cutmix=1.0,cutmix_p=0.5",
+                     "f1bd2a559902def7321ad953213c34d591bfed55c67488b5da3706dde7e30695")}
+
+
+@pytest.mark.parametrize("kind", sorted(FORMAT2))
+def test_a_format2_import_with_the_old_op_names_replays_byte_identically(tmp_path, reference, kind):
+    """A format-2 manifest naming the importer's old ops is respelt once when read; its records (the
+    shards are unchanged) replay the same bytes as format 2 rendered, per view and batched."""
+    import hashlib
+    import shutil
+
+    from drkit.augment import partner_of, partner_params
+    from drkit.augment.batch import render_batch
+
+    src = load_source("digits:train?n=6") if kind == "cifar" else reference[0]
+    torch.manual_seed(0)  # RandomResizedCrop.get_params draws from torch's global generator
+    (_cifar_reference if kind == "cifar" else _mixed_reference)(tmp_path / "r", src)
+    new = open_store(import_mldr(tmp_path / "r", src, tmp_path / "s", progress=False))
+    shutil.copytree(tmp_path / "s", tmp_path / "old")
+    doc = json.loads((tmp_path / "old" / "manifest.json").read_text())
+    doc["format_version"], doc["recipe"]["spec"] = 2, FORMAT2[kind][0]
+    (tmp_path / "old" / "manifest.json").write_text(json.dumps(doc))
+    old = open_store(tmp_path / "old")
+    assert old.recipe.spec == new.recipe.spec and old.manifest["format_version"] == 3
+    views = [(i, v) for i in range(old.num_samples) for v in range(old.num_views)]
+    pixels = torch.stack([old.render_uint8(src, i, v) for i, v in views])
+    assert hashlib.sha256(pixels.numpy().tobytes()).hexdigest() == FORMAT2[kind][1]
+    params = [old.view_params(i, v) for i, v in views]
+    partners = [partner_of(p) for p in params]
+    batched = render_batch(old.recipe, [src.load_uint8(i) for i in range(len(src))], [i for i, _ in views], params,
+                           old.image_size, [q[0] if q else -1 for q in partners],
+                           [partner_params(p, old.view_params) for p in params])
+    assert torch.equal(batched, pixels)
 
 
 def test_fuzzed_reference_files_fail_only_with_drkit_errors(tmp_path, reference):

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import op_recipes
 
 from drkit.augment import ViewSampler, get_recipe
 from drkit.augment.batch import RENDERER_VERSION, render_batch
@@ -16,8 +17,10 @@ from drkit.reinforce import ReinforceConfig, reinforce
 from drkit.store import open_store
 from drkit.teachers import load_teacher
 
-RECIPES = ["rrc+ra+re+mix", "padcrop+ra+re", "rrc+ta+re", "resize", "padcrop+ta+mix",
-           "rrc+ra@m=15,n=3,mstd=2+re@p=0.9+mix@mixup=1.0,switch=0.5"]
+#: every op that draws (from the registry), then recipes with settings
+RECIPES = list(dict.fromkeys(op_recipes(drawing=True) + [
+    "rrc+ra+re+mix", "padcrop+ra+re", "rrc+ta+re", "padcrop+ta+mix",
+    "rrc+ra@m=15,n=3,mstd=2+re@p=0.9+mix@mixup=1.0,switch=0.5", "padcrop@resize=0,pad=3+re@fill=zero"]))
 
 
 def _images(channels: int = 3) -> list[torch.Tensor]:
@@ -51,6 +54,32 @@ def test_batched_equals_the_reference_bit_for_bit_on_cpu(spec, size):
     want = _reference(recipe, images, views, params, pidx, pparams, size)
     assert got.dtype == torch.uint8 and got.shape == want.shape
     assert torch.equal(got, want)
+
+
+def test_imported_views_batched_equal_the_reference_bit_for_bit():
+    """What only imported views use (``drkit import-mldr``): a crop in resized pixels, a zero-filled
+    pixel box, and ``refmix``: MixUp then CutMix (pixel box) with the partner's own parameters."""
+    recipe, images = get_recipe("padcrop@resize=0,pad=4+re@units=px,fill=zero+refmix"), _images()
+    rng = np.random.default_rng(0)
+
+    def base() -> dict:
+        top, left, h, w = (int(v) for v in rng.integers(0, 18, 4))
+        return {"padcrop": {"top": top, "left": left, "flip": int(rng.integers(0, 2))},
+                "re": {"on": int(rng.integers(0, 2)), "top": top, "left": left, "h": h, "w": w}}
+
+    params, partners = [base() for _ in range(48)], [base() for _ in range(48)]
+    for r, p in enumerate(params):
+        top, left, h, w = (int(v) for v in rng.integers(-2, 18, 4))
+        lam = int(np.float16(rng.random()).view(np.uint16))
+        p["mix"] = {"mode": r % 4, "partner": (r + 1) % 12, "partner_view": 0, "lam": lam, "top": max(top, 0),
+                    "left": max(left, 0), "h": h, "w": w, "partner_params": partners[r]}
+    index, pidx = [r % 12 for r in range(48)], [(r + 1) % 12 for r in range(48)]
+    for size in (16, 21):
+        got = render_batch(recipe, images, index, params, size, pidx, partners)
+        want = torch.stack([recipe.render(images[i], p, size, images[j], q) for i, p, j, q in
+                            zip(index, params, pidx, partners)])
+        assert torch.equal(got, want)
+        assert {recipe.mix_weight(p, size) < 1 for p in params} == {True, False}
 
 
 def test_a_view_renders_the_same_alone_and_in_any_batch():
@@ -87,7 +116,7 @@ def test_store_records_its_renderer_and_a_renderer1_store_replays_exactly(tmp_pa
     new = open_store(reinforce(ReinforceConfig(data=digits_train, teacher=teacher_pair, out=tmp_path / "v2",
                                                recipe="rrc+ra+re", **kw)))
     assert new.renderer["version"] == RENDERER_VERSION and new.renderer["device"] == "cpu"
-    assert {"torch", "torchvision", "name"} <= set(new.renderer) and new.manifest["format_version"] == 2
+    assert {"torch", "torchvision", "name"} <= set(new.renderer) and new.manifest["format_version"] == 3
     assert new.recipe.ops[2].settings["fill"] == "hash"
     root = reinforce(ReinforceConfig(data=digits_train, teacher=teacher_pair, out=tmp_path / "v1",
                                      recipe="rrc+ra+re@fill=generator", **kw))
@@ -100,9 +129,9 @@ def test_store_records_its_renderer_and_a_renderer1_store_replays_exactly(tmp_pa
     old = open_store(root)
     assert old.renderer["version"] == 1 and old.recipe.ops[2].settings["fill"] == "generator"
     assert old.manifest["replay"] == "exact" and old.digest_kind is None and old.manifest["sampler"] == 1
-    doc["format_version"] = 3
+    doc["format_version"] = 4
     (root / "manifest.json").write_text(json.dumps(doc))
-    with pytest.raises(StoreError, match="format version 3; this drkit reads versions 1..2"):
+    with pytest.raises(StoreError, match="format version 4; this drkit reads versions 1..3"):
         open_store(root)
     doc["format_version"] = 1
     (root / "manifest.json").write_text(json.dumps(doc))

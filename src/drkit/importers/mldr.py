@@ -28,7 +28,7 @@ import torch
 
 from ..augment import Recipe, get_recipe
 from ..augment.autoaugment import AA_OP_NAMES, magnitudes
-from ..augment.reference_ops import REF_CUTMIX, REF_MIXUP
+from ..augment.mixing import MODE_CUTMIX, MODE_MIXUP
 from ..errors import DrkitError
 from ..store import StoreWriter, ids_dtype, shard_ranges
 from ..store.format import store_header
@@ -81,7 +81,7 @@ def recipe_for(ops: dict[str, dict[str, Any]]) -> tuple[Recipe, int]:
         pad = s.get("padding") or 0
         if not isinstance(pad, int):
             raise DrkitError(f"reference config: random_crop padding {pad!r} is not one number")
-        parts = [f"rcrop@resize={resize},pad={pad},flip={flip}"]
+        parts = [f"padcrop@resize={resize},pad={pad},flip={flip}"]
     else:
         raise DrkitError("reference config has neither random_resized_crop nor random_crop")
     if "rand_augment" in ops:
@@ -91,8 +91,8 @@ def recipe_for(ops: dict[str, dict[str, Any]]) -> tuple[Recipe, int]:
     if "random_erase" in ops:
         s = ops["random_erase"]
         scale, ratio = s.get("scale", (0.02, 0.33)), s.get("ratio", (0.3, 3.3))
-        parts.append(f"erase@p={float(s.get('p', 0.5))},scale_min={scale[0]},scale_max={scale[1]},"
-                     f"ratio_min={ratio[0]},ratio_max={ratio[1]}")
+        parts.append(f"re@p={float(s.get('p', 0.5))},scale_min={scale[0]},scale_max={scale[1]},"
+                     f"ratio_min={ratio[0]},ratio_max={ratio[1]},fill=zero,units=px")
     if any(m in ops for m in MIXING):
         mu, cm = ops.get("mixup"), ops.get("cutmix")
         parts.append(f"refmix@mixup={float(mu.get('alpha', 1.0)) if mu else 0.0},"
@@ -121,7 +121,7 @@ def view_params(recipe: Recipe, values: dict[str, Any], size: int) -> dict[str, 
         out: dict[str, dict[str, int]] = {"rrc": {"top": i, "left": j, "height": h, "width": w, "flip": flip}}
     else:
         top, left = (int(v) for v in values["random_crop"])
-        out = {"rcrop": {"top": top, "left": left, "flip": flip}}
+        out = {"padcrop": {"top": top, "left": left, "flip": flip}}
     ops = {op.name: op for op in recipe.ops}
     if "ra" in ops:
         n = ops["ra"].settings["n"]
@@ -132,10 +132,10 @@ def view_params(recipe: Recipe, values: dict[str, Any], size: int) -> dict[str, 
         for k, (op, m) in enumerate(chosen):
             b, sign = ra_bin(int(op), m, ops["ra"].settings["bins"], size)
             out["ra"].update({f"op{k}": int(op), f"mag{k}": b, f"sign{k}": sign})
-    if "erase" in ops:
+    if "re" in ops:
         box = values.get("random_erase")
         x, y, h, w = (int(v) for v in box) if box is not None else (0, 0, 0, 0)
-        out["erase"] = {"on": int(box is not None), "top": x, "left": y, "h": h, "w": w}
+        out["re"] = {"on": int(box is not None), "top": x, "left": y, "h": h, "w": w}
     return out
 
 
@@ -143,10 +143,10 @@ def mix_fields(values: dict[str, Any], partner: int | None, index: int) -> dict[
     """The mixing arrays of one view (``"reference"`` layout) from its ``mixup``/``cutmix`` entries."""
     lam, box, mode = 1.0, (0, 0, 0, 0), 0
     if partner is not None and values.get("mixup") is not None:
-        lam, mode = float(values["mixup"]), mode | REF_MIXUP
+        lam, mode = float(values["mixup"]), mode | MODE_MIXUP
     if partner is not None and values.get("cutmix") is not None:
         _, x1, y1, x2, y2 = (v for v in values["cutmix"])  # x: rows, y: columns
-        box, mode = (int(x1), int(y1), int(x2), int(y2)), mode | REF_CUTMIX
+        box, mode = (int(x1), int(y1), int(x2), int(y2)), mode | MODE_CUTMIX
     return {"partner": index if partner is None else int(partner), "lam": lam, "box": box, "mix_mode": mode}
 
 
