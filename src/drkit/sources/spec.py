@@ -38,7 +38,18 @@ class SourceSpec:
             raise SourceError(f"empty source spec {spec!r}; known sources: {known_sources()}")
         text, query = split_query(spec.strip(), context=f"query of source spec {spec!r}", error=SourceError,
                                   key=lambda k: k.strip().lower(), value=str.strip, keep_empty=True)
-        n, mode = _query_values(query, spec)
+        for key in query:
+            if key not in _QUERY_KEYS:
+                raise SourceError(f"unknown query key {key!r} in source spec {spec!r}; known: n, mode")
+        try:
+            n = int(query["n"]) if "n" in query else None
+        except ValueError:
+            n = 0
+        if n is not None and n < 1:
+            raise SourceError(f"?n= must be a positive integer in source spec {spec!r}")
+        mode = query["mode"].upper() if "mode" in query else None
+        if mode is not None and mode not in MODES:
+            raise SourceError(f"?mode= must be L or RGB in source spec {spec!r}")
         scheme, rest = split_head(text, ":")
         scheme = scheme.strip().lower()
         if not scheme:
@@ -58,23 +69,6 @@ class SourceSpec:
         out = ":".join(part for part in (self.scheme, self.arg, self.split) if part)
         query = {key: value for key, value in (("n", self.n), ("mode", self.mode)) if value is not None}
         return format_query(out, query)
-
-
-def _query_values(values: dict[str, str], spec: str) -> tuple[Optional[int], Optional[str]]:
-    """(n, mode) from a spec's query: ``n`` a positive integer, ``mode`` L or RGB."""
-    for key in values:
-        if key not in _QUERY_KEYS:
-            raise SourceError(f"unknown query key {key!r} in source spec {spec!r}; known: n, mode")
-    try:
-        n = int(values["n"]) if "n" in values else None
-    except ValueError:
-        n = 0
-    if n is not None and n < 1:
-        raise SourceError(f"?n= must be a positive integer in source spec {spec!r}")
-    mode = values["mode"].upper() if "mode" in values else None
-    if mode is not None and mode not in MODES:
-        raise SourceError(f"?mode= must be L or RGB in source spec {spec!r}")
-    return n, mode
 
 
 def load_source(spec: str, split: Optional[str] = None, download: bool = False) -> "Source":
