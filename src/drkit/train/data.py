@@ -1,9 +1,6 @@
-"""Training data: stored views (DR) and fresh augmented views (ERM/KD); which view a sample
-shows in an epoch is :mod:`~drkit.train.order`'s.
-
-Loader workers hand over raw items — decoded uint8 images and view parameters, cheap to move
-through DataLoader workers and pinned memory — and the batched renderer makes the pixels on the
-training device; ``ds[j]`` renders one item (float by default) for library use.
+"""Training data: stored views (DR) and fresh augmented views (ERM/KD); which view a sample shows in an
+epoch is :mod:`~drkit.train.order`'s. Why raw items (decoded uint8 images, view parameters): they are
+cheap to move through loader workers and pinned memory, and the batched renderer makes pixels on the device.
 """
 from __future__ import annotations
 
@@ -48,9 +45,7 @@ class SharedEpoch:
         self.value.fill_(int(epoch))
 
 
-# ----------------------------------------------------------------------------------------------
-# what both modes share
-# ----------------------------------------------------------------------------------------------
+# --- what both modes share ---
 class TrainViews(Dataset):
     """What both training modes share: a loader worker's item is *raw* — decoded images, view
     parameters, targets (:meth:`raw_batch`) — and pixels are made by the one batched renderer
@@ -59,6 +54,7 @@ class TrainViews(Dataset):
 
     image_size: int
     as_uint8: bool
+    recipe: Recipe
     shared_epoch: SharedEpoch
     teacher_size: int | None = None
 
@@ -74,10 +70,6 @@ class TrainViews(Dataset):
         """Every worker, persistent ones included, renders epoch ``epoch`` from its next item on (call
         it before iterating the loader each epoch)."""
         self.shared_epoch.set(epoch)
-
-    @property
-    def recipe(self) -> Recipe:
-        raise NotImplementedError
 
     def raw_batch(self, positions: Sequence[int] | np.ndarray) -> list[Item]:
         raise NotImplementedError
@@ -119,9 +111,7 @@ class RawItems(Dataset):
         return self.ds.raw_batch([pos])[0]
 
 
-# ----------------------------------------------------------------------------------------------
-# DR: stored views
-# ----------------------------------------------------------------------------------------------
+# --- DR: stored views ---
 class ReinforcedDataset(TrainViews):
     """A reinforced store as a dataset: ``ds[j] -> (image, dense soft target)``; position ``j`` indexes the
     store's samples minus the skipped ones, and each epoch (``set_epoch``) replays one stored view per
@@ -140,7 +130,7 @@ class ReinforcedDataset(TrainViews):
                              f"got {views_per_image}")
         if not 0.0 <= plain_fraction <= 1.0:
             raise DrkitError(f"plain_fraction must be in [0, 1], got {plain_fraction}")
-        self.src, self.store = src, store
+        self.src, self.store, self.recipe = src, store, store.recipe
         self.image_size = int(image_size or store.image_size)
         self.shared_epoch = SharedEpoch(epoch)
         self.seed = int(store.seed if seed is None else seed)
@@ -149,10 +139,6 @@ class ReinforcedDataset(TrainViews):
         self.as_uint8 = as_uint8
         self.sample_ids = store.kept_samples()
         self.labels = np.asarray(src.labels, dtype=np.int64)
-
-    @property
-    def recipe(self) -> Recipe:
-        return self.store.recipe
 
     def __len__(self) -> int:
         return int(self.sample_ids.shape[0])
@@ -190,28 +176,19 @@ class ReinforcedDataset(TrainViews):
             if q is not None and q[0] not in images:
                 images[q[0]] = self.load(q[0])
             partners.append((q[0], partner_params(rec["params"], self.store.view_params)) if q is not None else None)
-        hard = self._hard(int(self.labels[i]))
+        k, c = self.store.topk, self.store.num_classes  # a plain view's target: the label at probability 1
+        hard = ((int(self.labels[i]) + np.arange(k, dtype=np.int64)) % c, np.eye(1, k, dtype=np.float32)[0])
         return {"sample": i, "label": int(self.labels[i]), "images": images,
                 "params": [r["params"] if r is not None else None for r in recs], "partners": partners,
                 "topk_ids": np.stack([r["topk_ids"] if r is not None else hard[0] for r in recs]),
                 "topk_probs": np.stack([r["topk_probs"] if r is not None else hard[1] for r in recs])}
-
-    def _hard(self, label: int) -> tuple[np.ndarray, np.ndarray]:
-        """A plain view's target in top-k form: the label with probability 1 (densifies to one-hot)."""
-        k, c = self.store.topk, self.store.num_classes
-        ids = (label + np.arange(k, dtype=np.int64)) % c
-        probs = np.zeros(k, dtype=np.float32)
-        probs[0] = 1.0
-        return ids, probs
 
     def targets(self, batch: dict[str, Any]) -> torch.Tensor:
         """Sparse top-k -> dense "smooth" targets (``store.densify``) for the whole batch."""
         return densify(batch["topk_ids"], batch["topk_probs"], self.store.num_classes, smooth=True)
 
 
-# ----------------------------------------------------------------------------------------------
-# ERM / KD: fresh views of the recipe
-# ----------------------------------------------------------------------------------------------
+# --- ERM / KD: fresh views of the recipe ---
 class AugmentedDataset(TrainViews):
     """ERM/online-KD data: epoch ``e`` draws view ``e`` of each sample from the recipe (same
     ``(seed, sample, view)`` randomness as a store), hard (λ-mixed) targets. ``teacher_size``
@@ -220,18 +197,14 @@ class AugmentedDataset(TrainViews):
     def __init__(self, src: Source, recipe: str | Recipe, image_size: int, epoch: int = 0, seed: int = 0,
                  teacher_size: int | None = None, as_uint8: bool = False):
         self.src = src
-        self._recipe = get_recipe(recipe)
+        self.recipe = get_recipe(recipe)
         self.image_size = int(image_size)
         self.teacher_size = int(teacher_size) if teacher_size and teacher_size != image_size else None
         self.shared_epoch = SharedEpoch(epoch)
         self.seed, self.as_uint8 = int(seed), as_uint8
         self.labels = np.asarray(src.labels, dtype=np.int64)
         self.num_classes = len(src.classes)
-        self.sampler = ViewSampler(self._recipe, self.seed, len(src), ERM_VIEWS, src.image_size)
-
-    @property
-    def recipe(self) -> Recipe:
-        return self._recipe
+        self.sampler = ViewSampler(self.recipe, self.seed, len(src), ERM_VIEWS, src.image_size)
 
     def __len__(self) -> int:
         return len(self.src)
@@ -270,9 +243,7 @@ class AugmentedDataset(TrainViews):
         return batch["target"]
 
 
-# ----------------------------------------------------------------------------------------------
-# validation batches
-# ----------------------------------------------------------------------------------------------
+# --- validation batches ---
 class PlainBatches(Dataset):
     """Validation batches (the plain eval transform, uint8), built whole in a loader worker."""
 

@@ -1,15 +1,8 @@
-"""The one way training pixels are made: loader workers hand over whole raw batches — decoded
-images, view parameters, targets (:meth:`~drkit.train.data.ReinforcedDataset.raw_batch`, collated
-by :func:`collate_raw`) — and :func:`render_pixels` turns a batch into pixels with the batched
-renderer on the device the student trains on (CPU or GPU). The per-view ``Recipe.render`` is only
-the test oracle that the batched renderer equals on the CPU, bit for bit.
-
-For a user's own loop::
-
-    ds = ReinforcedDataset(src, store)
-    loader = DataLoader(ds.raw(), batch_size=256, shuffle=True, num_workers=8, collate_fn=collate_raw)
-    for batch in loader:
-        images, targets = ds.render(batch, device="cuda")   # uint8 NCHW and dense targets, on the GPU
+"""The one way training pixels are made: loader workers hand over whole raw batches (decoded images,
+view parameters, targets; collated by :func:`collate_raw`) and :func:`render_pixels` makes the pixels
+with the batched renderer on the student's device (the per-view ``Recipe.render`` is its test oracle,
+equal bit for bit on the CPU). A user's loop: ``DataLoader(ds.raw(), collate_fn=collate_raw)``, then
+``images, targets = ds.render(batch, device="cuda")``.
 """
 from __future__ import annotations
 
@@ -45,28 +38,21 @@ class RawBatches(Dataset):
 def collate_raw(items: list[dict[str, Any]]) -> dict[str, Any]:
     """A batch of raw items: every image once in one padded stack, per-view indices, parameters
     (``None`` for a plain view) and targets (sparse top-k for DR, dense for ERM/KD)."""
-    order: dict[int, int] = {}
-    images: list[torch.Tensor] = []
+    unique: dict[int, torch.Tensor] = {}
     for it in items:
         for j, img in it["images"].items():
-            if j not in order:
-                order[j] = len(images)
-                images.append(img)
-    stack, sizes = stack_images(images)
-    index, partner_index, partner_ids, samples, params, partner_params, labels = [], [], [], [], [], [], []
-    for it in items:
-        for p, q in zip(it["params"], it["partners"]):
-            index.append(order[it["sample"]])
-            partner_index.append(order[q[0]] if q is not None else -1)
-            partner_ids.append(q[0] if q is not None else -1)
-            samples.append(it["sample"])
-            params.append(p)
-            partner_params.append(q[1] if q is not None else None)
-            labels.append(it["label"])
-    out = {"images": stack, "sizes": torch.as_tensor(sizes), "index": torch.as_tensor(index),
-           "partner_index": torch.as_tensor(partner_index), "params": Parameters(params, partner_params),
-           "label": torch.as_tensor(labels, dtype=torch.int64),
-           "sample": torch.as_tensor(samples, dtype=torch.int64), "partner": torch.as_tensor(partner_ids)}
+            unique.setdefault(j, img)
+    order = {j: k for k, j in enumerate(unique)}
+    stack, sizes = stack_images(list(unique.values()))
+    rows = [(it, p, q) for it in items for p, q in zip(it["params"], it["partners"])]  # one per view
+    partner_ids = [q[0] if q is not None else -1 for _, _, q in rows]
+    out = {"images": stack, "sizes": torch.as_tensor(sizes),
+           "index": torch.as_tensor([order[it["sample"]] for it, _, _ in rows]),
+           "partner_index": torch.as_tensor([order[j] if j >= 0 else -1 for j in partner_ids]),
+           "params": Parameters([p for _, p, _ in rows], [q[1] if q is not None else None for _, _, q in rows]),
+           "label": torch.as_tensor([it["label"] for it, _, _ in rows], dtype=torch.int64),
+           "sample": torch.as_tensor([it["sample"] for it, _, _ in rows], dtype=torch.int64),
+           "partner": torch.as_tensor(partner_ids)}
     for key in ("topk_ids", "topk_probs", "target"):
         if key in items[0]:
             out[key] = torch.from_numpy(np.concatenate([it[key] for it in items]))

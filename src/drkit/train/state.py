@@ -1,9 +1,8 @@
-"""Resume state: ``DIR/state/`` = one safetensors file of tensors + ``state.json`` of scalars.
+"""Resume state: ``DIR/state/`` = one safetensors file of tensors + ``state.json`` of scalars (no pickle).
 
-Why two files and this order: the tensors file gets a fresh name each epoch and is written
-(atomically) first; ``state.json``, which names it and records its sha256, is written (atomically)
-last and is the commit point. A kill at any moment leaves either the previous epoch's state or
-the new one, never a mix. No pickle: tensors are safetensors, everything else JSON.
+Why this order: the tensors file gets a fresh name each epoch and is written first; ``state.json``, which
+names it and records its sha256, is written last and is the commit point (both atomically), so a kill
+at any moment leaves the previous epoch's state or the new one, never a mix.
 """
 from __future__ import annotations
 
@@ -35,11 +34,9 @@ def save_state(out: str | Path, tensors: dict[str, torch.Tensor], scalars: dict[
     root = state_dir(out)
     root.mkdir(parents=True, exist_ok=True)
     name = f"tensors-{int(scalars['epoch']):05d}.safetensors"
-    flat = {k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format) for k, v in tensors.items()}
-    data = save(flat)
+    data = save({k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format) for k, v in tensors.items()})
     atomic_write_bytes(root / name, data)
-    doc = {**scalars, "tensors": name, "tensors_sha256": sha256_bytes(data)}
-    atomic_write_json(root / STATE_JSON, doc)
+    atomic_write_json(root / STATE_JSON, {**scalars, "tensors": name, "tensors_sha256": sha256_bytes(data)})
     for old in root.glob("tensors-*.safetensors"):
         if old.name != name:
             old.unlink(missing_ok=True)
