@@ -1,9 +1,8 @@
 """The source classes: a fixed, ordered list of (image, label) pairs with one mode and a fingerprint.
 
-Why together: :class:`Source` is the access contract (index checks, PIL or uint8 access, sizes,
-subsets, ``describe()``); kinds differ only in where pixels come from: one uint8 array
-(:class:`ArraySource`), some samples of another source (:class:`SubsetSource`), or encoded image
-bytes in files or containers (:mod:`.encoded`).
+Why together: :class:`Source` is the access contract (index checks, PIL or uint8 access, sizes, subsets,
+``describe()``); kinds differ only in where pixels come from: one uint8 array (:class:`ArraySource`), some
+samples of another source (:class:`SubsetSource`), or encoded bytes in files or containers (:mod:`.encoded`).
 """
 from __future__ import annotations
 
