@@ -93,8 +93,7 @@ def _disk(radius: float, alias_blur: float) -> np.ndarray:
     fine = (grid[:, None] + offs[None, :]).ravel()
     yy, xx = np.meshgrid(fine, fine, indexing="ij")
     inside = (yy**2 + xx**2 <= radius**2).astype(np.float64)
-    n = grid.size
-    kernel = inside.reshape(n, sub, n, sub).mean(axis=(1, 3))
+    kernel = inside.reshape(grid.size, sub, grid.size, sub).mean(axis=(1, 3))
     if kernel.sum() == 0:  # radius below the supersampling grid: identity
         kernel[half, half] = 1.0
     kernel /= kernel.sum()
@@ -178,10 +177,8 @@ def motion_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.nd
         py, px = half + i * math.sin(angle), half + i * math.cos(angle)
         y0, x0 = int(math.floor(py)), int(math.floor(px))
         fy, fx = py - y0, px - x0
-        kernel[y0, x0] += w * (1 - fy) * (1 - fx)
-        kernel[y0, x0 + 1] += w * (1 - fy) * fx
-        kernel[y0 + 1, x0] += w * fy * (1 - fx)
-        kernel[y0 + 1, x0 + 1] += w * fy * fx
+        for dy, dx, a, b in ((0, 0, 1 - fy, 1 - fx), (0, 1, 1 - fy, fx), (1, 0, fy, 1 - fx), (1, 1, fy, fx)):
+            kernel[y0 + dy, x0 + dx] += w * a * b
     kernel /= kernel.sum()
     return ndimage.correlate(x, kernel[None], mode="nearest")
 
@@ -276,8 +273,7 @@ def elastic_transform(x: np.ndarray, severity: int, rng: np.random.Generator) ->
     dy, dx = (ndimage.gaussian_filter(rng.uniform(-1.0, 1.0, (h, w)), sigma, mode="reflect", truncate=3) * gain
               for _ in range(2))
     yy, xx = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
-    coords = [yy + dy, xx + dx]
-    return np.stack([ndimage.map_coordinates(ch, coords, order=1, mode="reflect") for ch in x])
+    return np.stack([ndimage.map_coordinates(ch, [yy + dy, xx + dx], order=1, mode="reflect") for ch in x])
 
 
 CORRUPTIONS.update((fn.__name__, fn) for fn in (

@@ -56,7 +56,7 @@ class MetricAccumulator:
         self.bin_conf_sum = torch.zeros(self.n_bins, dtype=torch.float64)
         self.bin_correct = torch.zeros(self.n_bins, dtype=torch.int64)
 
-    def update(self, probs: torch.Tensor, labels: torch.Tensor) -> None:
+    def update(self, probs: torch.Tensor, labels: torch.Tensor) -> MetricAccumulator:
         """Add a batch: ``probs`` [N, C] (rows are probability vectors), ``labels`` [N] ints."""
         probs, labels = _check(probs, labels)
         n, c = probs.shape
@@ -65,7 +65,7 @@ class MetricAccumulator:
         elif c != self.num_classes:
             raise ValueError(f"batch has {c} classes, earlier batches had {self.num_classes}")
         if n == 0:
-            return
+            return self
         conf, pred = probs.max(dim=1)  # first index on ties, like argmax
         hit = pred == labels
         in_topk = (probs.topk(min(self.topk, c), dim=1).indices == labels[:, None]).any(dim=1)
@@ -79,6 +79,7 @@ class MetricAccumulator:
         self.bin_count += torch.bincount(idx, minlength=self.n_bins)
         self.bin_conf_sum += torch.bincount(idx, weights=conf, minlength=self.n_bins)
         self.bin_correct += torch.bincount(idx[hit], minlength=self.n_bins)
+        return self
 
     def merge(self, other: "MetricAccumulator") -> None:
         """Add ``other``'s statistics into this one (same ``n_bins`` and ``topk``)."""
@@ -112,29 +113,20 @@ class MetricAccumulator:
         (M+1), mean ``confidence`` and ``accuracy`` per bin (0.0 when empty), ``count``, ``ece``."""
         counts = self.bin_count.to(torch.float64)
         safe = counts.clamp_min(1.0)
-        return {
-            "edges": _bin_edges(self.n_bins).tolist(),
-            "confidence": torch.where(counts > 0, self.bin_conf_sum / safe, 0.0).tolist(),
-            "accuracy": torch.where(counts > 0, self.bin_correct / safe, 0.0).tolist(),
-            "count": self.bin_count.tolist(),
-            "ece": self.ece(),
-        }
-
-
-def _one_pass(probs: torch.Tensor, labels: torch.Tensor, n_bins: int) -> MetricAccumulator:
-    acc = MetricAccumulator(n_bins=n_bins)
-    acc.update(probs, labels)
-    return acc
+        return {"edges": _bin_edges(self.n_bins).tolist(),
+                "confidence": torch.where(counts > 0, self.bin_conf_sum / safe, 0.0).tolist(),
+                "accuracy": torch.where(counts > 0, self.bin_correct / safe, 0.0).tolist(),
+                "count": self.bin_count.tolist(), "ece": self.ece()}
 
 
 def compute_metrics(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> Dict[str, float]:
     """Top-1, top-min(5, C), mean NLL and ECE (``n_bins`` equal-width bins) of ``probs`` [N, C]."""
-    return _one_pass(probs, labels, n_bins).compute()
+    return MetricAccumulator(n_bins=n_bins).update(probs, labels).compute()
 
 
 def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> Dict[str, object]:
     """Per-bin mean confidence, accuracy and count (plus edges and ECE); see ``MetricAccumulator.bins``."""
-    return _one_pass(probs, labels, n_bins).bins()
+    return MetricAccumulator(n_bins=n_bins).update(probs, labels).bins()
 
 
 __all__: List[str] = ["MetricAccumulator", "compute_metrics", "reliability_bins", "NLL_EPS"]
