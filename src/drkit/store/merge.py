@@ -45,24 +45,18 @@ def merge_stores(inputs: list[str | Path], out: str | Path, provenance: dict[str
                                                       "skipped", "provenance")}
     config.update(num_views=total_views, parts=parts, seed=first["seed"])
     writer = StoreWriter(out, config)
+    offsets = np.cumsum([0] + [s.num_views for s in stores])[:-1]  # where each input's views begin
     try:
-        _merge_shards(writer, stores)
-        skipped = sorted(set().union(*[set(s.skipped) for s in stores]))
-        writer.close(provenance or {"command": "merge"}, skipped=skipped)
+        for k, parts_k in enumerate(zip(*(s.shard_arrays() for s in stores))):  # inputs' views side by side
+            writer.write(k, {name: np.concatenate([_shifted(name, arrays[name], off) for (_, arrays), off
+                                                   in zip(parts_k, offsets)], axis=1) for name in parts_k[0][1]},
+                         digests=stores[0].content_digests(k))
+        writer.close(provenance or {"command": "merge"}, skipped=sorted(set().union(*[set(s.skipped) for s in stores])))
     except BaseException:
         writer.abandon(keep_finished=False)  # a failed merge (a full disk) leaves nothing behind
         raise
     return writer.root
 
 
-def _merge_shards(writer: StoreWriter, stores: list[Any]) -> None:
-    """Every shard of the merged store: the inputs' views side by side, partner views renumbered."""
-    offsets = np.cumsum([0] + [s.num_views for s in stores])[:-1]
-
-    def shifted(name: str, a: np.ndarray, off: int) -> np.ndarray:
-        return (np.asarray(a).astype(np.int64) + off).astype(np.uint16) if name == "partner_view" else np.asarray(a)
-
-    for k, parts_k in enumerate(zip(*(s.shard_arrays() for s in stores))):
-        writer.write(k, {name: np.concatenate([shifted(name, arrays[name], off) for (_, arrays), off
-                                               in zip(parts_k, offsets)], axis=1) for name in parts_k[0][1]},
-                     digests=stores[0].content_digests(k))
+def _shifted(name: str, a: np.ndarray, off: int) -> np.ndarray:
+    return (np.asarray(a).astype(np.int64) + off).astype(np.uint16) if name == "partner_view" else np.asarray(a)

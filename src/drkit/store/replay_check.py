@@ -57,12 +57,9 @@ def replay_check(store: Store, src: Any, count: int, teachers: Sequence[str] | N
         if worst is None and not same.all():
             worst = chunk[int(np.flatnonzero(~same)[0])]
     # a store rendered on an accelerator replays bit-exactly only where one is present
-    same_device = store.renderer.get("device", "cpu") == "cpu" or torch.cuda.is_available()
-    exact = store.exact_replay and same_device
-    report = {"views": len(pairs), "top1_agreement": agree / len(pairs), "reproduced": close / len(pairs),
-              "exact": exact}
+    exact = store.exact_replay and (store.renderer.get("device", "cpu") == "cpu" or torch.cuda.is_available())
     if exact and worst is not None:
         raise StoreError(f"store {store.path}: replay reproduces the stored labels of only {close} of {len(pairs)} "
                          f"views (first off: sample {worst[0]} view {worst[1]}): the images, the teachers or the "
                          "torch/torchvision that render them differ from the ones that made the store")
-    return report
+    return {"views": len(pairs), "top1_agreement": agree / len(pairs), "reproduced": close / len(pairs), "exact": exact}

@@ -33,7 +33,6 @@ def write_shard(path: str | Path, arrays: dict[str, np.ndarray], metadata: dict[
 
 def read_header(path: str | Path) -> tuple[int, dict[str, Any]]:
     """(data offset, header dict) of a safetensors file, refusing a truncated or foreign file."""
-    path = Path(path)
     try:
         with open(path, "rb") as f:
             raw = f.read(8)

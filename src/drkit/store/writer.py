@@ -94,10 +94,7 @@ class StoreWriter:
 
     def skipped(self) -> list[int]:
         """Samples skipped with --skip-bad so far, over every finished shard."""
-        out: list[int] = []
-        for p in sorted((self.root / SHARD_DIR).glob("*.skipped.json")):
-            out += json.loads(p.read_text())
-        return out
+        return [i for p in sorted((self.root / SHARD_DIR).glob("*.skipped.json")) for i in json.loads(p.read_text())]
 
     def shard_arrays(self) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
         """(first sample id, memory-mapped arrays) of every shard of a complete run."""
