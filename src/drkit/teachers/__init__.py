@@ -1,10 +1,9 @@
 """Teacher specs -> an ensemble module that maps [0, 1] images to averaged probabilities.
 
-Schemes live in a registry (:data:`TEACHER_SCHEMES`, :func:`register_teacher_scheme`): ``timm:NAME[?file=PATH]
-[&size=S][&KEY=VALUE…]`` (timm's own pretrained machinery; other keys become ``timm.create_model`` arguments),
-``torchvision:NAME[?file=PATH][&size=S][&weights=TAG]`` and ``ckpt:DIR[?folds=all]`` (a ``drkit train``
-output; a ``--folds K`` directory is one out-of-fold group). The class count comes from the weights, so timm
-never silently swaps in a random head. ``weights_sha256`` is the weight file's digest, else the marker
+Schemes live in a registry (:data:`TEACHER_SCHEMES`, :func:`register_teacher_scheme`): ``timm:NAME`` (timm's own
+pretrained machinery), ``torchvision:NAME`` and ``ckpt:DIR`` (a ``drkit train`` output; a ``--folds`` directory
+is one out-of-fold group); options as each scheme's ``usage`` says. The class count comes from the weights, so
+timm never silently swaps in a random head; ``weights_sha256`` is the weight file's digest, else the marker
 ``"hub:<scheme>:<name>"`` (never hex, so never mistaken for a digest).
 """
 from __future__ import annotations

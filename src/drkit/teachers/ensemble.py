@@ -125,15 +125,12 @@ class TeacherEnsemble(nn.Module):
 
     @torch.no_grad()
     def forward(self, x01: torch.Tensor, sample_ids: Any = None, partner_ids: Any = None) -> torch.Tensor:
-        """``x01``: float NCHW in [0, 1] (uint8 is accepted and divided by 255). ``sample_ids``
-        (indices into the bound source) are required when the ensemble routes out-of-fold members;
-        ``partner_ids`` name each mixed view's partner (-1: none)."""
-        # The spatial size is not enforced: a caller may deliberately feed another one than the
-        # members' native size (``drkit reinforce --image-size``); fixed-size members (ViT) then fail.
+        """``x01``: float NCHW in [0, 1] (or uint8); ``sample_ids`` (into the bound source) are required when
+        the ensemble routes out-of-fold members; ``partner_ids``: each mixed view's partner (-1: none). The
+        spatial size is not enforced (``reinforce --image-size`` may differ on purpose; a ViT then fails)."""
         if x01.ndim != 4 or x01.shape[1] != self.in_chans:
-            s = self.image_size
-            raise TeacherError(f"teacher input must be N x {self.in_chans} x H x W (native {s} x {s}), "
-                               f"got {' x '.join(map(str, x01.shape))}")
+            raise TeacherError(f"teacher input must be N x {self.in_chans} x H x W (native {self.image_size} x "
+                               f"{self.image_size}), got {' x '.join(map(str, x01.shape))}")
         x = x01.to(self.device, non_blocking=True)
         x = (x.float().div_(255) if x.dtype == torch.uint8 else x.float()).contiguous(memory_format=torch.channels_last)
         if not self.routed:

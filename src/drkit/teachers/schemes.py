@@ -237,8 +237,7 @@ def _torchvision_input_config(tv_weights: Any) -> tuple[int, tuple[float, ...], 
 
 @register_teacher_scheme("ckpt", options=("folds",), usage="DIR[?folds=all]")
 def _load_ckpt(spec: TeacherSpec) -> Member | list[Member]:
-    options, _ = scheme_options(spec)
-    use_all = options.get("folds")
+    use_all = scheme_options(spec)[0].get("folds")
     if use_all not in (None, "all"):
         raise TeacherError(f"teacher {spec.raw}: folds must be 'all' (use every member), got {use_all!r}")
     try:
@@ -285,13 +284,12 @@ def _load_ckpt_dir(spec: TeacherSpec, directory: Path, name: str) -> Member:
     except CheckpointError as exc:
         raise TeacherError(f"teacher {spec.raw}: {exc}") from exc
     recorded = doc.get("weights_sha256")  # load_checkpoint verified it against the file
-    info = TeacherInfo(
+    return model, TeacherInfo(
         spec=name, num_classes=config.num_classes, in_chans=config.in_chans, image_size=config.image_size,
         mean=list(config.mean), std=list(config.std), interpolation=config.interpolation,
         crop_pct=float(config.extra.get("crop_pct", 1.0)), classes=list(config.classes) or None,
         weights_file=str(directory / str(doc.get("weights", WEIGHTS_NAME))),
         weights_sha256_known=str(recorded) if recorded else None)
-    return model, info
 
 
 def _wrap(backbone: nn.Module, info: TeacherInfo, model_name: str, kwargs: dict[str, Any]) -> ImageModel:

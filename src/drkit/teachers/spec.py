@@ -62,8 +62,7 @@ class TeacherInfo:
     weights_sha256_known: str | None = None
     #: out-of-fold routing (a member of a ``drkit train --folds`` directory), else None
     route: FoldRoute | None = None
-    #: a member of a folds directory loaded on its own (``ckpt:DIR/fold0``): not routed, but it
-    #: knows which samples it trained on, so labelling them can be called out
+    #: a folds member loaded alone (``ckpt:DIR/fold0``): not routed, but labelling its training images is called out
     member_of: FoldRoute | None = None
 
     @property
@@ -84,9 +83,8 @@ class TeacherInfo:
 
 @dataclass(frozen=True)
 class FoldRoute:
-    """Member ``fold`` of the folds directory ``group``: it trained on every sample of the
-    split's data outside its fold, so it may label only the others. ``use_all`` (the spec option
-    ``?folds=all``) is the user's word that none of the members saw the data being labelled."""
+    """Member ``fold`` of the folds directory ``group``: it trained on the split's samples outside its fold, so it
+    labels only the others; ``use_all`` (``?folds=all``) is the user's word that no member saw the data."""
 
     group: str
     fold: int
@@ -239,12 +237,9 @@ def build_probe(build: Callable[[int], nn.Module], num_classes: int) -> nn.Modul
 
 def _probe_classifier_key(build: Callable[[int], nn.Module]) -> str | None:
     """The ``*.weight`` whose leading dimension follows ``num_classes`` (1000 vs 1001 classes)."""
-    a = build_probe(build, 1000).state_dict()
-    b = build_probe(build, 1001).state_dict()
-    for key, tensor in a.items():
-        if key.endswith(".weight") and key in b and tensor.shape[:1] == (1000,) and b[key].shape[:1] == (1001,):
-            return key
-    return None
+    a, b = build_probe(build, 1000).state_dict(), build_probe(build, 1001).state_dict()
+    return next((key for key, tensor in a.items() if key.endswith(".weight") and key in b
+                 and tensor.shape[:1] == (1000,) and b[key].shape[:1] == (1001,)), None)
 
 
 def classifier_classes(spec: TeacherSpec, weights: WeightFile, candidates: Sequence[str],
@@ -281,7 +276,5 @@ def check_head(spec: TeacherSpec, model: nn.Module, weights: WeightFile, key: st
 
 
 def as_tuple(value: Any) -> tuple[str, ...]:
-    if not value:
-        return ()
-    return (value,) if isinstance(value, str) else tuple(value)
+    return (value,) if value and isinstance(value, str) else tuple(value or ())
 
