@@ -1,9 +1,7 @@
-"""Model checkpoints: ``DIR/model.safetensors`` (the bare backbone's weights, so a timm model's
-checkpoint also loads as ``timm:NAME?file=DIR/model.safetensors``) + ``DIR/config.json``.
-
-What ``drkit train`` writes and ``ckpt:DIR`` teachers read; no pickle. Weights are written first and
-``config.json`` last, both atomically, and the config records the weights' sha256: a directory with
-a config always has the weights it describes, and a swapped or truncated file is refused at load.
+"""Model checkpoints, what ``drkit train`` writes and ``ckpt:DIR`` teachers read (no pickle):
+``DIR/model.safetensors`` (the bare backbone's weights, so a timm model's also loads as ``timm:NAME?file=``)
+and, written last, ``DIR/config.json`` recording their sha256 (both atomic): a directory with a config has
+the weights it describes, and a swapped or truncated file is refused at load.
 """
 from __future__ import annotations
 
@@ -43,8 +41,7 @@ def save_checkpoint(directory: str | os.PathLike[str], model: ImageModel | nn.Mo
         cfg["extra"] = {**cfg.get("extra", {}), **extra}
     doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "weights": WEIGHTS_NAME,
            "weights_sha256": sha256_bytes(data), **cfg}
-    text = json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    atomic_write_bytes(out / CONFIG_NAME, text.encode("utf-8"))
+    atomic_write_bytes(out / CONFIG_NAME, (json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
     return out
 
 
@@ -76,8 +73,7 @@ def read_config(directory: str | os.PathLike[str]) -> tuple[ModelConfig, dict[st
         raise CheckpointError(f"checkpoint {path} is not valid JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise CheckpointError(f"checkpoint {path} is not a JSON object")
-    fmt = doc.get("format", FORMAT)
-    version = doc.get("format_version", FORMAT_VERSION)
+    fmt, version = doc.get("format", FORMAT), doc.get("format_version", FORMAT_VERSION)
     if fmt != FORMAT or not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {path} has format {fmt!r} v{version}; "
                               f"this drkit reads {FORMAT!r} up to v{FORMAT_VERSION}")

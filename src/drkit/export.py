@@ -98,10 +98,8 @@ def load_features(directory: str | Path, doc: dict[str, Any] | None = None, **ti
 
 
 class DetectionBackbone(nn.Module):
-    """An export's feature maps through torchvision's feature pyramid: ``forward(x)`` gives an
-    ordered dict of ``out_channels``-channel maps, what torchvision's detectors expect of a backbone.
-    The input is normalised by the detector's own transform (pass ``image_mean``/``image_std`` from
-    the export's config)."""
+    """An export's feature maps through torchvision's feature pyramid: the dict of ``out_channels``-channel maps
+    torchvision's detectors expect (they normalise: pass ``image_mean``/``image_std`` from the export's config)."""
 
     def __init__(self, features: nn.Module, out_channels: int = 64) -> None:
         from torchvision.ops import FeaturePyramidNetwork

@@ -33,9 +33,7 @@ def mix64_np(x: np.ndarray) -> np.ndarray:
 def content_digest(data: bytes | memoryview | np.ndarray) -> int:
     """CRC-32 of an image's stored bytes (file bytes or pixel array): memory speed, catches any
     accidental change, not meant to resist a forger."""
-    if isinstance(data, np.ndarray) and not data.flags.c_contiguous:
-        data = np.ascontiguousarray(data)
-    return zlib.crc32(data) & MASK32
+    return zlib.crc32(np.ascontiguousarray(data) if isinstance(data, np.ndarray) else data) & MASK32
 
 
 def _mul32(x: "torch.Tensor", c: int) -> "torch.Tensor":
@@ -73,5 +71,4 @@ def noise_bytes(seeds: "torch.Tensor", channels: int, height: int, width: int) -
     c, y, x = torch.meshgrid(torch.arange(channels, device=dev), torch.arange(height, device=dev),
                              torch.arange(width, device=dev), indexing="ij")
     flat = [t.reshape(1, -1).expand(n, -1) for t in (c, y, x)]
-    out = noise_at(seeds.reshape(-1, 1).expand_as(flat[0]), *flat, height, width)
-    return out.reshape(n, channels, height, width)
+    return noise_at(seeds.reshape(-1, 1).expand_as(flat[0]), *flat, height, width).reshape(n, channels, height, width)

@@ -63,12 +63,11 @@ def render_grid(store: Any, src: Any, path: str | Path, samples: int = 6, views:
         _show(axes[r][0], img, f"#{i} original\n{classes[int(src.labels[i])]}", 7)
         for v in range(views):
             rec = store.record(int(i), v)
-            x = store.render_uint8(src, int(i), v, record=rec, image=img)
             lines = [f"{classes[int(c)][:12]} {p:.2f}" for c, p in zip(rec["topk_ids"][:3], rec["topk_probs"][:3])]
             if rec.get("mix_mode"):
-                kind = "mixup" if rec["mix_mode"] == 1 else "cutmix"
-                lines.insert(0, f"{kind} #{i}+#{rec['partner']} λ={rec['lam']:.2f}")
-            _show(axes[r][v + 1], x, "\n".join(lines), 6.5)
+                lines.insert(0, f"{'mixup' if rec['mix_mode'] == 1 else 'cutmix'} #{i}+#{rec['partner']} "
+                                f"λ={rec['lam']:.2f}")
+            _show(axes[r][v + 1], store.render_uint8(src, int(i), v, record=rec, image=img), "\n".join(lines), 6.5)
     fig.suptitle(f"{Path(store.path).name}: {store.manifest['recipe']['spec'].split('@')[0]}… "
                  f"views with teacher top-3", fontsize=9)
     fig.tight_layout()

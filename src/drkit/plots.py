@@ -1,8 +1,5 @@
-"""PNG figures: reliability diagram (calibration) and training curves.
-
-Figures are bare ``matplotlib.figure.Figure``\\ s on an explicit Agg canvas, imported inside each
-function: nothing happens at import, no display is needed, and the caller's pyplot state is left alone.
-"""
+"""PNG figures: reliability diagram (calibration), training curves, and the bare Agg figures they (and
+``drkit inspect``'s grid) draw on: nothing at import, no display needed, the caller's pyplot state left alone."""
 from __future__ import annotations
 
 import math
@@ -49,19 +46,15 @@ def reliability_diagram(bins: Mapping[str, Any], path: PathLike, title: str = ""
     ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy")
     ax.tick_params(labelbottom=False)
     ax.legend(loc="upper left", fontsize=8)
-    head = f"{title} — " if title else ""
-    ax.set_title(f"{head}ECE {100 * float(bins.get('ece', math.nan)):.2f}%")
+    ax.set_title(f"{title + ' — ' if title else ''}ECE {100 * float(bins.get('ece', math.nan)):.2f}%")
     hist = fig.add_subplot(grid[1], sharex=ax)
     hist.bar(left, count, width=width, align="edge", color="#888888", edgecolor="black", linewidth=0.4)
     hist.set(xlabel="confidence", ylabel="count")
     return save_figure(fig, path)
 
 
-_CURVE_PANELS = (
-    ("loss", lambda k: "loss" in k),
-    ("accuracy", lambda k: any(t in k for t in ("top1", "top5", "acc"))),
-    ("learning rate", lambda k: k == "lr"),
-)
+_CURVE_PANELS = (("loss", lambda k: "loss" in k), ("accuracy", lambda k: any(t in k for t in ("top1", "top5", "acc"))),
+                 ("learning rate", lambda k: k == "lr"))
 _X_KEYS = ("epoch", "step")
 
 

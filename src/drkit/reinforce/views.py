@@ -1,8 +1,6 @@
-"""The views ``reinforce`` labels: per batch, the decoded images and every view's parameters (in a
-loader worker), rendered on the teacher's device in the main process. One loader item is one whole
-batch (so the teacher's arithmetic does not depend on the worker count); batches never cross a
-shard boundary; each image is decoded once per batch.
-"""
+"""The views ``reinforce`` labels: per batch, decoded images and view parameters (in a loader worker),
+rendered on the teacher's device in the main process. One loader item is one whole batch (the teacher's
+arithmetic does not depend on the worker count), within one shard, each image decoded once."""
 from __future__ import annotations
 
 from typing import Any, NamedTuple
