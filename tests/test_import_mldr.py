@@ -400,3 +400,23 @@ def test_a_killed_import_resumes_to_the_same_store(tmp_path, reference):
     resumed = open_store(killed)
     assert [s["sha256"] for s in resumed.manifest["shards"]] == [s["sha256"] for s in whole.manifest["shards"]]
     assert (killed / "shards" / "00000.safetensors").stat().st_mtime_ns == kept  # not written again
+
+
+def test_an_import_begun_in_format2_resumes(tmp_path):
+    """A killed import whose run.json spells the recipe in format 2's words (``rcrop``) resumes
+    (the run is respelt before it is compared) and ends with the store a whole import gives."""
+    import shutil
+
+    src = load_source("digits:train?n=6")
+    torch.manual_seed(0)
+    _cifar_reference(tmp_path / "r", src)
+    whole = open_store(import_mldr(tmp_path / "r", src, tmp_path / "whole", images_per_shard=2, progress=False))
+    killed = tmp_path / "killed"
+    shutil.copytree(tmp_path / "whole", killed)
+    (killed / "manifest.json").unlink()
+    (killed / "shards" / "00002.safetensors").unlink()
+    run = json.loads((killed / "run.json").read_text())
+    run["recipe"] = {"spec": FORMAT2["cifar"][0]}
+    (killed / "run.json").write_text(json.dumps(run))
+    resumed = open_store(import_mldr(tmp_path / "r", src, killed, images_per_shard=2, progress=False, resume=True))
+    assert [s["sha256"] for s in resumed.manifest["shards"]] == [s["sha256"] for s in whole.manifest["shards"]]

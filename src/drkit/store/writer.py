@@ -14,7 +14,7 @@ import numpy as np
 from .. import __version__
 from ..errors import DrkitError, StoreError
 from ..fileio import atomic_write_json, sha256_file
-from .format import (FORMAT_NAME, FORMAT_VERSION, MANIFEST, RUN_CONFIG, SHARD_DIR, V1_DEFAULTS, content_name,
+from .format import (FORMAT_NAME, FORMAT_VERSION, MANIFEST, RUN_CONFIG, SHARD_DIR, V1_DEFAULTS, content_name, respell,
                      shard_name, shard_ranges)
 from .shards import ShardReader, shard_metadata, write_shard
 
@@ -166,7 +166,8 @@ def _as_current(run: Any, config: dict[str, Any]) -> Any:
     out = {**{k: v for k, v in V1_DEFAULTS.items() if k in ("replay", "partner_window") and k in config}, **run}
     if "recipe" in config:
         try:
-            out["recipe"] = get_recipe(run["recipe"]["spec"]).describe()
+            renderer = int((run.get("renderer") or V1_DEFAULTS["renderer"])["version"])
+            out["recipe"] = get_recipe(respell(run["recipe"]["spec"], renderer)).describe()
         except (DrkitError, KeyError, TypeError):
             pass  # not a recipe drkit reads: the comparison refuses the run
     return out

@@ -1,6 +1,6 @@
 """``drkit train``: one loop for ERM, reinforced data (DR) and online knowledge distillation.
 
-``train`` mirrors the CLI verb (``train(TrainConfig(...))`` or ``train(data, out, **options)``);
+``train(TrainConfig(...))`` mirrors the CLI verb (the CLI builds the same config from its flags);
 ``ReinforcedDataset`` and ``SoftTargetLoss`` drop into any PyTorch loop. Importing defines
 functions only (no data or model is touched).
 """
