@@ -240,8 +240,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        """Keys that are not fields (file-format bookkeeping) are ignored; missing required ones
-        raise :class:`~drkit.errors.CheckpointError`."""
+        """Keys that are not fields (file-format bookkeeping) are ignored; missing required ones are refused."""
         missing = [n for n in ("model", "num_classes") if n not in data]
         if missing:
             raise CheckpointError(f"model config lacks {', '.join(missing)}")

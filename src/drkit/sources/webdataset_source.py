@@ -149,18 +149,6 @@ def load_index(shard: str) -> ShardIndex:
     return index
 
 
-def read_classes(folder: str) -> Optional[list[str]]:
-    """Class names from ``folder/classes.txt`` (one per line, blank lines ignored), if present."""
-    path = os.path.join(folder, "classes.txt")
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            return [line.strip() for line in f if line.strip()]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SourceError(f"cannot read class names {path}: {one_line(exc)}") from exc
-
-
 class WdsSource(EncodedSource):
     """Samples of uncompressed tar shards, each read with one seek from a header index."""
 
@@ -199,6 +187,13 @@ def wds(arg: Optional[str], *, split: str, mode: Optional[str], download: bool =
     shards = resolve_shards(path, split)
     indexes = [load_index(s) for s in shards]
     labels = np.concatenate([x.labels for x in indexes])
-    classes = check_labels(labels, read_classes(os.path.dirname(shards[0])), f"wds {arg}")
+    names, listed = None, os.path.join(os.path.dirname(shards[0]), "classes.txt")  # one a line, if present
+    if os.path.isfile(listed):
+        try:
+            with open(listed, encoding="utf-8") as f:
+                names = [line.strip() for line in f if line.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SourceError(f"cannot read class names {listed}: {one_line(exc)}") from exc
+    classes = check_labels(labels, names, f"wds {arg}")
     return WdsSource(shards=shards, indexes=indexes, classes=classes, labels=labels,
                      **stamp("wds", path, split, mode, "RGB"))
