@@ -310,7 +310,7 @@ def test_a_single_member_on_its_own_training_data_says_so(tmp_path, fold_teacher
                "--topk", "3", "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "s"), "--quiet"])
     err = capsys.readouterr().err
     trained = int((fold_of(np.arange(120), 2) != 0).sum())
-    assert rc == 0 and f"is member 0 of the --folds directory" in err and f"trained on {trained} of the 120" in err
+    assert rc == 0 and "is member 0 of the --folds directory" in err and f"trained on {trained} of the 120" in err
     rc = main(["reinforce", "--data", "digits:test?n=20", "--teacher", f"ckpt:{fold_teacher / 'fold0'}",
                "--samples", "1", "--topk", "3", "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "t"),
                "--quiet"])

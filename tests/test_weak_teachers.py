@@ -13,7 +13,7 @@ from drkit.cli import main
 from drkit.defaults import DISTILL_TEMPERATURE, FOLDS_MIN_STEPS, LABEL_SMOOTHING
 from drkit.train import TrainConfig
 from drkit.train.folds import short_schedule_warning
-from drkit.train.loop import _passed_teachers, _warn_if_past_teachers
+from drkit.train.loop import _warn_once_past_teachers
 from drkit.train.setup import distill_loss
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
@@ -30,13 +30,13 @@ def _run(args: list[str]) -> tuple[int, str]:
 def test_default_distillation_is_the_documented_one():
     assert DISTILL_TEMPERATURE == 2.0 and LABEL_SMOOTHING == 0.1
     dr = TrainConfig(data="digits", reinforced="store")
-    assert dr.distill == {"temperature": 2.0, "soften_targets": True, "defaulted": ["temperature", "soften_targets"]}
+    assert dr.distill == {"temperature": 2.0, "soften_targets": True, "distill_defaults": ["temperature", "soften_targets"]}
     loss = distill_loss(dr)
     assert loss.temperature == 2.0 and loss.soften_targets
     # T = 1 asked for: plain cross-entropy on the stored probabilities, nothing softened
     assert TrainConfig(data="d", reinforced="s", temperature=1.0).distill["soften_targets"] is False
     assert TrainConfig(data="d", kd_teacher="t", soften_targets=False).distill == {
-        "temperature": 2.0, "soften_targets": False, "defaulted": ["temperature"]}
+        "temperature": 2.0, "soften_targets": False, "distill_defaults": ["temperature"]}
     assert TrainConfig(data="d").smoothing == 0.1 and TrainConfig(data="d", folds=2).smoothing == 0.0
     assert TrainConfig(data="d", folds=2, label_smoothing=0.2).smoothing == 0.2
 
@@ -59,13 +59,14 @@ def test_short_folds_schedule_warns_and_a_long_one_does_not(capsys):
 def test_student_passing_its_teachers_is_told_once(capsys):
     config = {"store_teacher_top1": 0.66}
     rows = [{"epoch": 1, "val_top1": 0.60}]
-    assert not _passed_teachers(rows, config)
-    _warn_if_past_teachers({"epoch": 2, "val_top1": 0.70}, config, rank=0)
+    _warn_once_past_teachers(rows, {"epoch": 2, "val_top1": 0.70}, config, rank=0)
     err = capsys.readouterr().err
     assert "epoch 2" in err and "passed the store's teacher accuracy 66.00 %" in err
-    assert _passed_teachers(rows + [{"epoch": 2, "val_top1": 0.70}], config)
-    _warn_if_past_teachers({"epoch": 2, "val_top1": 0.60}, config, rank=0)  # below: silent
-    _warn_if_past_teachers({"epoch": 2, "val_top1": 0.90}, {}, rank=0)  # no recorded accuracy: silent
+    rows.append({"epoch": 2, "val_top1": 0.70})
+    _warn_once_past_teachers(rows, {"epoch": 3, "val_top1": 0.75}, config, rank=0)  # told already: silent
+    _warn_once_past_teachers(rows[:1], {"epoch": 2, "val_top1": 0.60}, config, rank=0)  # below: silent
+    _warn_once_past_teachers([], {"epoch": 2, "val_top1": 0.90}, {}, rank=0)  # no recorded accuracy: silent
+    _warn_once_past_teachers([], {"epoch": 2}, config, rank=0)  # no validation: silent
     assert capsys.readouterr().err == ""
 
 

@@ -26,9 +26,7 @@ class Op:
     def __init__(self, **settings: Any):
         unknown = set(settings) - set(self.defaults)
         if unknown:
-            raise RecipeError(
-                f"op {self.name!r} has no setting(s) {sorted(unknown)}; known: {sorted(self.defaults)}"
-            )
+            raise RecipeError(f"op {self.name!r} has no setting(s) {sorted(unknown)}; known: {sorted(self.defaults)}")
         self.settings = {**self.defaults, **settings}
         for k, v in self.settings.items():
             want = type(self.defaults[k])

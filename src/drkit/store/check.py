@@ -127,7 +127,8 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         try:
             manifest = upgrade_manifest(manifest)
         except (DrkitError, AttributeError, TypeError, ValueError) as e:
-            raise StoreError(f"{mpath} is not a manifest drkit writes ({e}): the store was edited; rebuild it") from None
+            raise StoreError(f"{mpath} is not a manifest drkit writes ({e}): the store was edited; rebuild it") \
+                from None
     missing = [k for k in REQUIRED_MANIFEST_KEYS if k not in manifest]
     if missing:
         raise StoreError(f"{mpath} lacks required keys {missing}")

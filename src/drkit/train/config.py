@@ -122,7 +122,7 @@ class TrainConfig(VerbConfig):
         t = float(self.temperature) if self.temperature is not None else DISTILL_TEMPERATURE
         soften = bool(self.soften_targets) if self.soften_targets is not None else t != 1.0
         return {"temperature": t, "soften_targets": soften,
-                "defaulted": [k for k in ("temperature", "soften_targets") if getattr(self, k) is None]}
+                "distill_defaults": [k for k in ("temperature", "soften_targets") if getattr(self, k) is None]}
 
     @property
     def peak_lr(self) -> float:

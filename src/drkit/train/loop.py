@@ -34,12 +34,10 @@ from .replay import RawBatches, render_pixels
 from .setup import Run, build_run
 from .state import load_state, save_state, split_prefix, with_prefix
 
-TAG_TORCH = 0x7C4D
+TAG_TORCH = 0x7C4D  #: per-epoch torch seed: (seed, TAG_TORCH, epoch, rank)
 
 
-# ----------------------------------------------------------------------------------------------
-# small helpers
-# ----------------------------------------------------------------------------------------------
+# -- small helpers ---------------------------------------------------------------------------------
 @dataclasses.dataclass
 class Fit:
     """The optimisation state the epochs share: optimiser, loss scaler, EMA, LR schedule, step."""
@@ -54,10 +52,6 @@ class Fit:
 
     def lr(self) -> float:
         return cosine_lr(self.step, self.total_steps, self.warmup_steps, self.peak_lr)
-
-
-def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    return int(np.random.default_rng([int(seed), TAG_TORCH, int(epoch), int(rank)]).integers(2**62))
 
 
 def _to_input(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
@@ -81,9 +75,7 @@ def _all_reduce(values: list[float], env: DistEnv, device: torch.device) -> list
     return t.tolist()
 
 
-# ----------------------------------------------------------------------------------------------
-# one epoch
-# ----------------------------------------------------------------------------------------------
+# -- one epoch -------------------------------------------------------------------------------------
 def _step(run: Run, model: nn.Module, fit: Fit, raw: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One optimiser step on a raw batch (decoded images + view parameters from a loader worker,
     :mod:`drkit.train.replay`): its views are rendered here, on the training device, by the batched
@@ -174,9 +166,7 @@ def _validate(run: Run, model: nn.Module) -> dict[str, float]:
     return {"top1": correct / max(count, 1), "nll": nll / max(count, 1)}
 
 
-# ----------------------------------------------------------------------------------------------
-# resume state
-# ----------------------------------------------------------------------------------------------
+# -- resume state ----------------------------------------------------------------------------------
 def _save(run: Run, fit: Fit, rows: list[dict[str, Any]], epoch: int) -> None:
     tensors = with_prefix(run.model.state_dict(), "model")
     opt_tensors, opt_meta = flatten_optimizer(fit.optimizer)
@@ -208,9 +198,7 @@ def _restore(run: Run, fit: Fit) -> dict[str, Any]:
     return doc
 
 
-# ----------------------------------------------------------------------------------------------
-# the verb
-# ----------------------------------------------------------------------------------------------
+# -- the verb --------------------------------------------------------------------------------------
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train a student, ``train(TrainConfig(data=..., out=...))``; returns a JSON-serialisable summary
     (see :class:`TrainConfig`). Writes ``out/{model.safetensors, config.json, metrics.jsonl, curves.png,
@@ -237,14 +225,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             dist.destroy_process_group()
 
 
-def _distill_config(cfg: TrainConfig) -> dict[str, Any]:
-    """The DR/KD loss settings as trained (``None`` for ERM), and which of them were defaults."""
-    if cfg.mode == "erm":
-        return {"temperature": None, "soften_targets": None}
-    d = cfg.distill
-    return {"temperature": d["temperature"], "soften_targets": d["soften_targets"], "distill_defaults": d["defaulted"]}
-
-
 def _fit(run: Run, steps: int) -> Fit:
     cfg = run.cfg
     return Fit(optimizer=create_optimizer(run.model, cfg.opt, cfg.peak_lr, cfg.decay),
@@ -259,8 +239,8 @@ def _train(cfg: TrainConfig, env: DistEnv, device: torch.device) -> dict[str, An
     run = build_run(cfg, env, device)
     run.config.update(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.peak_lr, opt=cfg.opt,
                       weight_decay=cfg.decay, warmup_epochs=cfg.warmup_epochs, label_smoothing=cfg.smoothing,
-                      **_distill_config(cfg), ema=cfg.ema, seed=cfg.seed,
-                      limit_batches=cfg.limit_batches, world_size=env.world_size,
+                      **(cfg.distill if cfg.mode != "erm" else {"temperature": None, "soften_targets": None}),
+                      ema=cfg.ema, seed=cfg.seed, limit_batches=cfg.limit_batches, world_size=env.world_size,
                       amp=str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "off",
                       channels_last=cfg.channels_last, init=cfg.init)
     per_rank_items = cfg.batch_size // env.world_size // cfg.views_per_image
@@ -283,15 +263,14 @@ def _train(cfg: TrainConfig, env: DistEnv, device: torch.device) -> dict[str, An
         out.mkdir(parents=True, exist_ok=True)
     last_plot = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
-        torch.manual_seed(_epoch_seed(cfg.seed, epoch, env.rank))
+        torch.manual_seed(int(np.random.default_rng([cfg.seed, TAG_TORCH, epoch, env.rank]).integers(2**62)))
         run.dataset.set_epoch(epoch)
         batches = epoch_batches(n_items, cfg.seed, epoch, per_rank_items, env.rank, env.world_size)[:steps]
         metrics = _train_epoch(run, model, fit, batches, epoch)
         row: dict[str, Any] = {"epoch": epoch + 1, "step": fit.step, **metrics}
         if run.val_src is not None:
             row.update(_validation_row(run, fit))
-            if not _passed_teachers(rows, run.config):  # once, the first epoch that passes
-                _warn_if_past_teachers(row, run.config, env.rank)
+            _warn_once_past_teachers(rows, row, run.config, env.rank)
         rows.append(row)
         if env.is_main:
             log_row(row, cfg.epochs, cfg.quiet)
@@ -303,20 +282,17 @@ def _train(cfg: TrainConfig, env: DistEnv, device: torch.device) -> dict[str, An
     return finish(run, rows, fit.ema, time.perf_counter() - t_start)
 
 
-def _passed_teachers(rows: list[dict[str, Any]], config: dict[str, Any]) -> bool:
-    """Whether an earlier epoch's validation top-1 already passed the store's teacher accuracy."""
+def _warn_once_past_teachers(rows: list[dict[str, Any]], row: dict[str, Any], config: dict[str, Any],
+                             rank: int) -> None:
+    """DR: the first epoch the student beats the teachers that labelled its store (their accuracy on
+    images they never trained on, recorded by reinforce), the stored labels start to hold it back."""
     t = config.get("store_teacher_top1")
-    return t is not None and any(r.get("val_top1", 0.0) > t for r in rows)
-
-
-def _warn_if_past_teachers(row: dict[str, Any], config: dict[str, Any], rank: int) -> None:
-    """DR: once the student beats the teachers that labelled its store (their accuracy on images
-    they never trained on, recorded by reinforce), the stored labels hold it back."""
-    t = config.get("store_teacher_top1")
-    if t is not None and row.get("val_top1") is not None and row["val_top1"] > t:
-        warn(f"epoch {row['epoch']}: the student's validation top-1 {100 * row['val_top1']:.2f} % passed the "
-             f"store's teacher accuracy {100 * t:.2f} %: its labels now hold the student back; reinforce with "
-             f"stronger teachers (or compare with ERM before trusting this run)", rank)
+    passed = [r.get("val_top1") is not None and r["val_top1"] > t for r in [*rows, row]] if t is not None else []
+    if not passed or not passed[-1] or any(passed[:-1]):
+        return
+    warn(f"epoch {row['epoch']}: the student's validation top-1 {100 * row['val_top1']:.2f} % passed the "
+         f"store's teacher accuracy {100 * t:.2f} %: its labels now hold the student back; reinforce with "
+         f"stronger teachers (or compare with ERM before trusting this run)", rank)
 
 
 def _validation_row(run: Run, fit: Fit) -> dict[str, float]:

@@ -69,15 +69,14 @@ def render_pixels(batch: dict[str, Any], recipe: Recipe, size: int, device: torc
 def _render_on(batch: dict[str, Any], recipe: Recipe, size: int, device: torch.device) -> torch.Tensor:
     images = unstack_images(batch["images"], batch["sizes"], device)
     params, index = batch["params"].own, batch["index"].tolist()
+    pidx, partners = batch["partner_index"].tolist(), batch["params"].partners
     plain = [r for r, p in enumerate(params) if p is None]
     if not plain:
-        return render_batch(recipe, images, index, params, size, batch["partner_index"].tolist(),
-                            batch["params"].partners)
+        return render_batch(recipe, images, index, params, size, pidx, partners)
     views = [r for r, p in enumerate(params) if p is not None]
     out = torch.empty(len(params), images[0].shape[0], size, size, dtype=torch.uint8, device=device)
     out[plain] = torch.stack([eval_transform(images[index[r]], size) for r in plain])
     if views:
-        pidx = batch["partner_index"].tolist()
         out[views] = render_batch(recipe, images, [index[r] for r in views], [params[r] for r in views], size,
-                                  [pidx[r] for r in views], [batch["params"].partners[r] for r in views])
+                                  [pidx[r] for r in views], [partners[r] for r in views])
     return out

@@ -138,19 +138,16 @@ def _model(cfg: TrainConfig, src: Source, size: int, env: DistEnv, device: torch
            skip: set[int]) -> ImageModel:
     """The student (seeded init; ``--init`` weights), normalising with the data's statistics; its
     ``config`` is the run's one :class:`ModelConfig`, the checkpoint's ``config.json``."""
-    from ..models import ImageModel, ModelConfig, create_model
+    from ..models import ImageModel, ModelConfig
 
     if cfg.init is not None:
         init_cfg, _ = read_config(checkpoint_dir(cfg.init))
         mean, std = list(init_cfg.mean), list(init_cfg.std)
     else:
         mean, std = source_stats(src, skip=skip)
-    kwargs = cfg.model_kwargs
-    backbone = create_model(cfg.model, num_classes=len(src.classes), in_chans=src.channels, seed=cfg.seed, **kwargs)
-    mcfg = ModelConfig(model=cfg.model, num_classes=len(src.classes), in_chans=src.channels, image_size=size,
-                       mean=mean, std=std, classes=list(src.classes), model_kwargs=kwargs,
-                       source_fingerprint=src.fingerprint)
-    net = ImageModel(backbone, mean, std, config=mcfg)
+    net = ImageModel.from_config(ModelConfig(
+        model=cfg.model, num_classes=len(src.classes), in_chans=src.channels, image_size=size, mean=mean, std=std,
+        classes=list(src.classes), model_kwargs=cfg.model_kwargs, source_fingerprint=src.fingerprint), seed=cfg.seed)
     if cfg.init is not None:
         load_init(net, cfg.init, env.rank)
     net = net.to(device)
@@ -199,16 +196,11 @@ def source_stats(src: Source, max_images: int = STATS_IMAGES,
 
 def classifier_keys(backbone: torch.nn.Module) -> set[str]:
     """State-dict keys of the classifier head (timm/drkit ``get_classifier``, else the last Linear)."""
-    head = None
     getter = getattr(backbone, "get_classifier", None)
-    if callable(getter):
-        head = getter()
+    head = getter() if callable(getter) else None
     if not isinstance(head, torch.nn.Module):
-        linears = [m for m in backbone.modules() if isinstance(m, torch.nn.Linear)]
-        head = linears[-1] if linears else None
-    if head is None:
-        return set()
-    name = next((n for n, m in backbone.named_modules() if m is head), None)
+        head = next((m for m in reversed(list(backbone.modules())) if isinstance(m, torch.nn.Linear)), None)
+    name = next((n for n, m in backbone.named_modules() if m is head), None) if head is not None else None
     if name is None:
         return set()
     return {f"{name}.{k}" if name else k for k in head.state_dict()}
@@ -240,5 +232,5 @@ def load_init(model: ImageModel, spec: str, rank: int = 0) -> None:
              "re-initialised the head", rank)
     reason = mismatch_reason({k: v for k, v in own.items() if not (differs and k in head)}, state)
     if reason:
-        raise CheckpointError(f"--init {spec} does not fit {model.config.model if model.config else 'the model'}: {reason}")
+        raise CheckpointError(f"--init {spec} does not fit {getattr(model.config, 'model', 'the model')}: {reason}")
     model.backbone.load_state_dict(state, strict=not differs)
