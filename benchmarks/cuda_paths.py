@@ -85,7 +85,7 @@ def main() -> int:
     common = dict(model="drkit_cnn_tiny", epochs=2, batch_size=64, workers=2, seed=0, quiet=True)
     t0 = time.perf_counter()
     for amp in ("bf16", "fp16"):
-        s = train(TrainConfig(data=src, out=tmp / f"erm_{amp}", device=args.device, amp=amp, recipe="padcrop+ra+re+mix",
+        s = train(TrainConfig.build(data=src, out=tmp / f"erm_{amp}", device=args.device, amp=amp, recipe="padcrop+ra+re+mix",
                               **common))
         say(f"{mark(trained(s), 'ERM')} ERM --amp {amp} channels_last: loss {s['final_train_loss']:.3f}, "
             f"{s['img_per_s']:.0f} img/s")
@@ -100,9 +100,9 @@ def main() -> int:
     agree = np.mean([a.raw(i)["topk_ids"][:, 0] == b.raw(i)["topk_ids"][:, 0] for i in range(a.num_samples)])
     say(f"{mark(same_views, 'store')} store on {args.device} vs cpu: view and mixing arrays byte-identical = "
         f"{same_views}; stored top-1 agrees on {100 * agree:.2f} % of records")
-    s = train(TrainConfig(data=src, out=tmp / "dr", device=args.device, reinforced=stores["main"], **common))
+    s = train(TrainConfig.build(data=src, out=tmp / "dr", device=args.device, reinforced=stores["main"], **common))
     say(f"{mark(trained(s), 'DR')} DR on {args.device}: loss {s['final_train_loss']:.3f}, {s['img_per_s']:.0f} img/s")
-    s = train(TrainConfig(data=src, out=tmp / "kd", device=args.device, kd_teacher=teachers, recipe="padcrop",
+    s = train(TrainConfig.build(data=src, out=tmp / "kd", device=args.device, kd_teacher=teachers, recipe="padcrop",
                           **common))
     say(f"{mark(trained(s), 'KD')} KD on {args.device}: loss {s['final_train_loss']:.3f}, {s['img_per_s']:.0f} img/s")
     r = evaluate(EvalConfig(checkpoint=tmp / "dr", data="digits:test", device=args.device, workers=2, progress=False,

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
         order = MODES if r % 2 == 0 else ("dr", "erm", "kd")
         for m in order:
             out = work / f"{m}-{r}"
-            train(TrainConfig(data=src, out=out, **common, **mode_kw[m]))
+            train(TrainConfig.build(data=src, out=out, **common, **mode_kw[m]))
             rows = read_metrics(out)
             epochs[m] += [row["epoch_seconds"] for row in rows[1:]]
             rates[m] += [row["img_per_s"] for row in rows[1:]]

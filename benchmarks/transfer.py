@@ -178,7 +178,7 @@ def ensure_target_teachers(out: Path, plan: Plan, args: argparse.Namespace) -> P
     with _locked(root):
         if not (root / "folds.json").exists():
             t = _say(f"digits teachers: {plan.teacher_model} --folds 3, {plan.teacher_epochs} epochs -> {root}")
-            train(TrainConfig(data=specs(plan)["target"], model=plan.teacher_model, recipe=TARGET_RECIPE,
+            train(TrainConfig.build(data=specs(plan)["target"], model=plan.teacher_model, recipe=TARGET_RECIPE,
                               epochs=plan.teacher_epochs, batch_size=64, lr=0.05, opt="sgd", folds=3, out=str(root),
                               seed=0, device=args.device, workers=args.workers, quiet=True, resume=root.exists(),
                               command=["benchmarks/transfer.py"]))
@@ -216,7 +216,7 @@ def ensure_pretrain(out: Path, fam: Family, method: str, seed: int, plan: Plan, 
                                                               "padcrop", plan, args))}
                               if method == "dr" else {"recipe": "padcrop", "label_smoothing": 0.1})
         t = _say(f"pretrain {key}: {fam.model} {METHOD[method]} on {data['source']}, {pe} epochs")
-        train(TrainConfig(data=data["source"], model=fam.model, epochs=pe, batch_size=128, lr=fam.lr, opt="sgd",
+        train(TrainConfig.build(data=data["source"], model=fam.model, epochs=pe, batch_size=128, lr=fam.lr, opt="sgd",
                           out=str(run), seed=seed, device=args.device, workers=args.workers, quiet=True,
                           resume=(run / "state").exists(), command=["benchmarks/transfer.py"], **kw))
         _say(f"  trained in {time.perf_counter() - t:.0f} s")
@@ -263,7 +263,7 @@ def fine_tune(out: Path, fam: Family, pre: str, ft: str, seed: int, plan: Plan,
         else:
             kw = {"recipe": TARGET_RECIPE, "label_smoothing": 0.1}
         t = _say(f"fine-tune {key}: {chain_name(pre, ft)} on {data['target']}, {fe} epochs")
-        train(TrainConfig(data=data["target"], model=fam.model, epochs=fe, batch_size=plan.ft_batch,
+        train(TrainConfig.build(data=data["target"], model=fam.model, epochs=fe, batch_size=plan.ft_batch,
                           lr=fam.lr * plan.ft_lr_scale, opt="sgd", out=str(run), seed=seed, device=args.device,
                           workers=args.workers, quiet=True, resume=(run / "state").exists(), init=f"ckpt:{init}",
                           command=["benchmarks/transfer.py"], **kw))

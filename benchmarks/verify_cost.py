@@ -94,7 +94,7 @@ def main() -> None:
             store_module.open_shard = checked if mode == "checked" else unchecked
             store_module.Store.image_loader = checked_loader if mode == "checked" else unchecked_loader
             out = tmp / f"{mode}{r}"
-            train(TrainConfig(data=src, out=out, reinforced=root, model="drkit_cnn_tiny", epochs=3, batch_size=128,
+            train(TrainConfig.build(data=src, out=out, reinforced=root, model="drkit_cnn_tiny", epochs=3, batch_size=128,
                               workers=2, seed=0, quiet=True, device="cpu"))
             seconds[mode] += [row["epoch_seconds"] for row in read_metrics(out)[1:]]
     store_module.open_shard = checked

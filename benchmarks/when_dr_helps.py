@@ -164,7 +164,7 @@ def one_run(job: dict[str, Any]) -> dict[str, Any]:
     if done.exists():
         return json.loads(done.read_text())
     if not (out / "config.json").exists():
-        train(TrainConfig(data=job["data"], val=job["val"], model=job["model"], model_kwargs=job["model_kwargs"],
+        train(TrainConfig.build(data=job["data"], val=job["val"], model=job["model"], model_kwargs=job["model_kwargs"],
                           epochs=job["epochs"], batch_size=128, out=out, seed=job["seed"], device=job["device"],
                           workers=job["workers"], quiet=True, resume=(out / "state").exists(),
                           command=["benchmarks/when_dr_helps.py"], **job["optim"], **job["kw"]))

@@ -15,10 +15,10 @@ from drkit.train import TrainConfig
 
 
 def test_configs_are_frozen_and_replace_refuses_unknown_fields():
-    cfg = TrainConfig(data="digits:train", out="runs/x")
+    cfg = TrainConfig.build(data="digits:train", out="runs/x")
     with pytest.raises(dataclasses.FrozenInstanceError):
-        cfg.epochs = 3  # type: ignore[misc]
-    assert cfg.replace(epochs=3).epochs == 3 and cfg.epochs == 10
+        cfg.seed = 3  # type: ignore[misc]
+    assert cfg.replace(epochs=3).optim.epochs == 3 and cfg.optim.epochs == 10 and cfg.replace(seed=2).optim == cfg.optim
     with pytest.raises(DrkitError, match="no option epoch"):
         cfg.replace(epoch=3)
     with pytest.raises(DrkitError, match="no option lr_max"):
@@ -43,7 +43,7 @@ def test_configs_are_frozen_and_replace_refuses_unknown_fields():
 ])
 def test_train_config_validate_refuses(tmp_path, options, message):
     with pytest.raises(DrkitError, match=message):
-        TrainConfig(data="digits:train", out=tmp_path / "run", **options).validate()
+        TrainConfig.build(data="digits:train", out=tmp_path / "run", **options).validate()
     assert not (tmp_path / "run").exists()
 
 
@@ -88,7 +88,7 @@ def test_cli_builds_the_library_config():
     args = build_parser().parse_args(["train", "--data", "digits:train", "--model", "drkit_cnn_tiny", "--out", "runs/x", "--epochs", "3",
                                       "--kd-teacher", "ckpt:t", "--no-channels-last", "--quiet"])
     cfg = TrainConfig.from_args(args)
-    assert cfg == TrainConfig(data="digits:train", out="runs/x", epochs=3, kd_teacher=["ckpt:t"],
+    assert cfg == TrainConfig.build(data="digits:train", out="runs/x", epochs=3, kd_teacher=["ckpt:t"],
                               channels_last=False, quiet=True)
     assert cfg.mode == "kd" and cfg.kd_teacher == ("ckpt:t",)
     args = build_parser().parse_args(["eval", "--checkpoint", "c", "--data", "d", "--json", "r.json", "--quiet"])
@@ -105,6 +105,11 @@ INTERNAL = {"train": {"command", "mode"}, "reinforce": {"command"}, "eval": set(
 VERB_CONFIGS = [("train", TrainConfig), ("reinforce", ReinforceConfig), ("eval", EvalConfig)]
 
 
+def _leaf_fields(cls):
+    return [g for f in dataclasses.fields(cls)
+            for g in (_leaf_fields(f.metadata["section"]) if "section" in f.metadata else [f])]
+
+
 def _verb_parser(verb):
     from drkit.cli import build_parser
 
@@ -118,7 +123,10 @@ def test_every_config_field_has_its_flag_with_the_config_default(verb, cls):
     parser = _verb_parser(verb)
     text = parser.format_help()
     actions = {a.dest: a for a in parser._actions}
-    fields = dataclasses.fields(cls)
+    fields = _leaf_fields(cls)
+    for f in dataclasses.fields(cls):  # a section is a titled group of its flags in --help
+        if "section" in f.metadata:
+            assert f"\n{f.name}:\n  {f.metadata['section'].__doc__.splitlines()[0]}" in text
     assert {f.name for f in fields if f.metadata["internal"]} == INTERNAL[verb]
     for f in fields:
         if f.metadata["internal"]:
@@ -135,7 +143,7 @@ def test_every_config_field_has_its_flag_with_the_config_default(verb, cls):
 
 
 @pytest.mark.parametrize("verb, required, config", [
-    ("train", ["--data", "d", "--model", "drkit_cnn_tiny", "--out", "o"], TrainConfig(data="d", out="o")),
+    ("train", ["--data", "d", "--model", "drkit_cnn_tiny", "--out", "o"], TrainConfig.build(data="d", out="o")),
     ("reinforce", ["--data", "d", "--teacher", "t", "--out", "o"], ReinforceConfig(data="d", teacher=["t"], out="o")),
     ("eval", ["--checkpoint", "c", "--data", "d"], EvalConfig(checkpoint="c", data="d")),
 ])
@@ -147,11 +155,11 @@ def test_the_cli_defaults_are_the_library_defaults(verb, required, config):
 
 
 def test_train_mode_is_explicit_and_checked():
-    assert TrainConfig(data="d").mode == "erm" and TrainConfig(data="d", reinforced="s").mode == "dr"
-    kd = TrainConfig(data="d", kd_teacher="ckpt:t")
+    assert TrainConfig.build(data="d").mode == "erm" and TrainConfig.build(data="d", reinforced="s").mode == "dr"
+    kd = TrainConfig.build(data="d", kd_teacher="ckpt:t")
     assert kd.mode == "kd" and kd.kd_teacher == ("ckpt:t",)
     with pytest.raises(DrkitError, match="mode 'dr' does not match"):
-        TrainConfig(data="d", out="o", mode="dr").validate()
+        TrainConfig.build(data="d", out="o", mode="dr").validate()
     # a run saved before the mode was a field resumes: its saved config is upgraded when compared
     saved = {k: v for k, v in kd.to_dict().items() if k != "mode"} | {"kd_teacher": "ckpt:t"}
     assert kd.diff(saved) == [] and kd.replace(seed=1).diff(saved) == ["seed"]
@@ -173,7 +181,7 @@ def test_top_level_help_imports_no_torch():
 
 
 def test_diff_ignores_options_that_do_not_change_results():
-    cfg = TrainConfig(data="digits:train", out="runs/x", workers=2, device="cpu", quiet=False)
+    cfg = TrainConfig.build(data="digits:train", out="runs/x", workers=2, device="cpu", quiet=False)
     saved = cfg.to_dict()
     assert cfg.replace(workers=0, device="cuda", quiet=True, resume=True, command=["x"]).diff(saved) == []
     assert cfg.replace(seed=1, lr=0.5).diff(saved) == ["lr", "seed"]
@@ -184,3 +192,21 @@ def test_bad_option_on_the_command_line_is_one_line(tmp_path):
                         "--model", "drkit_cnn_tiny", "--temperature", "0"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.startswith("drkit: error:") and len(r.stderr.strip().splitlines()) == 1
     assert "--temperature" in r.stderr and not (tmp_path / "r").exists()
+
+
+def test_train_config_sections_are_typed_and_flat_keywords_route_to_them():
+    """The typed sections and the flat keywords (the CLI's) give the same config; its saved form is
+    nested, and a flat one saved by an earlier release compares equal (so that run resumes)."""
+    from drkit.train import Distill, Optim, Runtime
+
+    typed = TrainConfig(data="d", out="o", optim=Optim(epochs=3, lr=0.05), distill=Distill(temperature=1.0),
+                        runtime=Runtime(workers=0))
+    flat = TrainConfig.build(data="d", out="o", epochs=3, lr=0.05, temperature=1.0, workers=0)
+    assert typed == flat and flat.optim.peak_lr == 0.05 and flat.distill.resolved["soften_targets"] is False
+    saved = flat.to_dict()
+    assert saved["optim"]["epochs"] == 3 and "epochs" not in saved and saved["runtime"]["workers"] == 0
+    assert flat.diff(saved) == [] and flat.diff(TrainConfig.flat_dict(saved)) == []
+    assert flat.diff({**TrainConfig.flat_dict(saved), "epochs": 4}) == ["epochs"]
+    assert flat.replace(seed=1).optim == flat.optim and flat.replace(batch_size=64).optim.batch_size == 64
+    with pytest.raises(DrkitError, match="has no option nope"):
+        TrainConfig.build(data="d", nope=1)

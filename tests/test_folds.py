@@ -170,7 +170,7 @@ def test_member_k_never_decodes_an_image_of_fold_k(tmp_path, monkeypatch):
         current[:] = [Path(cfg.out).name]
         return train(cfg)
 
-    cfg = TrainConfig(data=DATA, out=tmp_path / "t", model="drkit_cnn_tiny", epochs=1, batch_size=32, workers=0,
+    cfg = TrainConfig.build(data=DATA, out=tmp_path / "t", model="drkit_cnn_tiny", epochs=1, batch_size=32, workers=0,
                       device="cpu", folds=2, quiet=True)
     train_folds(cfg.validate(), train_one)
     folds = fold_of(np.arange(120), 2)

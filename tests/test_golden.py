@@ -68,7 +68,7 @@ def test_golden_store_shards(golden_store):
 
 def test_golden_dr_weights(tmp_path, digits_train, golden_store):
     out = tmp_path / "dr"
-    train(TrainConfig(data=digits_train, out=out, reinforced=golden_store, model="drkit_cnn_tiny", epochs=2,
+    train(TrainConfig.build(data=digits_train, out=out, reinforced=golden_store, model="drkit_cnn_tiny", epochs=2,
                       batch_size=16, lr=0.05, workers=0, device="cpu", seed=3, quiet=True, temperature=2.0,
                       soften_targets=True))
     assert _weights_sha(out / "model.safetensors") == GOLDEN_DR_WEIGHTS

@@ -159,7 +159,7 @@ def test_import_streams_a_tar_gz_and_trains(tmp_path, reference):
     from drkit.train import TrainConfig, read_metrics, train
 
     out = tmp_path / "run"
-    train(TrainConfig(data=src, out=out, reinforced=tmp_path / "a", model="drkit_cnn_tiny", epochs=1, batch_size=8,
+    train(TrainConfig.build(data=src, out=out, reinforced=tmp_path / "a", model="drkit_cnn_tiny", epochs=1, batch_size=8,
                       workers=0, device="cpu", quiet=True))
     assert np.isfinite(read_metrics(out)[-1]["train_loss"])
 
@@ -260,7 +260,7 @@ def test_mixed_views_replay_with_their_own_partner_parameters(tmp_path, referenc
     from drkit.train import TrainConfig, read_metrics, train
 
     # the device renderer (auto at 16 px) mixes them too
-    train(TrainConfig(data=src, out=tmp_path / "run", reinforced=tmp_path / "s", model="drkit_cnn_tiny", epochs=1,
+    train(TrainConfig.build(data=src, out=tmp_path / "run", reinforced=tmp_path / "s", model="drkit_cnn_tiny", epochs=1,
                       batch_size=8, workers=0, device="cpu", quiet=True))
     assert np.isfinite(read_metrics(tmp_path / "run")[-1]["train_loss"])
 

@@ -301,8 +301,8 @@ def test_dr_weights_do_not_depend_on_where_batches_are_built(tmp_path, digits_tr
                                      images_per_shard=16, device="cpu", progress=False, command=["t"]))
     kw = dict(reinforced=root, model="drkit_cnn_tiny", epochs=2, batch_size=16, views_per_image=2,
               device="cpu", seed=1, quiet=True, limit_batches=4)
-    a = train(TrainConfig(data=digits_train, out=tmp_path / "w0", workers=0, **kw))
-    b = train(TrainConfig(data=digits_train, out=tmp_path / "w1", workers=1, **kw))
+    a = train(TrainConfig.build(data=digits_train, out=tmp_path / "w0", workers=0, **kw))
+    b = train(TrainConfig.build(data=digits_train, out=tmp_path / "w1", workers=1, **kw))
     wa, wb = load_file(str(tmp_path / "w0" / "model.safetensors")), load_file(str(tmp_path / "w1" / "model.safetensors"))
     assert wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)
     assert a["final_train_loss"] == b["final_train_loss"]
@@ -329,7 +329,7 @@ def test_erm_and_kd_steps_see_the_per_view_oracle_s_pixels(tmp_path, digits_trai
               limit_batches=2, recipe="rrc+ra+re+mix")
     if mode == "kd":
         kw.update(kd_teacher=teacher_pair, image_size=12)  # the teachers take 16 px: two renders per view
-    train(TrainConfig(data=digits_train, out=tmp_path / "run", **kw))
+    train(TrainConfig.build(data=digits_train, out=tmp_path / "run", **kw))
     assert len(seen) == (2 if mode == "erm" else 4)  # KD: the student's and the teacher's size
     mixed = 0
     for recipe, raw, size, out in seen:

@@ -304,7 +304,7 @@ def test_reinforce_and_train(kind, specs, tmp_path):
                                       topk=2, workers=0, progress=False, device="cpu", command=["t"]))
     opened = open_store(store)
     assert opened.verify(src)["ok"] and opened.num_samples == N
-    summary = train(TrainConfig(data=src, out=tmp_path / "run", reinforced=store, model="drkit_cnn_tiny", epochs=1,
+    summary = train(TrainConfig.build(data=src, out=tmp_path / "run", reinforced=store, model="drkit_cnn_tiny", epochs=1,
                                 batch_size=8, workers=0, device="cpu", quiet=True))
     assert (tmp_path / "run" / "model.safetensors").is_file() and summary
 
@@ -353,7 +353,7 @@ def test_a_store_serves_another_packaging_of_the_same_images(specs, folder, reco
         store = open_store(made)
         store.check_source(other)  # accepted: every digest matches
         assert torch.equal(store.render_uint8(other, 5, 1), open_store(made).render_uint8(src, 5, 1))
-    train(TrainConfig(data=load_source(specs["wds"] + "?mode=L"), out=tmp_path / "run", reinforced=made,
+    train(TrainConfig.build(data=load_source(specs["wds"] + "?mode=L"), out=tmp_path / "run", reinforced=made,
                       model="drkit_cnn_tiny", epochs=1, batch_size=8, workers=0, device="cpu", quiet=True))
     changed = list(records)
     ext, label, _ = changed[7]
@@ -409,7 +409,7 @@ def test_a_streamed_source_reinforces_in_one_pass_with_nearby_partners(tmp_path,
         assert (np.abs(rec["partner"][mixed].astype(int) - i) <= 3).all()
     assert (store.raw(5)["mix_mode"] > 0).any()
     # the folder serves the store made from the stream (same digests)
-    train(TrainConfig(data=plain, out=tmp_path / "run", reinforced=made, model="drkit_cnn_tiny", epochs=1, batch_size=8,
+    train(TrainConfig.build(data=plain, out=tmp_path / "run", reinforced=made, model="drkit_cnn_tiny", epochs=1, batch_size=8,
                       workers=0, device="cpu", quiet=True))
     fresh = hf_stream(str(root), split="train", mode="L", window=3)
     with pytest.raises(SourceError, match="read out of order"):

@@ -50,7 +50,7 @@ def erm_run(tmp_path_factory):
     """ERM on all 1,500 training digits: the 'ERM learns' run and the DR/KD teacher."""
     out = tmp_path_factory.mktemp("erm") / "run"
     torch.set_num_threads(2)
-    summary = train(TrainConfig(data="digits:train", out=out, val="digits:test", model="drkit_cnn_tiny",
+    summary = train(TrainConfig.build(data="digits:train", out=out, val="digits:test", model="drkit_cnn_tiny",
                                 recipe="padcrop", epochs=6, batch_size=64, opt="adamw", lr=4e-3, seed=0, **FAST))
     return summary, out
 
@@ -81,7 +81,7 @@ def test_erm_learns_and_writes_layout(erm_run):
 
 def test_dr_learns(tmp_path, dr_store):
     out = tmp_path / "dr"
-    summary = train(TrainConfig(data="digits:train", out=out, val="digits:test", reinforced=dr_store,
+    summary = train(TrainConfig.build(data="digits:train", out=out, val="digits:test", reinforced=dr_store,
                                 model="drkit_cnn_tiny", epochs=5, batch_size=64, opt="adamw", lr=4e-3, **FAST))
     assert summary["mode"] == "dr"
     _assert_learned(summary, out)
@@ -93,9 +93,10 @@ def test_dr_learns(tmp_path, dr_store):
 
 def test_kd_learns_with_student_smaller_than_teacher(tmp_path, erm_run):
     out = tmp_path / "kd"
-    summary = train(TrainConfig(data="digits:train", out=out, val="digits:test", kd_teacher=[f"ckpt:{erm_run[1]}"],
-                                model="drkit_cnn_tiny", recipe="padcrop", epochs=5, batch_size=64, opt="adamw", lr=4e-3,
-                                **{**FAST, "image_size": 12}))
+    summary = train(TrainConfig.build(data="digits:train", out=out, val="digits:test",
+                                      kd_teacher=[f"ckpt:{erm_run[1]}"],
+                                      model="drkit_cnn_tiny", recipe="padcrop", epochs=5, batch_size=64, opt="adamw",
+                                      lr=4e-3, **{**FAST, "image_size": 12}))
     assert summary["mode"] == "kd" and summary["image_size"] == 12
     _assert_learned(summary, out)
 
@@ -127,8 +128,8 @@ def test_student_families_train_on_store(tmp_path, dr_store, name):
                    "--device", "cpu", "--quiet", "--out", str(out)])
         assert rc == 0
     else:
-        train(TrainConfig(data="digits:train", out=out, reinforced=dr_store, model=name, model_kwargs=kwargs, epochs=1,
-                          batch_size=16, limit_batches=2, opt="sgd", **{**FAST, "image_size": size}))
+        train(TrainConfig.build(data="digits:train", out=out, reinforced=dr_store, model=name, model_kwargs=kwargs,
+                                epochs=1, batch_size=16, limit_batches=2, opt="sgd", **{**FAST, "image_size": size}))
     row = read_metrics(out)[-1]
     assert math.isfinite(row["train_loss"]) and row["train_samples"] == 32
     fresh = create_model(name, num_classes=10, in_chans=1, seed=0, **kwargs).state_dict()
@@ -153,7 +154,7 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, dr_store, monk
         kw = dict(recipe="rrc+ra+re+mix", opt="adamw")
     kw.update(model="drkit_cnn_tiny", val="digits:test?n=64", epochs=3, batch_size=32, limit_batches=3, seed=3,
               **FAST)
-    train(TrainConfig(data="digits:train", out=tmp_path / "a", **kw))
+    train(TrainConfig.build(data="digits:train", out=tmp_path / "a", **kw))
 
     real = train_loop.save_state
     calls = {"n": 0}
@@ -166,13 +167,13 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, dr_store, monk
 
     monkeypatch.setattr(train_loop, "save_state", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train(TrainConfig(data="digits:train", out=tmp_path / "b", **kw))
+        train(TrainConfig.build(data="digits:train", out=tmp_path / "b", **kw))
     assert not (tmp_path / "b" / "model.safetensors").exists()
     with pytest.raises(DrkitError, match="already holds"):
-        train(TrainConfig(data="digits:train", out=tmp_path / "b", **kw))
+        train(TrainConfig.build(data="digits:train", out=tmp_path / "b", **kw))
     with pytest.raises(DrkitError, match="other settings"):
-        train(TrainConfig(data="digits:train", out=tmp_path / "b", resume=True, **{**kw, "seed": 4}))
-    train(TrainConfig(data="digits:train", out=tmp_path / "b", resume=True, **kw))
+        train(TrainConfig.build(data="digits:train", out=tmp_path / "b", resume=True, **{**kw, "seed": 4}))
+    train(TrainConfig.build(data="digits:train", out=tmp_path / "b", resume=True, **kw))
     wa, wb = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
@@ -379,7 +380,7 @@ def test_init_reinitialises_a_head_of_another_class_count(tmp_path, capsys):
 
     spec = make_teacher(tmp_path / "five", [str(i) for i in range(5)], seed=1)
     out = tmp_path / "ft"
-    train(TrainConfig(data="digits:train", out=out, model="drkit_cnn_tiny", init=spec, epochs=1, limit_batches=1,
+    train(TrainConfig.build(data="digits:train", out=out, model="drkit_cnn_tiny", init=spec, epochs=1, limit_batches=1,
                       batch_size=16, lr=1e-12, **{**FAST, "quiet": False}))
     assert "re-initialised the head" in capsys.readouterr().err
     src_model, _ = load_checkpoint(tmp_path / "five")
@@ -394,29 +395,29 @@ def test_init_reinitialises_a_head_of_another_class_count(tmp_path, capsys):
 def test_refusals(tmp_path, dr_store, erm_run):
     base = dict(model="drkit_cnn_tiny", epochs=1, limit_batches=1, batch_size=16, **FAST)
     with pytest.raises(DrkitError, match="exclude each other"):
-        train(TrainConfig(data="digits:train", out=tmp_path / "x", reinforced=dr_store,
+        train(TrainConfig.build(data="digits:train", out=tmp_path / "x", reinforced=dr_store,
                           kd_teacher=[f"ckpt:{erm_run[1]}"], **base))
     with pytest.raises(DrkitError, match="fingerprint|samples"):
-        train(TrainConfig(data="digits:train?n=48", out=tmp_path / "x", reinforced=dr_store, **base))
+        train(TrainConfig.build(data="digits:train?n=48", out=tmp_path / "x", reinforced=dr_store, **base))
     with pytest.raises(DrkitError, match="unknown model"):
-        train(TrainConfig(data="digits:train", out=tmp_path / "x", **{**base, "model": "no_such_net"}))
+        train(TrainConfig.build(data="digits:train", out=tmp_path / "x", **{**base, "model": "no_such_net"}))
     with pytest.raises(DrkitError, match="no training state"):
-        train(TrainConfig(data="digits:train", out=tmp_path / "x", resume=True, **base))
+        train(TrainConfig.build(data="digits:train", out=tmp_path / "x", resume=True, **base))
     with pytest.raises(DrkitError, match="views_per_image"):
-        train(TrainConfig(data="digits:train", out=tmp_path / "x", reinforced=dr_store, views_per_image=8,
+        train(TrainConfig.build(data="digits:train", out=tmp_path / "x", reinforced=dr_store, views_per_image=8,
                           **{**base, "batch_size": 16}))
     with pytest.raises(DrkitError, match="DR .*only"):
-        train(TrainConfig(data="digits:train", out=tmp_path / "x", plain_fraction=0.2, **base))
+        train(TrainConfig.build(data="digits:train", out=tmp_path / "x", plain_fraction=0.2, **base))
     with pytest.raises(DrkitError, match="model-kwargs"):
-        train(TrainConfig(data="digits:train", out=tmp_path / "x", model_kwargs="{depth: 1}", **base))
+        train(TrainConfig.build(data="digits:train", out=tmp_path / "x", model_kwargs="{depth: 1}", **base))
     other = tmp_path / "other-classes"  # a validation folder whose class names are not the digits'
     for name in ("cat", "dog"):
         (other / name).mkdir(parents=True)
         Image.new("L", (8, 8), 128).save(other / name / "a.png")
     with pytest.raises(DrkitError, match="other classes"):
-        train(TrainConfig(data="digits:train", out=tmp_path / "x", val=f"imagefolder:{other}?mode=L", **base))
+        train(TrainConfig.build(data="digits:train", out=tmp_path / "x", val=f"imagefolder:{other}?mode=L", **base))
     with pytest.raises(DrkitError, match="already holds"):
-        train(TrainConfig(data="digits:train", out=erm_run[1], **base))
+        train(TrainConfig.build(data="digits:train", out=erm_run[1], **base))
     assert not (tmp_path / "x").exists()
 
 

@@ -29,16 +29,17 @@ def _run(args: list[str]) -> tuple[int, str]:
 
 def test_default_distillation_is_the_documented_one():
     assert DISTILL_TEMPERATURE == 2.0 and LABEL_SMOOTHING == 0.1
-    dr = TrainConfig(data="digits", reinforced="store")
-    assert dr.distill == {"temperature": 2.0, "soften_targets": True, "distill_defaults": ["temperature", "soften_targets"]}
+    dr = TrainConfig.build(data="digits", reinforced="store")
+    assert dr.distill.resolved == {"temperature": 2.0, "soften_targets": True,
+                                   "distill_defaults": ["temperature", "soften_targets"]}
     loss = distill_loss(dr)
     assert loss.temperature == 2.0 and loss.soften_targets
     # T = 1 asked for: plain cross-entropy on the stored probabilities, nothing softened
-    assert TrainConfig(data="d", reinforced="s", temperature=1.0).distill["soften_targets"] is False
-    assert TrainConfig(data="d", kd_teacher="t", soften_targets=False).distill == {
+    assert TrainConfig.build(data="d", reinforced="s", temperature=1.0).distill.resolved["soften_targets"] is False
+    assert TrainConfig.build(data="d", kd_teacher="t", soften_targets=False).distill.resolved == {
         "temperature": 2.0, "soften_targets": False, "distill_defaults": ["temperature"]}
-    assert TrainConfig(data="d").smoothing == 0.1 and TrainConfig(data="d", folds=2).smoothing == 0.0
-    assert TrainConfig(data="d", folds=2, label_smoothing=0.2).smoothing == 0.2
+    assert TrainConfig.build(data="d").smoothing == 0.1 and TrainConfig.build(data="d", folds=2).smoothing == 0.0
+    assert TrainConfig.build(data="d", folds=2, label_smoothing=0.2).smoothing == 0.2
 
 
 def test_cli_help_states_the_defaults(capsys):
@@ -49,10 +50,10 @@ def test_cli_help_states_the_defaults(capsys):
 
 
 def test_short_folds_schedule_warns_and_a_long_one_does_not(capsys):
-    assert short_schedule_warning(TrainConfig(data="d", folds=3, epochs=20, batch_size=128), 933) == 160
+    assert short_schedule_warning(TrainConfig.build(data="d", folds=3, epochs=20, batch_size=128), 933) == 160
     assert f"give them at least {FOLDS_MIN_STEPS} steps" in capsys.readouterr().err
     # the shipped Fashion-MNIST members: 30 epochs at batch 256 over ~30k images
-    assert short_schedule_warning(TrainConfig(data="d", folds=2, epochs=30, batch_size=256), 29983) == 3540
+    assert short_schedule_warning(TrainConfig.build(data="d", folds=2, epochs=30, batch_size=256), 29983) == 3540
     assert capsys.readouterr().err == ""
 
 

@@ -26,6 +26,15 @@ def option(default: Any = dataclasses.MISSING, *, free: bool = False, internal: 
                                                         "cli": cli})
 
 
+def section(cls: type[VerbConfig]) -> Any:
+    """A nested config (its own typed fields); flags, keywords and ``replace`` stay flat, routed by name."""
+    return dataclasses.field(default_factory=cls, metadata={"section": cls})
+
+
+def _sections(cls: Any) -> dict[str, type[VerbConfig]]:
+    return {f.name: f.metadata["section"] for f in dataclasses.fields(cls) if "section" in f.metadata}
+
+
 SPLIT_HELP = "train|test|val when SRC has no :split suffix"  # --split, --download: every verb that reads a source
 DOWNLOAD_HELP = "let torchvision sources download their files"
 
@@ -34,6 +43,10 @@ def add_options(parser: argparse.ArgumentParser, cls: type[VerbConfig], **help_:
     """``cls``'s fields as flags: type from the annotation (a tuple repeats, or takes ``nargs``), a bool
     a switch (with ``--no-…`` unless False by default), default from the field; ``help_`` by field name."""
     for f in dataclasses.fields(cls):
+        if "section" in f.metadata:  # a titled group of the same flat flags
+            group = parser.add_argument_group(f.name, (f.metadata["section"].__doc__ or "").split("\n")[0])
+            add_options(group, f.metadata["section"], **help_)  # type: ignore[arg-type]
+            continue
         if f.metadata.get("internal"):
             continue
         kw = dict(f.metadata.get("cli", {}))
@@ -68,12 +81,22 @@ class VerbConfig:
     """Base of the verb configs: construction from keywords, argparse and JSON; ``diff``."""
 
     @classmethod
+    def names(cls) -> list[str]:
+        """Every option's keyword, a section's included (they are unique across sections)."""
+        return [n for f in dataclasses.fields(cls) for n in
+                (f.metadata["section"].names() if "section" in f.metadata else [f.name])]
+
+    @classmethod
     def build(cls: type[C], **options: Any) -> C:
-        """``cls(**options)``, refusing unknown keywords with the list of known ones."""
-        unknown = sorted(set(options) - set(cls.__dataclass_fields__))
+        """``cls(**options)`` from flat keywords (a section's are routed to it, or the section is given
+        whole by its name), refusing unknown keywords with the list of known ones."""
+        unknown = sorted(set(options) - set(cls.names()) - set(_sections(cls)))
         if unknown:
-            raise DrkitError(f"{cls.__name__} has no option {', '.join(unknown)} "
-                             f"(options: {', '.join(cls.__dataclass_fields__)})")
+            raise DrkitError(f"{cls.__name__} has no option {', '.join(unknown)} (options: {', '.join(cls.names())})")
+        for name, sub in _sections(cls).items():
+            mine = {k: options.pop(k) for k in sub.names() if k in options}
+            if name not in options:
+                options[name] = sub.build(**mine)
         missing = [f.name for f in dataclasses.fields(cls) if f.name not in options
                    and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
         if missing:
@@ -84,31 +107,47 @@ class VerbConfig:
     def from_args(cls: type[C], args: Any, **overrides: Any) -> C:
         """From an ``argparse.Namespace`` (or mapping): fields named like its dests, then overrides."""
         values = vars(args) if not isinstance(args, Mapping) else dict(args)
-        picked = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        picked = {k: v for k, v in values.items() if k in cls.names()}
         picked.update(overrides)
         return cls.build(**picked)
 
+    def flat(self) -> dict[str, Any]:
+        """Every option by its keyword (a section's too), the values as they are."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out.update(value.flat() if "section" in f.metadata else {f.name: value})
+        return out
+
     def replace(self: C, **changes: Any) -> C:
-        kept = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.metadata.get("derived")}
-        return self.build(**kept | changes)  # refuses unknown keys
+        derived = {f.name for f in dataclasses.fields(self) if f.metadata.get("derived")}
+        return self.build(**{k: v for k, v in self.flat().items() if k not in derived} | changes)  # refuses unknown
 
     def to_dict(self, include_free: bool = True) -> dict[str, Any]:
-        """JSON-friendly values (tuples as lists, objects such as an in-memory source by their ``spec``)."""
+        """JSON-friendly values (tuples as lists, objects such as an in-memory source by their ``spec``),
+        a section as a nested dict."""
         out = {}
         for f in dataclasses.fields(self):
             if not include_free and f.metadata.get("free"):
                 continue
-            out[f.name] = _jsonable(getattr(self, f.name))
+            value = getattr(self, f.name)
+            out[f.name] = value.to_dict(include_free) if "section" in f.metadata else _jsonable(value)
         return out
 
     @classmethod
+    def flat_dict(cls, saved: Mapping[str, Any]) -> dict[str, Any]:
+        """A ``to_dict()`` with its sections' keys at the top (what :meth:`diff` compares)."""
+        return {k2: v2 for k, v in saved.items()
+                for k2, v2 in (v.items() if k in _sections(cls) and isinstance(v, Mapping) else [(k, v)])}
+
+    @classmethod
     def upgrade(cls, saved: Mapping[str, Any]) -> dict[str, Any]:
-        """An older release's saved ``to_dict()`` in this one's form (a config with new fields says how)."""
-        return dict(saved)
+        """An older release's saved ``to_dict()`` in this one's flat form (a config with new fields says how)."""
+        return cls.flat_dict(saved)
 
     def diff(self, saved: Mapping[str, Any]) -> list[str]:
-        """Result-determining fields whose value differs from ``saved`` (a ``to_dict()``, upgraded)."""
-        mine, saved = self.to_dict(include_free=False), self.upgrade(saved)
+        """Result-determining options whose value differs from ``saved`` (a ``to_dict()``, upgraded)."""
+        mine, saved = self.flat_dict(self.to_dict(include_free=False)), self.upgrade(saved)
         return sorted(k for k in mine if saved.get(k) != mine[k])
 
 

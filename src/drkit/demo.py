@@ -154,7 +154,7 @@ def _student(cfg: DemoConfig, name: str, run_dir: Path, seed: int, data: dict[st
 
     t = _step(f"3-4/5 train + evaluate {name}, seed {seed}: drkit_cnn_tiny, {cfg.epochs} epochs")
     _fresh(run_dir)
-    summary = train(TrainConfig(data=data["train"], val=data["val"], model="drkit_cnn_tiny", epochs=cfg.epochs,
+    summary = train(TrainConfig.build(data=data["train"], val=data["val"], model="drkit_cnn_tiny", epochs=cfg.epochs,
                                 batch_size=cfg.batch_size, lr=cfg.lr, opt="sgd", out=str(run_dir), seed=seed,
                                 device=device, workers=1, quiet=False, command=["drkit", "demo"], **extra))
     train_s = time.perf_counter() - t

@@ -7,7 +7,7 @@ functions only (no data or model is touched).
 from __future__ import annotations
 
 from .. import callable_verb
-from .config import TrainConfig
+from .config import Distill, Optim, Runtime, TrainConfig
 from .data import AugmentedDataset, ReinforcedDataset
 from .loop import train
 from .losses import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy, SoftTargetLoss, soft_target_cross_entropy
@@ -15,8 +15,9 @@ from .order import epoch_views
 from .outputs import read_metrics
 from .replay import collate_raw
 
-__all__ = ["train", "TrainConfig", "ReinforcedDataset", "AugmentedDataset", "SoftTargetLoss", "SoftTargetCrossEntropy",
-           "LabelSmoothingCrossEntropy", "soft_target_cross_entropy", "epoch_views", "read_metrics", "collate_raw"]
+__all__ = ["train", "TrainConfig", "Optim", "Distill", "Runtime", "ReinforcedDataset", "AugmentedDataset",
+           "SoftTargetLoss", "SoftTargetCrossEntropy", "LabelSmoothingCrossEntropy", "soft_target_cross_entropy",
+           "epoch_views", "read_metrics", "collate_raw"]
 
 
 callable_verb(__name__)

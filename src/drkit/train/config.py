@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..configs import DOWNLOAD_HELP, KW_ONLY, SPLIT_HELP, VerbConfig, check, option
+from ..configs import DOWNLOAD_HELP, KW_ONLY, SPLIT_HELP, VerbConfig, check, option, section
 from ..defaults import DISTILL_TEMPERATURE, LABEL_SMOOTHING, OPTIMIZERS
 from ..device import AMP_MODES
 from ..errors import DrkitError
@@ -36,8 +36,64 @@ def json_object(value: dict[str, Any] | str | None) -> dict[str, Any]:
 
 
 @dataclasses.dataclass(frozen=True, **KW_ONLY)
+class Optim(VerbConfig):
+    """optimisation: the schedule, optimiser and weight EMA (one code path for every mode)."""
+
+    epochs: int = option(10)
+    batch_size: int = option(128)
+    lr: float | None = option(None, help="peak learning rate (default: 0.1 sgd, 2e-3 adamw, scaled by batch/256)")
+    opt: str = option("sgd", choices=tuple(OPTIMIZERS))
+    weight_decay: float | None = option(None)
+    warmup_epochs: float = option(1.0)
+    ema: float | None = option(None, metavar="DECAY", help="keep an EMA of the weights")
+
+    @property
+    def peak_lr(self) -> float:
+        return float(self.lr if self.lr is not None else OPTIMIZERS[self.opt]["lr"] * self.batch_size / 256)
+
+    @property
+    def decay(self) -> float:
+        return float(self.weight_decay if self.weight_decay is not None else OPTIMIZERS[self.opt]["weight_decay"])
+
+
+@dataclasses.dataclass(frozen=True, **KW_ONLY)
+class Distill(VerbConfig):
+    """distillation (DR, KD): the soft targets' temperature, and how DR draws its stored views."""
+
+    temperature: float | None = option(None, help=f"KD/DR softmax temperature (default {DISTILL_TEMPERATURE:g}, "
+                                       "the measured best; 1 = plain CE)")
+    soften_targets: bool | None = option(None, help="KD/DR: also soften the targets, p**(1/T) renormalised "
+                                         "(default: on when T != 1)")
+    views_per_image: int = option(1, help="DR: stored views per decoded image")
+    plain_fraction: float = option(0.0, help="DR: share of plain hard-label samples")
+
+    @property
+    def resolved(self) -> dict[str, Any]:
+        """The loss settings as trained, and which came from the defaults (recorded in the run's config)."""
+        t = float(self.temperature) if self.temperature is not None else DISTILL_TEMPERATURE
+        soften = bool(self.soften_targets) if self.soften_targets is not None else t != 1.0
+        return {"temperature": t, "soften_targets": soften,
+                "distill_defaults": [k for k in ("temperature", "soften_targets") if getattr(self, k) is None]}
+
+
+@dataclasses.dataclass(frozen=True, **KW_ONLY)
+class Runtime(VerbConfig):
+    """runtime: where and how the run executes (workers, device, resume and quiet do not change its result)."""
+
+    workers: int = option(2, free=True)
+    device: str = option("auto", free=True)
+    amp: str = option("auto", choices=AMP_MODES)
+    channels_last: bool = option(True)
+    limit_batches: int | None = option(None, help="stop each epoch after this many batches (smoke runs)")
+    resume: bool = option(False, free=True)
+    quiet: bool = option(False, free=True)
+
+
+@dataclasses.dataclass(frozen=True, **KW_ONLY)
 class TrainConfig(VerbConfig):
-    """One student run (see ``drkit train --help``).
+    """One student run (see ``drkit train --help``): what to learn at the top, how in typed sections
+    (:class:`Optim`, :class:`Distill`, :class:`Runtime`); ``TrainConfig.build(epochs=3, ...)`` and the
+    flags take every option flat, routed to its section by name.
 
     ``mode`` is DR with ``reinforced`` (the store's views and soft labels), online KD with
     ``kd_teacher`` (the teacher labels each augmented batch), else ERM (``recipe`` views, hard or
@@ -59,38 +115,21 @@ class TrainConfig(VerbConfig):
     kd_teacher: tuple[str, ...] | None = option(None, metavar="T", help="online KD from this teacher")
     recipe: str | None = option(None, help="augmentation for ERM/KD (default: padcrop for small images, rrc else)")
     image_size: int | None = option(None)
-    epochs: int = option(10)
-    batch_size: int = option(128)
-    lr: float | None = option(None, help="peak learning rate (default: 0.1 sgd, 2e-3 adamw, scaled by batch/256)")
-    opt: str = option("sgd", choices=tuple(OPTIMIZERS))
-    weight_decay: float | None = option(None)
-    warmup_epochs: float = option(1.0)
     label_smoothing: float | None = option(None, help=f"ERM only (default {LABEL_SMOOTHING}; 0 with --folds: "
                                            "teachers' probabilities become labels)")
-    temperature: float | None = option(None, help=f"KD/DR softmax temperature (default {DISTILL_TEMPERATURE:g}, "
-                                       "the measured best; 1 = plain CE)")
-    soften_targets: bool | None = option(None, help="KD/DR: also soften the targets, p**(1/T) renormalised "
-                                         "(default: on when T != 1)")
-    views_per_image: int = option(1, help="DR: stored views per decoded image")
-    plain_fraction: float = option(0.0, help="DR: share of plain hard-label samples")
-    ema: float | None = option(None, metavar="DECAY", help="keep an EMA of the weights")
-    workers: int = option(2, free=True)
-    device: str = option("auto", free=True)
-    amp: str = option("auto", choices=AMP_MODES)
-    channels_last: bool = option(True)
     out: str | Path | None = option(None, required=True, metavar="DIR")
     seed: int = option(0)
-    resume: bool = option(False, free=True)
     init: str | None = option(None, metavar="CKPT", help="start from these weights (fine-tuning)")
-    limit_batches: int | None = option(None, help="stop each epoch after this many batches (smoke runs)")
     folds: int | None = option(None, metavar="K", help="train K out-of-fold teachers into OUT/fold{k} (member k never "
                                "sees fold k); --teacher ckpt:OUT then labels each image only with members that never "
                                "saw it")
-    quiet: bool = option(False, free=True)
     split: str | None = option(None, help=SPLIT_HELP)
     download: bool = option(False, free=True, help=DOWNLOAD_HELP)
     command: Sequence[str] | None = option(None, free=True, internal=True)
     mode: Mode | None = option(None, internal=True, derived=True)
+    optim: Optim = section(Optim)
+    distill: Distill = section(Distill)
+    runtime: Runtime = section(Runtime)
 
     def __post_init__(self) -> None:
         teachers = self.kd_teacher
@@ -102,7 +141,8 @@ class TrainConfig(VerbConfig):
 
     @classmethod
     def upgrade(cls, saved: Mapping[str, Any]) -> dict[str, Any]:
-        """A ``to_dict()`` saved before ``mode`` was a field, ``kd_teacher`` a list and ``model_kwargs`` a dict."""
+        """A ``to_dict()`` saved flat, or before ``mode``, a ``kd_teacher`` tuple and a ``model_kwargs`` dict."""
+        saved = super().upgrade(saved)
         kd = [saved["kd_teacher"]] if isinstance(saved.get("kd_teacher"), str) else saved.get("kd_teacher")
         out = {**saved, "kd_teacher": kd, "model_kwargs": json_object(saved.get("model_kwargs"))}
         return {"mode": implied_mode(out.get("reinforced"), kd), **out}
@@ -115,43 +155,27 @@ class TrainConfig(VerbConfig):
             return float(self.label_smoothing)
         return 0.0 if self.folds else LABEL_SMOOTHING
 
-    @property
-    def distill(self) -> dict[str, Any]:
-        """DR/KD loss settings, resolved, and whether each came from the defaults (recorded in the
-        run's config so a reader knows what was chosen for them)."""
-        t = float(self.temperature) if self.temperature is not None else DISTILL_TEMPERATURE
-        soften = bool(self.soften_targets) if self.soften_targets is not None else t != 1.0
-        return {"temperature": t, "soften_targets": soften,
-                "distill_defaults": [k for k in ("temperature", "soften_targets") if getattr(self, k) is None]}
-
-    @property
-    def peak_lr(self) -> float:
-        return float(self.lr if self.lr is not None else OPTIMIZERS[self.opt]["lr"] * self.batch_size / 256)
-
-    @property
-    def decay(self) -> float:
-        return float(self.weight_decay if self.weight_decay is not None else OPTIMIZERS[self.opt]["weight_decay"])
-
     # -- refusals ----------------------------------------------------------------------------
     def validate(self, world_size: int = 1) -> TrainConfig:
         """Refuse what the options (and ``out``'s state) rule out; returns ``self``."""
+        o, d, rt = self.optim, self.distill, self.runtime
         check(self.out is not None and str(self.out) != "", "train needs an output directory (--out DIR)")
         check(self.reinforced is None or not self.kd_teacher, "--reinforced and --kd-teacher exclude each other: "
               "DR replays stored labels, KD runs the teacher online")
         check(self.mode == implied_mode(self.reinforced, self.kd_teacher), f"mode {self.mode!r} does not match the "
               "options: DR needs reinforced (--reinforced DIR), KD kd_teacher (--kd-teacher T), ERM neither")
-        check(self.epochs >= 1 and self.batch_size >= 1, "--epochs and --batch-size must be positive")
-        check(self.workers >= 0, f"--workers must be 0 or more, got {self.workers}")
-        check(self.opt in OPTIMIZERS, f"--opt must be one of {', '.join(OPTIMIZERS)}, got {self.opt!r}")
-        check(self.amp in AMP_MODES, f"--amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
-        check(self.batch_size % (world_size * self.views_per_image) == 0,
-              f"--batch-size {self.batch_size} must be a multiple of ranks x views per image "
-              f"({world_size} x {self.views_per_image})")
-        check(self.reinforced is not None or (self.views_per_image == 1 and self.plain_fraction == 0.0),
+        check(o.epochs >= 1 and o.batch_size >= 1, "--epochs and --batch-size must be positive")
+        check(rt.workers >= 0, f"--workers must be 0 or more, got {rt.workers}")
+        check(o.opt in OPTIMIZERS, f"--opt must be one of {', '.join(OPTIMIZERS)}, got {o.opt!r}")
+        check(rt.amp in AMP_MODES, f"--amp must be one of {', '.join(AMP_MODES)}, got {rt.amp!r}")
+        check(o.batch_size % (world_size * d.views_per_image) == 0,
+              f"--batch-size {o.batch_size} must be a multiple of ranks x views per image "
+              f"({world_size} x {d.views_per_image})")
+        check(self.reinforced is not None or (d.views_per_image == 1 and d.plain_fraction == 0.0),
               "--views-per-image and --plain-fraction apply to DR (--reinforced) only")
-        check(0.0 <= self.smoothing < 1.0 and self.distill["temperature"] > 0 and self.warmup_epochs >= 0,
+        check(0.0 <= self.smoothing < 1.0 and d.resolved["temperature"] > 0 and o.warmup_epochs >= 0,
               "need 0 <= --label-smoothing < 1, --temperature > 0 and --warmup-epochs >= 0")
-        check(self.limit_batches is None or self.limit_batches >= 1, "--limit-batches must be positive")
+        check(rt.limit_batches is None or rt.limit_batches >= 1, "--limit-batches must be positive")
         check(self.image_size is None or self.image_size >= 1, f"--image-size must be positive, got {self.image_size}")
         check(self.folds is None or self.folds >= 2, f"--folds must be at least 2, got {self.folds}")
         if self.folds is None:
@@ -159,7 +183,7 @@ class TrainConfig(VerbConfig):
             from .state import has_state
 
             out = Path(self.out)
-            if self.resume:
+            if rt.resume:
                 check(has_state(out), f"--resume: {out} has no training state to resume (no {out}/state/state.json)")
             else:
                 check(not ((out / "config.json").exists() or has_state(out) or (out / METRICS).exists()),

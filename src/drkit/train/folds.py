@@ -48,15 +48,15 @@ def train_folds(cfg: TrainConfig, train_one: Callable[[TrainConfig], dict[str, A
         keep = np.flatnonzero(fold != k)
         data = src.subset(keep)
         done = (member / "config.json").exists()
-        if done and not cfg.resume:
+        if done and not cfg.runtime.resume:
             raise DrkitError(f"{out} holds an unfinished --folds run; pass --resume to continue it")
         if done:
             check_finished_member(member, k, data)
         else:
             note(f"--folds {folds}: member {k} trains on {keep.size} of {len(src)} samples (all outside fold {k})",
-                 quiet=cfg.quiet)
+                 quiet=cfg.runtime.quiet)
             summaries.append(train_one(cfg.replace(data=data, out=member, folds=None, split=None,
-                                                   resume=cfg.resume and has_state(member), seed=cfg.seed + k,
+                                                   resume=cfg.runtime.resume and has_state(member), seed=cfg.seed + k,
                                                    label_smoothing=cfg.smoothing)))
         _, doc = read_config(member)
         members.append({"dir": member.name, "fold": k, "trained_samples": int(keep.size),
@@ -72,10 +72,10 @@ def short_schedule_warning(cfg: TrainConfig, member_samples: int) -> int:
     """Warn when a member's schedule is shorter than ``FOLDS_MIN_STEPS`` optimizer steps: a teacher's
     quality is set by its steps, not its epochs (20 epochs of a 1.4k-image set are 140 steps, and
     gave 66 % teachers whose store taught worse than ERM). Returns the member's step count."""
-    per_epoch = -(-member_samples // cfg.batch_size)
-    steps = min(per_epoch, cfg.limit_batches or per_epoch) * cfg.epochs
+    per_epoch = -(-member_samples // cfg.optim.batch_size)
+    steps = min(per_epoch, cfg.runtime.limit_batches or per_epoch) * cfg.optim.epochs
     if steps < FOLDS_MIN_STEPS:
-        warn(f"--folds members train only {steps} optimizer steps ({cfg.epochs} epochs of {per_epoch} batches); "
+        warn(f"--folds members train only {steps} optimizer steps ({cfg.optim.epochs} epochs of {per_epoch} batches); "
              f"teachers this short are weak and their labels can teach less than ERM: give them at least "
              f"{FOLDS_MIN_STEPS} steps (--epochs {-(-FOLDS_MIN_STEPS // per_epoch)} at this batch size)")
     return steps

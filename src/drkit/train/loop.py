@@ -83,7 +83,7 @@ def _step(run: Run, model: nn.Module, fit: Fit, raw: dict[str, Any]) -> tuple[to
     Returns (loss, logits, labels)."""
     device, ds = run.device, run.dataset
     set_lr(fit.optimizer, fit.lr())
-    x = _to_input(render_pixels(raw, ds.recipe, ds.image_size, device), device, run.cfg.channels_last)
+    x = _to_input(render_pixels(raw, ds.recipe, ds.image_size, device), device, run.cfg.runtime.channels_last)
     labels = raw["label"].to(device, non_blocking=True)
     if run.teacher is not None:  # the teacher sees the same views, at its own input size
         xt = _to_input(render_pixels(raw, ds.recipe, ds.teacher_size, device), device, True) if ds.teacher_size else x
@@ -112,14 +112,14 @@ def _train_epoch(run: Run, model: nn.Module, fit: Fit, batches: list[np.ndarray]
 
     device, env, cfg = run.device, run.env, run.cfg
     data = RawBatches(run.dataset, batches)
-    loader = _loader(data, device, cfg.workers)
+    loader = _loader(data, device, cfg.runtime.workers)
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.float64, device=device)
     seen = 0
     lr = fit.peak_lr
-    bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", dynamic_ncols=True,
-               disable=cfg.quiet or not env.is_main, leave=False)
+    bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", unit="batch", dynamic_ncols=True,
+               disable=cfg.runtime.quiet or not env.is_main, leave=False)
     start = time.perf_counter()
     for b, batch in enumerate(loader):
         lr = fit.lr()
@@ -147,13 +147,13 @@ def _validate(run: Run, model: nn.Module) -> dict[str, float]:
     """Top-1 and NLL on the eval view; ranks take strided slices, sums are all-reduced."""
     env, device = run.env, run.device
     idx = np.arange(len(run.val_src))[env.rank::env.world_size]
-    bs = run.cfg.batch_size
+    bs = run.cfg.optim.batch_size
     batches = [idx[a:a + bs] for a in range(0, len(idx), bs)]
     was_training = model.training
     model.eval()
     nll = correct = count = 0.0
-    for batch in _loader(PlainBatches(run.val_src, run.image_size, batches), device, run.cfg.workers):
-        x = _to_input(batch["image"], device, run.cfg.channels_last)
+    for batch in _loader(PlainBatches(run.val_src, run.image_size, batches), device, run.cfg.runtime.workers):
+        x = _to_input(batch["image"], device, run.cfg.runtime.channels_last)
         labels = batch["label"].to(device)
         with autocast(device, run.amp_dtype):
             logits = model(x)
@@ -200,19 +200,19 @@ def _restore(run: Run, fit: Fit) -> dict[str, Any]:
 
 # -- the verb --------------------------------------------------------------------------------------
 def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Train a student, ``train(TrainConfig(data=..., out=...))``; returns a JSON-serialisable summary
+    """Train a student, ``train(TrainConfig.build(data=..., out=...))``; returns a JSON-serialisable summary
     (see :class:`TrainConfig`). Writes ``out/{model.safetensors, config.json, metrics.jsonl, curves.png,
     state/}``; ``resume`` continues from ``out/state``. ``folds = K`` trains K out-of-fold members
     (:mod:`drkit.train.folds`): teachers that never saw the images they later label.
     """
-    check(isinstance(cfg, TrainConfig), "train takes one TrainConfig: train(TrainConfig(data=..., out=...))")
+    check(isinstance(cfg, TrainConfig), "train takes one TrainConfig: train(TrainConfig.build(data=..., out=...))")
     env = dist_env()
     if cfg.folds is not None:
         from .folds import train_folds
 
         return train_folds(cfg.validate(env.world_size), train)
     cfg.validate(env.world_size)
-    device = resolve_device(cfg.device, env)
+    device = resolve_device(cfg.runtime.device, env)
     started_pg = init_process_group(device) if env.is_distributed else False
     forked = [device.index or 0] if device.type == "cuda" else []
     try:
@@ -226,34 +226,35 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _fit(run: Run, steps: int) -> Fit:
-    cfg = run.cfg
-    return Fit(optimizer=create_optimizer(run.model, cfg.opt, cfg.peak_lr, cfg.decay),
+    o = run.cfg.optim
+    return Fit(optimizer=create_optimizer(run.model, o.opt, o.peak_lr, o.decay),
                scaler=torch.amp.GradScaler("cuda") if run.amp_dtype == torch.float16 else None,
-               ema=EMA(run.model, cfg.ema) if cfg.ema else None, peak_lr=cfg.peak_lr, total_steps=steps * cfg.epochs,
-               warmup_steps=int(round(cfg.warmup_epochs * steps)))
+               ema=EMA(run.model, o.ema) if o.ema else None, peak_lr=o.peak_lr, total_steps=steps * o.epochs,
+               warmup_steps=int(round(o.warmup_epochs * steps)))
 
 
 def _train(cfg: TrainConfig, env: DistEnv, device: torch.device) -> dict[str, Any]:
     t_start = time.perf_counter()
     out = Path(cfg.out)
     run = build_run(cfg, env, device)
-    run.config.update(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.peak_lr, opt=cfg.opt,
-                      weight_decay=cfg.decay, warmup_epochs=cfg.warmup_epochs, label_smoothing=cfg.smoothing,
-                      **(cfg.distill if cfg.mode != "erm" else {"temperature": None, "soften_targets": None}),
-                      ema=cfg.ema, seed=cfg.seed, limit_batches=cfg.limit_batches, world_size=env.world_size,
+    o, rt = cfg.optim, cfg.runtime
+    run.config.update(epochs=o.epochs, batch_size=o.batch_size, lr=o.peak_lr, opt=o.opt, weight_decay=o.decay,
+                      warmup_epochs=o.warmup_epochs, label_smoothing=cfg.smoothing,
+                      **(cfg.distill.resolved if cfg.mode != "erm" else {"temperature": None, "soften_targets": None}),
+                      ema=o.ema, seed=cfg.seed, limit_batches=rt.limit_batches, world_size=env.world_size,
                       amp=str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "off",
-                      channels_last=cfg.channels_last, init=cfg.init)
-    per_rank_items = cfg.batch_size // env.world_size // cfg.views_per_image
+                      channels_last=rt.channels_last, init=cfg.init)
+    per_rank_items = cfg.optim.batch_size // env.world_size // cfg.distill.views_per_image
     n_items = len(run.dataset)
     steps = len(epoch_batches(n_items, cfg.seed, 0, per_rank_items, env.rank, env.world_size))
-    steps = min(steps, cfg.limit_batches) if cfg.limit_batches else steps
+    steps = min(steps, cfg.runtime.limit_batches) if cfg.runtime.limit_batches else steps
     fit = _fit(run, steps)
     rows: list[dict[str, Any]] = []
     start_epoch = 0
-    if cfg.resume:
+    if cfg.runtime.resume:
         doc = _restore(run, fit)
         rows, start_epoch = list(doc["rows"]), int(doc["epoch"])
-        note(f"resuming {out} after epoch {start_epoch}/{cfg.epochs}", env.rank, cfg.quiet)
+        note(f"resuming {out} after epoch {start_epoch}/{cfg.optim.epochs}", env.rank, cfg.runtime.quiet)
     model: nn.Module = run.model
     if env.is_distributed:
         from torch.nn.parallel import DistributedDataParallel
@@ -262,7 +263,7 @@ def _train(cfg: TrainConfig, env: DistEnv, device: torch.device) -> dict[str, An
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
     last_plot = time.perf_counter()
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(start_epoch, cfg.optim.epochs):
         torch.manual_seed(int(np.random.default_rng([cfg.seed, TAG_TORCH, epoch, env.rank]).integers(2**62)))
         run.dataset.set_epoch(epoch)
         batches = epoch_batches(n_items, cfg.seed, epoch, per_rank_items, env.rank, env.world_size)[:steps]
@@ -273,10 +274,10 @@ def _train(cfg: TrainConfig, env: DistEnv, device: torch.device) -> dict[str, An
             _warn_once_past_teachers(rows, row, run.config, env.rank)
         rows.append(row)
         if env.is_main:
-            log_row(row, cfg.epochs, cfg.quiet)
+            log_row(row, cfg.optim.epochs, cfg.runtime.quiet)
             write_metrics(out, rows)
             _save(run, fit, rows, epoch + 1)
-            if epoch + 1 == cfg.epochs or time.perf_counter() - last_plot > 60:
+            if epoch + 1 == cfg.optim.epochs or time.perf_counter() - last_plot > 60:
                 write_curves(out, rows, f"{cfg.mode} {cfg.model}")
                 last_plot = time.perf_counter()
     return finish(run, rows, fit.ema, time.perf_counter() - t_start)

@@ -74,7 +74,7 @@ def finish(run: Run, rows: list[dict[str, Any]], ema_model: EMA | None, wall: fl
     from ..checkpoint import save_checkpoint
 
     cfg = run.cfg
-    out, epochs, seed, command = Path(cfg.out), cfg.epochs, cfg.seed, cfg.command
+    out, epochs, seed, command = Path(cfg.out), cfg.optim.epochs, cfg.seed, cfg.command
 
     last = rows[-1] if rows else {}
     prefix = "val_ema_" if ema_model is not None else "val_"

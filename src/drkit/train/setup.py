@@ -62,9 +62,9 @@ def build_run(cfg: TrainConfig, env: DistEnv, device: torch.device) -> Run:
         raise DrkitError(f"--val {val_src.spec} has other classes than --data {src.spec}")
     if val_src is not None and val_src.channels != src.channels:
         raise DrkitError(f"--val {val_src.spec} has {val_src.channels} channel(s), --data {src.channels}")
-    amp = amp_dtype(cfg.amp, device)
-    if device.type != "cuda" and cfg.amp in ("bf16", "fp16"):
-        note(f"--amp {cfg.amp} ignored: mixed precision is used on CUDA only", env.rank, cfg.quiet)
+    amp = amp_dtype(cfg.runtime.amp, device)
+    if device.type != "cuda" and cfg.runtime.amp in ("bf16", "fp16"):
+        note(f"--amp {cfg.runtime.amp} ignored: mixed precision is used on CUDA only", env.rank, cfg.runtime.quiet)
     config: dict[str, Any] = {"data": src.spec, "data_fingerprint": src.fingerprint,
                               "val": val_src.spec if val_src is not None else None,
                               "model": cfg.model, "model_kwargs": cfg.model_kwargs}
@@ -95,12 +95,13 @@ def _dr_data(cfg: TrainConfig, src: Source, config: dict[str, Any]) -> tuple[Any
         raise DrkitError(f"--recipe {cfg.recipe} differs from the store's recipe {store.recipe.spec}: "
                          "DR replays the stored views (omit --recipe)")
     size = int(cfg.image_size or store.image_size)
-    dataset = ReinforcedDataset(src, store, size, seed=cfg.seed, views_per_image=cfg.views_per_image,
-                                plain_fraction=cfg.plain_fraction, as_uint8=True)
+    dataset = ReinforcedDataset(src, store, size, seed=cfg.seed, views_per_image=cfg.distill.views_per_image,
+                                plain_fraction=cfg.distill.plain_fraction, as_uint8=True)
     plain = (store.manifest.get("diagnostics") or {}).get("plain") or {}
     config.update(store=str(Path(cfg.reinforced).resolve()), store_views=store.num_views,
                   store_teacher_top1=plain.get("top1"),
-                  recipe=store.recipe.spec, views_per_image=cfg.views_per_image, plain_fraction=cfg.plain_fraction)
+                  recipe=store.recipe.spec, views_per_image=cfg.distill.views_per_image,
+                  plain_fraction=cfg.distill.plain_fraction)
     return dataset, distill_loss(cfg), None, size
 
 
@@ -129,8 +130,8 @@ def _augmented_data(cfg: TrainConfig, src: Source, device: torch.device, amp: bo
 
 
 def distill_loss(cfg: TrainConfig) -> SoftTargetLoss:
-    """DR and KD's loss: soft-target CE at the resolved temperature (``TrainConfig.distill``)."""
-    d = cfg.distill
+    """DR and KD's loss: soft-target CE at the resolved temperature (``Distill.resolved``)."""
+    d = cfg.distill.resolved
     return SoftTargetLoss(d["temperature"], d["soften_targets"])
 
 
@@ -151,7 +152,7 @@ def _model(cfg: TrainConfig, src: Source, size: int, env: DistEnv, device: torch
     if cfg.init is not None:
         load_init(net, cfg.init, env.rank)
     net = net.to(device)
-    if cfg.channels_last:
+    if cfg.runtime.channels_last:
         net = net.to(memory_format=torch.channels_last)
     return net
 
