@@ -37,7 +37,7 @@ def json_object(value: dict[str, Any] | str | None) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True, **KW_ONLY)
 class Optim(VerbConfig):
-    """optimisation: the schedule, optimiser and weight EMA (one code path for every mode)."""
+    """The schedule, optimiser and weight EMA (one code path for every mode)."""
 
     epochs: int = option(10)
     batch_size: int = option(128)
@@ -58,7 +58,7 @@ class Optim(VerbConfig):
 
 @dataclasses.dataclass(frozen=True, **KW_ONLY)
 class Distill(VerbConfig):
-    """distillation (DR, KD): the soft targets' temperature, and how DR draws its stored views."""
+    """DR and KD: the soft targets' temperature, and how DR draws its stored views."""
 
     temperature: float | None = option(None, help=f"KD/DR softmax temperature (default {DISTILL_TEMPERATURE:g}, "
                                        "the measured best; 1 = plain CE)")
@@ -78,7 +78,7 @@ class Distill(VerbConfig):
 
 @dataclasses.dataclass(frozen=True, **KW_ONLY)
 class Runtime(VerbConfig):
-    """runtime: where and how the run executes (workers, device, resume and quiet do not change its result)."""
+    """Where and how the run executes (workers, device, resume and quiet do not change its result)."""
 
     workers: int = option(2, free=True)
     device: str = option("auto", free=True)
