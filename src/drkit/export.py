@@ -112,8 +112,7 @@ class DetectionBackbone(nn.Module):
         self.out_channels = out_channels
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        maps = self.body(x)
-        return self.fpn({str(i): m for i, m in enumerate(maps)})
+        return self.fpn({str(i): m for i, m in enumerate(self.body(x))})
 
 
 def detection_backbone(directory: str | Path, out_channels: int = 64, **timm_kwargs: Any) -> DetectionBackbone:

@@ -72,10 +72,9 @@ class DrkitCNN(nn.Module):
             raise ValueError(f"num_classes and in_chans must be >= 1, got {num_classes}, {in_chans}")
         self.num_classes = num_classes
         self.in_chans = in_chans
-        stem_width, stem_stride = stem
-        self.stem = _conv_bn_act(in_chans, stem_width, stem_stride)
+        self.stem = _conv_bn_act(in_chans, *stem)
         blocks: list[nn.Module] = []
-        width = stem_width
+        width = stem[0]
         for out_width, stride, n_res in stages:
             blocks.append(_conv_bn_act(width, out_width, stride))
             blocks.extend(_ResBlock(out_width) for _ in range(n_res))
@@ -181,11 +180,8 @@ def _create_timm(name: str, num_classes: int, in_chans: int, pretrained: bool, *
 
 
 #: prefix (before ``:``) -> factory. A bare name is a drkit model if registered, else timm.
-MODEL_FAMILIES: dict[str, Callable[..., nn.Module]] = {
-    "drkit": _create_drkit,
-    "torchvision": _create_torchvision,
-    "timm": _create_timm,
-}
+MODEL_FAMILIES: dict[str, Callable[..., nn.Module]] = {"drkit": _create_drkit, "torchvision": _create_torchvision,
+                                                       "timm": _create_timm}
 
 
 def split_model_name(name: str) -> tuple[str, str]:

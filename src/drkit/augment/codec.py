@@ -40,18 +40,14 @@ class BitCodec:
 
     def encode_many(self, params: list[dict[str, dict[str, int]]]) -> np.ndarray:
         """``[len(params), num_bytes]``: one column per field spread into its bits, then packed."""
-        n = len(params)
-        bits = np.zeros((n, self.num_bytes * 8), dtype=np.uint8)
-        columns: dict[tuple[str, str], np.ndarray] = {}
-        for group in dict.fromkeys(g for g, _, _ in self.layout):
-            names = [f.name for g, f, _ in self.layout if g == group]
-            try:  # one [n, fields] array per group
-                columns.update(zip([(group, k) for k in names], np.array([[p[group][k] for k in names] for p in params],
-                                                   dtype=np.int64).reshape(n, len(names)).T))
+        bits = np.zeros((len(params), self.num_bytes * 8), dtype=np.uint8)
+        columns = []
+        for group, f, _ in self.layout:  # every field read before any is range-checked
+            try:
+                columns.append(np.array([p[group][f.name] for p in params], dtype=np.int64))
             except KeyError as e:
                 raise RecipeError(f"view parameters lack {group}.{e.args[0]}") from e
-        for group, f, offset in self.layout:
-            v = columns[group, f.name]
+        for (group, f, offset), v in zip(self.layout, columns):
             bad = (v < f.lo) | (v > f.hi)
             if bad.any():
                 raise RecipeError(f"{group}.{f.name}={int(v[bad.argmax()])} outside [{f.lo}, {f.hi}]")

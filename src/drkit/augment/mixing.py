@@ -20,15 +20,6 @@ def bits_to_lam(bits: int) -> float:
     return float(np.array([bits], dtype=np.uint16).view(np.float16)[0])
 
 
-def cut_box_pixels(p: dict[str, int], h: int, w: int) -> tuple[int, int, int, int]:
-    """Quantised CutMix box -> (y0, x0, y1, x1) pixels at an h x w output (may be empty)."""
-    y0 = (p["top"] * h + Q // 2) // Q
-    y1 = ((p["top"] + p["h"]) * h + Q // 2) // Q
-    x0 = (p["left"] * w + Q // 2) // Q
-    x1 = ((p["left"] + p["w"]) * w + Q // 2) // Q
-    return y0, x0, min(y1, h), min(x1, w)
-
-
 @register_op
 class MixUpCutMix(Op):
     """timm-style switch between MixUp (Beta(mixup, mixup)) and CutMix (Beta(cutmix, cutmix))."""
@@ -72,8 +63,12 @@ class MixUpCutMix(Op):
                 "h": np.where(boxed, y1 - y0, zero), "w": np.where(boxed, x1 - x0, zero)}
 
     def cut_box(self, p: dict[str, int], h: int, w: int) -> tuple[int, int, int, int]:
-        """The CutMix box ``(y0, x0, y1, x1)`` in pixels of an ``h`` x ``w`` output (may be empty)."""
-        return cut_box_pixels(p, h, w)
+        """The quantised CutMix box ``(y0, x0, y1, x1)`` in pixels of an ``h`` x ``w`` output (may be empty)."""
+        y0 = (p["top"] * h + Q // 2) // Q
+        y1 = ((p["top"] + p["h"]) * h + Q // 2) // Q
+        x0 = (p["left"] * w + Q // 2) // Q
+        x1 = ((p["left"] + p["w"]) * w + Q // 2) // Q
+        return y0, x0, min(y1, h), min(x1, w)
 
     def mix(self, img: torch.Tensor, partner: torch.Tensor, p: dict[str, int]) -> torch.Tensor:
         out = img

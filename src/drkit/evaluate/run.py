@@ -4,6 +4,7 @@ from __future__ import annotations
 # ruff: noqa: RUF009  (option() returns a dataclasses.field)
 import dataclasses
 import functools
+import itertools
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -188,17 +189,12 @@ def _corruption_table(cfg: EvalConfig, views: Callable[..., Dataset],
     from tqdm.auto import tqdm
 
     families = list(cfg.families) if cfg.families else list(CORRUPTIONS)
-    table: dict[str, dict[str, float]] = {}
-    bar = tqdm(total=len(families) * len(cfg.severities), desc="corruptions", unit="set", disable=not cfg.progress,
-               dynamic_ncols=True)
-    for f in families:
-        table[f] = {}
-        for s in cfg.severities:
-            bar.set_postfix_str(f"{f}@{s}")
-            ds = views(corruption=(f, int(s), cfg.seed))
-            table[f][str(s)] = run(ds, desc=f"{f}@{s}").compute()["top1"]
-            bar.update(1)
-    bar.close()
+    table: dict[str, dict[str, float]] = {f: {} for f in families}
+    bar = tqdm(list(itertools.product(families, cfg.severities)), desc="corruptions", unit="set",
+               disable=not cfg.progress, dynamic_ncols=True)
+    for f, s in bar:
+        bar.set_postfix_str(f"{f}@{s}")
+        table[f][str(s)] = run(views(corruption=(f, int(s), cfg.seed)), desc=f"{f}@{s}").compute()["top1"]
     return table
 
 

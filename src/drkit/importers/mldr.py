@@ -30,7 +30,7 @@ from ..augment import Recipe, get_recipe
 from ..augment.autoaugment import AA_OP_NAMES, magnitudes
 from ..augment.mixing import MODE_CUTMIX, MODE_MIXUP
 from ..errors import DrkitError
-from ..store import StoreWriter, ids_dtype, shard_ranges
+from ..store import StoreWriter, array_schema, shard_ranges
 from ..store.format import store_header
 from .safe_pickle import load_torch_save
 
@@ -173,13 +173,8 @@ def sample_records(recipe: Recipe, names: list[str], obj: Any, index: int, ctx: 
         row.update(zip(("topk_ids", "topk_probs"), _topk(v["prob"], ctx, where)))
         for k, x in row.items():
             rows.setdefault(k, []).append(x)
-    out = {k: np.stack([np.asarray(x) for x in xs]) for k, xs in rows.items()}
-    out["topk_ids"] = out["topk_ids"].astype(ids_dtype(ctx["classes"]))
-    out["topk_probs"] = out["topk_probs"].astype(np.float16)
-    if recipe.mixes:
-        out.update(partner=out["partner"].astype(np.uint32), lam=out["lam"].astype(np.float16),
-                   box=out["box"].astype(np.uint16), mix_mode=out["mix_mode"].astype(np.uint8))
-    return out
+    schema = array_schema(recipe.code_bytes, ctx["topk"], ctx["classes"], recipe.mix_layout)
+    return {k: np.stack([np.asarray(x) for x in xs]).astype(schema[k]["dtype"]) for k, xs in rows.items()}
 
 
 def checked_records(recipe: Recipe, names: list[str], obj: Any, index: int, ctx: dict[str, int],
@@ -187,8 +182,6 @@ def checked_records(recipe: Recipe, names: list[str], obj: Any, index: int, ctx:
     """:func:`sample_records`, any malformed entry refused with one line naming the file."""
     try:
         return sample_records(recipe, names, obj, index, ctx, where)
-    except DrkitError:
-        raise
     except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
         raise DrkitError(f"{where}: not a reference sample the config describes ({type(exc).__name__}: "
                          f"{exc})") from None
@@ -281,8 +274,7 @@ def import_mldr(path: str | Path, data: Any, out: str | Path, images_per_shard: 
     recipe, size = recipe_for(ops)
     if digests and src.digest_kind is None:
         raise DrkitError(f"{src.spec} cannot digest its images: import without --digests")
-    writer = StoreWriter(out, store_config(src, config, recipe, size, path, images_per_shard, digests),
-                         resume=resume)
+    writer = StoreWriter(out, store_config(src, config, recipe, size, path, images_per_shard, digests), resume=resume)
     try:
         _convert(path, src, ops, recipe, size, writer, progress)
         writer.close({"command": command or ["import-mldr"], "source": str(path)})

@@ -5,6 +5,7 @@ refuses the numpy scalars under torch >= 2.6.)
 """
 from __future__ import annotations
 
+import importlib
 import io
 import pickle
 import zipfile
@@ -32,14 +33,7 @@ class _DataOnly(pickle.Unpickler):
         if (module, name) not in _ALLOWED:
             raise UnsafePickle(f"refuses to load {module}.{name}: only plain data (lists, dicts, numbers, "
                                "numpy scalars) is accepted")
-        if module.startswith("numpy"):
-            import importlib
-
-            return getattr(importlib.import_module(module), name)
-        import builtins
-        import collections
-
-        return getattr(builtins if module == "builtins" else collections, name)
+        return getattr(importlib.import_module(module), name)
 
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafePickle("refuses persistent references (tensors or storages): expected plain data")

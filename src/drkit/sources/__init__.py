@@ -8,11 +8,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_EXPORTS = {
-    "ArraySource": "base", "FileSource": "encoded", "Source": "base", "SubsetSource": "base",
-    "IMAGE_EXTENSIONS": "encoded", "MODES": "spec", "SOURCES": "registry", "register_source": "registry",
-    "SPLITS": "spec", "SourceSpec": "spec", "load_source": "spec",
-}
+_EXPORTS = {"ArraySource": "base", "FileSource": "encoded", "Source": "base", "SubsetSource": "base",
+            "IMAGE_EXTENSIONS": "encoded", "MODES": "spec", "SOURCES": "registry", "register_source": "registry",
+            "SPLITS": "spec", "SourceSpec": "spec", "load_source": "spec"}
 __all__ = sorted(_EXPORTS)
 
 

@@ -54,8 +54,6 @@ def open_image(path: str, mode: str, data: bytes | None = None) -> Image.Image:
             if out is img:  # closing the file would release the pixels it shares
                 out = img.copy()
         return out
-    except SourceError:
-        raise
     except Exception as exc:  # PIL raises many types for bad files; all mean "cannot decode"
         raise SourceError(f"cannot decode image {path}: {type(exc).__name__}: {exc}") from exc
 

@@ -18,8 +18,7 @@ from .spec import check_split, stamp
 
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 #: torchvision's names, so the same data gives the same fingerprint through either source.
-CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-           "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 _PREFIX = {"train": "train", "test": "t10k"}
 
 
@@ -50,11 +49,9 @@ def fashion_mnist(arg: Optional[str], *, split: str, mode: Optional[str], downlo
     paths = [next((p for p in (f"{directory}/{n}.gz", f"{directory}/{n}") if os.path.isfile(p)), None) for n in names]
     if None in paths:
         missing = names[paths.index(None)] + ".gz"
-        raise SourceError(
-            f"Fashion-MNIST not found: {os.path.join(directory, missing)} is missing; "
-            f"apt-get install dataset-fashion-mnist or pass fashion-mnist:DIR "
-            f"(or use torchvision:FashionMNIST:ROOT with --download)"
-        )
+        raise SourceError(f"Fashion-MNIST not found: {os.path.join(directory, missing)} is missing; apt-get install "
+                          "dataset-fashion-mnist or pass fashion-mnist:DIR (or use torchvision:FashionMNIST:ROOT with "
+                          "--download)")
     images = read_idx(paths[0], 3)
     labels = read_idx(paths[1], 1).astype(np.int64)
     if images.shape[0] != labels.shape[0]:

@@ -55,13 +55,10 @@ class SourceSpec:
         if not scheme:
             raise SourceError(f"source spec {spec!r} has no scheme; known sources: {known_sources()}")
         split: Optional[str] = None
-        arg: Optional[str] = rest
-        if rest in SPLITS:  # "fashion-mnist:test": a bare split, no argument
-            split, arg = rest, None
-        elif rest and ":" in rest:
-            head, _, tail = rest.rpartition(":")
-            if tail in SPLITS:
-                split, arg = tail, head
+        arg = rest
+        head, _, tail = (rest or "").rpartition(":")
+        if tail in SPLITS:  # "imagefolder:PATH:val", or a bare split ("fashion-mnist:test": no argument)
+            split, arg = tail, head
         return cls(scheme=scheme, arg=arg or None, split=split, n=n, mode=mode)
 
     def format(self) -> str:

@@ -11,6 +11,5 @@ from .store import Store, densify, open_store
 from .writer import StoreWriter
 
 __all__ = ["FORMAT_VERSION", "array_schema", "bytes_per_record", "ids_dtype", "pack", "partner_ids", "shard_ranges",
-           "unpack", "unpack_many",
-           "merge_stores", "Store", "StoreWriter", "densify", "format_diagnostics", "label_warnings",
-           "open_store", "read_manifest", "view_label_stats"]
+           "unpack", "unpack_many", "merge_stores", "Store", "StoreWriter", "densify", "format_diagnostics",
+           "label_warnings", "open_store", "read_manifest", "view_label_stats"]

@@ -141,13 +141,11 @@ class TeacherEnsemble(nn.Module):
         out = torch.zeros(x.shape[0], self.num_classes, dtype=torch.float32, device=x.device)
         for group in self.groups:
             total = torch.zeros_like(out)
-            count = torch.zeros(x.shape[0], 1, dtype=torch.float32, device=x.device)
             for m in group:
                 rows = torch.from_numpy(np.flatnonzero(mask[:, m])).to(x.device)
                 if rows.numel():
                     total.index_add_(0, rows, self._probs(m, x.index_select(0, rows)))
-                    count.index_add_(0, rows, torch.ones(rows.numel(), 1, device=x.device))
-            out += total / count
+            out += total / torch.from_numpy(mask[:, group].sum(1, keepdims=True)).to(x.device, torch.float32)
         return out / len(self.groups)
 
 
@@ -204,12 +202,8 @@ def _check_member(info: TeacherInfo, num_classes: int | None, classes: list[str]
 
 def load_teacher(specs: str | Sequence[str], device: str | torch.device = "cpu", num_classes: int | None = None,
                  classes: Sequence[str] | None = None, amp: bool = True) -> TeacherEnsemble:
-    """Load one or several teacher specs into a :class:`TeacherEnsemble` on ``device``.
-
-    ``num_classes`` (or ``len(classes)``) is the source's class count: a member predicting any
-    other count is refused. ``classes`` also has to match the names a ``ckpt:`` teacher was
-    trained on (hub teachers carry no comparable names). ``amp`` enables CUDA autocast.
-    """
+    """Teacher spec(s) as a :class:`TeacherEnsemble` on ``device``; a member whose class count differs from the
+    source's is refused, and a ``ckpt:`` member whose class names do (hub teachers carry none)."""
     spec_list = [specs] if isinstance(specs, str) else list(specs)
     if not spec_list:
         raise TeacherError("no teacher given")

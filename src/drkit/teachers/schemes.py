@@ -142,9 +142,8 @@ def _timm_info(spec: TeacherSpec, name: str, model: nn.Module, plan: _TimmPlan) 
         weights_file=weights_file, weights_marker=marker)
 
 
-@register_teacher_scheme(
-    "torchvision", options=("file", "size", "weights"), usage="NAME[?file=PATH][&size=S][&weights=TAG]"
-)
+@register_teacher_scheme("torchvision", options=("file", "size", "weights"),
+                         usage="NAME[?file=PATH][&size=S][&weights=TAG]")
 def _load_torchvision(spec: TeacherSpec) -> Member:
     import torchvision
 
@@ -213,9 +212,8 @@ def _torchvision_from_hub(spec: TeacherSpec, name: str, tv_weights: Any) -> tupl
     try:
         model = torchvision.models.get_model(name, weights=tv_weights)
     except Exception as exc:
-        raise TeacherError(
-            f"teacher {spec.raw}: cannot load {tv_weights} (no network? use ?file=PATH): {_one_line(exc)}"
-        ) from exc
+        raise TeacherError(f"teacher {spec.raw}: cannot load {tv_weights} (no network? use ?file=PATH): "
+                           f"{_one_line(exc)}") from exc
     cached = _torch_hub_cached_file(tv_weights.url)
     return model, len(tv_weights.meta["categories"]), 3, str(cached) if cached else None
 
