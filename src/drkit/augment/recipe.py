@@ -152,15 +152,9 @@ def get_recipe(spec: str | dict[str, Any] | Recipe, side: int | None = None) -> 
     if not text:
         raise RecipeError("empty recipe spec")
     ops: list[Op] = []
-    mix: MixUpCutMix | None = None
-    tokens = text.split("+")
-    for i, token in enumerate(tokens):
+    for token in text.split("+"):
         name, settings = split_options(token, context=f"recipe op {token.strip()!r}", error=RecipeError)
-        op = create_op(name.strip(), side=side, **settings)
-        if isinstance(op, MixUpCutMix):
-            if i != len(tokens) - 1:
-                raise RecipeError("mix must be the last op of a recipe")
-            mix = op
-        else:
-            ops.append(op)
-    return Recipe(ops, mix)
+        ops.append(create_op(name.strip(), side=side, **settings))
+    if any(isinstance(op, MixUpCutMix) for op in ops[:-1]):
+        raise RecipeError("mix must be the last op of a recipe")
+    return Recipe(ops[:-1], ops[-1]) if isinstance(ops[-1], MixUpCutMix) else Recipe(ops)

@@ -16,12 +16,10 @@ from ..errors import DrkitError
 
 #: the only globals a reference file may name: numpy scalars are pickled as
 #: ``multiarray.scalar(dtype, bytes)`` and their dtypes as ``numpy.dtype(...)``
-_ALLOWED = {
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy", "dtype"), ("numpy.dtypes", "Float64DType"), ("numpy.dtypes", "Float32DType"),
-    ("numpy.dtypes", "Int64DType"), ("numpy.dtypes", "Int32DType"), ("numpy.dtypes", "BoolDType"),
-    ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "complex"), ("collections", "OrderedDict"),
-}
+_ALLOWED = {("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"), ("numpy", "dtype"),
+            ("numpy.dtypes", "Float64DType"), ("numpy.dtypes", "Float32DType"), ("numpy.dtypes", "Int64DType"),
+            ("numpy.dtypes", "Int32DType"), ("numpy.dtypes", "BoolDType"), ("builtins", "set"),
+            ("builtins", "frozenset"), ("builtins", "complex"), ("collections", "OrderedDict")}
 
 
 class UnsafePickle(DrkitError):

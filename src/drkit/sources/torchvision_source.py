@@ -16,10 +16,9 @@ from .spec import check_split, stamp
 
 #: Supported datasets and their splits. File-backed ones take ``split=`` and list their files; the
 #: others take ``train=`` and hold pixel arrays.
-DATASETS: dict[str, tuple[str, ...]] = {
-    "CIFAR10": ("train", "test"), "CIFAR100": ("train", "test"), "MNIST": ("train", "test"),
-    "FashionMNIST": ("train", "test"), "Flowers102": ("train", "val", "test"), "Food101": ("train", "test"),
-}
+DATASETS: dict[str, tuple[str, ...]] = {"CIFAR10": ("train", "test"), "CIFAR100": ("train", "test"),
+                                         "MNIST": ("train", "test"), "FashionMNIST": ("train", "test"),
+                                         "Flowers102": ("train", "val", "test"), "Food101": ("train", "test")}
 FILE_BACKED = ("Flowers102", "Food101")
 
 

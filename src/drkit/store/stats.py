@@ -23,12 +23,11 @@ def view_label_stats(shards: Iterable[tuple[int, dict[str, np.ndarray]]], labels
     probability and mean entropy of the densified target (nats), over the first ``max_records``."""
     agree = total = 0
     ent_sum = top1_sum = 0.0
-    budget = max_records
     skip = np.asarray(sorted(set(skipped)), dtype=np.int64)
     for start, arrays in shards:
-        if budget <= 0:
+        if max_records <= 0:
             break
-        n = min(arrays["topk_ids"].shape[0], max(1, budget // num_views))
+        n = min(arrays["topk_ids"].shape[0], max(1, max_records // num_views))
         ids = np.asarray(arrays["topk_ids"][:n]).astype(np.int64)
         probs = np.asarray(arrays["topk_probs"][:n]).astype(np.float64)
         sample_ids = np.arange(start, start + n)
@@ -43,7 +42,7 @@ def view_label_stats(shards: Iterable[tuple[int, dict[str, np.ndarray]]], labels
         total += int(valid.sum())
         ent_sum += float(_dense_entropy(probs, num_classes, topk)[valid].sum())
         top1_sum += float(probs[..., 0][valid].sum())
-        budget -= n * num_views
+        max_records -= n * num_views  # what is left to read
     return {"views_read": total,
             "top1": agree / total if (total and labels is not None) else None,
             "mean_top1_prob": top1_sum / total if total else None,

@@ -21,14 +21,12 @@ if TYPE_CHECKING:
 
 
 class TeacherEnsemble(nn.Module):
-    """Members' softmax probabilities averaged in float32: ``forward(x01) -> (N, num_classes)``.
-
-    Always in eval mode (BatchNorm statistics must never move), frozen, channels_last; ``no_grad``
-    rather than ``inference_mode`` so online-KD losses may use the probabilities as targets.
-    Out-of-fold routing: a ``--folds`` directory's members form one group, every other member its own;
-    after :meth:`bind`, each image averages the group members that never trained on it (nor, where
-    possible, on its mixing partner), then the groups, so a folds directory weighs as one teacher.
-    """
+    """Members' softmax probabilities averaged in float32: ``forward(x01) -> (N, num_classes)``. Always in eval
+    mode (BatchNorm statistics must never move), frozen, channels_last; ``no_grad`` rather than ``inference_mode``
+    so online-KD losses may use the probabilities as targets. Out-of-fold routing: a ``--folds`` directory's
+    members form one group, every other member its own; after :meth:`bind`, each image averages the group members
+    that never trained on it (nor, where possible, on its mixing partner), then the groups, so a folds directory
+    weighs as one teacher."""
 
     def __init__(self, members: Sequence[ImageModel], infos: Sequence[TeacherInfo], amp: bool = True) -> None:
         super().__init__()

@@ -153,10 +153,8 @@ def _load_torchvision(spec: TeacherSpec) -> Member:
     options, _ = scheme_options(spec)
     size = size_option(spec, options)
     tv_weights = _torchvision_weights(spec, name, options.get("weights", "DEFAULT"))
-    if "file" in options:
-        model, num_classes, in_chans, weights_file = _torchvision_from_file(spec, name, options["file"])
-    else:
-        model, num_classes, in_chans, weights_file = _torchvision_from_hub(spec, name, tv_weights)
+    loaded = _torchvision_from_file(spec, name, options["file"]) if "file" in options else None
+    model, num_classes, in_chans, weights_file = loaded or _torchvision_from_hub(spec, name, tv_weights)
     image_size, mean, std, interp, crop_pct = _torchvision_input_config(tv_weights)
     info = TeacherInfo(
         spec=spec.raw, num_classes=num_classes, in_chans=in_chans, image_size=size or image_size,
