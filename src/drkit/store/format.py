@@ -72,14 +72,19 @@ def respell(spec: str, renderer: int) -> str:
 def upgrade_manifest(m: dict[str, Any]) -> dict[str, Any]:
     """A format-1 or 2 manifest as format 3 says it (in memory): format 1's missing keys filled in,
     the recipe respelt (:func:`respell`) and described with every setting this drkit has."""
-    from ..augment import get_recipe
-
     out = {**V1_DEFAULTS, **m, "format_version": FORMAT_VERSION}
     out["renderer"] = dict(out["renderer"] or V1_DEFAULTS["renderer"])
     if isinstance(m.get("recipe"), dict):
-        spec = respell(str(m["recipe"].get("spec", "")), int(out["renderer"].get("version", 1)))
-        out["recipe"] = {**m["recipe"], **get_recipe(spec).describe()}
+        out["recipe"] = {**m["recipe"], **current_recipe(out)}
     return out
+
+
+def current_recipe(doc: dict[str, Any]) -> dict[str, Any]:
+    """An earlier format's manifest or ``run.json`` recipe, respelt for its renderer, fully described."""
+    from ..augment import get_recipe
+
+    renderer = int((doc.get("renderer") or V1_DEFAULTS["renderer"]).get("version", 1))
+    return get_recipe(respell(str(doc["recipe"].get("spec", "")), renderer)).describe()
 
 
 def ids_dtype(num_classes: int) -> np.dtype:

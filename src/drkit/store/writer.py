@@ -14,8 +14,8 @@ import numpy as np
 from .. import __version__
 from ..errors import DrkitError, StoreError
 from ..fileio import atomic_write_json, sha256_file
-from .format import (FORMAT_NAME, FORMAT_VERSION, MANIFEST, RUN_CONFIG, SHARD_DIR, V1_DEFAULTS, content_name, respell,
-                     shard_name, shard_ranges)
+from .format import (FORMAT_NAME, FORMAT_VERSION, MANIFEST, RUN_CONFIG, SHARD_DIR, V1_DEFAULTS, content_name,
+                     current_recipe, shard_name, shard_ranges)
 from .shards import ShardReader, shard_metadata, write_shard
 
 
@@ -161,13 +161,10 @@ def _as_current(run: Any, config: dict[str, Any]) -> Any:
     re-described), so that a run begun before an upgrade resumes."""
     if not isinstance(run, dict):
         return run
-    from ..augment import get_recipe
-
     out = {**{k: v for k, v in V1_DEFAULTS.items() if k in ("replay", "partner_window") and k in config}, **run}
     if "recipe" in config:
         try:
-            renderer = int((run.get("renderer") or V1_DEFAULTS["renderer"])["version"])
-            out["recipe"] = get_recipe(respell(run["recipe"]["spec"], renderer)).describe()
-        except (DrkitError, KeyError, TypeError):
+            out["recipe"] = current_recipe(run)
+        except (DrkitError, KeyError, TypeError, AttributeError):
             pass  # not a recipe drkit reads: the comparison refuses the run
     return out
