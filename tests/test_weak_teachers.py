@@ -13,7 +13,7 @@ from drkit.cli import main
 from drkit.defaults import DISTILL_TEMPERATURE, FOLDS_MIN_STEPS, LABEL_SMOOTHING
 from drkit.train import TrainConfig
 from drkit.train.folds import short_schedule_warning
-from drkit.train.loop import _warn_once_past_teachers
+from drkit.train.loop import UNDERFIT_GAP, _warn_if_underfit, _warn_once_past_teachers
 from drkit.train.setup import distill_loss
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
@@ -71,6 +71,17 @@ def test_student_passing_its_teachers_is_told_once(capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_a_student_far_below_its_teachers_on_the_views_is_called_underfit(capsys):
+    config = {"store_views_top1": 0.932}
+    _warn_if_underfit([{"train_top1": 0.70}, {"train_top1": 0.80}], config, rank=0)  # the 30-epoch ViT
+    err = capsys.readouterr().err
+    assert "ends at 80.00 % top-1 on its training views, 13.2 points below" in err and "--epochs" in err
+    _warn_if_underfit([{"train_top1": 0.932 - UNDERFIT_GAP + 0.005}], config, rank=0)  # close enough: silent
+    _warn_if_underfit([{"train_top1": 0.5}], {}, rank=0)  # ERM/KD, or a store without diagnostics: silent
+    _warn_if_underfit([], config, rank=0)
+    assert capsys.readouterr().err == ""
+
+
 def test_undertrained_folds_group_is_called_weak_end_to_end(tmp_path):
     teachers = tmp_path / "t"
     rc, err = _run(["train", "--data", DATA, "--model", "drkit_cnn_tiny", "--epochs", "1", "--batch-size", "32",
@@ -91,6 +102,7 @@ def test_undertrained_folds_group_is_called_weak_end_to_end(tmp_path):
     assert rc == 0 and extra["temperature"] == 2.0 and extra["soften_targets"] is True
     assert extra["distill_defaults"] == ["temperature", "soften_targets"]
     assert extra["store_teacher_top1"] == m["diagnostics"]["plain"]["top1"]
+    assert extra["store_views_top1"] == m["diagnostics"]["views"]["top1"]
 
 
 @pytest.mark.skipif(not FMNIST.exists(), reason="apt-get install dataset-fashion-mnist (make install)")

@@ -30,6 +30,9 @@ from .data import PlainBatches
 from .optim import EMA, cosine_lr, create_optimizer, flatten_optimizer, set_lr, unflatten_optimizer
 from .order import epoch_batches
 from .outputs import finish, log_row, note, warn, write_curves, write_metrics
+
+#: DR: a final training top-1 this far below the teachers' top-1 on the stored views is called underfitting
+UNDERFIT_GAP = 0.10
 from .replay import RawBatches, render_pixels
 from .setup import Run, build_run
 from .state import load_state, save_state, split_prefix, with_prefix
@@ -280,6 +283,7 @@ def _train(cfg: TrainConfig, env: DistEnv, device: torch.device) -> dict[str, An
             if epoch + 1 == cfg.optim.epochs or time.perf_counter() - last_plot > 60:
                 write_curves(out, rows, f"{cfg.mode} {cfg.model}")
                 last_plot = time.perf_counter()
+    _warn_if_underfit(rows, run.config, env.rank)
     return finish(run, rows, fit.ema, time.perf_counter() - t_start)
 
 
@@ -294,6 +298,18 @@ def _warn_once_past_teachers(rows: list[dict[str, Any]], row: dict[str, Any], co
     warn(f"epoch {row['epoch']}: the student's validation top-1 {100 * row['val_top1']:.2f} % passed the "
          f"store's teacher accuracy {100 * t:.2f} %: its labels now hold the student back; reinforce with "
          f"stronger teachers (or compare with ERM before trusting this run)", rank)
+
+
+def _warn_if_underfit(rows: list[dict[str, Any]], config: dict[str, Any], rank: int) -> None:
+    """DR: a student that ends far below its teachers on the very views they labelled has not fitted
+    them, and distillation adds nothing it cannot fit (the family sweep's 30-epoch transformers: 13-19
+    points below, no gain; the CNNs that gained: within 7), so its run says so before anyone judges the store."""
+    t = config.get("store_views_top1")
+    if t is None or not rows or t - rows[-1]["train_top1"] < UNDERFIT_GAP:
+        return
+    warn(f"the student ends at {100 * rows[-1]['train_top1']:.2f} % top-1 on its training views, "
+         f"{100 * (t - rows[-1]['train_top1']):.1f} points below the store's teachers on the same views "
+         f"({100 * t:.2f} %): it underfits them and DR cannot help yet; train longer (--epochs) or raise --lr", rank)
 
 
 def _validation_row(run: Run, fit: Fit) -> dict[str, float]:

@@ -97,9 +97,10 @@ def _dr_data(cfg: TrainConfig, src: Source, config: dict[str, Any]) -> tuple[Any
     size = int(cfg.image_size or store.image_size)
     dataset = ReinforcedDataset(src, store, size, seed=cfg.seed, views_per_image=cfg.distill.views_per_image,
                                 plain_fraction=cfg.distill.plain_fraction, as_uint8=True)
-    plain = (store.manifest.get("diagnostics") or {}).get("plain") or {}
+    diagnostics = store.manifest.get("diagnostics") or {}
     config.update(store=str(Path(cfg.reinforced).resolve()), store_views=store.num_views,
-                  store_teacher_top1=plain.get("top1"),
+                  store_teacher_top1=(diagnostics.get("plain") or {}).get("top1"),
+                  store_views_top1=(diagnostics.get("views") or {}).get("top1"),
                   recipe=store.recipe.spec, views_per_image=cfg.distill.views_per_image,
                   plain_fraction=cfg.distill.plain_fraction)
     return dataset, distill_loss(cfg), None, size
