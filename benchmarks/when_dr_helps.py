@@ -184,7 +184,8 @@ def one_run(job: dict[str, Any]) -> dict[str, Any]:
     result = {"key": out.name, "commit": job["commit"], "top1": r["top1"], "nll": r["nll"], "ece": r["ece"],
               "reliability": r["reliability"], "corruption_top1": rc["mean_corruption_top1"],
               "wall_s": sum(row["epoch_seconds"] for row in rows),
-              "val_top1": [row["val_top1"] for row in rows if "val_top1" in row]}
+              "val_top1": [row["val_top1"] for row in rows if "val_top1" in row],
+              "train_top1": [row["train_top1"] for row in rows]}
     done.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -287,8 +288,9 @@ def summarise(cell: Cell, seeds: list[int], results: dict[str, dict[str, Any]]) 
 def table(rows: list[dict[str, Any]], header: list[str]) -> str:
     lines = header + ["", "| sweep | setting | seeds | DR − best ERM top-1 (pp) | DR top-1 % | best ERM (which) top-1 % "
                       "| DR / best ERM NLL | DR NLL < every ERM | DR / best-calibrated ERM (which) ECE % "
-                      "| DR / best ERM corruption top-1 % | online KD top-1 % | commits |",
-                      "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                      "| DR / best ERM corruption top-1 % | DR / best ERM last-epoch train top-1 on views % "
+                      "| online KD top-1 % | commits |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         c, dr, erm = r["cell"], r["dr"], r["erm"]
         mean = lambda xs, k: statistics.mean(x[k] for x in xs)  # noqa: E731
@@ -299,9 +301,33 @@ def table(rows: list[dict[str, Any]], header: list[str]) -> str:
             f"{_ms([x['top1'] for x in erm])} ({r['best_erm'][4:]}) | {mean(dr, 'nll'):.4f} / {mean(erm, 'nll'):.4f} | "
             f"{'yes' if r['nll_below_every_erm'] else 'no'} | {100 * mean(dr, 'ece'):.2f} / "
             f"{100 * mean(r['calibrated'], 'ece'):.2f} ({r['calibrated_erm'][4:]}) | "
-            f"{100 * mean(dr, 'corruption_top1'):.2f} / {100 * mean(erm, 'corruption_top1'):.2f} | {kd} | "
+            f"{100 * mean(dr, 'corruption_top1'):.2f} / {100 * mean(erm, 'corruption_top1'):.2f} | "
+            f"{_last_train(dr)} / {_last_train(erm)} | {kd} | "
             f"{', '.join(r['commits'])} |")
     return "\n".join(lines)
+
+
+def _last_train(runs: list[dict[str, Any]]) -> str:
+    """Mean last-epoch training top-1 on the (augmented or stored) views: far below the teachers' top-1
+    on the store's views, a student underfits them (the ``--report`` header gives the teachers')."""
+    last = [r["train_top1"][-1] for r in runs if r.get("train_top1")]
+    return f"{100 * statistics.mean(last):.1f}" if len(last) == len(runs) else "–"
+
+
+def backfill_train_top1(out: Path, args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> None:
+    """Runs archived before result rows kept the training curve get it from their own ``metrics.jsonl``."""
+    for key, r in results.items():
+        metrics = out / "runs" / key / "metrics.jsonl"
+        if "train_top1" not in r and metrics.exists():
+            r["train_top1"] = [json.loads(line)["train_top1"] for line in metrics.read_text().splitlines() if line]
+            archive(args, r)
+
+
+def store_views_top1(out: Path) -> str:
+    """The teachers' top-1 on the family sweep's store views (reinforce's diagnostics)."""
+    manifest = out / "stores" / "oof-padcrop" / "manifest.json"
+    top1 = json.loads(manifest.read_text())["diagnostics"]["views"]["top1"] if manifest.exists() else None
+    return f"{100 * top1:.2f} %" if top1 is not None else "not recorded"
 
 
 def figure(rows: list[dict[str, Any]], path: Path, title: str) -> None:
@@ -488,6 +514,7 @@ def main(argv: list[str] | None = None) -> None:
 def report(out: Path, args: argparse.Namespace, quiet: bool = False, figures: bool = True) -> None:
     """Table + figures from every finished run of every sweep (not only this call's)."""
     results = finished(out, args)
+    backfill_train_top1(out, args, results)
     seeds = sorted({int(k.rsplit("-s", 1)[1]) for k in results})
     every = [dataclasses.replace(c, epochs=args.epochs) if args.epochs else c for c in cells(list(SWEEPS))]
     rows = [r for c in every if (r := summarise(c, seeds, results)) is not None]
@@ -499,7 +526,8 @@ def report(out: Path, args: argparse.Namespace, quiet: bool = False, figures: bo
               f"{args.train_n} training images, test {args.test_n or '10,000'} images, corruptions on the first "
               f"{args.corruption_n}; batch 128; SGD lr 0.1 (CNNs) or AdamW lr 1e-3 wd 0.05 3 warmup epochs "
               f"(ViT, Swin); DR and KD at drkit train's defaults unless a T is named (T = {DISTILL_TEMPERATURE:g} "
-              f"both sides); stores NS {args.samples}, top-5, seed 0; seeds with finished runs: {seeds}"]
+              f"both sides); stores NS {args.samples}, top-5, seed 0; the out-of-fold teachers' top-1 on the padcrop "
+              f"store's views: {store_views_top1(out)}; seeds with finished runs: {seeds}"]
     text = table(rows, header)
     md = Path(args.results + ".md")
     md.parent.mkdir(parents=True, exist_ok=True)
