@@ -2,6 +2,7 @@
 evaluation, table, figures) on tiny data, so the study script cannot rot between its long runs."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,9 @@ def test_family_sweep_smoke_writes_its_table_and_figures(tmp_path):
     md = (tmp_path / "results" / "when_dr_helps.md").read_text()
     row = next(line for line in md.splitlines() if line.startswith("| family | drkit CNN |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[2] == "1" and cells[10] != "–"  # one seed; online KD ran for this family
+    assert cells[2] == "1" and cells[11] != "–"  # one seed; online KD ran for this family
+    assert re.fullmatch(r"\d+\.\d / \d+\.\d", cells[10])  # DR's and the best ERM's last-epoch train top-1
+    assert "teachers' top-1 on the padcrop store's views: " in md and "not recorded" not in md
     assert "padcrop ls" in cells[5] and "padcrop ls" in cells[8]  # best and best-calibrated ERM named
     for png in ("when_dr_helps.png", "when_dr_helps_family.png"):
         assert (tmp_path / "results" / png).stat().st_size > 10_000
