@@ -398,7 +398,7 @@ def family_figure(rows: list[dict[str, Any]], path: Path, title: str) -> bool:
                 conf, acc = _pooled_reliability(rs)
                 rel.plot(conf, acc, marker="o", ms=3, lw=1.2,
                          label=f"{name}: ECE {100 * statistics.mean(x['ece'] for x in rs):.2f} %")
-        ax.set_title(f"{r['cell'].label} ({len(r['seeds'])} seeds)", fontsize=9)
+        ax.set_title(f"{r['cell'].label} ({len(r['seeds'])} seed{'s' * (len(r['seeds']) != 1)})", fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
         ax.set_ylabel(f"val top-1 % (first {VAL_N} test images)", fontsize=7)
         ax.legend(fontsize=6)
