@@ -13,7 +13,7 @@ from drkit.cli import main
 from drkit.defaults import DISTILL_TEMPERATURE, FOLDS_MIN_STEPS, LABEL_SMOOTHING
 from drkit.train import TrainConfig
 from drkit.train.folds import short_schedule_warning
-from drkit.train.loop import UNDERFIT_GAP, _warn_if_underfit, _warn_once_past_teachers
+from drkit.train.outputs import UNDERFIT_GAP, warn_if_underfit, warn_once_past_teachers
 from drkit.train.setup import distill_loss
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
@@ -60,25 +60,25 @@ def test_short_folds_schedule_warns_and_a_long_one_does_not(capsys):
 def test_student_passing_its_teachers_is_told_once(capsys):
     config = {"store_teacher_top1": 0.66}
     rows = [{"epoch": 1, "val_top1": 0.60}]
-    _warn_once_past_teachers(rows, {"epoch": 2, "val_top1": 0.70}, config, rank=0)
+    warn_once_past_teachers(rows, {"epoch": 2, "val_top1": 0.70}, config, rank=0)
     err = capsys.readouterr().err
     assert "epoch 2" in err and "passed the store's teacher accuracy 66.00 %" in err
     rows.append({"epoch": 2, "val_top1": 0.70})
-    _warn_once_past_teachers(rows, {"epoch": 3, "val_top1": 0.75}, config, rank=0)  # told already: silent
-    _warn_once_past_teachers(rows[:1], {"epoch": 2, "val_top1": 0.60}, config, rank=0)  # below: silent
-    _warn_once_past_teachers([], {"epoch": 2, "val_top1": 0.90}, {}, rank=0)  # no recorded accuracy: silent
-    _warn_once_past_teachers([], {"epoch": 2}, config, rank=0)  # no validation: silent
+    warn_once_past_teachers(rows, {"epoch": 3, "val_top1": 0.75}, config, rank=0)  # told already: silent
+    warn_once_past_teachers(rows[:1], {"epoch": 2, "val_top1": 0.60}, config, rank=0)  # below: silent
+    warn_once_past_teachers([], {"epoch": 2, "val_top1": 0.90}, {}, rank=0)  # no recorded accuracy: silent
+    warn_once_past_teachers([], {"epoch": 2}, config, rank=0)  # no validation: silent
     assert capsys.readouterr().err == ""
 
 
 def test_a_student_far_below_its_teachers_on_the_views_is_called_underfit(capsys):
     config = {"store_views_top1": 0.932}
-    _warn_if_underfit([{"train_top1": 0.70}, {"train_top1": 0.80}], config, rank=0)  # the 30-epoch ViT
+    warn_if_underfit([{"train_top1": 0.70}, {"train_top1": 0.80}], config, rank=0)  # the 30-epoch ViT
     err = capsys.readouterr().err
     assert "ends at 80.00 % top-1 on its training views, 13.2 points below" in err and "--epochs" in err
-    _warn_if_underfit([{"train_top1": 0.932 - UNDERFIT_GAP + 0.005}], config, rank=0)  # close enough: silent
-    _warn_if_underfit([{"train_top1": 0.5}], {}, rank=0)  # ERM/KD, or a store without diagnostics: silent
-    _warn_if_underfit([], config, rank=0)
+    warn_if_underfit([{"train_top1": 0.932 - UNDERFIT_GAP + 0.005}], config, rank=0)  # close enough: silent
+    warn_if_underfit([{"train_top1": 0.5}], {}, rank=0)  # ERM/KD, or a store without diagnostics: silent
+    warn_if_underfit([], config, rank=0)
     assert capsys.readouterr().err == ""
 
 

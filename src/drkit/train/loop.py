@@ -29,10 +29,7 @@ from .config import TrainConfig
 from .data import PlainBatches
 from .optim import EMA, cosine_lr, create_optimizer, flatten_optimizer, set_lr, unflatten_optimizer
 from .order import epoch_batches
-from .outputs import finish, log_row, note, warn, write_curves, write_metrics
-
-#: DR: a final training top-1 this far below the teachers' top-1 on the stored views is called underfitting
-UNDERFIT_GAP = 0.10
+from .outputs import finish, log_row, note, warn_if_underfit, warn_once_past_teachers, write_curves, write_metrics
 from .replay import RawBatches, render_pixels
 from .setup import Run, build_run
 from .state import load_state, save_state, split_prefix, with_prefix
@@ -274,7 +271,7 @@ def _train(cfg: TrainConfig, env: DistEnv, device: torch.device) -> dict[str, An
         row: dict[str, Any] = {"epoch": epoch + 1, "step": fit.step, **metrics}
         if run.val_src is not None:
             row.update(_validation_row(run, fit))
-            _warn_once_past_teachers(rows, row, run.config, env.rank)
+            warn_once_past_teachers(rows, row, run.config, env.rank)
         rows.append(row)
         if env.is_main:
             log_row(row, cfg.optim.epochs, cfg.runtime.quiet)
@@ -283,33 +280,8 @@ def _train(cfg: TrainConfig, env: DistEnv, device: torch.device) -> dict[str, An
             if epoch + 1 == cfg.optim.epochs or time.perf_counter() - last_plot > 60:
                 write_curves(out, rows, f"{cfg.mode} {cfg.model}")
                 last_plot = time.perf_counter()
-    _warn_if_underfit(rows, run.config, env.rank)
+    warn_if_underfit(rows, run.config, env.rank)
     return finish(run, rows, fit.ema, time.perf_counter() - t_start)
-
-
-def _warn_once_past_teachers(rows: list[dict[str, Any]], row: dict[str, Any], config: dict[str, Any],
-                             rank: int) -> None:
-    """DR: the first epoch the student beats the teachers that labelled its store (their accuracy on
-    images they never trained on, recorded by reinforce), the stored labels start to hold it back."""
-    t = config.get("store_teacher_top1")
-    passed = [r.get("val_top1") is not None and r["val_top1"] > t for r in [*rows, row]] if t is not None else []
-    if not passed or not passed[-1] or any(passed[:-1]):
-        return
-    warn(f"epoch {row['epoch']}: the student's validation top-1 {100 * row['val_top1']:.2f} % passed the "
-         f"store's teacher accuracy {100 * t:.2f} %: its labels now hold the student back; reinforce with "
-         f"stronger teachers (or compare with ERM before trusting this run)", rank)
-
-
-def _warn_if_underfit(rows: list[dict[str, Any]], config: dict[str, Any], rank: int) -> None:
-    """DR: a student that ends far below its teachers on the very views they labelled has not fitted
-    them, and distillation adds nothing it cannot fit (the family sweep's 30-epoch transformers: 13-19
-    points below, no gain; the CNNs that gained: within 7), so its run says so before anyone judges the store."""
-    t = config.get("store_views_top1")
-    if t is None or not rows or t - rows[-1]["train_top1"] < UNDERFIT_GAP:
-        return
-    warn(f"the student ends at {100 * rows[-1]['train_top1']:.2f} % top-1 on its training views, "
-         f"{100 * (t - rows[-1]['train_top1']):.1f} points below the store's teachers on the same views "
-         f"({100 * t:.2f} %): it underfits them and DR cannot help yet; train longer (--epochs) or raise --lr", rank)
 
 
 def _validation_row(run: Run, fit: Fit) -> dict[str, float]:

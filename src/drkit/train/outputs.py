@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 METRICS = "metrics.jsonl"
 CURVES = "curves.png"
+#: DR: a final training top-1 this far below the teachers' top-1 on the stored views is called underfitting
+UNDERFIT_GAP = 0.10
 
 
 def note(msg: str, rank: int = 0, quiet: bool = False) -> None:
@@ -30,6 +32,31 @@ def warn(msg: str, rank: int = 0) -> None:
     """A warning line to stderr from rank 0, shown even with ``--quiet`` (it says what to do)."""
     if rank == 0:
         print(f"drkit: warning: {msg}", file=sys.stderr, flush=True)
+
+
+def warn_once_past_teachers(rows: list[dict[str, Any]], row: dict[str, Any], config: dict[str, Any],
+                             rank: int) -> None:
+    """DR: the first epoch the student beats the teachers that labelled its store (their accuracy on
+    images they never trained on, recorded by reinforce), the stored labels start to hold it back."""
+    t = config.get("store_teacher_top1")
+    passed = [r.get("val_top1") is not None and r["val_top1"] > t for r in [*rows, row]] if t is not None else []
+    if not passed or not passed[-1] or any(passed[:-1]):
+        return
+    warn(f"epoch {row['epoch']}: the student's validation top-1 {100 * row['val_top1']:.2f} % passed the "
+         f"store's teacher accuracy {100 * t:.2f} %: its labels now hold the student back; reinforce with "
+         f"stronger teachers (or compare with ERM before trusting this run)", rank)
+
+
+def warn_if_underfit(rows: list[dict[str, Any]], config: dict[str, Any], rank: int) -> None:
+    """DR: a student that ends far below its teachers on the very views they labelled has not fitted
+    them, and distillation adds nothing it cannot fit (the family sweep's 30-epoch transformers: 13-19
+    points below, no gain; the students that gained: 0.5-6.5), so its run says so before anyone judges the store."""
+    t = config.get("store_views_top1")
+    if t is None or not rows or t - rows[-1]["train_top1"] < UNDERFIT_GAP:
+        return
+    warn(f"the student ends at {100 * rows[-1]['train_top1']:.2f} % top-1 on its training views, "
+         f"{100 * (t - rows[-1]['train_top1']):.1f} points below the store's teachers on the same views "
+         f"({100 * t:.2f} %): it underfits them and DR cannot help yet; train longer (--epochs) or raise --lr", rank)
 
 
 def jsonable(v: Any) -> Any:
