@@ -12,7 +12,7 @@ from conftest import op_recipes
 from drkit.augment import ViewSampler, get_recipe
 from drkit.augment.batch import RENDERER_VERSION, render_batch
 from drkit.errors import StoreError
-from drkit.hashing import noise_bytes
+from drkit.hashing import noise_at
 from drkit.reinforce import ReinforceConfig, reinforce
 from drkit.store import open_store
 from drkit.teachers import load_teacher
@@ -21,6 +21,15 @@ from drkit.teachers import load_teacher
 RECIPES = list(dict.fromkeys(op_recipes(drawing=True) + [
     "rrc+ra+re+mix", "padcrop+ra+re", "rrc+ta+re", "padcrop+ta+mix",
     "rrc+ra@m=15,n=3,mstd=2+re@p=0.9+mix@mixup=1.0,switch=0.5", "padcrop@resize=0,pad=3+re@fill=zero"]))
+
+
+def noise_bytes(seeds: torch.Tensor, channels: int, height: int, width: int) -> torch.Tensor:
+    """The whole noise image ``[len(seeds), C, H, W]`` of :func:`noise_at`, the oracle these tests pin."""
+    dev, n = seeds.device, seeds.shape[0]
+    c, y, x = torch.meshgrid(torch.arange(channels, device=dev), torch.arange(height, device=dev),
+                             torch.arange(width, device=dev), indexing="ij")
+    flat = [t.reshape(1, -1).expand(n, -1) for t in (c, y, x)]
+    return noise_at(seeds.reshape(-1, 1).expand_as(flat[0]), *flat, height, width).reshape(n, channels, height, width)
 
 
 def _images(channels: int = 3) -> list[torch.Tensor]:

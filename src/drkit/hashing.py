@@ -61,14 +61,3 @@ def noise_at(seeds: "torch.Tensor", c: "torch.Tensor", y: "torch.Tensor", x: "to
     key = hash32(seeds.to(torch.int64) ^ 0xA511E9B3)
     pixel = (c.to(torch.int64) * height + y) * width + x
     return (hash32(pixel ^ key) >> 24).to(torch.uint8)
-
-
-def noise_bytes(seeds: "torch.Tensor", channels: int, height: int, width: int) -> "torch.Tensor":
-    """The whole noise image ``[len(seeds), C, H, W]`` of :func:`noise_at` (tests, small images)."""
-    import torch
-
-    dev, n = seeds.device, seeds.shape[0]
-    c, y, x = torch.meshgrid(torch.arange(channels, device=dev), torch.arange(height, device=dev),
-                             torch.arange(width, device=dev), indexing="ij")
-    flat = [t.reshape(1, -1).expand(n, -1) for t in (c, y, x)]
-    return noise_at(seeds.reshape(-1, 1).expand_as(flat[0]), *flat, height, width).reshape(n, channels, height, width)
