@@ -38,8 +38,7 @@ def reliability_diagram(bins: Mapping[str, Any], path: PathLike, title: str = ""
     fig = new_figure(5.0, 6.0)
     grid = fig.add_gridspec(2, 1, height_ratios=(3, 1), hspace=0.08)
     ax = fig.add_subplot(grid[0])
-    ax.bar(fleft, acc, width=fwidth, align="edge", color="#4477aa", edgecolor="black", linewidth=0.6,
-           label="accuracy")
+    ax.bar(fleft, acc, width=fwidth, align="edge", color="#4477aa", edgecolor="black", linewidth=0.6, label="accuracy")
     ax.bar(fleft, [c - a for a, c in zip(acc, conf)], width=fwidth, bottom=acc, align="edge", color="#ee6677",
            alpha=0.45, edgecolor="#cc3311", hatch="//", linewidth=0.6, label="gap to confidence")
     ax.plot([0, 1], [0, 1], linestyle="--", color="gray", linewidth=1, label="perfect calibration")

@@ -31,8 +31,7 @@ class MixUpCutMix(Op):
 
     def fields(self) -> list[Field]:
         return [Field("mode", 0, 2), Field("partner", 0, 2**32 - 1), Field("partner_view", 0, 65535),
-                Field("lam", 0, 65535), Field("top", 0, Q), Field("left", 0, Q),
-                Field("h", 0, Q), Field("w", 0, Q)]
+                Field("lam", 0, 65535), Field("top", 0, Q), Field("left", 0, Q), Field("h", 0, Q), Field("w", 0, Q)]
 
     def draw(self, d: Draws, ctx: BatchContext) -> dict[str, np.ndarray]:
         s, n, sid = self.settings, ctx.n, ctx.sample_ids

@@ -162,8 +162,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     if len(clean.skipped) == len(keep):
         raise DrkitError(f"none of the {len(keep)} images of {src.spec} can be decoded")
     report: dict[str, Any] = {"checkpoint": str(cfg.checkpoint), "data": src.spec,
-                              "images": len(keep) - len(clean.skipped), **clean.compute(),
-                              "reliability": clean.bins()}
+                              "images": len(keep) - len(clean.skipped), **clean.compute(), "reliability": clean.bins()}
     if cfg.skip_bad:
         report["skipped"] = sorted(clean.skipped)
     if cfg.corruptions:

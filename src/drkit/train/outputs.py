@@ -34,8 +34,7 @@ def warn(msg: str, rank: int = 0) -> None:
         print(f"drkit: warning: {msg}", file=sys.stderr, flush=True)
 
 
-def warn_once_past_teachers(rows: list[dict[str, Any]], row: dict[str, Any], config: dict[str, Any],
-                             rank: int) -> None:
+def warn_once_past_teachers(rows: list[dict[str, Any]], row: dict[str, Any], config: dict[str, Any], rank: int) -> None:
     """DR: the first epoch the student beats the teachers that labelled its store (their accuracy on
     images they never trained on, recorded by reinforce), the stored labels start to hold it back."""
     t = config.get("store_teacher_top1")
@@ -48,9 +47,8 @@ def warn_once_past_teachers(rows: list[dict[str, Any]], row: dict[str, Any], con
 
 
 def warn_if_underfit(rows: list[dict[str, Any]], config: dict[str, Any], rank: int) -> None:
-    """DR: a student that ends far below its teachers on the very views they labelled has not fitted
-    them, and distillation adds nothing it cannot fit (the family sweep's 30-epoch transformers: 13-19
-    points below, no gain; the students that gained: 0.5-6.5), so its run says so before anyone judges the store."""
+    """DR: a student far below its teachers on the very views they labelled has not fitted them, and distillation
+    adds nothing it cannot fit (family sweep: 30-epoch transformers 13-19 points below, no gain; gainers 0.5-6.5)."""
     t = config.get("store_views_top1")
     if t is None or not rows or t - rows[-1]["train_top1"] < UNDERFIT_GAP:
         return
