@@ -1,6 +1,6 @@
 """When does dataset reinforcement help? DR − best ERM on Fashion-MNIST, swept one factor at a time.
 
-    .venv/bin/python benchmarks/when_dr_helps.py --sweeps family soften     # ~3.5 h on 2 cores, resumable
+    .venv/bin/python benchmarks/when_dr_helps.py --sweeps family soften     # ~6 h a seed on 2 cores, resumable
     .venv/bin/python benchmarks/when_dr_helps.py --sweeps headline          # ~35 min
     .venv/bin/python benchmarks/when_dr_helps.py                            # every sweep: ~15 h on 2 cores
     .venv/bin/python benchmarks/when_dr_helps.py --sweeps family --parallel 16 --threads 1 --workers 0 --device cuda
