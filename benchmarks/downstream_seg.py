@@ -315,10 +315,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--report", action="store_true", help="only rewrite the table, PNG and README block")
     ap.add_argument("--smoke", action="store_true", help="the real path on tiny data, one seed; results under --out")
     args = ap.parse_args(argv)
-    plan, tplan = SegPlan(), transfer.Plan()
+    plan, tplan = SegPlan(), transfer.Plan(data_dir=args.data_dir)
     if args.smoke:
         plan = SegPlan(train_canvases=128, test_canvases=64, frozen_epochs=1, tuned_epochs=1)
-        tplan = transfer.Plan(source_n=256, source_test_n=256, pre_epochs=1)
+        tplan = transfer.Plan(source_n=256, source_test_n=256, pre_epochs=1, data_dir=args.data_dir)
         args.seeds, args.readme = args.seeds[:1], ""
         args.results = str(Path(args.out) / "results" / "downstream_seg")
         args.archive = str(Path(args.out) / "results" / "downstream_seg_runs")

@@ -51,8 +51,6 @@ from provenance import commit_id  # noqa: E402
 from run_archive import archive, finished  # noqa: E402
 from readme_block import replace_block  # noqa: E402
 
-SOURCE_TRAIN = "fashion-mnist:train?n=10000"
-SOURCE_TEST = "fashion-mnist:test"
 TARGET_TRAIN = "digits:28:train"
 TARGET_TEST = "digits:28:test"
 #: digits are not mirror-symmetric: every digits view (ERM, teachers, store) is padcrop without the flip
@@ -93,6 +91,7 @@ class Plan:
     teacher_epochs: int = 30
     samples: int = 10
     topk: int = 5
+    data_dir: str | None = None  # the Fashion-MNIST IDX folder (None: Debian's); names no result, so no key
 
 
 def chain_name(pre: str, ft: str) -> str:
@@ -131,7 +130,8 @@ def target_store(out: Path, plan: Plan) -> Path:
 def specs(plan: Plan) -> dict[str, str]:
     """The four data specs of a plan (``?n=`` prefixes in smoke runs)."""
     n = lambda spec, k: spec if k is None else f"{spec}?n={k}"  # noqa: E731
-    return {"source": f"fashion-mnist:train?n={plan.source_n}", "source_test": n(SOURCE_TEST, plan.source_test_n),
+    fmnist = f"fashion-mnist:{plan.data_dir}" if plan.data_dir else "fashion-mnist"
+    return {"source": f"{fmnist}:train?n={plan.source_n}", "source_test": n(f"{fmnist}:test", plan.source_test_n),
             "target": n(TARGET_TRAIN, plan.target_n), "target_test": n(TARGET_TEST, plan.target_test_n)}
 
 
@@ -432,6 +432,7 @@ def main(argv: list[str] | None = None) -> None:
                     "stall each other; run the families as two processes instead)")
     ap.add_argument("--workers", type=int, default=0, help="loader workers per training run")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX folder (default: Debian's), e.g. on a GPU box")
     ap.add_argument("--results", default=str(HERE / "results" / "transfer"), help="PATH.md and PATH.png")
     ap.add_argument("--readme", default=str(HERE.parent / "README.md"), help="README whose block is rewritten ('' off)")
     ap.add_argument("--archive", default=str(HERE / "results" / "transfer_runs"),
@@ -443,10 +444,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--smoke", action="store_true", help="the real path on tiny data (256 images, 1 epoch, one seed); "
                     "results and runs go under --out, the README is left alone")
     args = ap.parse_args(argv)
-    plan = Plan()
+    plan = Plan(data_dir=args.data_dir)
     if args.smoke:
         plan = Plan(source_n=256, source_test_n=256, target_n=150, target_test_n=64, pre_epochs=1, ft_epochs=1,
-                    teacher_epochs=1, samples=2)
+                    teacher_epochs=1, samples=2, data_dir=args.data_dir)
         args.seeds, args.readme = args.seeds[:1], ""
         args.results = str(Path(args.out) / "results" / "transfer")
         args.archive = str(Path(args.out) / "results" / "transfer_runs")

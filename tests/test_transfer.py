@@ -102,6 +102,11 @@ def test_run_keys_name_what_changes_results() -> None:
     assert len(keys) == 12
     assert transfer.pre_key(fam, "dr", plan, 0) != transfer.pre_key(fam, "dr", transfer.Plan(pre_epochs=1), 0)
     assert transfer.ft_key(fam, "dr", "dr", plan, 0) != transfer.ft_key(fam, "dr", "dr", transfer.Plan(ft_epochs=1), 0)
+    elsewhere = transfer.Plan(data_dir="/data/fmnist")  # the same images from another folder (a GPU box)
+    assert transfer.pre_key(fam, "dr", elsewhere, 0) == transfer.pre_key(fam, "dr", plan, 0)
+    assert transfer.specs(elsewhere)["source"] == "fashion-mnist:/data/fmnist:train?n=10000"
+    assert transfer.specs(elsewhere)["source_test"] == "fashion-mnist:/data/fmnist:test"
+    assert transfer.specs(plan)["source"] == "fashion-mnist:train?n=10000"
 
 
 # ------------------------------------------------------------------ downstream_seg.py pieces
