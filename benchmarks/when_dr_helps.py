@@ -316,16 +316,18 @@ def _last_train(runs: list[dict[str, Any]]) -> str:
 
 def backfill_train_top1(out: Path, args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> None:
     """Runs archived before result rows kept the training curve get it from their own ``metrics.jsonl``."""
+    from drkit.train import read_metrics
+
     for key, r in results.items():
-        metrics = out / "runs" / key / "metrics.jsonl"
-        if "train_top1" not in r and metrics.exists():
-            r["train_top1"] = [json.loads(line)["train_top1"] for line in metrics.read_text().splitlines() if line]
+        run = out / "runs" / key
+        if "train_top1" not in r and (run / "metrics.jsonl").exists():
+            r["train_top1"] = [row["train_top1"] for row in read_metrics(run)]
             archive(args, r)
 
 
 def store_views_top1(out: Path) -> str:
     """The teachers' top-1 on the family sweep's store views (reinforce's diagnostics)."""
-    manifest = out / "stores" / "oof-padcrop" / "manifest.json"
+    manifest = store_dir(out, Cell("family", "store")) / "manifest.json"  # the family cells' store
     top1 = json.loads(manifest.read_text())["diagnostics"]["views"]["top1"] if manifest.exists() else None
     return f"{100 * top1:.2f} %" if top1 is not None else "not recorded"
 
