@@ -13,12 +13,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def commit_id() -> str:
     """``$DRKIT_COMMIT`` (a device machine may receive the working tree with older git metadata),
-    else the checkout's short HEAD, else ``unknown``."""
+    else the checkout's short HEAD (``-dirty`` appended on uncommitted changes), else ``unknown``."""
     named = os.environ.get("DRKIT_COMMIT")
     if named:
         return named
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return head.stdout.strip() or "unknown"
+    return (head.stdout.strip() + _dirty()) if head.stdout.strip() else "unknown"
+
+
+def _dirty() -> str:
+    """``-dirty`` when a tracked file outside ``benchmarks/results/`` differs from HEAD: a row measured on
+    uncommitted code says so (the results folder is left out: a long run archives its own rows there)."""
+    st = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                         ":(exclude)benchmarks/results"], cwd=ROOT, capture_output=True, text=True)
+    return "-dirty" if st.stdout.strip() else ""
 
 
 def device_name(device: Any) -> str:
