@@ -1,6 +1,6 @@
 """Downstream dense task: semantic segmentation on ERM- vs DR-pretrained backbones (exported with drkit).
 
-    .venv/bin/python benchmarks/downstream_seg.py                         # ~20 min on 2 cores, resumable
+    .venv/bin/python benchmarks/downstream_seg.py                         # ~10 min on 2 cores, resumable
     .venv/bin/python benchmarks/downstream_seg.py --report                # table, PNG, README block again
     .venv/bin/python benchmarks/downstream_seg.py --smoke --out /tmp/tr   # the real path on tiny data
 

@@ -1,6 +1,6 @@
 """Transfer: does a backbone pretrained on a reinforced dataset fine-tune better? Fashion-MNIST -> digits.
 
-    .venv/bin/python benchmarks/transfer.py                           # ~60 min on 2 cores, resumable
+    .venv/bin/python benchmarks/transfer.py                           # ~15 min on 2 cores, resumable
     .venv/bin/python benchmarks/transfer.py --report                  # table, PNG, README block from the archive
     .venv/bin/python benchmarks/transfer.py --smoke --out /tmp/tr     # the real path on tiny data, ~2 min
 
