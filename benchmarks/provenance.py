@@ -18,7 +18,8 @@ def commit_id() -> str:
     if named:
         return named
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return (head.stdout.strip() + _dirty()) if head.stdout.strip() else "unknown"
+    sha = head.stdout.strip()
+    return sha + _dirty() if sha else "unknown"
 
 
 def _dirty() -> str:
