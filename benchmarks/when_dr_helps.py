@@ -1,6 +1,8 @@
 """When does dataset reinforcement help? DR − best ERM on Fashion-MNIST, swept one factor at a time.
 
-    .venv/bin/python benchmarks/when_dr_helps.py --sweeps family soften     # ~6 h a seed on 2 cores, resumable
+    .venv/bin/python benchmarks/when_dr_helps.py --sweeps family soften     # ~4 h a seed on 2 cores, resumable
+    .venv/bin/python benchmarks/when_dr_helps.py --sweeps family --families ViT Swin --family-epochs 100 --seeds 1
+                                                   # one seed of the transformers' 100-epoch cells: ~2.2 h
     .venv/bin/python benchmarks/when_dr_helps.py --sweeps headline          # ~35 min
     .venv/bin/python benchmarks/when_dr_helps.py                            # every sweep: ~15 h on 2 cores
     .venv/bin/python benchmarks/when_dr_helps.py --sweeps family --parallel 16 --threads 1 --workers 0 --device cuda
@@ -467,6 +469,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="folder of finished runs' result rows, committed: runs found there are not run again")
     ap.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES),
                     help="student families of the family sweep")
+    ap.add_argument("--family-epochs", type=int, nargs="+", default=None,
+                    help="family sweep: only the cells of these schedules (e.g. 100: the transformers' long cells)")
     ap.add_argument("--roles", nargs="+", choices=["erm", "dr", "kd"], default=["erm", "dr", "kd"],
                     help="run only these kinds of run (e.g. the ERM baselines while teachers train)")
     ap.add_argument("--plan", action="store_true", help="print the runs a call would make, then stop")
@@ -488,7 +492,8 @@ def main(argv: list[str] | None = None) -> None:
     base = f"fashion-mnist:{args.data_dir}" if args.data_dir else "fashion-mnist"
     data, test = f"{base}:train?n={args.train_n}", f"{base}:test"
     todo = [dataclasses.replace(c, epochs=args.epochs) if args.epochs else c for c in cells(args.sweeps)
-            if c.sweep != "family" or c.family in args.families]
+            if c.sweep != "family" or (c.family in args.families
+                                       and (args.family_epochs is None or c.epochs in args.family_epochs))]
     jobs: dict[str, dict[str, Any]] = {}
     # seed-major order: a call cut short leaves every cell with its first seeds rather than one cell whole
     for s in args.seeds:
