@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Every GPU measurement and check of issue 11 in one command, for a lent H100/H200 (about 5 min):
+# Every GPU measurement and check (issues 11, 23) in one command, for a lent H100/H200 (about 10 min):
 #
 #     DRKIT_COMMIT=$(git rev-parse --short HEAD) OUT=/some/dir bash benchmarks/gpu_checks.sh
 #
-# Writes into $OUT: reinforce_throughput_gpu.txt (2x resnet50 @224 px, ratio to teacher-only forward,
-# TFLOP/s, MFU), replay_loader_gpu.txt (DR training / ERM with the CPU loader as the bottleneck),
-# cuda_tests.txt (the CUDA tests), cuda_paths.txt (AMP, channels_last, store and replay across
-# devices) and render_speed_gpu.txt. Each step has its own time limit so that one slow step
+# Writes into $OUT: reinforce_throughput_gpu.txt (2x resnet50 @224 px and resnet18 @32 px at reinforce's
+# default batch size: ratio to teacher-only forward, TFLOP/s, MFU), replay_loader_gpu.txt (DR training / ERM
+# with the CPU loader as the bottleneck), cuda_tests.txt (the CUDA tests), cuda_paths.txt (AMP, channels_last,
+# store and replay across devices) and render_speed_gpu.txt (views/s and kernels a batch, 256 and 4096 views). Each step has its own time limit so that one slow step
 # cannot cost the others; a failing step is reported and the next one still runs.
 set -u
 OUT=${OUT:?set OUT to the folder for the results}
@@ -19,12 +19,13 @@ step() {  # step SECONDS NAME COMMAND...
   echo "== $name: exit $rc after $((SECONDS - t0)) s"
 }
 nvidia-smi -L; $py -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
-step 200 reinforce_throughput $py benchmarks/reinforce_throughput.py --device cuda --views 16384 --batch-size 256 --repeats 1 \
-  --workers 8 --data imagefolder:/tmp/jpegs --make-jpegs 4096 --out-file "$OUT/reinforce_throughput_gpu.txt"
+step 240 reinforce_throughput $py benchmarks/reinforce_throughput.py --device cuda --views 16384 --repeats 1 \
+  --workers 8 --data imagefolder:/tmp/jpegs --make-jpegs 4096 --small-data imagefolder:/tmp/j32 --make-small-jpegs 32768 \
+  --out-file "$OUT/reinforce_throughput_gpu.txt"
 step 90 cuda_tests bash -c "$py -m pytest -q -p no:cacheprovider -k cuda -s tests/test_renderer.py tests/test_teachers.py \
   >'$OUT/cuda_tests.txt' 2>&1; tail -4 '$OUT/cuda_tests.txt'"
 step 150 replay_loader $py benchmarks/replay_loader.py --device cuda --workers 4 --batch-size 256 \
   --data imagefolder:/tmp/j64 --make-jpegs 8192 --out-file "$OUT/replay_loader_gpu.txt"
 step 45 cuda_paths $py benchmarks/cuda_paths.py --device cuda --out-file "$OUT/cuda_paths.txt"
 step 60 render_speed bash -c "$py benchmarks/render_speed.py --device cuda > '$OUT/render_speed_gpu.txt'"
-step 80 diagnostics bash -c "$py benchmarks/diag/gpu_diag.py > '$OUT/gpu_diag.txt' 2>&1"
+step 60 diagnostics bash -c "$py benchmarks/diag/gpu_diag.py > '$OUT/gpu_diag.txt' 2>&1"

@@ -1,21 +1,26 @@
 """Batched renderer speed: views/s of `render_batch` against the per-view reference, one run.
 
-    .venv/bin/python benchmarks/render_speed.py                       # CPU, ~1 min
+    .venv/bin/python benchmarks/render_speed.py                       # CPU, ~1.5 min
     python3 benchmarks/render_speed.py --device cuda                  # a GPU machine
 
-Sources: 64 synthetic smooth RGB images of 320x256 (ImageNet-like) and 64 grey 28x28 (Fashion-MNIST
-like); each batch holds 256 views (NS 4 of 64 images), parameters sampled beforehand (sampling runs
-in loader workers during reinforce). Prints views/s per recipe and size for the batched renderer on
---device and for the per-view reference on the CPU, and their ratio. Expected: the batched renderer
-is faster than the reference on the CPU and several times faster on a GPU. Then the host's rate of
-drawing view parameters a batch at once (sampler 2; the per-view numpy generators of sampler 1,
-8.4x slower at 28 px when measured at e9c5f1b, were retired after that).
+Sources: 64 synthetic smooth RGB images of 320x256 (ImageNet-like), 64 RGB 32x32 (CIFAR-like) and 64
+grey 28x28 (Fashion-MNIST like); a batch holds ``--views-per-batch`` views (NS views of each of the 64
+images), parameters sampled beforehand (sampling runs in loader workers during reinforce). Prints
+views/s per recipe, size and batch size for the batched renderer on --device and for the per-view
+reference on the CPU, and their ratio, beside the aten ops one batch dispatches that launch a kernel and
+that make the host wait (counted the same way on any device: on a GPU each launch costs host time
+whatever its size, so a count that does not grow with the batch says larger batches amortise it). Goals
+on a GPU (issue 23): >= 100k views/s at 32 px and >= 20k at 224 px, rrc+ra+re. Expected: the batched
+renderer is faster than the reference on the CPU and several times faster on a GPU. Then the host's rate
+of drawing view parameters a batch at once (sampler 2; the per-view numpy generators of sampler 1, 8.4x
+slower at 28 px when measured at e9c5f1b, were retired after that).
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from typing import Callable
 
 import numpy as np
 import torch
@@ -30,13 +35,44 @@ def _sources(kind: str) -> list[torch.Tensor]:
         return [torch.from_numpy(np.array(Image.fromarray(rng.integers(0, 256, (16, 20, 3), dtype=np.uint8))
                                           .resize((320, 256), Image.BILINEAR))).permute(2, 0, 1).contiguous()
                 for _ in range(64)]
+    if kind == "rgb32":
+        return [torch.from_numpy(rng.integers(0, 256, (3, 32, 32), dtype=np.uint8)) for _ in range(64)]
     return [torch.from_numpy(rng.integers(0, 256, (1, 28, 28), dtype=np.uint8)) for _ in range(64)]
+
+
+#: aten ops that launch no kernel (metadata, allocation): left out of the per-batch kernel count
+_NO_KERNEL = {"view", "_unsafe_view", "_reshape_alias", "slice", "select", "unsqueeze", "squeeze", "permute", "expand",
+              "detach", "alias", "lift_fresh", "as_strided", "t", "transpose", "unflatten", "flatten", "split",
+              "unbind", "narrow", "empty", "empty_strided", "empty_like", "view_as_real", "is_nonzero"}
+#: ops that make the host wait for the device (a value read back, a data-dependent size)
+_SYNC = {"_local_scalar_dense", "item", "nonzero", "masked_select", "unique", "_unique2", "equal"}
+
+
+def dispatch_counts(fn: Callable[[], object]) -> tuple[int, int]:
+    """(kernel ops, host-synchronising ops) one call of ``fn`` dispatches: the launches a GPU pays
+    for whatever the batch size, counted the same way on the CPU (no device needed)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        kernels = syncs = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            name = func.overloadpacket.__name__
+            Count.kernels += name not in _NO_KERNEL
+            Count.syncs += name in _SYNC
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        fn()
+    return Count.kernels, Count.syncs
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--views-per-batch", type=int, nargs="+", default=[256, 4096],
+                    help="batch sizes to render (multiples of 64: 64 source images x NS views)")
     args = ap.parse_args()
     from drkit.augment import ViewSampler, resolve_recipe
     from drkit.augment.batch import render_batch
@@ -45,36 +81,43 @@ def main() -> None:
     commit = commit_id()
     name = device_name(device)
     print(f"# command: {' '.join(sys.argv)}\n# commit: {commit}  torch {torch.__version__}  "
-          f"threads {torch.get_num_threads()}  device {name}\n# seed 0, 256 views per batch (64 images x NS 4)")
+          f"threads {torch.get_num_threads()}  device {name}\n# seed 0, 64 source images x NS views per batch; "
+          f"kernels / syncs: aten ops one batch dispatches that launch a kernel / make the host wait")
     for kind, size, spec in (("rgb320", 224, "rrc+ra+re"), ("rgb320", 224, "rrc+ta+re+mix"),
-                             ("grey28", 28, "rrc+ra+re"), ("grey28", 28, "padcrop+ra+re")):
+                             ("rgb32", 32, "rrc+ra+re"), ("grey28", 28, "rrc+ra+re"), ("grey28", 28, "padcrop+ra+re")):
         images = _sources(kind)
         recipe = resolve_recipe(spec, side=size, strong=True)
-        sampler = ViewSampler(recipe, 0, len(images), 4, lambda i: tuple(images[i].shape[-2:]))
-        views = [(i, v) for i in range(len(images)) for v in range(4)]
-        params = [sampler(i, v) for i, v in views]
-        mixes = [p["mix"] if p.get("mix") and p["mix"]["mode"] else None for p in params]
-        pidx = [m["partner"] if m else -1 for m in mixes]
-        pparams = [sampler(m["partner"], m["partner_view"]) if m else None for m in mixes]
         dev_images = [x.to(device) for x in images]
-        index = [i for i, _ in views]
+        ref = None
+        for per_batch in args.views_per_batch:
+            ns = max(1, per_batch // len(images))
+            sampler = ViewSampler(recipe, 0, len(images), ns, lambda i: tuple(images[i].shape[-2:]))
+            views = [(i, v) for i in range(len(images)) for v in range(ns)]
+            params = [sampler(i, v) for i, v in views]
+            mixes = [p["mix"] if p.get("mix") and p["mix"]["mode"] else None for p in params]
+            pidx = [m["partner"] if m else -1 for m in mixes]
+            pparams = [sampler(m["partner"], m["partner_view"]) if m else None for m in mixes]
+            index = [i for i, _ in views]
 
-        def batched() -> None:
-            render_batch(recipe, dev_images, index, params, size, pidx, pparams)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            def batched() -> None:
+                render_batch(recipe, dev_images, index, params, size, pidx, pparams)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
 
-        batched()  # warm-up
-        t = time.perf_counter()
-        for _ in range(args.repeats):
-            batched()
-        fast = len(views) * args.repeats / (time.perf_counter() - t)
-        t = time.perf_counter()
-        for (i, _), p, j, q in zip(views, params, pidx, pparams):
-            recipe.render(images[i], p, size, images[j] if q is not None else None, q)
-        ref = len(views) / (time.perf_counter() - t)
-        print(f"{kind} -> {size:3d} px {spec:16s} batched ({device.type}) {fast:9.0f} views/s   "
-              f"reference (cpu) {ref:7.0f} views/s   ratio {fast / ref:5.1f}", flush=True)
+            batched()  # warm-up
+            kernels, syncs = dispatch_counts(batched)
+            t = time.perf_counter()
+            for _ in range(args.repeats):
+                batched()
+            fast = len(views) * args.repeats / (time.perf_counter() - t)
+            if ref is None:  # the per-view reference, on the first batch's views
+                t = time.perf_counter()
+                for (i, _), p, j, q in zip(views, params, pidx, pparams):
+                    recipe.render(images[i], p, size, images[j] if q is not None else None, q)
+                ref = len(views) / (time.perf_counter() - t)
+            print(f"{kind} -> {size:3d} px {spec:16s} {len(views):5d} views/batch  batched ({device.type}) "
+                  f"{fast:9.0f} views/s  kernels {kernels:5d}  syncs {syncs:4d}   reference (cpu) {ref:7.0f} views/s"
+                  f"   ratio {fast / ref:6.1f}", flush=True)
     sampling_rates(max(20, 4 * args.repeats))
 
 

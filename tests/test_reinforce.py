@@ -337,3 +337,19 @@ def test_a_run_begun_with_sampler_1_is_refused_on_resume(tmp_path, digits_train,
     assert not (tmp_path / "s" / "manifest.json").exists()
     fresh = _run(digits_train, teacher_pair, tmp_path / "new", recipe="rrc+ra+re", batch_size=24)
     assert Store(fresh).manifest["sampler"] == 2
+
+
+def test_default_batch_size_is_256_on_a_cpu_and_about_4m_pixels_on_an_accelerator(tmp_path, digits_train,
+                                                                                    teacher_pair, monkeypatch):
+    from drkit.device import default_batch_size
+    import drkit.reinforce.run as run
+
+    cuda = torch.device("cuda")  # only the device kind is read: no GPU needed
+    assert [default_batch_size(cuda, s) for s in (8, 28, 32, 64, 90, 96, 128, 224, 1024)] == \
+        [4096, 4096, 4096, 1024, 512, 256, 256, 256, 256]
+    assert {default_batch_size(torch.device("cpu"), s) for s in (8, 32, 224)} == {256}
+    asked = []
+    real = run.batch_tasks
+    monkeypatch.setattr(run, "batch_tasks", lambda shards, views, batch: asked.append(batch) or real(shards, views, batch))
+    _run(digits_train, teacher_pair, tmp_path / "s", recipe="rrc", batch_size=None)
+    assert asked == [256]

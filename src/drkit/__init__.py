@@ -12,25 +12,13 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "load_source": "drkit.sources",
-    "load_teacher": "drkit.teachers",
-    "open_store": "drkit.store",
-    "StoreWriter": "drkit.store",
-    "ReinforcedDataset": "drkit.train",
-    "SoftTargetLoss": "drkit.train",
-    "create_model": "drkit.models",
-    "load_checkpoint": "drkit.checkpoint",
-    "get_recipe": "drkit.augment",
-    "render_view": "drkit.augment",
-    "DrkitError": "drkit.errors",
-    "reinforce": "drkit.reinforce",
-    "ReinforceConfig": "drkit.reinforce",
-    "train": "drkit.train",
-    "TrainConfig": "drkit.train",
-    "evaluate": "drkit.evaluate",
-    "EvalConfig": "drkit.evaluate",
-}
+#: module -> the public names it defines
+_HOMES = {"drkit.sources": "load_source", "drkit.teachers": "load_teacher", "drkit.store": "open_store StoreWriter",
+          "drkit.train": "train TrainConfig ReinforcedDataset SoftTargetLoss", "drkit.models": "create_model",
+          "drkit.checkpoint": "load_checkpoint", "drkit.augment": "get_recipe render_view",
+          "drkit.errors": "DrkitError", "drkit.reinforce": "reinforce ReinforceConfig",
+          "drkit.evaluate": "evaluate EvalConfig"}
+_EXPORTS = {name: module for module, names in _HOMES.items() for name in names.split()}
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

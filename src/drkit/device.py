@@ -56,6 +56,12 @@ def default_workers(device: torch.device) -> int:
     return 0 if device.type == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 2))
 
 
+def default_batch_size(device: torch.device, size: int) -> int:
+    """Views per labelling batch when none is asked for: 256 on a CPU; on an accelerator about 4M pixels
+    (a power of two in 256..4096), since rendering costs ~300 kernel launches a batch whatever its size."""
+    return 256 if device.type == "cpu" else max(256, min(4096, 1 << max(0, (2**22 // (size * size)).bit_length() - 1)))
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
     """``torch.autocast`` in ``dtype``, or nothing when ``dtype`` is ``None``."""
     import torch

@@ -21,7 +21,7 @@ from ..augment import Recipe, resolve_recipe
 from ..augment.recipe import SAMPLER
 from ..augment.batch import renderer_info
 from ..configs import check
-from ..device import default_workers, on_side_stream, resolve_device
+from ..device import default_batch_size, default_workers, on_side_stream, resolve_device
 from ..distributed import dist_env
 from ..errors import DrkitError
 from ..store import StoreWriter, format_diagnostics, partner_ids
@@ -48,8 +48,8 @@ def reinforce(cfg: ReinforceConfig) -> Path:
     shard_i, shard_n = parse_shard(cfg.shard)
     job, jobs = shard_i * env.world_size + env.rank, shard_n * env.world_size
     writer = StoreWriter(cfg.out, config, resume=cfg.resume, shared=jobs > 1, job=job, jobs=jobs)
-    mine = writer.todo(job, jobs)
-    views = ViewBatches(src, rec, cfg.seed, cfg.views, batch_tasks(mine, cfg.views, cfg.batch_size), cfg.skip_bad)
+    batch, mine = cfg.batch_size or default_batch_size(device, size), writer.todo(job, jobs)
+    views = ViewBatches(src, rec, cfg.seed, cfg.views, batch_tasks(mine, cfg.views, batch), cfg.skip_bad)
     workers = default_workers(device) if cfg.workers is None else cfg.workers
     try:
         label_views(writer, views, size, ens, device, src.loader_workers(workers), cfg.progress, env.rank)
@@ -60,7 +60,7 @@ def reinforce(cfg: ReinforceConfig) -> Path:
                   "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     diagnostics = None
     if writer.complete():
-        diagnostics = diagnose(writer, src, ens, size, cfg.batch_size)
+        diagnostics = diagnose(writer, src, ens, size, batch)
         lines = [f"drkit reinforce: {x}" for x in format_diagnostics(diagnostics)]
         lines += [f"drkit: warning: {x}" for x in diagnostics["warnings"]]
         if env.is_main and lines:
