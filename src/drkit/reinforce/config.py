@@ -68,7 +68,7 @@ class ReinforceConfig(VerbConfig):
         check(self.out is not None and str(self.out) != "", "reinforce needs an output directory (--out DIR)")
         check(1 <= self.views <= 65535, f"--samples (views per image) must be in 1..65535, got {self.views}")
         check(self.topk >= 1, f"--topk must be positive, got {self.topk}")
-        check((self.batch_size or 1) >= 1 and self.images_per_shard >= 1,
+        check((self.batch_size is None or self.batch_size >= 1) and self.images_per_shard >= 1,
               "--batch-size and --samples-per-shard must be positive")
         check(self.image_size is None or self.image_size >= 1, f"--image-size must be positive, got {self.image_size}")
         check(self.workers is None or self.workers >= 0, f"--workers must be 0 or more, got {self.workers}")
