@@ -49,7 +49,7 @@ class ReinforceConfig(VerbConfig):
     out: str | Path | None = option(None, required=True, metavar="DIR")
     seed: int = option(0)
     batch_size: int | None = option(None, help="views per teacher batch (default: 256 on a CPU; on a GPU about 4M "
-                                    "pixels, 256..4096: 4096 at 32 px, 256 from 128 px)")
+                                    "pixels, 256..4096: 4096 at 32 px, 256 from 96 px)")
     workers: int | None = option(None, free=True, help="DataLoader workers decoding images and sampling views "
                                  "(default: 0 on a CPU, where workers take cores from the teacher; on a GPU one per "
                                  "core but two, at most 8)")
