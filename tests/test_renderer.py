@@ -409,11 +409,10 @@ def test_grouped_resize_gives_the_bytes_of_one_call_per_crop():
 @pytest.mark.parametrize("spec,shape", [("rrc+ra", (1, 28, 28)), ("rrc+ra", (3, 17, 23)), ("rrc+ta", (1, 28, 28)),
                                         ("rrc+ta", (3, 17, 23)), ("rrc+ta", (3, 72, 80))])
 def test_one_resampling_per_stage_gives_each_views_own_bytes(spec, shape):
-    """RA/TA stages warp all their shears, translations and rotations with one matrix per view and
-    sharpen with one smoothing (up to 64 x 64 px; above, each group through the reference op):
-    every (op, bin, sign) of the table, on square and non-square images, equals the op alone."""
+    """RA/TA stages warp all their shears, translations and rotations with one matrix per view (up to
+    64 x 64 px; above, each group through the reference op) and apply each colour op and sharpening in
+    one call: every (op, bin, sign) of the table, on square and non-square images, equals the op alone."""
     from drkit.augment.autoaugment import AA_OPS, apply_aa
-    from drkit.augment.autoaugment import augment_batch
 
     op = get_recipe(spec).ops[1]
     wide = op.name == "ta"
@@ -422,6 +421,31 @@ def test_one_resampling_per_stage_gives_each_views_own_bytes(spec, shape):
     g = torch.Generator().manual_seed(2)
     x = torch.randint(0, 256, (len(combos), *shape), generator=g, dtype=torch.uint8)
     params = [dict(zip(keys, c)) | ({} if wide else {"op1": 0, "mag1": 0, "sign1": 0}) for c in combos]
-    got = augment_batch(x, op, params)
+    got = op.apply_batch(x, params, shape[-1])
     for k, (o, b, s) in enumerate(combos):
         assert torch.equal(got[k], apply_aa(x[k], o, b, s, op.settings["bins"], wide)), (AA_OPS[o][0], b, s)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+@pytest.mark.parametrize("spec", ["padcrop+ta+re", "padcrop+ra@m=15,n=3,mstd=2+re"])
+def test_a_batch_of_512_views_dispatches_no_more_kernels_than_one_of_64(spec, device):
+    """On an accelerator each kernel launch costs host time, whatever its size: per-view magnitudes go
+    through one call per op, so a batch's kernel count does not grow with its views (issue 23)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from render_speed import dispatch_counts
+
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, 24, 24), generator=g, dtype=torch.uint8).to(device) for _ in range(64)]
+    recipe, counts = get_recipe(spec), []
+    for ns in (1, 8):
+        views, params, _, _ = _views(recipe, images, num_views=ns)
+        def render() -> torch.Tensor:
+            return render_batch(recipe, images, [i for i, _ in views], params, 24)
+
+        render()  # warm: cached tables are built once per process, not per batch
+        counts.append(dispatch_counts(render))
+    assert counts[1][0] <= 1.1 * counts[0][0] and counts[1][1] == 0, counts

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 #: the one small-image threshold: images with a side up to this get the mild default recipe
 #: (pad-crop + flip: RandAugment, erasing and small crops destroy 28-32 px images), and on the CPU
-#: their batches render in the training process with each RandAugment stage's warps and sharpenings
+#: their batches render in the training process with each RandAugment stage's warps
 #: fused (28 px: RA 1.3x faster; 224 px: per-view grids ~1.2x slower than the calls they save)
 SMALL_SIDE = 64
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from torchvision.transforms.v2 import functional as F
 from ..device import to_device
 from .base import FUSE_MAX_PIXELS, REFERENCE_SIDE, Op, register_op
 from .codec import Field
-from .device_ops import TWINS, inverse_matrix, sharpness_runs, warp
+from .device_ops import PER_VIEW, TWINS, enhance, inverse_matrix, warp
 from .draws import BatchContext, Draws, chance, integers, normal
 
 NEAREST = InterpolationMode.NEAREST
@@ -90,7 +90,43 @@ def apply_aa(img: torch.Tensor, op: int, mag_bin: int, sign: int, num_bins: int,
 
 class _TableOp(Op):
     def apply_batch(self, x: torch.Tensor, params: list[dict[str, int]], out_size: int) -> torch.Tensor:
-        return augment_batch(x, self, params)
+        """Each stage sorts the views by (op, signed magnitude): all warps go through one grid sample (on the
+        CPU only up to ``FUSE_MAX_PIXELS``), each colour op and sharpening through one call with a magnitude
+        per view, other ops once per group: each view gets the bytes its own op call gives."""
+        wide = self.name == "ta"
+        bins = self.settings["bins"]
+        h, w = x.shape[-2:]
+        n = len(params)
+        fuse = x.device.type != "cpu" or h * w <= FUSE_MAX_PIXELS
+        every = [f.name for f in self.fields()]  # (op, magnitude bin, sign) of each stage
+        codes = np.array([[p[k] for k in every] for p in params], dtype=np.int64).reshape(n, len(every))
+        for s in range(len(every) // 3):
+            choice, mag, sign = codes[:, 3 * s:3 * s + 3].T
+            m = _magnitude_table(bins, wide)[choice, mag, sign]
+            order = np.lexsort((m, choice))
+            choice, mag, sign, m = choice[order], mag[order], sign[order], m[order]
+            starts = np.flatnonzero(np.r_[True, (choice[1:] != choice[:-1]) | (m[1:] != m[:-1])])
+            xs = x[to_device(order, x.device)]
+            warped: list[int] = []
+            matrices: list[tuple[float, ...]] = []
+            for a, b in zip(starts.tolist(), np.r_[starts[1:], n].tolist()):
+                name = AA_OP_NAMES[choice[a]]
+                matrix = inverse_matrix(name, float(m[a]), h, w) if fuse else None
+                if matrix is not None:
+                    warped += range(a, b)
+                    matrices += [matrix] * (b - a)
+                elif name in PER_VIEW:  # at the op's first group, one call for all its magnitudes
+                    if a == 0 or choice[a - 1] != choice[a]:
+                        end = int(np.searchsorted(choice, choice[a], side="right"))
+                        xs[a:end] = enhance(xs[a:end], name, m[a:end])
+                elif name != "Identity":
+                    xs[a:b] = apply_aa(xs[a:b], int(choice[a]), int(mag[a]), int(sign[a]), bins, wide)
+            if warped:  # the table's warps are ops 1-5: one run once sorted (a slice), else an index
+                run = warped[-1] - warped[0] + 1 == len(warped)
+                idx = slice(warped[0], warped[-1] + 1) if run else to_device(warped, x.device)
+                xs[idx] = warp(xs[idx], matrices)
+            x = xs[to_device(np.argsort(order), x.device)]  # a gather back: cheaper than scattering into a new tensor
+        return x
 
 
 @register_op
@@ -161,53 +197,6 @@ class TrivialAugmentWide(_TableOp):
 
     def apply(self, img: torch.Tensor, params: dict[str, int], out_size: int) -> torch.Tensor:
         return apply_aa(img, params["op"], params["mag"], params["sign"], self.settings["bins"], wide=True)
-
-
-# --- the batched form (the batched renderer's RandAugment / TrivialAugment step) ---
-def augment_batch(x: torch.Tensor, op: Op, params: Sequence[dict[str, int]]) -> torch.Tensor:
-    """Each stage sorts the views by (op, signed magnitude) and applies the table op to each group's
-    slice, all warps with one grid sample and all sharpenings with one smoothing (on the CPU only up
-    to ``FUSE_MAX_PIXELS``): each view gets the bytes its own op call gives."""
-    wide = op.name == "ta"
-    stages = [("op", "mag", "sign")] if wide else [(f"op{k}", f"mag{k}", f"sign{k}") for k in range(op.settings["n"])]
-    bins = op.settings["bins"]
-    table = _magnitude_table(bins, wide)
-    h, w = x.shape[-2:]
-    n = len(params)
-    fuse = x.device.type != "cpu" or h * w <= FUSE_MAX_PIXELS
-    every = [k for keys in stages for k in keys]
-    codes = np.array([[p[k] for k in every] for p in params], dtype=np.int64).reshape(n, len(every))
-    for s in range(len(stages)):
-        choice, mag, sign = codes[:, 3 * s:3 * s + 3].T
-        m = table[choice, mag, sign]
-        order = np.lexsort((m, choice))
-        choice, mag, sign, m = choice[order], mag[order], sign[order], m[order]
-        starts = np.flatnonzero(np.r_[True, (choice[1:] != choice[:-1]) | (m[1:] != m[:-1])])
-        xs = x[to_device(order, x.device)]
-        warped: list[int] = []
-        matrices: list[tuple[float, ...]] = []
-        sharpen: list[tuple[int, int, float]] = []
-        for a, b in zip(starts.tolist(), np.r_[starts[1:], n].tolist()):
-            name = AA_OP_NAMES[choice[a]]
-            matrix = inverse_matrix(name, float(m[a]), h, w) if fuse else None
-            if matrix is not None:
-                warped += range(a, b)
-                matrices += [matrix] * (b - a)
-            elif fuse and name == "Sharpness":  # one smoothing for every magnitude
-                sharpen.append((a, b, float(m[a])))
-            elif name != "Identity":
-                xs[a:b] = apply_aa(xs[a:b], int(choice[a]), int(mag[a]), int(sign[a]), bins, wide)
-        if warped:  # the table's warps are ops 1-5: one run once sorted (a slice), else an index
-            run = warped[-1] - warped[0] + 1 == len(warped)
-            idx = slice(warped[0], warped[-1] + 1) if run else to_device(warped, x.device)
-            xs[idx] = warp(xs[idx], matrices)
-        if sharpen:
-            span = slice(sharpen[0][0], sharpen[-1][1])
-            xs[span] = sharpness_runs(xs[span], [(a - span.start, b - span.start, v) for a, b, v in sharpen])
-        back = np.empty_like(order)
-        back[order] = np.arange(n)
-        x = xs[to_device(back, x.device)]  # a gather back: cheaper than scattering into a new tensor
-    return x
 
 
 @functools.lru_cache(maxsize=None)

@@ -10,7 +10,9 @@ import functools
 import math
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
+from torchvision.transforms.v2.functional import _color as tv_color
 from torchvision.transforms.v2.functional import _geometry as tv_geometry
 
 from ..device import to_device
@@ -62,27 +64,41 @@ def _geometric(name: str) -> Callable[[torch.Tensor, float], torch.Tensor]:
     return twin
 
 
-def sharpness_runs(img: torch.Tensor, runs: list[tuple[int, int, float]]) -> torch.Tensor:
-    """Sharpness (blend with the 3x3 smoothing of the inner pixels by 1 + m) of images ``[a, b)``
-    at magnitude ``m`` for each run, in one convolution."""
+#: table ops :func:`enhance` applies to a batch with a magnitude per image
+PER_VIEW = ("Brightness", "Color", "Contrast", "Sharpness", "Posterize", "Solarize")
+
+
+def enhance(img: torch.Tensor, name: str, m: np.ndarray) -> torch.Tensor:
+    """Table op ``name`` (one of :data:`PER_VIEW`) on uint8 ``[N, C, H, W]``, image k at magnitude ``m[k]``: one
+    call's kernels whatever the magnitudes, and torchvision's pixels (its float32 products, its blends' fused
+    ``add_(other, alpha)`` as ``addcmul``, sharpness blending the inner pixels with their 3x3 smoothing)."""
+    def col(v: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return to_device(v.reshape(-1, 1, 1, 1), img.device, dtype)
+
     c, h, w = img.shape[-3:]
-    if img.numel() == 0 or h <= 2 or w <= 2:
+    if name == "Posterize":
+        return img & col(256 - (1 << (8 - m.astype(np.int64))), torch.uint8)  # the top ``m`` bits
+    if name == "Solarize":
+        return torch.where(img >= col(m), 255 - img, img)
+    if (name == "Color" and c == 1) or (name == "Sharpness" and (img.numel() == 0 or h <= 2 or w <= 2)):
         return img
-    a, b = 1.0 / 13.0, 5.0 / 13.0
-    kernel = to_device([[a, a, a], [a, b, a], [a, a, a]], img.device, torch.float32).expand(c, 1, 3, 3)
-    out = img.to(dtype=torch.float32, copy=True)
-    blurred = torch.nn.functional.conv2d(out, kernel, groups=c).round_()
-    inner = out[..., 1:-1, 1:-1]
-    change = blurred.sub_(inner)
-    if img.ndim == 3:
-        inner, change = inner[None], change[None]
-    for first, stop, m in runs:
-        inner[first:stop].add_(change[first:stop], alpha=1.0 - (1.0 + m))
-    return out.clamp_(0, 255).to(img.dtype)
+    if name == "Sharpness":
+        out = img.to(torch.float32, copy=True)
+        kernel = to_device([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]], img.device, torch.float32) / 13.0
+        inner = out[..., 1:-1, 1:-1]
+        blurred = torch.nn.functional.conv2d(out, kernel.expand(c, 1, 3, 3), groups=c).round_()
+        inner.addcmul_(blurred.sub_(inner), col(1.0 - (1.0 + m)))
+        return out.clamp_(0, 255).to(torch.uint8)
+    out = img.mul(col(1.0 + m))
+    if name != "Brightness":
+        gray = tv_color._rgb_to_grayscale_image(img, 1, preserve_dtype=False).floor_() if c == 3 else img.float()
+        other = gray if name == "Color" else gray.mean(dim=(-3, -2, -1), keepdim=True)
+        out = torch.addcmul(out, other, col(1.0 - (1.0 + m)))
+    return out.clamp_(0, 255).to(torch.uint8)
 
 
 #: table op name -> twin taking (uint8 image or batch, signed magnitude)
 TWINS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
     **{name: _geometric(name) for name in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")},
-    "Sharpness": lambda img, m: sharpness_runs(img, [(0, img.shape[0] if img.ndim == 4 else 1, m)]),
+    "Sharpness": lambda img, m: enhance(img.reshape(-1, *img.shape[-3:]), "Sharpness", np.full(1, m)).view(img.shape),
 }
