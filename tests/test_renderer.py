@@ -409,9 +409,9 @@ def test_grouped_resize_gives_the_bytes_of_one_call_per_crop():
 @pytest.mark.parametrize("spec,shape", [("rrc+ra", (1, 28, 28)), ("rrc+ra", (3, 17, 23)), ("rrc+ta", (1, 28, 28)),
                                         ("rrc+ta", (3, 17, 23)), ("rrc+ta", (3, 72, 80))])
 def test_one_resampling_per_stage_gives_each_views_own_bytes(spec, shape):
-    """RA/TA stages warp all their shears, translations and rotations with one matrix per view (up to
-    64 x 64 px; above, each group through the reference op) and apply each colour op and sharpening in
-    one call: every (op, bin, sign) of the table, on square and non-square images, equals the op alone."""
+    """RA/TA stages warp all their shears, translations and rotations with one matrix per view and apply
+    each colour op and sharpening in one call (up to 64 x 64 px; above, each group through the reference
+    op): every (op, bin, sign) of the table, on square and non-square images, equals the op alone."""
     from drkit.augment.autoaugment import AA_OPS, apply_aa
 
     op = get_recipe(spec).ops[1]

@@ -90,9 +90,9 @@ def apply_aa(img: torch.Tensor, op: int, mag_bin: int, sign: int, num_bins: int,
 
 class _TableOp(Op):
     def apply_batch(self, x: torch.Tensor, params: list[dict[str, int]], out_size: int) -> torch.Tensor:
-        """Each stage sorts the views by (op, signed magnitude): all warps go through one grid sample (on the
-        CPU only up to ``FUSE_MAX_PIXELS``), each colour op and sharpening through one call with a magnitude
-        per view, other ops once per group: each view gets the bytes its own op call gives."""
+        """Each stage sorts the views by (op, signed magnitude): all warps go through one grid sample and each
+        colour op and sharpening through one call with a magnitude per view (on the CPU only up to
+        ``FUSE_MAX_PIXELS``), other ops once per group: each view gets the bytes its own op call gives."""
         wide = self.name == "ta"
         bins = self.settings["bins"]
         h, w = x.shape[-2:]
@@ -115,7 +115,7 @@ class _TableOp(Op):
                 if matrix is not None:
                     warped += range(a, b)
                     matrices += [matrix] * (b - a)
-                elif name in PER_VIEW:  # at the op's first group, one call for all its magnitudes
+                elif name in PER_VIEW and fuse:  # at the op's first group, one call for all its magnitudes
                     if a == 0 or choice[a - 1] != choice[a]:
                         end = int(np.searchsorted(choice, choice[a], side="right"))
                         xs[a:end] = enhance(xs[a:end], name, m[a:end])

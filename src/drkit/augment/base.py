@@ -87,7 +87,7 @@ def create_op(name: str, side: int | None = None, **settings: Any) -> Op:
     return cls(**settings)
 
 
-#: on the CPU, up to this many pixels the batched ops fuse RandAugment's warps and index erased
+#: on the CPU, up to this many pixels the batched ops fuse RandAugment's warps and colour ops and index erased
 #: pixels flat; above, per-view grids and flat indices cost more than they save
 FUSE_MAX_PIXELS = SMALL_SIDE * SMALL_SIDE
 
