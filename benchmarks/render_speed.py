@@ -84,7 +84,8 @@ def main() -> None:
           f"threads {torch.get_num_threads()}  device {name}\n# seed 0, 64 source images x NS views per batch; "
           f"kernels / syncs: aten ops one batch dispatches that launch a kernel / make the host wait")
     for kind, size, spec in (("rgb320", 224, "rrc+ra+re"), ("rgb320", 224, "rrc+ta+re+mix"),
-                             ("rgb32", 32, "rrc+ra+re"), ("grey28", 28, "rrc+ra+re"), ("grey28", 28, "padcrop+ra+re")):
+                             ("rgb32", 32, "rrc+ra+re"), ("rgb32", 32, "rrc+ta+re+mix"), ("grey28", 28, "rrc+ra+re"),
+                             ("grey28", 28, "padcrop+ra+re")):
         images = _sources(kind)
         recipe = resolve_recipe(spec, side=size, strong=True)
         dev_images = [x.to(device) for x in images]
