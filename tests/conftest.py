@@ -27,6 +27,23 @@ def make_teacher(root: Path, classes: list[str], seed: int, image_size: int = 16
     return f"ckpt:{root}"
 
 
+def bench_module(name: str):
+    """``benchmarks/NAME.py`` as a module (its sibling imports resolve while it loads; sys.path is left as found)."""
+    import importlib.util
+    import sys
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        spec = importlib.util.spec_from_file_location(f"drkit_bench_{name}", bench / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod  # dataclasses look their module up there
+        spec.loader.exec_module(mod)
+        return mod
+    finally:
+        sys.path.remove(str(bench))
+
+
 def op_recipes(drawing: bool = False) -> list[str]:
     """One valid recipe per registered op (``drkit.augment.OPS``), so an op added in its own file is
     tested without editing a list: a geometric source op alone, any other after ``rrc``; ``drawing``:

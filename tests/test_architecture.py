@@ -188,22 +188,12 @@ def test_benchmarks_import_only_names_that_exist():
 def test_readme_benchmark_table_is_the_one_the_results_files_give():
     """The README's benchmark table is written by benchmarks/summary.py from benchmarks/results/:
     a results file changed without rewriting the table (or a table edited by hand) fails here."""
-    import importlib.util
-    import sys
+    from conftest import bench_module
 
-    root = SRC.parents[1]
-    sys.path.insert(0, str(root / "benchmarks"))
-    try:
-        spec = importlib.util.spec_from_file_location("drkit_bench_summary", root / "benchmarks" / "summary.py")
-        summary = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = summary  # dataclasses look their module up there
-        spec.loader.exec_module(summary)
-        readme = (root / "README.md").read_text()
-        block = readme.split("<!-- benchmarks:begin -->")[1].split("<!-- benchmarks:end -->")[0]
-        # the last cell (status at writing) is read from git when the table is written: compared blank
-        block = "\n".join(re.sub(r"\| [^|]*\|$", "|  |", ln) if ln.startswith("| `") else ln
-                          for ln in block.splitlines())
-        assert summary.table(status=False) in block
-    finally:
-        sys.path.remove(str(root / "benchmarks"))
-        sys.modules.pop("drkit_bench_summary", None)
+    summary = bench_module("summary")
+    readme = (SRC.parents[1] / "README.md").read_text()
+    block = readme.split("<!-- benchmarks:begin -->")[1].split("<!-- benchmarks:end -->")[0]
+    # the last cell (status at writing) is read from git when the table is written: compared blank
+    block = "\n".join(re.sub(r"\| [^|]*\|$", "|  |", ln) if ln.startswith("| `") else ln
+                      for ln in block.splitlines())
+    assert summary.table(status=False) in block

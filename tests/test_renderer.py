@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import op_recipes
+from conftest import bench_module, op_recipes
 
 from drkit.augment import ViewSampler, get_recipe
 from drkit.augment.batch import RENDERER_VERSION, render_batch
@@ -432,17 +432,13 @@ def test_one_resampling_per_stage_gives_each_views_own_bytes(spec, shape):
 def test_a_batch_of_512_views_dispatches_no_more_kernels_than_one_of_64(spec, device):
     """On an accelerator each kernel launch costs host time, whatever its size: per-view magnitudes go
     through one call per op, so a batch's kernel count does not grow with its views (issue 23)."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from render_speed import dispatch_counts
-
+    dispatch_counts = bench_module("render_speed").dispatch_counts
     g = torch.Generator().manual_seed(0)
     images = [torch.randint(0, 256, (3, 24, 24), generator=g, dtype=torch.uint8).to(device) for _ in range(64)]
     recipe, counts = get_recipe(spec), []
     for ns in (1, 8):
         views, params, _, _ = _views(recipe, images, num_views=ns)
+
         def render() -> torch.Tensor:
             return render_batch(recipe, images, [i for i, _ in views], params, 24)
 

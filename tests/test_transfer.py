@@ -4,29 +4,13 @@ segmentation canvases of ``benchmarks/downstream_seg.py``. The scripts' full pat
 (``--smoke``), so they are checked here piece by piece."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from conftest import bench_module
+
 from drkit import load_source
 from drkit.errors import SourceError
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _bench(name: str):
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location(f"drkit_bench_{name}", BENCH / f"{name}.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod  # dataclasses look their module up there
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.path.remove(str(BENCH))
 
 
 # ------------------------------------------------------------------ digits:S
@@ -63,7 +47,7 @@ def test_digits_refuses_a_bad_size_in_one_line(bad: str) -> None:
 
 # ------------------------------------------------------------------ transfer.py pieces
 def test_spread_rule() -> None:
-    transfer = _bench("transfer")
+    transfer = bench_module("transfer")
     assert transfer.verdict([0.02, 0.03, 0.025]) == "ahead"
     assert transfer.verdict([-0.02, -0.03, -0.025]) == "behind"
     assert transfer.verdict([0.02, -0.01, 0.0]) == "no difference"
@@ -71,7 +55,7 @@ def test_spread_rule() -> None:
 
 
 def test_table_names_chains_differences_and_commits() -> None:
-    transfer = _bench("transfer")
+    transfer = bench_module("transfer")
     plan = transfer.Plan()
     results = {}
     for fam in transfer.FAMILIES.values():
@@ -95,7 +79,7 @@ def test_table_names_chains_differences_and_commits() -> None:
 
 
 def test_run_keys_name_what_changes_results() -> None:
-    transfer = _bench("transfer")
+    transfer = bench_module("transfer")
     fam = transfer.FAMILIES["ResNet"]
     plan = transfer.Plan()
     keys = {transfer.ft_key(fam, pre, ft, plan, s) for pre, ft in transfer.CHAINS for s in (0, 1, 2)}
@@ -111,7 +95,7 @@ def test_run_keys_name_what_changes_results() -> None:
 
 # ------------------------------------------------------------------ downstream_seg.py pieces
 def test_segmentation_canvases_are_deterministic_and_masks_match_pixels() -> None:
-    seg = _bench("downstream_seg")
+    seg = bench_module("downstream_seg")
     rng = np.random.Generator(np.random.PCG64(5))
     items = rng.integers(0, 256, size=(30, seg.ITEM, seg.ITEM)).astype(np.uint8)
     labels = rng.integers(0, 10, size=30)
