@@ -181,6 +181,27 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, dr_store, monk
     assert len(read_metrics(tmp_path / "b")) == 3
 
 
+def test_one_loader_a_run_serves_every_epoch_and_workers_change_nothing(tmp_path, dr_store, monkeypatch):
+    """The train and the val loader are made once a run, their workers persistent (no worker start an epoch,
+    which costs seconds where workers spawn), and 0 or 2 workers give the same run, dropout included: the
+    loader draws nothing from the torch RNG that dropout uses, and persistent workers follow the epoch."""
+    made: list[dict] = []
+    real = train_loop.DataLoader
+    monkeypatch.setattr(train_loop, "DataLoader", lambda *a, **k: made.append(k) or real(*a, **k))
+    kw = dict(data="digits:train", reinforced=dr_store, val="digits:test?n=64", model="drkit_cnn_tiny",
+              model_kwargs={"drop_rate": 0.5}, epochs=3, batch_size=32, limit_batches=3, seed=1, image_size=S,
+              device="cpu", quiet=True)
+    train(TrainConfig.build(out=tmp_path / "w0", workers=0, **kw))
+    assert len(made) == 2  # 3 epochs, one train and one val loader
+    train(TrainConfig.build(out=tmp_path / "w2", workers=2, **kw))
+    assert len(made) == 4 and made[2]["persistent_workers"] and made[3]["persistent_workers"]
+    wa, wb = _weights(tmp_path / "w0"), _weights(tmp_path / "w2")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
+    rows = strip(read_metrics(tmp_path / "w0"))
+    assert rows == strip(read_metrics(tmp_path / "w2")) and len({r["train_loss"] for r in rows}) == 3
+
+
 # ----------------------------------------------------------------------------------------------
 # DR targets, loss math, view choice
 # ----------------------------------------------------------------------------------------------

@@ -247,13 +247,10 @@ class AugmentedDataset(TrainViews):
 class PlainBatches(Dataset):
     """Validation batches (the plain eval transform, uint8), built whole in a loader worker."""
 
-    def __init__(self, src: Source, size: int, batches: list[np.ndarray]):
-        self.src, self.size, self.batches = src, int(size), batches
+    def __init__(self, src: Source, size: int):
+        self.src, self.size = src, int(size)
 
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __getitem__(self, b: int) -> Item:
-        ids = self.batches[b].tolist()
+    def __getitem__(self, ids_array: np.ndarray) -> Item:
+        ids = ids_array.tolist()
         return {"image": torch.stack([eval_transform(self.src.load_uint8(i), self.size) for i in ids]),
                 "label": torch.tensor([int(self.src.labels[i]) for i in ids], dtype=torch.int64)}

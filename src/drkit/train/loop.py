@@ -60,9 +60,12 @@ def _to_input(x: torch.Tensor, device: torch.device, channels_last: bool) -> tor
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-def _loader(ds: Any, device: torch.device, workers: int) -> DataLoader:
-    return DataLoader(ds, batch_size=None, shuffle=False, num_workers=workers,
-                      pin_memory=device.type == "cuda", prefetch_factor=4 if workers > 0 else None)
+def _loader(ds: Any, batches: list[np.ndarray], device: torch.device, workers: int) -> DataLoader:
+    """``ds[b]`` for each ``b`` in ``batches`` (refilled each epoch): one loader a run, workers persistent (a start
+    costs seconds where they spawn: macOS, Python >= 3.14), seeded by its own generator (dropout's RNG left alone)."""
+    return DataLoader(ds, batch_size=None, sampler=batches, num_workers=workers, persistent_workers=workers > 0,
+                      pin_memory=device.type == "cuda", prefetch_factor=4 if workers > 0 else None,
+                      generator=torch.Generator())
 
 
 def _all_reduce(values: list[float], env: DistEnv, device: torch.device) -> list[float]:
@@ -107,18 +110,14 @@ def _step(run: Run, model: nn.Module, fit: Fit, raw: dict[str, Any]) -> tuple[to
     return loss, logits, labels
 
 
-def _train_epoch(run: Run, model: nn.Module, fit: Fit, batches: list[np.ndarray], epoch: int) -> dict[str, float]:
+def _train_epoch(run: Run, model: nn.Module, fit: Fit, loader: DataLoader, epoch: int) -> dict[str, float]:
     from tqdm.auto import tqdm
 
     device, env, cfg = run.device, run.env, run.cfg
-    data = RawBatches(run.dataset, batches)
-    loader = _loader(data, device, cfg.runtime.workers)
     model.train()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.float64, device=device)
-    seen = 0
-    lr = fit.peak_lr
-    bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", unit="batch", dynamic_ncols=True,
+    loss_sum, correct = (torch.zeros((), dtype=torch.float64, device=device) for _ in range(2))
+    seen, lr = 0, fit.peak_lr
+    bar = tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", unit="batch", dynamic_ncols=True,
                disable=cfg.runtime.quiet or not env.is_main, leave=False)
     start = time.perf_counter()
     for b, batch in enumerate(loader):
@@ -142,17 +141,21 @@ def _train_epoch(run: Run, model: nn.Module, fit: Fit, batches: list[np.ndarray]
             "epoch_seconds": seconds, "img_per_s": tot_seen / max(seconds, 1e-9), "train_samples": int(tot_seen)}
 
 
+def _val_loader(run: Run) -> DataLoader:
+    """The eval view of ``--val`` in batches; ranks take strided slices."""
+    idx, bs = np.arange(len(run.val_src))[run.env.rank::run.env.world_size], run.cfg.optim.batch_size
+    return _loader(PlainBatches(run.val_src, run.image_size), [idx[a:a + bs] for a in range(0, len(idx), bs)],
+                   run.device, run.cfg.runtime.workers)
+
+
 @torch.no_grad()
-def _validate(run: Run, model: nn.Module) -> dict[str, float]:
-    """Top-1 and NLL on the eval view; ranks take strided slices, sums are all-reduced."""
+def _validate(run: Run, model: nn.Module, loader: DataLoader) -> dict[str, float]:
+    """Top-1 and NLL on the eval view; sums are all-reduced over the ranks."""
     env, device = run.env, run.device
-    idx = np.arange(len(run.val_src))[env.rank::env.world_size]
-    bs = run.cfg.optim.batch_size
-    batches = [idx[a:a + bs] for a in range(0, len(idx), bs)]
     was_training = model.training
     model.eval()
     nll = correct = count = 0.0
-    for batch in _loader(PlainBatches(run.val_src, run.image_size, batches), device, run.cfg.runtime.workers):
+    for batch in loader:
         x = _to_input(batch["image"], device, run.cfg.runtime.channels_last)
         labels = batch["label"].to(device)
         with autocast(device, run.amp_dtype):
@@ -263,14 +266,17 @@ def _train(cfg: TrainConfig, env: DistEnv, device: torch.device) -> dict[str, An
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
     last_plot = time.perf_counter()
+    batches: list[np.ndarray] = []  # the epoch's, refilled in place: the sampler of one loader for the run
+    loader = _loader(RawBatches(run.dataset), batches, device, rt.workers)
+    val_loader = _val_loader(run) if run.val_src is not None else None
     for epoch in range(start_epoch, cfg.optim.epochs):
         torch.manual_seed(int(np.random.default_rng([cfg.seed, TAG_TORCH, epoch, env.rank]).integers(2**62)))
         run.dataset.set_epoch(epoch)
-        batches = epoch_batches(n_items, cfg.seed, epoch, per_rank_items, env.rank, env.world_size)[:steps]
-        metrics = _train_epoch(run, model, fit, batches, epoch)
+        batches[:] = epoch_batches(n_items, cfg.seed, epoch, per_rank_items, env.rank, env.world_size)[:steps]
+        metrics = _train_epoch(run, model, fit, loader, epoch)
         row: dict[str, Any] = {"epoch": epoch + 1, "step": fit.step, **metrics}
-        if run.val_src is not None:
-            row.update(_validation_row(run, fit))
+        if val_loader is not None:
+            row.update(_validation_row(run, fit, val_loader))
             warn_once_past_teachers(rows, row, run.config, env.rank)
         rows.append(row)
         if env.is_main:
@@ -284,10 +290,9 @@ def _train(cfg: TrainConfig, env: DistEnv, device: torch.device) -> dict[str, An
     return finish(run, rows, fit.ema, time.perf_counter() - t_start)
 
 
-def _validation_row(run: Run, fit: Fit) -> dict[str, float]:
+def _validation_row(run: Run, fit: Fit, loader: DataLoader) -> dict[str, float]:
     v0 = time.perf_counter()
-    row = {f"val_{k}": v for k, v in _validate(run, run.model).items()}
+    row = {f"val_{k}": v for k, v in _validate(run, run.model, loader).items()}
     if fit.ema is not None:
-        row.update({f"val_ema_{k}": v for k, v in _validate(run, fit.ema.module).items()})
-    row["val_seconds"] = time.perf_counter() - v0
-    return row
+        row.update({f"val_ema_{k}": v for k, v in _validate(run, fit.ema.module, loader).items()})
+    return {**row, "val_seconds": time.perf_counter() - v0}

@@ -22,17 +22,15 @@ if TYPE_CHECKING:
 
 
 class RawBatches(Dataset):
-    """DataLoader item ``b`` = raw batch ``b``, built and collated whole in one worker: no
-    per-sample collate, and the batch composition never depends on the number of workers."""
+    """DataLoader item ``positions`` (an array from the loop's sampler) = that raw batch, built and collated
+    whole in one worker: no per-sample collate, the batch composition never depends on the number of workers,
+    and persistent workers serve every epoch's batches."""
 
-    def __init__(self, ds: TrainViews, batches: list[np.ndarray]):
-        self.ds, self.batches = ds, batches
+    def __init__(self, ds: TrainViews):
+        self.ds = ds
 
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __getitem__(self, b: int) -> dict[str, Any]:
-        return collate_raw(self.ds.raw_batch(self.batches[b]))
+    def __getitem__(self, positions: np.ndarray) -> dict[str, Any]:
+        return collate_raw(self.ds.raw_batch(positions))
 
 
 def collate_raw(items: list[dict[str, Any]]) -> dict[str, Any]:
