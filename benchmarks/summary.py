@@ -59,6 +59,8 @@ ENTRIES = [
     Entry("verify_cost.py", "epoch time with every per-use check vs without; the checks timed directly",
           "verify_cost.txt", r"^(checked / unchecked|the checks' own work)", ((r"^checked / unchecked", "<=", 1.02),),
           code=("src/drkit/store", "src/drkit/train", "src/drkit/sources")),
+    Entry("loader_start.py", "drkit train's epoch seconds under each start method (fork, forkserver, spawn)",
+          "loader_start.txt", r"ratio", ((r"^spawn", "<=", 1.2),), code=TRAIN),
     Entry("source_throughput.py", "hf:, wds:, lmdb:, hf-stream: read rate vs the image folder; import-mldr files/s",
           "source_throughput.txt", r"(in order|shuffled|import-mldr)",
           code=("src/drkit/sources", "src/drkit/importers")),
