@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -193,8 +194,11 @@ def test_one_loader_a_run_serves_every_epoch_and_workers_change_nothing(tmp_path
               device="cpu", quiet=True)
     train(TrainConfig.build(out=tmp_path / "w0", workers=0, **kw))
     assert len(made) == 2  # 3 epochs, one train and one val loader
+    kept: list = []  # the run's frame kept alive, as a reference cycle through it does until collected
+    monkeypatch.setattr(train_loop, "write_curves", lambda *a, **k: kept.append(sys._getframe(1)))
     train(TrainConfig.build(out=tmp_path / "w2", workers=2, **kw))
     assert len(made) == 4 and made[2]["persistent_workers"] and made[3]["persistent_workers"]
+    assert kept and not multiprocessing.active_children()  # the persistent workers ended with the run
     wa, wb = _weights(tmp_path / "w0"), _weights(tmp_path / "w2")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731

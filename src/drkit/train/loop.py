@@ -151,8 +151,7 @@ def _val_loader(run: Run) -> DataLoader:
 @torch.no_grad()
 def _validate(run: Run, model: nn.Module, loader: DataLoader) -> dict[str, float]:
     """Top-1 and NLL on the eval view; sums are all-reduced over the ranks."""
-    env, device = run.env, run.device
-    was_training = model.training
+    env, device, was_training = run.env, run.device, model.training
     model.eval()
     nll = correct = count = 0.0
     for batch in loader:
@@ -286,6 +285,7 @@ def _train(cfg: TrainConfig, env: DistEnv, device: torch.device) -> dict[str, An
             if epoch + 1 == cfg.optim.epochs or time.perf_counter() - last_plot > 60:
                 write_curves(out, rows, f"{cfg.mode} {cfg.model}")
                 last_plot = time.perf_counter()
+    del loader, val_loader  # persistent workers end with the run, not when a frame cycle (matplotlib's) is collected
     warn_if_underfit(rows, run.config, env.rank)
     return finish(run, rows, fit.ema, time.perf_counter() - t_start)
 
