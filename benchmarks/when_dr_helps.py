@@ -6,7 +6,9 @@
     .venv/bin/python benchmarks/when_dr_helps.py --sweeps headline          # ~35 min
     .venv/bin/python benchmarks/when_dr_helps.py                            # every sweep: ~15 h on 2 cores
     .venv/bin/python benchmarks/when_dr_helps.py --sweeps family --parallel 16 --threads 1 --workers 0 --device cuda
-                                                   # the family sweep on one GPU box (16 cores): ~10 min
+                                                   # the family sweep on one GPU box (16 cores): not yet
+                                                   # timed there (~10 min was estimated before the 100- and
+                                                   # 200-epoch transformer cells were added)
     .venv/bin/python benchmarks/when_dr_helps.py --smoke --out /tmp/w       # the real path on tiny data, ~2 min
 
 Every run trains one student on the first ``--train-n`` (10,000) Fashion-MNIST training images at
