@@ -163,10 +163,6 @@ def one_run(job: dict[str, Any]) -> dict[str, Any]:
     """Train (or resume, or reuse) one run, evaluate it once, return its result row (with the
     commit that trained it: rows of a table can come from different calls)."""
     exit_with_parent(job["parent"])
-    # this process was spawned, and so by default would spawn its loader workers too: a fresh interpreter
-    # importing torch for each epoch's train and val loader, ~1.8 s each (measured; a tiny-ViT epoch is ~13 s).
-    # Fork them, as a plain `drkit train` on Linux does (same batches: the loader's results do not depend on it)
-    multiprocessing.set_start_method("fork", force=True)
     os.environ["OMP_NUM_THREADS"] = str(job["threads"])
     import torch
 
