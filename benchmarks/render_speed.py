@@ -3,13 +3,16 @@
     .venv/bin/python benchmarks/render_speed.py                       # CPU, ~1.5 min
     python3 benchmarks/render_speed.py --device cuda                  # a GPU machine
 
-Sources: 64 synthetic smooth RGB images of 320x256 (ImageNet-like), 64 RGB 32x32 (CIFAR-like) and 64
-grey 28x28 (Fashion-MNIST like); a batch holds ``--views-per-batch`` views (NS views of each of the 64
-images), parameters sampled beforehand (sampling runs in loader workers during reinforce). Prints
+Sources: synthetic smooth RGB images of 320x256 (ImageNet-like), RGB 32x32 (CIFAR-like) and grey 28x28
+(Fashion-MNIST like); a batch holds ``--views-per-batch`` views, ``--samples`` (NS, reinforce's default 10)
+of each of views / NS images, as in reinforce's batches, parameters sampled beforehand (sampling runs in
+loader workers during reinforce). Prints
 views/s per recipe, size and batch size for the batched renderer on --device and for the per-view
 reference on the CPU, and their ratio, beside the aten ops one batch dispatches that launch a kernel and
 that make the host wait (counted the same way on any device: on a GPU each launch costs host time
-whatever its size, so a count that does not grow with the batch says larger batches amortise it). Goals
+whatever its size, so a count that does not grow with the batch says larger batches amortise it). Only the
+crop-resize stage differs by device; ``accel resize`` counts the accelerator's form of it (its
+device-agnostic code, run on CPU tensors), so a CPU run shows that stage's launches on a GPU too. Goals
 on a GPU (issue 23): >= 100k views/s at 32 px and >= 20k at 224 px, rrc+ra+re. Expected: the batched
 renderer is faster than the reference on the CPU and several times faster on a GPU. Then the host's rate
 of drawing view parameters a batch at once (sampler 2; the per-view numpy generators of sampler 1, 8.4x
@@ -27,17 +30,17 @@ import torch
 from provenance import commit_id, device_name  # benchmarks/ is on sys.path when run as a script
 
 
-def _sources(kind: str) -> list[torch.Tensor]:
+def _sources(kind: str, n: int) -> list[torch.Tensor]:
     from PIL import Image
 
     rng = np.random.default_rng(0)
     if kind == "rgb320":
         return [torch.from_numpy(np.array(Image.fromarray(rng.integers(0, 256, (16, 20, 3), dtype=np.uint8))
                                           .resize((320, 256), Image.BILINEAR))).permute(2, 0, 1).contiguous()
-                for _ in range(64)]
+                for _ in range(n)]
     if kind == "rgb32":
-        return [torch.from_numpy(rng.integers(0, 256, (3, 32, 32), dtype=np.uint8)) for _ in range(64)]
-    return [torch.from_numpy(rng.integers(0, 256, (1, 28, 28), dtype=np.uint8)) for _ in range(64)]
+        return [torch.from_numpy(rng.integers(0, 256, (3, 32, 32), dtype=np.uint8)) for _ in range(n)]
+    return [torch.from_numpy(rng.integers(0, 256, (1, 28, 28), dtype=np.uint8)) for _ in range(n)]
 
 
 #: aten ops that launch no kernel (metadata, allocation): left out of the per-batch kernel count
@@ -71,8 +74,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--views-per-batch", type=int, nargs="+", default=[256, 4096],
-                    help="batch sizes to render (multiples of 64: 64 source images x NS views)")
+    ap.add_argument("--views-per-batch", type=int, nargs="+", default=[256, 4096], help="batch sizes to render")
+    ap.add_argument("--samples", type=int, default=10, help="NS: views of each source image in a batch")
     args = ap.parse_args()
     from drkit.augment import ViewSampler, resolve_recipe
     from drkit.augment.batch import render_batch
@@ -81,19 +84,21 @@ def main() -> None:
     commit = commit_id()
     name = device_name(device)
     print(f"# command: {' '.join(sys.argv)}\n# commit: {commit}  torch {torch.__version__}  "
-          f"threads {torch.get_num_threads()}  device {name}\n# seed 0, 64 source images x NS views per batch; "
-          f"kernels / syncs: aten ops one batch dispatches that launch a kernel / make the host wait")
+          f"threads {torch.get_num_threads()}  device {name}\n# seed 0, views / {args.samples} source images x "
+          f"NS {args.samples} views per batch; kernels / syncs: aten ops one batch dispatches that launch a kernel / "
+          f"make the host wait; accel resize: kernels of the accelerator's crop-resize stage (counted on CPU tensors)")
     for kind, size, spec in (("rgb320", 224, "rrc+ra+re"), ("rgb320", 224, "rrc+ta+re+mix"),
                              ("rgb32", 32, "rrc+ra+re"), ("rgb32", 32, "rrc+ta+re+mix"), ("grey28", 28, "rrc+ra+re"),
                              ("grey28", 28, "padcrop+ra+re")):
-        images = _sources(kind)
+        ns = args.samples
+        images = _sources(kind, max(1, max(args.views_per_batch) // ns))
         recipe = resolve_recipe(spec, side=size, strong=True)
         dev_images = [x.to(device) for x in images]
         ref = None
         for per_batch in args.views_per_batch:
-            ns = max(1, per_batch // len(images))
-            sampler = ViewSampler(recipe, 0, len(images), ns, lambda i: tuple(images[i].shape[-2:]))
-            views = [(i, v) for i in range(len(images)) for v in range(ns)]
+            n_images = max(1, per_batch // ns)
+            sampler = ViewSampler(recipe, 0, n_images, ns, lambda i: tuple(images[i].shape[-2:]))
+            views = [(i, v) for i in range(n_images) for v in range(ns)]
             params = [sampler(i, v) for i, v in views]
             mixes = [p["mix"] if p.get("mix") and p["mix"]["mode"] else None for p in params]
             pidx = [m["partner"] if m else -1 for m in mixes]
@@ -116,10 +121,26 @@ def main() -> None:
                 for (i, _), p, j, q in zip(views, params, pidx, pparams):
                     recipe.render(images[i], p, size, images[j] if q is not None else None, q)
                 ref = len(views) / (time.perf_counter() - t)
+            accel = dispatch_counts(lambda: accelerator_resize(recipe, images, index, params, size))[0]
             print(f"{kind} -> {size:3d} px {spec:16s} {len(views):5d} views/batch  batched ({device.type}) "
-                  f"{fast:9.0f} views/s  kernels {kernels:5d}  syncs {syncs:4d}   reference (cpu) {ref:7.0f} views/s"
-                  f"   ratio {fast / ref:6.1f}", flush=True)
+                  f"{fast:9.0f} views/s  kernels {kernels:5d}  syncs {syncs:4d}  accel resize {accel:4d}   "
+                  f"reference (cpu) {ref:7.0f} views/s   ratio {fast / ref:6.1f}", flush=True)
     sampling_rates(max(20, 4 * args.repeats))
+
+
+def accelerator_resize(recipe: object, images: list[torch.Tensor], index: list[int], params: list[dict],
+                       size: int) -> None:
+    """The crop-resize stage as ``crop_batch`` runs it on an accelerator (one ``_sample_resize`` per
+    samples-per-pixel group; exact-size crops by ``_gather``), here on CPU tensors: same dispatches."""
+    from drkit.augment.batch import _gather, _sample_resize, _samples_per_pixel
+
+    boxes = [p[recipe.ops[0].name] for p in params]  # type: ignore[attr-defined]
+    groups: dict[int, list[int]] = {}
+    for r, b in enumerate(boxes):
+        groups.setdefault(0 if (b["height"], b["width"]) == (size, size) else _samples_per_pixel(b, size), []).append(r)
+    for n, rows in groups.items():
+        fn = _gather if n == 0 else lambda *a: _sample_resize(*a, n)
+        fn(images, [index[r] for r in rows], [boxes[r] for r in rows], size)
 
 
 def sampling_rates(repeats: int) -> None:

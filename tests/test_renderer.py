@@ -431,17 +431,31 @@ def test_one_resampling_per_stage_gives_each_views_own_bytes(spec, shape):
 @pytest.mark.parametrize("spec", ["padcrop+ta+re", "padcrop+ra@m=15,n=3,mstd=2+re"])
 def test_a_batch_of_512_views_dispatches_no_more_kernels_than_one_of_64(spec, device):
     """On an accelerator each kernel launch costs host time, whatever its size: per-view magnitudes go
-    through one call per op, so a batch's kernel count does not grow with its views (issue 23)."""
+    through one call per op and the batch's images into one stack in one copy, so a batch's kernel count
+    grows neither with its views nor with its source images (issue 23)."""
     dispatch_counts = bench_module("render_speed").dispatch_counts
     g = torch.Generator().manual_seed(0)
-    images = [torch.randint(0, 256, (3, 24, 24), generator=g, dtype=torch.uint8).to(device) for _ in range(64)]
+    images = [torch.randint(0, 256, (3, 24, 24), generator=g, dtype=torch.uint8).to(device) for _ in range(512)]
     recipe, counts = get_recipe(spec), []
-    for ns in (1, 8):
-        views, params, _, _ = _views(recipe, images, num_views=ns)
+    for n_images, ns in ((64, 1), (64, 8), (512, 1)):
+        views, params, _, _ = _views(recipe, images[:n_images], num_views=ns)
 
         def render() -> torch.Tensor:
             return render_batch(recipe, images, [i for i, _ in views], params, 24)
 
         render()  # warm: cached tables are built once per process, not per batch
         counts.append(dispatch_counts(render))
-    assert counts[1][0] <= 1.1 * counts[0][0] and counts[1][1] == 0, counts
+    assert all(k <= 1.1 * counts[0][0] and syncs == 0 for k, syncs in counts[1:]), counts
+
+
+def test_the_accelerators_resize_dispatches_as_many_kernels_for_512_images_as_for_8():
+    """The accelerator's crop-resize (device-agnostic code, counted on the CPU) stacks a group's images in
+    one copy: ~1,000 launches a 4096-view batch of 32-px images when it copied them one by one."""
+    from drkit.augment.batch import _sample_resize
+
+    dispatch_counts = bench_module("render_speed").dispatch_counts
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, 32, 32), generator=g, dtype=torch.uint8) for _ in range(512)]
+    box = {"top": 2, "left": 3, "height": 20, "width": 25, "flip": 0}
+    counts = [dispatch_counts(lambda: _sample_resize(images, list(range(n)), [box] * n, 16, 2)) for n in (8, 512)]
+    assert counts[0] == counts[1], counts
