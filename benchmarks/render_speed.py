@@ -1,6 +1,7 @@
 """Batched renderer speed: views/s of `render_batch` against the per-view reference, one run.
 
-    .venv/bin/python benchmarks/render_speed.py                       # CPU, ~1.5 min
+    .venv/bin/python benchmarks/render_speed.py --views-per-batch 256 2048 --repeats 3 \
+        > benchmarks/results/render_speed_cpu.txt                     # CPU, ~2 min
     python3 benchmarks/render_speed.py --device cuda                  # a GPU machine
 
 Sources: synthetic smooth RGB images of 320x256 (ImageNet-like), RGB 32x32 (CIFAR-like) and grey 28x28
