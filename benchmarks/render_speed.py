@@ -15,7 +15,10 @@ whatever its size, so a count that does not grow with the batch says larger batc
 crop-resize stage differs by device; ``accel resize`` counts the accelerator's form of it (its
 device-agnostic code, run on CPU tensors), so a CPU run shows that stage's launches on a GPU too. Goals
 on a GPU (issue 23): >= 100k views/s at 32 px and >= 20k at 224 px, rrc+ra+re. Expected: the batched
-renderer is faster than the reference on the CPU and several times faster on a GPU. Then the host's rate
+renderer is faster than the reference on the CPU and several times faster on a GPU. On the CPU, ``host``
+is a batch's wall time less its time inside aten ops, per view: the Python and dispatch around the
+kernels, which a GPU pays too, so at 28-32 px 1e6 / host estimates the views/s a GPU's host can feed with
+this code (at 224 px it is mostly the CPU-only grouped resize's thousands of small calls). Then the host's rate
 of drawing view parameters a batch at once (sampler 2; the per-view numpy generators of sampler 1, 8.4x
 slower at 28 px when measured at e9c5f1b, were retired after that).
 """
@@ -123,10 +126,23 @@ def main() -> None:
                     recipe.render(images[i], p, size, images[j] if q is not None else None, q)
                 ref = len(views) / (time.perf_counter() - t)
             accel = dispatch_counts(lambda: accelerator_resize(recipe, images, index, params, size))[0]
+            host = "" if device.type != "cpu" else \
+                f"  host {host_seconds(batched, len(views) / fast) / len(views) * 1e6:4.1f} us/view"
             print(f"{kind} -> {size:3d} px {spec:16s} {len(views):5d} views/batch  batched ({device.type}) "
-                  f"{fast:9.0f} views/s  kernels {kernels:5d}  syncs {syncs:4d}  accel resize {accel:4d}   "
+                  f"{fast:9.0f} views/s  kernels {kernels:5d}  syncs {syncs:4d}  accel resize {accel:4d}{host}   "
                   f"reference (cpu) {ref:7.0f} views/s   ratio {fast / ref:6.1f}", flush=True)
     sampling_rates(max(20, 4 * args.repeats))
+
+
+def host_seconds(fn: Callable[[], object], wall: float) -> float:
+    """A call's wall time (``wall``, measured unprofiled) less the time inside aten ops (torch.profiler's
+    self CPU time): the host work around the kernels, Python mostly, which a GPU pays as well. An estimate
+    (the profiler's own overhead lands in the ops) of the views/s a host can feed at most."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return max(0.0, wall - sum(e.self_cpu_time_total for e in prof.key_averages()) / 1e6)
 
 
 def accelerator_resize(recipe: object, images: list[torch.Tensor], index: list[int], params: list[dict],
