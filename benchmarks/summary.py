@@ -49,7 +49,8 @@ ENTRIES = [
           "replay_loader.txt", r"^DR", ((r"rendered in the loop", ">=", 1.0),), code=TRAIN),
     Entry("replay_loader.py", "the same on a GPU, the CPU loader made the bottleneck (64-px JPEGs, 4 workers)",
           "replay_loader_gpu.txt", r"^DR", ((r"rendered in the loop", ">=", 1.0),), code=TRAIN),
-    Entry("render_speed.py", "batched renderer views/s vs the per-view reference; kernels a batch dispatches",
+    Entry("render_speed.py", "batched renderer views/s vs the per-view reference; kernels a batch dispatches (and "
+          "the accelerator's crop-resize stage); host work per view",
           "render_speed_cpu.txt", r"ratio", code=("src/drkit/augment",)),
     Entry("render_speed.py", "the same on a GPU", "render_speed_gpu.txt", r"ratio", code=("src/drkit/augment",)),
     Entry("cuda_paths.py", "CUDA paths: AMP, channels_last, store and replay across devices", "cuda_paths.txt",
