@@ -12,8 +12,8 @@ views/s per recipe, size and batch size for the batched renderer on --device and
 reference on the CPU, and their ratio, beside the aten ops one batch dispatches that launch a kernel and
 that make the host wait (counted the same way on any device: on a GPU each launch costs host time
 whatever its size, so a count that does not grow with the batch says larger batches amortise it). Only the
-crop-resize stage differs by device; ``accel resize`` counts the accelerator's form of it (its
-device-agnostic code, run on CPU tensors), so a CPU run shows that stage's launches on a GPU too. Goals
+crop-resize stage differs by device; ``accel resize`` counts the accelerator's form of it (``crop_batch`` with
+``accelerator=True`` on CPU tensors: the same code), so a CPU run shows that stage's launches on a GPU too. Goals
 on a GPU (issue 23): >= 100k views/s at 32 px and >= 20k at 224 px, rrc+ra+re. Expected: the batched
 renderer is faster than the reference on the CPU and several times faster on a GPU. On the CPU, ``host``
 is a batch's wall time less its time inside aten ops, per view: the Python and dispatch around the
@@ -82,7 +82,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=10, help="NS: views of each source image in a batch")
     args = ap.parse_args()
     from drkit.augment import ViewSampler, resolve_recipe
-    from drkit.augment.batch import render_batch
+    from drkit.augment.batch import crop_batch, render_batch
 
     device = torch.device(args.device)
     commit = commit_id()
@@ -125,7 +125,8 @@ def main() -> None:
                 for (i, _), p, j, q in zip(views, params, pidx, pparams):
                     recipe.render(images[i], p, size, images[j] if q is not None else None, q)
                 ref = len(views) / (time.perf_counter() - t)
-            accel = dispatch_counts(lambda: accelerator_resize(recipe, images, index, params, size))[0]
+            boxes = [p[recipe.ops[0].name] for p in params]  # the accelerator's crop stage, run on CPU tensors
+            accel = dispatch_counts(lambda: crop_batch(images, index, boxes, size, accelerator=True))[0]
             host = "" if device.type != "cpu" else \
                 f"  host {host_seconds(batched, len(views) / fast) / len(views) * 1e6:4.1f} us/view"
             print(f"{kind} -> {size:3d} px {spec:16s} {len(views):5d} views/batch  batched ({device.type}) "
@@ -143,21 +144,6 @@ def host_seconds(fn: Callable[[], object], wall: float) -> float:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fn()
     return max(0.0, wall - sum(e.self_cpu_time_total for e in prof.key_averages()) / 1e6)
-
-
-def accelerator_resize(recipe: object, images: list[torch.Tensor], index: list[int], params: list[dict],
-                       size: int) -> None:
-    """The crop-resize stage as ``crop_batch`` runs it on an accelerator (one ``_sample_resize`` per
-    samples-per-pixel group; exact-size crops by ``_gather``), here on CPU tensors: same dispatches."""
-    from drkit.augment.batch import _gather, _sample_resize, _samples_per_pixel
-
-    boxes = [p[recipe.ops[0].name] for p in params]  # type: ignore[attr-defined]
-    groups: dict[int, list[int]] = {}
-    for r, b in enumerate(boxes):
-        groups.setdefault(0 if (b["height"], b["width"]) == (size, size) else _samples_per_pixel(b, size), []).append(r)
-    for n, rows in groups.items():
-        fn = _gather if n == 0 else lambda *a: _sample_resize(*a, n)
-        fn(images, [index[r] for r in rows], [boxes[r] for r in rows], size)
 
 
 def sampling_rates(repeats: int) -> None:

@@ -451,11 +451,13 @@ def test_a_batch_of_512_views_dispatches_no_more_kernels_than_one_of_64(spec, de
 def test_the_accelerators_resize_dispatches_as_many_kernels_for_512_images_as_for_8():
     """The accelerator's crop-resize (device-agnostic code, counted on the CPU) stacks a group's images in
     one copy, not one launch per image (render_speed.py's "accel resize": 276 -> 61 kernels, 2,040 views of 204)."""
-    from drkit.augment.batch import _sample_resize
+    from drkit.augment.batch import crop_batch
 
     dispatch_counts = bench_module("render_speed").dispatch_counts
     g = torch.Generator().manual_seed(0)
     images = [torch.randint(0, 256, (3, 32, 32), generator=g, dtype=torch.uint8) for _ in range(512)]
-    box = {"top": 2, "left": 3, "height": 20, "width": 25, "flip": 0}
-    counts = [dispatch_counts(lambda: _sample_resize(images, list(range(n)), [box] * n, 16, 2)) for n in (8, 512)]
+    boxes = [{"top": 2, "left": 3, "height": 20, "width": 25, "flip": 0},  # resized, and exact-size and flipped
+             {"top": -1, "left": 4, "height": 16, "width": 16, "flip": 1}]
+    counts = [dispatch_counts(lambda: crop_batch(images, list(range(n)), [boxes[r % 2] for r in range(n)], 16,
+                                                 accelerator=True)) for n in (8, 512)]
     assert counts[0] == counts[1], counts

@@ -83,9 +83,9 @@ def render_base(recipe: Recipe, images: Sequence[torch.Tensor], index: Sequence[
 
 
 def crop_batch(images: Sequence[torch.Tensor], index: Sequence[int], boxes: Sequence[dict[str, int]],
-               size: int) -> torch.Tensor:
-    """Crop, resize and flip: crops that need no resize by pure indexing, others by the reference
-    ``resize`` on the CPU, by :func:`_sample_resize` (close, not equal) on an accelerator."""
+               size: int, accelerator: bool | None = None) -> torch.Tensor:
+    """Crop, resize and flip: exact-size crops by indexing, others by the reference ``resize`` on the CPU, by
+    :func:`_sample_resize` (close, not equal) on an accelerator or where ``accelerator`` asks (benchmarks)."""
     if not len(index):
         return torch.empty((0, 1, size, size), dtype=torch.uint8)
     channels, device = images[index[0]].shape[0], images[index[0]].device
@@ -94,7 +94,7 @@ def crop_batch(images: Sequence[torch.Tensor], index: Sequence[int], boxes: Sequ
     out = torch.empty((len(index), channels, size, size), dtype=torch.uint8, device=device)
     if same:
         out[to_device(same, device)] = _gather(images, [index[r] for r in same], [boxes[r] for r in same], size)
-    if other and device.type != "cpu":
+    if other and (device.type != "cpu" if accelerator is None else accelerator):
         by_taps: dict[int, list[int]] = defaultdict(list)  # samples per output pixel: a few groups
         for r in other:
             by_taps[_samples_per_pixel(boxes[r], size)].append(r)
