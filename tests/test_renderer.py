@@ -450,7 +450,7 @@ def test_a_batch_of_512_views_dispatches_no_more_kernels_than_one_of_64(spec, de
 
 def test_the_accelerators_resize_dispatches_as_many_kernels_for_512_images_as_for_8():
     """The accelerator's crop-resize (device-agnostic code, counted on the CPU) stacks a group's images in
-    one copy, not one launch per image (render_speed.py's "accel resize": 276 -> 61 kernels, 2,040 views of 204)."""
+    one copy, not one launch per image (render_speed.py's "accel resize": 276 -> 66 kernels, 2,040 views of 204)."""
     from drkit.augment.batch import crop_batch
 
     dispatch_counts = bench_module("render_speed").dispatch_counts
