@@ -22,7 +22,7 @@ data:
 	    echo "installing dataset-fashion-mnist with apt-get"; \
 	    (apt-get install -y dataset-fashion-mnist || (apt-get update && apt-get install -y dataset-fashion-mnist)); \
 	  else \
-	    echo "Fashion-MNIST not found at $(FMNIST) and apt-get is unavailable: pass fashion-mnist:DIR with the IDX .gz files"; \
+	    echo "Fashion-MNIST not found at $(FMNIST) and apt-get is unavailable: run $(VENV)/bin/drkit demo --data-dir DIR (a folder with the four IDX .gz files)"; \
 	  fi; \
 	fi
 

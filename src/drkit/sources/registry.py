@@ -55,4 +55,4 @@ def known_sources() -> str:
 
 def scheme_help() -> str:
     """Every built-in scheme with its usage: the ``--data`` help text."""
-    return " | ".join(usage for _, usage in SCHEMES.values()) + "; each takes :train|:val|:test and ?n=N&mode=L|RGB"
+    return " | ".join(u for _, u in SCHEMES.values()) + "; each takes :train|:test (:val if it has one) ?n=N&mode=L|RGB"
