@@ -31,7 +31,13 @@ def test_configs_are_frozen_and_replace_refuses_unknown_fields():
     (dict(epochs=0), "--epochs and --batch-size must be positive"),
     (dict(opt="lamb"), "--opt must be one of"),
     (dict(amp="fp8"), "--amp must be one of"),
-    (dict(batch_size=30, views_per_image=4, reinforced="s"), "multiple of ranks x views per image"),
+    (dict(batch_size=30, views_per_image=4, reinforced="s"), "a multiple of ranks x it"),
+    (dict(views_per_image=0, reinforced="s"), "--views-per-image must be positive"),
+    (dict(lr=-1.0), "--lr > 0"),
+    (dict(lr=float("nan")), "--lr > 0"),
+    (dict(weight_decay=-0.1), "--weight-decay >= 0"),
+    (dict(seed=-1), "--seed must be in 0..2"),
+    (dict(seed=2**64), "--seed must be in 0..2"),
     (dict(plain_fraction=0.5), "apply to DR"),
     (dict(temperature=0.0), "--temperature > 0"),
     (dict(limit_batches=0), "--limit-batches must be positive"),
@@ -39,6 +45,7 @@ def test_configs_are_frozen_and_replace_refuses_unknown_fields():
     (dict(folds=1), "--folds must be at least 2"),
     (dict(model_kwargs="{depth: 1}"), "--model-kwargs is not valid JSON"),
     (dict(model_kwargs="[1]"), "must be a JSON object"),
+    (dict(model_kwargs='{"num_classes": 5}'), "without num_classes"),
     (dict(reinforced="s", kd_teacher="ckpt:t"), "exclude each other"),
 ])
 def test_train_config_validate_refuses(tmp_path, options, message):
@@ -56,6 +63,7 @@ def test_train_config_validate_refuses(tmp_path, options, message):
     (dict(shard="3/2"), "need 0 <= i < n"),
     (dict(shard="a/b"), "--shard expects i/n"),
     (dict(teacher=[]), "no teacher given"),
+    (dict(seed=-1), "--seed must be in 0..2"),
 ])
 def test_reinforce_config_validate_refuses(tmp_path, options, message):
     base = dict(data="digits:train", teacher="ckpt:t", out=tmp_path / "store")
@@ -69,6 +77,7 @@ def test_reinforce_config_validate_refuses(tmp_path, options, message):
     (dict(families=("rain",)), "unknown corruption families"),
     (dict(limit=0), "--limit must be positive"),
     (dict(batch_size=0), "--batch-size must be positive"),
+    (dict(seed=-3), "--seed must be in 0..2"),
 ])
 def test_eval_config_validate_refuses(options, message):
     with pytest.raises(DrkitError, match=message):
@@ -192,6 +201,22 @@ def test_bad_option_on_the_command_line_is_one_line(tmp_path):
                         "--model", "drkit_cnn_tiny", "--temperature", "0"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.startswith("drkit: error:") and len(r.stderr.strip().splitlines()) == 1
     assert "--temperature" in r.stderr and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["train", "--data", "digits:train", "--model", "m", "--out", "r", "--epochs", "abc"], "--epochs"),
+    (["train", "--data", "digits:train", "--out", "r"], "--model"),
+    (["train", "--data", "digits:train", "--model", "m", "--out", "r", "--no-such-flag"], "--no-such-flag"),
+    (["no-such-verb"], "no-such-verb"),
+])
+def test_a_flag_the_parser_refuses_is_one_line_too(argv, words, capsys):
+    from drkit.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith("drkit: error:") and len(err.strip().splitlines()) == 1, err
+    assert words in err and "--help" in err
 
 
 def test_train_config_sections_are_typed_and_flat_keywords_route_to_them():

@@ -76,3 +76,20 @@ def test_export_refuses_a_model_without_multiscale_features(tmp_path, capsys):
     rc = main(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "e")])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("drkit: error:") and not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("fail", ["atomic_write_bytes", "atomic_write_json"])
+def test_a_full_disk_during_export_leaves_nothing(tmp_path, resnet_ckpt, monkeypatch, fail):
+    import drkit.export as export
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export, fail, full)
+    with pytest.raises(OSError):
+        export_backbone(resnet_ckpt, tmp_path / "out" / "x")
+    assert not (tmp_path / "out" / "x").exists()
+    (tmp_path / "kept").mkdir()  # a folder that existed before stays, emptied of what export wrote
+    with pytest.raises(OSError):
+        export_backbone(resnet_ckpt, tmp_path / "kept")
+    assert (tmp_path / "kept").is_dir() and not any((tmp_path / "kept").iterdir())

@@ -218,3 +218,25 @@ def test_checkpoint_files_are_byte_identical_for_identical_weights(tmp_path):
         make_teacher(tmp_path / f"c{k}", [str(i) for i in range(10)], seed=7)
         digests.add(hashlib.sha256((tmp_path / f"c{k}" / "model.safetensors").read_bytes()).hexdigest())
     assert len(digests) == 1
+
+
+@pytest.mark.parametrize("kwargs", [{"nope": 1}, {"drop_rate": "x"}, {"drop_rate": 2}])
+def test_bad_model_kwargs_of_a_drkit_model_are_one_line_like_timms(kwargs: dict) -> None:
+    """``--model-kwargs`` reach every family's constructor through one refusal, not a traceback."""
+    with pytest.raises(CheckpointError, match="cannot build drkit:drkit_cnn_tiny"):
+        create_model("drkit_cnn_tiny", num_classes=10, in_chans=1, **kwargs)
+    if "nope" in kwargs:  # timm's models take a bad value without complaint until they run
+        with pytest.raises(CheckpointError, match="cannot build timm:resnet10t"):
+            create_model("resnet10t", num_classes=10, in_chans=1, **kwargs)
+
+
+@pytest.mark.parametrize("key, value", [("model_kwargs", "x"), ("mean", [0.1, 0.2, 0.3]), ("std", [0.0]),
+                                        ("image_size", -3)])
+def test_a_checkpoint_config_drkit_never_writes_is_refused_in_one_line(tmp_path: Path, key: str, value) -> None:
+    model = _trained_tiny(0)
+    save_checkpoint(tmp_path, model, model.config)  # type: ignore[arg-type]
+    doc = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**doc, key: value}))
+    with pytest.raises(CheckpointError, match="invalid model config") as info:
+        load_checkpoint(tmp_path)
+    assert "\n" not in str(info.value)

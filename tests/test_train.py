@@ -417,6 +417,36 @@ def test_init_reinitialises_a_head_of_another_class_count(tmp_path, capsys):
     assert got["head.weight"].shape == (10, 64)
 
 
+def test_init_from_a_checkpoint_of_other_channels_or_another_model_is_refused_in_one_line(tmp_path, capsys):
+    from conftest import make_teacher
+
+    base = dict(data="digits:train", model="drkit_cnn_tiny", epochs=1, limit_batches=1, batch_size=16, **FAST)
+    rgb = make_teacher(tmp_path / "rgb", [str(i) for i in range(10)], seed=1, in_chans=3)
+    with pytest.raises(DrkitError, match="takes 3-channel images but digits:train has 1.*mode=L or RGB"):
+        train(TrainConfig.build(out=tmp_path / "a", init=rgb, **base))
+    small = make_teacher(tmp_path / "small", [str(i) for i in range(10)], seed=1, model="drkit_cnn_small")
+    with pytest.raises(DrkitError, match="does not fit drkit_cnn_tiny"):
+        train(TrainConfig.build(out=tmp_path / "b", init=small, **base))
+    assert "re-initialised the head" not in capsys.readouterr().err  # same class count: no such claim
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_run_that_fails_saving_its_first_epoch_can_simply_be_run_again(tmp_path, monkeypatch):
+    """A full disk at the first save leaves no metrics or state that would make the rerun refuse."""
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    cfg = TrainConfig.build(data="digits:train", out=tmp_path / "r", model="drkit_cnn_tiny", epochs=1,
+                            limit_batches=1, batch_size=16, **FAST)
+    monkeypatch.setattr(train_loop, "save_state", full)
+    with pytest.raises(OSError):
+        train(cfg)
+    assert not (tmp_path / "r" / "metrics.jsonl").exists()
+    monkeypatch.undo()
+    train(cfg)  # not "already holds a training run", not "--resume"
+    assert len(read_metrics(tmp_path / "r")) == 1
+
+
 def test_refusals(tmp_path, dr_store, erm_run):
     base = dict(model="drkit_cnn_tiny", epochs=1, limit_batches=1, batch_size=16, **FAST)
     with pytest.raises(DrkitError, match="exclude each other"):

@@ -186,7 +186,11 @@ def test_out_that_is_a_file_is_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("key, value, words", [("num_samples", 1e30, "num_samples"), ("topk", 10**12, "topk"),
-                                                ("num_views", "ten", "num_views"), ("shards", {}, "shard")])
+                                                ("num_views", "ten", "num_views"), ("shards", {}, "shard"),
+                                                ("renderer", 5, "renderer"), ("source", "x", "source"),
+                                                ("source", {"fingerprint": 5}, "source"), ("skipped", ["a"], "skipped"),
+                                                ("skipped", [10**6], "skipped"),
+                                                ("content_digest", "bogus", "content_digest")])
 def test_a_manifest_with_wrong_types_or_sizes_is_one_line(tmp_path, store, key, value, words):
     root = _copy(store, tmp_path)
     manifest = json.loads((root / "manifest.json").read_text())
@@ -194,6 +198,28 @@ def test_a_manifest_with_wrong_types_or_sizes_is_one_line(tmp_path, store, key, 
     (root / "manifest.json").write_text(json.dumps(manifest))
     _one_line_error(_cli("inspect", str(root)), words)
     _one_line_error(_cli("verify", str(root)), words)
+
+
+def test_every_sources_content_digest_is_one_a_store_may_record():
+    """A manifest naming another digest is refused (else its per-image checks would be silently off)."""
+    from drkit.sources import base, encoded
+    from drkit.store.format import DIGEST_KINDS
+
+    kinds = {c.digest_kind for m in (base, encoded) for c in vars(m).values()
+             if isinstance(c, type) and issubclass(c, base.Source)} - {None}
+    assert kinds == set(DIGEST_KINDS)
+
+
+@pytest.mark.parametrize("args, words", [(["verify", "STORE", "--replay", "-3"], "--replay"),
+                                         (["inspect", "STORE", "--grid", "GRID", "--grid-samples", "0"], "--grid-samples"),
+                                         (["reinforce", "--data", "digits:train", "--teacher", "ckpt:t", "--seed", "-1",
+                                           "--out", "OUT"], "--seed")])
+def test_negative_counts_and_seeds_are_one_line(tmp_path, store, args, words):
+    places = {"STORE": str(store), "OUT": str(tmp_path / "o"), "GRID": str(tmp_path / "g.png")}
+    args = [places.get(a, a) for a in args]
+    r = _cli(*args)
+    _one_line_error(r, words)
+    assert not r.stdout and not (tmp_path / "o").exists() and not (tmp_path / "g.png").exists()
 
 
 def test_a_symlink_loop_in_an_imagefolder_is_refused(tmp_path):

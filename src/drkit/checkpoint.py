@@ -128,7 +128,7 @@ def load_checkpoint(directory: str | os.PathLike[str], device: str | torch.devic
                               "cannot be checked; save it again with drkit")
     if verify and (actual := sha256_file(weights)) != recorded:
         raise CheckpointError(f"checkpoint {weights} has sha256 {actual[:12]}… but {CONFIG_NAME} records "
-                              f"{str(recorded)[:12]}…")
+                              f"{str(recorded)[:12]}…: the files were changed or mixed up; copy the checkpoint again")
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:

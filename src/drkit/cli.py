@@ -9,7 +9,7 @@ from functools import partial
 from typing import Any, Callable, Sequence
 
 from . import __version__
-from .configs import DOWNLOAD_HELP, SPLIT_HELP, add_options
+from .configs import DOWNLOAD_HELP, SPLIT_HELP, add_options, check
 from .sources.registry import scheme_help
 
 EPILOG = {
@@ -58,9 +58,9 @@ def _cmd_eval(a: argparse.Namespace) -> Any:
 def _cmd_inspect(a: argparse.Namespace) -> Any:
     from .inspect import format_stats, inspect_store
 
-    stats = inspect_store(a.store, data=a.data, grid=a.grid, json_path=a.json, samples=a.grid_samples,
-                          max_records=a.max_records)
-    print(format_stats(stats))
+    check(a.grid_samples >= 1 and a.max_records >= 1, "--grid-samples and --max-records must be positive")
+    print(format_stats(inspect_store(a.store, data=a.data, grid=a.grid, json_path=a.json, samples=a.grid_samples,
+                                     max_records=a.max_records)))
 
 
 def _cmd_verify(a: argparse.Namespace) -> Any:
@@ -69,6 +69,7 @@ def _cmd_verify(a: argparse.Namespace) -> Any:
     from .store import open_store
 
     src = load_source(a.data, split=a.split, download=a.download) if a.data else None
+    check(a.replay >= 0, f"--replay N must be 0 or more, got {a.replay}")
     if (a.content or a.replay) and src is None:
         raise DrkitError("--content and --replay compare the images with the store: give the data with --data SRC")
     store = open_store(a.store)
@@ -98,8 +99,7 @@ def _cmd_import_mldr(a: argparse.Namespace) -> Any:
 def _cmd_merge(a: argparse.Namespace) -> Any:
     from .store import merge_stores
 
-    root = merge_stores(a.stores, a.out, provenance={"command": ["drkit", *sys.argv[1:]]})
-    print(f"store: {root}")
+    print(f"store: {merge_stores(a.stores, a.out, provenance={'command': ['drkit', *sys.argv[1:]]})}")
 
 
 def _cmd_demo(a: argparse.Namespace) -> Any:
@@ -198,7 +198,7 @@ VERBS: list[tuple[str, str, Callable[[argparse.Namespace], Any], Callable[[argpa
 
 class _VerbParser(argparse.ArgumentParser):
     """A verb's parser that adds its arguments when first used (parsed, or its help shown): the
-    verb configs' packages import torch, and ``drkit --help`` should not."""
+    verb configs' packages import torch, and ``drkit --help`` should not. Also the top-level parser."""
 
     add_arguments: Callable[[argparse.ArgumentParser], None]  # set by build_parser, called once
 
@@ -210,10 +210,13 @@ class _VerbParser(argparse.ArgumentParser):
         self.__dict__.pop("add_arguments", lambda p: None)(self)
         return super().format_help()
 
+    def error(self, message: str) -> Any:  # a bad flag: one line, as every refusal (the usage is in --help)
+        self.exit(2, f"drkit: error: {message} (see {self.prog} --help)\n")
+
 
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog="drkit", description="Dataset reinforcement: label augmented views once, "
+    parser = _VerbParser(prog="drkit", description="Dataset reinforcement: label augmented views once, "
                                      "train any student on them at ordinary cost.", formatter_class=fmt)
     parser.add_argument("--version", action="version", version=f"drkit {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")

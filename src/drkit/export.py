@@ -53,18 +53,17 @@ def export_backbone(checkpoint: str | Path, out: str | Path) -> dict[str, Any]:
     if (out / "config.json").exists():
         raise DrkitError(f"{out} already holds an export; choose another --out")
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / BACKBONE_WEIGHTS, data)
-    try:
+    try:  # a failed load or a full disk: nothing half-written stays behind
+        atomic_write_bytes(out / BACKBONE_WEIGHTS, data)
         feats = load_features(out, doc)
-    except DrkitError:  # nothing half-written stays behind
-        (out / BACKBONE_WEIGHTS).unlink()
-        if created:
+        doc["feature_info"] = [{"num_chs": int(c), "reduction": int(r), "module": str(m)} for c, r, m in zip(
+            feats.feature_info.channels(), feats.feature_info.reduction(), feats.feature_info.module_name())]
+        atomic_write_json(out / "config.json", doc)
+    except BaseException:
+        (out / BACKBONE_WEIGHTS).unlink(missing_ok=True)
+        if created and out.exists():
             out.rmdir()
         raise
-    doc["feature_info"] = [{"num_chs": int(c), "reduction": int(r), "module": str(m)} for c, r, m in zip(
-        feats.feature_info.channels(), feats.feature_info.reduction(), feats.feature_info.module_name())]
-    atomic_write_json(out / "config.json", doc)
     return doc
 
 

@@ -156,11 +156,8 @@ def _create_torchvision(name: str, num_classes: int, in_chans: int, pretrained: 
 
     if name not in torchvision.models.list_models(module=torchvision.models):
         raise CheckpointError(f"unknown torchvision classification model {name!r}")
-    try:
-        model = torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None,
-                                             num_classes=num_classes, **kwargs)
-    except (ValueError, TypeError, RuntimeError, OSError) as exc:
-        raise CheckpointError(f"cannot build torchvision:{name}: {_one_line(exc)}") from exc
+    model = torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None, num_classes=num_classes,
+                                         **kwargs)
     if in_chans != 3:
         _adapt_first_conv(model, in_chans)
     return model
@@ -173,10 +170,7 @@ def _create_timm(name: str, num_classes: int, in_chans: int, pretrained: bool, *
     if not timm.is_model(name):
         raise CheckpointError(f"unknown model {name!r}: not a drkit model ({', '.join(list_models())}), "
                               "a timm model, or torchvision:NAME")
-    try:
-        return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs)
-    except (ValueError, TypeError, RuntimeError, AssertionError, OSError) as exc:
-        raise CheckpointError(f"cannot build timm:{name}: {_one_line(exc)}") from exc
+    return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
 #: prefix (before ``:``) -> factory. A bare name is a drkit model if registered, else timm.
@@ -204,7 +198,11 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, pretrained: boo
     with torch.random.fork_rng(devices=[], enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
-        return MODEL_FAMILIES[family](arch, num_classes=num_classes, in_chans=in_chans, pretrained=pretrained, **kwargs)
+        try:  # a wrong --model-kwargs key or value, weights that cannot be fetched: one line, any family
+            return MODEL_FAMILIES[family](arch, num_classes=num_classes, in_chans=in_chans, pretrained=pretrained,
+                                          **kwargs)
+        except (ValueError, TypeError, RuntimeError, AssertionError, OSError) as exc:
+            raise CheckpointError(f"cannot build {family}:{arch}: {_one_line(exc)}") from exc
 
 
 @dataclass
@@ -225,11 +223,13 @@ class ModelConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.mean = [float(v) for v in self.mean]
-        self.std = [float(v) for v in self.std]
+        self.mean, self.std = [float(v) for v in self.mean], [float(v) for v in self.std]
         self.classes = [str(c) for c in self.classes]
-        self.num_classes, self.in_chans = int(self.num_classes), int(self.in_chans)
-        self.image_size = int(self.image_size)
+        self.num_classes, self.in_chans, self.image_size = map(int, (self.num_classes, self.in_chans, self.image_size))
+        if not (isinstance(self.model_kwargs, dict) and self.image_size >= 1 and all(s > 0 for s in self.std)
+                and {len(self.mean), len(self.std)} <= {1, self.in_chans}):
+            raise ValueError(f"model_kwargs must be an object, image_size positive, std > 0, and mean and std have 1 "
+                             f"or in_chans ({self.in_chans}) values")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

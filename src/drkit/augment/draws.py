@@ -36,11 +36,6 @@ class BatchContext:
         return int(self.sample_ids.shape[0])
 
 
-@functools.lru_cache(maxsize=64)
-def _op_salt(position: int) -> int:
-    return mix64(0x0D5A_0000 + position)
-
-
 @functools.lru_cache(maxsize=256)
 def _salts(salt: int, count: int) -> np.ndarray:
     out = np.array([mix64(salt ^ j) for j in range(count)], dtype=np.uint64)
@@ -61,7 +56,7 @@ class Draws:
 
     def op(self, position: int) -> Draws:
         """The draws of the recipe's op number ``position`` (the mixer is the last position)."""
-        return Draws(0, (), (), salt=_op_salt(position), keys=self.keys)
+        return Draws(0, (), (), salt=mix64(0x0D5A_0000 + position), keys=self.keys)
 
     def uniform(self, count: int) -> np.ndarray:
         """``[n, count]`` floats ``(bits >> 11) * 2**-53`` in [0, 1): slots ``0 .. count - 1``."""

@@ -128,6 +128,7 @@ class EvalConfig(VerbConfig):
         check(self.batch_size >= 1, f"--batch-size must be positive, got {self.batch_size}")
         check(self.limit is None or self.limit >= 1, f"--limit must be positive, got {self.limit}")
         check(self.workers >= 0, f"--workers must be 0 or more, got {self.workers}")
+        check(isinstance(self.seed, int) and 0 <= self.seed < 2**63, f"--seed must be in 0..2**63-1, got {self.seed}")
         bad = [s for s in self.severities if s not in SEVERITIES]
         check(not bad, f"--severities must be among {list(SEVERITIES)}, got {bad}")
         unknown = sorted(set(self.families or ()) - set(CORRUPTIONS))

@@ -68,6 +68,7 @@ class ReinforceConfig(VerbConfig):
         check(self.out is not None and str(self.out) != "", "reinforce needs an output directory (--out DIR)")
         check(1 <= self.views <= 65535, f"--samples (views per image) must be in 1..65535, got {self.views}")
         check(self.topk >= 1, f"--topk must be positive, got {self.topk}")
+        check(isinstance(self.seed, int) and 0 <= self.seed < 2**63, f"--seed must be in 0..2**63-1, got {self.seed}")
         check((self.batch_size is None or self.batch_size >= 1) and self.images_per_shard >= 1,
               "--batch-size and --samples-per-shard must be positive")
         check(self.image_size is None or self.image_size >= 1, f"--image-size must be positive, got {self.image_size}")

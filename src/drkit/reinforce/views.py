@@ -61,9 +61,9 @@ class ViewBatches(Dataset):
                 try:
                     cache[i], d = self.src.load_with_digest(i)
                     digests[i] = -1 if d is None else d
-                except SourceError:
+                except SourceError as e:
                     if not self.skip_bad:
-                        raise
+                        raise SourceError(f"{e} (a damaged image? --skip-bad leaves such images out)") from None
                     cache[i] = None  # --skip-bad: keep the slot, zero record, listed in the manifest
             return cache[i]
 

@@ -135,11 +135,6 @@ def hf(arg: Optional[str], *, split: str, mode: Optional[str], download: bool = 
                     **stamp("hf", root, split, mode, "RGB"))
 
 
-def _close_all() -> None:
-    for src in list(_OPEN):
-        src.close()
-
-
 class StreamedSource(EncodedSource):
     """Samples of an in-order stream of ``(encoded bytes, label)``, ``window`` of them kept."""
 
@@ -172,7 +167,7 @@ class StreamedSource(EncodedSource):
         state = {"it": self._open_stream(), "next": 0, "cache": OrderedDict(), "restarts": restarts}
         self._state[os.getpid()] = state
         if not _OPEN:
-            atexit.register(_close_all)
+            atexit.register(lambda: [s.close() for s in list(_OPEN)])  # every open stream, at exit
         _OPEN.add(self)
         return state
 

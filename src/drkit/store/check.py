@@ -10,8 +10,8 @@ import numpy as np
 
 from ..errors import DrkitError, StoreError
 from ..fileio import inside, sha256_file
-from .format import (CONTENT_SCHEMA, FORMAT_NAME, FORMAT_VERSION, MANIFEST, REQUIRED_MANIFEST_KEYS, shard_ranges,
-                     upgrade_manifest)
+from .format import (CONTENT_SCHEMA, DIGEST_KINDS, FORMAT_NAME, FORMAT_VERSION, MANIFEST, REQUIRED_MANIFEST_KEYS,
+                     shard_ranges, upgrade_manifest)
 from .shards import ShardReader
 
 
@@ -98,10 +98,14 @@ def manifest_problem(m: dict[str, Any]) -> str | None:
 
     if not all(recorded(s) for s in shards):
         return "a shard entry lacks its byte size or sha256"
-    kind = m["content_digest"]
-    if kind is not None and not isinstance(kind, str):
-        return "content_digest is not a digest name"
-    if kind and not all(recorded(s.get("content")) for s in shards):
+    if m["content_digest"] not in (None, *DIGEST_KINDS):
+        return f"content_digest is {m['content_digest']!r}, not one of {', '.join(DIGEST_KINDS)}"
+    src, skipped = m["source"], m.get("skipped", [])
+    if not (isinstance(m["renderer"], dict) and isinstance(src, dict) and isinstance(src.get("fingerprint"), str)
+            and isinstance(src.get("classes", []), list) and isinstance(skipped, list)
+            and all(isinstance(i, int) and 0 <= i < m["num_samples"] for i in skipped)):
+        return "its renderer, source or skipped list is not what drkit writes"
+    if m["content_digest"] and not all(recorded(s.get("content")) for s in shards):
         return "a shard entry lacks its content digests' file, byte size or sha256"
     return None
 

@@ -21,6 +21,8 @@ MANIFEST = "manifest.json"
 RUN_CONFIG = "run.json"
 SHARD_DIR = "shards"
 
+#: the content digests a store may record: each a ``Source.digest_kind`` (pixels of array sources, file bytes)
+DIGEST_KINDS = ("crc32-array-v1", "crc32-file-v1")
 REQUIRED_MANIFEST_KEYS = ("format", "format_version", "drkit_version", "source", "num_classes", "teachers",
                           "image_size", "recipe", "num_samples", "num_views", "topk", "seed",
                           "samples_per_shard", "arrays", "shards", "renderer", "sampler", "recipe_side",

@@ -37,7 +37,8 @@ class StoreWriter:
         #: per-sample content digests (``config["content_digest"]`` names the kind; ``None``: not recorded)
         self.digests = bool(config.get("content_digest"))
         self._content: dict[int, np.ndarray] = {}
-        self._remove_debris()
+        for tmp in (self.root / SHARD_DIR).glob(f".*.{self.tag}.*.tmp"):  # this job's debris from a killed write
+            tmp.unlink(missing_ok=True)  # (only this job's: another may be writing its own now)
 
     def done(self, shard: int) -> bool:
         return (self.root / shard_name(shard)).exists()
@@ -125,11 +126,6 @@ class StoreWriter:
         once a shard is finished: ``--resume``). One that existed before or is shared stays."""
         if self.created and not (keep_finished and any(self.done(k) for k in range(len(self.ranges)))):
             shutil.rmtree(self.root, ignore_errors=True)
-
-    def _remove_debris(self) -> None:
-        """This job's temp files from a killed write (another job may be writing its own now)."""
-        for tmp in (self.root / SHARD_DIR).glob(f".*.{self.tag}.*.tmp"):
-            tmp.unlink(missing_ok=True)
 
 
 def _prepare(root: Path, config: dict[str, Any], resume: bool, shared: bool) -> Path:

@@ -31,7 +31,8 @@ def json_object(value: dict[str, Any] | str | None) -> dict[str, Any]:
         parsed = json.loads(value or "{}") if isinstance(value, str) else dict(value or {})
     except json.JSONDecodeError as e:
         raise DrkitError(f"--model-kwargs is not valid JSON ({e.msg}): {value!r}") from None
-    check(isinstance(parsed, dict), f"--model-kwargs must be a JSON object, got {value!r}")
+    check(isinstance(parsed, dict) and not {"num_classes", "in_chans", "pretrained"} & set(parsed),
+          f"--model-kwargs must be a JSON object without num_classes, in_chans, pretrained (set by drkit): {value!r}")
     return parsed
 
 
@@ -166,15 +167,17 @@ class TrainConfig(VerbConfig):
               "options: DR needs reinforced (--reinforced DIR), KD kd_teacher (--kd-teacher T), ERM neither")
         check(o.epochs >= 1 and o.batch_size >= 1, "--epochs and --batch-size must be positive")
         check(rt.workers >= 0, f"--workers must be 0 or more, got {rt.workers}")
+        check(isinstance(self.seed, int) and 0 <= self.seed < 2**63, f"--seed must be in 0..2**63-1, got {self.seed}")
         check(o.opt in OPTIMIZERS, f"--opt must be one of {', '.join(OPTIMIZERS)}, got {o.opt!r}")
         check(rt.amp in AMP_MODES, f"--amp must be one of {', '.join(AMP_MODES)}, got {rt.amp!r}")
-        check(o.batch_size % (world_size * d.views_per_image) == 0,
-              f"--batch-size {o.batch_size} must be a multiple of ranks x views per image "
+        check(d.views_per_image >= 1 and o.batch_size % (world_size * d.views_per_image) == 0,
+              f"--views-per-image must be positive and --batch-size {o.batch_size} a multiple of ranks x it "
               f"({world_size} x {d.views_per_image})")
         check(self.reinforced is not None or (d.views_per_image == 1 and d.plain_fraction == 0.0),
               "--views-per-image and --plain-fraction apply to DR (--reinforced) only")
-        check(0.0 <= self.smoothing < 1.0 and d.resolved["temperature"] > 0 and o.warmup_epochs >= 0,
-              "need 0 <= --label-smoothing < 1, --temperature > 0 and --warmup-epochs >= 0")
+        check(0.0 <= self.smoothing < 1.0 and d.resolved["temperature"] > 0 and o.warmup_epochs >= 0 and o.peak_lr > 0
+              and o.decay >= 0, "need 0 <= --label-smoothing < 1, --temperature > 0, --warmup-epochs >= 0, --lr > 0 "
+              "and --weight-decay >= 0")
         check(rt.limit_batches is None or rt.limit_batches >= 1, "--limit-batches must be positive")
         check(self.image_size is None or self.image_size >= 1, f"--image-size must be positive, got {self.image_size}")
         check(self.folds is None or self.folds >= 2, f"--folds must be at least 2, got {self.folds}")

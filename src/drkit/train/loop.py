@@ -262,8 +262,6 @@ def _train(cfg: TrainConfig, env: DistEnv, device: torch.device) -> dict[str, An
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(run.model, device_ids=[device.index] if device.type == "cuda" else None)
-    if env.is_main:
-        out.mkdir(parents=True, exist_ok=True)
     last_plot = time.perf_counter()
     batches: list[np.ndarray] = []  # the epoch's, refilled in place: the sampler of one loader for the run
     loader = _loader(RawBatches(run.dataset), batches, device, rt.workers)
@@ -280,8 +278,8 @@ def _train(cfg: TrainConfig, env: DistEnv, device: torch.device) -> dict[str, An
         rows.append(row)
         if env.is_main:
             log_row(row, cfg.optim.epochs, cfg.runtime.quiet)
+            _save(run, fit, rows, epoch + 1)  # first: a run that fails here (disk full) leaves nothing to refuse
             write_metrics(out, rows)
-            _save(run, fit, rows, epoch + 1)
             if epoch + 1 == cfg.optim.epochs or time.perf_counter() - last_plot > 60:
                 write_curves(out, rows, f"{cfg.mode} {cfg.model}")
                 last_plot = time.perf_counter()

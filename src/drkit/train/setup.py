@@ -145,6 +145,9 @@ def _model(cfg: TrainConfig, src: Source, size: int, env: DistEnv, device: torch
     if cfg.init is not None:
         init_cfg, _ = read_config(checkpoint_dir(cfg.init))
         mean, std = list(init_cfg.mean), list(init_cfg.std)
+        if init_cfg.in_chans != src.channels:
+            raise CheckpointError(f"--init {cfg.init} takes {init_cfg.in_chans}-channel images but {src.spec} has "
+                                  f"{src.channels}: read the data as the checkpoint's ({src.spec}?mode=L or RGB)")
     else:
         mean, std = source_stats(src, skip=skip)
     net = ImageModel.from_config(ModelConfig(
@@ -152,10 +155,7 @@ def _model(cfg: TrainConfig, src: Source, size: int, env: DistEnv, device: torch
         classes=list(src.classes), model_kwargs=cfg.model_kwargs, source_fingerprint=src.fingerprint), seed=cfg.seed)
     if cfg.init is not None:
         load_init(net, cfg.init, env.rank)
-    net = net.to(device)
-    if cfg.runtime.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    return net
+    return net.to(device, memory_format=torch.channels_last if cfg.runtime.channels_last else torch.preserve_format)
 
 
 def open_source(spec: Any, split: str | None = None, download: bool = False) -> Source:
@@ -226,7 +226,8 @@ def load_init(model: ImageModel, spec: str, rank: int = 0) -> None:
     state = src_model.backbone.state_dict()
     own = model.backbone.state_dict()
     head = classifier_keys(model.backbone)
-    differs = [k for k in head if k in state and k in own and state[k].shape != own[k].shape]
+    differs = [k for k in head if k in state and k in own and state[k].shape != own[k].shape and
+               src_model.num_classes != model.num_classes]  # else the head differs with the model: refused below
     if differs:
         for k in head:
             state.pop(k, None)
