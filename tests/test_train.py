@@ -447,6 +447,17 @@ def test_a_run_that_fails_saving_its_first_epoch_can_simply_be_run_again(tmp_pat
     assert len(read_metrics(tmp_path / "r")) == 1
 
 
+def test_a_moved_run_resumes_and_its_state_never_names_a_file_outside_it(tmp_path):
+    base = dict(data="digits:train", model="drkit_cnn_tiny", epochs=1, limit_batches=1, batch_size=16, **FAST)
+    train(TrainConfig.build(out=tmp_path / "a", **base))
+    (tmp_path / "a").rename(tmp_path / "b")
+    train(TrainConfig.build(out=tmp_path / "b", resume=True, **base))  # --out is not a setting of the result
+    state = tmp_path / "b" / "state" / "state.json"
+    state.write_text(json.dumps({**json.loads(state.read_text()), "tensors": "../../a/x.safetensors"}))
+    with pytest.raises(DrkitError, match="resolves outside"):
+        train(TrainConfig.build(out=tmp_path / "b", resume=True, **base))
+
+
 def test_refusals(tmp_path, dr_store, erm_run):
     base = dict(model="drkit_cnn_tiny", epochs=1, limit_batches=1, batch_size=16, **FAST)
     with pytest.raises(DrkitError, match="exclude each other"):

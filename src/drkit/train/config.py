@@ -118,7 +118,7 @@ class TrainConfig(VerbConfig):
     image_size: int | None = option(None)
     label_smoothing: float | None = option(None, help=f"ERM only (default {LABEL_SMOOTHING}; 0 with --folds: "
                                            "teachers' probabilities become labels)")
-    out: str | Path | None = option(None, required=True, metavar="DIR")
+    out: str | Path | None = option(None, free=True, required=True, metavar="DIR")  # a moved run resumes
     seed: int = option(0)
     init: str | None = option(None, metavar="CKPT", help="start from these weights (fine-tuning)")
     folds: int | None = option(None, metavar="K", help="train K out-of-fold teachers into OUT/fold{k} (member k never "

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..errors import DrkitError
-from ..fileio import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
+from ..fileio import atomic_write_bytes, atomic_write_json, inside, sha256_bytes, sha256_file
 
 STATE_DIR = "state"
 STATE_JSON = "state.json"
@@ -55,7 +55,7 @@ def load_state(out: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
         doc = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise DrkitError(f"--resume: {path} is not valid JSON ({e.msg})") from None
-    tpath = root / str(doc.get("tensors", ""))
+    tpath = inside(root, doc.get("tensors") if isinstance(doc, dict) else None, f"--resume: {path}", DrkitError)
     if not tpath.is_file():
         raise DrkitError(f"--resume: {tpath} named by {path} is missing")
     if sha256_file(tpath) != doc.get("tensors_sha256"):
