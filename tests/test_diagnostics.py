@@ -53,6 +53,18 @@ def test_label_warnings_rules():
     assert "--folds" not in label_warnings(memo, {"top1": 0.98}, out_of_fold=True)[0]
 
 
+def test_the_weak_teacher_warning_fires_below_its_threshold_and_names_what_it_measured():
+    from drkit.defaults import WEAK_TEACHER_TOP1
+
+    below, above = WEAK_TEACHER_TOP1 - 0.01, WEAK_TEACHER_TOP1 + 0.01
+    (w,) = label_warnings({"top1": below, "mean_top1_prob": 0.6}, {"top1": below})
+    assert "teachers are weak" in w and f"plain training-image top-1 {100 * below:.1f} %" in w
+    (w,) = label_warnings({"top1": below, "mean_top1_prob": 0.6}, {"top1": below}, out_of_fold=True)
+    assert f"held-out (out-of-fold) top-1 {100 * below:.1f} %" in w
+    assert label_warnings({"top1": above, "mean_top1_prob": 0.6}, {"top1": above}) == []
+    assert label_warnings({"top1": WEAK_TEACHER_TOP1, "mean_top1_prob": 0.6}, {"top1": WEAK_TEACHER_TOP1}) == []
+
+
 @pytest.fixture(scope="module")
 def memorised_teacher(tmp_path_factory) -> Path:
     """A teacher trained long on the very images it will label: near one-hot on them."""

@@ -216,9 +216,10 @@ def test_online_kd_targets_come_from_the_member_that_never_saw_the_image(tmp_pat
     original = TeacherEnsemble.forward
 
     def spy(self, x01, sample_ids=None, partner_ids=None):
+        out = original(self, x01, sample_ids=sample_ids, partner_ids=partner_ids)
         calls.append((x01.detach().cpu().clone(), np.asarray(sample_ids.cpu() if hasattr(sample_ids, "cpu")
-                                                                 else sample_ids)))
-        return original(self, x01, sample_ids=sample_ids, partner_ids=partner_ids)
+                                                                 else sample_ids), out.detach().float().cpu()))
+        return out
 
     monkeypatch.setattr(TeacherEnsemble, "forward", spy)
     rc = main(["train", "--data", DATA, "--kd-teacher", f"ckpt:{fold_teacher}", "--model", "drkit_cnn_tiny",
@@ -226,11 +227,19 @@ def test_online_kd_targets_come_from_the_member_that_never_saw_the_image(tmp_pat
                "--out", str(tmp_path / "kd"), "--quiet"])
     assert rc == 0 and calls
     src = load_source(DATA)
+    monkeypatch.undo()  # the members below are ensembles too: their calls are not the run's
+    members = [load_teacher(f"ckpt:{fold_teacher / f'fold{k}'}") for k in range(2)]
     seen = 0
-    for x, ids in calls:
+    for x, ids, out in calls:
+        folds = fold_of(ids, 2)
+        with torch.inference_mode():
+            per_member = [mem(x).float() for mem in members]
         for b, i in enumerate(ids.tolist()):
             want = src.load_uint8(i).float() / 255
             assert torch.equal(x[b], want), (b, i)
+            own, other = per_member[folds[b]][b], per_member[1 - folds[b]][b]
+            assert (out[b] - own).abs().max() < 5e-4, i  # the target is the held-out member's
+            assert (out[b] - other).abs().max() > 2e-3, i  # never the member that trained on image i
             seen += 1
     assert seen >= 96
 

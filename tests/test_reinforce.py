@@ -90,7 +90,9 @@ def test_record_budget_and_layout(tmp_path, digits_train, teacher_pair):
     assert len(set(rec["topk_ids"].tolist())) == 10
     # shards are fixed-size: file size is header + samples * views * bytes_per_record
     info = store.manifest["shards"][0]
-    assert info["bytes"] >= (info["stop"] - info["start"]) * store.num_views * store.bytes_per_record
+    head = (root / info["file"]).read_bytes()[:8]  # safetensors: a u64 header length, the header, the data
+    records = (info["stop"] - info["start"]) * store.num_views * store.bytes_per_record
+    assert info["bytes"] == 8 + int.from_bytes(head, "little") + records
 
 
 def test_workers_do_not_change_a_byte(tmp_path, digits_train, teacher_pair):
@@ -208,7 +210,7 @@ def test_refusals_are_one_line_and_leave_no_store(tmp_path, digits_train, teache
     with pytest.raises(StoreError):
         open_store(root2).replay(load_source("digits:train?n=47"), 0, 0)
     # topk larger than the class count, and a truncated manifest
-    with pytest.raises(DrkitError):
+    with pytest.raises(DrkitError, match="--topk 11 must be in 1..10"):
         _run(digits_train, teacher_pair[:1], tmp_path / "e", topk=11)
     (root2 / "manifest.json").write_text("{")
     with pytest.raises(StoreError, match="JSON"):
@@ -302,9 +304,11 @@ def test_a_failed_run_with_finished_shards_stays_for_resume(tmp_path, digits_tra
     monkeypatch.setattr(run, "_hand_over", failing)
     with pytest.raises(StoreError, match="disk full"):
         _run(digits_train, teacher_pair, tmp_path / "s", recipe="rrc", batch_size=24)
-    assert (tmp_path / "s" / "shards" / "00000.safetensors").exists()
+    first = tmp_path / "s" / "shards" / "00000.safetensors"
+    kept = first.stat()
     monkeypatch.setattr(run, "_hand_over", real)
     root = _run(digits_train, teacher_pair, tmp_path / "s", recipe="rrc", batch_size=24, resume=True)
+    assert (first.stat().st_mtime_ns, first.stat().st_ino) == (kept.st_mtime_ns, kept.st_ino)  # kept, not redone
     ref = _run(digits_train, teacher_pair, tmp_path / "ref", recipe="rrc", batch_size=24)
     assert _shard_bytes(root) == _shard_bytes(ref)
 

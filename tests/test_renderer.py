@@ -156,8 +156,25 @@ def test_store_records_its_renderer_and_a_renderer1_store_replays_exactly(tmp_pa
         for row, (i, v) in enumerate(chunk):
             rec = old.record(i, v)
             assert np.array_equal(rec["topk_ids"], ids[row].numpy())
+            assert np.array_equal(rec["topk_probs"], p[row].numpy().astype(np.float16).astype(np.float32))
             erased += rec["params"]["re"]["on"]
     assert erased > 0
+
+
+#: renderer 1's erasing noise (a CPU ``torch.Generator`` seeded with the record's seed), first bytes of a
+#: 1 x 6 x 6 erase for seeds 0, 7, 65535. The replay test above writes and replays with the same code, so
+#: only this pin sees a change that would stop every renderer-1 store from replaying (torch's CPU randint)
+PINNED_GENERATOR_NOISE = {0: [172, 47, 117, 192, 67, 251, 195, 103, 9, 211],
+                          7: [175, 196, 25, 246, 67, 211, 151, 103, 92, 185],
+                          65535: [170, 181, 129, 151, 236, 149, 3, 54, 231, 243]}
+
+
+def test_renderer1_erasing_noise_is_pinned():
+    op = get_recipe("resize+re@p=1.0,fill=generator").ops[1]
+    for seed, want in PINNED_GENERATOR_NOISE.items():
+        out = op.apply(torch.zeros(1, 6, 6, dtype=torch.uint8), {"on": 1, "top": 0, "left": 0, "h": 255, "w": 255,
+                                                                 "seed": seed}, 6)
+        assert out.flatten()[:10].tolist() == want, seed
 
 
 def test_replay_on_another_device_kind_warns_once(tmp_path, digits_train, teacher_pair, capsys):

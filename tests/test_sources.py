@@ -413,10 +413,12 @@ def test_imagefolder_listing_is_cached_until_a_folder_changes(tmp_path, monkeypa
     os.utime(root / "b", (past, past))
     grown = load_source(f"imagefolder:{root}")
     assert len(grown) == 7 and grown.fingerprint != fp
-    off = tmp_path / "off"
+    monkeypatch.chdir(tmp_path)  # "off" read as a folder name would land here
     monkeypatch.setenv("DRKIT_CACHE_DIR", "off")
+    walks = []
+    monkeypatch.setattr(imf, "scan_image_folder", lambda r, real=imf.scan_image_folder: walks.append(r) or real(r))
     assert load_source(f"imagefolder:{root}").fingerprint == grown.fingerprint
-    assert not off.exists()
+    assert not (tmp_path / "off").exists() and len(walks) == 1  # listed although a valid cache entry exists
 
 
 def test_a_cached_listing_never_points_outside_its_folder(tmp_path, monkeypatch):

@@ -92,6 +92,18 @@ def test_dr_learns(tmp_path, dr_store):
     assert ens.image_size == S and ens.num_classes == 10
 
 
+def test_dr_with_no_distillation_flag_trains_exactly_as_t2_softened(tmp_path, dr_store):
+    """The documented default is what the loop trains with, not only what the config reports."""
+    base = dict(data="digits:train", reinforced=dr_store, model="drkit_cnn_tiny", epochs=1, limit_batches=2,
+                batch_size=32, seed=3, **FAST)
+    runs = {name: train(TrainConfig.build(out=tmp_path / name, **base, **kw)) and _weights(tmp_path / name)
+            for name, kw in (("default", {}), ("t2", dict(temperature=2.0, soften_targets=True)),
+                             ("t1", dict(temperature=1.0)), ("t2-unsoftened", dict(temperature=2.0, soften_targets=False)))}
+    assert all(torch.equal(runs["default"][k], runs["t2"][k]) for k in runs["t2"])
+    for other in ("t1", "t2-unsoftened"):
+        assert not all(torch.equal(runs["default"][k], runs[other][k]) for k in runs[other]), other
+
+
 def test_kd_learns_with_student_smaller_than_teacher(tmp_path, erm_run):
     out = tmp_path / "kd"
     summary = train(TrainConfig.build(data="digits:train", out=out, val="digits:test",
@@ -353,6 +365,12 @@ def test_views_are_a_permutation_per_cycle(dr_store):
     ds3 = ReinforcedDataset(src, store, seed=5, plain_fraction=0.25, as_uint8=True)
     plain = [ds3.views(i)[0] < 0 for i in range(len(ds3))]
     assert 0.18 < np.mean(plain) < 0.32
+    ds3.set_epoch(1)  # drawn afresh each epoch and per seed, the same again for the same (seed, epoch)
+    assert plain != [ds3.views(i)[0] < 0 for i in range(len(ds3))]
+    ds3.set_epoch(0)
+    assert plain == [ds3.views(i)[0] < 0 for i in range(len(ds3))]
+    ds4 = ReinforcedDataset(src, store, seed=6, plain_fraction=0.25, as_uint8=True)
+    assert plain != [ds4.views(i)[0] < 0 for i in range(len(ds4))]
     i = plain.index(True)
     x, y = ds3[i]
     assert y.max() == 1.0 and int(y.argmax()) == int(src.labels[i])
