@@ -230,6 +230,16 @@ def test_bad_model_kwargs_of_a_drkit_model_are_one_line_like_timms(kwargs: dict)
             create_model("resnet10t", num_classes=10, in_chans=1, **kwargs)
 
 
+def test_a_checkpoint_config_that_is_no_json_object_is_one_line(tmp_path: Path) -> None:
+    model = _trained_tiny(0)
+    save_checkpoint(tmp_path, model, model.config)  # type: ignore[arg-type]
+    for text, words in (("[]", "is not a JSON object"), ("{x", "is not valid JSON"), (b"\xff", "is not valid JSON")):
+        path = tmp_path / "config.json"
+        path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text)
+        with pytest.raises(CheckpointError, match=f"checkpoint .*config.json {words}"):
+            load_checkpoint(tmp_path)
+
+
 @pytest.mark.parametrize("key, value", [("model_kwargs", "x"), ("mean", [0.1, 0.2, 0.3]), ("std", [0.0]),
                                         ("image_size", -3)])
 def test_a_checkpoint_config_drkit_never_writes_is_refused_in_one_line(tmp_path: Path, key: str, value) -> None:

@@ -339,6 +339,10 @@ def test_a_run_begun_with_sampler_1_is_refused_on_resume(tmp_path, digits_train,
     with pytest.raises(StoreError, match="begun with parameter sampler 1, which this drkit no longer has; start it"):
         _run(digits_train, teacher_pair, tmp_path / "s", recipe="rrc+ra+re", batch_size=24, resume=True)
     assert not (tmp_path / "s" / "manifest.json").exists()
+    for text, words in (("{bad", "not valid JSON"), ("[]", "not a JSON object")):  # an edited run.json: one line
+        run_json.write_text(text)
+        with pytest.raises(StoreError, match=f"an unfinished run's .*run.json is {words}"):
+            _run(digits_train, teacher_pair, tmp_path / "s", recipe="rrc+ra+re", batch_size=24, resume=True)
     fresh = _run(digits_train, teacher_pair, tmp_path / "new", recipe="rrc+ra+re", batch_size=24)
     assert Store(fresh).manifest["sampler"] == 2
 

@@ -471,9 +471,14 @@ def test_a_moved_run_resumes_and_its_state_never_names_a_file_outside_it(tmp_pat
     (tmp_path / "a").rename(tmp_path / "b")
     train(TrainConfig.build(out=tmp_path / "b", resume=True, **base))  # --out is not a setting of the result
     state = tmp_path / "b" / "state" / "state.json"
-    state.write_text(json.dumps({**json.loads(state.read_text()), "tensors": "../../a/x.safetensors"}))
+    good = json.loads(state.read_text())
+    state.write_text(json.dumps({**good, "tensors": "../../a/x.safetensors"}))
     with pytest.raises(DrkitError, match="resolves outside"):
         train(TrainConfig.build(out=tmp_path / "b", resume=True, **base))
+    for bad in ([], "{x", {"epoch": "x"}, {"epoch": -5}, {"rows": 5}, {"step": None}, {"optimizer": 5}, {"run": 5}):
+        state.write_text(bad if isinstance(bad, str) else json.dumps(bad if isinstance(bad, list) else {**good, **bad}))
+        with pytest.raises(DrkitError, match="state.json is not"):
+            train(TrainConfig.build(out=tmp_path / "b", resume=True, **base))
 
 
 def test_refusals(tmp_path, dr_store, erm_run):

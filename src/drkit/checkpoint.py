@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
-from .fileio import atomic_write_bytes, inside, sha256_bytes, sha256_file
+from .fileio import atomic_write_bytes, inside, read_json_object, sha256_bytes, sha256_file
 from .models import ImageModel, ModelConfig
 
 __all__ = ["CONFIG_NAME", "FORMAT", "FORMAT_VERSION", "WEIGHTS_NAME", "checkpoint_dir", "load_checkpoint",
@@ -67,12 +67,7 @@ def read_config(directory: str | os.PathLike[str]) -> tuple[ModelConfig, dict[st
         raise CheckpointError(f"checkpoint directory {directory} does not exist")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} is missing")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"checkpoint {path} is not valid JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise CheckpointError(f"checkpoint {path} is not a JSON object")
+    doc = read_json_object(path, CheckpointError, "checkpoint ")
     fmt, version = doc.get("format", FORMAT), doc.get("format_version", FORMAT_VERSION)
     if fmt != FORMAT or not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {path} has format {fmt!r} v{version}; "

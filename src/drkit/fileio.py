@@ -49,6 +49,17 @@ def inside(root: str | os.PathLike, name: Any, what: str, error: type[Exception]
     return Path(root) / name
 
 
+def read_json_object(path: str | os.PathLike, error: type[Exception], what: str = "") -> dict[str, Any]:
+    """``path``'s JSON object, else ``error`` in one line (``{what}{path} is not ...``): never a traceback."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"{what}{path} is not valid JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise error(f"{what}{path} is not a JSON object")
+    return doc
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any, tag: str = "") -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), tag=tag)
 

@@ -7,7 +7,6 @@ from), so a prefix has the same folds as the whole, with no seed or RNG.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import DrkitError
+from .fileio import read_json_object
 from .hashing import mix64_np
 
 if TYPE_CHECKING:
@@ -80,10 +80,7 @@ def read_folds(directory: str | Path) -> dict[str, Any] | None:
     path = Path(directory) / FOLDS_FILE
     if not path.is_file():
         return None
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DrkitError(f"{path} is not valid JSON: {exc}") from None
+    doc = read_json_object(path, DrkitError)
     ok = (isinstance(doc, dict) and doc.get("format") == FOLDS_FORMAT and doc.get("format_version") == FOLDS_VERSION
           and isinstance(doc.get("split"), dict) and isinstance(doc.get("members"), list))
     if not ok:

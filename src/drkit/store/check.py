@@ -2,14 +2,13 @@
 store, size, sha256, schema, values drkit could have written), so nothing runs on an edited store."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import DrkitError, StoreError
-from ..fileio import inside, sha256_file
+from ..fileio import inside, read_json_object, sha256_file
 from .format import (CONTENT_SCHEMA, DIGEST_KINDS, FORMAT_NAME, FORMAT_VERSION, MANIFEST, REQUIRED_MANIFEST_KEYS,
                      shard_ranges, upgrade_manifest)
 from .shards import ShardReader
@@ -118,11 +117,8 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         raise StoreError(f"store {root} does not exist")
     if not mpath.exists():
         raise StoreError(f"store {root} is incomplete (no {MANIFEST}): finish it with `drkit reinforce --resume`")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except json.JSONDecodeError as e:
-        raise StoreError(f"{mpath} is not valid JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+    manifest = read_json_object(mpath, StoreError)
+    if manifest.get("format") != FORMAT_NAME:
         raise StoreError(f"{mpath} is not a drkit store manifest")
     version = manifest.get("format_version")
     if version not in range(1, FORMAT_VERSION + 1):

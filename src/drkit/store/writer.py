@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import DrkitError, StoreError
-from ..fileio import atomic_write_json, sha256_file
+from ..fileio import atomic_write_json, read_json_object, sha256_file
 from .format import (FORMAT_NAME, FORMAT_VERSION, MANIFEST, RUN_CONFIG, SHARD_DIR, V1_DEFAULTS, content_name,
                      current_recipe, shard_name, shard_ranges)
 from .shards import ShardReader, shard_metadata, write_shard
@@ -134,7 +134,7 @@ def _prepare(root: Path, config: dict[str, Any], resume: bool, shared: bool) -> 
     if root.exists() and any(not p.name.startswith(".") for p in root.iterdir()):
         if not run_path.exists():
             raise StoreError(f"{root} exists and is not a drkit store in progress; choose another --out")
-        existing = _as_current(json.loads(run_path.read_text()), config)
+        existing = _as_current(read_json_object(run_path, StoreError, "an unfinished run's "), config)
         if existing != config:
             diff = sorted(k for k in set(existing) | set(config) if existing.get(k) != config.get(k))
             if "sampler" in diff:  # absent: a run begun before sampler 2, whose sampler 1 is gone

@@ -6,14 +6,13 @@ at any moment leaves the previous epoch's state or the new one, never a mix.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import DrkitError
-from ..fileio import atomic_write_bytes, atomic_write_json, inside, sha256_bytes, sha256_file
+from ..fileio import atomic_write_bytes, atomic_write_json, inside, read_json_object, sha256_bytes, sha256_file
 
 STATE_DIR = "state"
 STATE_JSON = "state.json"
@@ -51,11 +50,11 @@ def load_state(out: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     path = root / STATE_JSON
     if not path.is_file():
         raise DrkitError(f"--resume: {out} has no training state ({path} is missing); start without --resume")
-    try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DrkitError(f"--resume: {path} is not valid JSON ({e.msg})") from None
-    tpath = inside(root, doc.get("tensors") if isinstance(doc, dict) else None, f"--resume: {path}", DrkitError)
+    doc = read_json_object(path, DrkitError, "--resume: ")
+    kinds = {"epoch": int, "step": int, "rows": list, "run": dict, "config": dict, "optimizer": dict}
+    if not all(isinstance(doc.get(k), t) for k, t in kinds.items()) or doc["epoch"] < 0 or doc["step"] < 0:
+        raise DrkitError(f"--resume: {path} is not a state drkit writes (edited?); train again with another --out")
+    tpath = inside(root, doc.get("tensors"), f"--resume: {path}", DrkitError)
     if not tpath.is_file():
         raise DrkitError(f"--resume: {tpath} named by {path} is missing")
     if sha256_file(tpath) != doc.get("tensors_sha256"):
