@@ -10,9 +10,18 @@ import pytest
 def test_public_names_resolve():
     import drkit
 
-    for name in ["load_source", "load_teacher", "open_store", "ReinforcedDataset", "SoftTargetLoss",
-                 "create_model", "load_checkpoint", "get_recipe", "DrkitError"]:
+    for name in drkit.__all__:
         assert getattr(drkit, name) is not None, name
+
+
+def test_a_verb_is_its_callable_package_whatever_was_imported_first():
+    """``drkit.train.Optim`` after a bare ``import drkit`` (docs/loops.md spells names so), the package's
+    submodules still importable, and ``drkit.train(...)`` still the verb."""
+    code = ("import drkit; assert callable(drkit.train) and drkit.train.Optim and drkit.reinforce.ReinforceConfig;"
+            "import drkit.train.loop as loop; from drkit import train, evaluate; import drkit.evaluate.metrics;"
+            "assert train is drkit.train and train.train is loop.train and callable(evaluate); print('ok')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
 
 
 def test_import_is_cheap_and_verbs_stay_callable():

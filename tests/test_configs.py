@@ -219,6 +219,15 @@ def test_a_flag_the_parser_refuses_is_one_line_too(argv, words, capsys):
     assert words in err and "--help" in err
 
 
+def test_flat_options_beside_a_section_are_kept_and_replace_lets_a_section_win():
+    from drkit.train.config import Optim
+
+    cfg = TrainConfig.build(data="digits:train", out="x", optim=Optim(lr=0.1), epochs=15)
+    assert cfg.optim == Optim(lr=0.1, epochs=15)
+    assert cfg.replace(optim=Optim(epochs=3), lr=0.5).optim == Optim(epochs=3, lr=0.5)
+    assert cfg.replace(optim=Optim(epochs=3)).optim == Optim(epochs=3)
+
+
 def test_train_config_sections_are_typed_and_flat_keywords_route_to_them():
     """The typed sections and the flat keywords (the CLI's) give the same config; its saved form is
     nested, and a flat one saved by an earlier release compares equal (so that run resumes)."""

@@ -361,3 +361,20 @@ def test_default_batch_size_is_256_on_a_cpu_and_about_4m_pixels_on_an_accelerato
     monkeypatch.setattr(run, "batch_tasks", lambda shards, views, batch: asked.append(batch) or real(shards, views, batch))
     _run(digits_train, teacher_pair, tmp_path / "s", recipe="rrc", batch_size=None)
     assert asked == [256]
+
+
+def test_a_teacher_module_without_image_size_asks_for_it(tmp_path, digits_train):
+    """``ReinforceConfig(teacher=<nn.Module>)`` is documented: without ``image_size`` it is one line, not an
+    AttributeError; with it the store is written."""
+    import torch
+
+    class Uniform(torch.nn.Module):  # probabilities for a batch in [0, 1], as a teacher module returns
+        def forward(self, x):
+            return torch.full((x.shape[0], 10), 0.1)
+
+    kw = dict(data=digits_train, teacher=Uniform(), views=1, topk=3, workers=0, device="cpu", progress=False,
+              command=["t"])
+    with pytest.raises(DrkitError, match="no image_size: give ReinforceConfig"):
+        reinforce(ReinforceConfig(out=tmp_path / "a", **kw))
+    assert not (tmp_path / "a").exists()
+    assert open_store(reinforce(ReinforceConfig(out=tmp_path / "b", image_size=8, **kw))).image_size == 8

@@ -24,8 +24,9 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    if name in _EXPORTS:  # a verb named like its package is that (callable) package: drkit.train.Optim works too
+        module = importlib.import_module(_EXPORTS[name])
+        value = module if module.__name__ == f"drkit.{name}" else getattr(module, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'drkit' has no attribute {name!r}")

@@ -94,9 +94,8 @@ class VerbConfig:
         if unknown:
             raise DrkitError(f"{cls.__name__} has no option {', '.join(unknown)} (options: {', '.join(cls.names())})")
         for name, sub in _sections(cls).items():
-            mine = {k: options.pop(k) for k in sub.names() if k in options}
-            if name not in options:
-                options[name] = sub.build(**mine)
+            mine = {k: options.pop(k) for k in sub.names() if k in options}  # flat keys win over a given section
+            options[name] = options[name].replace(**mine) if name in options else sub.build(**mine)
         missing = [f.name for f in dataclasses.fields(cls) if f.name not in options
                    and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
         if missing:
@@ -120,8 +119,9 @@ class VerbConfig:
         return out
 
     def replace(self: C, **changes: Any) -> C:
-        derived = {f.name for f in dataclasses.fields(self) if f.metadata.get("derived")}
-        return self.build(**{k: v for k, v in self.flat().items() if k not in derived} | changes)  # refuses unknown
+        drop = {f.name for f in dataclasses.fields(self) if f.metadata.get("derived")}  # and a replaced section's:
+        drop |= {k for name, sub in _sections(self).items() if name in changes for k in sub.names()}
+        return self.build(**{k: v for k, v in self.flat().items() if k not in drop} | changes)  # refuses unknown
 
     def to_dict(self, include_free: bool = True) -> dict[str, Any]:
         """JSON-friendly values (tuples as lists, objects such as an in-memory source by their ``spec``),
