@@ -6,8 +6,10 @@
 # Writes into $OUT: reinforce_throughput_gpu.txt (2x resnet50 @224 px and resnet18 @32 px at reinforce's
 # default batch size: ratio to teacher-only forward, TFLOP/s, MFU), replay_loader_gpu.txt (DR training / ERM
 # with the CPU loader as the bottleneck), cuda_tests.txt (the CUDA tests), cuda_paths.txt (AMP, channels_last,
-# store and replay across devices) and render_speed_gpu.txt (views/s and kernels a batch, 256 and 4096 views). Each step has its own time limit so that one slow step
-# cannot cost the others; a failing step is reported and the next one still runs.
+# store and replay across devices) and render_speed_gpu.txt (views/s and kernels a batch, 256 and 4096 views). Each step has
+# its own time limit so that one slow step cannot cost the others; a failing step is reported and the next one still
+# runs. The limits add up to 540 s, so the whole fits one device command (at most 600 s). reinforce_throughput runs one
+# repeat a teacher to fit: its GPU ratios are single runs, and say so in their header.
 set -u
 OUT=${OUT:?set OUT to the folder for the results}
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
@@ -19,13 +21,13 @@ step() {  # step SECONDS NAME COMMAND...
   echo "== $name: exit $rc after $((SECONDS - t0)) s"
 }
 nvidia-smi -L; $py -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
-step 240 reinforce_throughput $py benchmarks/reinforce_throughput.py --device cuda --views 16384 --repeats 1 \
+step 210 reinforce_throughput $py benchmarks/reinforce_throughput.py --device cuda --views 16384 --repeats 1 \
   --workers 8 --data imagefolder:/tmp/jpegs --make-jpegs 4096 --small-data imagefolder:/tmp/j32 --make-small-jpegs 32768 \
   --out-file "$OUT/reinforce_throughput_gpu.txt"
-step 90 cuda_tests bash -c "$py -m pytest -q -p no:cacheprovider -k cuda -s tests/test_renderer.py tests/test_teachers.py \
+step 75 cuda_tests bash -c "$py -m pytest -q -p no:cacheprovider -k cuda -s tests/test_renderer.py tests/test_teachers.py \
   >'$OUT/cuda_tests.txt' 2>&1; tail -4 '$OUT/cuda_tests.txt'"
-step 150 replay_loader $py benchmarks/replay_loader.py --device cuda --workers 4 --batch-size 256 \
+step 120 replay_loader $py benchmarks/replay_loader.py --device cuda --workers 4 --batch-size 256 \
   --data imagefolder:/tmp/j64 --make-jpegs 8192 --out-file "$OUT/replay_loader_gpu.txt"
-step 45 cuda_paths $py benchmarks/cuda_paths.py --device cuda --out-file "$OUT/cuda_paths.txt"
-step 60 render_speed bash -c "$py benchmarks/render_speed.py --device cuda > '$OUT/render_speed_gpu.txt'"
-step 60 diagnostics bash -c "$py benchmarks/diag/gpu_diag.py > '$OUT/gpu_diag.txt' 2>&1"
+step 40 cuda_paths $py benchmarks/cuda_paths.py --device cuda --out-file "$OUT/cuda_paths.txt"
+step 50 render_speed bash -c "$py benchmarks/render_speed.py --device cuda > '$OUT/render_speed_gpu.txt'"
+step 45 diagnostics bash -c "$py benchmarks/diag/gpu_diag.py > '$OUT/gpu_diag.txt' 2>&1"

@@ -23,9 +23,10 @@ def commit_id() -> str:
 
 
 def _dirty() -> str:
-    """``-dirty`` when a tracked file outside ``benchmarks/results/`` differs from HEAD: a row measured on
-    uncommitted code says so (the results folder is left out: a long run archives its own rows there)."""
-    st = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+    """``-dirty`` when a file outside ``benchmarks/results/`` differs from HEAD or is new and not ignored (a
+    script not yet committed included): a row measured on uncommitted code says so (the results folder is
+    left out: a long run archives its own rows there)."""
+    st = subprocess.run(["git", "status", "--porcelain", "--untracked-files=normal", "--", ".",
                          ":(exclude)benchmarks/results"], cwd=ROOT, capture_output=True, text=True)
     return "-dirty" if st.stdout.strip() else ""
 

@@ -190,7 +190,8 @@ def main() -> None:
     lines = [f"# command: {' '.join(sys.argv)}",
              f"# commit: {commit}  torch {torch.__version__}  threads {torch.get_num_threads()}  device {name}"
              f"  host allocator {'tuned as drkit does' if tuned else 'as found'}",
-             "# seeds: weights 0/1, reinforce seed 0, recipe rrc+ra+re, NS=4, K=10"]
+             f"# seeds: weights 0/1, reinforce seed 0, recipe rrc+ra+re, NS=4, K=10; {args.repeats} run(s) a teacher"
+             + (" (a single run: no spread)" if args.repeats == 1 else "")]
     print("\n".join(lines), flush=True)
     results = []
     with tempfile.TemporaryDirectory() as d:

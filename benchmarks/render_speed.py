@@ -16,8 +16,9 @@ crop-resize stage differs by device; ``accel resize`` counts the accelerator's f
 ``accelerator=True`` on CPU tensors: the same code), so a CPU run shows that stage's launches on a GPU too. Goals
 on a GPU (issue 23): >= 100k views/s at 32 px and >= 20k at 224 px, rrc+ra+re. Expected: the batched
 renderer is faster than the reference on the CPU and several times faster on a GPU. On the CPU, ``host``
-is a batch's wall time less its time inside aten ops, per view: the Python and dispatch around the
-kernels, which a GPU pays too, so at 28-32 px 1e6 / host estimates the views/s a GPU's host can feed with
+is a profiled batch's wall time less its time inside aten ops, per view, median of 3: the Python and dispatch
+around the kernels (and the profiler's bookkeeping: an upper estimate), which a GPU pays too, so at 28-32 px
+1e6 / host is a lower estimate of the views/s a GPU's host can feed with
 this code (at 224 px it is mostly the CPU-only grouped resize's thousands of small calls). Then the host's rate
 of drawing view parameters a batch at once (sampler 2; the per-view numpy generators of sampler 1, 8.4x
 slower at 28 px when measured at e9c5f1b, were retired after that).
@@ -128,22 +129,30 @@ def main() -> None:
             boxes = [p[recipe.ops[0].name] for p in params]  # the accelerator's crop stage, run on CPU tensors
             accel = dispatch_counts(lambda: crop_batch(images, index, boxes, size, accelerator=True))[0]
             host = "" if device.type != "cpu" else \
-                f"  host {host_seconds(batched, len(views) / fast) / len(views) * 1e6:4.1f} us/view"
+                f"  host {host_seconds(batched) / len(views) * 1e6:4.1f} us/view"
             print(f"{kind} -> {size:3d} px {spec:16s} {len(views):5d} views/batch  batched ({device.type}) "
                   f"{fast:9.0f} views/s  kernels {kernels:5d}  syncs {syncs:4d}  accel resize {accel:4d}{host}   "
                   f"reference (cpu) {ref:7.0f} views/s   ratio {fast / ref:6.1f}", flush=True)
     sampling_rates(max(20, 4 * args.repeats))
 
 
-def host_seconds(fn: Callable[[], object], wall: float) -> float:
-    """A call's wall time (``wall``, measured unprofiled) less the time inside aten ops (torch.profiler's
-    self CPU time): the host work around the kernels, Python mostly, which a GPU pays as well. An estimate
-    (the profiler's own overhead lands in the ops) of the views/s a host can feed at most."""
+def host_seconds(fn: Callable[[], object], repeats: int = 3) -> float:
+    """A call's wall time less its time inside aten ops (torch.profiler's self CPU time), both from the same
+    profiled call, median of ``repeats``: the host work around the kernels, Python mostly, which a GPU pays as
+    well. The profiler's own bookkeeping counts as host time, so this overstates the host's share (an upper
+    estimate: the views/s a host can feed is at least 1 / this)."""
+    import statistics
+
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        fn()
-    return max(0.0, wall - sum(e.self_cpu_time_total for e in prof.key_averages()) / 1e6)
+    spent = []
+    for _ in range(repeats):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            t = time.perf_counter()
+            fn()
+            wall = time.perf_counter() - t
+        spent.append(wall - sum(e.self_cpu_time_total for e in prof.key_averages()) / 1e6)
+    return statistics.median(spent)
 
 
 def sampling_rates(repeats: int) -> None:

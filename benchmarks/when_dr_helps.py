@@ -293,7 +293,7 @@ def summarise(cell: Cell, seeds: list[int], results: dict[str, dict[str, Any]]) 
 def table(rows: list[dict[str, Any]], header: list[str]) -> str:
     lines = header + ["", "| sweep | setting | seeds | DR − best ERM top-1 (pp) | DR top-1 % | best ERM (which) top-1 % "
                       "| DR / best ERM NLL | DR NLL < every ERM | DR / best-calibrated ERM (which) ECE % "
-                      "| DR / best ERM corruption top-1 % | DR / best ERM last-epoch train top-1 on views % "
+                      "| DR / best ERM corruption top-1 % (DR − ERM) | DR / best ERM last-epoch train top-1 on views % "
                       "| online KD top-1 % | commits |",
                       "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -306,7 +306,8 @@ def table(rows: list[dict[str, Any]], header: list[str]) -> str:
             f"{_ms([x['top1'] for x in erm])} ({r['best_erm'][4:]}) | {mean(dr, 'nll'):.4f} / {mean(erm, 'nll'):.4f} | "
             f"{'yes' if r['nll_below_every_erm'] else 'no'} | {100 * mean(dr, 'ece'):.2f} / "
             f"{100 * mean(r['calibrated'], 'ece'):.2f} ({r['calibrated_erm'][4:]}) | "
-            f"{100 * mean(dr, 'corruption_top1'):.2f} / {100 * mean(erm, 'corruption_top1'):.2f} | "
+            f"{100 * mean(dr, 'corruption_top1'):.2f} / {100 * mean(erm, 'corruption_top1'):.2f} "
+            f"({_ms([d['corruption_top1'] - e['corruption_top1'] for d, e in zip(dr, erm)])}) | "
             f"{_last_train(dr)} / {_last_train(erm)} | {kd} | "
             f"{', '.join(r['commits'])} |")
     return "\n".join(lines)

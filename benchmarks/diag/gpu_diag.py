@@ -77,7 +77,7 @@ def render_split() -> None:
     from drkit.augment import ViewSampler, resolve_recipe
     from drkit.augment.batch import render_batch
 
-    images = [x.cuda() for x in _sources("rgb320")]
+    images = [x.cuda() for x in _sources("rgb320", 64)]
     recipe = resolve_recipe("rrc+ra+re", side=224, strong=True)
     sampler = ViewSampler(recipe, 0, len(images), 4, lambda i: tuple(images[i].shape[-2:]))
     views = [(i, v) for i in range(len(images)) for v in range(4)]
