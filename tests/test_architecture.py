@@ -197,3 +197,43 @@ def test_readme_benchmark_table_is_the_one_the_results_files_give():
     block = "\n".join(re.sub(r"\| [^|]*\|$", "|  |", ln) if ln.startswith("| `") else ln
                       for ln in block.splitlines())
     assert summary.table(status=False) in block
+
+
+def test_gpu_checks_fits_one_device_command_and_names_real_flags():
+    """The GPU script runs only on a lent machine, so nothing else catches its slips: its step limits must fit
+    one device command (600 s, start-up included) and every flag it passes must exist in the script it runs."""
+    bench = SRC.parents[1] / "benchmarks"
+    text = (bench / "gpu_checks.sh").read_text().replace("\\\n", " ")
+    limits = [int(x) for x in re.findall(r"^step (\d+) ", text, re.M)]
+    assert limits and sum(limits) <= 560, limits
+    calls = re.findall(r"(benchmarks/[\w/]+\.py)([^;|>\n]*)", text)
+    assert len(calls) >= 5
+    for script, args in calls:
+        source = (SRC.parents[1] / script).read_text()
+        missing = [f for f in re.findall(r"(--[a-z][\w-]*)", args) if f'"{f}"' not in source]
+        assert not missing, (script, missing)
+
+
+def test_benchmarks_call_each_others_functions_with_their_arguments():
+    """A benchmark helper used from another script (``from render_speed import _sources``) takes the
+    positional arguments its callers pass: gpu_diag.py once called a helper that had gained a parameter."""
+    bench = SRC.parents[1] / "benchmarks"
+    defs: dict[tuple[str, str], tuple[int, int]] = {}
+    for path in bench.rglob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef):
+                a = node.args
+                total = len(a.posonlyargs) + len(a.args)
+                defs[path.stem, node.name] = (total - len(a.defaults), 10**6 if a.vararg else total)
+    bad = []
+    for path in bench.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = {a.asname or a.name: (n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                    for a in n.names if (n.module, a.name) in defs}
+        for call in ast.walk(tree):
+            if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id in imported:
+                lo, hi = defs[imported[call.func.id]]
+                given = len(call.args) + len(call.keywords)
+                if not any(isinstance(x, ast.Starred) for x in call.args) and not lo <= given <= hi + len(call.keywords):
+                    bad.append(f"{path.name}:{call.lineno} {call.func.id} takes {lo}..{hi}, given {given}")
+    assert not bad, bad
