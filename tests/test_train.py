@@ -554,6 +554,23 @@ def test_epoch_views_many_is_epoch_views_per_sample():
     from drkit.train.order import epoch_views_many
 
     ids = np.arange(0, 3000, 7)
-    for seed, epoch, ns, k in [(0, 0, 10, 1), (3, 5, 4, 2), (1, 17, 30, 3), (2 ** 40, 2, 15, 1)]:
+    for seed, epoch, ns, k in [(0, 0, 10, 1), (3, 5, 4, 2), (1, 17, 30, 3), (2 ** 40, 2, 15, 1), (4, 7, 3, 2),
+                               (5, 3, 10, 3)]:
         want = np.array([epoch_views(seed, int(i), epoch, ns, k) for i in ids])
         assert np.array_equal(epoch_views_many(seed, ids, epoch, ns, k), want)
+
+
+@pytest.mark.parametrize("ns, k", [(3, 2), (10, 3), (5, 5)])
+def test_an_epochs_views_of_one_image_are_distinct_even_when_k_does_not_divide_ns(ns, k):
+    from drkit.train.order import epoch_views_many
+
+    for epoch in range(12):
+        views = epoch_views_many(1, np.arange(500), epoch, ns, k)
+        assert all(len(set(row)) == k for row in views.tolist()), epoch
+
+
+@pytest.mark.parametrize("n, world", [(1, 4), (5, 4), (7, 3), (8, 4)])
+def test_every_rank_takes_the_same_number_of_steps_on_a_tiny_set(n, world):
+    """DDP ranks that step a different number of times hang in the all-reduce."""
+    counts = {len(epoch_batches(n, 0, 0, 2, r, world, drop_last=False)) for r in range(world)}
+    assert len(counts) == 1 and counts != {0}

@@ -142,6 +142,37 @@ def test_a_job_removes_only_its_own_temp_files(tmp_path):
     assert theirs.exists() and not mine.exists()
 
 
+def test_a_resumed_shard_whose_image_was_repaired_drops_the_killed_runs_skip_list(tmp_path):
+    """A run killed after writing shard 0's skip list but before the shard, resumed after the image was
+    fixed: the redone shard has no skips, so the stale list must go (else a good sample is never trained on)."""
+    import numpy as np
+
+    from drkit.augment import get_recipe
+    from drkit.store import StoreWriter, array_schema
+
+    rec = get_recipe("padcrop")
+    config = {"num_samples": 4, "num_views": 1, "samples_per_shard": 4, "num_classes": 10, "topk": 2,
+              "recipe": rec.describe(), "arrays": array_schema(rec.code_bytes, 2, 10, False)}
+    writer = StoreWriter(tmp_path / "s", config)
+    (writer.root / "shards" / "00000.skipped.json").write_text("[2]")  # what the killed run left
+    arrays = {name: np.zeros([4, 1, *spec["shape"]], dtype=spec["dtype"]) for name, spec in config["arrays"].items()}
+    arrays["topk_ids"][..., 1], arrays["topk_probs"][...] = 1, 0.5
+    writer.write(0, arrays)
+    assert writer.skipped() == [] and not (writer.root / "shards" / "00000.skipped.json").exists()
+
+
+def test_merge_refuses_stores_rendered_by_different_renderers(tmp_path, store, digits_train):
+    teacher = f"ckpt:{store.parent / 't'}"  # the fixture's own teacher: only the renderer differs
+    other = reinforce(ReinforceConfig(data=digits_train, teacher=[teacher], out=tmp_path / "other",
+                                      recipe="padcrop+ra+mix", views=2, topk=3, workers=0, images_per_shard=16,
+                                      device="cpu", progress=False, seed=5, command=["t"]))
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["renderer"] = {**manifest["renderer"], "device": "cuda"}  # as if made on a GPU: replays differ
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    _one_line_error(_cli("merge", str(store), str(other), "--out", str(tmp_path / "merged")), "different renderer")
+    assert not (tmp_path / "merged").exists()
+
+
 def _folder(root: Path, corrupt: bool = False) -> Path:
     from PIL import Image
 

@@ -21,7 +21,7 @@ class Labels:
             host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True)
                     for t in (ids, probs)]
             self.event = torch.cuda.Event()
-            self.event.record()
+            self.event.record(torch.cuda.current_stream(ids.device))  # the copies' device, not the current one
             ids, probs = host
         self.ids, self.probs = ids, probs
 

@@ -11,7 +11,8 @@ from ..errors import StoreError
 from .store import Store
 from .writer import StoreWriter
 
-_SAME = ("source", "num_classes", "teachers", "image_size", "recipe", "topk", "samples_per_shard", "arrays")
+_SAME = ("source", "num_classes", "teachers", "image_size", "recipe", "topk", "samples_per_shard", "arrays", "renderer",
+         "replay")  # the renderer too: a merged store replays every view as its own store would
 
 
 def merge_stores(inputs: list[str | Path], out: str | Path, provenance: dict[str, Any] | None = None) -> Path:
@@ -42,7 +43,7 @@ def merge_stores(inputs: list[str | Path], out: str | Path, provenance: dict[str
             raise StoreError(f"cannot merge: the inputs were made from different images (the content digests "
                              f"of shard {k} differ)")
     config = {k: first[k] for k in first if k not in ("format", "format_version", "drkit_version", "shards",
-                                                      "skipped", "provenance")}
+                                                      "skipped", "provenance", "diagnostics")}
     config.update(num_views=total_views, parts=parts, seed=first["seed"])
     writer = StoreWriter(out, config)
     offsets = np.cumsum([0] + [s.num_views for s in stores])[:-1]  # where each input's views begin

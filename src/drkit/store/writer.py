@@ -76,6 +76,7 @@ class StoreWriter:
         """Write shard ``shard`` atomically (its skip list first: a shard implies its skips)."""
         start, stop = self.ranges[shard]
         skips = sorted(self._skips.pop(shard, set()))
+        (self.root / SHARD_DIR / f"{shard:05d}.skipped.json").unlink(missing_ok=True)  # a killed run's, now stale
         if skips:
             atomic_write_json(self.root / SHARD_DIR / f"{shard:05d}.skipped.json", skips, tag=self.tag)
         if self.digests:  # also before the shard: a shard implies its digests

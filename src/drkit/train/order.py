@@ -14,12 +14,12 @@ TAG_ORDER, TAG_VIEW, TAG_PLAIN = 0x0D5E, 0x71E3, 0x9A17
 
 
 def epoch_views(seed: int, sample_id: int, epoch: int, num_views: int, per_image: int = 1) -> list[int]:
-    """Views of one sample in ``epoch``: positions ``epoch*k .. epoch*k+k-1`` of its view sequence, a fresh
-    permutation of the NS views (sorted by NS hashed keys) per cycle, so no view repeats before all NS are
-    used. The per-sample test oracle of :func:`epoch_views_many`."""
+    """Views of one sample in ``epoch``: ``k`` consecutive positions of a permutation of the NS views (sorted by NS
+    hashed keys), a fresh one each cycle of NS // k epochs: no view repeats within a cycle (NS mod k views sit
+    one out, different ones each cycle). The per-sample test oracle of :func:`epoch_views_many`."""
     out = []
-    for t in range(int(epoch) * per_image, (int(epoch) + 1) * per_image):
-        cycle, pos = divmod(t, int(num_views))
+    for j in range(per_image):  # an epoch's k views from one permutation: distinct even when k does not divide NS
+        cycle, pos = int(epoch) // (num_views // per_image), int(epoch) % (num_views // per_image) * per_image + j
         h = _hash_words(seed, TAG_VIEW, sample_id, cycle)
         keys = [mix64((h + v * GOLDEN) & MASK64) for v in range(num_views)]
         out.append(sorted(range(num_views), key=keys.__getitem__)[pos])
@@ -33,7 +33,7 @@ def epoch_views_many(seed: int, sample_ids: np.ndarray, epoch: int, num_views: i
     out = np.empty((ids.size, per_image), dtype=np.int64)
     steps = np.arange(num_views, dtype=np.uint64) * np.uint64(GOLDEN)
     for j in range(per_image):
-        cycle, pos = divmod(int(epoch) * per_image + j, int(num_views))
+        cycle, pos = int(epoch) // (num_views // per_image), int(epoch) % (num_views // per_image) * per_image + j
         h = np.zeros(ids.size, dtype=np.uint64)
         for w in (np.uint64(int(seed) & MASK64), np.uint64(TAG_VIEW), ids, np.uint64(cycle)):
             h = mix64_np(h ^ w)
@@ -63,8 +63,8 @@ def epoch_batches(num_items: int, seed: int, epoch: int, batch_items: int, rank:
     by wrapping so every rank has the same number of steps), cut into ``batch_items``; a short last
     batch is dropped when at least one full batch exists."""
     order = np.random.default_rng([int(seed), TAG_ORDER, int(epoch), 0]).permutation(num_items)
-    if world > 1 and len(order) % world:
-        order = np.concatenate([order, order[: world - len(order) % world]])
+    if world > 1 and len(order) % world:  # np.resize repeats the order as often as needed (1 item, 4 ranks)
+        order = np.resize(order, -(-len(order) // world) * world)
     mine = order[rank::world]
     batches = [mine[a:a + batch_items] for a in range(0, len(mine), batch_items)]
     if drop_last and len(batches) > 1 and len(batches[-1]) < batch_items:
