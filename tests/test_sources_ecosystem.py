@@ -412,6 +412,8 @@ def test_a_streamed_source_reinforces_in_one_pass_with_nearby_partners(tmp_path,
     train(TrainConfig.build(data=plain, out=tmp_path / "run", reinforced=made, model="drkit_cnn_tiny", epochs=1, batch_size=8,
                       workers=0, device="cpu", quiet=True))
     fresh = hf_stream(str(root), split="train", mode="L", window=3)
+    for _ in range(MAX_RESTARTS + 2):  # whole passes in order (eval's clean set, then each corruption set) are fine
+        assert [fresh.digest(i) for i in range(N)] == [plain.digest(i) for i in range(N)]
     with pytest.raises(SourceError, match="read out of order"):
         for i in list(range(N - 1, -1, -1)) * (MAX_RESTARTS + 1):
             fresh.load_uint8(i)

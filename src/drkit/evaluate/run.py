@@ -213,7 +213,7 @@ def _shifted(cfg: EvalConfig, model: Any, mcfg: Any, device: Any) -> dict[str, A
     """Metrics on another labelled set, classes mapped by name."""
     from ..sources import load_source
 
-    src = load_source(cfg.shift, download=cfg.download)
+    src = load_source(cfg.shift, split=cfg.split, download=cfg.download)
     views, run, keep, subset = _views_and_run(cfg, model, mcfg, src, device, shifted=True)
     res = run(views(), workers=src.loader_workers(cfg.workers), desc="shift", progress=cfg.progress)
     return {"data": src.spec, "images": len(keep) - len(res.skipped),

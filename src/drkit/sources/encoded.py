@@ -55,7 +55,7 @@ def open_image(path: str, mode: str, data: bytes | None = None) -> Image.Image:
                 out = img.copy()
         return out
     except Exception as exc:  # PIL raises many types for bad files; all mean "cannot decode"
-        raise SourceError(f"cannot decode image {path}: {type(exc).__name__}: {exc}") from exc
+        raise SourceError(f"cannot decode image {path}: {one_line(exc)}") from exc
 
 
 def read_file(path: str) -> bytes:

@@ -156,9 +156,9 @@ class StreamedSource(EncodedSource):
     def _name(self, i: int) -> str:
         return f"{self.spec} sample {i}"
 
-    def _restart(self) -> dict[str, Any]:
+    def _restart(self, counted: bool = True) -> dict[str, Any]:
         old = self._state.get(os.getpid())
-        restarts = 0 if old is None else old["restarts"] + 1
+        restarts = 0 if old is None else old["restarts"] + counted
         if restarts > MAX_RESTARTS:
             raise SourceError(f"{self.spec} is a stream read out of order (restarted {MAX_RESTARTS} times): "
                               "keep a random-access copy (hf: via save_to_disk, wds:, lmdb:, a folder) for this")
@@ -181,8 +181,8 @@ class StreamedSource(EncodedSource):
         state = self._state.get(os.getpid()) or self._restart()
         if i in state["cache"]:
             return state["cache"][i]
-        if i < state["next"]:  # behind the window: from the beginning again
-            state = self._restart()
+        if i < state["next"]:  # behind the window: from the beginning again (a new pass from 0 is in order)
+            state = self._restart(counted=i > 0)
         cache = state["cache"]
         while state["next"] <= i:
             try:
