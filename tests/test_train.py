@@ -475,6 +475,9 @@ def test_a_moved_run_resumes_and_its_state_never_names_a_file_outside_it(tmp_pat
     state.write_text(json.dumps({**good, "tensors": "../../a/x.safetensors"}))
     with pytest.raises(DrkitError, match="resolves outside"):
         train(TrainConfig.build(out=tmp_path / "b", resume=True, **base))
+    state.write_text(json.dumps({**good, "run": {**good["run"], "amp": "bfloat16"}}))  # trained at another precision
+    with pytest.raises(DrkitError, match=r"other settings \(amp\)"):
+        train(TrainConfig.build(out=tmp_path / "b", resume=True, **base))
     for bad in ([], "{x", {"epoch": "x"}, {"epoch": -5}, {"rows": 5}, {"step": None}, {"optimizer": 5}, {"run": 5}):
         state.write_text(bad if isinstance(bad, str) else json.dumps(bad if isinstance(bad, list) else {**good, **bad}))
         with pytest.raises(DrkitError, match="state.json is not"):

@@ -72,7 +72,7 @@ def short_schedule_warning(cfg: TrainConfig, member_samples: int) -> int:
     """Warn when a member's schedule is shorter than ``FOLDS_MIN_STEPS`` optimizer steps: a teacher's
     quality is set by its steps, not its epochs (20 epochs of a 1.4k-image set are 140 steps, and
     gave 66 % teachers whose store taught worse than ERM). Returns the member's step count."""
-    per_epoch = -(-member_samples // cfg.optim.batch_size)
+    per_epoch = max(1, member_samples // cfg.optim.batch_size)  # a short last batch is dropped (epoch_batches)
     steps = min(per_epoch, cfg.runtime.limit_batches or per_epoch) * cfg.optim.epochs
     if steps < FOLDS_MIN_STEPS:
         warn(f"--folds members train only {steps} optimizer steps ({cfg.optim.epochs} epochs of {per_epoch} batches); "

@@ -185,7 +185,7 @@ def _restore(run: Run, fit: Fit) -> dict[str, Any]:
     out = Path(run.cfg.out)
     tensors, doc = load_state(out)
     diff = run.cfg.diff(doc.get("config") or {})
-    diff += [k for k in ("data_fingerprint", "store_views") if doc["run"].get(k) != run.config.get(k)]
+    diff += [k for k in ("data_fingerprint", "store_views", "amp") if doc["run"].get(k) != run.config.get(k)]
     if diff:
         raise DrkitError(f"--resume: {out} holds a run with other settings ({', '.join(sorted(diff))}); "
                          "resume with the same options or choose another --out")

@@ -56,7 +56,7 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 class EMA:
-    """Exponential moving average of a model's weights (buffers copied): ``ema = d*ema + (1-d)*w``.
+    """Moving average of a model's weights and float buffers (BN stats; ints copied): ``ema = d*ema + (1-d)*w``.
 
     Ours rather than timm's so its state is exactly a state dict, saved as safetensors on resume.
     """
