@@ -81,7 +81,7 @@ def read_folds(directory: str | Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     doc = read_json_object(path, DrkitError)
-    ok = (isinstance(doc, dict) and doc.get("format") == FOLDS_FORMAT and doc.get("format_version") == FOLDS_VERSION
+    ok = (doc.get("format") == FOLDS_FORMAT and doc.get("format_version") == FOLDS_VERSION
           and isinstance(doc.get("split"), dict) and isinstance(doc.get("members"), list))
     if not ok:
         raise DrkitError(f"{path} is not a drkit folds file (format {FOLDS_FORMAT} v{FOLDS_VERSION})")

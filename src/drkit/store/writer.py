@@ -153,11 +153,9 @@ def _prepare(root: Path, config: dict[str, Any], resume: bool, shared: bool) -> 
     return root
 
 
-def _as_current(run: Any, config: dict[str, Any]) -> Any:
+def _as_current(run: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     """An earlier drkit's ``run.json`` as this one writes it (format 2's keys filled in, the recipe
     re-described), so that a run begun before an upgrade resumes."""
-    if not isinstance(run, dict):
-        return run
     out = {**{k: v for k, v in V1_DEFAULTS.items() if k in ("replay", "partner_window") and k in config}, **run}
     if "recipe" in config:
         try:
