@@ -270,6 +270,23 @@ def test_resume_refuses_a_finished_member_trained_on_other_data(tmp_path, fold_t
     assert not (out / "folds.json").exists() and not (out / "fold1").exists()
 
 
+def test_resume_keeps_a_finished_member_only_with_the_same_options(tmp_path, fold_teacher, capsys):
+    import shutil
+
+    out = tmp_path / "t"
+    out.mkdir()
+    shutil.copytree(fold_teacher / "fold0", out / "fold0")
+    args = ["train", "--data", DATA, "--model", "drkit_cnn_tiny", "--batch-size", "32", "--workers", "0",
+            "--device", "cpu", "--folds", "2", "--out", str(out), "--resume", "--quiet"]
+    rc = main([*args, "--epochs", "2"])  # member 0 trained 1 epoch: a mixed ensemble, refused
+    err = capsys.readouterr().err
+    assert rc == 2 and "member 0" in err and "other settings (epochs)" in err and _one_error(err)
+    assert not (out / "fold1").exists()
+    assert main([*args, "--epochs", "1"]) == 0  # the same options: member 0 is kept, member 1 trains
+    kept = json.loads((out / "folds.json").read_text())["members"]
+    assert kept == json.loads((fold_teacher / "folds.json").read_text())["members"]  # as if never interrupted
+
+
 def test_resume_refuses_a_finished_member_whose_weights_changed(tmp_path, fold_teacher, capsys):
     import shutil
 

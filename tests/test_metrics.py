@@ -137,8 +137,12 @@ def test_accumulator_merge_equals_single_pass() -> None:
     a, b = MetricAccumulator(), MetricAccumulator()
     a.update(probs[:120], labels[:120])
     b.update(probs[120:], labels[120:])
+    a.skipped, b.skipped, empty = [7], [150], MetricAccumulator()
+    empty.skipped = [299]  # a rank whose every image was undecodable still reports them
     a.merge(b)
+    a.merge(empty)
     assert a.compute() == pytest.approx(compute_metrics(probs, labels))
+    assert a.skipped == [7, 150, 299]
 
 
 def test_empty_accumulator_and_input_validation() -> None:

@@ -103,6 +103,7 @@ def test_undertrained_folds_group_is_called_weak_end_to_end(tmp_path):
     extra = json.loads((student / "config.json").read_text())["extra"]["train"]
     assert rc == 0 and extra["temperature"] == 2.0 and extra["soften_targets"] is True
     assert extra["distill_defaults"] == ["temperature", "soften_targets"]
+    assert extra["label_smoothing"] is None  # ERM's smoothing does not apply to DR, so none is recorded
     assert extra["store_teacher_top1"] == m["diagnostics"]["plain"]["top1"]
     assert extra["store_views_top1"] == m["diagnostics"]["views"]["top1"]
 

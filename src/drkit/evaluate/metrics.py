@@ -85,6 +85,7 @@ class MetricAccumulator:
         """Add ``other``'s statistics into this one (same ``n_bins`` and ``topk``)."""
         if (other.n_bins, other.topk) != (self.n_bins, self.topk):
             raise ValueError("cannot merge accumulators with different n_bins or topk")
+        self.skipped += other.skipped
         if other.count == 0:
             return
         if self.num_classes is not None and other.num_classes != self.num_classes:

@@ -28,7 +28,8 @@ def implied_mode(reinforced: Any, kd_teacher: Any) -> Mode:
 def json_object(value: dict[str, Any] | str | None) -> dict[str, Any]:
     """``--model-kwargs``: a dict, or the JSON text of one (empty or ``None``: no arguments)."""
     try:
-        parsed = json.loads(value or "{}") if isinstance(value, str) else dict(value or {})
+        nan = lambda c: check(False, f"--model-kwargs has {c}: give a number")  # noqa: E731 (NaN, Infinity)
+        parsed = json.loads(value or "{}", parse_constant=nan) if isinstance(value, str) else dict(value or {})
     except json.JSONDecodeError as e:
         raise DrkitError(f"--model-kwargs is not valid JSON ({e.msg}): {value!r}") from None
     check(isinstance(parsed, dict) and not {"num_classes", "in_chans", "pretrained"} & set(parsed),
@@ -175,6 +176,10 @@ class TrainConfig(VerbConfig):
               f"({world_size} x {d.views_per_image})")
         check(self.reinforced is not None or (d.views_per_image == 1 and d.plain_fraction == 0.0),
               "--views-per-image and --plain-fraction apply to DR (--reinforced) only")
+        check(self.mode != "erm" or (d.temperature is None and d.soften_targets is None),
+              "--temperature and --soften-targets apply to DR (--reinforced) and KD (--kd-teacher) only")
+        check(self.mode == "erm" or self.label_smoothing is None,
+              "--label-smoothing applies to ERM only: DR and KD learn the teachers' soft labels")
         check(0.0 <= self.smoothing < 1.0 and d.resolved["temperature"] > 0 and o.warmup_epochs >= 0 and o.peak_lr > 0
               and o.decay >= 0, "need 0 <= --label-smoothing < 1, --temperature > 0, --warmup-epochs >= 0, --lr > 0 "
               "and --weight-decay >= 0")

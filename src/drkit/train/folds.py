@@ -20,7 +20,7 @@ from ..folds import FOLDS_FILE, FOLDS_FORMAT, FOLDS_VERSION, root_indices, split
 from .config import TrainConfig
 from .outputs import note, warn
 from .setup import open_source
-from .state import has_state
+from .state import has_state, load_state
 
 
 def train_folds(cfg: TrainConfig, train_one: Callable[[TrainConfig], dict[str, Any]]) -> dict[str, Any]:
@@ -50,14 +50,15 @@ def train_folds(cfg: TrainConfig, train_one: Callable[[TrainConfig], dict[str, A
         done = (member / "config.json").exists()
         if done and not cfg.runtime.resume:
             raise DrkitError(f"{out} holds an unfinished --folds run; pass --resume to continue it")
+        member_cfg = cfg.replace(data=data, out=member, folds=None, split=None, seed=cfg.seed + k,
+                                 resume=cfg.runtime.resume and has_state(member),
+                                 label_smoothing=cfg.smoothing if cfg.mode == "erm" else None)
         if done:
-            check_finished_member(member, k, data)
+            check_finished_member(member, k, member_cfg)
         else:
             note(f"--folds {folds}: member {k} trains on {keep.size} of {len(src)} samples (all outside fold {k})",
                  quiet=cfg.runtime.quiet)
-            summaries.append(train_one(cfg.replace(data=data, out=member, folds=None, split=None,
-                                                   resume=cfg.runtime.resume and has_state(member), seed=cfg.seed + k,
-                                                   label_smoothing=cfg.smoothing)))
+            summaries.append(train_one(member_cfg))
         _, doc = read_config(member)
         members.append({"dir": member.name, "fold": k, "trained_samples": int(keep.size),
                         "data_fingerprint": data.fingerprint, "weights_sha256": doc.get("weights_sha256")})
@@ -81,13 +82,18 @@ def short_schedule_warning(cfg: TrainConfig, member_samples: int) -> int:
     return steps
 
 
-def check_finished_member(member: Path, k: int, data: Any) -> None:
+def check_finished_member(member: Path, k: int, member_cfg: TrainConfig) -> None:
     """A finished member kept by ``--resume`` must have trained on exactly the samples outside fold
-    k of *this* run's data, and its weights must be the ones its config records."""
+    k of *this* run's data, with *this* run's options, and its weights must be the ones its config records."""
+    data = member_cfg.data
     try:
         _, config = load_checkpoint(member)  # verifies the weights' sha256
+        diff = member_cfg.diff(load_state(member)[1]["config"]) if has_state(member) else []
     except DrkitError as exc:
         raise DrkitError(f"--resume: member {k} ({member}) cannot be kept: {exc}") from None
+    if diff:
+        raise DrkitError(f"--resume: member {k} ({member}) trained with other settings ({', '.join(diff)}): resume "
+                         "with the same options or start the --folds run again in a new --out")
     if config.source_fingerprint != data.fingerprint:
         raise DrkitError(f"--resume: member {k} ({member}) trained on other data than fold {k}'s complement of "
                          f"{data.spec} (fingerprint {str(config.source_fingerprint)[:12]}… vs "

@@ -241,7 +241,7 @@ def _train(cfg: TrainConfig, env: DistEnv, device: torch.device) -> dict[str, An
     run = build_run(cfg, env, device)
     o, rt = cfg.optim, cfg.runtime
     run.config.update(epochs=o.epochs, batch_size=o.batch_size, lr=o.peak_lr, opt=o.opt, weight_decay=o.decay,
-                      warmup_epochs=o.warmup_epochs, label_smoothing=cfg.smoothing,
+                      warmup_epochs=o.warmup_epochs, label_smoothing=cfg.smoothing if cfg.mode == "erm" else None,
                       **(cfg.distill.resolved if cfg.mode != "erm" else {"temperature": None, "soften_targets": None}),
                       ema=o.ema, seed=cfg.seed, limit_batches=rt.limit_batches, world_size=env.world_size,
                       amp=str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "off",

@@ -17,7 +17,7 @@ from torch import nn
 from ..checkpoint import checkpoint_dir, load_checkpoint, mismatch_reason, read_config
 from ..device import amp_dtype
 from ..distributed import DistEnv
-from ..errors import CheckpointError, DrkitError
+from ..errors import CheckpointError, DrkitError, one_line
 from .config import TrainConfig
 from .data import AugmentedDataset, ReinforcedDataset
 from .losses import LabelSmoothingCrossEntropy, SoftTargetLoss
@@ -153,6 +153,12 @@ def _model(cfg: TrainConfig, src: Source, size: int, env: DistEnv, device: torch
     net = ImageModel.from_config(ModelConfig(
         model=cfg.model, num_classes=len(src.classes), in_chans=src.channels, image_size=size, mean=mean, std=std,
         classes=list(src.classes), model_kwargs=cfg.model_kwargs, source_fingerprint=src.fingerprint), seed=cfg.seed)
+    try:  # a ViT built for 224 px fed 28 px, a bad --model-kwargs value: refused here, not as a traceback in step 1
+        with torch.no_grad():
+            net.eval()(torch.zeros(1, src.channels, size, size))
+    except (ValueError, TypeError, RuntimeError, AssertionError) as exc:
+        raise DrkitError(f"{cfg.model} fails on a {src.channels}x{size}x{size} image ({one_line(exc)}): check "
+                         f"--model-kwargs; size a ViT or Swin with --model-kwargs '{{\"img_size\": {size}}}'") from None
     if cfg.init is not None:
         load_init(net, cfg.init, env.rank)
     return net.to(device, memory_format=torch.channels_last if cfg.runtime.channels_last else torch.preserve_format)
