@@ -391,6 +391,7 @@ def test_a_streamed_source_reinforces_in_one_pass_with_nearby_partners(tmp_path,
     assert len(src) == N and src.classes == list(CLASSES) and list(src.labels) == list(plain.labels)
     assert [src.digest(i) for i in range(N)] == [plain.digest(i) for i in range(N)]
     assert load_source(f"hf-stream:{root}?mode=L").fingerprint == src.fingerprint
+    assert load_source(f"hf-stream:{root}").fingerprint != src.fingerprint  # RGB: other pixels, other samples
     import pickle
 
     src.load_uint8(2)  # an open stream

@@ -228,7 +228,8 @@ def hf_stream(arg: Optional[str], *, split: str, mode: Optional[str], download: 
         raise SourceError(f"hf-stream {where}: split {split!r} is empty")
     feature = (ds.features or {}).get(label)
     classes = check_labels(labels, getattr(feature, "names", None), f"hf-stream {where}")
-    h = hashlib.sha256(f"hf-stream-v1\n{where}\n{split}\n{len(labels)}\n".encode())
+    st = stamp("hf-stream", where, split, mode, "RGB")  # the mode and the class names decide the samples too
+    h = hashlib.sha256(f"hf-stream-v2\n{where}\n{split}\n{st['mode']}\n{list(classes)!r}\n{len(labels)}\n".encode())
     h.update(np.ascontiguousarray(labels, dtype="<i8").tobytes())
     return StreamedSource(HFRows(ds, image, label, where), window=window, fingerprint=h.hexdigest(),
-                          classes=classes, labels=labels, **stamp("hf-stream", where, split, mode, "RGB"))
+                          classes=classes, labels=labels, **st)
