@@ -98,17 +98,14 @@ class VerbConfig:
             options[name] = options[name].replace(**mine) if name in options else sub.build(**mine)
         missing = [f.name for f in dataclasses.fields(cls) if f.name not in options
                    and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-        if missing:
-            raise DrkitError(f"{cls.__name__} needs {', '.join(missing)}")
+        check(not missing, f"{cls.__name__} needs {', '.join(missing)}")
         return cls(**options)
 
     @classmethod
     def from_args(cls: type[C], args: Any, **overrides: Any) -> C:
         """From an ``argparse.Namespace`` (or mapping): fields named like its dests, then overrides."""
         values = vars(args) if not isinstance(args, Mapping) else dict(args)
-        picked = {k: v for k, v in values.items() if k in cls.names()}
-        picked.update(overrides)
-        return cls.build(**picked)
+        return cls.build(**({k: v for k, v in values.items() if k in cls.names()} | overrides))
 
     def flat(self) -> dict[str, Any]:
         """Every option by its keyword (a section's too), the values as they are."""

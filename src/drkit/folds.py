@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .configs import check
 from .errors import DrkitError
 from .fileio import read_json_object
 from .hashing import mix64_np
@@ -64,13 +65,11 @@ class FoldSplit:
 
 def split_for(src: Source, folds: int) -> tuple[FoldSplit, np.ndarray]:
     """The split of a training source (the full dataset or a ``?n=`` prefix) and each sample's fold."""
-    if folds < 2:
-        raise DrkitError(f"--folds must be at least 2, got {folds}")
+    check(folds >= 2, f"--folds must be at least 2, got {folds}")
     root, ids = root_indices(src)
     if not np.array_equal(ids, np.arange(ids.size)):
         raise DrkitError(f"--folds needs the full dataset or a ?n=N prefix of it; {src.spec} is another subset")
-    if len(src) < folds:
-        raise DrkitError(f"--folds {folds} needs at least {folds} samples; {src.spec} has {len(src)}")
+    check(len(src) >= folds, f"--folds {folds} needs at least {folds} samples; {src.spec} has {len(src)}")
     split = FoldSplit(folds, root.spec, root.fingerprint, int(ids.size))
     return split, fold_of(ids, folds)
 
@@ -83,11 +82,9 @@ def read_folds(directory: str | Path) -> dict[str, Any] | None:
     doc = read_json_object(path, DrkitError)
     ok = (doc.get("format") == FOLDS_FORMAT and doc.get("format_version") == FOLDS_VERSION
           and isinstance(doc.get("split"), dict) and isinstance(doc.get("members"), list))
-    if not ok:
-        raise DrkitError(f"{path} is not a drkit folds file (format {FOLDS_FORMAT} v{FOLDS_VERSION})")
+    check(ok, f"{path} is not a drkit folds file (format {FOLDS_FORMAT} v{FOLDS_VERSION})")
     s = doc["split"]
-    if s.get("hash") != FOLD_HASH:
-        raise DrkitError(f"{path} uses fold hash {s.get('hash')!r}; this drkit knows {FOLD_HASH}")
+    check(s.get("hash") == FOLD_HASH, f"{path} uses fold hash {s.get('hash')!r}; this drkit knows {FOLD_HASH}")
     members = doc["members"]
     folds = s.get("folds")
     if not isinstance(folds, int) or folds < 2 or len(members) != folds:

@@ -12,8 +12,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from .errors import CheckpointError
-from .errors import one_line as _one_line
+from .errors import CheckpointError, one_line
 
 __all__ = ["MODELS", "MODEL_FAMILIES", "DrkitCNN", "ImageModel", "ModelConfig", "create_model", "list_models",
            "register_model"]
@@ -202,7 +201,7 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, pretrained: boo
             return MODEL_FAMILIES[family](arch, num_classes=num_classes, in_chans=in_chans, pretrained=pretrained,
                                           **kwargs)
         except (ValueError, TypeError, RuntimeError, AssertionError, OSError) as exc:
-            raise CheckpointError(f"cannot build {family}:{arch}: {_one_line(exc)}") from exc
+            raise CheckpointError(f"cannot build {family}:{arch}: {one_line(exc)}") from exc
 
 
 @dataclass

@@ -82,12 +82,10 @@ def _label_map(model_classes: list[str], src: Any, allow_subset: bool) -> tuple[
     src_classes = list(src.classes)
     if not model_classes or src_classes == model_classes:
         return None, None, np.arange(len(src))
-    if not allow_subset:
-        raise DrkitError(f"{src.spec}'s class names differ from the checkpoint's; use --shift for a mapped set")
+    check(allow_subset, f"{src.spec}'s class names differ from the checkpoint's; use --shift for a mapped set")
     index = {name: i for i, name in enumerate(model_classes)}
     shared = [c for c in src_classes if c in index]
-    if not shared:
-        raise DrkitError(f"{src.spec} shares no class name with the checkpoint")
+    check(bool(shared), f"{src.spec} shares no class name with the checkpoint")
     subset = np.array(sorted(index[c] for c in shared))
     position = {m: k for k, m in enumerate(subset)}
     label_map = np.array([position.get(index.get(c, -1), -1) for c in src_classes])
@@ -160,8 +158,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     views, run, keep, _ = _views_and_run(cfg, model, mcfg, src, device)
     workers = src.loader_workers(cfg.workers)
     clean = run(views(), workers=workers, desc="eval", progress=cfg.progress)
-    if len(clean.skipped) == len(keep):
-        raise DrkitError(f"none of the {len(keep)} images of {src.spec} can be decoded")
+    check(len(clean.skipped) != len(keep), f"none of the {len(keep)} images of {src.spec} can be decoded")
     report: dict[str, Any] = {"checkpoint": str(cfg.checkpoint), "data": src.spec,
                               "images": len(keep) - len(clean.skipped), **clean.compute(), "reliability": clean.bins()}
     if cfg.skip_bad:

@@ -26,8 +26,7 @@ def parse_shard(spec: str | tuple[int, int] | None) -> tuple[int, int]:
             i, n = (int(x) for x in str(spec).split("/"))
         except ValueError:
             raise DrkitError(f"--shard expects i/n (e.g. 0/4), got {spec!r}") from None
-    if not (n >= 1 and 0 <= i < n):
-        raise DrkitError(f"--shard {i}/{n}: need 0 <= i < n")
+    check(n >= 1 and 0 <= i < n, f"--shard {i}/{n}: need 0 <= i < n")
     return i, n
 
 

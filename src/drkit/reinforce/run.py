@@ -81,8 +81,7 @@ def _open(cfg: ReinforceConfig, device: torch.device) -> tuple[Any, torch.nn.Mod
 
     src = load_source(cfg.data, split=cfg.split, download=cfg.download) if isinstance(cfg.data, str) else cfg.data
     num_classes = len(src.classes)
-    if not 1 <= cfg.topk <= num_classes:
-        raise DrkitError(f"--topk {cfg.topk} must be in 1..{num_classes} (the source's class count)")
+    check(1 <= cfg.topk <= num_classes, f"--topk {cfg.topk} must be in 1..{num_classes} (the source's class count)")
     specs = cfg.teacher_specs
     ens = cfg.teacher if specs is None else load_teacher(specs, device=device, num_classes=num_classes,
                                                          classes=list(src.classes))

@@ -11,7 +11,7 @@ import numpy as np
 from safetensors.numpy import save as st_save
 
 from ..errors import StoreError
-from ..fileio import atomic_write_bytes, sha256_bytes
+from ..fileio import atomic_write_bytes
 
 _ST_DTYPES = {"U8": np.uint8, "I8": np.int8, "U16": np.uint16, "I16": np.int16, "U32": np.uint32,
               "I32": np.int32, "U64": np.uint64, "I64": np.int64, "F16": np.float16, "F32": np.float32,
@@ -23,12 +23,10 @@ def shard_metadata(start: int, stop: int) -> dict[str, str]:
     return {"drkit": f"drkit-store v1 samples {start}:{stop}"}
 
 
-def write_shard(path: str | Path, arrays: dict[str, np.ndarray], metadata: dict[str, str],
-                tag: str = "") -> tuple[int, str]:
-    """Atomically write one shard (temp file named with ``tag``); returns (bytes, sha256)."""
+def write_shard(path: str | Path, arrays: dict[str, np.ndarray], metadata: dict[str, str], tag: str = "") -> None:
+    """Atomically write one shard (temp file named with ``tag``)."""
     data = st_save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata=metadata)
     atomic_write_bytes(path, data, tag=tag)
-    return len(data), sha256_bytes(data)
 
 
 def read_header(path: str | Path) -> tuple[int, dict[str, Any]]:

@@ -12,8 +12,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import WEIGHTS_NAME, load_checkpoint, load_strict, read_config
-from ..errors import CheckpointError, DrkitError, TeacherError
-from ..errors import one_line as _one_line
+from ..errors import CheckpointError, DrkitError, TeacherError, one_line
 from ..folds import load_split, read_folds
 from ..models import ImageModel, ModelConfig, create_model, first_conv
 from .spec import (IMAGENET_MEAN, IMAGENET_STD, FoldRoute, Member, TeacherInfo, TeacherSpec, WeightFile, as_tuple,
@@ -65,7 +64,7 @@ def _load_timm(spec: TeacherSpec) -> Member:
     try:  # ``NAME.tag`` picks a tag; {} when the model has no pretrained cfg
         pcfg = timm.models.get_pretrained_cfg(name)
     except RuntimeError as exc:  # invalid pretrained tag
-        raise TeacherError(f"teacher {spec.raw}: {_one_line(exc)}") from exc
+        raise TeacherError(f"teacher {spec.raw}: {one_line(exc)}") from exc
     cfg = pcfg.to_dict() if pcfg is not None else {}
     plan = _timm_plan(spec, name, cfg, options, kwargs)
     if size is not None:
@@ -117,7 +116,7 @@ def _timm_create(spec: TeacherSpec, name: str, plan: _TimmPlan, kwargs: dict[str
         raise
     except Exception as exc:
         where = f"from {plan.weights.path}" if plan.weights else "from the hub (no network? use ?file=PATH)"
-        raise TeacherError(f"teacher {spec.raw}: cannot load weights {where}: {_one_line(exc)}") from exc
+        raise TeacherError(f"teacher {spec.raw}: cannot load weights {where}: {one_line(exc)}") from exc
     if plan.weights is not None and plan.head_key is not None:
         check_head(spec, model, plan.weights, plan.head_key, plan.label_offset)
     return model
@@ -211,7 +210,7 @@ def _torchvision_from_hub(spec: TeacherSpec, name: str, tv_weights: Any) -> tupl
         model = torchvision.models.get_model(name, weights=tv_weights)
     except Exception as exc:
         raise TeacherError(f"teacher {spec.raw}: cannot load {tv_weights} (no network? use ?file=PATH): "
-                           f"{_one_line(exc)}") from exc
+                           f"{one_line(exc)}") from exc
     cached = _torch_hub_cached_file(tv_weights.url)
     return model, len(tv_weights.meta["categories"]), 3, str(cached) if cached else None
 

@@ -10,8 +10,7 @@ from urllib.parse import unquote
 import torch
 from torch import nn
 
-from ..errors import TeacherError
-from ..errors import one_line as _one_line
+from ..errors import TeacherError, one_line
 from ..fileio import sha256_file
 from ..folds import FoldSplit
 from ..models import ImageModel
@@ -205,7 +204,7 @@ class WeightFile:
                 self._state = {k: v for k, v in load_state_dict(str(path)).items() if torch.is_tensor(v)}
                 self.shapes = {k: tuple(v.shape) for k, v in self._state.items()}
         except Exception as exc:  # corrupt / foreign file: one line naming it
-            raise TeacherError(f"teacher {spec.raw}: cannot read weights {path}: {_one_line(exc)}") from exc
+            raise TeacherError(f"teacher {spec.raw}: cannot read weights {path}: {one_line(exc)}") from exc
         if not self.shapes:
             raise TeacherError(f"teacher {spec.raw}: weights file {path} holds no tensors")
 

@@ -24,7 +24,6 @@ from torch.utils.data import DataLoader
 from ..configs import check
 from ..device import autocast, resolve_device
 from ..distributed import DistEnv, dist_env, init_process_group
-from ..errors import DrkitError
 from .config import TrainConfig
 from .data import PlainBatches
 from .optim import EMA, cosine_lr, create_optimizer, flatten_optimizer, set_lr, unflatten_optimizer
@@ -135,8 +134,8 @@ def _train_epoch(run: Run, model: nn.Module, fit: Fit, loader: DataLoader, epoch
     seconds = time.perf_counter() - start
     bar.close()
     tot_loss, tot_correct, tot_seen = _all_reduce([loss_sum.item(), correct.item(), float(seen)], env, device)
-    if not math.isfinite(tot_loss):
-        raise DrkitError(f"training loss became non-finite in epoch {epoch + 1}; lower --lr or check the data")
+    check(math.isfinite(tot_loss),
+          f"training loss became non-finite in epoch {epoch + 1}; lower --lr or check the data")
     return {"train_loss": tot_loss / max(tot_seen, 1), "train_top1": tot_correct / max(tot_seen, 1), "lr": lr,
             "epoch_seconds": seconds, "img_per_s": tot_seen / max(seconds, 1e-9), "train_samples": int(tot_seen)}
 
@@ -186,9 +185,8 @@ def _restore(run: Run, fit: Fit) -> dict[str, Any]:
     tensors, doc = load_state(out)
     diff = run.cfg.diff(doc.get("config") or {})
     diff += [k for k in ("data_fingerprint", "store_views", "amp") if doc["run"].get(k) != run.config.get(k)]
-    if diff:
-        raise DrkitError(f"--resume: {out} holds a run with other settings ({', '.join(sorted(diff))}); "
-                         "resume with the same options or choose another --out")
+    check(not diff, f"--resume: {out} holds a run with other settings ({', '.join(sorted(diff))}); "
+          "resume with the same options or choose another --out")
     run.model.load_state_dict(split_prefix(tensors, "model"), strict=True)
     unflatten_optimizer(fit.optimizer, {k: v.to(run.device) for k, v in tensors.items() if k.startswith("optim.")},
                         doc["optimizer"])
@@ -248,8 +246,7 @@ def _train(cfg: TrainConfig, env: DistEnv, device: torch.device) -> dict[str, An
                       channels_last=rt.channels_last, init=cfg.init)
     per_rank_items = cfg.optim.batch_size // env.world_size // cfg.distill.views_per_image
     n_items = len(run.dataset)
-    steps = len(epoch_batches(n_items, cfg.seed, 0, per_rank_items, env.rank, env.world_size))
-    steps = min(steps, cfg.runtime.limit_batches) if cfg.runtime.limit_batches else steps
+    steps = len(epoch_batches(n_items, cfg.seed, 0, per_rank_items, env.rank, env.world_size)[:rt.limit_batches])
     fit = _fit(run, steps)
     rows: list[dict[str, Any]] = []
     start_epoch = 0

@@ -104,9 +104,7 @@ def flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tenso
 
 def unflatten_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     state: dict[int, dict[str, Any]] = {}
-    for name, val in tensors.items():
-        if not name.startswith("optim."):
-            continue
+    for name, val in tensors.items():  # the caller passes the "optim.*" tensors only
         _, idx, key = name.split(".", 2)
         state.setdefault(int(idx), {})[key] = val
     for idx, rest in meta.get("scalars", {}).items():

@@ -174,11 +174,8 @@ def native_size(src: Source) -> int:
     """The source's square side when its images share one (first, middle, last agree), else 224."""
     n = len(src)
     sizes = {tuple(src.image_size(i)) for i in sorted({0, n // 2, n - 1})}
-    if len(sizes) == 1:
-        h, w = next(iter(sizes))
-        if h == w:
-            return int(h)
-    return 224
+    h, w = next(iter(sizes))
+    return int(h) if len(sizes) == 1 and h == w else 224
 
 
 def source_stats(src: Source, max_images: int = STATS_IMAGES,
