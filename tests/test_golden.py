@@ -108,5 +108,5 @@ def test_golden_dr_weights(tmp_path, digits_train, golden_store):
                       soften_targets=True))
     got = _weights_probe(out / "model.safetensors")
     assert got.keys() == GOLDEN_DR_WEIGHTS.keys()
-    for name, want in GOLDEN_DR_WEIGHTS.items():  # ISA variants differ by <= 1e-7; a change in the arithmetic by far more
+    for name, want in GOLDEN_DR_WEIGHTS.items():  # see the module docstring
         assert got[name] == pytest.approx(want, rel=1e-5, abs=1e-7), name
