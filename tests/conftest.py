@@ -27,6 +27,16 @@ def make_teacher(root: Path, classes: list[str], seed: int, image_size: int = 16
     return f"ckpt:{root}"
 
 
+def write_manifest(root: Path, doc: dict) -> None:
+    """Write an edited store manifest re-signed (its ``manifest_sha256`` recomputed), as an editor who knows
+    the format would: the edit then reaches the checks behind the manifest's own digest."""
+    import json
+
+    from drkit.store.format import manifest_digest
+
+    (Path(root) / "manifest.json").write_text(json.dumps({**doc, "manifest_sha256": manifest_digest(doc)}))
+
+
 def bench_module(name: str):
     """``benchmarks/NAME.py`` as a module (its sibling imports resolve while it loads; sys.path is left as found)."""
     import importlib.util

@@ -329,7 +329,7 @@ def test_a_format2_import_with_the_old_op_names_replays_byte_identically(tmp_pat
     doc["format_version"], doc["recipe"]["spec"] = 2, FORMAT2[kind][0]
     (tmp_path / "old" / "manifest.json").write_text(json.dumps(doc))
     old = open_store(tmp_path / "old")
-    assert old.recipe.spec == new.recipe.spec and old.manifest["format_version"] == 3
+    assert old.recipe.spec == new.recipe.spec and old.manifest["format_version"] == 4
     views = [(i, v) for i in range(old.num_samples) for v in range(old.num_views)]
     pixels = torch.stack([old.render_uint8(src, i, v) for i, v in views])
     assert hashlib.sha256(pixels.numpy().tobytes()).hexdigest() == FORMAT2[kind][1]

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import bench_module, op_recipes
+from conftest import bench_module, op_recipes, write_manifest
 
 from drkit.augment import ViewSampler, get_recipe
 from drkit.augment.batch import RENDERER_VERSION, render_batch
@@ -125,7 +125,7 @@ def test_store_records_its_renderer_and_a_renderer1_store_replays_exactly(tmp_pa
     new = open_store(reinforce(ReinforceConfig(data=digits_train, teacher=teacher_pair, out=tmp_path / "v2",
                                                recipe="rrc+ra+re", **kw)))
     assert new.renderer["version"] == RENDERER_VERSION and new.renderer["device"] == "cpu"
-    assert {"torch", "torchvision", "name"} <= set(new.renderer) and new.manifest["format_version"] == 3
+    assert {"torch", "torchvision", "name"} <= set(new.renderer) and new.manifest["format_version"] == 4
     assert new.recipe.ops[2].settings["fill"] == "hash"
     root = reinforce(ReinforceConfig(data=digits_train, teacher=teacher_pair, out=tmp_path / "v1",
                                      recipe="rrc+ra+re@fill=generator", **kw))
@@ -138,9 +138,9 @@ def test_store_records_its_renderer_and_a_renderer1_store_replays_exactly(tmp_pa
     old = open_store(root)
     assert old.renderer["version"] == 1 and old.recipe.ops[2].settings["fill"] == "generator"
     assert old.manifest["replay"] == "exact" and old.digest_kind is None and old.manifest["sampler"] == 1
-    doc["format_version"] = 4
+    doc["format_version"] = 5
     (root / "manifest.json").write_text(json.dumps(doc))
-    with pytest.raises(StoreError, match="format version 4; this drkit reads versions 1..3"):
+    with pytest.raises(StoreError, match="format version 5; this drkit reads versions 1..4"):
         open_store(root)
     doc["format_version"] = 1
     (root / "manifest.json").write_text(json.dumps(doc))
@@ -182,7 +182,7 @@ def test_replay_on_another_device_kind_warns_once(tmp_path, digits_train, teache
                                      views=2, topk=3, workers=0, device="cpu", progress=False, command=["t"]))
     doc = json.loads((root / "manifest.json").read_text())
     doc["renderer"]["device"] = "cuda"
-    (root / "manifest.json").write_text(json.dumps(doc))
+    write_manifest(root, doc)
     capsys.readouterr()  # reinforce's own lines (random teachers are called weak)
     store = open_store(root)
     store.replay(digits_train, 0, 0)

@@ -13,14 +13,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_manifest
 from PIL import Image
 
 from drkit.augment import eval_transform
 from drkit.errors import DrkitError
 from drkit.reinforce import ReinforceConfig, reinforce
 from drkit.store import densify, open_store
-from drkit.train import (AugmentedDataset, ReinforcedDataset, SoftTargetLoss, TrainConfig, collate_raw, read_metrics,
-                         train)
+from drkit.train import (
+    AugmentedDataset,
+    ReinforcedDataset,
+    SoftTargetLoss,
+    TrainConfig,
+    collate_raw,
+    read_metrics,
+    train,
+)
 from drkit.train import loop as train_loop
 from drkit.train.losses import LabelSmoothingCrossEntropy
 from drkit.train.order import epoch_batches, epoch_views
@@ -225,7 +233,7 @@ def _one_hot_store(src, teachers, out: Path) -> Path:
     """A real store whose 'teacher' put probability 1.0 on the true label of every view."""
     from safetensors.numpy import load_file
 
-    from drkit.fileio import atomic_write_json, sha256_file
+    from drkit.fileio import sha256_file
     from drkit.store.shards import shard_metadata, write_shard
 
     root = reinforce(ReinforceConfig(data=src, teacher=teachers, out=out, recipe="padcrop+ra+re", views=3, topk=3,
@@ -244,7 +252,7 @@ def _one_hot_store(src, teachers, out: Path) -> Path:
         arrays["topk_probs"] = probs
         write_shard(path, arrays, shard_metadata(info["start"], info["stop"]))
         info.update(bytes=path.stat().st_size, sha256=sha256_file(path))
-    atomic_write_json(root / "manifest.json", manifest)
+    write_manifest(root, manifest)
     return root
 
 
@@ -274,7 +282,6 @@ def test_one_hot_store_gives_erm_targets(tmp_path, digits_train, teacher_pair):
 def test_reinforced_dataset_library_use(tmp_path, digits_train, teacher_pair):
     import drkit
     from drkit.errors import StoreError
-    from drkit.fileio import atomic_write_json
     from drkit.sources import load_source
 
     assert drkit.ReinforcedDataset is ReinforcedDataset and drkit.SoftTargetLoss is SoftTargetLoss
@@ -297,7 +304,7 @@ def test_reinforced_dataset_library_use(tmp_path, digits_train, teacher_pair):
     # skipped samples (listed in the manifest) are left out
     manifest = json.loads((root / "manifest.json").read_text())
     manifest["skipped"] = [2, 5]
-    atomic_write_json(root / "manifest.json", manifest)
+    write_manifest(root, manifest)
     ds = ReinforcedDataset(digits_train, open_store(root))
     assert len(ds) == len(digits_train) - 2 and not {2, 5} & set(ds.sample_ids.tolist())
     with pytest.raises(StoreError, match="fingerprint"):

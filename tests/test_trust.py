@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_teacher
+from conftest import make_teacher, write_manifest
 
 from drkit.fileio import sha256_file
 from drkit.reinforce import ReinforceConfig, reinforce
@@ -55,7 +55,7 @@ def _edit_shard(root: Path, fn, fix_manifest: bool) -> None:
     path.write_bytes(save(arrays, metadata=header_meta))
     if fix_manifest:  # an editor who also rewrote the checksum
         info.update(bytes=path.stat().st_size, sha256=sha256_file(path))
-        (root / "manifest.json").write_text(json.dumps(manifest))
+        write_manifest(root, manifest)
 
 
 def _train(root: Path, tmp: Path) -> subprocess.CompletedProcess:
@@ -101,6 +101,29 @@ def test_merge_checks_its_inputs_before_writing(tmp_path, store, digits_train):
     assert not (tmp_path / "merged").exists()
 
 
+def test_a_manifest_edited_into_another_valid_setting_is_refused(tmp_path, store):
+    """Format 4 records the manifest's own sha256: a recipe magnitude or a seed edited into another
+    valid value would replay other views under the stored labels, so it is refused. A format-3 store
+    (written before the digest) still opens."""
+    from drkit.store import open_store
+
+    root = _copy(store, tmp_path)
+    manifest = json.loads((root / "manifest.json").read_text())
+    spec = manifest["recipe"]["spec"]
+    assert manifest["format_version"] == 4 and ",m=2," in spec  # size-aware: m 9 at 224 px is 2 at 16
+    (root / "manifest.json").write_text(json.dumps({**manifest, "recipe": {**manifest["recipe"],
+                                                                           "spec": spec.replace(",m=2,", ",m=3,")}}))
+    _one_line_error(_cli("verify", str(root)), "manifest_sha256", "edited")
+    _one_line_error(_train(root, tmp_path), "manifest_sha256")
+    (root / "manifest.json").write_text(json.dumps({**manifest, "seed": manifest["seed"] + 1}))
+    _one_line_error(_cli("inspect", str(root)), "manifest_sha256")
+    doc = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    (root / "manifest.json").write_text(json.dumps(doc))  # the digest deleted: refused as well
+    _one_line_error(_cli("verify", str(root)), "manifest_sha256")
+    (root / "manifest.json").write_text(json.dumps({**doc, "format_version": 3}))
+    assert open_store(root).manifest["seed"] == manifest["seed"]  # format 3: read as it always was
+
+
 @pytest.mark.parametrize("name, words", [("../outside.safetensors", ("resolves outside",)),
                                           ("/etc/passwd", ("not a relative path",))])
 def test_manifest_paths_never_leave_the_store(tmp_path, store, name, words):
@@ -108,7 +131,7 @@ def test_manifest_paths_never_leave_the_store(tmp_path, store, name, words):
     shutil.copy(root / "shards" / "00000.safetensors", tmp_path / "outside.safetensors")
     manifest = json.loads((root / "manifest.json").read_text())
     manifest["shards"][0]["file"] = name
-    (root / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(root, manifest)
     _one_line_error(_cli("verify", str(root)), *words)
     _one_line_error(_train(root, tmp_path), *words)
 
@@ -168,7 +191,7 @@ def test_merge_refuses_stores_rendered_by_different_renderers(tmp_path, store, d
                                       device="cpu", progress=False, seed=5, command=["t"]))
     manifest = json.loads((other / "manifest.json").read_text())
     manifest["renderer"] = {**manifest["renderer"], "device": "cuda"}  # as if made on a GPU: replays differ
-    (other / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(other, manifest)
     _one_line_error(_cli("merge", str(store), str(other), "--out", str(tmp_path / "merged")), "different renderer")
     assert not (tmp_path / "merged").exists()
 
@@ -226,7 +249,7 @@ def test_a_manifest_with_wrong_types_or_sizes_is_one_line(tmp_path, store, key, 
     root = _copy(store, tmp_path)
     manifest = json.loads((root / "manifest.json").read_text())
     manifest[key] = value
-    (root / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(root, manifest)
     _one_line_error(_cli("inspect", str(root)), words)
     _one_line_error(_cli("verify", str(root)), words)
 
@@ -298,7 +321,7 @@ def test_fuzzed_stores_fail_only_with_drkit_errors(tmp_path_factory, store, digi
             data[at] = byte
             shard.write_bytes(bytes(data))
             manifest["shards"][1].update(bytes=len(data), sha256=sha256_file(shard))
-        (root / "manifest.json").write_text(json.dumps(manifest))
+        write_manifest(root, manifest)
         try:
             s = open_store(root)
             s.verify(digits_train)
@@ -403,7 +426,7 @@ def test_content_digest_files_are_checked_like_shards(tmp_path, store):
     _one_line_error(_cli("verify", str(root)), "00001.content.safetensors", "sha256")
     manifest = json.loads((root / "manifest.json").read_text())
     manifest["shards"][0]["content"]["file"] = "../../etc/passwd"
-    (root / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(root, manifest)
     _one_line_error(_cli("verify", str(root)), "resolves outside")
 
 
@@ -425,7 +448,7 @@ def test_merge_refuses_stores_of_different_images_and_keeps_digests(tmp_path, st
     side.write_bytes(save(arrays, metadata={"drkit": "drkit-store v1 samples 0:16"}))
     manifest = json.loads((changed / "manifest.json").read_text())
     manifest["shards"][0]["content"].update(bytes=side.stat().st_size, sha256=sha256_file(side))
-    (changed / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(changed, manifest)
     with pytest.raises(Exception, match="different images"):
         merge_stores([store, changed], tmp_path / "m2")
     assert not (tmp_path / "m2").exists()

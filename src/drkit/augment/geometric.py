@@ -53,9 +53,7 @@ class RandomResizedCrop(_BoxCrop):
     @classmethod
     def size_defaults(cls, side: int) -> dict[str, float]:
         """Below 224 px the smallest crop grows as 1 / side (at most 0.5): 8 % of 28 px is unlabelable."""
-        if side >= REFERENCE_SIDE:
-            return {}
-        return {"scale_min": round(min(0.5, 0.08 * REFERENCE_SIDE / side), 3)}
+        return {} if side >= REFERENCE_SIDE else {"scale_min": round(min(0.5, 0.08 * REFERENCE_SIDE / side), 3)}
 
     def draw(self, d: Draws, ctx: BatchContext) -> dict[str, np.ndarray]:
         s = self.settings

@@ -127,9 +127,7 @@ class Recipe:
 def default_recipe(side: int, strong: bool = False) -> str:
     """Pad-crop + flip for small images (RandAugment, erasing and small crops destroy 28-32 px
     images); random-resized crop (``strong``: + RandAugment + erasing) for larger ones."""
-    if side <= SMALL_SIDE:
-        return "padcrop"
-    return "rrc+ra+re" if strong else "rrc"
+    return "padcrop" if side <= SMALL_SIDE else "rrc+ra+re" if strong else "rrc"
 
 
 def resolve_recipe(spec: str | None, side: int, strong: bool = False) -> Recipe:

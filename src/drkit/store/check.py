@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import DrkitError, StoreError
 from ..fileio import inside, read_json_object, sha256_file
 from .format import (CONTENT_SCHEMA, DIGEST_KINDS, FORMAT_NAME, FORMAT_VERSION, MANIFEST, REQUIRED_MANIFEST_KEYS,
-                     shard_ranges, upgrade_manifest)
+                     manifest_digest, shard_ranges, upgrade_manifest)
 from .shards import ShardReader
 
 
@@ -123,7 +123,9 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     version = manifest.get("format_version")
     if version not in range(1, FORMAT_VERSION + 1):
         raise StoreError(f"store {root} has format version {version}; this drkit reads versions 1..{FORMAT_VERSION}")
-    if version < FORMAT_VERSION:
+    if version >= 4 and manifest.get("manifest_sha256") != manifest_digest(manifest):
+        raise StoreError(f"{mpath} does not match its manifest_sha256: the store was edited; rebuild it")
+    if version < 3:  # formats 1-2 are respelt; format 3 is format 4 without its manifest_sha256
         try:
             manifest = upgrade_manifest(manifest)
         except (DrkitError, AttributeError, TypeError, ValueError) as e:

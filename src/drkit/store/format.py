@@ -2,11 +2,13 @@
 one record is a fixed-size slice read without touching the other NS-1 views; and the manifest."""
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import RecipeError
+from ..fileio import sha256_bytes
 from ..textspec import split_options
 
 if TYPE_CHECKING:
@@ -14,9 +16,9 @@ if TYPE_CHECKING:
 
 FORMAT_NAME = "drkit-store"
 #: 2: the manifest spells out renderer, sampler, recipe side, digests, replay and partner window;
-#: 3: the importer's crop and erasing are settings of drkit's ops (:data:`RESPELT`);
-#: older manifests are upgraded when read (:func:`upgrade_manifest`)
-FORMAT_VERSION = 3
+#: 3: the importer's crop and erasing are settings of drkit's ops (:data:`RESPELT`); 4: the manifest
+#: records its own sha256 (:func:`manifest_digest`); formats 1-2 are upgraded when read (:func:`upgrade_manifest`)
+FORMAT_VERSION = 4
 MANIFEST = "manifest.json"
 RUN_CONFIG = "run.json"
 SHARD_DIR = "shards"
@@ -33,6 +35,13 @@ V1_DEFAULTS: dict[str, Any] = {"renderer": {"name": "drkit", "version": 1, "devi
 #: the settings a store header takes from its maker, in manifest order (``replay`` defaults to exact)
 HEADER_FIELDS = ("image_size", "recipe_request", "recipe_side", "num_views", "topk", "seed", "samples_per_shard",
                  "renderer", "sampler", "content_digest", "replay")
+
+
+def manifest_digest(m: Mapping[str, Any]) -> str:
+    """sha256 of a manifest's canonical JSON but its ``provenance`` (so identical stores share it): format 4
+    records it, so an edit into another valid setting (a recipe magnitude, a seed) is refused, not replayed."""
+    body = {k: v for k, v in m.items() if k not in ("manifest_sha256", "provenance")}
+    return sha256_bytes(json.dumps(body, sort_keys=True).encode())
 
 
 def store_header(src: Any, teachers: list[dict[str, Any]], recipe: Recipe, **fields: Any) -> dict[str, Any]:

@@ -93,11 +93,10 @@ class Store:
 
     def _reader(self, k: int) -> ShardReader:
         """Shard ``k``, checked (path, size, sha256, schema, values) the first time it is used."""
-        reader = self._readers.get(k)
-        if reader is None:
-            reader = open_shard(self.path, self.manifest["shards"][k], self.manifest, self.recipe.codec.num_bits)
-            self._readers[k] = reader
-        return reader
+        if k not in self._readers:
+            self._readers[k] = open_shard(self.path, self.manifest["shards"][k], self.manifest,
+                                          self.recipe.codec.num_bits)
+        return self._readers[k]
 
     def content_digests(self, k: int) -> np.ndarray | None:
         """Shard ``k``'s per-sample content digests (uint32), checked on first use, or ``None``."""

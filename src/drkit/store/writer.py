@@ -15,7 +15,7 @@ from .. import __version__
 from ..errors import DrkitError, StoreError
 from ..fileio import atomic_write_json, read_json_object, sha256_file
 from .format import (FORMAT_NAME, FORMAT_VERSION, MANIFEST, RUN_CONFIG, SHARD_DIR, V1_DEFAULTS, content_name,
-                     current_recipe, shard_name, shard_ranges)
+                     current_recipe, manifest_digest, shard_name, shard_ranges)
 from .shards import ShardReader, shard_metadata, write_shard
 
 
@@ -119,7 +119,7 @@ class StoreWriter:
         manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "drkit_version": __version__,
                     **self.config, **(extra or {}), "shards": shards,
                     "skipped": sorted(set(skipped) | set(self.skipped())), "provenance": provenance}
-        atomic_write_json(self.root / MANIFEST, manifest)
+        atomic_write_json(self.root / MANIFEST, {**manifest, "manifest_sha256": manifest_digest(manifest)})
         return True
 
     def abandon(self, keep_finished: bool = True) -> None:

@@ -108,10 +108,9 @@ def refuse_init_that_saw_the_data(init: str, src: Any) -> None:
         return  # not a drkit checkpoint (load_init refuses what it cannot read)
     config, doc = read_config(directory)
     root, _ = root_indices(src)
-    seen = {config.source_fingerprint}
     data_spec = str((doc.get("extra") or {}).get("data") or "")
     same_root = data_spec.split("?")[0] == root.spec.split("?")[0]
-    if seen & {src.fingerprint, root.fingerprint} or same_root:
+    if config.source_fingerprint in {src.fingerprint, root.fingerprint} or same_root:
         raise DrkitError(f"--folds with --init {init}: those weights trained on {data_spec or src.spec}, so every "
                          f"member would start from a model that saw its held-out fold; train the members from "
                          f"scratch or from weights trained on other data")

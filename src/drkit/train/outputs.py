@@ -58,9 +58,7 @@ def warn_if_underfit(rows: list[dict[str, Any]], config: dict[str, Any], rank: i
 
 
 def jsonable(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
+    return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
 def write_metrics(out: Path, rows: list[dict[str, Any]]) -> None:
