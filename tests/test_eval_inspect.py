@@ -56,7 +56,7 @@ def test_eval_report_layout_and_corruptions(tmp_path):
     assert (preds[0] != preds[1]).any()  # the model tells the corrupted views apart, so the check means something
 
 
-def test_eval_refuses_wrong_classes_and_maps_a_shift_by_name(tmp_path, teacher_pair):
+def test_eval_refuses_wrong_classes_and_maps_a_shift_by_name(tmp_path, teacher_pair, monkeypatch):
     ckpt = teacher_pair[0].split(":", 1)[1]
     with pytest.raises(DrkitError, match="class names differ from the checkpoint's; use --shift"):
         evaluate(EvalConfig(checkpoint=ckpt, data="fashion-mnist:test?n=10", workers=0, progress=False))
@@ -73,6 +73,13 @@ def test_eval_refuses_wrong_classes_and_maps_a_shift_by_name(tmp_path, teacher_p
             Image.fromarray(src.load_uint8(i)[0].numpy(), "L").save(d / f"{i}.png")
     (root / "unknown-class").mkdir()
     Image.fromarray(np.zeros((8, 8), np.uint8), "L").save(root / "unknown-class" / "x.png")
+    import drkit.evaluate.run as eval_run
+
+    with monkeypatch.context() as m:  # an RGB shift set for a 1-channel model: refused before any evaluation runs
+        m.setattr(eval_run, "_run", lambda *a, **k: pytest.fail("evaluated before refusing the shift set"))
+        with pytest.raises(DrkitError, match=r"shift:train has 3 channel\(s\), the checkpoint takes 1: read it with"):
+            evaluate(EvalConfig(checkpoint=ckpt, data="digits:test", shift=f"imagefolder:{root}", workers=0,
+                                progress=False))
     r = evaluate(EvalConfig(checkpoint=ckpt, data="digits:test", shift=f"imagefolder:{root}?mode=L", limit=16,
                             workers=0, progress=False))
     assert r["shift"]["classes"] == 2 and r["shift"]["images"] == sum(1 for _ in root.rglob("[0-9]*.png"))

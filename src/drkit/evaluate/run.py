@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..configs import DOWNLOAD_HELP, KW_ONLY, SPLIT_HELP, VerbConfig, check, option
 from ..device import resolve_device
-from ..errors import DrkitError, SourceError
+from ..errors import SourceError
 from ..fileio import atomic_write_json
 from ..plots import reliability_diagram
 from .corruptions import CORRUPTIONS, SEVERITIES, corrupt, corruption_seed
@@ -153,8 +153,10 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     model, mcfg = load_checkpoint(cfg.checkpoint, device=device)
     model = model.to(device).eval().to(memory_format=torch.channels_last)
     src = load_source(cfg.data, split=cfg.split, download=cfg.download) if isinstance(cfg.data, str) else cfg.data
-    if src.channels != mcfg.in_chans:
-        raise DrkitError(f"{src.spec} has {src.channels} channel(s), the checkpoint takes {mcfg.in_chans}")
+    shift = None if cfg.shift is None else load_source(cfg.shift, split=cfg.split, download=cfg.download)
+    for s in filter(None, (src, shift)):  # both refused before the long runs, not after the corruption table
+        check(s.channels == mcfg.in_chans,
+              f"{s.spec} has {s.channels} channel(s), the checkpoint takes {mcfg.in_chans}: read it with ?mode=L or RGB")
     views, run, keep, _ = _views_and_run(cfg, model, mcfg, src, device)
     workers = src.loader_workers(cfg.workers)
     clean = run(views(), workers=workers, desc="eval", progress=cfg.progress)
@@ -170,8 +172,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         report["corruptions"] = _corruption_table(cfg, views, functools.partial(run, workers=workers, progress=False))
         report["mean_corruption_top1"] = float(np.mean([v for row in report["corruptions"].values()
                                                         for v in row.values()]))
-    if cfg.shift is not None:
-        report["shift"] = _shifted(cfg, model, mcfg, device)
+    if shift is not None:
+        report["shift"] = _shifted(cfg, model, mcfg, shift, device)
     if cfg.plot is not None:
         report["reliability_png"] = str(reliability_diagram(clean.bins(), cfg.plot,
                                                             title=f"{Path(cfg.checkpoint).name} on {src.spec}"))
@@ -206,11 +208,8 @@ def _views_and_run(cfg: EvalConfig, model: Any, mcfg: Any, src: Any, device: Any
     return views, run, keep, subset
 
 
-def _shifted(cfg: EvalConfig, model: Any, mcfg: Any, device: Any) -> dict[str, Any]:
-    """Metrics on another labelled set, classes mapped by name."""
-    from ..sources import load_source
-
-    src = load_source(cfg.shift, split=cfg.split, download=cfg.download)
+def _shifted(cfg: EvalConfig, model: Any, mcfg: Any, src: Any, device: Any) -> dict[str, Any]:
+    """Metrics on another labelled set (``--shift``), classes mapped by name."""
     views, run, keep, subset = _views_and_run(cfg, model, mcfg, src, device, shifted=True)
     res = run(views(), workers=src.loader_workers(cfg.workers), desc="shift", progress=cfg.progress)
     return {"data": src.spec, "images": len(keep) - len(res.skipped),
