@@ -25,7 +25,7 @@ step 210 reinforce_throughput $py benchmarks/reinforce_throughput.py --device cu
   --workers 8 --data imagefolder:/tmp/jpegs --make-jpegs 4096 --small-data imagefolder:/tmp/j32 --make-small-jpegs 32768 \
   --out-file "$OUT/reinforce_throughput_gpu.txt"
 step 75 cuda_tests bash -c "$py -m pytest -q -p no:cacheprovider -k cuda -s tests/test_renderer.py tests/test_teachers.py \
-  >'$OUT/cuda_tests.txt' 2>&1; tail -4 '$OUT/cuda_tests.txt'"
+  tests/test_train.py >'$OUT/cuda_tests.txt' 2>&1; tail -4 '$OUT/cuda_tests.txt'"
 step 120 replay_loader $py benchmarks/replay_loader.py --device cuda --workers 4 --batch-size 256 \
   --data imagefolder:/tmp/j64 --make-jpegs 8192 --out-file "$OUT/replay_loader_gpu.txt"
 step 40 cuda_paths $py benchmarks/cuda_paths.py --device cuda --out-file "$OUT/cuda_paths.txt"

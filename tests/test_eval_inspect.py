@@ -77,7 +77,7 @@ def test_eval_refuses_wrong_classes_and_maps_a_shift_by_name(tmp_path, teacher_p
 
     with monkeypatch.context() as m:  # an RGB shift set for a 1-channel model: refused before any evaluation runs
         m.setattr(eval_run, "_run", lambda *a, **k: pytest.fail("evaluated before refusing the shift set"))
-        with pytest.raises(DrkitError, match=r"shift:train has 3 channel\(s\), the checkpoint takes 1: read it with"):
+        with pytest.raises(DrkitError, match=r"shift:train has 3 channel\(s\), the checkpoint takes 1: read it as"):
             evaluate(EvalConfig(checkpoint=ckpt, data="digits:test", shift=f"imagefolder:{root}", workers=0,
                                 progress=False))
     r = evaluate(EvalConfig(checkpoint=ckpt, data="digits:test", shift=f"imagefolder:{root}?mode=L", limit=16,

@@ -202,6 +202,45 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, dr_store, monk
     assert len(read_metrics(tmp_path / "b")) == 3
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_resume_puts_the_optimizer_state_where_torch_does(tmp_path, monkeypatch):
+    """A resumed AdamW's state lies where a fresh one's does: moments on the GPU, ``step`` on the CPU
+    (on the GPU, a plain AdamW syncs once per parameter a step); and the run ends where one not interrupted does."""
+    kw = dict(model="drkit_cnn_tiny", opt="adamw", epochs=2, batch_size=32, limit_batches=3, seed=3, workers=0,
+              device="cuda", amp="off", quiet=True)
+    placed: dict[str, dict[str, str]] = {}
+    real_epoch, real_save, real_restore = train_loop._train_epoch, train_loop.save_state, train_loop._restore
+
+    def where(fit) -> dict[str, str]:
+        return {name: v.device.type for st in fit.optimizer.state.values() for name, v in st.items()}
+
+    def after_epoch(run, model, fit, *a, **k):
+        out = real_epoch(run, model, fit, *a, **k)
+        placed.setdefault(Path(run.cfg.out).name, where(fit))
+        return out
+
+    def killed(*a, **k):
+        real_save(*a, **k)
+        raise KeyboardInterrupt  # killed right after epoch 1 was committed
+
+    def restore(run, fit):
+        doc = real_restore(run, fit)
+        placed["resumed"] = where(fit)
+        return doc
+
+    monkeypatch.setattr(train_loop, "_train_epoch", after_epoch)
+    train(TrainConfig.build(data="digits:train", out=tmp_path / "a", **kw))
+    monkeypatch.setattr(train_loop, "save_state", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig.build(data="digits:train", out=tmp_path / "b", **kw))
+    monkeypatch.setattr(train_loop, "save_state", real_save)
+    monkeypatch.setattr(train_loop, "_restore", restore)
+    train(TrainConfig.build(data="digits:train", out=tmp_path / "b", resume=True, **kw))
+    assert placed["resumed"] == placed["a"] == {"step": "cpu", "exp_avg": "cuda", "exp_avg_sq": "cuda"}
+    wa, wb = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-5) for k in wa)  # cuDNN may reorder sums
+
+
 def test_one_loader_a_run_serves_every_epoch_and_workers_change_nothing(tmp_path, dr_store, monkeypatch):
     """The train and the val loader are made once a run, their workers persistent (no worker start an epoch,
     which costs seconds where workers spawn), and 0 or 2 workers give the same run, dropout included: the

@@ -156,7 +156,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     shift = None if cfg.shift is None else load_source(cfg.shift, split=cfg.split, download=cfg.download)
     for s in filter(None, (src, shift)):  # both refused before the long runs, not after the corruption table
         check(s.channels == mcfg.in_chans,
-              f"{s.spec} has {s.channels} channel(s), the checkpoint takes {mcfg.in_chans}: read it with ?mode=L or RGB")
+              f"{s.spec} has {s.channels} channel(s), the checkpoint takes {mcfg.in_chans}: read it as ?mode=L or RGB")
     views, run, keep, _ = _views_and_run(cfg, model, mcfg, src, device)
     workers = src.loader_workers(cfg.workers)
     clean = run(views(), workers=workers, desc="eval", progress=cfg.progress)

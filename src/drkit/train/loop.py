@@ -188,8 +188,8 @@ def _restore(run: Run, fit: Fit) -> dict[str, Any]:
     check(not diff, f"--resume: {out} holds a run with other settings ({', '.join(sorted(diff))}); "
           "resume with the same options or choose another --out")
     run.model.load_state_dict(split_prefix(tensors, "model"), strict=True)
-    unflatten_optimizer(fit.optimizer, {k: v.to(run.device) for k, v in tensors.items() if k.startswith("optim.")},
-                        doc["optimizer"])
+    # on the CPU: load_state_dict moves each tensor where torch keeps it (a plain AdamW's step stays on the CPU)
+    unflatten_optimizer(fit.optimizer, {k: v for k, v in tensors.items() if k.startswith("optim.")}, doc["optimizer"])
     if fit.ema is not None:
         fit.ema.load_state_dict(split_prefix(tensors, "ema"))
     if fit.scaler is not None and doc.get("scaler"):
