@@ -233,14 +233,24 @@ def test_flat_options_beside_a_section_are_kept_and_replace_lets_a_section_win()
     assert cfg.replace(optim=Optim(epochs=3)).optim == Optim(epochs=3)
 
 
+def test_options_a_mode_ignored_do_not_block_a_resume():
+    """Runs saved before --label-smoothing (DR/KD) and --temperature (ERM) were refused recorded them
+    though they changed nothing: a resume compares them as unset; the options a mode uses still count."""
+    flat = lambda cfg: TrainConfig.flat_dict(cfg.to_dict())  # noqa: E731
+    dr, erm = TrainConfig.build(data="d", out="o", reinforced="s"), TrainConfig.build(data="d", out="o")
+    assert dr.diff({**flat(dr), "label_smoothing": 0.1}) == [] and dr.diff({**flat(dr), "temperature": 3.0})
+    assert erm.diff({**flat(erm), "temperature": 2.0, "soften_targets": True}) == []
+    assert erm.diff({**flat(erm), "label_smoothing": 0.3}) == ["label_smoothing"]
+
+
 def test_train_config_sections_are_typed_and_flat_keywords_route_to_them():
     """The typed sections and the flat keywords (the CLI's) give the same config; its saved form is
     nested, and a flat one saved by an earlier release compares equal (so that run resumes)."""
     from drkit.train import Distill, Optim, Runtime
 
-    typed = TrainConfig(data="d", out="o", optim=Optim(epochs=3, lr=0.05), distill=Distill(temperature=1.0),
-                        runtime=Runtime(workers=0))
-    flat = TrainConfig.build(data="d", out="o", epochs=3, lr=0.05, temperature=1.0, workers=0)
+    typed = TrainConfig(data="d", out="o", reinforced="s", optim=Optim(epochs=3, lr=0.05),
+                        distill=Distill(temperature=1.0), runtime=Runtime(workers=0))
+    flat = TrainConfig.build(data="d", out="o", reinforced="s", epochs=3, lr=0.05, temperature=1.0, workers=0)
     assert typed == flat and flat.optim.peak_lr == 0.05 and flat.distill.resolved["soften_targets"] is False
     saved = flat.to_dict()
     assert saved["optim"]["epochs"] == 3 and "epochs" not in saved and saved["runtime"]["workers"] == 0

@@ -282,9 +282,31 @@ def test_resume_keeps_a_finished_member_only_with_the_same_options(tmp_path, fol
     err = capsys.readouterr().err
     assert rc == 2 and "member 0" in err and "other settings (epochs)" in err and _one_error(err)
     assert not (out / "fold1").exists()
+    shutil.move(out / "fold0" / "state", tmp_path / "state")  # a member whose options cannot be read back
+    rc = main([*args, "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "member 0" in err and "options cannot be checked" in err and _one_error(err)
+    shutil.move(tmp_path / "state", out / "fold0" / "state")
     assert main([*args, "--epochs", "1"]) == 0  # the same options: member 0 is kept, member 1 trains
     kept = json.loads((out / "folds.json").read_text())["members"]
     assert kept == json.loads((fold_teacher / "folds.json").read_text())["members"]  # as if never interrupted
+
+
+def test_folds_members_learn_online_from_a_kd_teacher_and_resume(tmp_path, fold_teacher, capsys):
+    """``--folds --kd-teacher``: every member distils from the (out-of-fold) teacher; ERM's label smoothing
+    is not passed to them, so they train, and a finished one is kept on --resume."""
+    import shutil
+
+    args = ["train", "--data", DATA, "--kd-teacher", f"ckpt:{fold_teacher}", "--model", "drkit_cnn_tiny", "--epochs",
+            "1", "--batch-size", "32", "--workers", "0", "--device", "cpu", "--folds", "2", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "kd")]) == 0, capsys.readouterr().err
+    members = json.loads((tmp_path / "kd" / "folds.json").read_text())["members"]
+    extra = json.loads((tmp_path / "kd" / "fold0" / "config.json").read_text())["extra"]["train"]
+    assert extra["kd_teacher"] == [f"ckpt:{fold_teacher}"] and extra["label_smoothing"] is None
+    (tmp_path / "again").mkdir()
+    shutil.copytree(tmp_path / "kd" / "fold0", tmp_path / "again" / "fold0")
+    assert main([*args, "--out", str(tmp_path / "again"), "--resume"]) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "again" / "folds.json").read_text())["members"] == members
 
 
 def test_resume_refuses_a_finished_member_whose_weights_changed(tmp_path, fold_teacher, capsys):

@@ -240,9 +240,7 @@ class SubsetSource(Source):
         idx.setflags(write=False)
         self._parent, self._indices = parent, idx
         self.is_prefix = bool(idx.size) and bool(np.array_equal(idx, np.arange(idx.size)))
-        spec = parent.spec
-        if self.is_prefix:
-            spec = replace(SourceSpec.parse(parent.spec), n=int(idx.size)).format()
+        spec = replace(SourceSpec.parse(parent.spec), n=int(idx.size)).format() if self.is_prefix else parent.spec
         super().__init__(spec=spec, split=parent.split, classes=parent.classes, mode=parent.mode,
                          labels=parent.labels[idx])
         self.digest_kind, self.sequential = parent.digest_kind, parent.sequential

@@ -53,8 +53,7 @@ def load_cached(kind: str, key: str, stamp: dict[str, Any]) -> Optional[dict[str
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    ok = isinstance(data, dict) and all(data.get(k) == v for k, v in stamp.items())
-    return data if ok else None
+    return data if isinstance(data, dict) and all(data.get(k) == v for k, v in stamp.items()) else None
 
 
 def save_cached(kind: str, key: str, entry: dict[str, Any], changed_ns: Iterable[int]) -> None:

@@ -38,8 +38,9 @@ HEADER_FIELDS = ("image_size", "recipe_request", "recipe_side", "num_views", "to
 
 
 def manifest_digest(m: Mapping[str, Any]) -> str:
-    """sha256 of a manifest's canonical JSON but its ``provenance`` (so identical stores share it): format 4
-    records it, so an edit into another valid setting (a recipe magnitude, a seed) is refused, not replayed."""
+    """sha256 of a manifest's canonical JSON but its ``provenance`` (the command and time): format 4 records it,
+    so an edit into another valid setting (a recipe magnitude, a seed) is refused, not replayed. Against accidents,
+    not forgers: a manifest rewritten as format 3 (which has none) is read without it."""
     body = {k: v for k, v in m.items() if k not in ("manifest_sha256", "provenance")}
     return sha256_bytes(json.dumps(body, sort_keys=True).encode())
 
@@ -81,8 +82,8 @@ def respell(spec: str, renderer: int) -> str:
 
 
 def upgrade_manifest(m: dict[str, Any]) -> dict[str, Any]:
-    """A format-1 or 2 manifest as format 3 says it (in memory): format 1's missing keys filled in,
-    the recipe respelt (:func:`respell`) and described with every setting this drkit has."""
+    """A format-1 or 2 manifest as formats 3-4 say it (in memory, without a digest): format 1's missing keys
+    filled in, the recipe respelt (:func:`respell`) and described with every setting this drkit has."""
     out = {**V1_DEFAULTS, **m, "format_version": FORMAT_VERSION}
     out["renderer"] = dict(out["renderer"] or V1_DEFAULTS["renderer"])
     if isinstance(m.get("recipe"), dict):

@@ -43,7 +43,7 @@ def merge_stores(inputs: list[str | Path], out: str | Path, provenance: dict[str
             raise StoreError(f"cannot merge: the inputs were made from different images (the content digests "
                              f"of shard {k} differ)")
     config = {k: first[k] for k in first if k not in ("format", "format_version", "drkit_version", "shards",
-                                                      "skipped", "provenance", "diagnostics")}
+                                                      "skipped", "provenance", "diagnostics", "manifest_sha256")}
     config.update(num_views=total_views, parts=parts, seed=first["seed"])
     writer = StoreWriter(out, config)
     offsets = np.cumsum([0] + [s.num_views for s in stores])[:-1]  # where each input's views begin

@@ -147,7 +147,9 @@ class TrainConfig(VerbConfig):
         saved = super().upgrade(saved)
         kd = [saved["kd_teacher"]] if isinstance(saved.get("kd_teacher"), str) else saved.get("kd_teacher")
         out = {**saved, "kd_teacher": kd, "model_kwargs": json_object(saved.get("model_kwargs"))}
-        return {"mode": implied_mode(out.get("reinforced"), kd), **out}
+        mode = implied_mode(out.get("reinforced"), kd)  # options a mode ignored, saved before they were refused:
+        out.update({"temperature": None, "soften_targets": None} if mode == "erm" else {"label_smoothing": None})
+        return {"mode": mode, **out}
 
     # -- resolved views of options ----------------------------------------------------------
     @property

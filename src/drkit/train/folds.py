@@ -13,14 +13,15 @@ from typing import Any, Callable
 import numpy as np
 
 from ..checkpoint import checkpoint_dir, load_checkpoint, read_config
+from ..configs import check
 from ..defaults import FOLDS_MIN_STEPS
 from ..errors import DrkitError
-from ..fileio import atomic_write_json
+from ..fileio import atomic_write_json, read_json_object
 from ..folds import FOLDS_FILE, FOLDS_FORMAT, FOLDS_VERSION, root_indices, split_for
 from .config import TrainConfig
 from .outputs import note, warn
 from .setup import open_source
-from .state import has_state, load_state
+from .state import STATE_JSON, has_state, state_dir
 
 
 def train_folds(cfg: TrainConfig, train_one: Callable[[TrainConfig], dict[str, Any]]) -> dict[str, Any]:
@@ -88,7 +89,9 @@ def check_finished_member(member: Path, k: int, member_cfg: TrainConfig) -> None
     data = member_cfg.data
     try:
         _, config = load_checkpoint(member)  # verifies the weights' sha256
-        diff = member_cfg.diff(load_state(member)[1]["config"]) if has_state(member) else []
+        state = read_json_object(state_dir(member) / STATE_JSON, DrkitError) if has_state(member) else {}
+        check(isinstance(state.get("config"), dict), f"its options cannot be checked ({member}/state/ is gone)")
+        diff = member_cfg.diff(state["config"])
     except DrkitError as exc:
         raise DrkitError(f"--resume: member {k} ({member}) cannot be kept: {exc}") from None
     if diff:

@@ -153,15 +153,16 @@ def _model(cfg: TrainConfig, src: Source, size: int, env: DistEnv, device: torch
     net = ImageModel.from_config(ModelConfig(
         model=cfg.model, num_classes=len(src.classes), in_chans=src.channels, image_size=size, mean=mean, std=std,
         classes=list(src.classes), model_kwargs=cfg.model_kwargs, source_fingerprint=src.fingerprint), seed=cfg.seed)
-    try:  # a ViT built for 224 px fed 28 px, a bad --model-kwargs value: refused here, not as a traceback in step 1
-        with torch.no_grad():
-            net.eval()(torch.zeros(1, src.channels, size, size))
-    except (ValueError, TypeError, RuntimeError, AssertionError) as exc:
-        raise DrkitError(f"{cfg.model} fails on a {src.channels}x{size}x{size} image ({one_line(exc)}): check "
-                         f"--model-kwargs; size a ViT or Swin with --model-kwargs '{{\"img_size\": {size}}}'") from None
     if cfg.init is not None:
         load_init(net, cfg.init, env.rank)
-    return net.to(device, memory_format=torch.channels_last if cfg.runtime.channels_last else torch.preserve_format)
+    net = net.to(device, memory_format=torch.channels_last if cfg.runtime.channels_last else torch.preserve_format)
+    try:  # a ViT built for 224 px fed 28 px, a bad --model-kwargs value: refused here, not as a traceback in step 1
+        with torch.no_grad():
+            net.eval()(torch.zeros(2, src.channels, size, size, device=device))
+    except (ValueError, TypeError, RuntimeError, AssertionError) as exc:
+        raise DrkitError(f"{cfg.model} fails on {src.channels}x{size}x{size} images ({one_line(exc)}): check "
+                         f"--model-kwargs and --image-size (a timm ViT or Swin is sized by img_size)") from None
+    return net
 
 
 def open_source(spec: Any, split: str | None = None, download: bool = False) -> Source:
@@ -182,8 +183,7 @@ def source_stats(src: Source, max_images: int = STATS_IMAGES,
                  skip: set[int] | frozenset[int] = frozenset()) -> tuple[list[float], list[float]]:
     """Per-channel mean/std in [0, 1] over up to ``max_images`` evenly strided images (the first
     N of an ImageFolder would all be class 0), leaving out ``skip`` (a store's undecodable images)."""
-    idx = src.probe_indices(max_images)
-    idx = np.array([i for i in idx if int(i) not in skip], dtype=np.int64)
+    idx = np.array([i for i in src.probe_indices(max_images) if int(i) not in skip], dtype=np.int64)
     c = src.channels
     total = np.zeros(c, dtype=np.float64)
     total_sq = np.zeros(c, dtype=np.float64)
