@@ -165,6 +165,19 @@ def test_a_job_removes_only_its_own_temp_files(tmp_path):
     assert theirs.exists() and not mine.exists()
 
 
+def test_sealing_removes_debris_of_jobs_killed_under_another_shard_layout(tmp_path, store, digits_train):
+    """A run killed as 4 jobs and finished as one: the 4-job layout's temp files have no job left to remove
+    them, so the writer that seals the store does."""
+    root = _copy(store, tmp_path)
+    debris = root / "shards" / ".00000.safetensors.job3of4.q1w2.tmp"
+    debris.write_bytes(b"half a shard")
+    reinforce(ReinforceConfig(data=digits_train, teacher=[f"ckpt:{store.parent / 't'}"], out=root, resume=True,
+                              recipe="padcrop+ra+mix", views=2, topk=3, workers=0, images_per_shard=16, device="cpu",
+                              progress=False, command=["t"]))
+    assert not debris.exists() and not list((root / "shards").glob(".*"))
+    assert _cli("verify", str(root)).returncode == 0
+
+
 def test_a_resumed_shard_whose_image_was_repaired_drops_the_killed_runs_skip_list(tmp_path):
     """A run killed after writing shard 0's skip list but before the shard, resumed after the image was
     fixed: the redone shard has no skips, so the stale list must go (else a good sample is never trained on)."""

@@ -119,6 +119,8 @@ class StoreWriter:
         manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "drkit_version": __version__,
                     **self.config, **(extra or {}), "shards": shards,
                     "skipped": sorted(set(skipped) | set(self.skipped())), "provenance": provenance}
+        for tmp in (self.root / SHARD_DIR).glob(".*.tmp"):  # every shard exists: no job writes; a job killed
+            tmp.unlink(missing_ok=True)  # under another --shard layout left these, and none resumes to remove them
         atomic_write_json(self.root / MANIFEST, {**manifest, "manifest_sha256": manifest_digest(manifest)})
         return True
 
