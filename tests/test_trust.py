@@ -278,6 +278,7 @@ def test_every_sources_content_digest_is_one_a_store_may_record():
 
 
 @pytest.mark.parametrize("args, words", [(["verify", "STORE", "--replay", "-3"], "--replay"),
+                                         (["verify", "STORE", "--content"], "give the data with --data SRC"),
                                          (["inspect", "STORE", "--grid", "GRID", "--grid-samples", "0"], "--grid-samples"),
                                          (["reinforce", "--data", "digits:train", "--teacher", "ckpt:t", "--seed", "-1",
                                            "--out", "OUT"], "--seed")])

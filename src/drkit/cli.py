@@ -64,14 +64,13 @@ def _cmd_inspect(a: argparse.Namespace) -> Any:
 
 
 def _cmd_verify(a: argparse.Namespace) -> Any:
-    from .errors import DrkitError
     from .sources import load_source
     from .store import open_store
 
     src = load_source(a.data, split=a.split, download=a.download) if a.data else None
     check(a.replay >= 0, f"--replay N must be 0 or more, got {a.replay}")
-    if (a.content or a.replay) and src is None:
-        raise DrkitError("--content and --replay compare the images with the store: give the data with --data SRC")
+    check(not (a.content or a.replay) or src is not None,
+          "--content and --replay compare the images with the store: give the data with --data SRC")
     store = open_store(a.store)
     report = store.verify(src, content=a.content, progress=sys.stderr.isatty())
     print(f"ok: {report['store']} ({report['shards']} shards, {report['samples']} samples x {report['views']} views)"

@@ -228,11 +228,10 @@ class AugmentedDataset(TrainViews):
     def _item(self, i: int, p: ViewParams, partner_views: dict[tuple[int, int], ViewParams]) -> Item:
         q = partner_of(p)
         images = {i: self.src.load_uint8(i)}
-        if q is not None:
-            images.setdefault(q[0], self.src.load_uint8(q[0]))
         label = int(self.labels[i])
         target = one_hot([label], self.num_classes)[0]  # hard, or λ-weighted two-hot when the view mixes
         if q is not None:
+            images.setdefault(q[0], self.src.load_uint8(q[0]))
             lam = self.recipe.mix_weight(p, self.image_size)
             target = target * lam + one_hot([int(self.labels[q[0]])], self.num_classes)[0] * (1.0 - lam)
         return {"sample": i, "label": label, "images": images, "params": [p],
